@@ -1,0 +1,51 @@
+"""Admin pages. A key's secret is never displayed: only its masked form and fingerprint."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+
+
+@admin.register(Gateway)
+class GatewayAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "base_url", "auth_scheme", "model_id_style", "is_preset"]
+    search_fields = ["name", "slug"]
+    readonly_fields = ["is_preset", "created_at", "updated_at"]
+
+
+class AssignmentInline(admin.TabularInline):
+    model = Assignment
+    extra = 0
+    fields = ["user", "created_at", "last_download_at", "last_download_format"]
+    readonly_fields = ["created_at", "last_download_at", "last_download_format"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(GatewayKey)
+class GatewayKeyAdmin(admin.ModelAdmin):
+    """Secrets are stored through the portal's own pages or API, never typed in here."""
+
+    list_display = ["label", "team", "gateway", "masked", "short_fingerprint", "state", "expires_at"]
+    list_filter = ["gateway", "is_enabled"]
+    search_fields = ["label", "team__slug", "fingerprint"]
+    list_select_related = ["team", "gateway"]
+    exclude = ["secret_ciphertext"]
+    readonly_fields = ["id", "team", "gateway", "masked", "fingerprint", "secret_key_id", "created_at", "created_by"]
+    inlines = [AssignmentInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ProbeResult)
+class ProbeResultAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "key", "gateway", "verdict", "status_code", "latency_ms"]
+    list_filter = ["verdict", "gateway"]
+    list_select_related = ["key", "gateway"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

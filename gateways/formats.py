@@ -1,0 +1,49 @@
+"""The download formats of a configuration: one table shared by the web page and the API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateways import installers, snippets
+from gateways.config import ClaudeConfig
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    render: Callable[[ClaudeConfig], str]
+    content_type: str
+    filename: str  # {slug} is the gateway's slug
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format("settings.json", snippets.render_settings_json, "application/json", "settings.json"),
+        Format("bash", snippets.render_bash, "text/x-shellscript", "claude-{slug}.bash"),
+        Format("zsh", snippets.render_zsh, "text/x-shellscript", "claude-{slug}.zsh"),
+        Format("fish", snippets.render_fish, "text/plain", "claude-{slug}.fish"),
+        Format("powershell", snippets.render_powershell, "text/plain", "claude-{slug}.ps1"),
+        Format("cmd", snippets.render_cmd, "text/plain", "claude-{slug}.cmd"),
+        Format("install.sh", installers.render_install_sh, "text/x-shellscript", "install-claude-{slug}.sh"),
+        Format("install.ps1", installers.render_install_ps1, "text/plain", "install-claude-{slug}.ps1"),
+    ]
+}
+
+
+class UnknownFormat(LookupError):
+    def __init__(self, name: str):
+        super().__init__(f"There is no format {name!r}. Formats: {', '.join(FORMATS)}.")
+
+
+def render(name: str, config: ClaudeConfig) -> tuple[str, Format]:
+    """Render one format; raises UnknownFormat or snippets.UnrepresentableValue with a sentence."""
+    fmt = FORMATS.get(name)
+    if fmt is None:
+        raise UnknownFormat(name)
+    return fmt.render(config), fmt
+
+
+def filename_for(fmt: Format, gateway_slug: str) -> str:
+    return fmt.filename.format(slug=gateway_slug)

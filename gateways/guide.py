@@ -1,0 +1,128 @@
+"""What the set-up page says around each snippet: the seed guides' steps, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INSTALL_UNIX = [
+    ("Native installer (recommended)", "curl -fsSL https://claude.ai/install.sh | bash"),
+    ("Homebrew (macOS)", "brew install --cask claude-code"),
+    ("npm fallback (Node.js 18+)", "npm install -g @anthropic-ai/claude-code"),
+]
+INSTALL_WINDOWS = [
+    ("Native installer (recommended, PowerShell)", "irm https://claude.ai/install.ps1 | iex"),
+    ("WinGet", "winget install Anthropic.ClaudeCode"),
+    ("npm fallback (Node.js 18+)", "npm install -g @anthropic-ai/claude-code"),
+]
+
+
+@dataclass(frozen=True)
+class Tab:
+    slug: str
+    title: str
+    format: str
+    platform: str  # "unix" or "windows"
+    where: str
+    apply: str
+    installer: str | None = None
+
+    @property
+    def install_steps(self) -> list[tuple[str, str]]:
+        return INSTALL_WINDOWS if self.platform == "windows" else INSTALL_UNIX
+
+
+TABS = [
+    Tab("zsh", "macOS/Linux zsh", "zsh", "unix", "Append to ~/.zshrc", "source ~/.zshrc, or open a new terminal", "install.sh"),
+    Tab("bash", "bash", "bash", "unix", "Append to ~/.bashrc", "source ~/.bashrc, or open a new terminal", "install.sh"),
+    Tab("fish", "fish", "fish", "unix", "Append to ~/.config/fish/config.fish", "open a new terminal", "install.sh"),
+    Tab(
+        "powershell",
+        "Windows PowerShell",
+        "powershell",
+        "windows",
+        "Paste into PowerShell: it saves the variables in your user environment",
+        "close this terminal and open a new PowerShell window",
+        "install.ps1",
+    ),
+    Tab(
+        "cmd",
+        "Windows CMD",
+        "cmd",
+        "windows",
+        "Paste into CMD: setx saves the variables in your user environment",
+        "close this terminal and open a new CMD window",
+        "install.ps1",
+    ),
+    Tab(
+        "settings",
+        "settings.json",
+        "settings.json",
+        "any",
+        "Save as ~/.claude/settings.json (Windows: %USERPROFILE%\\.claude\\settings.json), "
+        "or for one project as .claude/settings.local.json. Never put it in .claude/settings.json, "
+        "which is committed with the repository.",
+        "restart claude: settings are read at start-up",
+        "install.sh",
+    ),
+]
+TAB_BY_SLUG = {tab.slug: tab for tab in TABS}
+
+
+def tab_for_user_agent(user_agent: str) -> str:
+    """Preselect a tab: Windows browsers get PowerShell, macOS zsh (its default shell), others bash."""
+    ua = user_agent.lower()
+    if "windows" in ua:
+        return "powershell"
+    if "mac os" in ua or "macintosh" in ua:
+        return "zsh"
+    return "bash"
+
+
+def after_setup_steps(gateway) -> list[str]:
+    """The steps after the snippet, in the order of the gateway's guide."""
+    steps = ["Close the terminal and open a new one: variables are only read by a new terminal."]
+    if gateway.auth_scheme == "bearer":
+        steps.append(
+            "If you ever signed in to Claude Code with an Anthropic account, run /logout once inside claude, "
+            "then quit and start claude again: a cached login conflicts with the gateway key."
+        )
+    else:
+        steps.append(
+            'On the first start, Claude Code asks "Detected a custom API key… Do you want to use this API key?". '
+            "Answer Yes: the default answer is No."
+        )
+    steps.append(
+        "Run claude and send a short prompt, for example: Reply with \"connected\". "
+        f"A normal answer means the path to {gateway.name} works."
+    )
+    steps.append(
+        f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source "
+        f"{'ANTHROPIC_AUTH_TOKEN' if gateway.auth_scheme == 'bearer' else 'ANTHROPIC_API_KEY'}."
+    )
+    if not gateway.default_model:
+        steps.append("Choose a model with /model inside claude.")
+    return steps
+
+
+GENERAL_TROUBLESHOOTING = [
+    (
+        "401 or 403",
+        "Check that the key is the full secret (with its sk- prefix), that it is not disabled, expired or out "
+        "of balance, that your model is allowed for the key, and that no IP restriction blocks you.",
+    ),
+    (
+        "400 context_management: Extra inputs are not permitted (under \"Unable to connect to Anthropic services\")",
+        "The key is fine: the gateway rejects Claude Code's experimental betas. Add "
+        '"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1" to the env block of ~/.claude/settings.json, open a '
+        "new terminal and run claude again. Ask your team admin to probe the key: the portal then adds it for you.",
+    ),
+    (
+        "Model not found, or \"There's an issue with the selected model\"",
+        "Check the base URL has no /v1 at the end, that ANTHROPIC_API_KEY is empty when the gateway uses "
+        "ANTHROPIC_AUTH_TOKEN, and that the model id is spelled the gateway's way.",
+    ),
+    (
+        "Changes do not take effect",
+        "Variables are read only by a new terminal, and settings.json only when claude starts: reopen both.",
+    ),
+]

@@ -1,0 +1,271 @@
+"""The gateway catalogue, the key vault, assignments and probe results."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from gateways.rules import ModelIdStyle
+from portal import crypto
+from portal.models import Role, Team
+
+
+class AuthScheme(models.TextChoices):
+    X_API_KEY = "x-api-key", "x-api-key header (ANTHROPIC_API_KEY)"
+    BEARER = "bearer", "Bearer token (ANTHROPIC_AUTH_TOKEN, with ANTHROPIC_API_KEY empty)"
+
+
+class ProbeMode(models.TextChoices):
+    INFERENCE = "inference", "Send a small message, like Claude Code"
+    REACHABILITY = "reachability", "Reachability and auth only (weaker: no message is sent)"
+
+
+def default_troubleshooting() -> list:
+    return []
+
+
+class Gateway(models.Model):
+    """A service that speaks the Anthropic Messages protocol, with its own rules for Claude Code."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    base_url = models.CharField(max_length=300, help_text="The API root, never ending in /v1.")
+    auth_scheme = models.CharField(max_length=10, choices=AuthScheme.choices, default=AuthScheme.X_API_KEY)
+    requires_sk_prefix = models.BooleanField(default=False, help_text="Keys are the full sk-… secret.")
+    model_id_style = models.CharField(max_length=12, choices=ModelIdStyle.choices, default=ModelIdStyle.AS_IS)
+    default_model = models.CharField(max_length=100, blank=True, help_text="ANTHROPIC_MODEL, e.g. sonnet.")
+    default_opus_model = models.CharField(max_length=100, blank=True)
+    default_sonnet_model = models.CharField(max_length=100, blank=True)
+    default_haiku_model = models.CharField(max_length=100, blank=True)
+    custom_model_option = models.CharField(max_length=100, blank=True)
+    custom_model_option_name = models.CharField(max_length=100, blank=True)
+    timeout_ms = models.PositiveIntegerField(null=True, blank=True, help_text="API_TIMEOUT_MS, if the guide asks.")
+    disable_experimental_betas = models.BooleanField(
+        default=False, help_text="Set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1 (gateway rejects context_management)."
+    )
+    extra_env = models.JSONField(default=dict, blank=True)
+    docs_url = models.URLField(blank=True)
+    console_hint = models.CharField(max_length=300, blank=True, help_text="Where users find their key.")
+    notes = models.TextField(blank=True)
+    troubleshooting = models.JSONField(default=default_troubleshooting, blank=True)  # [[symptom, fix], ...]
+    probe_mode = models.CharField(max_length=12, choices=ProbeMode.choices, default=ProbeMode.INFERENCE)
+    probe_prompt = models.CharField(max_length=200, default="Reply with the single word: pong")
+    probe_model = models.CharField(max_length=100, blank=True, help_text="Model for probes; blank uses the key's.")
+    probe_interval_minutes = models.PositiveIntegerField(default=60)
+    is_preset = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def empties_api_key(self) -> bool:
+        """Bearer gateways need ANTHROPIC_API_KEY="": a leftover key makes Claude Code send both headers."""
+        return self.auth_scheme == AuthScheme.BEARER
+
+    @property
+    def credential_variable(self) -> str:
+        return "ANTHROPIC_AUTH_TOKEN" if self.auth_scheme == AuthScheme.BEARER else "ANTHROPIC_API_KEY"
+
+
+class GatewayKeyQuerySet(models.QuerySet):
+    def visible_to(self, user) -> GatewayKeyQuerySet:
+        """Keys of the teams the user administers or audits (staff: all)."""
+        return self.filter(team__in=Team.objects.overseen_by(user))
+
+    def manageable_by(self, user) -> GatewayKeyQuerySet:
+        return self.filter(team__in=Team.objects.administered_by(user))
+
+    def usable(self) -> GatewayKeyQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True, is_enabled=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class KeyState(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DISABLED = "disabled", "Disabled"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
+class GatewayKey(models.Model):
+    """A team's secret for one gateway. Write-only: the plaintext leaves only in its assignee's config."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, models.CASCADE, related_name="keys")
+    gateway = models.ForeignKey(Gateway, models.PROTECT, related_name="keys")
+    label = models.CharField(max_length=100)
+    secret_ciphertext = models.TextField(blank=True, editable=False)
+    secret_key_id = models.CharField(max_length=8, blank=True, db_index=True, editable=False)
+    masked = models.CharField(max_length=20, editable=False)
+    fingerprint = models.CharField(max_length=64, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    is_enabled = models.BooleanField(default=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Overrides of the gateway's defaults; blank or null means "use the gateway's".
+    model = models.CharField(max_length=100, blank=True)
+    opus_model = models.CharField(max_length=100, blank=True)
+    sonnet_model = models.CharField(max_length=100, blank=True)
+    haiku_model = models.CharField(max_length=100, blank=True)
+    custom_model_option = models.CharField(max_length=100, blank=True)
+    custom_model_option_name = models.CharField(max_length=100, blank=True)
+    timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    disable_experimental_betas = models.BooleanField(null=True, blank=True)
+    custom_headers = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # When anything that goes into a config last changed: a download before this is stale.
+    config_changed_at = models.DateTimeField(default=timezone.now)
+    last_probe_verdict = models.CharField(max_length=20, blank=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GatewayKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["team", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "fingerprint"], name="unique_secret_per_team"),
+        ]
+        indexes = [models.Index(fields=["gateway", "team"], name="key_gateway_team")]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.masked})"
+
+    @property
+    def short_fingerprint(self) -> str:
+        return self.fingerprint[:12]
+
+    @property
+    def associated_data(self) -> str:
+        return f"gateways.GatewayKey:{self.id}"
+
+    def set_secret(self, secret: str) -> None:
+        """Encrypt a cleaned secret into this row (see gateways.rules.clean_secret)."""
+        from gateways.rules import fingerprint, mask
+
+        self.secret_ciphertext, self.secret_key_id = crypto.get_keyring().encrypt(
+            secret, associated_data=self.associated_data
+        )
+        self.masked = mask(secret)
+        self.fingerprint = fingerprint(secret)
+
+    def reveal_secret(self) -> str:
+        """The plaintext, for building its assignee's config or a probe. Never log or store it."""
+        if not self.secret_ciphertext:
+            raise crypto.DecryptionError("This key was revoked and its secret destroyed.")
+        return crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data)
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at:
+            return KeyState.REVOKED
+        if not self.is_enabled:
+            return KeyState.DISABLED
+        if self.expires_at and self.expires_at <= timezone.now():
+            return KeyState.EXPIRED
+        return KeyState.ACTIVE
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == KeyState.ACTIVE
+
+    @property
+    def betas_disabled(self) -> bool:
+        if self.disable_experimental_betas is not None:
+            return self.disable_experimental_betas
+        return self.gateway.disable_experimental_betas
+
+
+class AssignmentQuerySet(models.QuerySet):
+    def visible_to(self, user) -> AssignmentQuerySet:
+        """Admins and auditors see their teams' assignments; everyone sees their own."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        overseen = Team.objects.overseen_by(user).values("pk")
+        return self.filter(models.Q(key__team__in=overseen) | models.Q(user=user))
+
+
+class Assignment(models.Model):
+    """A key given to a developer: one configuration they can download."""
+
+    key = models.ForeignKey(GatewayKey, models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="assignments")
+    assigned_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_download_at = models.DateTimeField(null=True, blank=True)
+    last_download_format = models.CharField(max_length=20, blank=True)
+    last_download_ip = models.GenericIPAddressField(null=True, blank=True)
+    download_count = models.PositiveIntegerField(default=0)
+
+    objects = AssignmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["key", "user"], name="unique_assignment")]
+        indexes = [models.Index(fields=["user", "key"], name="assignment_user_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key.label} → {self.user}"
+
+
+class Verdict(models.TextChoices):
+    OK = "ok", "OK"
+    AUTH_FAILED = "auth_failed", "Authentication failed"
+    FORBIDDEN = "forbidden", "Forbidden"
+    MODEL_NOT_FOUND = "model_not_found", "Model not found"
+    WRONG_BASE_URL = "wrong_base_url", "Wrong base URL"
+    BETAS_REJECTED = "betas_rejected", "Experimental betas rejected"
+    BAD_REQUEST = "bad_request", "Bad request"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    GATEWAY_ERROR = "gateway_error", "Gateway error"
+    TIMEOUT = "timeout", "Timed out"
+    UNREACHABLE = "unreachable", "Unreachable"
+    TLS_ERROR = "tls_error", "TLS error"
+    BAD_RESPONSE = "bad_response", "Bad response"
+    REFUSED = "refused", "Refused by the portal"
+
+
+class ProbeResultQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ProbeResultQuerySet:
+        return self.filter(key__team__in=Team.objects.overseen_by(user))
+
+
+class ProbeResult(models.Model):
+    """One validation run of one key against its gateway."""
+
+    key = models.ForeignKey(GatewayKey, models.CASCADE, related_name="probes")
+    gateway = models.ForeignKey(Gateway, models.CASCADE, related_name="probes")
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    hint = models.TextField(blank=True)
+    warning = models.TextField(blank=True)
+    error_excerpt = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=12, choices=ProbeMode.choices, default=ProbeMode.INFERENCE)
+    trigger = models.CharField(max_length=20, default="manual")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ProbeResultQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["key", "-created_at"], name="probe_key_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.key.label}: {self.verdict}"
+

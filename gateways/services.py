@@ -1,0 +1,288 @@
+"""State changes for gateways, keys and assignments, each with its audit event in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from gateways import rules
+from gateways.models import Assignment, Gateway, GatewayKey
+from portal import audit
+from portal.models import Action, Membership, Team
+from portal.services import ServiceError, find_user
+
+GATEWAY_FIELDS = {
+    "name",
+    "base_url",
+    "auth_scheme",
+    "requires_sk_prefix",
+    "model_id_style",
+    "default_model",
+    "default_opus_model",
+    "default_sonnet_model",
+    "default_haiku_model",
+    "custom_model_option",
+    "custom_model_option_name",
+    "timeout_ms",
+    "disable_experimental_betas",
+    "extra_env",
+    "docs_url",
+    "console_hint",
+    "notes",
+    "troubleshooting",
+    "probe_mode",
+    "probe_prompt",
+    "probe_model",
+    "probe_interval_minutes",
+}
+MODEL_FIELDS = ("default_model", "default_opus_model", "default_sonnet_model", "default_haiku_model", "probe_model")
+KEY_SETTING_FIELDS = (
+    "label",
+    "expires_at",
+    "model",
+    "opus_model",
+    "sonnet_model",
+    "haiku_model",
+    "custom_model_option",
+    "custom_model_option_name",
+    "timeout_ms",
+    "disable_experimental_betas",
+    "custom_headers",
+)
+KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
+
+
+def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
+    """Apply the catalogue rules to gateway fields; return cleaned fields and notices for the admin."""
+    notices: list[str] = []
+    cleaned = dict(fields)
+    if "base_url" in cleaned:
+        cleaned["base_url"], notices = rules.normalize_base_url(cleaned["base_url"])
+    for name in MODEL_FIELDS + ("custom_model_option",):
+        if cleaned.get(name):
+            cleaned[name] = rules.styled_model_id(cleaned[name], style)
+    if "extra_env" in cleaned:
+        cleaned["extra_env"] = rules.clean_extra_env(cleaned["extra_env"] or {})
+    if "timeout_ms" in cleaned:
+        cleaned["timeout_ms"] = rules.clean_timeout_ms(cleaned["timeout_ms"])
+    return cleaned, notices
+
+
+@transaction.atomic
+def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fields) -> tuple[Gateway, list[str]]:
+    unknown = set(fields) - GATEWAY_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+    if Gateway.objects.filter(slug=slug).exists():
+        raise ServiceError(f"A gateway with the slug {slug!r} already exists. Choose another slug.")
+    cleaned, notices = clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
+    gateway = Gateway.objects.create(slug=slug, **cleaned)
+    audit.record(
+        Action.GATEWAY_CREATED,
+        actor=actor,
+        request=request,
+        gateway_slug=slug,
+        target=slug,
+        details={"base_url": gateway.base_url, "auth_scheme": gateway.auth_scheme},
+    )
+    return gateway, notices
+
+
+@transaction.atomic
+def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpRequest | None = None) -> list[str]:
+    """Change only the given fields; a preset keeps every rule that is not named."""
+    unknown = set(changes) - GATEWAY_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+    style = changes.get("model_id_style", gateway.model_id_style)
+    cleaned, notices = clean_gateway_fields(changes, style=style)
+    before = {name: getattr(gateway, name) for name in cleaned}
+    for name, value in cleaned.items():
+        setattr(gateway, name, value)
+    gateway.save()
+    changed = {name: {"from": before[name], "to": value} for name, value in cleaned.items() if before[name] != value}
+    if changed:
+        GatewayKey.objects.filter(gateway=gateway).update(config_changed_at=timezone.now())
+        audit.record(
+            Action.GATEWAY_UPDATED,
+            actor=actor,
+            request=request,
+            gateway_slug=gateway.slug,
+            target=gateway.slug,
+            details={"changed": changed},
+        )
+    return notices
+
+
+def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
+    cleaned = {name: value for name, value in settings.items() if name in KEY_SETTING_FIELDS}
+    for name in KEY_MODEL_FIELDS:
+        if cleaned.get(name):
+            cleaned[name] = rules.styled_model_id(cleaned[name], gateway.model_id_style)
+    if "custom_headers" in cleaned:
+        cleaned["custom_headers"] = rules.clean_custom_headers(cleaned["custom_headers"] or {})
+    if "timeout_ms" in cleaned:
+        cleaned["timeout_ms"] = rules.clean_timeout_ms(cleaned["timeout_ms"])
+    if "label" in cleaned:
+        cleaned["label"] = (cleaned["label"] or "").strip()
+        if not cleaned["label"]:
+            raise rules.RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.")
+    return cleaned
+
+
+def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | None = None) -> None:
+    duplicates = GatewayKey.objects.filter(team=team, fingerprint=fingerprint)
+    if exclude is not None:
+        duplicates = duplicates.exclude(pk=exclude.pk)
+    existing = duplicates.first()
+    if existing:
+        raise ServiceError(f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.")
+
+
+@sensitive_variables("secret")
+@transaction.atomic
+def store_key(
+    *,
+    team: Team,
+    gateway: Gateway,
+    label: str,
+    secret: str,
+    actor,
+    request: HttpRequest | None = None,
+    expires_at: datetime | None = None,
+    **settings,
+) -> GatewayKey:
+    """Encrypt and store a team's key for a gateway."""
+    secret = rules.clean_secret(secret, requires_sk_prefix=gateway.requires_sk_prefix)
+    cleaned = clean_key_settings({"label": label, "expires_at": expires_at, **settings}, gateway=gateway)
+    key = GatewayKey(team=team, gateway=gateway, created_by=actor if actor and actor.pk else None, **cleaned)
+    key.set_secret(secret)
+    _refuse_duplicate(team, key.fingerprint)
+    key.save()
+    audit.record(
+        Action.KEY_CREATED,
+        actor=actor,
+        request=request,
+        team=team,
+        gateway_slug=gateway.slug,
+        target=key.short_fingerprint,
+        details={"label": key.label, "masked": key.masked, "key_id": str(key.id)},
+    )
+    return key
+
+
+@sensitive_variables("secret")
+@transaction.atomic
+def update_key(
+    *, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None, secret: str | None = None
+) -> GatewayKey:
+    """Change a key's settings and, when `secret` is given, rotate its secret."""
+    key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
+    if key.revoked_at:
+        raise ServiceError("This key is revoked; store a new key instead of changing it.")
+    cleaned = clean_key_settings(changes, gateway=key.gateway)
+    changed = {}
+    for name, value in cleaned.items():
+        if getattr(key, name) != value:
+            changed[name] = {"from": _jsonable(getattr(key, name)), "to": _jsonable(value)}
+            setattr(key, name, value)
+    if "is_enabled" in changes and changes["is_enabled"] != key.is_enabled:
+        key.is_enabled = bool(changes["is_enabled"])
+        action = Action.KEY_ENABLED if key.is_enabled else Action.KEY_DISABLED
+        audit.record(action, actor=actor, request=request, team=key.team, gateway_slug=key.gateway.slug, target=key.short_fingerprint)
+    if secret is not None:
+        old_masked = key.masked
+        key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
+        _refuse_duplicate(key.team, key.fingerprint, exclude=key)
+        audit.record(
+            Action.KEY_ROTATED,
+            actor=actor,
+            request=request,
+            team=key.team,
+            gateway_slug=key.gateway.slug,
+            target=key.short_fingerprint,
+            details={"from": old_masked, "to": key.masked},
+        )
+    if changed or secret is not None:
+        key.config_changed_at = timezone.now()
+    if changed:
+        audit.record(
+            Action.KEY_UPDATED,
+            actor=actor,
+            request=request,
+            team=key.team,
+            gateway_slug=key.gateway.slug,
+            target=key.short_fingerprint,
+            details={"changed": changed},
+        )
+    key.save()
+    return key
+
+
+@transaction.atomic
+def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Revoke for good: the ciphertext is destroyed, so no later download can carry it."""
+    key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
+    if key.revoked_at:
+        return key
+    key.revoked_at = timezone.now()
+    key.secret_ciphertext = ""
+    key.save(update_fields=["revoked_at", "secret_ciphertext"])
+    audit.record(
+        Action.KEY_REVOKED,
+        actor=actor,
+        request=request,
+        team=key.team,
+        gateway_slug=key.gateway.slug,
+        target=key.short_fingerprint,
+        details={"label": key.label, "masked": key.masked, "assignments": key.assignments.count()},
+    )
+    return key
+
+
+@transaction.atomic
+def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | None = None) -> Assignment:
+    user = find_user(username)
+    if not Membership.objects.filter(team=key.team, user=user).exists():
+        raise ServiceError(f"{username} is not a member of {key.team.slug}. Add them to the team first.")
+    if key.revoked_at:
+        raise ServiceError("This key is revoked and cannot be assigned.")
+    assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
+    if not created:
+        raise ServiceError(f"{username} already has this key.")
+    audit.record(
+        Action.ASSIGNMENT_CREATED,
+        actor=actor,
+        request=request,
+        team=key.team,
+        gateway_slug=key.gateway.slug,
+        target=key.short_fingerprint,
+        details={"user": username, "label": key.label},
+    )
+    return assignment
+
+
+@transaction.atomic
+def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | None = None) -> None:
+    key = assignment.key
+    username = assignment.user.get_username()
+    assignment.delete()
+    audit.record(
+        Action.ASSIGNMENT_REMOVED,
+        actor=actor,
+        request=request,
+        team=key.team,
+        gateway_slug=key.gateway.slug,
+        target=key.short_fingerprint,
+        details={"user": username, "label": key.label},
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,175 @@
+"""Render a ClaudeConfig for one shell, exactly quoted, or refuse with a reason.
+
+Every shell format is a script that works both pasted into that shell and sourced as a
+file. Quoting is one function per shell; a value that a shell cannot carry unchanged raises
+`UnrepresentableValue` instead of being mangled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
+
+
+class UnrepresentableValue(ValueError):
+    """A value cannot be written for this shell without changing it."""
+
+
+def _refuse_nul(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise UnrepresentableValue(f"{name} contains a NUL character, which no environment variable can hold.")
+
+
+def _comment(text: str) -> str:
+    """Text safe inside a comment line of any shell: printable ASCII only, no line breaks."""
+    return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:120]
+
+
+def posix_quote(value: str) -> str:
+    """Single-quote for bash and zsh: everything is literal except the quote itself."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def fish_quote(value: str) -> str:
+    """fish single quotes: only backslash and the quote are special inside them."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# PowerShell treats these as single quotes too, so each must be doubled inside '...'.
+_PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+def powershell_quote(value: str) -> str:
+    """A PowerShell expression that yields `value`, written in printable ASCII only.
+
+    Printable ASCII goes in single quotes (quote characters doubled); anything else becomes
+    `[char]0xNNNN`, so the script means the same whatever code page a file is read in.
+    """
+    parts: list[str] = []
+    run = ""
+    for ch in value:
+        if " " <= ch <= "~":
+            run += ch + ch if ch in _PS_SINGLE_QUOTES else ch
+            continue
+        if run:
+            parts.append(f"'{run}'")
+            run = ""
+        code = ord(ch)
+        parts.append(f"[char]0x{code:04X}" if code <= 0xFFFF else f"[char]::ConvertFromUtf32(0x{code:X})")
+    if run or not parts:
+        parts.append(f"'{run}'")
+    if parts[0].startswith("["):
+        parts.insert(0, "''")  # string + char concatenates; char + string would not
+    return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
+
+
+CMD_FORBIDDEN = {
+    '"': "a double quote",
+    "%": "a percent sign (CMD expands %NAME% differently when pasted and when run from a file)",
+    "\n": "a line break",
+    "\r": "a line break",
+}
+SETX_MAX_LENGTH = 1024
+
+
+def cmd_check(name: str, value: str) -> None:
+    for ch, what in CMD_FORBIDDEN.items():
+        if ch in value:
+            raise UnrepresentableValue(
+                f"{name} contains {what}, which CMD cannot carry unchanged. Use the PowerShell or settings.json set-up."
+            )
+    if not value.isascii() or any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise UnrepresentableValue(
+            f"{name} contains characters outside printable ASCII, which a CMD script cannot carry reliably. "
+            "Use the PowerShell or settings.json set-up."
+        )
+    if len(value) > SETX_MAX_LENGTH:
+        raise UnrepresentableValue(f"{name} is longer than the {SETX_MAX_LENGTH} characters setx can store.")
+
+
+def cmd_setx_quote(value: str) -> str:
+    """setx parses its arguments like a C program: backslashes before the closing quote double."""
+    trailing = len(value) - len(value.rstrip("\\"))
+    return '"' + value + "\\" * trailing + '"'
+
+
+def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
+    return [
+        f"{comment} Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})",
+        f"{comment} {where}",
+        f"{comment} This file contains your personal key: do not share it or commit it.",
+    ]
+
+
+def render_posix(config: ClaudeConfig, rc_file: str) -> str:
+    lines = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
+    for name, value in config.env.items():
+        _refuse_nul(name, value)
+        lines.append(f"export {name}={posix_quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_bash(config: ClaudeConfig) -> str:
+    return render_posix(config, "~/.bashrc")
+
+
+def render_zsh(config: ClaudeConfig) -> str:
+    return render_posix(config, "~/.zshrc")
+
+
+def render_fish(config: ClaudeConfig) -> str:
+    lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
+    for name, value in config.env.items():
+        _refuse_nul(name, value)
+        lines.append(f"set -gx {name} {fish_quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_powershell(config: ClaudeConfig) -> str:
+    lines = _header(
+        config,
+        "#",
+        "Paste into PowerShell: it saves the variables for your user and sets them in this window. "
+        "Open a new terminal afterwards.",
+    )
+    for name, value in config.env.items():
+        _refuse_nul(name, value)
+        if value == "":
+            lines += [
+                f"# Windows cannot keep an empty variable (an empty value deletes it), so {name} is removed:",
+                "# that is what Claude Code needs here, no leftover key to send.",
+                f"Remove-Item Env:{name} -ErrorAction SilentlyContinue",
+                f"[Environment]::SetEnvironmentVariable('{name}', $null, 'User')",
+            ]
+            continue
+        quoted = powershell_quote(value)
+        lines.append(f"$env:{name} = {quoted}")
+        lines.append(f"[Environment]::SetEnvironmentVariable('{name}', {quoted}, 'User')")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def render_cmd(config: ClaudeConfig) -> str:
+    lines = [line.replace("#", "REM", 1) for line in _header(config, "#", "Paste into CMD, then open a new terminal.")]
+    for name, value in config.env.items():
+        if value == "":
+            lines += [
+                f"REM CMD cannot store an empty variable with setx, so {name} is removed instead:",
+                "REM that is what Claude Code needs here, no leftover key to send.",
+                f"reg delete HKCU\\Environment /v {name} /f >nul 2>&1",
+                f"set {name}=",
+            ]
+            continue
+        cmd_check(name, value)
+        lines.append(f"setx {name} {cmd_setx_quote(value)} >nul")
+        lines.append(f'set "{name}={value}"')
+    return "\r\n".join(lines) + "\r\n"
+
+
+def render_settings_json(config: ClaudeConfig) -> str:
+    for name, value in config.env.items():
+        _refuse_nul(name, value)
+    document = {"$schema": SETTINGS_SCHEMA_URL, "env": dict(config.env)}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,48 @@
+"""One exception handler for the API: every error is `{"detail": "<a sentence>"}`, never a 500."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from gateways.rules import RuleError
+from portal.crypto import DecryptionError
+from portal.services import ServiceError
+
+logger = logging.getLogger(__name__)
+
+
+def _flatten(detail, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out = []
+        for field, value in detail.items():
+            label = "" if field in ("non_field_errors", "detail") else f"{field}: "
+            out += _flatten(value, prefix + label)
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, prefix)]
+    return [f"{prefix}{detail}"]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, (RuleError, ServiceError)):
+        exc = exceptions.ValidationError({"detail": str(exc)})
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError({"detail": " ".join(exc.messages)})
+    elif isinstance(exc, DecryptionError):
+        logger.error("A stored key could not be decrypted: %s", exc)
+        return Response(
+            {"detail": f"The portal cannot open this key: {exc} Ask an administrator to check the keyring."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"detail": " ".join(_flatten(fields)), "errors": exc.detail}
+    return response

@@ -1,0 +1,255 @@
+"""Teams, memberships, personal access tokens and the append-only audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    AUDITOR = "auditor", "Auditor"
+
+
+class TeamQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TeamQuerySet:
+        """Teams the user may see at all: staff see every team, others their own."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(memberships__user=user).distinct()
+
+    def with_role(self, user, *roles: str) -> TeamQuerySet:
+        """Teams where the user holds one of the roles; staff count as admin everywhere."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(memberships__user=user, memberships__role__in=roles).distinct()
+
+    def administered_by(self, user) -> TeamQuerySet:
+        return self.with_role(user, Role.ADMIN)
+
+    def overseen_by(self, user) -> TeamQuerySet:
+        """Teams whose keys, connections and audit trail the user may read."""
+        return self.with_role(user, Role.ADMIN, Role.AUDITOR)
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TeamQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def role_of(self, user) -> str | None:
+        if not user.is_authenticated:
+            return None
+        membership = self.memberships.filter(user=user).first()
+        if membership:
+            return membership.role
+        return Role.ADMIN if user.is_staff else None
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="unique_membership")]
+        ordering = ["team", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+TOKEN_PREFIX = "ptl"
+
+
+def _token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class AccessTokenQuerySet(models.QuerySet):
+    def authenticate(self, raw: str) -> AccessToken | None:
+        """Return the live token for `raw`, or None; the same answer whether it exists or not."""
+        try:
+            prefix, lookup_id, _ = raw.split("_", 2)
+        except ValueError:
+            return None
+        if prefix != TOKEN_PREFIX:
+            return None
+        token = self.select_related("user").filter(lookup_id=lookup_id).first()
+        digest = token.digest if token else _token_digest("absent")
+        if not hmac.compare_digest(digest, _token_digest(raw)) or token is None:
+            return None
+        if not token.is_live or not token.user.is_active:
+            return None
+        return token
+
+
+class AccessToken(models.Model):
+    """A personal access token: shown once, stored as a SHA-256 digest, found by a short id."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="access_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    lookup_id = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AccessTokenQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{TOKEN_PREFIX}_{self.lookup_id}_… ({self.user})"
+
+    @classmethod
+    def issue(cls, user, *, name: str = "", expires_at: datetime | None = None) -> tuple[AccessToken, str]:
+        """Create a token and return it with its plaintext, which is never stored."""
+        lookup_id = secrets.token_hex(6)
+        raw = f"{TOKEN_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        token = cls.objects.create(
+            user=user, name=name, lookup_id=lookup_id, digest=_token_digest(raw), expires_at=expires_at
+        )
+        return token, raw
+
+    @property
+    def is_live(self) -> bool:
+        if self.revoked_at:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class Action(models.TextChoices):
+    SIGN_IN = "auth.sign_in", "Signed in"
+    SIGN_IN_FAILED = "auth.sign_in_failed", "Failed sign-in"
+    SIGN_OUT = "auth.sign_out", "Signed out"
+    TEAM_CREATED = "team.created", "Team created"
+    MEMBER_ADDED = "member.added", "Member added"
+    MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
+    MEMBER_REMOVED = "member.removed", "Member removed"
+    GATEWAY_CREATED = "gateway.created", "Gateway created"
+    GATEWAY_UPDATED = "gateway.updated", "Gateway updated"
+    KEY_CREATED = "key.created", "Key created"
+    KEY_UPDATED = "key.updated", "Key settings changed"
+    KEY_ROTATED = "key.rotated", "Key secret rotated"
+    KEY_DISABLED = "key.disabled", "Key disabled"
+    KEY_ENABLED = "key.enabled", "Key enabled"
+    KEY_REVOKED = "key.revoked", "Key revoked"
+    ASSIGNMENT_CREATED = "assignment.created", "Key assigned"
+    ASSIGNMENT_REMOVED = "assignment.removed", "Assignment removed"
+    CONFIG_DOWNLOADED = "config.downloaded", "Configuration downloaded"
+    CONFIG_REFUSED = "config.refused", "Configuration refused"
+    PROBE_RUN = "probe.run", "Probe run"
+    PROBE_CHANGED_SETTING = "probe.changed_setting", "Probe changed a key setting"
+    TOKEN_ISSUED = "token.issued", "Access token issued"
+    TOKEN_REVOKED = "token.revoked", "Access token revoked"
+    ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"
+    AUDIT_PRUNED = "audit.pruned", "Audit trail pruned"
+
+
+class ImmutableAuditError(Exception):
+    """Audit events are append-only."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ImmutableAuditError("Audit events cannot be changed.")
+
+    def delete(self):
+        raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
+
+    def visible_to(self, user) -> AuditEventQuerySet:
+        """Staff see everything; team admins and auditors see their teams; others their own acts."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        teams = Team.objects.overseen_by(user).values("pk")
+        return self.filter(models.Q(team__in=teams) | models.Q(actor=user))
+
+
+class AuditEvent(models.Model):
+    """One sensitive action. Rows are chained by hash so that an edit in the database shows."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False
+    )
+    actor_username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
+    action = models.CharField(max_length=40, choices=Action.choices)
+    team = models.ForeignKey(Team, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False)
+    team_slug = models.CharField(max_length=50, blank=True)
+    gateway_slug = models.CharField(max_length=50, blank=True)
+    target = models.CharField(max_length=200, blank=True)  # e.g. a key fingerprint; never a secret
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["team", "-id"], name="audit_team_recent"),
+            models.Index(fields=["actor", "-id"], name="audit_actor_recent"),
+            models.Index(fields=["action", "-id"], name="audit_action_recent"),
+            models.Index(fields=["gateway_slug", "-id"], name="audit_gateway_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"
+
+    def content(self) -> dict:
+        """The fields the hash covers, in a stable form."""
+        return {
+            "created_at": self.created_at.isoformat(),
+            "actor": self.actor_username,
+            "action": self.action,
+            "team": self.team_slug,
+            "gateway": self.gateway_slug,
+            "target": self.target,
+            "ip": self.ip_address or "",
+            "user_agent": self.user_agent,
+            "details": self.details,
+        }
+
+    def compute_hash(self) -> str:
+        body = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ImmutableAuditError("Audit events cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
+
+
+class AuditChainHead(models.Model):
+    """A single row that serialises writers of the audit chain and remembers where it starts."""
+
+    last_hash = models.CharField(max_length=64, default="")
+    anchor_hash = models.CharField(max_length=64, default="")  # hash before the oldest kept event

@@ -1,0 +1,90 @@
+"""State changes for teams and members, each written with its audit event in one transaction."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+
+from portal import audit
+from portal.models import Action, Membership, Role, Team
+
+
+class ServiceError(ValueError):
+    """An action cannot be carried out; the message says why and what to do."""
+
+
+def find_user(username: str):
+    User = get_user_model()
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ServiceError(f"There is no active user called {username!r}. Ask a staff member to create the account.")
+    return user
+
+
+@transaction.atomic
+def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = None) -> Team:
+    if Team.objects.filter(slug=slug).exists():
+        raise ServiceError(f"A team with the slug {slug!r} already exists. Choose another slug.")
+    team = Team.objects.create(name=name, slug=slug)
+    audit.record(Action.TEAM_CREATED, actor=actor, request=request, team=team, target=slug, details={"name": name})
+    return team
+
+
+@transaction.atomic
+def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequest | None = None) -> Membership:
+    """Add a user to the team, or change their role if they are already in it."""
+    if role not in Role.values:
+        raise ServiceError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.")
+    user = find_user(username)
+    membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
+    if membership is None:
+        try:
+            with transaction.atomic():
+                membership = Membership.objects.create(team=team, user=user, role=role)
+        except IntegrityError:
+            raise ServiceError(f"{username} was added to {team.slug} at the same moment; try again.") from None
+        audit.record(Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role})
+    elif membership.role != role:
+        _refuse_last_admin(membership, new_role=role)
+        old = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit.record(
+            Action.MEMBER_ROLE_CHANGED,
+            actor=actor,
+            request=request,
+            team=team,
+            target=username,
+            details={"from": old, "to": role},
+        )
+    return membership
+
+
+@transaction.atomic
+def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
+    """Remove a member and the team's keys assigned to them."""
+    from gateways.models import Assignment
+
+    _refuse_last_admin(membership, new_role=None)
+    team, user = membership.team, membership.user
+    removed = Assignment.objects.filter(key__team=team, user=user)
+    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
+    removed.delete()
+    membership.delete()
+    audit.record(
+        Action.MEMBER_REMOVED,
+        actor=actor,
+        request=request,
+        team=team,
+        target=user.get_username(),
+        details={"assignments_removed": fingerprints},
+    )
+
+
+def _refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
+    if membership.role != Role.ADMIN or new_role == Role.ADMIN:
+        return
+    admins = Membership.objects.filter(team=membership.team, role=Role.ADMIN).exclude(pk=membership.pk)
+    if not admins.exists():
+        raise ServiceError("This is the team's last admin. Make someone else admin first.")

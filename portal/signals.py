@@ -1,0 +1,30 @@
+"""Sign-in and sign-out go into the audit trail."""
+
+from __future__ import annotations
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from portal import audit
+from portal.models import Action
+
+
+@receiver(user_logged_in)
+def record_sign_in(sender, request, user, **kwargs) -> None:
+    audit.record(Action.SIGN_IN, actor=user, request=request)
+
+
+@receiver(user_logged_out)
+def record_sign_out(sender, request, user, **kwargs) -> None:
+    if user is not None:
+        audit.record(Action.SIGN_OUT, actor=user, request=request)
+
+
+@receiver(user_login_failed)
+def record_failed_sign_in(sender, credentials, request=None, **kwargs) -> None:
+    # The username tried is worth keeping; the password never reaches this signal unmasked.
+    audit.record(
+        Action.SIGN_IN_FAILED,
+        request=request,
+        target=str(credentials.get("username", ""))[:150],
+    )
