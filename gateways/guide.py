@@ -32,8 +32,18 @@ class Tab:
 
 
 TABS = [
-    Tab("zsh", "macOS/Linux zsh", "zsh", "unix", "Append to ~/.zshrc", "source ~/.zshrc, or open a new terminal", "install.sh"),
-    Tab("bash", "bash", "bash", "unix", "Append to ~/.bashrc", "source ~/.bashrc, or open a new terminal", "install.sh"),
+    Tab(
+        "zsh",
+        "macOS/Linux zsh",
+        "zsh",
+        "unix",
+        "Append to ~/.zshrc",
+        "source ~/.zshrc, or open a new terminal",
+        "install.sh",
+    ),
+    Tab(
+        "bash", "bash", "bash", "unix", "Append to ~/.bashrc", "source ~/.bashrc, or open a new terminal", "install.sh"
+    ),
     Tab("fish", "fish", "fish", "unix", "Append to ~/.config/fish/config.fish", "open a new terminal", "install.sh"),
     Tab(
         "powershell",
@@ -92,7 +102,7 @@ def after_setup_steps(gateway) -> list[str]:
             "Answer Yes: the default answer is No."
         )
     steps.append(
-        "Run claude and send a short prompt, for example: Reply with \"connected\". "
+        'Run claude and send a short prompt, for example: Reply with "connected". '
         f"A normal answer means the path to {gateway.name} works."
     )
     steps.append(
@@ -111,13 +121,13 @@ GENERAL_TROUBLESHOOTING = [
         "of balance, that your model is allowed for the key, and that no IP restriction blocks you.",
     ),
     (
-        "400 context_management: Extra inputs are not permitted (under \"Unable to connect to Anthropic services\")",
+        '400 context_management: Extra inputs are not permitted (under "Unable to connect to Anthropic services")',
         "The key is fine: the gateway rejects Claude Code's experimental betas. Add "
         '"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1" to the env block of ~/.claude/settings.json, open a '
         "new terminal and run claude again. Ask your team admin to probe the key: the portal then adds it for you.",
     ),
     (
-        "Model not found, or \"There's an issue with the selected model\"",
+        'Model not found, or "There\'s an issue with the selected model"',
         "Check the base URL has no /v1 at the end, that ANTHROPIC_API_KEY is empty when the gateway uses "
         "ANTHROPIC_AUTH_TOKEN, and that the model id is spelled the gateway's way.",
     ),

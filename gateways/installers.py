@@ -106,9 +106,7 @@ def render_install_sh(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
         _refuse_nul(name, value)
     expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
-    conflict_checks = "\n".join(
-        f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES
-    )
+    conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
     return f"""#!/bin/sh
 # Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into ~/.claude/settings.json and keeps everything else there.

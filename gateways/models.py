@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from gateways.rules import ModelIdStyle
 from portal import crypto
-from portal.models import Role, Team
+from portal.models import Team
 
 
 class AuthScheme(models.TextChoices):
@@ -268,4 +268,3 @@ class ProbeResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key.label}: {self.verdict}"
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import transaction
+from django.db import models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -62,7 +62,7 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
     cleaned = dict(fields)
     if "base_url" in cleaned:
         cleaned["base_url"], notices = rules.normalize_base_url(cleaned["base_url"])
-    for name in MODEL_FIELDS + ("custom_model_option",):
+    for name in (*MODEL_FIELDS, "custom_model_option"):
         if cleaned.get(name):
             cleaned[name] = rules.styled_model_id(cleaned[name], style)
     if "extra_env" in cleaned:
@@ -140,7 +140,9 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
         duplicates = duplicates.exclude(pk=exclude.pk)
     existing = duplicates.first()
     if existing:
-        raise ServiceError(f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.")
+        raise ServiceError(
+            f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice."
+        )
 
 
 @sensitive_variables("secret")
@@ -193,7 +195,14 @@ def update_key(
     if "is_enabled" in changes and changes["is_enabled"] != key.is_enabled:
         key.is_enabled = bool(changes["is_enabled"])
         action = Action.KEY_ENABLED if key.is_enabled else Action.KEY_DISABLED
-        audit.record(action, actor=actor, request=request, team=key.team, gateway_slug=key.gateway.slug, target=key.short_fingerprint)
+        audit.record(
+            action,
+            actor=actor,
+            request=request,
+            team=key.team,
+            gateway_slug=key.gateway.slug,
+            target=key.short_fingerprint,
+        )
     if secret is not None:
         old_masked = key.masked
         key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
@@ -286,3 +295,57 @@ def _jsonable(value):
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+class ConfigUnavailable(ServiceError):
+    """The assignment's key cannot produce a config (revoked, disabled, expired)."""
+
+
+KEY_STATE_ADVICE = {
+    "revoked": "This key was revoked, so it yields no configuration. Ask your team admin for a new key.",
+    "disabled": "This key is disabled by your team admin, so it yields no configuration for now.",
+    "expired": "This key has expired, so it yields no configuration. Ask your team admin to renew it.",
+}
+
+
+@sensitive_variables("secret", "config", "text")
+def deliver_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
+    """Render the assignee's config in one format and record the fetch; returns (text, Format)."""
+    from gateways import formats
+    from gateways.config import build_config
+
+    key = assignment.key
+    fmt = formats.FORMATS.get(format_name)
+    if fmt is None and format_name != "page":
+        raise formats.UnknownFormat(format_name)
+    if not key.is_usable:
+        with transaction.atomic():
+            audit.record(
+                Action.CONFIG_REFUSED,
+                request=request,
+                team=key.team,
+                gateway_slug=key.gateway.slug,
+                target=key.short_fingerprint,
+                details={"assignment": assignment.pk, "format": format_name, "state": key.state},
+            )
+        raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
+    secret = key.reveal_secret()
+    config = build_config(key.gateway, key, secret)
+    text = fmt.render(config) if fmt else config
+    now = timezone.now()
+    with transaction.atomic():
+        Assignment.objects.filter(pk=assignment.pk).update(
+            last_download_at=now,
+            last_download_format=format_name,
+            last_download_ip=audit.client_ip(request),
+            download_count=models.F("download_count") + 1,
+        )
+        audit.record(
+            Action.CONFIG_DOWNLOADED,
+            request=request,
+            team=key.team,
+            gateway_slug=key.gateway.slug,
+            target=key.short_fingerprint,
+            details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
+        )
+    return text, fmt

@@ -16,7 +16,6 @@ from django.http import HttpRequest
 from portal.models import AuditChainHead, AuditEvent, Team
 
 
-
 def client_ip(request: HttpRequest | None) -> str | None:
     if request is None:
         return None
@@ -91,3 +90,34 @@ def verify_chain(batch_size: int = 2000) -> tuple[int, BrokenLink | None]:
     if head and checked and head.last_hash != expected_prev:
         return checked, BrokenLink(0, "events at the end of the chain are missing")
     return checked, None
+
+
+class AuditFilterError(ValueError):
+    pass
+
+
+def filter_events(events, query):
+    """Apply the list filters shared by the audit page and API: team, actor, action, gateway, since, until."""
+    from django.utils.dateparse import parse_date, parse_datetime
+
+    if query.get("team"):
+        events = events.filter(team_slug=query["team"])
+    if query.get("actor"):
+        events = events.filter(actor_username=query["actor"])
+    if query.get("action"):
+        events = events.filter(action=query["action"])
+    if query.get("gateway"):
+        events = events.filter(gateway_slug=query["gateway"])
+    for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
+        raw = query.get(name, "")
+        if not raw:
+            continue
+        moment = parse_datetime(raw)
+        if moment is None and parse_date(raw):
+            moment = parse_datetime(raw + "T00:00:00+00:00")
+        if moment is None:
+            raise AuditFilterError(
+                f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}."
+            )
+        events = events.filter(**{lookup: moment})
+    return events

@@ -221,6 +221,14 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"
 
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ImmutableAuditError("Audit events cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
+
     def content(self) -> dict:
         """The fields the hash covers, in a stable form."""
         return {
@@ -239,17 +247,12 @@ class AuditEvent(models.Model):
         body = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ImmutableAuditError("Audit events cannot be changed.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
-
 
 class AuditChainHead(models.Model):
     """A single row that serialises writers of the audit chain and remembers where it starts."""
 
     last_hash = models.CharField(max_length=64, default="")
     anchor_hash = models.CharField(max_length=64, default="")  # hash before the oldest kept event
+
+    def __str__(self) -> str:
+        return f"audit chain head {self.last_hash[:12]}"

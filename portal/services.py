@@ -44,7 +44,9 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
                 membership = Membership.objects.create(team=team, user=user, role=role)
         except IntegrityError:
             raise ServiceError(f"{username} was added to {team.slug} at the same moment; try again.") from None
-        audit.record(Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role})
+        audit.record(
+            Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role}
+        )
     elif membership.role != role:
         _refuse_last_admin(membership, new_role=role)
         old = membership.role

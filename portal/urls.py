@@ -1,4 +1,38 @@
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from gateways import views as gateway_views
+from portal import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="setup"), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("sudo/", views.sudo, name="sudo"),
+    path("setup/", gateway_views.setup, name="setup"),
+    path("setup/<int:assignment_id>/<str:format_name>", gateway_views.setup_download, name="setup-download"),
+    path("gateways/", gateway_views.gateway_list, name="gateways"),
+    path("gateways/new/", gateway_views.gateway_create, name="gateway-create"),
+    path("gateways/<slug:slug>/", gateway_views.gateway_detail, name="gateway"),
+    path("gateways/<slug:slug>/edit/", gateway_views.gateway_edit, name="gateway-edit"),
+    path("teams/", views.team_list, name="teams"),
+    path("teams/new/", views.team_create, name="team-create"),
+    path("teams/<slug:slug>/", views.team_detail, name="team"),
+    path("teams/<slug:slug>/members/", views.member_add, name="member-add"),
+    path("teams/<slug:slug>/members/<str:username>/remove/", views.member_remove, name="member-remove"),
+    path("teams/<slug:slug>/keys/new/", gateway_views.key_create, name="key-create"),
+    path("keys/<uuid:key_id>/", gateway_views.key_detail, name="key"),
+    path("keys/<uuid:key_id>/settings/", gateway_views.key_settings, name="key-settings"),
+    path("keys/<uuid:key_id>/rotate/", gateway_views.key_rotate, name="key-rotate"),
+    path("keys/<uuid:key_id>/toggle/", gateway_views.key_toggle, name="key-toggle"),
+    path("keys/<uuid:key_id>/revoke/", gateway_views.key_revoke, name="key-revoke"),
+    path("keys/<uuid:key_id>/assign/", gateway_views.key_assign, name="key-assign"),
+    path("keys/<uuid:key_id>/probe/", gateway_views.key_probe, name="key-probe"),
+    path("assignments/<int:assignment_id>/remove/", gateway_views.assignment_remove, name="assignment-remove"),
+    path("audit/", views.audit_list, name="audit"),
+    path("connections/", views.connection_list, name="connections"),
+    path("api/v1/", include("portal.api.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,59 @@
+# The two public commands: `make run` and `make test`. Everything else supports them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLAUDE_CODE_VERSION := 2.1.330
+CLAUDE_DIR := .cache/claude-code
+CLAUDE_BIN := $(CLAUDE_DIR)/node_modules/.bin/claude
+PYTEST_ARGS ?=
+
+.PHONY: run test lint check deps test-deps system-deps claude-cli clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+deps: $(VENV)/.runtime
+
+## Serve the portal on http://127.0.0.1:8000 with the embedded SQLite database.
+run: deps
+	$(PY) manage.py migrate --noinput
+	@echo "Create a first account with: DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=... DJANGO_SUPERUSER_EMAIL=admin@example.com $(PY) manage.py createsuperuser --noinput"
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+system-deps:
+	bash scripts/install-system-packages.sh
+
+$(CLAUDE_BIN):
+	mkdir -p $(CLAUDE_DIR)
+	cd $(CLAUDE_DIR) && npm install --no-audit --no-fund --silent --no-save @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$@ --version
+
+claude-cli: $(CLAUDE_BIN)
+
+test-deps: system-deps $(VENV)/.dev claude-cli
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check: $(VENV)/.dev
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+	DEBUG=False SECRET_KEY=check-deploy-$$(date +%s)-a-long-random-enough-value-for-the-deploy-check ALLOWED_HOSTS=portal.example.com \
+	  PORTAL_ENCRYPTION_KEYS=$$($(PY) -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())') \
+	  SESSION_COOKIE_SECURE=True SECURE_SSL_REDIRECT=True SECURE_HSTS_SECONDS=31536000 \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
+## Install what the tests need and run the whole suite (lint, checks, unit, shells, browser, Claude Code e2e).
+test: test-deps lint check
+	CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(CLAUDE_DIR) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,225 @@
+"""REST endpoints for the catalogue, keys, assignments, configurations and probes."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateways import formats, services
+from gateways.api import serializers as s
+from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from portal.models import Team
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    message = "Only staff can change the gateway catalogue."
+
+    def has_permission(self, request, view):
+        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+
+
+class GatewayList(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+
+    @extend_schema(responses=s.GatewayOutputSerializer(many=True))
+    def get(self, request):
+        return Response(s.GatewayOutputSerializer(Gateway.objects.all(), many=True).data)
+
+    @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayOutputSerializer})
+    def post(self, request):
+        data = s.GatewayInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        for required in ("slug", "name", "base_url"):
+            if not fields.get(required):
+                return Response({"detail": f"{required} is required to add a gateway."}, status=400)
+        gateway, notices = services.create_gateway(actor=request.user, request=request, **fields)
+        return Response({**s.GatewayOutputSerializer(gateway).data, "notices": notices}, status=201)
+
+
+class GatewayDetail(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+
+    @extend_schema(responses=s.GatewayOutputSerializer)
+    def get(self, request, slug):
+        return Response(s.GatewayOutputSerializer(get_object_or_404(Gateway, slug=slug)).data)
+
+    @extend_schema(request=s.GatewayInputSerializer, responses=s.GatewayOutputSerializer)
+    def patch(self, request, slug):
+        gateway = get_object_or_404(Gateway, slug=slug)
+        data = s.GatewayInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        if changes.pop("slug", gateway.slug) != gateway.slug:
+            return Response({"detail": "A gateway's slug cannot change; it is part of every config URL."}, status=400)
+        notices = services.update_gateway(gateway=gateway, changes=changes, actor=request.user, request=request)
+        return Response({**s.GatewayOutputSerializer(gateway).data, "notices": notices})
+
+
+def _team_for(request, slug: str, *, manage: bool) -> Team:
+    """The team if the caller may see it (404 otherwise), and manage it when asked (403 otherwise)."""
+    team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
+    allowed = Team.objects.administered_by(request.user) if manage else Team.objects.overseen_by(request.user)
+    if not allowed.filter(pk=team.pk).exists():
+        raise PermissionDenied(
+            "Only the team's admins can do this." if manage else "Members cannot list the team's keys."
+        )
+    return team
+
+
+def _key_for(request, key_id, *, manage: bool) -> GatewayKey:
+    visible = GatewayKey.objects.visible_to(request.user).select_related("team", "gateway")
+    key = visible.filter(pk=key_id).first()
+    if key is None:
+        raise NotFound("No key with that id is visible to you.")
+    if manage and not GatewayKey.objects.manageable_by(request.user).filter(pk=key.pk).exists():
+        raise PermissionDenied("Only the team's admins can change its keys.")
+    return key
+
+
+@method_decorator(sensitive_post_parameters("secret"), name="dispatch")
+class TeamKeyList(APIView):
+    @extend_schema(responses=s.KeyOutputSerializer(many=True))
+    def get(self, request, slug):
+        team = _team_for(request, slug, manage=False)
+        keys = team.keys.select_related("team", "gateway").order_by("label")
+        return Response(s.KeyOutputSerializer(keys, many=True).data)
+
+    @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
+    def post(self, request, slug):
+        team = _team_for(request, slug, manage=True)
+        data = s.KeyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        key = services.store_key(team=team, actor=request.user, request=request, **fields)
+        return Response(s.KeyOutputSerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+@method_decorator(sensitive_post_parameters("secret"), name="dispatch")
+class KeyDetail(APIView):
+    @extend_schema(responses=s.KeyOutputSerializer)
+    def get(self, request, key_id):
+        return Response(s.KeyOutputSerializer(_key_for(request, key_id, manage=False)).data)
+
+    @extend_schema(request=s.KeyUpdateSerializer, responses=s.KeyOutputSerializer)
+    def patch(self, request, key_id):
+        key = _key_for(request, key_id, manage=True)
+        data = s.KeyUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        secret = changes.pop("secret", None)
+        key = services.update_key(key=key, changes=changes, secret=secret, actor=request.user, request=request)
+        return Response(s.KeyOutputSerializer(key).data)
+
+    @extend_schema(responses={204: OpenApiResponse(description="Revoked; the secret is destroyed.")})
+    def delete(self, request, key_id):
+        """Revoke the key: its secret is destroyed and it yields no more configs; the row stays for the audit."""
+        services.revoke_key(key=_key_for(request, key_id, manage=True), actor=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyAssignmentList(APIView):
+    @extend_schema(responses=s.AssignmentOutputSerializer(many=True))
+    def get(self, request, key_id):
+        key = _key_for(request, key_id, manage=False)
+        return Response(s.AssignmentOutputSerializer(key.assignments.select_related("user"), many=True).data)
+
+    @extend_schema(request=s.AssignmentInputSerializer, responses={201: s.AssignmentOutputSerializer})
+    def post(self, request, key_id):
+        key = _key_for(request, key_id, manage=True)
+        data = s.AssignmentInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = services.assign_key(
+            key=key, username=data.validated_data["username"], actor=request.user, request=request
+        )
+        return Response(s.AssignmentOutputSerializer(assignment).data, status=status.HTTP_201_CREATED)
+
+
+class AssignmentDetail(APIView):
+    @extend_schema(responses={204: OpenApiResponse(description="Assignment removed.")})
+    def delete(self, request, assignment_id):
+        assignment = Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user")
+        assignment = get_object_or_404(assignment, pk=assignment_id)
+        if not GatewayKey.objects.manageable_by(request.user).filter(pk=assignment.key_id).exists():
+            raise PermissionDenied("Only the team's admins can remove an assignment.")
+        services.remove_assignment(assignment=assignment, actor=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def my_assignments(user):
+    return (
+        Assignment.objects.filter(user=user)
+        .select_related("key__gateway", "key__team", "user")
+        .order_by("key__team__name", "key__label")
+    )
+
+
+class MyConfigList(generics.ListAPIView):
+    serializer_class = s.ConfigOutputSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return my_assignments(self.request.user)
+
+
+class MyConfigDownload(APIView):
+    @extend_schema(
+        responses={(200, "text/plain"): str, 404: OpenApiResponse(description="Unknown format or assignment.")}
+    )
+    def get(self, request, assignment_id, format_name):
+        assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+        if assignment is None:
+            raise NotFound("You have no configuration with that id. GET /api/v1/me/configs/ lists yours.")
+        if format_name not in formats.FORMATS:
+            raise NotFound(str(formats.UnknownFormat(format_name)))
+        try:
+            text, fmt = services.deliver_config(assignment=assignment, format_name=format_name, request=request)
+        except services.ConfigUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
+        except formats.snippets.UnrepresentableValue as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
+        filename = formats.filename_for(fmt, assignment.key.gateway.slug)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ProbeList(generics.ListAPIView):
+    serializer_class = s.ProbeResultOutputSerializer
+
+    def get_queryset(self):
+        probes = ProbeResult.objects.visible_to(self.request.user).select_related("gateway", "started_by")
+        for name in ("verdict",):
+            if self.request.query_params.get(name):
+                probes = probes.filter(**{name: self.request.query_params[name]})
+        if self.request.query_params.get("key"):
+            probes = probes.filter(key_id=self.request.query_params["key"])
+        if self.request.query_params.get("gateway"):
+            probes = probes.filter(gateway__slug=self.request.query_params["gateway"])
+        return probes
+
+
+class KeyProbeList(APIView):
+    @extend_schema(responses=s.ProbeResultOutputSerializer(many=True))
+    def get(self, request, key_id):
+        key = _key_for(request, key_id, manage=False)
+        probes = key.probes.select_related("gateway", "started_by")[:100]
+        return Response(s.ProbeResultOutputSerializer(probes, many=True).data)
+
+    @extend_schema(request=None, responses={201: s.ProbeResultOutputSerializer})
+    def post(self, request, key_id):
+        """Probe the key now, like Claude Code would, and return the result."""
+        from gateways.probe_runner import probe_key
+
+        key = _key_for(request, key_id, manage=True)
+        stream = str(request.query_params.get("stream", "true")).lower() not in ("0", "false", "no")
+        result = probe_key(key, trigger="api", user=request.user, request=request, stream=stream)
+        return Response(s.ProbeResultOutputSerializer(result).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,300 @@
+"""Pages for the developer's set-up, the gateway catalogue and a team's keys."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_POST
+
+from gateways import charts, formats, guide, services
+from gateways.api.views import my_assignments
+from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
+from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.rules import RuleError
+from gateways.snippets import UnrepresentableValue
+from portal.crypto import DecryptionError
+from portal.models import Role
+from portal.services import ServiceError
+from portal.views import require_sudo_mode, team_with_role
+
+
+def _staff_only(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can change the gateway catalogue.")
+
+
+@login_required
+@sensitive_variables("snippets", "config")
+def setup(request: HttpRequest) -> HttpResponse:
+    """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
+    cards = []
+    for assignment in my_assignments(request.user):
+        card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
+        try:
+            config, _ = services.deliver_config(assignment=assignment, format_name="page", request=request)
+        except (services.ConfigUnavailable, DecryptionError) as exc:
+            card["error"] = str(exc)
+        else:
+            card["tabs"] = []
+            for tab in guide.TABS:
+                try:
+                    text, _ = formats.render(tab.format, config)
+                    card["tabs"].append({"tab": tab, "text": text, "error": ""})
+                except UnrepresentableValue as exc:
+                    card["tabs"].append({"tab": tab, "text": "", "error": str(exc)})
+            card["steps"] = guide.after_setup_steps(assignment.key.gateway)
+        cards.append(card)
+    context = {
+        "cards": cards,
+        "selected_tab": guide.tab_for_user_agent(request.META.get("HTTP_USER_AGENT", "")),
+        "general_troubleshooting": guide.GENERAL_TROUBLESHOOTING,
+    }
+    return render(request, "gateways/setup.html", context)
+
+
+@login_required
+def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
+    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+    if assignment is None or format_name not in formats.FORMATS:
+        raise Http404("No such configuration or format.")
+    try:
+        text, fmt = services.deliver_config(assignment=assignment, format_name=format_name, request=request)
+    except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
+        messages.error(request, str(exc))
+        return redirect("setup")
+    response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
+    filename = formats.filename_for(fmt, assignment.key.gateway.slug)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def gateway_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "gateways/gateway_list.html", {"gateways": Gateway.objects.all()})
+
+
+@login_required
+def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    gateway = get_object_or_404(Gateway, slug=slug)
+    keys = GatewayKey.objects.visible_to(request.user).filter(gateway=gateway).select_related("team")
+    probes = ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50]
+    context = {
+        "gateway": gateway,
+        "keys": keys,
+        "chart": charts.latency_svg(list(reversed(probes))),
+        "steps": guide.after_setup_steps(gateway),
+    }
+    return render(request, "gateways/gateway_detail.html", context)
+
+
+def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
+    fields = {name: value for name, value in form.cleaned_data.items() if name != "slug"}
+    try:
+        if gateway is None:
+            gateway, notices = services.create_gateway(
+                slug=form.cleaned_data["slug"], actor=request.user, request=request, **fields
+            )
+        else:
+            notices = services.update_gateway(gateway=gateway, changes=fields, actor=request.user, request=request)
+    except (RuleError, ServiceError) as exc:
+        form.add_error(None, str(exc))
+        return None
+    for notice in notices:
+        messages.warning(request, notice)
+    return gateway
+
+
+@login_required
+def gateway_create(request: HttpRequest) -> HttpResponse:
+    _staff_only(request)
+    form = GatewayForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        gateway = _gateway_form_save(request, form, None)
+        if gateway:
+            messages.success(request, f"Gateway {gateway.name} added.")
+            return redirect("gateway", slug=gateway.slug)
+    return render(request, "gateways/gateway_form.html", {"form": form, "gateway": None})
+
+
+@login_required
+def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    _staff_only(request)
+    gateway = get_object_or_404(Gateway, slug=slug)
+    initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
+    form = GatewayForm(request.POST or None, initial=initial, editing=True)
+    if request.method == "POST" and form.is_valid() and _gateway_form_save(request, form, gateway):
+        messages.success(request, f"Gateway {gateway.name} saved.")
+        return redirect("gateway", slug=gateway.slug)
+    return render(request, "gateways/gateway_form.html", {"form": form, "gateway": gateway})
+
+
+def _settings_from_form(cleaned: dict) -> dict:
+    return {name: cleaned[name] for name in services.KEY_SETTING_FIELDS if name in cleaned}
+
+
+@login_required
+@sensitive_post_parameters("secret")
+def key_create(request: HttpRequest, slug: str) -> HttpResponse:
+    team, _ = team_with_role(request, slug, Role.ADMIN)
+    form = KeyCreateForm(request.POST or None, initial={"gateway": request.GET.get("gateway")})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            key = services.store_key(
+                team=team,
+                gateway=data["gateway"],
+                secret=data["secret"],
+                actor=request.user,
+                request=request,
+                **_settings_from_form(data),
+            )
+        except (RuleError, ServiceError) as exc:
+            form.add_error("secret" if "secret" in str(exc) or "sk-" in str(exc) else None, str(exc))
+        else:
+            messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
+            return redirect("key", key_id=key.id)
+    return render(request, "gateways/key_form.html", {"form": form, "team": team, "key": None})
+
+
+def _key_with_role(request: HttpRequest, key_id, *roles: str) -> tuple[GatewayKey, str]:
+    key = GatewayKey.objects.visible_to(request.user).select_related("team", "gateway").filter(pk=key_id).first()
+    if key is None:
+        raise Http404("No such key.")
+    role = key.team.role_of(request.user)
+    if roles and role not in roles:
+        raise PermissionDenied("Only the team's admins can change its keys.")
+    return key, role
+
+
+@login_required
+def key_detail(request: HttpRequest, key_id) -> HttpResponse:
+    key, role = _key_with_role(request, key_id)
+    is_admin = role == Role.ADMIN
+    assignments = key.assignments.select_related("user")
+    members = key.team.memberships.select_related("user").exclude(user__assignments__key=key)
+    probes = list(key.probes.select_related("started_by").order_by("-created_at")[:50])
+    initial = {name: getattr(key, name) for name in KeySettingsForm.base_fields}
+    context = {
+        "key": key,
+        "is_admin": is_admin,
+        "assignments": assignments,
+        "assign_form": AssignForm(members=[m.user.username for m in members]),
+        "settings_form": KeySettingsForm(initial=initial),
+        "probes": probes[:10],
+        "chart": charts.latency_svg(list(reversed(probes))),
+    }
+    return render(request, "gateways/key_detail.html", context)
+
+
+@login_required
+@require_POST
+def key_settings(request: HttpRequest, key_id) -> HttpResponse:
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    form = KeySettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            services.update_key(
+                key=key, changes=_settings_from_form(form.cleaned_data), actor=request.user, request=request
+            )
+            messages.success(request, "Key settings saved; developers' next downloads use them.")
+        except (RuleError, ServiceError) as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+    return redirect("key", key_id=key.id)
+
+
+@login_required
+@sensitive_post_parameters("secret")
+@require_sudo_mode
+def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    form = RotateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key = services.update_key(
+                key=key, changes={}, secret=form.cleaned_data["secret"], actor=request.user, request=request
+            )
+        except (RuleError, ServiceError) as exc:
+            form.add_error("secret", str(exc))
+        else:
+            messages.success(request, f"Secret rotated; the key is now {key.masked}. Developers must download again.")
+            return redirect("key", key_id=key.id)
+    return render(request, "gateways/key_rotate.html", {"form": form, "key": key})
+
+
+@login_required
+@require_POST
+def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    try:
+        key = services.update_key(
+            key=key, changes={"is_enabled": not key.is_enabled}, actor=request.user, request=request
+        )
+        messages.success(request, f"Key {'enabled' if key.is_enabled else 'disabled'}.")
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("key", key_id=key.id)
+
+
+@login_required
+@require_POST
+@require_sudo_mode
+def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    services.revoke_key(key=key, actor=request.user, request=request)
+    messages.success(request, "Key revoked: its secret is destroyed and it yields no configuration any more.")
+    return redirect("key", key_id=key.id)
+
+
+@login_required
+@require_POST
+def key_assign(request: HttpRequest, key_id) -> HttpResponse:
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    try:
+        services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
+        messages.success(request, f"Assigned to {request.POST.get('username')}.")
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("key", key_id=key.id)
+
+
+@login_required
+@require_POST
+def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = get_object_or_404(
+        Assignment.objects.select_related("key__team", "key__gateway", "user"), pk=assignment_id
+    )
+    key, _ = _key_with_role(request, assignment.key_id, Role.ADMIN)
+    services.remove_assignment(assignment=assignment, actor=request.user, request=request)
+    messages.success(request, f"{assignment.user.username} no longer has this key.")
+    return redirect("key", key_id=key.id)
+
+
+@login_required
+@require_POST
+def key_probe(request: HttpRequest, key_id) -> HttpResponse:
+    """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
+    from gateways.probe_runner import probe_key
+
+    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    result = probe_key(key, trigger="web", user=request.user, request=request)
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse(
+            {
+                "verdict": result.verdict,
+                "verdict_label": result.get_verdict_display(),
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "hint": result.hint,
+                "warning": result.warning,
+            }
+        )
+    level = messages.SUCCESS if result.verdict == "ok" else messages.ERROR
+    messages.add_message(request, level, f"Probe: {result.get_verdict_display()}. {result.hint}")
+    return redirect("key", key_id=key.id)

@@ -1,0 +1,29 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from gateways.api import views as gateway_views
+from portal.api import views
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("gateways/", gateway_views.GatewayList.as_view(), name="api-gateways"),
+    path("gateways/<slug:slug>/", gateway_views.GatewayDetail.as_view(), name="api-gateway"),
+    path("teams/", views.TeamList.as_view(), name="api-teams"),
+    path("teams/<slug:slug>/", views.TeamDetail.as_view(), name="api-team"),
+    path("teams/<slug:slug>/members/", views.TeamMemberList.as_view(), name="api-team-members"),
+    path("teams/<slug:slug>/members/<str:username>/", views.TeamMemberDetail.as_view(), name="api-team-member"),
+    path("teams/<slug:slug>/keys/", gateway_views.TeamKeyList.as_view(), name="api-team-keys"),
+    path("keys/<uuid:key_id>/", gateway_views.KeyDetail.as_view(), name="api-key"),
+    path("keys/<uuid:key_id>/assignments/", gateway_views.KeyAssignmentList.as_view(), name="api-key-assignments"),
+    path("assignments/<int:assignment_id>/", gateway_views.AssignmentDetail.as_view(), name="api-assignment"),
+    path("me/configs/", gateway_views.MyConfigList.as_view(), name="api-my-configs"),
+    path(
+        "me/configs/<int:assignment_id>/<str:format_name>",
+        gateway_views.MyConfigDownload.as_view(),
+        name="api-config-download",
+    ),
+    path("keys/<uuid:key_id>/probes/", gateway_views.KeyProbeList.as_view(), name="api-key-probes"),
+    path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
+    path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
+    path("connections/", views.ConnectionList.as_view(), name="api-connections"),
+]

@@ -1,0 +1,33 @@
+"""`Authorization: Bearer <personal access token>` for the REST API."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from portal.models import AccessToken
+
+INVALID = "The access token is invalid, expired or revoked. Issue a new one with `manage.py issue_access_token`."
+
+
+class AccessTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != self.keyword.lower():
+            return None
+        raw = raw.strip()
+        if not raw:
+            raise exceptions.AuthenticationFailed("The Authorization header has no token after Bearer.")
+        token = AccessToken.objects.authenticate(raw)
+        if token is None:
+            raise exceptions.AuthenticationFailed(INVALID)
+        now = timezone.now()
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+            AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword

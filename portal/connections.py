@@ -1,0 +1,99 @@
+"""Who is connected where: one row per developer x gateway x key, for the page, the API and CSV.
+
+Every figure on a row is a column of the assignment or its key (the download and the latest
+probe are written there when they happen), so the list costs the same few queries at any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from gateways.models import Assignment
+
+STATES = {
+    "never_downloaded": "Never downloaded",
+    "stale": "Stale download",
+    "failing": "Failing probe",
+    "expired": "Expired key",
+}
+SORTS = {
+    "user": "user__username",
+    "team": "key__team__slug",
+    "gateway": "key__gateway__slug",
+    "assigned": "created_at",
+    "last_download": "last_download_at",
+    "verdict": "key__last_probe_verdict",
+    "expiry": "key__expires_at",
+}
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConnectionFilters:
+    team: str = ""
+    gateway: str = ""
+    state: str = ""
+    sort: str = "-assigned"
+
+    @classmethod
+    def from_query(cls, query) -> ConnectionFilters:
+        state = query.get("state", "")
+        if state and state not in STATES:
+            raise FilterError(f"state must be one of {', '.join(STATES)}, not {state!r}.")
+        sort = query.get("sort", "-assigned")
+        if sort.lstrip("-") not in SORTS:
+            raise FilterError(f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.")
+        return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), state=state, sort=sort)
+
+
+def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
+    rows = Assignment.objects.visible_to(user).select_related("user", "key__team", "key__gateway")
+    if filters.team:
+        rows = rows.filter(key__team__slug=filters.team)
+    if filters.gateway:
+        rows = rows.filter(key__gateway__slug=filters.gateway)
+    now = timezone.now()
+    if filters.state == "never_downloaded":
+        rows = rows.filter(last_download_at__isnull=True)
+    elif filters.state == "stale":
+        cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
+        rows = rows.filter(Q(last_download_at__lt=F("key__config_changed_at")) | Q(last_download_at__lt=cutoff))
+    elif filters.state == "failing":
+        rows = rows.exclude(key__last_probe_verdict__in=["", "ok"])
+    elif filters.state == "expired":
+        rows = rows.filter(key__expires_at__lte=now)
+    field = SORTS[filters.sort.lstrip("-")]
+    order = F(field).desc(nulls_last=True) if filters.sort.startswith("-") else F(field).asc(nulls_last=True)
+    return rows.order_by(order, "id")
+
+
+def connection_row(assignment: Assignment) -> dict:
+    key = assignment.key
+    stale_cutoff = timezone.now() - timedelta(days=settings.CONNECTION_STALE_DAYS)
+    downloaded = assignment.last_download_at
+    return {
+        "assignment": assignment.id,
+        "user": assignment.user.username,
+        "team": key.team.slug,
+        "gateway": key.gateway.slug,
+        "key_id": str(key.id),
+        "key_label": key.label,
+        "masked": key.masked,
+        "key_state": key.state,
+        "assigned_since": assignment.created_at,
+        "last_download_at": downloaded,
+        "last_download_format": assignment.last_download_format,
+        "last_download_ip": assignment.last_download_ip,
+        "download_stale": bool(downloaded and (downloaded < key.config_changed_at or downloaded < stale_cutoff)),
+        "latest_verdict": key.last_probe_verdict,
+        "latest_probe_at": key.last_probe_at,
+        "expires_at": key.expires_at,
+    }

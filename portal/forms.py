@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django import forms
+
+from portal.models import Role
+
+
+class TeamForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    slug = forms.SlugField(max_length=50, help_text="Short name used in URLs and the API, e.g. web-platform.")
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="An existing account's user name.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class SudoForm(forms.Form):
+    password = forms.CharField(widget=forms.PasswordInput, help_text="Confirm your password to continue.")

@@ -1,0 +1,205 @@
+"""Pages for teams, members, the audit trail and connections."""
+
+from __future__ import annotations
+
+import time
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import authenticate
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from gateways.models import Gateway
+from portal import audit, exports, services
+from portal.api.views import AUDIT_COLUMNS, CONNECTION_COLUMNS
+from portal.connections import STATES, ConnectionFilters, FilterError, connection_row, connections_for
+from portal.forms import MemberForm, SudoForm, TeamForm
+from portal.models import Action, AuditEvent, Membership, Role, Team
+
+SUDO_SESSION_KEY = "sudo_until"
+
+
+def require_sudo_mode(view):
+    """Ask for the password again before a sensitive action, at most every SUDO_MODE_SECONDS."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
+            return view(request, *args, **kwargs)
+        # A POST cannot be replayed after the password prompt: return to the page it came from.
+        next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
+        messages.info(request, "Confirm your password first; then repeat the action.")
+        return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
+
+    return wrapped
+
+
+@login_required
+@sensitive_post_parameters("password")
+def sudo(request: HttpRequest) -> HttpResponse:
+    next_url = request.GET.get("next") or request.POST.get("next") or reverse("home")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("home")
+    form = SudoForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
+        if user is not None and user.pk == request.user.pk:
+            request.session[SUDO_SESSION_KEY] = time.time() + settings.SUDO_MODE_SECONDS
+            return redirect(next_url)
+        form.add_error("password", "That password is not right.")
+    return render(request, "portal/sudo.html", {"form": form, "next": next_url})
+
+
+def team_with_role(request: HttpRequest, slug: str, *roles: str) -> tuple[Team, str]:
+    """The team and the caller's role; 404 when they cannot see it, 403 when the role is not enough."""
+    team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
+    role = team.role_of(request.user)
+    if roles and role not in roles:
+        raise PermissionDenied("Your role in this team does not allow this.")
+    return team, role
+
+
+@login_required
+def team_list(request: HttpRequest) -> HttpResponse:
+    teams = Team.objects.visible_to(request.user).prefetch_related(
+        Prefetch("memberships", queryset=Membership.objects.select_related("user"))
+    )
+    form = TeamForm() if request.user.is_staff else None
+    return render(request, "portal/team_list.html", {"teams": teams, "form": form})
+
+
+@login_required
+@require_POST
+def team_create(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can create teams.")
+    form = TeamForm(request.POST)
+    if form.is_valid():
+        try:
+            team = services.create_team(actor=request.user, request=request, **form.cleaned_data)
+        except services.ServiceError as exc:
+            form.add_error("slug", str(exc))
+        else:
+            messages.success(request, f"Team {team.name} created. Add its members next.")
+            return redirect("team", slug=team.slug)
+    teams = Team.objects.visible_to(request.user)
+    return render(request, "portal/team_list.html", {"teams": teams, "form": form}, status=400)
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    team, role = team_with_role(request, slug)
+    overseer = role in (Role.ADMIN, Role.AUDITOR)
+    keys = (
+        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
+    )
+    context = {
+        "team": team,
+        "role": role,
+        "is_admin": role == Role.ADMIN,
+        "memberships": team.memberships.select_related("user"),
+        "keys": keys,
+        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
+        "member_form": MemberForm(),
+        "roles": Role.choices,
+        "gateways": Gateway.objects.all(),
+    }
+    return render(request, "portal/team_detail.html", context)
+
+
+@login_required
+@require_POST
+def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+    team, _ = team_with_role(request, slug, Role.ADMIN)
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a user name and a role.")
+    else:
+        try:
+            services.add_member(team=team, actor=request.user, request=request, **form.cleaned_data)
+            messages.success(
+                request, f"{form.cleaned_data['username']} is now {form.cleaned_data['role']} of {team.name}."
+            )
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+    return redirect("team", slug=team.slug)
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    team, _ = team_with_role(request, slug, Role.ADMIN)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user", "team"), team=team, user__username=username
+    )
+    try:
+        services.remove_member(membership=membership, actor=request.user, request=request)
+        messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("team", slug=team.slug)
+
+
+@login_required
+def audit_list(request: HttpRequest) -> HttpResponse:
+    events = AuditEvent.objects.visible_to(request.user)
+    try:
+        events = audit.filter_events(events, request.GET)
+    except audit.AuditFilterError as exc:
+        messages.error(request, str(exc))
+        events = events.none()
+    export = request.GET.get("export")
+    if export in ("csv", "jsonl"):
+        from portal.api.views import export_events
+
+        return export_events(events, export)
+    before = request.GET.get("before", "")
+    page = events.filter(id__lt=int(before)) if before.isdigit() else events
+    rows = list(page.order_by("-id")[:101])
+    has_more = len(rows) > 100
+    rows = rows[:100]
+    query = request.GET.copy()
+    query.pop("before", None)
+    context = {
+        "events": rows,
+        "next_before": rows[-1].id if has_more else None,
+        "query": query.urlencode(),
+        "actions": Action.choices,
+        "teams": Team.objects.visible_to(request.user),
+        "gateways": Gateway.objects.all(),
+        "columns": AUDIT_COLUMNS,
+    }
+    return render(request, "portal/audit_list.html", context)
+
+
+@login_required
+def connection_list(request: HttpRequest) -> HttpResponse:
+    try:
+        filters = ConnectionFilters.from_query(request.GET)
+    except FilterError as exc:
+        messages.error(request, str(exc))
+        filters = ConnectionFilters()
+    rows = connections_for(request.user, filters)
+    if request.GET.get("export") == "csv":
+        return exports.csv_response((connection_row(a) for a in rows), CONNECTION_COLUMNS, "connections.csv")
+    query = request.GET.copy()
+    query.pop("sort", None)
+    context = {
+        "rows": [connection_row(a) for a in rows[:1000]],
+        "filters": filters,
+        "states": STATES,
+        "teams": Team.objects.visible_to(request.user),
+        "gateways": Gateway.objects.all(),
+        "query": query.urlencode(),
+    }
+    return render(request, "portal/connection_list.html", context)

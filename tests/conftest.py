@@ -1,0 +1,128 @@
+"""Shared fixtures, after healthchecks' BaseTestCase: every test can ask "can charlie see this?".
+
+- alice: admin of team "web"; bob: member of "web"; dave: auditor of "web";
+- charlie: admin of team "data", an outsider to "web"; staff: a staff user in no team.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from gateways.models import Gateway
+from gateways.services import assign_key, store_key
+from portal.models import AccessToken, Membership, Role, Team
+from tests.gateway_emulator import GatewayRules, running_emulator
+
+TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
+TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"
+TOKENBAY_SECRET = "sk-tokenbay-alice-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PORTAL_ENCRYPTION_KEYS = TEST_KEYRING
+    settings.DATA_DIR = tmp_path / "data"
+    settings.PROBE_ALLOW_PRIVATE_IPS = True
+    settings.PROBE_DEADLINE = 5
+    settings.PROBE_READ_TIMEOUT = 3
+    settings.PROBE_CONNECT_TIMEOUT = 2
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def make_user(username: str, *, staff: bool = False):
+    return get_user_model().objects.create_user(username, f"{username}@example.com", "pass-" + username, is_staff=staff)
+
+
+@pytest.fixture
+def web(db):
+    return Team.objects.create(name="Web", slug="web")
+
+
+@pytest.fixture
+def data_team(db):
+    return Team.objects.create(name="Data", slug="data")
+
+
+@pytest.fixture
+def alice(web):
+    user = make_user("alice")
+    Membership.objects.create(team=web, user=user, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def bob(web):
+    user = make_user("bob")
+    Membership.objects.create(team=web, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def dave(web):
+    user = make_user("dave")
+    Membership.objects.create(team=web, user=user, role=Role.AUDITOR)
+    return user
+
+
+@pytest.fixture
+def charlie(data_team):
+    user = make_user("charlie")
+    Membership.objects.create(team=data_team, user=user, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def staff(db):
+    return make_user("staff", staff=True)
+
+
+@pytest.fixture
+def tokaify(db):
+    return Gateway.objects.get(slug="tokaify")
+
+
+@pytest.fixture
+def tokenbay(db):
+    return Gateway.objects.get(slug="tokenbay")
+
+
+@pytest.fixture
+def tokaify_key(web, tokaify, alice):
+    return store_key(team=web, gateway=tokaify, label="Alice laptop", secret=TOKAIFY_SECRET, actor=alice)
+
+
+@pytest.fixture
+def tokenbay_key(web, tokenbay, alice):
+    return store_key(team=web, gateway=tokenbay, label="Bob laptop", secret=TOKENBAY_SECRET, actor=alice)
+
+
+@pytest.fixture
+def bob_assignment(tokenbay_key, bob, alice):
+    return assign_key(key=tokenbay_key, username="bob", actor=alice)
+
+
+def api_client_for(user) -> APIClient:
+    """A client that authenticates like a script would: with a personal access token."""
+    _, raw = AccessToken.issue(user, name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def api():
+    return api_client_for
+
+
+@pytest.fixture
+def emulator():
+    """Start an emulator with the given rules: `with emulator(GatewayRules(...)) as gw:`."""
+    return lambda rules=None: running_emulator(rules or GatewayRules())

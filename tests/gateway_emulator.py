@@ -1,0 +1,283 @@
+"""A gateway emulator: a real HTTP server on 127.0.0.1 that enforces a gateway's rules.
+
+It behaves like the seed gateways (x-api-key or Bearer auth, the `ANTHROPIC_API_KEY`
+conflict, served model ids, rejecting `context_management`), answers the Messages API
+streamed or not, and can misbehave on demand for every verdict a probe gives.
+Used by the probe tests, the Claude Code end-to-end test and bench/probe_fanout.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BEHAVIOURS = {
+    "normal",
+    "401",
+    "403",
+    "404_path",
+    "404_model",
+    "429",
+    "500",
+    "html",
+    "redirect_loop",
+    "error_200",
+    "stream_cut",
+    "stream_empty",
+    "slow_drip",
+    "reset",
+    "huge",
+    "hang",
+}
+
+
+@dataclass
+class GatewayRules:
+    auth_scheme: str = "x-api-key"  # or "bearer"
+    keys: set[str] = field(default_factory=set)
+    models: set[str] | None = None  # None: any model is served
+    reject_context_management: bool = False
+    serve_models_list: bool = True
+    behaviour: str = "normal"
+    delay: float = 0.0
+    reply_text: str = "Claude Code is connected to the emulator."
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict | None
+
+
+def _error(kind: str, message: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def message_events(model: str, text: str) -> list[bytes]:
+    return [
+        _sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_emulator",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 1},
+                },
+            },
+        ),
+        _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 8}},
+        ),
+        _sse("message_stop", {"type": "message_stop"}),
+    ]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EmulatorServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # keep test output quiet
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _read_body(self) -> dict | None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        rules = self.server.rules
+        body = self._read_body() if method == "POST" else None
+        path = self.path.split("?")[0]
+        self.server.seen.append(SeenRequest(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        if rules.delay:
+            time.sleep(rules.delay)
+        if self._misbehave(rules.behaviour, body):
+            return
+        if path == "/":
+            self._send(200, b"<!doctype html><html><body>Welcome</body></html>", "text/html")
+            return
+        if path not in ("/v1/messages", "/v1/models", "/v1/messages/count_tokens"):
+            self._send(404, _error("not_found_error", f"Not found: {path}"))
+            return
+        denial = self._auth_denial(rules)
+        if denial:
+            self._send(401, _error("authentication_error", denial))
+            return
+        if path == "/v1/models":
+            if not rules.serve_models_list:
+                self._send(404, _error("not_found_error", "Not found: /v1/models"))
+                return
+            ids = sorted(rules.models or {"claude-sonnet-4.6"})
+            self._send(200, json.dumps({"data": [{"id": i, "type": "model"} for i in ids], "has_more": False}).encode())
+            return
+        if path == "/v1/messages/count_tokens":
+            self._send(200, b'{"input_tokens": 12}')
+            return
+        self._messages(rules, body)
+
+    def _auth_denial(self, rules: GatewayRules) -> str:
+        x_api_key = self.headers.get("x-api-key")
+        bearer = self.headers.get("authorization", "")
+        token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        if rules.auth_scheme == "bearer":
+            # Like the guide's gateway: an x-api-key header is read first, so a leftover key wins and fails.
+            if x_api_key is not None:
+                return "invalid x-api-key (auth conflict: send only Authorization: Bearer)"
+            return "" if token in rules.keys else "invalid bearer token"
+        return "" if x_api_key in rules.keys else "invalid x-api-key"
+
+    def _messages(self, rules: GatewayRules, body: dict | None) -> None:
+        if not isinstance(body, dict) or "max_tokens" not in body or "messages" not in body:
+            self._send(400, _error("invalid_request_error", "max_tokens: Field required"))
+            return
+        if rules.reject_context_management and "context_management" in body:
+            self._send(400, _error("invalid_request_error", "context_management: Extra inputs are not permitted"))
+            return
+        model = str(body.get("model", ""))
+        if rules.models is not None and model not in rules.models:
+            self._send(404, _error("not_found_error", f"model: {model} not found"))
+            return
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            for event in message_events(model, rules.reply_text):
+                self.wfile.write(event)
+                self.wfile.flush()
+            self.close_connection = True
+            return
+        reply = {
+            "id": "msg_emulator",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": rules.reply_text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 12, "output_tokens": 8},
+        }
+        self._send(200, json.dumps(reply).encode())
+
+    def _misbehave(self, behaviour: str, body: dict | None) -> bool:
+        simple = {
+            "401": (401, _error("authentication_error", "invalid x-api-key")),
+            "403": (403, _error("permission_error", "This token is disabled or out of balance")),
+            "404_path": (404, b'{"message": "Not Found"}'),
+            "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
+            "500": (502, _error("api_error", "upstream provider failed")),
+            "error_200": (200, _error("api_error", "upstream failed")),
+        }
+        if behaviour in simple:
+            status, payload = simple[behaviour]
+            self._send(status, payload)
+        elif behaviour == "429":
+            self._send(429, _error("rate_limit_error", "slow down"), extra={"retry-after": "7"})
+        elif behaviour == "html":
+            self._send(200, b"<!DOCTYPE html><html><head><title>Gateway</title></head><body>Sign up!</body></html>", "text/html")
+        elif behaviour == "redirect_loop":
+            self._send(302, b"", "text/plain", extra={"location": self.path})
+        elif behaviour in ("stream_cut", "stream_empty"):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            events = message_events("m", "partial")
+            self.wfile.write(b"".join(events[:3] if behaviour == "stream_cut" else [events[0], events[-1]]))
+            self.close_connection = True
+        elif behaviour == "slow_drip":
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            try:
+                while not self.server.stopping.wait(0.2):
+                    self.wfile.write(b":")
+                    self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = True
+        elif behaviour == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        elif behaviour == "huge":
+            self._send(200, b'{"padding": "' + b"x" * (5 * 1024 * 1024) + b'"}')
+        elif behaviour == "hang":
+            self.server.stopping.wait(120)
+            self.close_connection = True
+        else:
+            return False
+        return True
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, rules: GatewayRules):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.rules = rules
+        self.seen: list[SeenRequest] = []
+        self.stopping = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def message_requests(self) -> list[SeenRequest]:
+        return [r for r in self.seen if r.path.split("?")[0] == "/v1/messages"]
+
+
+class running_emulator:
+    """Context manager: start an emulator in a thread, stop it on exit."""
+
+    def __init__(self, rules: GatewayRules):
+        self.server = EmulatorServer(rules)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> EmulatorServer:
+        self.thread.start()
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        self.server.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()

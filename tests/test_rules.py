@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+
+from gateways.rules import (
+    RuleError,
+    clean_custom_headers,
+    clean_extra_env,
+    clean_secret,
+    mask,
+    normalize_base_url,
+    styled_model_id,
+)
+
+
+@pytest.mark.parametrize(
+    "given, expected, notices",
+    [
+        ("https://api.tokaify.com", "https://api.tokaify.com", 0),
+        ("https://api.tokaify.com/", "https://api.tokaify.com", 0),
+        ("https://api.tokaify.com/v1", "https://api.tokaify.com", 1),
+        ("https://api.tokaify.com/v1/", "https://api.tokaify.com", 1),
+        ("https://gw.example.com/anthropic", "https://gw.example.com/anthropic", 0),
+        ("https://gw.example.com/anthropic/v1", "https://gw.example.com/anthropic", 1),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080", 0),
+        ("http://localhost:9000", "http://localhost:9000", 0),
+    ],
+)
+def test_base_url_is_the_root_claude_code_needs(given, expected, notices):
+    url, messages = normalize_base_url(given)
+    assert url == expected
+    assert len(messages) == notices
+    if notices:
+        assert "/v1/messages itself" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "given, fragment",
+    [
+        ("ftp://api.example.com", "must start with https://"),
+        ("api.example.com", "must start with https://"),
+        ("http://api.example.com", "only allowed for 127.0.0.1"),
+        ("https://api.example.com/?x=1", "cannot have a query"),
+        ("https://user:pw@api.example.com", "cannot carry a user name"),
+    ],
+)
+def test_bad_base_urls_are_refused_with_advice(given, fragment):
+    with pytest.raises(RuleError, match=fragment):
+        normalize_base_url(given)
+
+
+def test_secret_is_trimmed():
+    assert clean_secret("  sk-abc123  \n", requires_sk_prefix=True) == "sk-abc123"
+
+
+@pytest.mark.parametrize(
+    "secret, fragment",
+    [
+        ("sk-abc def", "space or line break"),
+        ("sk-abc\ndef", "space or line break"),
+        ("sk-abc\x07def", "control character"),
+        ("sk-abc\u200bdef", "control character"),
+        ("", "empty"),
+        ("abc123", "do not remove the sk- prefix"),
+    ],
+)
+def test_bad_secrets_are_refused_with_the_guides_advice(secret, fragment):
+    with pytest.raises(RuleError, match=fragment):
+        clean_secret(secret, requires_sk_prefix=True)
+
+
+def test_secret_without_prefix_is_fine_where_the_gateway_does_not_ask():
+    assert clean_secret("abc123", requires_sk_prefix=False) == "abc123"
+
+
+@pytest.mark.parametrize(
+    "model, style, expected",
+    [
+        ("claude-sonnet-4-6", "dotted", "claude-sonnet-4.6"),
+        ("claude-sonnet-4.6", "dotted", "claude-sonnet-4.6"),
+        ("claude-opus-4-8", "dotted", "claude-opus-4.8"),
+        ("claude-sonnet-4-5-20250929", "dotted", "claude-sonnet-4.5-20250929"),
+        ("claude-sonnet-4-20250514", "dotted", "claude-sonnet-4-20250514"),
+        ("sonnet", "dotted", "sonnet"),
+        ("claude-haiku-4.5", "hyphenated", "claude-haiku-4-5"),
+        ("claude-haiku-4-5", "as-is", "claude-haiku-4-5"),
+    ],
+)
+def test_model_ids_are_spelled_the_gateways_way(model, style, expected):
+    assert styled_model_id(model, style) == expected
+
+
+def test_model_id_with_odd_characters_is_refused():
+    with pytest.raises(RuleError, match="not a model id"):
+        styled_model_id("claude sonnet; rm -rf", "dotted")
+
+
+def test_mask_shows_prefix_and_last_four():
+    assert mask("sk-0123456789abcd") == "sk-…abcd"
+    assert mask("short") == "…"
+
+
+def test_custom_headers_refuse_auth_headers_and_bad_names():
+    assert clean_custom_headers({"X-Team": " web "}) == {"X-Team": "web"}
+    with pytest.raises(RuleError, match="set by Claude Code"):
+        clean_custom_headers({"Authorization": "x"})
+    with pytest.raises(RuleError, match="not a valid HTTP header"):
+        clean_custom_headers({"Bad Name": "x"})
+
+
+def test_extra_env_cannot_override_managed_variables():
+    assert clean_extra_env({"DISABLE_TELEMETRY": 1}) == {"DISABLE_TELEMETRY": "1"}
+    with pytest.raises(RuleError, match="set by the portal"):
+        clean_extra_env({"ANTHROPIC_API_KEY": "x"})
+    with pytest.raises(RuleError, match="not a valid environment variable"):
+        clean_extra_env({"lower-case": "x"})
