@@ -47,7 +47,7 @@ class GatewayForm(forms.Form):
     timeout_ms = forms.IntegerField(required=False, label="API_TIMEOUT_MS")
     disable_experimental_betas = forms.BooleanField(required=False, label="Disable experimental betas")
     extra_env = JSONObjectField(required=False, label="Extra environment (JSON object)")
-    docs_url = forms.URLField(required=False)
+    docs_url = forms.URLField(required=False, assume_scheme="https")
     console_hint = forms.CharField(max_length=300, required=False)
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     probe_mode = forms.ChoiceField(choices=ProbeMode.choices)

@@ -38,21 +38,18 @@ def fish_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-# PowerShell treats these as single quotes too, so each must be doubled inside '...'.
-_PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
-
-
 def powershell_quote(value: str) -> str:
     """A PowerShell expression that yields `value`, written in printable ASCII only.
 
-    Printable ASCII goes in single quotes (quote characters doubled); anything else becomes
-    `[char]0xNNNN`, so the script means the same whatever code page a file is read in.
+    Printable ASCII goes in single quotes (a quote doubled); anything else becomes `[char]0xNNNN`,
+    so the script means the same whatever code page a file is read in, and the typographic quotes
+    that PowerShell also treats as quote characters never appear inside a quoted string.
     """
     parts: list[str] = []
     run = ""
     for ch in value:
         if " " <= ch <= "~":
-            run += ch + ch if ch in _PS_SINGLE_QUOTES else ch
+            run += "''" if ch == "'" else ch
             continue
         if run:
             parts.append(f"'{run}'")

@@ -82,12 +82,22 @@ def message_events(model: str, text: str) -> list[bytes]:
                 },
             },
         ),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        _sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        ),
         _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
         _sse(
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 8}},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 8},
+            },
         ),
         _sse("message_stop", {"type": "message_stop"}),
     ]
@@ -100,7 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output quiet
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
@@ -212,7 +224,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour == "429":
             self._send(429, _error("rate_limit_error", "slow down"), extra={"retry-after": "7"})
         elif behaviour == "html":
-            self._send(200, b"<!DOCTYPE html><html><head><title>Gateway</title></head><body>Sign up!</body></html>", "text/html")
+            self._send(
+                200,
+                b"<!DOCTYPE html><html><head><title>Gateway</title></head><body>Sign up!</body></html>",
+                "text/html",
+            )
         elif behaviour == "redirect_loop":
             self._send(302, b"", "text/plain", extra={"location": self.path})
         elif behaviour in ("stream_cut", "stream_empty"):

@@ -22,7 +22,7 @@ NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
 
 def raw_rows(table: str) -> str:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - a fixed table name
+        cursor.execute(f"SELECT * FROM {table}")
         return repr(cursor.fetchall())
 
 

@@ -1,0 +1,265 @@
+"""Gateways, teams, members, keys and assignments through the REST API."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from gateways.models import Assignment, GatewayKey
+from portal.models import AccessToken, AuditEvent, Membership
+from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+
+pytestmark = pytest.mark.django_db
+
+
+def test_anonymous_requests_get_a_401_with_a_sentence():
+    response = APIClient().get("/api/v1/gateways/")
+    assert response.status_code == 401
+    assert response.json()["detail"]
+
+
+def test_bad_token_is_refused_the_same_way_whether_it_exists_or_not(alice):
+    token, raw = AccessToken.issue(alice)
+    fake = raw[:-4] + "AAAA"
+    unknown = "ptl_000000000000_" + "A" * 43
+    answers = []
+    for candidate in (fake, unknown):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {candidate}")
+        response = client.get("/api/v1/gateways/")
+        answers.append((response.status_code, response.json()["detail"]))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401
+
+
+def test_expired_and_revoked_tokens_stop_working(alice):
+    expired, raw_expired = AccessToken.issue(alice, expires_at=timezone.now() - timedelta(minutes=1))
+    revoked, raw_revoked = AccessToken.issue(alice)
+    revoked.revoked_at = timezone.now()
+    revoked.save()
+    for raw in (raw_expired, raw_revoked):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        assert client.get("/api/v1/gateways/").status_code == 401
+
+
+def test_token_is_stored_hashed(alice):
+    token, raw = AccessToken.issue(alice)
+    assert raw.split("_")[2] not in token.digest
+    assert token.digest != raw
+
+
+def test_catalogue_lists_the_presets(api, bob):
+    slugs = {g["slug"]: g for g in api(bob).get("/api/v1/gateways/").json()}
+    assert {"tokaify", "tokenbay", "anthropic"} <= set(slugs)
+    assert slugs["tokenbay"]["auth_scheme"] == "bearer"
+    assert slugs["tokenbay"]["empties_api_key"] is True
+    assert slugs["tokenbay"]["default_sonnet_model"] == "claude-sonnet-4.6"
+    assert slugs["tokaify"]["auth_scheme"] == "x-api-key"
+    assert slugs["tokaify"]["base_url"] == "https://api.tokaify.com"
+
+
+def test_only_staff_add_gateways(api, alice, staff):
+    body = {"slug": "mygw", "name": "My GW", "base_url": "https://gw.example.com/v1/", "auth_scheme": "bearer"}
+    assert api(alice).post("/api/v1/gateways/", body, format="json").status_code == 403
+    response = api(staff).post("/api/v1/gateways/", body, format="json")
+    assert response.status_code == 201
+    assert response.json()["base_url"] == "https://gw.example.com"
+    assert "Removed the trailing /v1" in response.json()["notices"][0]
+    assert AuditEvent.objects.filter(action="gateway.created", gateway_slug="mygw").exists()
+
+
+def test_patching_a_presets_base_url_keeps_its_other_rules(api, staff):
+    response = api(staff).patch("/api/v1/gateways/tokenbay/", {"base_url": "https://eu.tokenbay.com"}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["base_url"] == "https://eu.tokenbay.com"
+    assert body["auth_scheme"] == "bearer"
+    assert body["model_id_style"] == "dotted"
+    assert body["timeout_ms"] == 600000
+    assert body["default_opus_model"] == "claude-opus-4.8"
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"base_url": "ftp://x"}, "must start with https://"),
+        ({"auth_scheme": "basic"}, "auth_scheme"),
+        ({"timeout_ms": 5}, "between 1000"),
+        ({"extra_env": {"ANTHROPIC_API_KEY": "x"}}, "set by the portal"),
+    ],
+)
+def test_bad_gateway_input_is_a_400_with_detail(api, staff, body, fragment):
+    response = api(staff).patch("/api/v1/gateways/tokaify/", body, format="json")
+    assert response.status_code == 400
+    assert fragment in response.json()["detail"]
+
+
+def test_malformed_json_is_a_400_not_a_500(api, staff):
+    response = api(staff).generic("POST", "/api/v1/teams/", "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON" in response.json()["detail"]
+
+
+def test_staff_create_teams_and_admins_add_members(api, staff, bob):
+    response = api(staff).post("/api/v1/teams/", {"name": "Mobile", "slug": "mobile"}, format="json")
+    assert response.status_code == 201
+    response = api(staff).post("/api/v1/teams/mobile/members/", {"username": "bob", "role": "admin"}, format="json")
+    assert response.status_code == 201
+    assert Membership.objects.get(team__slug="mobile", user=bob).role == "admin"
+    response = api(bob).post("/api/v1/teams/mobile/members/", {"username": "nobody", "role": "member"}, format="json")
+    assert response.status_code == 400
+    assert "no active user called 'nobody'" in response.json()["detail"]
+
+
+def test_members_cannot_create_teams_or_add_members(api, bob, alice):
+    assert api(bob).post("/api/v1/teams/", {"name": "X", "slug": "x"}, format="json").status_code == 403
+    response = api(bob).post("/api/v1/teams/web/members/", {"username": "bob", "role": "admin"}, format="json")
+    assert response.status_code == 403
+
+
+def test_last_admin_cannot_be_demoted(api, alice):
+    response = api(alice).post("/api/v1/teams/web/members/", {"username": "alice", "role": "member"}, format="json")
+    assert response.status_code == 400
+    assert "last admin" in response.json()["detail"]
+
+
+def test_storing_a_key_returns_masked_and_fingerprint_never_the_secret(api, alice):
+    body = {"gateway": "tokaify", "label": "Alice laptop", "secret": f"  {TOKAIFY_SECRET}\n"}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 201
+    data = response.json()
+    assert data["masked"] == "sk-…cdef"
+    assert len(data["fingerprint"]) == 12
+    assert data["id"]
+    assert TOKAIFY_SECRET not in json.dumps(data)
+    listing = api(alice).get("/api/v1/teams/web/keys/").content.decode()
+    detail = api(alice).get(f"/api/v1/keys/{data['id']}/").content.decode()
+    assert TOKAIFY_SECRET not in listing + detail
+    events = json.dumps(list(AuditEvent.objects.values()), default=str)
+    assert TOKAIFY_SECRET not in events
+
+
+def test_same_secret_twice_in_a_team_is_refused(api, alice, tokaify_key):
+    body = {"gateway": "tokaify", "label": "again", "secret": TOKAIFY_SECRET}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    assert "already stored" in response.json()["detail"]
+    assert GatewayKey.objects.count() == 1
+
+
+def test_key_without_sk_prefix_gets_the_guides_advice(api, alice):
+    body = {"gateway": "tokenbay", "label": "x", "secret": "0123456789abcdef"}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    assert "do not remove the sk- prefix" in response.json()["detail"]
+
+
+def test_hyphenated_model_override_is_stored_dotted_for_tokenbay(api, alice):
+    body = {"gateway": "tokenbay", "label": "x", "secret": TOKENBAY_SECRET, "sonnet_model": "claude-sonnet-4-6"}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.json()["sonnet_model"] == "claude-sonnet-4.6"
+
+
+def test_patch_rotates_secret_and_records_it(api, alice, tokaify_key):
+    response = api(alice).patch(f"/api/v1/keys/{tokaify_key.id}/", {"secret": "sk-new-secret-99998888"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["masked"] == "sk-…8888"
+    assert GatewayKey.objects.get(pk=tokaify_key.pk).reveal_secret() == "sk-new-secret-99998888"
+    assert AuditEvent.objects.filter(action="key.rotated").count() == 1
+
+
+def test_delete_revokes_and_destroys_the_secret(api, alice, tokaify_key):
+    assert api(alice).delete(f"/api/v1/keys/{tokaify_key.id}/").status_code == 204
+    key = GatewayKey.objects.get(pk=tokaify_key.pk)
+    assert key.state == "revoked"
+    assert key.secret_ciphertext == ""
+    assert AuditEvent.objects.filter(action="key.revoked").exists()
+
+
+def test_assigning_needs_team_membership(api, alice, tokaify_key, charlie, bob):
+    url = f"/api/v1/keys/{tokaify_key.id}/assignments/"
+    response = api(alice).post(url, {"username": "charlie"}, format="json")
+    assert response.status_code == 400
+    assert "not a member of web" in response.json()["detail"]
+    response = api(alice).post(url, {"username": "bob"}, format="json")
+    assert response.status_code == 201
+    assert response.json()["username"] == "bob"
+    assert Assignment.objects.filter(key=tokaify_key, user=bob).exists()
+
+
+def test_a_shared_key_can_be_assigned_to_several_members(api, alice, bob, dave, tokaify_key):
+    url = f"/api/v1/keys/{tokaify_key.id}/assignments/"
+    for username in ("bob", "dave"):
+        assert api(alice).post(url, {"username": username}, format="json").status_code == 201
+    assert tokaify_key.assignments.count() == 2
+
+
+def test_schema_is_served(api, bob):
+    response = api(bob).get("/api/v1/schema/")
+    assert response.status_code == 200
+    assert b"/api/v1/me/configs/" in response.content
+
+
+# --- Cross-team isolation and roles, for every endpoint -------------------------------------------
+
+
+def endpoints(key_id, assignment_id):
+    """(method, url, body) for every endpoint that touches team web's data."""
+    return [
+        ("get", "/api/v1/teams/web/", None),
+        ("get", "/api/v1/teams/web/members/", None),
+        ("post", "/api/v1/teams/web/members/", {"username": "charlie", "role": "admin"}),
+        ("delete", "/api/v1/teams/web/members/bob/", None),
+        ("get", "/api/v1/teams/web/keys/", None),
+        ("post", "/api/v1/teams/web/keys/", {"gateway": "tokaify", "label": "x", "secret": "sk-intruder-123456"}),
+        ("get", f"/api/v1/keys/{key_id}/", None),
+        ("patch", f"/api/v1/keys/{key_id}/", {"label": "hijacked"}),
+        ("delete", f"/api/v1/keys/{key_id}/", None),
+        ("get", f"/api/v1/keys/{key_id}/assignments/", None),
+        ("post", f"/api/v1/keys/{key_id}/assignments/", {"username": "bob"}),
+        ("delete", f"/api/v1/assignments/{assignment_id}/", None),
+        ("get", f"/api/v1/keys/{key_id}/probes/", None),
+        ("post", f"/api/v1/keys/{key_id}/probes/", None),
+        ("get", f"/api/v1/me/configs/{assignment_id}/bash", None),
+    ]
+
+
+def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_assignment):
+    key_id = bob_assignment.key_id
+    client = api(charlie)
+    for method, url, body in endpoints(key_id, bob_assignment.id):
+        response = getattr(client, method)(url, body, format="json")
+        assert response.status_code == 404, (method, url, response.status_code)
+        assert response.json()["detail"]
+    assert GatewayKey.objects.get(pk=key_id).label == "Bob laptop"
+    assert GatewayKey.objects.get(pk=key_id).state == "active"
+    assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
+    assert [t["slug"] for t in client.get("/api/v1/teams/").json()] == ["data"]
+    assert client.get("/api/v1/probes/").json()["results"] == []
+    assert client.get("/api/v1/connections/").json() == []
+
+
+WRITES = {"post", "patch", "delete"}
+
+
+@pytest.mark.parametrize("who", ["bob", "dave"])
+def test_members_and_auditors_cannot_change_the_team(api, who, bob, dave, bob_assignment):
+    user = {"bob": bob, "dave": dave}[who]
+    client = api(user)
+    for method, url, body in endpoints(bob_assignment.key_id, bob_assignment.id):
+        if method not in WRITES:
+            continue
+        response = getattr(client, method)(url, body, format="json")
+        assert response.status_code in (403, 404), (who, method, url, response.status_code)
+    assert GatewayKey.objects.get(pk=bob_assignment.key_id).label == "Bob laptop"
+    assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
+
+
+def test_auditors_read_keys_but_members_do_not(api, bob, dave, tokaify_key):
+    assert api(dave).get("/api/v1/teams/web/keys/").status_code == 200
+    assert api(bob).get("/api/v1/teams/web/keys/").status_code == 403

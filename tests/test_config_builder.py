@@ -1,0 +1,164 @@
+"""The config builder's rules, as pure functions: gateway + key + secret in, environment out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateways.config import SETTINGS_SCHEMA_URL, build_config
+from gateways.models import Gateway, GatewayKey
+from gateways.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
+from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+
+pytestmark = pytest.mark.django_db
+
+
+def key_for(gateway: Gateway, **overrides) -> GatewayKey:
+    return GatewayKey(gateway=gateway, label="laptop", masked="sk-…abcd", **overrides)
+
+
+def test_x_api_key_gateway_puts_the_secret_in_anthropic_api_key(tokaify):
+    env = build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET).env
+    assert env["ANTHROPIC_BASE_URL"] == "https://api.tokaify.com"
+    assert env["ANTHROPIC_API_KEY"] == TOKAIFY_SECRET
+    assert "ANTHROPIC_AUTH_TOKEN" not in env
+    assert "ANTHROPIC_MODEL" not in env  # Tokaify: choose with /model
+
+
+def test_bearer_gateway_empties_anthropic_api_key(tokenbay):
+    env = build_config(tokenbay, key_for(tokenbay), TOKENBAY_SECRET).env
+    assert env["ANTHROPIC_AUTH_TOKEN"] == TOKENBAY_SECRET
+    assert env["ANTHROPIC_API_KEY"] == ""
+    assert env["ANTHROPIC_MODEL"] == "sonnet"
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "claude-opus-4.8"
+    assert env["ANTHROPIC_DEFAULT_SONNET_MODEL"] == "claude-sonnet-4.6"
+    assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "claude-haiku-4.5"
+    assert env["API_TIMEOUT_MS"] == "600000"
+    assert not env["ANTHROPIC_BASE_URL"].endswith("/v1")
+
+
+def test_hyphenated_override_is_converted_not_passed_through(tokenbay):
+    env = build_config(tokenbay, key_for(tokenbay, sonnet_model="claude-sonnet-4-6"), TOKENBAY_SECRET).env
+    assert env["ANTHROPIC_DEFAULT_SONNET_MODEL"] == "claude-sonnet-4.6"
+
+
+def test_key_overrides_win_over_gateway_defaults(tokenbay):
+    key = key_for(
+        tokenbay,
+        model="opus",
+        timeout_ms=120000,
+        disable_experimental_betas=True,
+        custom_headers={"X-Team": "web", "X-Env": "dev"},
+    )
+    env = build_config(tokenbay, key, TOKENBAY_SECRET).env
+    assert env["ANTHROPIC_MODEL"] == "opus"
+    assert env["API_TIMEOUT_MS"] == "120000"
+    assert env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1"
+    assert env["ANTHROPIC_CUSTOM_HEADERS"] == "X-Team: web\nX-Env: dev"
+
+
+def test_custom_model_option_comes_with_its_name(tokaify):
+    key = key_for(tokaify, custom_model_option="claude-sonnet-4-5", custom_model_option_name="Sonnet via Tokaify")
+    env = build_config(tokaify, key, TOKAIFY_SECRET).env
+    assert env["ANTHROPIC_CUSTOM_MODEL_OPTION"] == "claude-sonnet-4-5"
+    assert env["ANTHROPIC_CUSTOM_MODEL_OPTION_NAME"] == "Sonnet via Tokaify"
+
+
+def test_betas_flag_follows_the_gateway_unless_the_key_says_otherwise(tokaify):
+    tokaify.disable_experimental_betas = True
+    assert build_config(tokaify, key_for(tokaify), "sk-x").env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1"
+    key = key_for(tokaify, disable_experimental_betas=False)
+    assert "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS" not in build_config(tokaify, key, "sk-x").env
+
+
+def test_extra_env_is_added_but_cannot_replace_managed_values(tokaify):
+    tokaify.extra_env = {"DISABLE_TELEMETRY": "1"}
+    env = build_config(tokaify, key_for(tokaify), "sk-x").env
+    assert env["DISABLE_TELEMETRY"] == "1"
+
+
+def test_settings_json_is_schema_plus_env_of_strings_only(tokenbay):
+    text = render_settings_json(build_config(tokenbay, key_for(tokenbay), TOKENBAY_SECRET))
+    document = json.loads(text)
+    assert list(document) == ["$schema", "env"]
+    assert document["$schema"] == SETTINGS_SCHEMA_URL
+    assert all(isinstance(v, str) for v in document["env"].values())
+    assert document["env"]["ANTHROPIC_API_KEY"] == ""
+
+
+def test_config_repr_never_shows_the_secret(tokaify):
+    config = build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET)
+    assert TOKAIFY_SECRET not in repr(config)
+
+
+# --- PowerShell and CMD: table tests of the escaping rules (no shell of theirs runs here) ----------
+
+
+def single(name: str, value: str):
+    from gateways.config import ClaudeConfig
+
+    return ClaudeConfig("GW", "gw", "https://gw", "x-api-key", "lbl", "sk-…", {name: value})
+
+
+@pytest.mark.parametrize(
+    "value, expression",
+    [
+        ("plain", "'plain'"),
+        ("it's", "'it''s'"),
+        ('$HOME `whoami` $(x) %PATH% ^&|<> ! "q"', "'$HOME `whoami` $(x) %PATH% ^&|<> ! \"q\"'"),
+        ("café", "('caf' + [char]0x00E9)"),
+        ("‘smart’", "('' + [char]0x2018 + 'smart' + [char]0x2019)"),
+        ("a\nb", "('a' + [char]0x000A + 'b')"),
+        ("😀", "('' + [char]::ConvertFromUtf32(0x1F600))"),
+    ],
+)
+def test_powershell_quoting(value, expression):
+    text = render_powershell(single("X", value))
+    assert f"$env:X = {expression}\r\n" in text
+    assert f"[Environment]::SetEnvironmentVariable('X', {expression}, 'User')\r\n" in text
+    assert text.isascii()
+
+
+def test_powershell_removes_a_variable_that_must_be_empty_and_says_why():
+    text = render_powershell(single("ANTHROPIC_API_KEY", ""))
+    assert "Remove-Item Env:ANTHROPIC_API_KEY -ErrorAction SilentlyContinue" in text
+    assert "[Environment]::SetEnvironmentVariable('ANTHROPIC_API_KEY', $null, 'User')" in text
+    assert "cannot keep an empty variable" in text
+
+
+@pytest.mark.parametrize(
+    "value, setx, set_line",
+    [
+        ("sk-abc", 'setx X "sk-abc" >nul', 'set "X=sk-abc"'),
+        ("a&b|c<d>e^f!g", 'setx X "a&b|c<d>e^f!g" >nul', 'set "X=a&b|c<d>e^f!g"'),
+        ("with space", 'setx X "with space" >nul', 'set "X=with space"'),
+        ("C:\\path\\", 'setx X "C:\\path\\\\" >nul', 'set "X=C:\\path\\"'),
+    ],
+)
+def test_cmd_quoting(value, setx, set_line):
+    lines = render_cmd(single("X", value)).split("\r\n")
+    assert setx in lines
+    assert set_line in lines
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("100%", "percent sign"),
+        ('say "hi"', "double quote"),
+        ("two\nlines", "line break"),
+        ("café", "outside printable ASCII"),
+        ("x" * 1025, "1024 characters"),
+    ],
+)
+def test_cmd_refuses_what_it_cannot_carry(value, fragment):
+    with pytest.raises(UnrepresentableValue, match=fragment):
+        render_cmd(single("X", value))
+
+
+def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
+    lines = render_cmd(single("ANTHROPIC_API_KEY", "")).split("\r\n")
+    assert "reg delete HKCU\\Environment /v ANTHROPIC_API_KEY /f >nul 2>&1" in lines
+    assert "set ANTHROPIC_API_KEY=" in lines
+    assert any("cannot store an empty variable" in line for line in lines)
