@@ -108,7 +108,7 @@ def single(name: str, value: str):
         ("it's", "'it''s'"),
         ('$HOME `whoami` $(x) %PATH% ^&|<> ! "q"', "'$HOME `whoami` $(x) %PATH% ^&|<> ! \"q\"'"),
         ("café", "('caf' + [char]0x00E9)"),
-        ("‘smart’", "('' + [char]0x2018 + 'smart' + [char]0x2019)"),
+        ("\u2018smart\u2019", "('' + [char]0x2018 + 'smart' + [char]0x2019)"),
         ("a\nb", "('a' + [char]0x000A + 'b')"),
         ("😀", "('' + [char]::ConvertFromUtf32(0x1F600))"),
     ],

@@ -23,7 +23,7 @@ def test_anonymous_requests_get_a_401_with_a_sentence():
 
 
 def test_bad_token_is_refused_the_same_way_whether_it_exists_or_not(alice):
-    token, raw = AccessToken.issue(alice)
+    _, raw = AccessToken.issue(alice)
     fake = raw[:-4] + "AAAA"
     unknown = "ptl_000000000000_" + "A" * 43
     answers = []
@@ -37,7 +37,7 @@ def test_bad_token_is_refused_the_same_way_whether_it_exists_or_not(alice):
 
 
 def test_expired_and_revoked_tokens_stop_working(alice):
-    expired, raw_expired = AccessToken.issue(alice, expires_at=timezone.now() - timedelta(minutes=1))
+    _, raw_expired = AccessToken.issue(alice, expires_at=timezone.now() - timedelta(minutes=1))
     revoked, raw_revoked = AccessToken.issue(alice)
     revoked.revoked_at = timezone.now()
     revoked.save()
