@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BEHAVIOURS = {
     "normal",
+    "400",
     "401",
     "403",
     "404_path",
@@ -215,6 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             "403": (403, _error("permission_error", "This token is disabled or out of balance")),
             "404_path": (404, b'{"message": "Not Found"}'),
             "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
+            "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
             "500": (502, _error("api_error", "upstream provider failed")),
             "error_200": (200, _error("api_error", "upstream failed")),
         }
@@ -287,7 +289,7 @@ class running_emulator:
 
     def __init__(self, rules: GatewayRules):
         self.server = EmulatorServer(rules)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def __enter__(self) -> EmulatorServer:
         self.thread.start()

@@ -1,0 +1,341 @@
+"""Probes against the emulator, a real HTTP server on 127.0.0.1: one test per verdict and more."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from gateways.config import build_config
+from gateways.models import GatewayKey, ProbeResult
+from gateways.outbound import SafeClient
+from gateways.probe import ProbeTarget, classify_response, run_probe
+from gateways.probe_runner import probe_key
+from portal.models import AuditEvent
+from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+from tests.gateway_emulator import GatewayRules, running_emulator
+
+SECRET = "sk-probe-0123456789"
+
+
+def probe(base_url: str, *, scheme: str = "x-api-key", secret: str = SECRET, deadline: float = 2, **kwargs):
+    model = kwargs.pop("model", "claude-sonnet-4.6")
+    target = ProbeTarget(base_url=base_url, auth_scheme=scheme, secret=secret, model=model, **kwargs)
+
+    async def go():
+        async with SafeClient(allow_private=True, deadline=deadline, read_timeout=1, max_bytes=64 * 1024) as client:
+            return await run_probe(target, client)
+
+    return asyncio.run(go())
+
+
+def probe_against(rules: GatewayRules, **kwargs):
+    rules.keys = rules.keys or {SECRET}
+    with running_emulator(rules) as gw:
+        outcome = probe(gw.base_url, scheme=rules.auth_scheme, **kwargs)
+        return outcome, gw
+
+
+def test_ok_sends_what_claude_code_sends():
+    outcome, gw = probe_against(GatewayRules())
+    assert outcome.verdict == "ok"
+    assert outcome.status_code == 200
+    assert outcome.latency_ms is not None and outcome.ttfb_ms is not None
+    [call] = gw.message_requests()
+    assert call.headers["x-api-key"] == SECRET
+    assert "authorization" not in call.headers
+    assert call.headers["anthropic-version"] == "2023-06-01"
+    assert call.headers["anthropic-beta"].startswith("claude-code-")
+    assert call.body["stream"] is True
+    assert call.body["max_tokens"] <= 16
+    assert "context_management" in call.body
+
+
+def test_bearer_gateway_gets_bearer_and_no_x_api_key():
+    outcome, gw = probe_against(GatewayRules(auth_scheme="bearer"))
+    assert outcome.verdict == "ok"
+    [call] = gw.message_requests()
+    assert call.headers["authorization"] == f"Bearer {SECRET}"
+    assert "x-api-key" not in call.headers
+
+
+def test_non_streamed_option():
+    outcome, gw = probe_against(GatewayRules(), stream=False)
+    assert outcome.verdict == "ok"
+    assert gw.message_requests()[0].body["stream"] is False
+
+
+@pytest.mark.parametrize(
+    "behaviour, verdict, words",
+    [
+        ("401", "auth_failed", "sk- prefix"),
+        ("403", "forbidden", "out of balance"),
+        ("404_path", "wrong_base_url", "without /v1"),
+        ("404_model", "model_not_found", "dotted"),
+        ("400", "bad_request", "rejected the request"),
+        ("429", "rate_limited", "rate-limiting"),
+        ("500", "gateway_error", "its side"),
+        ("html", "wrong_base_url", "without /v1"),
+        ("redirect_loop", "wrong_base_url", "without /v1"),
+        ("error_200", "bad_response", "not with a Messages answer"),
+        ("stream_cut", "bad_response", "not with a Messages answer"),
+        ("stream_empty", "bad_response", "not with a Messages answer"),
+        ("reset", "bad_response", "not with a Messages answer"),
+        ("huge", "bad_response", "not with a Messages answer"),
+    ],
+)
+def test_each_misbehaviour_gets_its_verdict_and_the_guides_hint(behaviour, verdict, words):
+    outcome, _ = probe_against(GatewayRules(behaviour=behaviour))
+    assert outcome.verdict == verdict, outcome
+    assert words in outcome.hint
+    assert SECRET not in json.dumps(outcome.details) + outcome.error_excerpt
+
+
+def test_rate_limit_reports_retry_after():
+    outcome, _ = probe_against(GatewayRules(behaviour="429"))
+    assert "Retry after 7 s" in outcome.error_excerpt
+
+
+def test_redirect_is_reported_not_followed():
+    outcome, gw = probe_against(GatewayRules(behaviour="redirect_loop"))
+    assert "redirects (302)" in outcome.error_excerpt
+    assert len(gw.message_requests()) == 1
+
+
+def test_huge_body_is_cut_at_the_byte_limit():
+    outcome, _ = probe_against(GatewayRules(behaviour="huge"))
+    assert "cut at" in outcome.error_excerpt or "larger than" in outcome.error_excerpt
+
+
+@pytest.mark.parametrize("behaviour", ["slow_drip", "hang"])
+def test_slow_drip_and_hang_cannot_hold_the_probe_past_its_deadline(behaviour):
+    import time
+
+    started = time.monotonic()
+    outcome, _ = probe_against(GatewayRules(behaviour=behaviour), deadline=1.5)
+    assert outcome.verdict == "timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_base_url_ending_in_v1_is_a_wrong_base_url():
+    with running_emulator(GatewayRules(keys={SECRET})) as gw:
+        outcome = probe(gw.base_url + "/v1")
+    assert outcome.verdict == "wrong_base_url"
+    assert "/v1 twice" in outcome.error_excerpt
+
+
+def test_wrong_bearer_key_gets_the_bearer_guides_advice():
+    outcome, _ = probe_against(GatewayRules(auth_scheme="bearer", keys={"sk-other"}))
+    assert outcome.verdict == "auth_failed"
+    assert 'ANTHROPIC_API_KEY must be "" (empty)' in outcome.hint
+
+
+def test_model_the_gateway_does_not_serve():
+    outcome, _ = probe_against(GatewayRules(models={"claude-sonnet-4.6"}), model="claude-sonnet-4-6")
+    assert outcome.verdict == "model_not_found"
+
+
+def test_rejected_betas_are_retried_without_context_management():
+    outcome, gw = probe_against(GatewayRules(reject_context_management=True))
+    assert outcome.verdict == "ok"
+    assert outcome.betas_fixed
+    assert "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1" in outcome.warning
+    first, second = gw.message_requests()[:2]
+    assert "context_management" in first.body
+    assert "context_management" not in second.body
+
+
+def test_unserved_model_aliases_are_reported_and_models_listed():
+    rules = GatewayRules(models={"claude-sonnet-4.6", "claude-opus-4.8"})
+    aliases = {"opus": "claude-opus-4.8", "sonnet": "claude-sonnet-4.6", "haiku": "claude-haiku-4.5"}
+    outcome, _ = probe_against(rules, alias_models=aliases)
+    assert outcome.verdict == "ok"
+    assert outcome.details["missing_models"] == {"haiku": "claude-haiku-4.5"}
+    assert outcome.details["models"] == ["claude-opus-4.8", "claude-sonnet-4.6"]
+    assert "haiku (claude-haiku-4.5)" in outcome.warning
+
+
+def test_aliases_are_tried_one_by_one_without_a_models_list():
+    rules = GatewayRules(models={"claude-sonnet-4.6"}, serve_models_list=False)
+    outcome, gw = probe_against(rules, alias_models={"sonnet": "claude-sonnet-4.6", "haiku": "claude-haiku-4.5"})
+    assert outcome.details["missing_models"] == {"haiku": "claude-haiku-4.5"}
+    assert gw.message_requests()[-1].body["max_tokens"] == 1
+
+
+def test_reachability_mode_sends_no_message():
+    outcome, gw = probe_against(GatewayRules(), mode="reachability")
+    assert outcome.verdict == "ok"
+    assert outcome.kind == "reachability"
+    assert "Reachability and auth only" in outcome.warning
+    assert gw.message_requests() == []
+
+
+def test_reachability_mode_still_catches_a_bad_key():
+    outcome, _ = probe_against(GatewayRules(keys={"sk-other"}), mode="reachability")
+    assert outcome.verdict == "auth_failed"
+
+
+def test_connection_refused_is_unreachable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outcome = probe(f"http://127.0.0.1:{port}")
+    assert outcome.verdict == "unreachable"
+
+
+def test_plain_http_server_behind_https_is_a_tls_error():
+    with running_emulator(GatewayRules(keys={SECRET})) as gw:
+        outcome = probe(gw.base_url.replace("http://", "https://"))
+    assert outcome.verdict == "tls_error"
+
+
+def test_private_addresses_are_refused_unless_allowed():
+    async def go():
+        async with SafeClient(allow_private=False) as client:
+            target = ProbeTarget(base_url="http://127.0.0.1:9", auth_scheme="x-api-key", secret=SECRET, model="m")
+            return await run_probe(target, client)
+
+    outcome = asyncio.run(go())
+    assert outcome.verdict == "refused"
+    assert "PROBE_ALLOW_PRIVATE_IPS" in outcome.error_excerpt
+
+
+@pytest.mark.parametrize(
+    "status, body, verdict",
+    [
+        (200, '{"type": "message", "content": []}', "ok"),
+        (200, '{"hello": "world"}', "bad_response"),
+        (200, "not json", "bad_response"),
+        (
+            400,
+            '{"error": {"type": "invalid_request_error", "message": "context_management: Extra inputs are not permitted"}}',
+            "betas_rejected",
+        ),
+        (400, '{"error": {"message": "model claude-x does not exist"}}', "model_not_found"),
+        (404, '{"error": {"type": "not_found_error", "message": "Not Found"}}', "wrong_base_url"),
+        (503, "", "gateway_error"),
+    ],
+)
+def test_classifier_table(status, body, verdict):
+    assert classify_response(status, {"content-type": "application/json"}, body, streamed=False)[0] == verdict
+
+
+def test_mock_transport_unit_check_of_headers():
+    """A unit test without sockets: the outbound client connects to the checked address with the right Host."""
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = json.dumps({"type": "message", "content": [{"type": "text", "text": "pong"}]}).encode()
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=httpx.ByteStream(body))
+
+    async def go():
+        async with SafeClient(allow_private=True, transport=httpx.MockTransport(handler)) as client:
+            target = ProbeTarget(
+                base_url="http://localhost:8080", auth_scheme="bearer", secret=SECRET, model="m", stream=False
+            )
+            return await run_probe(target, client)
+
+    assert asyncio.run(go()).verdict == "ok"
+    assert seen[0].url.host in ("127.0.0.1", "::1")
+    assert seen[0].headers["host"] == "localhost:8080"
+
+
+# --- Through the database: the runner, the API and the command ------------------------------------
+
+
+@pytest.fixture
+def emulated(tokenbay, tokaify):
+    """Start an emulator and point a gateway at it: `with emulated("tokenbay", rules) as gw:`."""
+
+    def start(slug: str, rules: GatewayRules):
+        gateway = {"tokenbay": tokenbay, "tokaify": tokaify}[slug]
+        server = running_emulator(rules)
+        gw = server.__enter__()
+        gateway.base_url = gw.base_url
+        gateway.save()
+        return server, gw
+
+    started = []
+
+    class Starter:
+        def __call__(self, slug, rules):
+            server, gw = start(slug, rules)
+            started.append(server)
+            return gw
+
+    yield Starter()
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+def tokenbay_rules(**kwargs) -> GatewayRules:
+    return GatewayRules(
+        auth_scheme="bearer",
+        keys={TOKENBAY_SECRET},
+        models={"claude-opus-4.8", "claude-sonnet-4.6", "claude-haiku-4.5"},
+        **kwargs,
+    )
+
+
+def test_probe_that_finds_rejected_betas_switches_the_keys_config(emulated, tokenbay_key, alice):
+    emulated("tokenbay", tokenbay_rules(reject_context_management=True))
+    result = probe_key(tokenbay_key, trigger="web", user=alice)
+    assert result.verdict == "ok"
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert key.disable_experimental_betas is True
+    assert key.last_probe_verdict == "ok"
+    env = build_config(key.gateway, key, TOKENBAY_SECRET).env
+    assert env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] == "1"
+    change = AuditEvent.objects.get(action="probe.changed_setting")
+    assert change.details["setting"] == "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"
+    assert AuditEvent.objects.filter(action="probe.run").count() == 1
+
+
+def test_probe_api_runs_now_and_lists_results(api, emulated, tokenbay_key, alice, dave):
+    emulated("tokenbay", tokenbay_rules())
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["verdict"] == "ok"
+    assert body["status_code"] == 200
+    assert body["latency_ms"] is not None
+    assert body["hint"]
+    assert TOKENBAY_SECRET not in response.content.decode()
+    listed = api(dave).get("/api/v1/probes/").json()["results"]
+    assert [p["id"] for p in listed] == [body["id"]]
+    # Auditors read probe results but cannot start probes.
+    assert api(dave).post(f"/api/v1/keys/{tokenbay_key.id}/probes/").status_code == 403
+
+
+def test_probe_command_summarises_and_exits_non_zero_on_failure(emulated, tokenbay_key, tokaify_key, capsys):
+    emulated("tokenbay", tokenbay_rules())
+    emulated("tokaify", GatewayRules(keys={"sk-someone-else"}))
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("probe", "--concurrency", "2")
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "auth_failed" in out and "ok" in out
+    assert "1 ok, 1 failing, 2 probed." in out
+    assert ProbeResult.objects.filter(trigger="command").count() == 2
+
+
+def test_probe_command_json_and_success_exit(emulated, tokenbay_key, capsys):
+    emulated("tokenbay", tokenbay_rules())
+    call_command("probe", "--gateway", "tokenbay", "--json")
+    [line] = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(line)
+    assert row["verdict"] == "ok"
+    assert row["gateway"] == "tokenbay"
+    assert TOKAIFY_SECRET not in line and TOKENBAY_SECRET not in line
+
+
+def test_probe_command_with_nothing_to_probe_says_so(db):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="No usable keys match"):
+        call_command("probe", "--team", "nope")
