@@ -1,0 +1,219 @@
+"""The audit trail: append-only, tamper-evident, prunable with an export; and the connections view."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from gateways.models import Assignment, GatewayKey
+from gateways.services import assign_key, store_key
+from portal import audit
+from portal.models import Action, AuditEvent, ImmutableAuditError
+
+pytestmark = pytest.mark.django_db
+
+
+def sql(statement: str, params=()) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def test_every_sensitive_action_leaves_one_event(bob_assignment):
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions == ["key.created", "assignment.created"]
+
+
+def test_chain_verifies_when_untouched(bob_assignment, capsys):
+    call_command("verify_audit")
+    assert "intact: 2 event(s)" in capsys.readouterr().out
+
+
+def test_a_row_changed_in_the_database_is_named(bob_assignment):
+    first = AuditEvent.objects.order_by("id").first()
+    sql("UPDATE portal_auditevent SET target = %s WHERE id = %s", ["forged", first.id])
+    with pytest.raises(CommandError, match=f"broken at event {first.id}: its content no longer matches"):
+        call_command("verify_audit")
+
+
+def test_a_deleted_row_breaks_the_next_link(bob_assignment, alice):
+    audit.record(Action.SIGN_IN, actor=alice)
+    events = list(AuditEvent.objects.order_by("id"))
+    sql("DELETE FROM portal_auditevent WHERE id = %s", [events[1].id])
+    with pytest.raises(CommandError, match=f"broken at event {events[2].id}: its link to the previous"):
+        call_command("verify_audit")
+
+
+def test_rows_cannot_be_changed_or_deleted_through_the_orm(bob_assignment):
+    event = AuditEvent.objects.first()
+    event.target = "x"
+    with pytest.raises(ImmutableAuditError):
+        event.save()
+    with pytest.raises(ImmutableAuditError):
+        event.delete()
+    with pytest.raises(ImmutableAuditError):
+        AuditEvent.objects.filter(pk=event.pk).update(target="x")
+    with pytest.raises(ImmutableAuditError):
+        AuditEvent.objects.all().delete()
+
+
+def test_admin_and_api_are_read_only(client, api, staff, bob_assignment):
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    event = AuditEvent.objects.first()
+    page = client.get(f"/admin/portal/auditevent/{event.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
+    assert client.post(f"/admin/portal/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert api(staff).post("/api/v1/audit-events/", {}, format="json").status_code == 405
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_prune_exports_then_removes_and_the_chain_still_verifies(alice, tmp_path, capsys):
+    with time_machine.travel(timezone.now() - timedelta(days=400), tick=False):
+        for _ in range(3):
+            audit.record(Action.SIGN_IN, actor=alice)
+    audit.record(Action.SIGN_OUT, actor=alice)
+    out = tmp_path / "old.jsonl"
+    cutoff = (timezone.now() - timedelta(days=30)).date().isoformat()
+    call_command("prune_audit", "--before", cutoff, "--output", str(out))
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["action"] for e in exported] == ["auth.sign_in"] * 3
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == ["auth.sign_out", "audit.pruned"]
+    assert AuditEvent.objects.get(action="audit.pruned").details["events"] == 3
+    call_command("verify_audit")
+    assert "intact: 2 event(s)" in capsys.readouterr().out
+
+
+def test_prune_refuses_bad_dates_and_existing_files(alice, tmp_path):
+    with pytest.raises(CommandError, match="must be a date"):
+        call_command("prune_audit", "--before", "last year")
+    existing = tmp_path / "x.jsonl"
+    existing.write_text("keep me")
+    audit.record(Action.SIGN_IN, actor=alice)
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("prune_audit", "--before", "2999-01-01", "--output", str(existing))
+    assert existing.read_text() == "keep me"
+    assert AuditEvent.objects.count() == 1
+
+
+def test_audit_api_filters_and_paginates_by_cursor(api, staff, alice, bob_assignment, tokaify_key):
+    client = api(staff)
+    keys = client.get("/api/v1/audit-events/?action=key.created").json()
+    assert {e["action"] for e in keys["results"]} == {"key.created"}
+    assert len(keys["results"]) == 2
+    assert (
+        client.get("/api/v1/audit-events/?gateway=tokaify").json()["results"][0]["target"]
+        == tokaify_key.short_fingerprint
+    )
+    first_page = client.get("/api/v1/audit-events/?limit=2").json()
+    assert len(first_page["results"]) == 2 and "cursor=" in first_page["next"]
+    second_page = client.get(first_page["next"]).json()
+    assert {e["id"] for e in first_page["results"]}.isdisjoint({e["id"] for e in second_page["results"]})
+    response = client.get("/api/v1/audit-events/?since=yesterday")
+    assert response.status_code == 400
+    assert "since must be a date" in response.json()["detail"]
+
+
+def test_audit_exports_csv_and_json_lines(api, staff, bob_assignment):
+    client = api(staff)
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(client.get("/api/v1/audit-events/?export=csv").streaming_content).decode()))
+    )
+    assert [r["action"] for r in rows] == ["key.created", "assignment.created"]
+    lines = b"".join(client.get("/api/v1/audit-events/?export=jsonl").streaming_content).decode().splitlines()
+    assert json.loads(lines[1])["details"]["user"] == "bob"
+
+
+def test_who_sees_which_events(api, bob, charlie, dave, bob_assignment):
+    assert len(api(dave).get("/api/v1/audit-events/").json()["results"]) == 2  # auditor of web
+    assert api(charlie).get("/api/v1/audit-events/").json()["results"] == []  # another team
+    assert api(bob).get("/api/v1/audit-events/").json()["results"] == []  # member: only own acts
+
+
+def test_failed_sign_in_is_recorded(client, alice):
+    client.post("/login/", {"username": "alice", "password": "wrong"})
+    event = AuditEvent.objects.get(action="auth.sign_in_failed")
+    assert event.target == "alice"
+    assert "wrong" not in json.dumps(event.details)
+
+
+def test_audit_list_query_count_does_not_grow(api, staff, alice, django_assert_max_num_queries):
+    for _ in range(30):
+        audit.record(Action.SIGN_IN, actor=alice)
+    client = api(staff)
+    with django_assert_max_num_queries(5):
+        client.get("/api/v1/audit-events/")
+    client.force_login(staff)
+    with django_assert_max_num_queries(10):
+        assert client.get("/audit/").status_code == 200
+
+
+# --- Connections ---------------------------------------------------------------------------------
+
+
+def test_connection_rows_answer_who_has_what(api, staff, bob_assignment, tokenbay_key):
+    [row] = api(staff).get("/api/v1/connections/").json()
+    assert row["user"] == "bob"
+    assert row["gateway"] == "tokenbay"
+    assert row["masked"] == tokenbay_key.masked
+    assert row["last_download_at"] is None
+    assert row["key_state"] == "active"
+
+
+def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_assignment):
+    failing = store_key(team=web, gateway=tokaify, label="failing", secret="sk-failing-0000000000", actor=alice)
+    assign_key(key=failing, username="bob", actor=alice)
+    GatewayKey.objects.filter(pk=failing.pk).update(last_probe_verdict="auth_failed", expires_at=timezone.now())
+    api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash")
+    client = api(staff)
+
+    def users(state):
+        return [r["key_label"] for r in client.get(f"/api/v1/connections/?state={state}").json()]
+
+    assert users("failing") == ["failing"]
+    assert users("expired") == ["failing"]
+    assert users("never_downloaded") == ["failing"]
+    assert users("stale") == []
+    GatewayKey.objects.filter(pk=bob_assignment.key_id).update(config_changed_at=timezone.now() + timedelta(seconds=1))
+    assert users("stale") == ["Bob laptop"]
+    assert client.get("/api/v1/connections/?state=nope").status_code == 400
+
+
+def test_connections_visibility_by_role(api, alice, bob, charlie, dave, bob_assignment):
+    assert len(api(alice).get("/api/v1/connections/").json()) == 1
+    assert len(api(dave).get("/api/v1/connections/").json()) == 1
+    assert len(api(bob).get("/api/v1/connections/").json()) == 1  # his own row
+    assert api(charlie).get("/api/v1/connections/").json() == []
+
+
+def test_connections_csv_and_sort(api, staff, web, tokenbay, alice, dave, bob_assignment):
+    key = store_key(team=web, gateway=tokenbay, label="Dave", secret="sk-dave-0000000000", actor=alice)
+    assign_key(key=key, username="dave", actor=alice)
+    client = api(staff)
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=user").json()] == ["bob", "dave"]
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=-user").json()] == ["dave", "bob"]
+    body = b"".join(client.get("/api/v1/connections/?export=csv").streaming_content).decode()
+    assert body.splitlines()[0].startswith("assignment,user,team,gateway")
+    assert len(body.splitlines()) == 3
+
+
+def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice, bob, django_assert_max_num_queries):
+    for i in range(20):
+        key = store_key(team=web, gateway=tokenbay, label=f"k{i}", secret=f"sk-n{i}-00000000000", actor=alice)
+        assign_key(key=key, username="bob", actor=alice)
+    assert Assignment.objects.count() == 20
+    client = api(staff)
+    with django_assert_max_num_queries(4):
+        assert len(client.get("/api/v1/connections/").json()) == 20
+    client.force_login(staff)
+    with django_assert_max_num_queries(10):
+        assert client.get("/connections/").status_code == 200
