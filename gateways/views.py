@@ -19,7 +19,7 @@ from gateways.snippets import UnrepresentableValue
 from portal.crypto import DecryptionError
 from portal.models import Role
 from portal.services import ServiceError
-from portal.views import require_sudo_mode, team_with_role
+from portal.views import sudo_redirect, team_with_role
 
 
 def _staff_only(request: HttpRequest) -> None:
@@ -211,9 +211,10 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @sensitive_post_parameters("secret")
-@require_sudo_mode
 def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
     key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    if needs_password := sudo_redirect(request):
+        return needs_password
     form = RotateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -244,9 +245,10 @@ def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-@require_sudo_mode
 def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
     key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    if needs_password := sudo_redirect(request):
+        return needs_password
     services.revoke_key(key=key, actor=request.user, request=request)
     messages.success(request, "Key revoked: its secret is destroyed and it yields no configuration any more.")
     return redirect("key", key_id=key.id)

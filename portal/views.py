@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import wraps
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -29,19 +28,17 @@ from portal.models import Action, AuditEvent, Membership, Role, Team
 SUDO_SESSION_KEY = "sudo_until"
 
 
-def require_sudo_mode(view):
-    """Ask for the password again before a sensitive action, at most every SUDO_MODE_SECONDS."""
+def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
+    """Ask for the password again before a sensitive action, at most every SUDO_MODE_SECONDS.
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
-            return view(request, *args, **kwargs)
-        # A POST cannot be replayed after the password prompt: return to the page it came from.
-        next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
-        messages.info(request, "Confirm your password first; then repeat the action.")
-        return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
-
-    return wrapped
+    Call it after the permission check, so nobody is asked for a password to learn they may not act.
+    """
+    if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
+        return None
+    # A POST cannot be replayed after the password prompt: return to the page it came from.
+    next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
+    messages.info(request, "Confirm your password first; then repeat the action.")
+    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
 
 
 @login_required

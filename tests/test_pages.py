@@ -1,0 +1,168 @@
+"""Server-rendered pages: who may see and do what, and where a secret may (not) appear."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateways.models import GatewayKey
+from portal.models import Membership
+from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/setup/", "/teams/", "/teams/web/", "/gateways/", "/gateways/tokenbay/", "/audit/", "/connections/"]
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_pages_need_a_sign_in(client, web, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_sign_in_page_has_labels_and_signs_in(client, alice):
+    page = client.get("/login/").content.decode()
+    assert '<label for="id_username">' in page and '<label for="id_password">' in page
+    response = client.post("/login/", {"username": "alice", "password": "pass-alice"})
+    assert response.status_code == 302
+    assert client.get("/teams/").status_code == 200
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_every_page_renders_for_a_member(client, bob, url):
+    client.force_login(bob)
+    assert client.get(url).status_code == 200
+
+
+def test_outsider_gets_404_on_another_teams_pages(client, charlie, tokaify_key):
+    client.force_login(charlie)
+    assert client.get("/teams/web/").status_code == 404
+    assert client.get(f"/keys/{tokaify_key.id}/").status_code == 404
+    assert client.post(f"/keys/{tokaify_key.id}/revoke/").status_code == 404
+    assert client.post("/teams/web/members/", {"username": "charlie", "role": "admin"}).status_code == 404
+    assert not Membership.objects.filter(team__slug="web", user=charlie).exists()
+
+
+def test_member_sees_the_team_but_not_its_keys(client, bob, tokaify_key):
+    client.force_login(bob)
+    page = client.get("/teams/web/").content.decode()
+    assert "Alice laptop" not in page
+    assert client.get(f"/keys/{tokaify_key.id}/").status_code == 404
+    assert client.get("/teams/web/keys/new/").status_code == 403
+
+
+def test_admin_stores_a_key_and_only_the_masked_form_is_shown(client, alice, caplog):
+    caplog.set_level(logging.DEBUG)
+    client.force_login(alice)
+    response = client.post(
+        "/teams/web/keys/new/",
+        {
+            "gateway": "tokaify",
+            "label": "Alice laptop",
+            "secret": TOKAIFY_SECRET,
+            "disable_experimental_betas": "unknown",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "sk-…cdef" in html
+    assert TOKAIFY_SECRET not in html
+    assert TOKAIFY_SECRET not in caplog.text
+    assert GatewayKey.objects.filter(label="Alice laptop").exists()
+
+
+def test_bad_secret_is_a_form_error_and_nothing_is_saved(client, alice):
+    client.force_login(alice)
+    response = client.post("/teams/web/keys/new/", {"gateway": "tokenbay", "label": "x", "secret": "no-prefix-key"})
+    assert response.status_code == 200
+    assert "do not remove the sk- prefix" in response.content.decode()
+    assert 'value="no-prefix-key"' not in response.content.decode()
+    assert not GatewayKey.objects.exists()
+
+
+def test_admin_pages_never_show_the_secret_or_its_ciphertext(client, staff, tokaify_key):
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    for url in ["/admin/gateways/gatewaykey/", f"/admin/gateways/gatewaykey/{tokaify_key.pk}/change/"]:
+        html = client.get(url).content.decode()
+        assert TOKAIFY_SECRET not in html
+        assert tokaify_key.secret_ciphertext.split(":")[2][:20] not in html
+        assert "sk-…cdef" in html
+
+
+def test_setup_page_shows_bobs_own_config_with_every_tab(client, bob, bob_assignment):
+    client.force_login(bob)
+    html = client.get("/setup/", HTTP_USER_AGENT="Mozilla/5.0 (Windows NT 10.0; Win64; x64)").content.decode()
+    for title in ["macOS/Linux zsh", "bash", "fish", "Windows PowerShell", "Windows CMD", "settings.json"]:
+        assert title in html
+    assert 'data-selected="powershell"' in html
+    assert f"export ANTHROPIC_AUTH_TOKEN=&#x27;{TOKENBAY_SECRET}&#x27;" in html
+    assert "/logout" in html  # TokenBay's guide: log out of a cached Anthropic login once
+    assert "context_management" in html  # troubleshooting next to the set-up
+    assert "settings.local.json" in html and "Never put it in .claude/settings.json" in html
+
+
+def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
+    from gateways.services import assign_key
+
+    assign_key(key=tokaify_key, username="bob", actor=alice)
+    client.force_login(bob)
+    assert "Answer Yes" in client.get("/setup/").content.decode()
+
+
+def test_web_download_has_a_filename(client, bob, bob_assignment):
+    client.force_login(bob)
+    response = client.get(f"/setup/{bob_assignment.id}/install.sh")
+    assert response["Content-Disposition"] == 'attachment; filename="install-claude-tokenbay.sh"'
+
+
+def test_revoked_key_shows_a_message_instead_of_a_config(client, bob, bob_assignment, tokenbay_key):
+    GatewayKey.objects.filter(pk=tokenbay_key.pk).update(is_enabled=False)
+    client.force_login(bob)
+    html = client.get("/setup/").content.decode()
+    assert "disabled by your team admin" in html
+    assert TOKENBAY_SECRET not in html
+
+
+def test_rotating_a_key_asks_for_the_password_first(client, alice, tokaify_key):
+    client.force_login(alice)
+    response = client.get(f"/keys/{tokaify_key.id}/rotate/")
+    assert response.status_code == 302 and response["Location"].startswith("/sudo/")
+    wrong = client.post(response["Location"], {"password": "nope"})
+    assert "not right" in wrong.content.decode()
+    client.post(response["Location"], {"password": "pass-alice"})
+    response = client.post(f"/keys/{tokaify_key.id}/rotate/", {"secret": "sk-rotated-000011112222"})
+    assert response.status_code == 302
+    assert GatewayKey.objects.get(pk=tokaify_key.pk).reveal_secret() == "sk-rotated-000011112222"
+
+
+def test_staff_add_a_gateway_and_see_the_v1_notice(client, staff, alice):
+    client.force_login(alice)
+    assert client.get("/gateways/new/").status_code == 403
+    client.force_login(staff)
+    form = {
+        "slug": "corp",
+        "name": "Corp gateway",
+        "base_url": "https://llm.corp.example/anthropic/v1",
+        "auth_scheme": "bearer",
+        "model_id_style": "as-is",
+        "probe_mode": "inference",
+        "probe_prompt": "ping",
+        "probe_interval_minutes": 60,
+    }
+    response = client.post("/gateways/new/", form, follow=True)
+    html = response.content.decode()
+    assert "Removed the trailing /v1" in html
+    assert "https://llm.corp.example/anthropic" in html
+
+
+def test_admin_adds_a_member_with_a_role(client, alice, charlie):
+    client.force_login(alice)
+    client.post("/teams/web/members/", {"username": "charlie", "role": "auditor"})
+    assert Membership.objects.get(team__slug="web", user=charlie).role == "auditor"
+    response = client.post("/teams/web/members/", {"username": "ghost", "role": "member"}, follow=True)
+    assert "no active user called &#x27;ghost&#x27;" in response.content.decode()
