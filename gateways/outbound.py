@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from contextlib import asynccontextmanager
 
 import httpx
@@ -29,6 +30,11 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context, to share between clients (building one costs milliseconds)."""
+    return httpx.create_ssl_context()
+
+
 class SafeClient:
     def __init__(
         self,
@@ -40,6 +46,7 @@ class SafeClient:
         max_bytes: int | None = None,
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.allow_private = settings.PROBE_ALLOW_PRIVATE_IPS if allow_private is None else allow_private
         self.deadline = deadline or settings.PROBE_DEADLINE
@@ -52,7 +59,7 @@ class SafeClient:
         )
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, limits=limits, transport=transport, trust_env=False
+            timeout=timeout, follow_redirects=False, limits=limits, transport=transport, trust_env=False, verify=verify
         )
         self._resolved: dict[tuple[str, int], str] = {}
 

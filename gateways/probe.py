@@ -327,8 +327,11 @@ def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
     return model or CLAUDE_CODE_DEFAULT_MODEL
 
 
-async def run_probe(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
-    """Probe one key: one message (or reachability check), the betas retry, then the model aliases."""
+async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None = None) -> ProbeOutcome:
+    """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
+
+    `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    """
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
         return await _reachability(target, client)
@@ -344,7 +347,7 @@ async def run_probe(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
             retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
         outcome = retry
     if outcome.verdict == "ok":
-        await _check_models(target, client, outcome)
+        await _check_models(target, client, outcome, {} if models_cache is None else models_cache)
     return outcome
 
 
@@ -428,17 +431,25 @@ def _model_ids(text: str) -> list[str]:
         return []
 
 
-async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome) -> None:
+async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
+    """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache."""
+    if target.base_url not in cache:
+        request = _call(
+            client,
+            "GET",
+            f"{target.base_url}/v1/models?limit=1000",
+            client.deadline,
+            headers=_headers(target, context_management=False),
+        )
+        cache[target.base_url] = asyncio.ensure_future(request)
+    answer = await asyncio.shield(cache[target.base_url])
+    return _model_ids(answer.text) if not isinstance(answer, tuple) and answer.status == 200 else []
+
+
+async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
     """Report configured aliases the gateway does not serve; list its models where it offers them."""
     aliases = {alias: model for alias, model in target.alias_models.items() if model}
-    answer = await _call(
-        client,
-        "GET",
-        f"{target.base_url}/v1/models?limit=1000",
-        client.deadline,
-        headers=_headers(target, context_management=False),
-    )
-    listed = _model_ids(answer.text) if not isinstance(answer, tuple) and answer.status == 200 else []
+    listed = await _gateway_models(target, client, cache)
     if listed:
         outcome.details["models"] = listed[:50]
         missing = {alias: model for alias, model in aliases.items() if model not in listed}

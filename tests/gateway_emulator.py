@@ -45,8 +45,9 @@ class GatewayRules:
     reject_context_management: bool = False
     serve_models_list: bool = True
     behaviour: str = "normal"
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before answering a message
     reply_text: str = "Claude Code is connected to the emulator."
+    accept_any_key: bool = False  # benchmarks: skip the key check
 
 
 @dataclass
@@ -111,6 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Like production servers: small streamed chunks must not wait for Nagle's algorithm.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _send(
         self, status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None
     ) -> None:
@@ -141,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body() if method == "POST" else None
         path = self.path.split("?")[0]
         self.server.seen.append(SeenRequest(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        if rules.delay:
+        if rules.delay and path == "/v1/messages":
             time.sleep(rules.delay)
         if self._misbehave(rules.behaviour, body):
             return
@@ -171,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
         x_api_key = self.headers.get("x-api-key")
         bearer = self.headers.get("authorization", "")
         token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        if rules.accept_any_key:
+            return ""
         if rules.auth_scheme == "bearer":
             # Like the guide's gateway: an x-api-key header is read first, so a leftover key wins and fails.
             if x_api_key is not None:
@@ -190,14 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error("not_found_error", f"model: {model} not found"))
             return
         if body.get("stream"):
+            # Like real gateways: server-sent events in chunks, on a connection that stays open.
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
-            self.send_header("connection", "close")
+            self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             for event in message_events(model, rules.reply_text):
-                self.wfile.write(event)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
-            self.close_connection = True
+            self.wfile.write(b"0\r\n\r\n")
             return
         reply = {
             "id": "msg_emulator",
@@ -299,3 +308,38 @@ class running_emulator:
         self.server.stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """Run an emulator on its own: `python -m tests.gateway_emulator --delay 0.2 --key sk-x`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A gateway emulator on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--scheme", default="x-api-key", choices=["x-api-key", "bearer"])
+    parser.add_argument("--any-key", action="store_true", help="Accept every key (for benchmarks).")
+    parser.add_argument("--key", action="append", default=[])
+    args = parser.parse_args()
+    rules = GatewayRules(auth_scheme=args.scheme, keys=set(args.key), delay=args.delay, serve_models_list=False)
+    rules.accept_any_key = args.any_key
+    server = EmulatorServer(rules)
+    if args.port:
+        server.server_close()
+        server = EmulatorServer.__new__(EmulatorServer)
+        ThreadingHTTPServer.__init__(server, ("127.0.0.1", args.port), _Handler)
+        server.rules, server.seen, server.stopping = rules, [], threading.Event()
+    print(server.base_url, flush=True)
+    server.seen = _Discard()
+    server.serve_forever(poll_interval=0.05)
+
+
+class _Discard(list):
+    """A request log that keeps nothing (long benchmark runs)."""
+
+    def append(self, item) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()
