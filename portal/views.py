@@ -26,6 +26,7 @@ from portal.forms import MemberForm, SudoForm, TeamForm
 from portal.models import Action, AuditEvent, Membership, Role, Team
 
 SUDO_SESSION_KEY = "sudo_until"
+CONNECTIONS_PER_PAGE = 100
 
 
 def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
@@ -189,10 +190,16 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
         return exports.csv_response((connection_row(a) for a in rows), CONNECTION_COLUMNS, "connections.csv")
+    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
+    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
+    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
     query = request.GET.copy()
     query.pop("sort", None)
+    query.pop("page", None)
     context = {
-        "rows": [connection_row(a) for a in rows[:1000]],
+        "rows": [connection_row(a) for a in chunk[:CONNECTIONS_PER_PAGE]],
+        "page": page,
+        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
         "filters": filters,
         "states": STATES,
         "teams": Team.objects.visible_to(request.user),

@@ -217,3 +217,17 @@ def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice,
     client.force_login(staff)
     with django_assert_max_num_queries(10):
         assert client.get("/connections/").status_code == 200
+
+
+def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob, settings):
+    from portal import views
+
+    for i in range(views.CONNECTIONS_PER_PAGE + 3):
+        key = store_key(team=web, gateway=tokenbay, label=f"key {i:03d}", secret=f"sk-p{i}-000000000000", actor=alice)
+        assign_key(key=key, username="bob", actor=alice)
+    client.force_login(staff)
+    first = client.get("/connections/?sort=-assigned").content.decode()
+    second = client.get("/connections/?sort=-assigned&page=2").content.decode()
+    assert first.count("<code>sk-") == views.CONNECTIONS_PER_PAGE
+    assert second.count("<code>sk-") == 3
+    assert "page=2" in first and "page=1" in second
