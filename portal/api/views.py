@@ -65,6 +65,7 @@ class TeamMemberList(APIView):
 
 
 class TeamMemberDetail(APIView):
+    @extend_schema(responses={204: None})
     def delete(self, request, slug, username):
         team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
         if not Team.objects.administered_by(request.user).filter(pk=team.pk).exists():
