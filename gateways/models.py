@@ -125,6 +125,7 @@ class GatewayKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # When anything that goes into a config last changed: a download before this is stale.
     config_changed_at = models.DateTimeField(default=timezone.now)
+    expiry_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)  # key.expired is in the trail
     last_probe_verdict = models.CharField(max_length=20, blank=True)
     last_probe_at = models.DateTimeField(null=True, blank=True)
 
@@ -177,6 +178,12 @@ class GatewayKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.state == KeyState.ACTIVE
+
+    def is_due_for_probe(self, now) -> bool:
+        """Whether the gateway's probe interval has passed since this key's last probe."""
+        if self.last_probe_at is None:
+            return True
+        return (now - self.last_probe_at).total_seconds() >= self.gateway.probe_interval_minutes * 60
 
     @property
     def betas_disabled(self) -> bool:

@@ -216,6 +216,8 @@ def update_key(
             target=key.short_fingerprint,
             details={"from": old_masked, "to": key.masked},
         )
+    if "expires_at" in changed:
+        key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
     if changed or secret is not None:
         key.config_changed_at = timezone.now()
     if changed:
@@ -251,6 +253,28 @@ def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) ->
         details={"label": key.label, "masked": key.masked, "assignments": key.assignments.count()},
     )
     return key
+
+
+def record_expirations() -> int:
+    """Write one key.expired event for each key that expired since the last call; return how many."""
+    now = timezone.now()
+    expired = GatewayKey.objects.filter(
+        expires_at__lte=now, expiry_recorded_at__isnull=True, revoked_at__isnull=True
+    ).select_related("team", "gateway")
+    count = 0
+    for key in expired:
+        with transaction.atomic():
+            if not GatewayKey.objects.filter(pk=key.pk, expiry_recorded_at__isnull=True).update(expiry_recorded_at=now):
+                continue  # another run recorded it first
+            audit.record(
+                Action.KEY_EXPIRED,
+                team=key.team,
+                gateway_slug=key.gateway.slug,
+                target=key.short_fingerprint,
+                details={"label": key.label, "expired_at": key.expires_at.isoformat()},
+            )
+            count += 1
+    return count
 
 
 @transaction.atomic

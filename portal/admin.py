@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from portal.models import AccessToken, AuditEvent, Membership, Team
+from portal.models import AccessToken, AuditChainHead, AuditEvent, Membership, Team
+from portal.services import revoke_token
 
 
 class MembershipInline(admin.TabularInline):
@@ -37,6 +38,30 @@ class AccessTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["user", "lookup_id", "created_at", "last_used_at"]
 
     def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if "revoked_at" in form.changed_data and obj.revoked_at:
+            # Through the service, so the revocation is in the audit trail.
+            obj.revoked_at = None
+            revoke_token(token=obj, actor=request.user, request=request)
+            form.changed_data.remove("revoked_at")
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AuditChainHead)
+class AuditChainHeadAdmin(admin.ModelAdmin):
+    """Where the audit chain ends and starts; changed only by the audit writer and prune_audit."""
+
+    list_display = ["last_hash", "anchor_hash"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["last_hash", "anchor_hash"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

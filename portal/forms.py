@@ -17,3 +17,15 @@ class MemberForm(forms.Form):
 
 class SudoForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput, help_text="Confirm your password to continue.")
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What it is for, e.g. 'laptop install'.")
+    days = forms.IntegerField(
+        min_value=1,
+        max_value=3650,
+        required=False,
+        initial=90,
+        label="Expires after (days)",
+        help_text="Leave empty for a token that does not expire.",
+    )

@@ -155,6 +155,7 @@ class Action(models.TextChoices):
     KEY_DISABLED = "key.disabled", "Key disabled"
     KEY_ENABLED = "key.enabled", "Key enabled"
     KEY_REVOKED = "key.revoked", "Key revoked"
+    KEY_EXPIRED = "key.expired", "Key expired"
     ASSIGNMENT_CREATED = "assignment.created", "Key assigned"
     ASSIGNMENT_REMOVED = "assignment.removed", "Assignment removed"
     CONFIG_DOWNLOADED = "config.downloaded", "Configuration downloaded"

@@ -90,3 +90,40 @@ def _refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
     admins = Membership.objects.filter(team=membership.team, role=Role.ADMIN).exclude(pk=membership.pk)
     if not admins.exists():
         raise ServiceError("This is the team's last admin. Make someone else admin first.")
+
+
+@transaction.atomic
+def issue_token(*, user, name: str = "", expires_at=None, actor=None, request: HttpRequest | None = None):
+    """Create a personal access token; returns (token, plaintext shown once)."""
+    from portal.models import AccessToken
+
+    token, raw = AccessToken.issue(user, name=name, expires_at=expires_at)
+    audit.record(
+        Action.TOKEN_ISSUED,
+        actor=actor or user,
+        request=request,
+        target=token.lookup_id,
+        details={
+            "user": user.get_username(),
+            "name": name,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return token, raw
+
+
+@transaction.atomic
+def revoke_token(*, token, actor, request: HttpRequest | None = None) -> None:
+    from django.utils import timezone
+
+    if token.revoked_at:
+        return
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    audit.record(
+        Action.TOKEN_REVOKED,
+        actor=actor,
+        request=request,
+        target=token.lookup_id,
+        details={"user": token.user.get_username(), "name": token.name},
+    )

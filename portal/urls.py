@@ -31,6 +31,8 @@ urlpatterns = [
     path("keys/<uuid:key_id>/assign/", gateway_views.key_assign, name="key-assign"),
     path("keys/<uuid:key_id>/probe/", gateway_views.key_probe, name="key-probe"),
     path("assignments/<int:assignment_id>/remove/", gateway_views.assignment_remove, name="assignment-remove"),
+    path("tokens/", views.token_list, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", views.connection_list, name="connections"),
     path("api/v1/", include("portal.api.urls")),

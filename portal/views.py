@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -22,8 +24,8 @@ from gateways.models import Gateway
 from portal import audit, exports, services
 from portal.api.views import AUDIT_COLUMNS, CONNECTION_COLUMNS
 from portal.connections import STATES, ConnectionFilters, FilterError, connection_row, connections_for
-from portal.forms import MemberForm, SudoForm, TeamForm
-from portal.models import Action, AuditEvent, Membership, Role, Team
+from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
+from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 
 SUDO_SESSION_KEY = "sudo_until"
 CONNECTIONS_PER_PAGE = 100
@@ -207,3 +209,28 @@ def connection_list(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
     }
     return render(request, "portal/connection_list.html", context)
+
+
+@login_required
+def token_list(request: HttpRequest) -> HttpResponse:
+    """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
+    form = TokenForm(request.POST or None)
+    new_token = None
+    if request.method == "POST" and form.is_valid():
+        days = form.cleaned_data["days"]
+        expires_at = timezone.now() + timedelta(days=days) if days else None
+        _, new_token = services.issue_token(
+            user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
+        )
+        form = TokenForm()
+    tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at")
+    return render(request, "portal/tokens.html", {"tokens": tokens, "form": form, "new_token": new_token})
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(AccessToken, pk=token_id, user=request.user)
+    services.revoke_token(token=token, actor=request.user, request=request)
+    messages.success(request, f"Token {token.name or token.lookup_id} revoked.")
+    return redirect("tokens")

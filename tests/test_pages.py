@@ -166,3 +166,42 @@ def test_admin_adds_a_member_with_a_role(client, alice, charlie):
     assert Membership.objects.get(team__slug="web", user=charlie).role == "auditor"
     response = client.post("/teams/web/members/", {"username": "ghost", "role": "member"}, follow=True)
     assert "no active user called &#x27;ghost&#x27;" in response.content.decode()
+
+
+def test_an_outsider_gets_404_on_every_page_of_another_team(client, charlie, bob_assignment, tokenbay_key, alice):
+    urls = [
+        ("get", "/teams/web/"),
+        ("get", "/teams/web/keys/new/"),
+        ("post", "/teams/web/members/"),
+        ("post", "/teams/web/members/bob/remove/"),
+        ("get", f"/keys/{tokenbay_key.id}/"),
+        ("post", f"/keys/{tokenbay_key.id}/settings/"),
+        ("get", f"/keys/{tokenbay_key.id}/rotate/"),
+        ("post", f"/keys/{tokenbay_key.id}/toggle/"),
+        ("post", f"/keys/{tokenbay_key.id}/revoke/"),
+        ("post", f"/keys/{tokenbay_key.id}/assign/"),
+        ("post", f"/keys/{tokenbay_key.id}/probe/"),
+        ("post", f"/assignments/{bob_assignment.id}/remove/"),
+        ("get", f"/setup/{bob_assignment.id}/bash"),
+    ]
+    client.force_login(charlie)
+    for method, url in urls:
+        assert getattr(client, method)(url).status_code == 404, (method, url)
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert key.state == "active" and key.assignments.count() == 1
+    assert Membership.objects.filter(team__slug="web", user__username="bob").exists()
+
+
+@pytest.mark.parametrize("who", ["bob", "dave"])
+def test_members_and_auditors_cannot_change_keys_from_pages(client, who, bob, dave, bob_assignment, tokenbay_key):
+    client.force_login({"bob": bob, "dave": dave}[who])
+    for url in [
+        f"/keys/{tokenbay_key.id}/settings/",
+        f"/keys/{tokenbay_key.id}/toggle/",
+        f"/keys/{tokenbay_key.id}/revoke/",
+        f"/keys/{tokenbay_key.id}/probe/",
+        f"/assignments/{bob_assignment.id}/remove/",
+        "/teams/web/members/bob/remove/",
+    ]:
+        assert client.post(url).status_code in (403, 404), url
+    assert GatewayKey.objects.get(pk=tokenbay_key.pk).state == "active"

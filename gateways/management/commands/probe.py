@@ -7,9 +7,11 @@ import json as jsonlib
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from gateways.models import GatewayKey
 from gateways.probe_runner import probe_keys_async, save_outcome
+from gateways.services import record_expirations
 
 
 class Command(BaseCommand):
@@ -21,16 +23,30 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=20, help="Probes in flight at once (default 20).")
         parser.add_argument("--json", action="store_true", help="Print one JSON object per key instead of a table.")
         parser.add_argument("--no-stream", action="store_true", help="Send non-streamed requests.")
+        parser.add_argument(
+            "--due",
+            action="store_true",
+            help="Only keys whose gateway's probe interval has passed since their last probe (for a frequent cron).",
+        )
 
-    def handle(self, team, gateway, concurrency, json, no_stream, **options):
+    def handle(self, team, gateway, concurrency, json, no_stream, due, **options):
         if not 1 <= concurrency <= 500:
             raise CommandError("--concurrency must be between 1 and 500.")
+        expired = record_expirations()
+        if expired:
+            self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")
         keys = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
         if team:
             keys = keys.filter(team__slug=team)
         if gateway:
             keys = keys.filter(gateway__slug=gateway)
         keys = list(keys)
+        if due:
+            now = timezone.now()
+            keys = [key for key in keys if key.is_due_for_probe(now)]
+            if not keys:
+                self.stdout.write("No key is due for a probe.")
+                return
         if not keys:
             raise CommandError("No usable keys match: check --team and --gateway, or store a key first.")
 

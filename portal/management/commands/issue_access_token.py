@@ -4,11 +4,9 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from django.utils import timezone
 
-from portal import audit
-from portal.models import AccessToken, Action
+from portal.services import issue_token
 
 
 class Command(BaseCommand):
@@ -28,11 +26,7 @@ class Command(BaseCommand):
         if days is not None and days < 1:
             raise CommandError("--days must be 1 or more.")
         expires_at = timezone.now() + timedelta(days=days) if days else None
-        with transaction.atomic():
-            token, raw = AccessToken.issue(user, name=name, expires_at=expires_at)
-            audit.record(
-                Action.TOKEN_ISSUED, actor=user, target=token.lookup_id, details={"name": name, "by": "command"}
-            )
+        token, raw = issue_token(user=user, name=name or "issued by command", expires_at=expires_at)
         expiry = f"expires {expires_at:%Y-%m-%d}" if expires_at else "does not expire"
         self.stderr.write(f"Token {token.lookup_id} for {username} ({expiry}). Store it now; it is not shown again.")
         self.stdout.write(raw)
