@@ -50,7 +50,8 @@ TABS = [
         "Windows PowerShell",
         "powershell",
         "windows",
-        "Paste into PowerShell: it saves the variables in your user environment",
+        "Paste into PowerShell: it saves the variables in your user environment with "
+        "[Environment]::SetEnvironmentVariable (the CMD tab has the setx form) and sets them in this window",
         "close this terminal and open a new PowerShell window",
         "install.ps1",
     ),

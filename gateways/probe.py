@@ -72,6 +72,9 @@ class ProbeTarget:
     alias_models: dict[str, str] = field(default_factory=dict)
     custom_headers: dict[str, str] = field(default_factory=dict)
     max_tokens: int = 16
+    # Retry without context_management when a gateway rejects it (and let the runner switch the
+    # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
+    retry_without_betas: bool = True
 
 
 @dataclass
@@ -336,7 +339,7 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     if target.mode == "reachability":
         return await _reachability(target, client)
     outcome = await _message(target, client, url, context_management=target.send_context_management)
-    if outcome.verdict == "betas_rejected":
+    if outcome.verdict == "betas_rejected" and target.retry_without_betas:
         retry = await _message(target, client, url, context_management=False)
         if retry.verdict == "ok":
             retry.warning = (

@@ -29,7 +29,7 @@ MAX_STAGGER_SECONDS = 0.5
 
 
 @sensitive_variables("secret", "config")
-def target_for(key: GatewayKey, *, stream: bool = True) -> ProbeTarget:
+def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True) -> ProbeTarget:
     gateway = key.gateway
     secret = key.reveal_secret()
     config = build_config(gateway, key, secret)
@@ -49,6 +49,7 @@ def target_for(key: GatewayKey, *, stream: bool = True) -> ProbeTarget:
             "haiku": env.get("ANTHROPIC_DEFAULT_HAIKU_MODEL", ""),
         },
         custom_headers=dict(key.custom_headers or {}),
+        retry_without_betas=retry_betas,
     )
 
 
@@ -56,11 +57,13 @@ def _unusable_outcome(key: GatewayKey, reason: str) -> ProbeOutcome:
     return ProbeOutcome("refused", hint=reason, kind=key.gateway.probe_mode)
 
 
-async def _probe_one(key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict) -> ProbeOutcome:
+async def _probe_one(
+    key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict, retry_betas: bool = True
+) -> ProbeOutcome:
     if not key.is_usable:
         return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
     try:
-        target = target_for(key, stream=stream)
+        target = target_for(key, stream=stream, retry_betas=retry_betas)
     except DecryptionError as exc:
         return _unusable_outcome(key, str(exc))
     outcome = await run_probe(target, client, models_cache)
@@ -75,6 +78,7 @@ async def probe_keys_async(
     stream: bool = True,
     on_done: Callable[[GatewayKey, ProbeOutcome], None] | None = None,
     client: SafeClient | None = None,
+    retry_betas: bool = True,
 ) -> list[tuple[GatewayKey, ProbeOutcome]]:
     """Probe keys with at most `concurrency` in flight; results come back in the keys' order.
 
@@ -97,7 +101,7 @@ async def probe_keys_async(
         try:
             while not queue.empty():
                 index = queue.get_nowait()
-                outcome = await _probe_one(keys[index], own, stream, models_cache)
+                outcome = await _probe_one(keys[index], own, stream, models_cache, retry_betas)
                 results[index] = (keys[index], outcome)
                 if on_done:
                     on_done(keys[index], outcome)
@@ -158,8 +162,14 @@ def save_outcome(
 
 
 def probe_key(
-    key: GatewayKey, *, trigger: str, user=None, request: HttpRequest | None = None, stream: bool = True
+    key: GatewayKey,
+    *,
+    trigger: str,
+    user=None,
+    request: HttpRequest | None = None,
+    stream: bool = True,
+    retry_betas: bool = True,
 ) -> ProbeResult:
     """Probe one key now and store the result (used by the web page and the API)."""
-    [(key, outcome)] = asyncio.run(probe_keys_async([key], concurrency=1, stream=stream))
+    [(key, outcome)] = asyncio.run(probe_keys_async([key], concurrency=1, stream=stream, retry_betas=retry_betas))
     return save_outcome(key, outcome, trigger=trigger, user=user, request=request)

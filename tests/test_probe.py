@@ -149,6 +149,22 @@ def test_rejected_betas_are_retried_without_context_management():
     assert "context_management" not in second.body
 
 
+def test_without_the_retry_rejected_betas_are_the_verdict():
+    outcome, gw = probe_against(GatewayRules(reject_context_management=True), retry_without_betas=False)
+    assert outcome.verdict == "betas_rejected"
+    assert "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1" in outcome.hint
+    assert "Extra inputs are not permitted" in outcome.error_excerpt
+    assert len(gw.message_requests()) == 1
+
+
+def test_probe_api_can_leave_the_keys_config_alone(api, emulated, tokenbay_key, alice):
+    emulated("tokenbay", tokenbay_rules(reject_context_management=True))
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/?retry_betas=false")
+    assert response.json()["verdict"] == "betas_rejected"
+    assert GatewayKey.objects.get(pk=tokenbay_key.pk).disable_experimental_betas is None
+    assert not AuditEvent.objects.filter(action="probe.changed_setting").exists()
+
+
 def test_unserved_model_aliases_are_reported_and_models_listed():
     rules = GatewayRules(models={"claude-sonnet-4.6", "claude-opus-4.8"})
     aliases = {"opus": "claude-opus-4.8", "sonnet": "claude-sonnet-4.6", "haiku": "claude-haiku-4.5"}

@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -207,6 +207,11 @@ class ProbeList(generics.ListAPIView):
         return probes
 
 
+def _flag(request, name: str) -> bool:
+    """A true/false query parameter that defaults to true."""
+    return str(request.query_params.get(name, "true")).lower() not in ("0", "false", "no")
+
+
 class KeyProbeList(APIView):
     @extend_schema(responses=s.ProbeResultOutputSerializer(many=True))
     def get(self, request, key_id):
@@ -214,12 +219,30 @@ class KeyProbeList(APIView):
         probes = key.probes.select_related("gateway", "started_by")[:100]
         return Response(s.ProbeResultOutputSerializer(probes, many=True).data)
 
-    @extend_schema(request=None, responses={201: s.ProbeResultOutputSerializer})
+    @extend_schema(
+        request=None,
+        parameters=[
+            OpenApiParameter("stream", bool, description="Streamed request, like Claude Code (default true)."),
+            OpenApiParameter(
+                "retry_betas",
+                bool,
+                description="Retry without context_management when it is rejected, and switch the key's configs "
+                "to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1 if that works (default true).",
+            ),
+        ],
+        responses={201: s.ProbeResultOutputSerializer},
+    )
     def post(self, request, key_id):
         """Probe the key now, like Claude Code would, and return the result."""
         from gateways.probe_runner import probe_key
 
         key = _key_for(request, key_id, manage=True)
-        stream = str(request.query_params.get("stream", "true")).lower() not in ("0", "false", "no")
-        result = probe_key(key, trigger="api", user=request.user, request=request, stream=stream)
+        result = probe_key(
+            key,
+            trigger="api",
+            user=request.user,
+            request=request,
+            stream=_flag(request, "stream"),
+            retry_betas=_flag(request, "retry_betas"),
+        )
         return Response(s.ProbeResultOutputSerializer(result).data, status=status.HTTP_201_CREATED)
