@@ -20,7 +20,7 @@ from gateways.config import build_config
 from gateways.models import GatewayKey, ProbeResult
 from gateways.outbound import SafeClient, tls_context
 from gateways.probe import ProbeOutcome, ProbeTarget, hint_for, resolve_model, run_probe
-from portal import audit
+from gateways.services import record_key_event
 from portal.crypto import DecryptionError
 from portal.models import Action
 
@@ -137,25 +137,21 @@ def save_outcome(
     updates = {"last_probe_verdict": outcome.verdict, "last_probe_at": now}
     if outcome.betas_fixed and key.disable_experimental_betas is not True:
         updates.update(disable_experimental_betas=True, config_changed_at=now)
-        audit.record(
+        record_key_event(
             Action.PROBE_CHANGED_SETTING,
+            key,
             actor=user,
             request=request,
-            team=key.team,
-            gateway_slug=key.gateway.slug,
-            target=key.short_fingerprint,
             details={"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk},
         )
     GatewayKey.objects.filter(pk=key.pk).update(**updates)
     for name, value in updates.items():
         setattr(key, name, value)
-    audit.record(
+    record_key_event(
         Action.PROBE_RUN,
+        key,
         actor=user,
         request=request,
-        team=key.team,
-        gateway_slug=key.gateway.slug,
-        target=key.short_fingerprint,
         details={"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk},
     )
     return result

@@ -15,7 +15,8 @@ from portal import audit
 from portal.models import Action, Membership, Team
 from portal.services import ServiceError, find_user
 
-GATEWAY_FIELDS = {
+# The fields staff may set on a gateway, in the order the API shows them.
+GATEWAY_FIELDS = (
     "name",
     "base_url",
     "auth_scheme",
@@ -38,7 +39,7 @@ GATEWAY_FIELDS = {
     "probe_prompt",
     "probe_model",
     "probe_interval_minutes",
-}
+)
 MODEL_FIELDS = ("default_model", "default_opus_model", "default_sonnet_model", "default_haiku_model", "probe_model")
 KEY_SETTING_FIELDS = (
     "label",
@@ -74,7 +75,7 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
 
 @transaction.atomic
 def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fields) -> tuple[Gateway, list[str]]:
-    unknown = set(fields) - GATEWAY_FIELDS
+    unknown = set(fields).difference(GATEWAY_FIELDS)
     if unknown:
         raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     if Gateway.objects.filter(slug=slug).exists():
@@ -95,7 +96,7 @@ def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fi
 @transaction.atomic
 def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpRequest | None = None) -> list[str]:
     """Change only the given fields; a preset keeps every rule that is not named."""
-    unknown = set(changes) - GATEWAY_FIELDS
+    unknown = set(changes).difference(GATEWAY_FIELDS)
     if unknown:
         raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     style = changes.get("model_id_style", gateway.model_id_style)
@@ -116,6 +117,21 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
             details={"changed": changed},
         )
     return notices
+
+
+def record_key_event(
+    action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
+):
+    """An audit event about a key: its team, gateway and fingerprint (never the secret)."""
+    return audit.record(
+        action,
+        actor=actor,
+        request=request,
+        team=key.team,
+        gateway_slug=key.gateway.slug,
+        target=key.short_fingerprint,
+        details=details,
+    )
 
 
 def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
@@ -165,13 +181,11 @@ def store_key(
     key.set_secret(secret)
     _refuse_duplicate(team, key.fingerprint)
     key.save()
-    audit.record(
+    record_key_event(
         Action.KEY_CREATED,
+        key,
         actor=actor,
         request=request,
-        team=team,
-        gateway_slug=gateway.slug,
-        target=key.short_fingerprint,
         details={"label": key.label, "masked": key.masked, "key_id": str(key.id)},
     )
     return key
@@ -195,25 +209,16 @@ def update_key(
     if "is_enabled" in changes and changes["is_enabled"] != key.is_enabled:
         key.is_enabled = bool(changes["is_enabled"])
         action = Action.KEY_ENABLED if key.is_enabled else Action.KEY_DISABLED
-        audit.record(
-            action,
-            actor=actor,
-            request=request,
-            team=key.team,
-            gateway_slug=key.gateway.slug,
-            target=key.short_fingerprint,
-        )
+        record_key_event(action, key, actor=actor, request=request)
     if secret is not None:
         old_masked = key.masked
         key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
         _refuse_duplicate(key.team, key.fingerprint, exclude=key)
-        audit.record(
+        record_key_event(
             Action.KEY_ROTATED,
+            key,
             actor=actor,
             request=request,
-            team=key.team,
-            gateway_slug=key.gateway.slug,
-            target=key.short_fingerprint,
             details={"from": old_masked, "to": key.masked},
         )
     if "expires_at" in changed:
@@ -221,13 +226,11 @@ def update_key(
     if changed or secret is not None:
         key.config_changed_at = timezone.now()
     if changed:
-        audit.record(
+        record_key_event(
             Action.KEY_UPDATED,
+            key,
             actor=actor,
             request=request,
-            team=key.team,
-            gateway_slug=key.gateway.slug,
-            target=key.short_fingerprint,
             details={"changed": changed},
         )
     key.save()
@@ -243,13 +246,11 @@ def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) ->
     key.revoked_at = timezone.now()
     key.secret_ciphertext = ""
     key.save(update_fields=["revoked_at", "secret_ciphertext"])
-    audit.record(
+    record_key_event(
         Action.KEY_REVOKED,
+        key,
         actor=actor,
         request=request,
-        team=key.team,
-        gateway_slug=key.gateway.slug,
-        target=key.short_fingerprint,
         details={"label": key.label, "masked": key.masked, "assignments": key.assignments.count()},
     )
     return key
@@ -266,11 +267,9 @@ def record_expirations() -> int:
         with transaction.atomic():
             if not GatewayKey.objects.filter(pk=key.pk, expiry_recorded_at__isnull=True).update(expiry_recorded_at=now):
                 continue  # another run recorded it first
-            audit.record(
+            record_key_event(
                 Action.KEY_EXPIRED,
-                team=key.team,
-                gateway_slug=key.gateway.slug,
-                target=key.short_fingerprint,
+                key,
                 details={"label": key.label, "expired_at": key.expires_at.isoformat()},
             )
             count += 1
@@ -287,13 +286,11 @@ def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | 
     assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
     if not created:
         raise ServiceError(f"{username} already has this key.")
-    audit.record(
+    record_key_event(
         Action.ASSIGNMENT_CREATED,
+        key,
         actor=actor,
         request=request,
-        team=key.team,
-        gateway_slug=key.gateway.slug,
-        target=key.short_fingerprint,
         details={"user": username, "label": key.label},
     )
     return assignment
@@ -304,13 +301,11 @@ def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | N
     key = assignment.key
     username = assignment.user.get_username()
     assignment.delete()
-    audit.record(
+    record_key_event(
         Action.ASSIGNMENT_REMOVED,
+        key,
         actor=actor,
         request=request,
-        team=key.team,
-        gateway_slug=key.gateway.slug,
-        target=key.short_fingerprint,
         details={"user": username, "label": key.label},
     )
 
@@ -344,12 +339,10 @@ def deliver_config(*, assignment: Assignment, format_name: str, request: HttpReq
         raise formats.UnknownFormat(format_name)
     if not key.is_usable:
         with transaction.atomic():
-            audit.record(
+            record_key_event(
                 Action.CONFIG_REFUSED,
+                key,
                 request=request,
-                team=key.team,
-                gateway_slug=key.gateway.slug,
-                target=key.short_fingerprint,
                 details={"assignment": assignment.pk, "format": format_name, "state": key.state},
             )
         raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
@@ -364,12 +357,10 @@ def deliver_config(*, assignment: Assignment, format_name: str, request: HttpReq
             last_download_ip=audit.client_ip(request),
             download_count=models.F("download_count") + 1,
         )
-        audit.record(
+        record_key_event(
             Action.CONFIG_DOWNLOADED,
+            key,
             request=request,
-            team=key.team,
-            gateway_slug=key.gateway.slug,
-            target=key.short_fingerprint,
             details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
         )
     return text, fmt

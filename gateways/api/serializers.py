@@ -8,33 +8,13 @@ from rest_framework import serializers
 from gateways.formats import FORMATS
 from gateways.models import Assignment, AuthScheme, Gateway, GatewayKey, ProbeMode, ProbeResult
 from gateways.rules import ModelIdStyle
+from gateways.services import GATEWAY_FIELDS
 
 GATEWAY_OUTPUT_FIELDS = [
     "slug",
-    "name",
-    "base_url",
-    "auth_scheme",
+    *GATEWAY_FIELDS,
     "empties_api_key",
     "credential_variable",
-    "requires_sk_prefix",
-    "model_id_style",
-    "default_model",
-    "default_opus_model",
-    "default_sonnet_model",
-    "default_haiku_model",
-    "custom_model_option",
-    "custom_model_option_name",
-    "timeout_ms",
-    "disable_experimental_betas",
-    "extra_env",
-    "docs_url",
-    "console_hint",
-    "notes",
-    "troubleshooting",
-    "probe_mode",
-    "probe_prompt",
-    "probe_model",
-    "probe_interval_minutes",
     "is_preset",
     "created_at",
     "updated_at",

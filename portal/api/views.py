@@ -84,19 +84,7 @@ class AuditCursor(CursorPagination):
     page_size_query_param = "limit"
 
 
-AUDIT_COLUMNS = [
-    "id",
-    "created_at",
-    "actor",
-    "action",
-    "team",
-    "gateway",
-    "target",
-    "ip_address",
-    "user_agent",
-    "details",
-    "hash",
-]
+AUDIT_COLUMNS = list(s.AuditEventSerializer.Meta.fields)
 EXPORT_PARAM = OpenApiParameter("export", str, enum=["csv", "jsonl"], description="Download every match as a file.")
 
 
