@@ -7,7 +7,7 @@ The rules come from the seed guides and from what Claude Code was measured to se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateways.rules import styled_model_id
 
@@ -25,7 +25,6 @@ class ClaudeConfig:
     key_label: str
     key_masked: str
     env: dict[str, str]
-    empty_variables: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
@@ -79,5 +78,4 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         key_label=key.label,
         key_masked=key.masked,
         env=env,
-        empty_variables=tuple(name for name, value in env.items() if value == ""),
     )
