@@ -327,16 +327,12 @@ KEY_STATE_ADVICE = {
 }
 
 
-@sensitive_variables("secret", "config", "text")
-def deliver_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
-    """Render the assignee's config in one format and record the fetch; returns (text, Format)."""
-    from gateways import formats
+@sensitive_variables("secret")
+def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
+    """The assignee's ClaudeConfig; a revoked, disabled or expired key raises ConfigUnavailable (audited)."""
     from gateways.config import build_config
 
     key = assignment.key
-    fmt = formats.FORMATS.get(format_name)
-    if fmt is None and format_name != "page":
-        raise formats.UnknownFormat(format_name)
     if not key.is_usable:
         with transaction.atomic():
             record_key_event(
@@ -347,20 +343,37 @@ def deliver_config(*, assignment: Assignment, format_name: str, request: HttpReq
             )
         raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
     secret = key.reveal_secret()
-    config = build_config(key.gateway, key, secret)
-    text = fmt.render(config) if fmt else config
-    now = timezone.now()
-    with transaction.atomic():
-        Assignment.objects.filter(pk=assignment.pk).update(
-            last_download_at=now,
-            last_download_format=format_name,
-            last_download_ip=audit.client_ip(request),
-            download_count=models.F("download_count") + 1,
-        )
-        record_key_event(
-            Action.CONFIG_DOWNLOADED,
-            key,
-            request=request,
-            details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
-        )
+    return build_config(key.gateway, key, secret)
+
+
+@transaction.atomic
+def record_config_fetch(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None) -> None:
+    """A config left the portal: remember it on the assignment (connections) and in the audit trail."""
+    Assignment.objects.filter(pk=assignment.pk).update(
+        last_download_at=timezone.now(),
+        last_download_format=format_name,
+        last_download_ip=audit.client_ip(request),
+        download_count=models.F("download_count") + 1,
+    )
+    record_key_event(
+        Action.CONFIG_DOWNLOADED,
+        assignment.key,
+        request=request,
+        details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
+    )
+
+
+@sensitive_variables("config", "text")
+def deliver_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
+    """Render the assignee's config as one download format and record the fetch; returns (text, Format).
+
+    Raises UnknownFormat, ConfigUnavailable, or UnrepresentableValue (nothing is recorded as fetched then).
+    """
+    from gateways import formats
+
+    if format_name not in formats.FORMATS:
+        raise formats.UnknownFormat(format_name)
+    config = usable_config(assignment=assignment, format_name=format_name, request=request)
+    text, fmt = formats.render(format_name, config)
+    record_config_fetch(assignment=assignment, format_name=format_name, request=request)
     return text, fmt

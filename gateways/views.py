@@ -35,10 +35,12 @@ def setup(request: HttpRequest) -> HttpResponse:
     for assignment in my_assignments(request.user):
         card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
         try:
-            config, _ = services.deliver_config(assignment=assignment, format_name="page", request=request)
+            config = services.usable_config(assignment=assignment, format_name="page", request=request)
         except (services.ConfigUnavailable, DecryptionError) as exc:
             card["error"] = str(exc)
         else:
+            # The page shows the key inside the snippets: that is a fetch like a download.
+            services.record_config_fetch(assignment=assignment, format_name="page", request=request)
             card["tabs"] = []
             for tab in guide.TABS:
                 try:

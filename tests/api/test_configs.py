@@ -101,6 +101,8 @@ def test_a_value_cmd_cannot_carry_is_explained(api, bob, bob_assignment, tokenba
     response = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/cmd")
     assert response.status_code == 422
     assert "percent sign" in response.json()["detail"]
+    assert not AuditEvent.objects.filter(action="config.downloaded").exists()
+    assert Assignment.objects.get(pk=bob_assignment.pk).last_download_at is None
 
 
 def test_config_list_query_count_does_not_grow(api, bob, web, tokenbay, alice, django_assert_max_num_queries):
