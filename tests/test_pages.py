@@ -205,3 +205,16 @@ def test_members_and_auditors_cannot_change_keys_from_pages(client, who, bob, da
     ]:
         assert client.post(url).status_code in (403, 404), url
     assert GatewayKey.objects.get(pk=tokenbay_key.pk).state == "active"
+
+
+def test_password_guessing_is_locked_out_and_audited(client, alice, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    for _ in range(3):
+        client.post("/login/", {"username": "alice", "password": "guess"})
+    response = client.post("/login/", {"username": "alice", "password": "pass-alice"})
+    assert response.status_code == 429
+    assert "Too many failed sign-ins" in response.content.decode()
+    assert client.get("/teams/").status_code == 302  # still not signed in
+    from portal.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="auth.sign_in_failed", target="alice").count() >= 3
