@@ -38,3 +38,6 @@ urlpatterns = [
     path("api/v1/", include("portal.api.urls")),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "portal.views.not_found"
+handler500 = "portal.views.server_error"

@@ -12,7 +12,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -234,3 +234,23 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     services.revoke_token(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name or token.lookup_id} revoked.")
     return redirect("tokens")
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            {"detail": f"There is nothing at {request.path}. The API is described at /api/v1/schema/."}, status=404
+        )
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
+        )
+    return render(request, "500.html", status=500)

@@ -263,3 +263,11 @@ def test_members_and_auditors_cannot_change_the_team(api, who, bob, dave, bob_as
 def test_auditors_read_keys_but_members_do_not(api, bob, dave, tokaify_key):
     assert api(dave).get("/api/v1/teams/web/keys/").status_code == 200
     assert api(bob).get("/api/v1/teams/web/keys/").status_code == 403
+
+
+@pytest.mark.parametrize("url", ["/api/v1/nope/", "/api/v1/keys/not-a-uuid/", "/api/v1/me/configs/x/bash"])
+def test_unknown_api_urls_answer_json_with_a_sentence(api, bob, url):
+    response = api(bob).get(url)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert "/api/v1/schema/" in response.json()["detail"]
