@@ -76,7 +76,6 @@ TABS = [
         "install.sh",
     ),
 ]
-TAB_BY_SLUG = {tab.slug: tab for tab in TABS}
 
 
 def tab_for_user_agent(user_agent: str) -> str:
