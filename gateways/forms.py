@@ -31,6 +31,31 @@ class JSONObjectField(forms.CharField):
         return json.dumps(value, indent=1) if isinstance(value, dict) else value
 
 
+class TroubleshootingField(forms.CharField):
+    """A gateway's troubleshooting table typed as lines of `symptom :: fix`."""
+
+    widget = forms.Textarea(attrs={"rows": 4})
+    separator = " :: "
+
+    def to_python(self, value):
+        rows = []
+        for number, line in enumerate((value or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            symptom, sep, fix = line.partition(self.separator.strip())
+            if not sep or not symptom.strip() or not fix.strip():
+                raise forms.ValidationError(
+                    f"Line {number} needs a symptom and a fix separated by ::, like '401 :: Check the key'."
+                )
+            rows.append([symptom.strip(), fix.strip()])
+        return rows
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return "\n".join(f"{symptom}{self.separator}{fix}" for symptom, fix in value)
+        return value
+
+
 class GatewayForm(forms.Form):
     slug = forms.SlugField(max_length=50)
     name = forms.CharField(max_length=100)
@@ -50,6 +75,7 @@ class GatewayForm(forms.Form):
     docs_url = forms.URLField(required=False, assume_scheme="https")
     console_hint = forms.CharField(max_length=300, required=False)
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    troubleshooting = TroubleshootingField(required=False, help_text="One per line: symptom :: fix")
     probe_mode = forms.ChoiceField(choices=ProbeMode.choices)
     probe_prompt = forms.CharField(max_length=200, initial="Reply with the single word: pong")
     probe_model = forms.CharField(max_length=100, required=False)

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
@@ -28,6 +29,7 @@ def _staff_only(request: HttpRequest) -> None:
 
 
 @login_required
+@never_cache  # the page holds the developer's key
 @sensitive_variables("snippets", "config")
 def setup(request: HttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
@@ -84,10 +86,11 @@ def gateway_list(request: HttpRequest) -> HttpResponse:
 def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     keys = GatewayKey.objects.visible_to(request.user).filter(gateway=gateway).select_related("team")
-    probes = ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50]
+    probes = list(ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50])
     context = {
         "gateway": gateway,
         "keys": keys,
+        "latest": probes[0] if probes else None,
         "chart": charts.latency_svg(list(reversed(probes))),
         "steps": guide.after_setup_steps(gateway),
     }

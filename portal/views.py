@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -212,6 +213,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@never_cache  # a new token is shown once, on this page
 def token_list(request: HttpRequest) -> HttpResponse:
     """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
     form = TokenForm(request.POST or None)

@@ -218,3 +218,23 @@ def test_password_guessing_is_locked_out_and_audited(client, alice, settings):
     from portal.models import AuditEvent
 
     assert AuditEvent.objects.filter(action="auth.sign_in_failed", target="alice").count() >= 3
+
+
+def test_pages_with_secrets_are_never_cached(client, bob, bob_assignment):
+    client.force_login(bob)
+    assert "no-store" in client.get("/setup/")["Cache-Control"]
+    assert "no-store" in client.post("/tokens/", {"name": "x", "days": 1})["Cache-Control"]
+
+
+def test_staff_edit_a_gateways_troubleshooting_table(client, staff, tokaify):
+    client.force_login(staff)
+    form = client.get("/gateways/tokaify/edit/").context["form"]
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data["troubleshooting"] = "401 :: Copy the full sk- key\nSlow answers :: Raise API_TIMEOUT_MS"
+    data = {k: ("on" if v is True else v) for k, v in data.items() if v is not False}
+    client.post("/gateways/tokaify/edit/", data)
+    tokaify.refresh_from_db()
+    assert tokaify.troubleshooting == [["401", "Copy the full sk- key"], ["Slow answers", "Raise API_TIMEOUT_MS"]]
+    data["troubleshooting"] = "no separator here"
+    response = client.post("/gateways/tokaify/edit/", data)
+    assert "Line 1 needs a symptom and a fix" in response.content.decode()
