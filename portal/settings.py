@@ -119,6 +119,15 @@ TEMPLATES = [
     },
 ]
 
+if not os.getenv("DATABASE_URL"):
+    # The embedded SQLite database lives in the data folder; make it on first start.
+    try:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"The data folder {DATA_DIR} cannot be created ({exc.strerror}). "
+            "Set PORTAL_DATA_DIR to a writable folder, or DATABASE_URL to another database."
+        ) from None
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),

@@ -126,4 +126,25 @@ def test_production_start_up_names_the_missing_setting(tmp_path, extra, message)
     env.update(extra)
     result = run_manage("check", env=env)
     assert result.returncode != 0
+    assert result.stderr.startswith("Configuration error: ")
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
+    data = tmp_path / "new" / "data"
+    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(data)}
+    env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
+    result = run_manage("migrate", "--noinput", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (data / "portal.sqlite3").exists()
+
+
+def test_an_unwritable_data_folder_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(blocker / "data")}
+    env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
+    result = run_manage("check", env=env)
+    assert result.returncode != 0
+    assert "cannot be created" in result.stderr and "PORTAL_DATA_DIR" in result.stderr
