@@ -21,6 +21,8 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
         Format("settings.json", snippets.render_settings_json, "application/json", "settings.json"),
+        # The same content, named for one project's .claude/ folder (personal, never committed).
+        Format("settings.local.json", snippets.render_settings_json, "application/json", "settings.local.json"),
         Format("bash", snippets.render_bash, "text/x-shellscript", "claude-{slug}.bash"),
         Format("zsh", snippets.render_zsh, "text/x-shellscript", "claude-{slug}.zsh"),
         Format("fish", snippets.render_fish, "text/plain", "claude-{slug}.fish"),

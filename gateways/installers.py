@@ -47,7 +47,8 @@ if os.path.exists(path):
     if not isinstance(document, dict) or not isinstance(document.get("env", {}), dict):
         sys.stderr.write("error: %s does not hold a JSON object with an \"env\" object. Nothing was changed.\n" % path)
         sys.exit(3)
-    with open(backup, "w", encoding="utf-8") as f:
+    # The old file may hold an old key: the backup is private like the file itself.
+    with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
         f.write(text)
     newline = text.endswith("\n") or not text
 else:
@@ -85,7 +86,7 @@ if (fs.existsSync(file)) {
     process.stderr.write(`error: ${file} does not hold a JSON object with an "env" object. Nothing was changed.\n`);
     process.exit(3);
   }
-  fs.writeFileSync(backup, text);
+  fs.writeFileSync(backup, text, { mode: 0o600, flag: "wx" });
   newline = text.endsWith("\n") || !text;
 } else {
   doc = { $schema: process.env.PORTAL_SCHEMA };
@@ -120,7 +121,7 @@ export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
-backup="$settings.bak.$(date +%Y%m%d%H%M%S)"
+backup="$settings.bak.$(date +%Y%m%d%H%M%S).$$"
 
 mkdir -p "$settings_dir"
 chmod 700 "$settings_dir" 2>/dev/null || true

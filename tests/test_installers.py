@@ -114,6 +114,7 @@ def test_merges_env_and_keeps_everything_else_byte_for_byte(tmp_path, interprete
     backups = list(path.parent.glob("settings.json.bak.*"))
     assert len(backups) == 1
     assert backups[0].read_text() == original
+    assert stat.S_IMODE(backups[0].stat().st_mode) == 0o600  # it may hold an old key
 
 
 def test_python_and_node_write_the_same_bytes(tmp_path):
@@ -183,3 +184,14 @@ def test_install_ps1_carries_the_env_as_base64_and_merges(tmp_path):
     assert SECRET not in text  # only inside the base64 payload
     assert "ConvertFrom-Json" in text and "Copy-Item $settings $backup" in text
     assert "exit 3" in text
+
+
+def test_running_twice_keeps_two_backups_and_the_same_result(tmp_path):
+    path = settings_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(claude_style(EXISTING))
+    assert run_installer(tmp_path).returncode == 0
+    first = path.read_text()
+    assert run_installer(tmp_path).returncode == 0
+    assert path.read_text() == first  # idempotent
+    assert len(list(path.parent.glob("settings.json.bak.*"))) == 2
