@@ -48,6 +48,8 @@ def script(env: dict | None = None) -> str:
 def tool_dir(tmp_path: Path, *, interpreter: str) -> str:
     """A PATH with the usual tools and only one JSON-capable interpreter (or none)."""
     bin_dir = tmp_path / f"bin-{interpreter}"
+    if bin_dir.exists():
+        return str(bin_dir)
     bin_dir.mkdir()
     for tool in ["sh", "mkdir", "chmod", "date", "grep", "cut", "tr", "cat", "dirname", interpreter]:
         # python3 on PATH may be a version manager's shim; link the real interpreter instead.
