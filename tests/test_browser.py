@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from gateways.models import Gateway
@@ -33,6 +34,9 @@ def browser(monkeypatch):
         )
         yield chromium
         chromium.close()
+        # Database work done while Playwright runs may open a connection in Playwright's context,
+        # which the test's own teardown does not see: close it here, in that context.
+        connections.close_all()
 
 
 @pytest.fixture
