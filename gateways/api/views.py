@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -246,3 +246,8 @@ class KeyProbeList(APIView):
             retry_betas=_flag(request, "retry_betas"),
         )
         return Response(s.ProbeResultOutputSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(get=extend_schema(exclude=True))
+class MyConfigDownloadWithSlash(MyConfigDownload):
+    """The same download with a trailing slash; documented once, without it."""

@@ -22,6 +22,8 @@ urlpatterns = [
         gateway_views.MyConfigDownload.as_view(),
         name="api-config-download",
     ),
+    # The same with a trailing slash, as clients often add one.
+    path("me/configs/<int:assignment_id>/<str:format_name>/", gateway_views.MyConfigDownloadWithSlash.as_view()),
     path("keys/<uuid:key_id>/probes/", gateway_views.KeyProbeList.as_view(), name="api-key-probes"),
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),

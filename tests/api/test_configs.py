@@ -114,3 +114,9 @@ def test_config_list_query_count_does_not_grow(api, bob, web, tokenbay, alice, d
     client = api(bob)
     with django_assert_max_num_queries(4):
         assert len(client.get("/api/v1/me/configs/").json()) == 5
+
+
+def test_download_url_works_with_a_trailing_slash(api, bob, bob_assignment):
+    response = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/settings.json/")
+    assert response.status_code == 200
+    assert json.loads(response.content)["env"]["ANTHROPIC_AUTH_TOKEN"] == TOKENBAY_SECRET
