@@ -20,6 +20,7 @@ BEHAVIOURS = {
     "normal",
     "400",
     "401",
+    "401_echo",
     "403",
     "404_path",
     "404_model",
@@ -232,6 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour in simple:
             status, payload = simple[behaviour]
             self._send(status, payload)
+        elif behaviour == "401_echo":  # a careless gateway that repeats the key it refused
+            key = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+            self._send(401, _error("authentication_error", f"invalid key {key}"))
         elif behaviour == "429":
             self._send(429, _error("rate_limit_error", "slow down"), extra={"retry-after": "7"})
         elif behaviour == "html":

@@ -95,6 +95,18 @@ def test_each_misbehaviour_gets_its_verdict_and_the_guides_hint(behaviour, verdi
     assert SECRET not in json.dumps(outcome.details) + outcome.error_excerpt
 
 
+def test_a_gateway_echoing_the_key_does_not_put_it_in_the_result():
+    outcome, _ = probe_against(GatewayRules(behaviour="401_echo"))
+    assert outcome.verdict == "auth_failed"
+    assert "[secret]" in outcome.error_excerpt
+    assert SECRET not in outcome.error_excerpt + json.dumps(outcome.details)
+
+
+def test_custom_headers_of_the_key_reach_the_gateway():
+    _, gw = probe_against(GatewayRules(), custom_headers={"X-Team": "web"})
+    assert gw.message_requests()[0].headers["x-team"] == "web"
+
+
 def test_rate_limit_reports_retry_after():
     outcome, _ = probe_against(GatewayRules(behaviour="429"))
     assert "Retry after 7 s" in outcome.error_excerpt
@@ -326,6 +338,14 @@ def test_probe_api_runs_now_and_lists_results(api, emulated, tokenbay_key, alice
     assert [p["id"] for p in listed] == [body["id"]]
     # Auditors read probe results but cannot start probes.
     assert api(dave).post(f"/api/v1/keys/{tokenbay_key.id}/probes/").status_code == 403
+
+
+def test_an_echoed_key_never_reaches_the_database_or_the_api(api, emulated, tokenbay_key, alice):
+    emulated("tokenbay", tokenbay_rules(behaviour="401_echo"))
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/")
+    assert response.json()["verdict"] == "auth_failed"
+    stored = json.dumps(list(ProbeResult.objects.values()), default=str)
+    assert TOKENBAY_SECRET not in response.content.decode() + stored
 
 
 def test_probe_command_summarises_and_exits_non_zero_on_failure(emulated, tokenbay_key, tokaify_key, capsys):
