@@ -281,7 +281,9 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
         ttfb = int((time.perf_counter() - started) * 1000)
         body = bytearray()
         truncated = False
-        async for chunk in response.aiter_raw():
+        # Decoded bytes: gateways behind a CDN often gzip their answers. The limit applies after
+        # decoding, so a small compressed body cannot unpack into an unbounded one.
+        async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) >= client.max_bytes:
                 truncated = True

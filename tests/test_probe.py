@@ -273,6 +273,27 @@ def test_mock_transport_unit_check_of_headers():
     assert seen[0].headers["host"] == "localhost:8080"
 
 
+def test_a_gzipped_error_is_read_decoded():
+    import gzip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = gzip.compress(
+            json.dumps({"error": {"type": "authentication_error", "message": "invalid x-api-key"}}).encode()
+        )
+        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        return httpx.Response(401, headers=headers, stream=httpx.ByteStream(body))
+
+    async def go():
+        async with SafeClient(allow_private=True, transport=httpx.MockTransport(handler)) as client:
+            return await run_probe(
+                ProbeTarget(base_url="http://localhost:1", auth_scheme="x-api-key", secret=SECRET, model="m"), client
+            )
+
+    outcome = asyncio.run(go())
+    assert outcome.verdict == "auth_failed"
+    assert "invalid x-api-key" in outcome.error_excerpt
+
+
 # --- Through the database: the runner, the API and the command ------------------------------------
 
 
