@@ -14,7 +14,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 class RuleError(ValueError):
-    """A value breaks one of the portal's rules; the message says how to fix it."""
+    """A value breaks one of the portal's rules; the message says how to fix it.
+
+    `field` names the input at fault, so a form can show the sentence next to it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 LOOPBACK_NAMES = {"localhost"}
@@ -61,15 +68,19 @@ def clean_secret(secret: str, *, requires_sk_prefix: bool) -> str:
     """Trim the secret and refuse what would break a header or a shell line."""
     secret = secret.strip()
     if not secret:
-        raise RuleError("The secret is empty. Paste the key from the gateway's console.")
+        raise RuleError("The secret is empty. Paste the key from the gateway's console.", field="secret")
     if any(ch.isspace() for ch in secret):
-        raise RuleError("The secret contains a space or line break. Copy the key again, in one piece.")
+        raise RuleError("The secret contains a space or line break. Copy the key again, in one piece.", field="secret")
     if any(unicodedata.category(ch).startswith("C") for ch in secret):
-        raise RuleError("The secret contains an invisible control character. Copy the key again from the console.")
+        raise RuleError(
+            "The secret contains an invisible control character. Copy the key again from the console.", field="secret"
+        )
     if not secret.isascii():
-        raise RuleError("The secret contains non-ASCII characters, which cannot travel in an HTTP header.")
+        raise RuleError(
+            "The secret contains non-ASCII characters, which cannot travel in an HTTP header.", field="secret"
+        )
     if requires_sk_prefix and not secret.startswith("sk-"):
-        raise RuleError(f"This gateway's keys start with sk-. {SK_PREFIX_ADVICE}")
+        raise RuleError(f"This gateway's keys start with sk-. {SK_PREFIX_ADVICE}", field="secret")
     return secret
 
 

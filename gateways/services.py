@@ -157,7 +157,8 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
     existing = duplicates.first()
     if existing:
         raise ServiceError(
-            f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice."
+            f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.",
+            field="secret",
         )
 
 

@@ -159,7 +159,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 **_settings_from_form(data),
             )
         except (RuleError, ServiceError) as exc:
-            form.add_error("secret" if "secret" in str(exc) or "sk-" in str(exc) else None, str(exc))
+            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         else:
             messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)

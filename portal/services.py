@@ -11,7 +11,14 @@ from portal.models import Action, Membership, Role, Team
 
 
 class ServiceError(ValueError):
-    """An action cannot be carried out; the message says why and what to do."""
+    """An action cannot be carried out; the message says why and what to do.
+
+    `field` names the input at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def find_user(username: str):

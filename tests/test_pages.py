@@ -79,6 +79,7 @@ def test_bad_secret_is_a_form_error_and_nothing_is_saved(client, alice):
     response = client.post("/teams/web/keys/new/", {"gateway": "tokenbay", "label": "x", "secret": "no-prefix-key"})
     assert response.status_code == 200
     assert "do not remove the sk- prefix" in response.content.decode()
+    assert "do not remove the sk- prefix" in response.context["form"].errors["secret"][0]
     assert 'value="no-prefix-key"' not in response.content.decode()
     assert not GatewayKey.objects.exists()
 
