@@ -23,13 +23,14 @@ from django.views.decorators.http import require_POST
 
 from gateways.models import Gateway
 from portal import audit, exports, services
-from portal.api.views import AUDIT_COLUMNS, CONNECTION_COLUMNS
+from portal.api.views import CONNECTION_COLUMNS, export_events
 from portal.connections import STATES, ConnectionFilters, FilterError, connection_row, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 
 SUDO_SESSION_KEY = "sudo_until"
 CONNECTIONS_PER_PAGE = 100
+AUDIT_PER_PAGE = 100
 
 
 def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
@@ -161,14 +162,12 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         events = events.none()
     export = request.GET.get("export")
     if export in ("csv", "jsonl"):
-        from portal.api.views import export_events
-
         return export_events(events, export)
     before = request.GET.get("before", "")
     page = events.filter(id__lt=int(before)) if before.isdigit() else events
-    rows = list(page.order_by("-id")[:101])
-    has_more = len(rows) > 100
-    rows = rows[:100]
+    rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
+    has_more = len(rows) > AUDIT_PER_PAGE
+    rows = rows[:AUDIT_PER_PAGE]
     query = request.GET.copy()
     query.pop("before", None)
     context = {
@@ -178,7 +177,6 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "actions": Action.choices,
         "teams": Team.objects.visible_to(request.user),
         "gateways": Gateway.objects.all(),
-        "columns": AUDIT_COLUMNS,
     }
     return render(request, "portal/audit_list.html", context)
 
