@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.http import HttpResponse
+
 from gateways import installers, snippets
 from gateways.config import ClaudeConfig
 
@@ -47,5 +49,9 @@ def render(name: str, config: ClaudeConfig) -> tuple[str, Format]:
     return fmt.render(config), fmt
 
 
-def filename_for(fmt: Format, gateway_slug: str) -> str:
-    return fmt.filename.format(slug=gateway_slug)
+def download_response(text: str, fmt: Format, gateway_slug: str) -> HttpResponse:
+    """A config as a file download; it holds a key, so no cache may keep it."""
+    response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{fmt.filename.format(slug=gateway_slug)}"'
+    response["Cache-Control"] = "no-store"
+    return response

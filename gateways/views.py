@@ -70,11 +70,7 @@ def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -
     except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
         messages.error(request, str(exc))
         return redirect("setup")
-    response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
-    filename = formats.filename_for(fmt, assignment.key.gateway.slug)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return formats.download_response(text, fmt, assignment.key.gateway.slug)
 
 
 @login_required

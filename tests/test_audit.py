@@ -231,3 +231,18 @@ def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob,
     assert first.count("<code>sk-") == views.CONNECTIONS_PER_PAGE
     assert second.count("<code>sk-") == 3
     assert "page=2" in first and "page=1" in second
+
+
+def test_audit_page_pages_by_cursor(client, staff, alice):
+    from portal import views
+
+    for _ in range(views.AUDIT_PER_PAGE + 5):
+        audit.record(Action.SIGN_IN, actor=alice)
+    client.force_login(staff)
+    first = client.get("/audit/?actor=alice")
+    assert len(first.context["events"]) == views.AUDIT_PER_PAGE
+    before = first.context["next_before"]
+    second = client.get(f"/audit/?actor=alice&before={before}")
+    assert len(second.context["events"]) == 5
+    assert second.context["next_before"] is None
+    assert all(e.id < before for e in second.context["events"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -185,11 +184,7 @@ class MyConfigDownload(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
         except formats.snippets.UnrepresentableValue as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
-        response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
-        filename = formats.filename_for(fmt, assignment.key.gateway.slug)
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        response["Cache-Control"] = "no-store"
-        return response
+        return formats.download_response(text, fmt, assignment.key.gateway.slug)
 
 
 class ProbeList(generics.ListAPIView):
