@@ -41,9 +41,8 @@ GATEWAY_FIELDS = (
     "probe_interval_minutes",
 )
 MODEL_FIELDS = ("default_model", "default_opus_model", "default_sonnet_model", "default_haiku_model", "probe_model")
-KEY_SETTING_FIELDS = (
-    "label",
-    "expires_at",
+# A key's overrides of its gateway's defaults.
+KEY_OVERRIDE_FIELDS = (
     "model",
     "opus_model",
     "sonnet_model",
@@ -54,6 +53,7 @@ KEY_SETTING_FIELDS = (
     "disable_experimental_betas",
     "custom_headers",
 )
+KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
 KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
 
 

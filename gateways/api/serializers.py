@@ -8,7 +8,7 @@ from rest_framework import serializers
 from gateways.formats import FORMATS
 from gateways.models import Assignment, AuthScheme, Gateway, GatewayKey, ProbeMode, ProbeResult
 from gateways.rules import ModelIdStyle
-from gateways.services import GATEWAY_FIELDS
+from gateways.services import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS
 
 GATEWAY_OUTPUT_FIELDS = [
     "slug",
@@ -105,15 +105,7 @@ class KeyOutputSerializer(serializers.ModelSerializer):
             "is_enabled",
             "expires_at",
             "revoked_at",
-            "model",
-            "opus_model",
-            "sonnet_model",
-            "haiku_model",
-            "custom_model_option",
-            "custom_model_option_name",
-            "timeout_ms",
-            "disable_experimental_betas",
-            "custom_headers",
+            *KEY_OVERRIDE_FIELDS,
             "created_at",
             "config_changed_at",
             "last_probe_verdict",
