@@ -67,6 +67,8 @@ def test_setup_page_tabs_copy_and_download(live_server, browser, people, tmp_pat
     context = browser.new_context(user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/156", accept_downloads=True)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page = context.new_page()
+    console = []
+    page.on("console", lambda message: console.append(message.text))
     sign_in(page, live_server, "bob", "pw-bob")
 
     # The tab is preselected from the user agent: Linux -> bash.
@@ -95,6 +97,7 @@ def test_setup_page_tabs_copy_and_download(live_server, browser, people, tmp_pat
     saved = tmp_path / "settings.json"
     download.save_as(saved)
     assert json.loads(saved.read_text())["env"]["ANTHROPIC_AUTH_TOKEN"] == SECRET
+    assert not [line for line in console if "Content Security Policy" in line], console
     if SCREENSHOTS:
         page.get_by_role("tab", name="macOS/Linux zsh").click()
         page.screenshot(path=str(SCREENSHOTS / "setup.png"), full_page=True)

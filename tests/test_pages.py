@@ -239,3 +239,10 @@ def test_staff_edit_a_gateways_troubleshooting_table(client, staff, tokaify):
     data["troubleshooting"] = "no separator here"
     response = client.post("/gateways/tokaify/edit/", data)
     assert "Line 1 needs a symptom and a fix" in response.content.decode()
+
+
+def test_pages_send_a_strict_content_security_policy(client, bob):
+    client.force_login(bob)
+    policy = client.get("/setup/")["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
