@@ -7,7 +7,7 @@ CLAUDE_DIR := .cache/claude-code
 CLAUDE_BIN := $(CLAUDE_DIR)/node_modules/.bin/claude
 PYTEST_ARGS ?=
 
-.PHONY: run test lint check deps test-deps system-deps claude-cli clean
+.PHONY: run test lint check bench deps test-deps system-deps claude-cli clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ check: $(VENV)/.dev
 ## Install what the tests need and run the whole suite (lint, checks, unit, shells, browser, Claude Code e2e).
 test: test-deps lint check
 	CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(PY) -m pytest $(PYTEST_ARGS)
+
+## Benchmarks (not part of make test): they print ratios against their targets.
+bench: $(VENV)/.dev
+	$(PY) -m bench.probe_fanout
+	test -f data/bench-large.sqlite3 || $(PY) -m bench.seed_large
+	$(PY) -m bench.pages
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) staticfiles .pytest_cache .ruff_cache
