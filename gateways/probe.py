@@ -319,14 +319,19 @@ async def _call(client: SafeClient, method: str, url: str, deadline: float, **kw
         return _failure(exc)
 
 
-def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
-    """The model id Claude Code would send: aliases resolve through ANTHROPIC_DEFAULT_*_MODEL."""
-    model = probe_model or env.get("ANTHROPIC_MODEL", "")
-    aliases = {
+def alias_models(env: dict[str, str]) -> dict[str, str]:
+    """The models Claude Code's opus, sonnet and haiku aliases stand for in this environment."""
+    return {
         "opus": env.get("ANTHROPIC_DEFAULT_OPUS_MODEL", ""),
         "sonnet": env.get("ANTHROPIC_DEFAULT_SONNET_MODEL", ""),
         "haiku": env.get("ANTHROPIC_DEFAULT_HAIKU_MODEL", ""),
     }
+
+
+def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
+    """The model id Claude Code would send: aliases resolve through ANTHROPIC_DEFAULT_*_MODEL."""
+    model = probe_model or env.get("ANTHROPIC_MODEL", "")
+    aliases = alias_models(env)
     if model in aliases:
         return aliases[model] or model
     return model or CLAUDE_CODE_DEFAULT_MODEL

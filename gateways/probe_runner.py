@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 from gateways.config import build_config
 from gateways.models import GatewayKey, ProbeResult
 from gateways.outbound import SafeClient, tls_context
-from gateways.probe import ProbeOutcome, ProbeTarget, hint_for, resolve_model, run_probe
+from gateways.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
 from gateways.services import record_key_event
 from portal.crypto import DecryptionError
 from portal.models import Action
@@ -43,11 +43,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
         mode=gateway.probe_mode,
         stream=stream,
         send_context_management=env.get("CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS") != "1",
-        alias_models={
-            "opus": env.get("ANTHROPIC_DEFAULT_OPUS_MODEL", ""),
-            "sonnet": env.get("ANTHROPIC_DEFAULT_SONNET_MODEL", ""),
-            "haiku": env.get("ANTHROPIC_DEFAULT_HAIKU_MODEL", ""),
-        },
+        alias_models=alias_models(env),
         custom_headers=dict(key.custom_headers or {}),
         retry_without_betas=retry_betas,
     )
@@ -66,9 +62,7 @@ async def _probe_one(
         target = target_for(key, stream=stream, retry_betas=retry_betas)
     except DecryptionError as exc:
         return _unusable_outcome(key, str(exc))
-    outcome = await run_probe(target, client, models_cache)
-    outcome.hint = outcome.hint or hint_for(outcome.verdict, key.gateway.auth_scheme)
-    return outcome
+    return await run_probe(target, client, models_cache)
 
 
 async def probe_keys_async(
@@ -77,7 +71,6 @@ async def probe_keys_async(
     concurrency: int = 20,
     stream: bool = True,
     on_done: Callable[[GatewayKey, ProbeOutcome], None] | None = None,
-    client: SafeClient | None = None,
     retry_betas: bool = True,
 ) -> list[tuple[GatewayKey, ProbeOutcome]]:
     """Probe keys with at most `concurrency` in flight; results come back in the keys' order.
@@ -97,17 +90,13 @@ async def probe_keys_async(
 
     async def worker(position: int) -> None:
         await asyncio.sleep(min(position * STAGGER_SECONDS, MAX_STAGGER_SECONDS))
-        own = client or SafeClient(max_connections=2, verify=context)
-        try:
+        async with SafeClient(max_connections=2, verify=context) as client:
             while not queue.empty():
                 index = queue.get_nowait()
-                outcome = await _probe_one(keys[index], own, stream, models_cache, retry_betas)
+                outcome = await _probe_one(keys[index], client, stream, models_cache, retry_betas)
                 results[index] = (keys[index], outcome)
                 if on_done:
                     on_done(keys[index], outcome)
-        finally:
-            if client is None:
-                await own.__aexit__(None, None, None)
 
     await asyncio.gather(*(worker(position) for position in range(min(concurrency, len(keys)) or 1)))
     return [r for r in results if r is not None]
