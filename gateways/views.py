@@ -19,8 +19,9 @@ from gateways.rules import RuleError
 from gateways.snippets import UnrepresentableValue
 from portal.crypto import DecryptionError
 from portal.models import Role
+from portal.permissions import key_with_role, team_with_role
 from portal.services import ServiceError
-from portal.views import sudo_redirect, team_with_role
+from portal.views import sudo_redirect
 
 
 def _staff_only(request: HttpRequest) -> None:
@@ -141,7 +142,7 @@ def _settings_from_form(cleaned: dict) -> dict:
 @login_required
 @sensitive_post_parameters("secret")
 def key_create(request: HttpRequest, slug: str) -> HttpResponse:
-    team, _ = team_with_role(request, slug, Role.ADMIN)
+    team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = KeyCreateForm(request.POST or None, initial={"gateway": request.GET.get("gateway")})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -162,19 +163,9 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "gateways/key_form.html", {"form": form, "team": team, "key": None})
 
 
-def _key_with_role(request: HttpRequest, key_id, *roles: str) -> tuple[GatewayKey, str]:
-    key = GatewayKey.objects.visible_to(request.user).select_related("team", "gateway").filter(pk=key_id).first()
-    if key is None:
-        raise Http404("No such key.")
-    role = key.team.role_of(request.user)
-    if roles and role not in roles:
-        raise PermissionDenied("Only the team's admins can change its keys.")
-    return key, role
-
-
 @login_required
 def key_detail(request: HttpRequest, key_id) -> HttpResponse:
-    key, role = _key_with_role(request, key_id)
+    key, role = key_with_role(request.user, key_id)
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
     members = key.team.memberships.select_related("user").exclude(user__assignments__key=key)
@@ -195,7 +186,7 @@ def key_detail(request: HttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_settings(request: HttpRequest, key_id) -> HttpResponse:
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     form = KeySettingsForm(request.POST)
     if form.is_valid():
         try:
@@ -213,7 +204,7 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
 @login_required
 @sensitive_post_parameters("secret")
 def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
     form = RotateForm(request.POST or None)
@@ -233,7 +224,7 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         key = services.update_key(
             key=key, changes={"is_enabled": not key.is_enabled}, actor=request.user, request=request
@@ -247,7 +238,7 @@ def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
     services.revoke_key(key=key, actor=request.user, request=request)
@@ -258,7 +249,7 @@ def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_assign(request: HttpRequest, key_id) -> HttpResponse:
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
         messages.success(request, f"Assigned to {request.POST.get('username')}.")
@@ -273,7 +264,7 @@ def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.select_related("key__team", "key__gateway", "user"), pk=assignment_id
     )
-    key, _ = _key_with_role(request, assignment.key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, assignment.key_id, Role.ADMIN)
     services.remove_assignment(assignment=assignment, actor=request.user, request=request)
     messages.success(request, f"{assignment.user.username} no longer has this key.")
     return redirect("key", key_id=key.id)
@@ -285,7 +276,7 @@ def key_probe(request: HttpRequest, key_id) -> HttpResponse:
     """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
     from gateways.probe_runner import probe_key
 
-    key, _ = _key_with_role(request, key_id, Role.ADMIN)
+    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     result = probe_key(key, trigger="web", user=request.user, request=request)
     if request.headers.get("Accept", "").startswith("application/json"):
         return JsonResponse(

@@ -27,6 +27,7 @@ from portal.api.views import CONNECTION_COLUMNS, export_events
 from portal.connections import STATES, ConnectionFilters, FilterError, connection_row, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
+from portal.permissions import team_with_role
 
 SUDO_SESSION_KEY = "sudo_until"
 CONNECTIONS_PER_PAGE = 100
@@ -62,15 +63,6 @@ def sudo(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
 
 
-def team_with_role(request: HttpRequest, slug: str, *roles: str) -> tuple[Team, str]:
-    """The team and the caller's role; 404 when they cannot see it, 403 when the role is not enough."""
-    team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-    role = team.role_of(request.user)
-    if roles and role not in roles:
-        raise PermissionDenied("Your role in this team does not allow this.")
-    return team, role
-
-
 @login_required
 def team_list(request: HttpRequest) -> HttpResponse:
     teams = Team.objects.visible_to(request.user).prefetch_related(
@@ -100,7 +92,7 @@ def team_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    team, role = team_with_role(request, slug)
+    team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
     keys = (
         team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
@@ -122,7 +114,7 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: HttpRequest, slug: str) -> HttpResponse:
-    team, _ = team_with_role(request, slug, Role.ADMIN)
+    team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = MemberForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give a user name and a role.")
@@ -140,7 +132,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_remove(request: HttpRequest, slug: str, username: str) -> HttpResponse:
-    team, _ = team_with_role(request, slug, Role.ADMIN)
+    team, _ = team_with_role(request.user, slug, Role.ADMIN)
     membership = get_object_or_404(
         Membership.objects.select_related("user", "team"), team=team, user__username=username
     )

@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 from gateways import formats, services
 from gateways.api import serializers as s
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
-from portal.models import Team
+from portal.models import Role
+from portal.permissions import key_with_role, team_with_role
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -62,38 +63,19 @@ class GatewayDetail(APIView):
         return Response({**s.GatewayOutputSerializer(gateway).data, "notices": notices})
 
 
-def _team_for(request, slug: str, *, manage: bool) -> Team:
-    """The team if the caller may see it (404 otherwise), and manage it when asked (403 otherwise)."""
-    team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-    allowed = Team.objects.administered_by(request.user) if manage else Team.objects.overseen_by(request.user)
-    if not allowed.filter(pk=team.pk).exists():
-        raise PermissionDenied(
-            "Only the team's admins can do this." if manage else "Members cannot list the team's keys."
-        )
-    return team
-
-
-def _key_for(request, key_id, *, manage: bool) -> GatewayKey:
-    visible = GatewayKey.objects.visible_to(request.user).select_related("team", "gateway")
-    key = visible.filter(pk=key_id).first()
-    if key is None:
-        raise NotFound("No key with that id is visible to you.")
-    if manage and not GatewayKey.objects.manageable_by(request.user).filter(pk=key.pk).exists():
-        raise PermissionDenied("Only the team's admins can change its keys.")
-    return key
-
-
 @method_decorator(sensitive_post_parameters("secret"), name="dispatch")
 class TeamKeyList(APIView):
     @extend_schema(responses=s.KeyOutputSerializer(many=True))
     def get(self, request, slug):
-        team = _team_for(request, slug, manage=False)
+        team, _ = team_with_role(
+            request.user, slug, Role.ADMIN, Role.AUDITOR, denied="Members cannot list the team's keys."
+        )
         keys = team.keys.select_related("team", "gateway").order_by("label")
         return Response(s.KeyOutputSerializer(keys, many=True).data)
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
     def post(self, request, slug):
-        team = _team_for(request, slug, manage=True)
+        team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can add keys.")
         data = s.KeyCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
@@ -105,11 +87,11 @@ class TeamKeyList(APIView):
 class KeyDetail(APIView):
     @extend_schema(responses=s.KeyOutputSerializer)
     def get(self, request, key_id):
-        return Response(s.KeyOutputSerializer(_key_for(request, key_id, manage=False)).data)
+        return Response(s.KeyOutputSerializer(key_with_role(request.user, key_id)[0]).data)
 
     @extend_schema(request=s.KeyUpdateSerializer, responses=s.KeyOutputSerializer)
     def patch(self, request, key_id):
-        key = _key_for(request, key_id, manage=True)
+        key = key_with_role(request.user, key_id, Role.ADMIN)[0]
         data = s.KeyUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
@@ -120,19 +102,19 @@ class KeyDetail(APIView):
     @extend_schema(responses={204: OpenApiResponse(description="Revoked; the secret is destroyed.")})
     def delete(self, request, key_id):
         """Revoke the key: its secret is destroyed and it yields no more configs; the row stays for the audit."""
-        services.revoke_key(key=_key_for(request, key_id, manage=True), actor=request.user, request=request)
+        services.revoke_key(key=key_with_role(request.user, key_id, Role.ADMIN)[0], actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class KeyAssignmentList(APIView):
     @extend_schema(responses=s.AssignmentOutputSerializer(many=True))
     def get(self, request, key_id):
-        key = _key_for(request, key_id, manage=False)
+        key = key_with_role(request.user, key_id)[0]
         return Response(s.AssignmentOutputSerializer(key.assignments.select_related("user"), many=True).data)
 
     @extend_schema(request=s.AssignmentInputSerializer, responses={201: s.AssignmentOutputSerializer})
     def post(self, request, key_id):
-        key = _key_for(request, key_id, manage=True)
+        key = key_with_role(request.user, key_id, Role.ADMIN)[0]
         data = s.AssignmentInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assign_key(
@@ -210,7 +192,7 @@ def _flag(request, name: str) -> bool:
 class KeyProbeList(APIView):
     @extend_schema(responses=s.ProbeResultOutputSerializer(many=True))
     def get(self, request, key_id):
-        key = _key_for(request, key_id, manage=False)
+        key = key_with_role(request.user, key_id)[0]
         probes = key.probes.select_related("gateway", "started_by")[:100]
         return Response(s.ProbeResultOutputSerializer(probes, many=True).data)
 
@@ -231,7 +213,7 @@ class KeyProbeList(APIView):
         """Probe the key now, like Claude Code would, and return the result."""
         from gateways.probe_runner import probe_key
 
-        key = _key_for(request, key_id, manage=True)
+        key = key_with_role(request.user, key_id, Role.ADMIN)[0]
         result = probe_key(
             key,
             trigger="api",
