@@ -6,6 +6,7 @@ probe are written there when they happen), so the list costs the same few querie
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -54,6 +55,11 @@ class ConnectionFilters:
         return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), state=state, sort=sort)
 
 
+def stale_cutoff():
+    """A download older than this is stale even if nothing changed since."""
+    return timezone.now() - timedelta(days=settings.CONNECTION_STALE_DAYS)
+
+
 def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     rows = Assignment.objects.visible_to(user).select_related("user", "key__team", "key__gateway")
     if filters.team:
@@ -64,8 +70,7 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     if filters.state == "never_downloaded":
         rows = rows.filter(last_download_at__isnull=True)
     elif filters.state == "stale":
-        cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
-        rows = rows.filter(Q(last_download_at__lt=F("key__config_changed_at")) | Q(last_download_at__lt=cutoff))
+        rows = rows.filter(Q(last_download_at__lt=F("key__config_changed_at")) | Q(last_download_at__lt=stale_cutoff()))
     elif filters.state == "failing":
         rows = rows.exclude(key__last_probe_verdict__in=["", "ok"])
     elif filters.state == "expired":
@@ -75,9 +80,15 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     return rows.order_by(order, "id")
 
 
-def connection_row(assignment: Assignment) -> dict:
+def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:
+    """The rows of the page, the API and the CSV, from connections_for()."""
+    cutoff = stale_cutoff()
+    for assignment in assignments:
+        yield _row(assignment, cutoff)
+
+
+def _row(assignment: Assignment, cutoff) -> dict:
     key = assignment.key
-    stale_cutoff = timezone.now() - timedelta(days=settings.CONNECTION_STALE_DAYS)
     downloaded = assignment.last_download_at
     return {
         "assignment": assignment.id,
@@ -92,7 +103,7 @@ def connection_row(assignment: Assignment) -> dict:
         "last_download_at": downloaded,
         "last_download_format": assignment.last_download_format,
         "last_download_ip": assignment.last_download_ip,
-        "download_stale": bool(downloaded and (downloaded < key.config_changed_at or downloaded < stale_cutoff)),
+        "download_stale": bool(downloaded and (downloaded < key.config_changed_at or downloaded < cutoff)),
         "latest_verdict": key.last_probe_verdict,
         "latest_probe_at": key.last_probe_at,
         "expires_at": key.expires_at,

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 from gateways.models import Gateway
 from portal import audit, exports, services
 from portal.api.views import CONNECTION_COLUMNS, export_events
-from portal.connections import STATES, ConnectionFilters, FilterError, connection_row, connections_for
+from portal.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.permissions import team_with_role
@@ -182,7 +182,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
         filters = ConnectionFilters()
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
-        return exports.csv_response((connection_row(a) for a in rows), CONNECTION_COLUMNS, "connections.csv")
+        return exports.csv_response(connection_rows(rows), CONNECTION_COLUMNS, "connections.csv")
     page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
     start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
     chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
@@ -190,7 +190,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     query.pop("sort", None)
     query.pop("page", None)
     context = {
-        "rows": [connection_row(a) for a in chunk[:CONNECTIONS_PER_PAGE]],
+        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
         "page": page,
         "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
         "filters": filters,

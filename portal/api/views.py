@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from portal import audit, exports, services
 from portal.api import serializers as s
-from portal.connections import ConnectionFilters, FilterError, connection_row, connections_for
+from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.models import AuditEvent, Membership, Team
 
 
@@ -137,7 +137,7 @@ class ConnectionList(APIView):
             filters = ConnectionFilters.from_query(request.query_params)
         except FilterError as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        rows = (connection_row(a) for a in connections_for(request.user, filters))
+        rows = connection_rows(connections_for(request.user, filters))
         if request.query_params.get("export") == "csv":
             return exports.csv_response(rows, CONNECTION_COLUMNS, "connections.csv")
         return Response(s.ConnectionSerializer(list(rows), many=True).data)
