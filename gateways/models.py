@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gateways.rules import ModelIdStyle
+from gateways.rules import ModelIdStyle, fingerprint, mask
 from portal import crypto
 from portal.models import Team
 
@@ -151,8 +151,6 @@ class GatewayKey(models.Model):
 
     def set_secret(self, secret: str) -> None:
         """Encrypt a cleaned secret into this row (see gateways.rules.clean_secret)."""
-        from gateways.rules import fingerprint, mask
-
         self.secret_ciphertext, self.secret_key_id = crypto.get_keyring().encrypt(
             secret, associated_data=self.associated_data
         )
