@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -181,7 +181,12 @@ def store_key(
     key = GatewayKey(team=team, gateway=gateway, created_by=actor if actor and actor.pk else None, **cleaned)
     key.set_secret(secret)
     _refuse_duplicate(team, key.fingerprint)
-    key.save()
+    try:
+        with transaction.atomic():
+            key.save()
+    except IntegrityError:  # the same secret saved at the same moment: the constraint decides
+        _refuse_duplicate(team, key.fingerprint)
+        raise
     record_key_event(
         Action.KEY_CREATED,
         key,

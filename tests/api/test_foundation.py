@@ -271,3 +271,26 @@ def test_unknown_api_urls_answer_json_with_a_sentence(api, bob, url):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert "/api/v1/schema/" in response.json()["detail"]
+
+
+def test_a_duplicate_that_slips_past_the_check_is_still_refused_with_a_sentence(api, alice, tokaify_key, monkeypatch):
+    from gateways import services
+
+    monkeypatch.setattr(services, "_refuse_duplicate", _refuse_only_on_second_call(services._refuse_duplicate))
+    body = {"gateway": "tokaify", "label": "again", "secret": TOKAIFY_SECRET}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    assert "already stored" in response.json()["detail"]
+    assert GatewayKey.objects.count() == 1
+
+
+def _refuse_only_on_second_call(check):
+    """Simulate a concurrent insert: the first check sees nothing, as if the other row was not committed yet."""
+    calls = []
+
+    def checked(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            check(*args, **kwargs)
+
+    return checked
