@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Debian packages the test suite runs for real: zsh and fish (snippets), Chromium (pages),
+# Debian packages the test suite runs for real: zsh and fish (snippets), tmux (interactive Claude Code), Chromium (pages),
 # Node.js/npm (the Claude Code CLI) and PostgreSQL (the second database of CI).
 set -euo pipefail
-packages=(zsh fish chromium postgresql nodejs npm)
+packages=(zsh fish tmux chromium postgresql nodejs npm)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
