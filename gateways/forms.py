@@ -7,7 +7,7 @@ import json
 from django import forms
 
 from gateways.models import AuthScheme, Gateway, ProbeMode
-from gateways.rules import ModelIdStyle
+from gateways.rules import EXTRA_ENV_HELP, ModelIdStyle
 
 
 class JSONObjectField(forms.CharField):
@@ -71,7 +71,7 @@ class GatewayForm(forms.Form):
     custom_model_option_name = forms.CharField(max_length=100, required=False)
     timeout_ms = forms.IntegerField(required=False, label="API_TIMEOUT_MS")
     disable_experimental_betas = forms.BooleanField(required=False, label="Disable experimental betas")
-    extra_env = JSONObjectField(required=False, label="Extra environment (JSON object)")
+    extra_env = JSONObjectField(required=False, label="Extra environment (JSON object)", help_text=EXTRA_ENV_HELP)
     docs_url = forms.URLField(required=False, assume_scheme="https")
     console_hint = forms.CharField(max_length=300, required=False)
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)

@@ -171,20 +171,114 @@ MANAGED_ENV = {
     "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS",
 }
 
+# Extra env reaches every developer's shell profile, settings.json and Claude Code (a Node
+# program), so it is an allow-list of settings Claude Code documents, never a deny-list:
+# PATH, PROMPT_COMMAND, BASH_ENV, NODE_OPTIONS, LD_PRELOAD and their kin would run code on every
+# developer's machine. Families whose values are data (model names, flags, numbers, telemetry
+# endpoints) pass by prefix; CLAUDE_CODE_* is named one by one, because that family also holds
+# variables that name a program to run (CLAUDE_CODE_SHELL_PREFIX, CLAUDE_CODE_GIT_BASH_PATH).
+# Proxies (HTTP_PROXY...) and CLAUDE_CONFIG_DIR are left out on purpose: exported in a shell they
+# redirect every program's traffic or where Claude Code reads its settings.
+EXTRA_ENV_PREFIXES = ("ANTHROPIC_", "DISABLE_", "OTEL_EXPORTER_OTLP_", "OTEL_METRICS_INCLUDE_")
+EXTRA_ENV_NAMES = frozenset(
+    {
+        "BASH_DEFAULT_TIMEOUT_MS",
+        "BASH_MAX_OUTPUT_LENGTH",
+        "BASH_MAX_TIMEOUT_MS",
+        "CLAUDE_CODE_API_KEY_HELPER_TTL_MS",
+        "CLAUDE_CODE_AUTO_COMPACT_WINDOW",
+        "CLAUDE_CODE_CLIENT_CERT",
+        "CLAUDE_CODE_CLIENT_KEY",
+        "CLAUDE_CODE_CLIENT_KEY_PASSPHRASE",
+        "CLAUDE_CODE_DISABLE_1M_CONTEXT",
+        "CLAUDE_CODE_DISABLE_ADAPTIVE_THINKING",
+        "CLAUDE_CODE_DISABLE_AUTO_MEMORY",
+        "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS",
+        "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK",
+        "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
+        "CLAUDE_CODE_EFFORT_LEVEL",
+        "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY",
+        "CLAUDE_CODE_ENABLE_TELEMETRY",
+        "CLAUDE_CODE_FILE_READ_MAX_OUTPUT_TOKENS",
+        "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+        "CLAUDE_CODE_MAX_RETRIES",
+        "CLAUDE_CODE_MAX_TOOL_USE_CONCURRENCY",
+        "CLAUDE_CODE_SUBAGENT_MODEL",
+        "ENABLE_TOOL_SEARCH",
+        "MAX_MCP_OUTPUT_TOKENS",
+        "MAX_THINKING_TOKENS",
+        "MCP_TIMEOUT",
+        "MCP_TOOL_TIMEOUT",
+        "OTEL_LOGS_EXPORTER",
+        "OTEL_LOGS_EXPORT_INTERVAL",
+        "OTEL_LOG_TOOL_DETAILS",
+        "OTEL_LOG_USER_PROMPTS",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_TRACES_EXPORTER",
+        "USE_BUILTIN_RIPGREP",
+    }
+)
+ALLOWED_EXTRA_ENV = ", ".join([f"{prefix}*" for prefix in EXTRA_ENV_PREFIXES] + sorted(EXTRA_ENV_NAMES))
+EXTRA_ENV_HELP = (
+    "A JSON object of Claude Code settings, one line of text each. Allowed names: "
+    f"{ALLOWED_EXTRA_ENV}. Anything else (PATH, NODE_OPTIONS, PROMPT_COMMAND...) is refused: "
+    "it would run code on every developer's machine."
+)
+
+
+def is_claude_code_setting(name: str) -> bool:
+    """Whether extra env may carry `name`: on the allow-list and not one the portal manages."""
+    if name in MANAGED_ENV:
+        return False
+    return name in EXTRA_ENV_NAMES or any(name.startswith(p) and len(name) > len(p) for p in EXTRA_ENV_PREFIXES)
+
+
+def check_env_name(name: object) -> str:
+    """A variable name any config may carry: well formed, and managed by the portal or allowed."""
+    if not isinstance(name, str) or not ENV_NAME.match(name):
+        raise RuleError(f"{name!r} is not a valid environment variable name: use A-Z, 0-9 and _.", field="extra_env")
+    if name not in MANAGED_ENV and not is_claude_code_setting(name):
+        raise RuleError(
+            f"{name} is not a Claude Code setting the portal hands out: extra environment reaches every "
+            f"developer's machine, where a variable like PATH, NODE_OPTIONS or PROMPT_COMMAND would run code. "
+            f"Allowed: {ALLOWED_EXTRA_ENV}.",
+            field="extra_env",
+        )
+    return name
+
+
+def clean_extra_env_value(name: str, value: object) -> str:
+    """One line of text (or a whole number), with no control character: what every shell carries alike."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RuleError(f"The value of {name} must be text or a whole number.", field="extra_env")
+    value = str(value)
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise RuleError(
+            f"The value of {name} must be one line of text, without line breaks or control characters.",
+            field="extra_env",
+        )
+    return value
+
 
 def clean_extra_env(env: dict) -> dict[str, str]:
-    """Extra variables a gateway's guide asks for, as names to string values."""
+    """Extra Claude Code settings a gateway's guide asks for, as allowed names to one-line values."""
     if not isinstance(env, dict):
-        raise RuleError('Extra environment must be an object of names to values, like {"DISABLE_TELEMETRY": "1"}.')
+        raise RuleError(
+            'Extra environment must be an object of names to values, like {"DISABLE_TELEMETRY": "1"}.',
+            field="extra_env",
+        )
     cleaned = {}
     for name, value in env.items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
-            raise RuleError(f"{name!r} is not a valid environment variable name: use A-Z, 0-9 and _.")
-        if name in MANAGED_ENV:
-            raise RuleError(f"{name} is set by the portal from the gateway's fields; edit that field instead.")
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise RuleError(f"The value of {name} must be text or a whole number.")
-        cleaned[name] = str(value)
+        if isinstance(name, str) and name in MANAGED_ENV:
+            raise RuleError(
+                f"{name} is set by the portal from the gateway's fields; edit that field instead.", field="extra_env"
+            )
+        cleaned[check_env_name(name)] = clean_extra_env_value(name, value)
     return cleaned
 
 

@@ -246,3 +246,28 @@ def test_pages_send_a_strict_content_security_policy(client, bob):
     policy = client.get("/setup/")["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy
     assert "unsafe-inline" not in policy
+
+
+def test_the_gateway_form_explains_and_enforces_the_extra_env_allow_list(client, staff, tokaify):
+    client.force_login(staff)
+    response = client.get("/gateways/tokaify/edit/")
+    assert "Anything else (PATH, NODE_OPTIONS, PROMPT_COMMAND...) is refused" in response.content.decode()
+    form = response.context["form"]
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data = {k: ("on" if v is True else v) for k, v in data.items() if v is not False}
+    refusals = {
+        '{"PROMPT_COMMAND": "touch marker"}': "PROMPT_COMMAND is not a Claude Code setting",
+        '{"NODE_OPTIONS": "-r x"}': "NODE_OPTIONS is not a Claude Code setting",
+        '{"X=1; touch marker; Y": "v"}': "is not a valid environment variable name",
+    }
+    for hostile, sentence in refusals.items():
+        data["extra_env"] = hostile
+        response = client.post("/gateways/tokaify/edit/", data)
+        assert response.status_code == 200
+        assert sentence in response.content.decode()
+        tokaify.refresh_from_db()
+        assert tokaify.extra_env == {}
+    data["extra_env"] = '{"DISABLE_TELEMETRY": "1"}'
+    client.post("/gateways/tokaify/edit/", data)
+    tokaify.refresh_from_db()
+    assert tokaify.extra_env == {"DISABLE_TELEMETRY": "1"}

@@ -4,6 +4,7 @@ import pytest
 
 from gateways.rules import (
     RuleError,
+    check_env_name,
     clean_custom_headers,
     clean_extra_env,
     clean_secret,
@@ -114,3 +115,84 @@ def test_extra_env_cannot_override_managed_variables():
         clean_extra_env({"ANTHROPIC_API_KEY": "x"})
     with pytest.raises(RuleError, match="not a valid environment variable"):
         clean_extra_env({"lower-case": "x"})
+
+
+# Names that run code when exported in a shell or handed to Claude Code (a Node program), as the
+# sweep ran them, and neighbours of Claude Code's own names that name a program or move its settings.
+CODE_RUNNING_NAMES = [
+    "PATH",
+    "PROMPT_COMMAND",
+    "BASH_ENV",
+    "ENV",
+    "NODE_OPTIONS",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "DYLD_INSERT_LIBRARIES",
+    "PS1",
+    "PS4",
+    "IFS",
+    "SHELLOPTS",
+    "ZDOTDIR",
+    "PYTHONSTARTUP",
+    "CLAUDE_CODE_SHELL_PREFIX",
+    "CLAUDE_CODE_GIT_BASH_PATH",
+    "CLAUDE_ENV_FILE",
+    "CLAUDE_CONFIG_DIR",
+    "HTTPS_PROXY",
+    "ANTHROPIC_",
+    "DISABLE_",
+]
+
+
+@pytest.mark.parametrize("name", CODE_RUNNING_NAMES)
+def test_extra_env_refuses_every_name_off_the_allow_list_and_says_why(name):
+    with pytest.raises(RuleError, match="would run code") as refused:
+        clean_extra_env({name: "1"})
+    assert "Allowed: ANTHROPIC_*" in str(refused.value)
+    assert refused.value.field == "extra_env"
+
+
+@pytest.mark.parametrize("name", ["X=1; touch marker; Y", "fish_function_path", "lower-case", "A B", "É", ""])
+def test_extra_env_refuses_names_a_shell_would_read_as_code(name):
+    with pytest.raises(RuleError, match="not a valid environment variable name"):
+        clean_extra_env({name: "1"})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_PROMPT_CACHING",
+        "ANTHROPIC_SMALL_FAST_MODEL",
+        "ANTHROPIC_CUSTOM_MODEL_OPTION_DESCRIPTION",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_METRICS_EXPORTER",
+        "MAX_THINKING_TOKENS",
+        "BASH_DEFAULT_TIMEOUT_MS",
+        "MCP_TIMEOUT",
+    ],
+)
+def test_extra_env_takes_the_claude_code_settings_a_guide_may_ask_for(name):
+    assert clean_extra_env({name: 1}) == {name: "1"}
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\x1b[31m", "a\u202eb", "tab\there"])
+def test_extra_env_values_are_one_line_without_control_characters(value):
+    with pytest.raises(RuleError, match="one line of text"):
+        clean_extra_env({"DISABLE_TELEMETRY": value})
+
+
+@pytest.mark.parametrize("value", [True, None, [1], {"a": 1}, 1.5])
+def test_extra_env_values_are_text_or_whole_numbers(value):
+    with pytest.raises(RuleError, match="text or a whole number"):
+        clean_extra_env({"DISABLE_TELEMETRY": value})
+
+
+def test_managed_names_pass_the_render_check_but_not_extra_env():
+    assert check_env_name("ANTHROPIC_AUTH_TOKEN") == "ANTHROPIC_AUTH_TOKEN"
+    with pytest.raises(RuleError, match="set by the portal"):
+        clean_extra_env({"ANTHROPIC_AUTH_TOKEN": "x"})

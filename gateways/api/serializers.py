@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from gateways.formats import FORMATS
 from gateways.models import Assignment, AuthScheme, Gateway, GatewayKey, ProbeMode, ProbeResult
-from gateways.rules import ModelIdStyle
+from gateways.rules import EXTRA_ENV_HELP, ModelIdStyle
 from gateways.services import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS
 
 GATEWAY_OUTPUT_FIELDS = [
@@ -48,7 +48,9 @@ class GatewayInputSerializer(serializers.Serializer):
     custom_model_option_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
     timeout_ms = serializers.IntegerField(required=False, allow_null=True)
     disable_experimental_betas = serializers.BooleanField(required=False)
-    extra_env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    extra_env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), required=False, help_text=EXTRA_ENV_HELP
+    )
     docs_url = serializers.URLField(required=False, allow_blank=True)
     console_hint = serializers.CharField(max_length=300, required=False, allow_blank=True)
     notes = serializers.CharField(required=False, allow_blank=True)

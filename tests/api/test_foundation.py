@@ -91,12 +91,21 @@ def test_patching_a_presets_base_url_keeps_its_other_rules(api, staff):
         ({"auth_scheme": "basic"}, "auth_scheme"),
         ({"timeout_ms": 5}, "between 1000"),
         ({"extra_env": {"ANTHROPIC_API_KEY": "x"}}, "set by the portal"),
+        ({"extra_env": {"X=1; touch marker; Y": "v"}}, "not a valid environment variable name"),
+        ({"extra_env": {"PROMPT_COMMAND": "touch marker"}}, "would run code"),
+        ({"extra_env": {"NODE_OPTIONS": "--require /tmp/x.js"}}, "would run code"),
+        ({"extra_env": {"LD_PRELOAD": "/tmp/x.so"}}, "would run code"),
+        ({"extra_env": {"DISABLE_TELEMETRY": "1\ntouch marker"}}, "one line of text"),
+        ({"troubleshooting": [["401", "Check the key", "extra"]]}, "troubleshooting"),
+        ({"default_model": "sonnet; touch marker"}, "is not a model id"),
     ],
 )
 def test_bad_gateway_input_is_a_400_with_detail(api, staff, body, fragment):
+    before = api(staff).get("/api/v1/gateways/tokaify/").json()
     response = api(staff).patch("/api/v1/gateways/tokaify/", body, format="json")
     assert response.status_code == 400
     assert fragment in response.json()["detail"]
+    assert api(staff).get("/api/v1/gateways/tokaify/").json() == before  # nothing half-written
 
 
 def test_malformed_json_is_a_400_not_a_500(api, staff):
