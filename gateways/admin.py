@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.rules import EXTRA_ENV_HELP
 
 
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
+    """Gateway.clean() applies the rules of the API and the web form (gateways.rules) to every save here."""
+
     list_display = ["name", "slug", "base_url", "auth_scheme", "model_id_style", "is_preset"]
     search_fields = ["name", "slug"]
     readonly_fields = ["is_preset", "created_at", "updated_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # like the portal's own gateway form
+    help_texts = {
+        "extra_env": EXTRA_ENV_HELP,
+        "troubleshooting": 'A JSON list of [symptom, fix] pairs, like [["401", "Check the key"]].',
+    }
+
+    def get_form(self, request, obj=None, **kwargs):
+        return super().get_form(request, obj, help_texts=self.help_texts, **kwargs)
 
 
 class AssignmentInline(admin.TabularInline):

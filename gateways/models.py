@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from gateways import rules
 from gateways.rules import ModelIdStyle, fingerprint, mask
 from portal import crypto
 from portal.models import Team
@@ -25,6 +27,24 @@ class ProbeMode(models.TextChoices):
 
 def default_troubleshooting() -> list:
     return []
+
+
+def apply_rules(instance: models.Model, names, clean) -> None:
+    """Run `clean(fields)` field by field on `instance`, keep the cleaned values, report every refusal.
+
+    Model.clean() is how the Django admin (any ModelForm) meets the rules the API and the web
+    forms apply (gateways.rules), so each door refuses the same values with the same sentence.
+    """
+    errors: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            cleaned = clean({name: getattr(instance, name)})
+        except rules.RuleError as exc:
+            errors.setdefault(exc.field or name, []).append(str(exc))
+            continue
+        setattr(instance, name, cleaned[name])
+    if errors:
+        raise ValidationError(errors)
 
 
 class Gateway(models.Model):
@@ -64,6 +84,27 @@ class Gateway(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        names = ("base_url", *rules.GATEWAY_MODEL_FIELDS, *rules.GATEWAY_RULES)
+        apply_rules(self, names, lambda fields: rules.clean_gateway_fields(fields, style=self.model_id_style)[0])
+
+    @property
+    def troubleshooting_rows(self) -> list[list[str]]:
+        """The troubleshooting table to show, or none when what is stored breaks the rules."""
+        try:
+            return rules.clean_troubleshooting(self.troubleshooting)
+        except rules.RuleError:
+            return []
+
+    @property
+    def troubleshooting_problem(self) -> str:
+        """Why the stored troubleshooting table is not shown (saved around the rules), or ''."""
+        try:
+            rules.clean_troubleshooting(self.troubleshooting)
+        except rules.RuleError as exc:
+            return f"This gateway's troubleshooting table cannot be shown: {exc} Ask staff to correct it."
+        return ""
 
     @property
     def empties_api_key(self) -> bool:
@@ -140,6 +181,13 @@ class GatewayKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.masked})"
+
+    def clean(self) -> None:
+        if self.gateway_id is None:
+            return  # the admin never adds keys; a form without a gateway has nothing to style against
+        style = self.gateway.model_id_style
+        names = (*rules.KEY_MODEL_FIELDS, *rules.KEY_RULES)
+        apply_rules(self, names, lambda fields: rules.clean_key_overrides(fields, style=style))
 
     @property
     def short_fingerprint(self) -> str:

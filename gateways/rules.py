@@ -285,6 +285,80 @@ def clean_extra_env(env: dict) -> dict[str, str]:
 def clean_timeout_ms(value: int | None) -> int | None:
     if value is None:
         return None
-    if not 1000 <= value <= 3_600_000:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 3_600_000:
         raise RuleError("The timeout is in milliseconds and must be between 1000 (1 s) and 3600000 (1 h).")
     return value
+
+
+def clean_troubleshooting(rows: list) -> list[list[str]]:
+    """A gateway's troubleshooting table: a list of [symptom, fix] pairs of text."""
+    shape = 'Troubleshooting must be a list of [symptom, fix] pairs, like [["401", "Check the key"]].'
+    if not isinstance(rows, list):
+        raise RuleError(shape)
+    cleaned = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, (list, tuple)) or len(row) != 2 or not all(isinstance(part, str) for part in row):
+            raise RuleError(f"Troubleshooting entry {number} is not a [symptom, fix] pair of text. {shape}")
+        symptom, fix = (part.strip() for part in row)
+        if not symptom or not fix:
+            raise RuleError(f"Troubleshooting entry {number} needs both a symptom and a fix.")
+        cleaned.append([symptom, fix])
+    return cleaned
+
+
+# Gateway fields that hold a model id, spelled in the gateway's style.
+GATEWAY_MODEL_FIELDS = (
+    "default_model",
+    "default_opus_model",
+    "default_sonnet_model",
+    "default_haiku_model",
+    "custom_model_option",
+    "probe_model",
+)
+KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
+# The gateway and key fields a rule governs, with the rule; every door (API, web form, Django
+# admin through Model.clean(), the config builder at render) applies this same table.
+GATEWAY_RULES = {
+    "extra_env": lambda value: clean_extra_env(value or {}),
+    "timeout_ms": clean_timeout_ms,
+    "troubleshooting": lambda value: clean_troubleshooting(value or []),
+}
+KEY_RULES = {
+    "custom_headers": lambda value: clean_custom_headers(value or {}),
+    "timeout_ms": clean_timeout_ms,
+}
+
+
+def _with_field(name: str, rule, value):
+    try:
+        return rule(value)
+    except RuleError as exc:
+        exc.field = exc.field or name
+        raise
+
+
+def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
+    """Apply the catalogue rules to the gateway fields given; return them cleaned, and notices for staff."""
+    notices: list[str] = []
+    cleaned = dict(fields)
+    if "base_url" in cleaned:
+        cleaned["base_url"], notices = _with_field("base_url", normalize_base_url, cleaned["base_url"])
+    for name in GATEWAY_MODEL_FIELDS:
+        if cleaned.get(name):
+            cleaned[name] = _with_field(name, lambda value: styled_model_id(value, style), cleaned[name])
+    for name, rule in GATEWAY_RULES.items():
+        if name in cleaned:
+            cleaned[name] = _with_field(name, rule, cleaned[name])
+    return cleaned, notices
+
+
+def clean_key_overrides(fields: dict, *, style: str) -> dict:
+    """Apply the rules to a key's overrides of its gateway's defaults (model ids in `style`)."""
+    cleaned = dict(fields)
+    for name in KEY_MODEL_FIELDS:
+        if cleaned.get(name):
+            cleaned[name] = _with_field(name, lambda value: styled_model_id(value, style), cleaned[name])
+    for name, rule in KEY_RULES.items():
+        if name in cleaned:
+            cleaned[name] = _with_field(name, rule, cleaned[name])
+    return cleaned

@@ -40,7 +40,6 @@ GATEWAY_FIELDS = (
     "probe_model",
     "probe_interval_minutes",
 )
-MODEL_FIELDS = ("default_model", "default_opus_model", "default_sonnet_model", "default_haiku_model", "probe_model")
 # A key's overrides of its gateway's defaults.
 KEY_OVERRIDE_FIELDS = (
     "model",
@@ -54,23 +53,6 @@ KEY_OVERRIDE_FIELDS = (
     "custom_headers",
 )
 KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
-KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
-
-
-def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
-    """Apply the catalogue rules to gateway fields; return cleaned fields and notices for the admin."""
-    notices: list[str] = []
-    cleaned = dict(fields)
-    if "base_url" in cleaned:
-        cleaned["base_url"], notices = rules.normalize_base_url(cleaned["base_url"])
-    for name in (*MODEL_FIELDS, "custom_model_option"):
-        if cleaned.get(name):
-            cleaned[name] = rules.styled_model_id(cleaned[name], style)
-    if "extra_env" in cleaned:
-        cleaned["extra_env"] = rules.clean_extra_env(cleaned["extra_env"] or {})
-    if "timeout_ms" in cleaned:
-        cleaned["timeout_ms"] = rules.clean_timeout_ms(cleaned["timeout_ms"])
-    return cleaned, notices
 
 
 @transaction.atomic
@@ -80,7 +62,7 @@ def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fi
         raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     if Gateway.objects.filter(slug=slug).exists():
         raise ServiceError(f"A gateway with the slug {slug!r} already exists. Choose another slug.")
-    cleaned, notices = clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
+    cleaned, notices = rules.clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
     gateway = Gateway.objects.create(slug=slug, **cleaned)
     audit.record(
         Action.GATEWAY_CREATED,
@@ -100,7 +82,7 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     if unknown:
         raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     style = changes.get("model_id_style", gateway.model_id_style)
-    cleaned, notices = clean_gateway_fields(changes, style=style)
+    cleaned, notices = rules.clean_gateway_fields(changes, style=style)
     before = {name: getattr(gateway, name) for name in cleaned}
     for name, value in cleaned.items():
         setattr(gateway, name, value)
@@ -136,13 +118,7 @@ def record_key_event(
 
 def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
     cleaned = {name: value for name, value in settings.items() if name in KEY_SETTING_FIELDS}
-    for name in KEY_MODEL_FIELDS:
-        if cleaned.get(name):
-            cleaned[name] = rules.styled_model_id(cleaned[name], gateway.model_id_style)
-    if "custom_headers" in cleaned:
-        cleaned["custom_headers"] = rules.clean_custom_headers(cleaned["custom_headers"] or {})
-    if "timeout_ms" in cleaned:
-        cleaned["timeout_ms"] = rules.clean_timeout_ms(cleaned["timeout_ms"])
+    cleaned = rules.clean_key_overrides(cleaned, style=gateway.model_id_style)
     if "label" in cleaned:
         cleaned["label"] = (cleaned["label"] or "").strip()
         if not cleaned["label"]:

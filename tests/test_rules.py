@@ -7,7 +7,9 @@ from gateways.rules import (
     check_env_name,
     clean_custom_headers,
     clean_extra_env,
+    clean_gateway_fields,
     clean_secret,
+    clean_troubleshooting,
     mask,
     normalize_base_url,
     styled_model_id,
@@ -196,3 +198,22 @@ def test_managed_names_pass_the_render_check_but_not_extra_env():
     assert check_env_name("ANTHROPIC_AUTH_TOKEN") == "ANTHROPIC_AUTH_TOKEN"
     with pytest.raises(RuleError, match="set by the portal"):
         clean_extra_env({"ANTHROPIC_AUTH_TOKEN": "x"})
+
+
+def test_troubleshooting_is_a_list_of_symptom_fix_pairs():
+    assert clean_troubleshooting([[" 401 ", " Check the key "], ("slow", "Raise API_TIMEOUT_MS")]) == [
+        ["401", "Check the key"],
+        ["slow", "Raise API_TIMEOUT_MS"],
+    ]
+    for bad in ([["a", "b", "c"]], [["a"]], [["a", 1]], ["a :: b"], {"a": "b"}, [["", "fix"]]):
+        with pytest.raises(RuleError, match="Troubleshooting"):
+            clean_troubleshooting(bad)
+
+
+def test_gateway_rules_name_the_field_at_fault():
+    with pytest.raises(RuleError) as refused:
+        clean_gateway_fields({"default_model": "a b"}, style="as-is")
+    assert refused.value.field == "default_model"
+    with pytest.raises(RuleError) as refused:
+        clean_gateway_fields({"troubleshooting": [["a", "b", "c"]]}, style="as-is")
+    assert refused.value.field == "troubleshooting"

@@ -1,0 +1,145 @@
+"""The Django admin is a door like the API and the web form: Model.clean() applies the same rules.
+
+A superuser signs in and posts the admin's own add and change forms; what the API refuses is
+refused here too, with the same sentence next to the field, and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django import forms
+from django.contrib.auth import get_user_model
+
+from gateways.models import Gateway, GatewayKey
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, db):
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
+    client.force_login(user)
+    return client
+
+
+def form_data(response) -> dict:
+    """What a browser would post back from an admin page, unchanged."""
+    form = response.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        if isinstance(field.widget, forms.MultiWidget):
+            for index, part in enumerate(field.widget.decompress(value)):
+                data[f"{name}_{index}"] = "" if part is None else str(part)
+        elif isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        else:
+            data[name] = "" if value is None else value
+    for inline in response.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[management.add_prefix(name)] = management[name].value()
+    return data
+
+
+HOSTILE_GATEWAY_FIELDS = [
+    ("extra_env", json.dumps({"X=1; touch marker; Y": "v"}), "is not a valid environment variable name"),
+    ("extra_env", json.dumps({"PROMPT_COMMAND": "touch marker"}), "PROMPT_COMMAND is not a Claude Code setting"),
+    ("extra_env", json.dumps({"NODE_OPTIONS": "--require /tmp/x.js"}), "NODE_OPTIONS is not a Claude Code setting"),
+    ("extra_env", json.dumps({"LD_PRELOAD": "/tmp/x.so"}), "would run code"),
+    ("extra_env", json.dumps(["DISABLE_TELEMETRY"]), "must be an object of names to values"),
+    ("extra_env", json.dumps({"DISABLE_TELEMETRY": "1\ntouch marker"}), "one line of text"),
+    ("troubleshooting", json.dumps([["401", "Check the key", "third"]]), "not a [symptom, fix] pair"),
+    ("troubleshooting", json.dumps({"401": "Check the key"}), "list of [symptom, fix] pairs"),
+    ("troubleshooting", json.dumps([["401", 7]]), "not a [symptom, fix] pair"),
+    ("default_model", "sonnet; touch marker", "is not a model id"),
+    ("probe_model", "$(touch marker)", "is not a model id"),
+    ("base_url", "ftp://gw.example.com", "must start with https://"),
+    ("timeout_ms", "5", "between 1000"),
+]
+
+
+@pytest.mark.parametrize("field, value, sentence", HOSTILE_GATEWAY_FIELDS)
+def test_admin_add_refuses_what_the_api_refuses(admin_client, field, value, sentence):
+    page = admin_client.get("/admin/gateways/gateway/add/")
+    data = form_data(page)
+    data.update(slug="hostile", name="Hostile", base_url="https://gw.example.com", probe_prompt="ping")
+    data[field] = value
+    response = admin_client.post("/admin/gateways/gateway/add/", data)
+    assert response.status_code == 200  # the form again, with the error, not a redirect
+    assert sentence in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"')
+    assert field in response.context["adminform"].form.errors
+    assert not Gateway.objects.filter(slug="hostile").exists()
+
+
+@pytest.mark.parametrize("field, value, sentence", HOSTILE_GATEWAY_FIELDS)
+def test_admin_change_refuses_what_the_api_refuses(admin_client, tokenbay, field, value, sentence):
+    url = f"/admin/gateways/gateway/{tokenbay.pk}/change/"
+    data = form_data(admin_client.get(url))
+    before = {name: getattr(tokenbay, name) for name in ("extra_env", "troubleshooting", "default_model", "base_url")}
+    data[field] = value
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    assert sentence in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"')
+    tokenbay.refresh_from_db()
+    assert {name: getattr(tokenbay, name) for name in before} == before
+
+
+def test_admin_saves_cleaned_values_like_the_api(admin_client, tokenbay):
+    url = f"/admin/gateways/gateway/{tokenbay.pk}/change/"
+    data = form_data(admin_client.get(url))
+    data.update(
+        base_url="https://eu.tokenbay.com/v1",
+        default_sonnet_model="claude-sonnet-4-6",
+        extra_env=json.dumps({"DISABLE_TELEMETRY": 1}),
+        troubleshooting=json.dumps([[" 401 ", " Check the key "]]),
+    )
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    tokenbay.refresh_from_db()
+    assert tokenbay.base_url == "https://eu.tokenbay.com"  # Claude Code adds /v1 itself
+    assert tokenbay.default_sonnet_model == "claude-sonnet-4.6"  # TokenBay's dotted style
+    assert tokenbay.extra_env == {"DISABLE_TELEMETRY": "1"}
+    assert tokenbay.troubleshooting == [["401", "Check the key"]]
+
+
+@pytest.mark.parametrize(
+    "field, value, sentence",
+    [
+        ("custom_headers", json.dumps({"Authorization": "Bearer x"}), "set by Claude Code itself"),
+        ("custom_headers", json.dumps(["X-Team"]), "must be an object of names to values"),
+        ("custom_headers", json.dumps({"Bad Name": "x"}), "not a valid HTTP header name"),
+        ("model", "sonnet; touch marker", "is not a model id"),
+        ("timeout_ms", "5", "between 1000"),
+    ],
+)
+def test_admin_key_change_refuses_what_the_api_refuses(admin_client, tokenbay_key, field, value, sentence):
+    url = f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/change/"
+    data = form_data(admin_client.get(url))
+    data[field] = value
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    assert sentence in response.content.decode().replace("&#x27;", "'")
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert (key.custom_headers, key.model, key.timeout_ms) == (
+        tokenbay_key.custom_headers,
+        tokenbay_key.model,
+        tokenbay_key.timeout_ms,
+    )
+
+
+def test_admin_key_change_styles_model_ids_like_the_api(admin_client, tokenbay_key):
+    url = f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/change/"
+    data = form_data(admin_client.get(url))
+    data["model"] = "claude-opus-4-8"
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert GatewayKey.objects.get(pk=tokenbay_key.pk).model == "claude-opus-4.8"
+
+
+def test_the_admin_gateway_form_explains_the_allow_list(admin_client, tokaify):
+    page = admin_client.get(f"/admin/gateways/gateway/{tokaify.pk}/change/").content.decode()
+    assert "Anything else (PATH, NODE_OPTIONS, PROMPT_COMMAND...) is refused" in page
