@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateways.rules import styled_model_id
+from gateways import rules
+from gateways.rules import UnrepresentableValue
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 
@@ -31,12 +32,50 @@ class ClaudeConfig:
 
 
 def _pick(override: str, default: str, style: str) -> str:
-    return styled_model_id(override or default, style) if (override or default) else ""
+    return rules.styled_model_id(override or default, style) if (override or default) else ""
+
+
+# The stored fields that go into a config, checked again at every render: data saved around the
+# rules (a data migration, `objects.create`, an old row) is refused, never written out.
+STORED_GATEWAY_FIELDS = (
+    "extra_env",
+    "default_model",
+    "default_opus_model",
+    "default_sonnet_model",
+    "default_haiku_model",
+    "custom_model_option",
+)
+STORED_KEY_FIELDS = (*rules.KEY_MODEL_FIELDS, "custom_headers")
+
+
+def _refuse_stored(owner: str, clean, fields: dict) -> None:
+    try:
+        clean(fields)
+    except rules.RuleError as exc:
+        # Name the field, never the stored value: a refusal may be piped into a shell
+        # (curl ... | sh), so it must not echo text that staff or a migration wrote.
+        raise UnrepresentableValue(
+            f"This set-up cannot be written: the {owner}'s {exc.field or 'stored'} setting breaks the portal's "
+            "rules. Ask staff or your team admin to correct it, then download again."
+        ) from None
 
 
 def build_config(gateway, key, secret: str) -> ClaudeConfig:
-    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`."""
+    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`.
+
+    Raises UnrepresentableValue, with a sentence, when a stored field breaks the rules.
+    """
     style = gateway.model_id_style
+    _refuse_stored(
+        "gateway",
+        lambda fields: rules.clean_gateway_fields(fields, style=style),
+        {name: getattr(gateway, name) for name in STORED_GATEWAY_FIELDS},
+    )
+    _refuse_stored(
+        "key",
+        lambda fields: rules.clean_key_overrides(fields, style=style),
+        {name: getattr(key, name) for name in STORED_KEY_FIELDS},
+    )
     env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
     if gateway.auth_scheme == "bearer":
         env["ANTHROPIC_AUTH_TOKEN"] = secret
@@ -66,10 +105,11 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
     )
     if betas_disabled:
         env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] = "1"
-    if key.custom_headers:
-        env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in key.custom_headers.items())
-    for name, value in (gateway.extra_env or {}).items():
-        env.setdefault(name, str(value))
+    headers = rules.clean_custom_headers(key.custom_headers or {})
+    if headers:
+        env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in headers.items())
+    for name, value in rules.clean_extra_env(gateway.extra_env or {}).items():
+        env.setdefault(name, value)
     return ClaudeConfig(
         gateway_name=gateway.name,
         gateway_slug=gateway.slug,

@@ -28,7 +28,7 @@ class JSONObjectField(forms.CharField):
         return parsed
 
     def prepare_value(self, value):
-        return json.dumps(value, indent=1) if isinstance(value, dict) else value
+        return json.dumps(value, indent=1) if isinstance(value, (dict, list)) else value
 
 
 class TroubleshootingField(forms.CharField):
@@ -52,7 +52,9 @@ class TroubleshootingField(forms.CharField):
 
     def prepare_value(self, value):
         if isinstance(value, list):
-            return "\n".join(f"{symptom}{self.separator}{fix}" for symptom, fix in value)
+            # A row saved around the rules (three parts, a bare string) is shown as text to fix, not a 500.
+            rows = (self.separator.join(map(str, row)) if isinstance(row, (list, tuple)) else str(row) for row in value)
+            return "\n".join(rows)
         return value
 
 

@@ -21,7 +21,7 @@ import json
 
 from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import MANAGED_ENV
-from gateways.snippets import _comment, _refuse_nul, posix_quote
+from gateways.snippets import _comment, _refuse_unsafe, posix_quote
 
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
 
@@ -105,7 +105,7 @@ for (const k of removed) console.log(`removed ${k}, left over from an earlier se
 
 def render_install_sh(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
     expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
     conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
     return f"""#!/bin/sh
@@ -168,7 +168,7 @@ echo "Next: open a new terminal, run claude, and send a short prompt to check th
 
 def render_install_ps1(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
     return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and keeps everything else.
 # Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.

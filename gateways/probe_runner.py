@@ -20,6 +20,7 @@ from gateways.config import build_config
 from gateways.models import GatewayKey, ProbeResult
 from gateways.outbound import SafeClient, tls_context
 from gateways.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
+from gateways.rules import RuleError
 from gateways.services import record_key_event
 from portal.crypto import DecryptionError
 from portal.models import Action
@@ -60,7 +61,7 @@ async def _probe_one(
         return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
     try:
         target = target_for(key, stream=stream, retry_betas=retry_betas)
-    except DecryptionError as exc:
+    except (DecryptionError, RuleError) as exc:  # RuleError: stored settings the config builder refuses
         return _unusable_outcome(key, str(exc))
     return await run_probe(target, client, models_cache)
 

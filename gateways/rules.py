@@ -24,6 +24,14 @@ class RuleError(ValueError):
         self.field = field
 
 
+class UnrepresentableValue(RuleError):
+    """A configuration cannot be written as it stands: a value a format cannot carry unchanged, or
+    stored data that breaks the rules (a name outside the extra-env allow-list, a malformed model id).
+
+    Pages and downloads turn it into a sentence; nothing is written.
+    """
+
+
 LOOPBACK_NAMES = {"localhost"}
 
 

@@ -12,13 +12,27 @@ import re
 import unicodedata
 
 from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.rules import ENV_NAME, RuleError, UnrepresentableValue, check_env_name
 
 
-class UnrepresentableValue(ValueError):
-    """A value cannot be written for this shell without changing it."""
+def _refuse_unsafe(name: str, value: str) -> None:
+    """Refuse a name outside the allow-list (even one the database holds) and a NUL in a value.
 
-
-def _refuse_nul(name: str, value: str) -> None:
+    The name check is the defence against commands injected through a variable name: every
+    renderer writes a name only after it, so `X=1; touch marker; Y` or PROMPT_COMMAND never
+    reaches a shell line, a PowerShell or CMD script, or a settings.json. The sentence shows a
+    refused name only when it is well formed (A-Z, 0-9, _): a refusal may be piped into a shell.
+    """
+    try:
+        check_env_name(name)
+    except RuleError:
+        if isinstance(name, str) and ENV_NAME.match(name):
+            what = f"{name}, which is not a Claude Code setting the portal hands out and could run code on your machine"
+        else:
+            what = "a variable whose name is not a valid environment variable name"
+        raise UnrepresentableValue(
+            f"This set-up cannot be written: the gateway sets {what}. Ask staff to correct the gateway."
+        ) from None
     if "\x00" in value:
         raise UnrepresentableValue(f"{name} contains a NUL character, which no environment variable can hold.")
 
@@ -104,7 +118,7 @@ def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
 def render_posix(config: ClaudeConfig, rc_file: str) -> str:
     lines = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
         lines.append(f"export {name}={posix_quote(value)}")
     return "\n".join(lines) + "\n"
 
@@ -120,7 +134,7 @@ def render_zsh(config: ClaudeConfig) -> str:
 def render_fish(config: ClaudeConfig) -> str:
     lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
         lines.append(f"set -gx {name} {fish_quote(value)}")
     return "\n".join(lines) + "\n"
 
@@ -133,7 +147,7 @@ def render_powershell(config: ClaudeConfig) -> str:
         "Open a new terminal afterwards.",
     )
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
         if value == "":
             lines += [
                 f"# Windows cannot keep an empty variable (an empty value deletes it), so {name} is removed:",
@@ -151,6 +165,7 @@ def render_powershell(config: ClaudeConfig) -> str:
 def render_cmd(config: ClaudeConfig) -> str:
     lines = [line.replace("#", "REM", 1) for line in _header(config, "#", "Paste into CMD, then open a new terminal.")]
     for name, value in config.env.items():
+        _refuse_unsafe(name, value)
         if value == "":
             lines += [
                 f"REM CMD cannot store an empty variable with setx, so {name} is removed instead:",
@@ -167,6 +182,6 @@ def render_cmd(config: ClaudeConfig) -> str:
 
 def render_settings_json(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
-        _refuse_nul(name, value)
+        _refuse_unsafe(name, value)
     document = {"$schema": SETTINGS_SCHEMA_URL, "env": dict(config.env)}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

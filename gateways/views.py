@@ -39,7 +39,7 @@ def setup(request: HttpRequest) -> HttpResponse:
         card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
         try:
             config = services.usable_config(assignment=assignment, format_name="page", request=request)
-        except (services.ConfigUnavailable, DecryptionError) as exc:
+        except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
             card["error"] = str(exc)
         else:
             # The page shows the key inside the snippets: that is a fetch like a download.

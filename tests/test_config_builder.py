@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gateways.config import SETTINGS_SCHEMA_URL, build_config
+from gateways.formats import FORMATS
 from gateways.models import Gateway, GatewayKey
 from gateways.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
@@ -114,9 +115,9 @@ def single(name: str, value: str):
     ],
 )
 def test_powershell_quoting(value, expression):
-    text = render_powershell(single("X", value))
-    assert f"$env:X = {expression}\r\n" in text
-    assert f"[Environment]::SetEnvironmentVariable('X', {expression}, 'User')\r\n" in text
+    text = render_powershell(single("ANTHROPIC_MODEL", value))
+    assert f"$env:ANTHROPIC_MODEL = {expression}\r\n" in text
+    assert f"[Environment]::SetEnvironmentVariable('ANTHROPIC_MODEL', {expression}, 'User')\r\n" in text
     assert text.isascii()
 
 
@@ -130,14 +131,14 @@ def test_powershell_removes_a_variable_that_must_be_empty_and_says_why():
 @pytest.mark.parametrize(
     "value, setx, set_line",
     [
-        ("sk-abc", 'setx X "sk-abc" >nul', 'set "X=sk-abc"'),
-        ("a&b|c<d>e^f!g", 'setx X "a&b|c<d>e^f!g" >nul', 'set "X=a&b|c<d>e^f!g"'),
-        ("with space", 'setx X "with space" >nul', 'set "X=with space"'),
-        ("C:\\path\\", 'setx X "C:\\path\\\\" >nul', 'set "X=C:\\path\\"'),
+        ("sk-abc", 'setx ANTHROPIC_MODEL "sk-abc" >nul', 'set "ANTHROPIC_MODEL=sk-abc"'),
+        ("a&b|c<d>e^f!g", 'setx ANTHROPIC_MODEL "a&b|c<d>e^f!g" >nul', 'set "ANTHROPIC_MODEL=a&b|c<d>e^f!g"'),
+        ("with space", 'setx ANTHROPIC_MODEL "with space" >nul', 'set "ANTHROPIC_MODEL=with space"'),
+        ("C:\\path\\", 'setx ANTHROPIC_MODEL "C:\\path\\\\" >nul', 'set "ANTHROPIC_MODEL=C:\\path\\"'),
     ],
 )
 def test_cmd_quoting(value, setx, set_line):
-    lines = render_cmd(single("X", value)).split("\r\n")
+    lines = render_cmd(single("ANTHROPIC_MODEL", value)).split("\r\n")
     assert setx in lines
     assert set_line in lines
 
@@ -154,7 +155,7 @@ def test_cmd_quoting(value, setx, set_line):
 )
 def test_cmd_refuses_what_it_cannot_carry(value, fragment):
     with pytest.raises(UnrepresentableValue, match=fragment):
-        render_cmd(single("X", value))
+        render_cmd(single("ANTHROPIC_MODEL", value))
 
 
 def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
@@ -162,3 +163,53 @@ def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
     assert "reg delete HKCU\\Environment /v ANTHROPIC_API_KEY /f >nul 2>&1" in lines
     assert "set ANTHROPIC_API_KEY=" in lines
     assert any("cannot store an empty variable" in line for line in lines)
+
+
+# --- Every renderer refuses a name off the allow-list, whatever built the config ---------------------
+
+REFUSED_NAMES = [
+    "X=1; touch marker; Y",
+    "PROMPT_COMMAND",
+    "BASH_ENV",
+    "NODE_OPTIONS",
+    "LD_PRELOAD",
+    "DYLD_INSERT_LIBRARIES",
+    "PATH",
+    "PSModulePath",
+    "ComSpec",
+    "PATHEXT",
+    "X & calc.exe & Y",
+    "X`); Start-Process calc; #",
+    "X%PATH%",
+    "CLAUDE_CODE_SHELL_PREFIX",
+]
+
+
+@pytest.mark.parametrize("name", REFUSED_NAMES)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_no_format_writes_a_refused_name(fmt, name):
+    from gateways.config import ClaudeConfig
+
+    config = ClaudeConfig("GW", "gw", "https://gw", "x-api-key", "lbl", "sk-…", {"ANTHROPIC_MODEL": "m", name: "v"})
+    with pytest.raises(UnrepresentableValue, match="This set-up cannot be written") as refused:
+        FORMATS[fmt].render(config)
+    if not name.isidentifier():
+        assert name not in str(refused.value)  # a refusal may be piped into a shell: no stored text in it
+
+
+@pytest.mark.parametrize(
+    "gateway_fields, key_fields, sentence",
+    [
+        ({"extra_env": {"PROMPT_COMMAND": "touch marker"}}, {}, "the gateway's extra_env setting"),
+        ({"extra_env": ["DISABLE_TELEMETRY"]}, {}, "the gateway's extra_env setting"),
+        ({"default_haiku_model": "$(touch marker)"}, {}, "the gateway's default_haiku_model setting"),
+        ({}, {"sonnet_model": "a b"}, "the key's sonnet_model setting"),
+        ({}, {"custom_headers": ["X-Team: web"]}, "the key's custom_headers setting"),
+    ],
+)
+def test_the_builder_refuses_stored_fields_that_break_the_rules(tokenbay, gateway_fields, key_fields, sentence):
+    for name, value in gateway_fields.items():
+        setattr(tokenbay, name, value)
+    with pytest.raises(UnrepresentableValue, match=sentence) as refused:
+        build_config(tokenbay, key_for(tokenbay, **key_fields), TOKENBAY_SECRET)
+    assert "marker" not in str(refused.value) and TOKENBAY_SECRET not in str(refused.value)

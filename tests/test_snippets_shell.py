@@ -7,6 +7,7 @@ shell on standard input, which it reads like typed lines).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateways.config import ClaudeConfig
+from gateways.models import Gateway
+from gateways.rules import EXTRA_ENV_NAMES, MANAGED_ENV, RuleError, check_env_name
 from gateways.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 
 pytestmark = pytest.mark.shell
@@ -86,4 +89,78 @@ def test_an_empty_value_is_really_set_and_empty(shell, tmp_path):
 def test_a_nul_character_is_refused_with_a_reason(shell):
     render, _ = SHELLS[shell]
     with pytest.raises(UnrepresentableValue, match="NUL"):
-        render(config_with({"X": "a\x00b"}))
+        render(config_with({"ANTHROPIC_MODEL": "a\x00b"}))
+
+
+# --- Variable names: the renderer's own check, whatever the database holds --------------------------
+
+# What the sweep ran: each plants code that a later prompt, child shell or `node` would run.
+HOSTILE_EXTRA_ENV = {
+    "command in a name": {"X=1; touch marker; Y": "v"},
+    "PROMPT_COMMAND": {"PROMPT_COMMAND": "touch marker"},
+    "BASH_ENV": {"BASH_ENV": "./payload.sh"},
+    "NODE_OPTIONS": {"NODE_OPTIONS": "--require ./payload.js"},
+}
+
+
+def run_as_a_developer_would(shell: str, text: str, folder: Path) -> None:
+    """Source `text` as the page says, then do what a developer does next: a child shell, a prompt, node."""
+    _, command = SHELLS[shell]
+    (folder / "payload.sh").write_text("touch marker\n")
+    (folder / "payload.js").write_text("require('fs').writeFileSync('marker', '')\n")
+    script = folder / f"downloaded.{shell}"
+    script.write_text(text, encoding="utf-8")
+    steps = [f"source {script}", "bash --norc --noprofile -c true", "bash --norc --noprofile -i </dev/null"]
+    if shutil.which("node"):
+        steps.append("node -e 0")
+    env = {"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8", "HOME": str(folder)}
+    subprocess.run([*command, "-c", "; ".join(steps)], cwd=folder, env=env, capture_output=True, timeout=60)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("extra_env", list(HOSTILE_EXTRA_ENV.values()), ids=list(HOSTILE_EXTRA_ENV))
+def test_a_hostile_name_saved_in_the_database_never_runs_in_a_real_shell(
+    api, bob, bob_assignment, tokenbay, shell, extra_env, tmp_path
+):
+    Gateway.objects.filter(pk=tokenbay.pk).update(extra_env=extra_env)  # around every rule, like a migration
+    response = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/{shell}")
+    run_as_a_developer_would(shell, response.content.decode(), tmp_path)
+    assert not (tmp_path / "marker").exists()
+    assert response.status_code == 422  # refused: there is no snippet to source
+    assert "This set-up cannot be written" in response.json()["detail"]
+
+
+def is_allowed(name: str) -> bool:
+    try:
+        check_env_name(name)
+    except RuleError:
+        return False
+    return True
+
+
+names = st.one_of(
+    st.sampled_from(sorted(EXTRA_ENV_NAMES | MANAGED_ENV)),
+    st.from_regex(r"\A(ANTHROPIC|DISABLE|OTEL_EXPORTER_OTLP|CLAUDE_CODE|LD|BASH)_[A-Z0-9_]{1,12}\Z"),
+    st.sampled_from(["PATH", "PROMPT_COMMAND", "BASH_ENV", "ENV", "NODE_OPTIONS", "IFS", "PS1", "fish_user_paths"]),
+    st.text(alphabet=st.sampled_from(TRICKY + "AZ_09az"), min_size=1, max_size=12),
+)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=st.dictionaries(names, values, min_size=1, max_size=4))
+def test_what_the_renderer_accepts_sets_exactly_those_variables_and_nothing_else(shell, env, tmp_path):
+    render, _ = SHELLS[shell]
+    try:
+        snippet = render(config_with(env))
+    except UnrepresentableValue:
+        assert not all(is_allowed(name) for name in env), "refused although every name is allowed"
+        return
+    assert all(is_allowed(name) for name in env)
+    before = environment_after(shell, "", tmp_path, pasted=False)
+    files = set(tmp_path.iterdir())
+    after = environment_after(shell, snippet, tmp_path, pasted=False)
+    changed = {name: value for name, value in after.items() if before.get(name) != value and name != "_"}
+    assert changed == env
+    assert set(tmp_path.iterdir()) == files  # sourcing created no file
