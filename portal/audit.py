@@ -13,17 +13,25 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 
+from portal import audit_chain
 from portal.models import AuditChainHead, AuditEvent, Team
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's address in its stored form, or None when there is no valid one.
+
+    Behind proxies, X-Forwarded-For is read from the right: each proxy appends the address it
+    saw, so the entry TRUSTED_PROXY_COUNT places from the end is the one our outermost proxy
+    wrote. Entries to its left are whatever the client sent.
+    """
     if request is None:
         return None
+    raw = request.META.get("REMOTE_ADDR")
     if settings.USE_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.META.get("REMOTE_ADDR") or None
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if hops:
+            raw = hops[-min(settings.TRUSTED_PROXY_COUNT, len(hops))]
+    return audit_chain.stored_ip(raw)
 
 
 def _chain_head() -> AuditChainHead:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from datetime import datetime
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from portal import audit_chain
 
 
 class Role(models.TextChoices):
@@ -233,19 +234,19 @@ class AuditEvent(models.Model):
     def content(self) -> dict:
         """The fields the hash covers, in a stable form."""
         return {
-            "created_at": self.created_at.isoformat(),
+            "created_at": audit_chain.hashed_moment(self.created_at),
             "actor": self.actor_username,
             "action": self.action,
             "team": self.team_slug,
             "gateway": self.gateway_slug,
             "target": self.target,
-            "ip": self.ip_address or "",
+            "ip": audit_chain.hashed_ip(self.ip_address),
             "user_agent": self.user_agent,
             "details": self.details,
         }
 
     def compute_hash(self) -> str:
-        body = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body = audit_chain.canonical_json(self.content())
         return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
 
 

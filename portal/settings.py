@@ -238,5 +238,9 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
-# Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it).
+# Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it):
+# the entry TRUSTED_PROXY_COUNT places from the right, which the proxies in front appended.
 USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR", "False")
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1)
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more: the number of proxies in front of the portal.")
