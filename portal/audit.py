@@ -3,6 +3,7 @@
 `record()` is called inside the transaction of the change it describes, so an action and
 its audit row are committed together or not at all. Writers take a row lock on the single
 `AuditChainHead`, which keeps the chain linear even with concurrent requests on PostgreSQL.
+What a row's hash covers and how it is signed is in `portal/audit_chain.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from portal import audit_chain
-from portal.models import AuditChainHead, AuditEvent, Team
+from portal.crypto import Keyring
+from portal.models import Action, AuditChainHead, AuditEvent, Team
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -55,6 +57,7 @@ def record(
     """Append one event to the chain. `actor` defaults to the request's user; None means the system."""
     if actor is None and request is not None and getattr(request, "user", None) is not None:
         actor = request.user if request.user.is_authenticated else None
+    keyring = audit_chain.get_keyring()
     with transaction.atomic():
         head = _chain_head()
         event = AuditEvent(
@@ -70,7 +73,7 @@ def record(
             details=details or {},
             prev_hash=head.last_hash,
         )
-        event.hash = event.compute_hash()
+        event.seal(keyring)
         event.save()
         head.last_hash = event.hash
         head.save(update_fields=["last_hash"])
@@ -79,25 +82,82 @@ def record(
 
 @dataclass(frozen=True)
 class BrokenLink:
-    event_id: int
+    event_id: int  # 0: at the end of the chain
     reason: str
 
 
-def verify_chain(batch_size: int = 2000) -> tuple[int, BrokenLink | None]:
-    """Walk the chain oldest first; return how many events were checked and the first broken link."""
+@dataclass(frozen=True)
+class ChainCheck:
+    checked: int  # events found intact before the first broken link
+    head: str  # hash of the newest intact event: an anchor to keep outside the database
+    broken: BrokenLink | None
+
+
+def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck:
+    """Walk the chain oldest first, checking links, hashes and signatures; name the first broken link.
+
+    `expect_head` is a head printed by an earlier check and kept outside the database: the chain
+    must still hold it, so deleting its tail or truncating it shows even though every remaining
+    row is intact.
+    """
+    keyring = audit_chain.get_keyring()
     head = AuditChainHead.objects.filter(pk=1).first()
-    expected_prev = head.anchor_hash if head else ""
-    checked = 0
+    anchor = head.anchor_hash if head else ""
+    # A chain that starts after an anchor must say why: a signed audit.pruned event names it.
+    anchor_named = not anchor
+    expected_found = not expect_head or (expect_head == anchor)
+    expected_prev = anchor
+    checked = first_id = 0
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
+        first_id = first_id or event.id
         if event.prev_hash != expected_prev:
-            return checked, BrokenLink(event.id, "its link to the previous event does not match")
-        if event.compute_hash() != event.hash:
-            return checked, BrokenLink(event.id, "its content no longer matches its hash")
+            problem = "its link to the previous event does not match"
+        else:
+            problem = event.seal_problem(keyring)
+        if problem:
+            return ChainCheck(checked, expected_prev, BrokenLink(event.id, problem))
+        if event.action == Action.AUDIT_PRUNED and event.details.get("last_hash") == anchor:
+            anchor_named = True
+        expected_found = expected_found or event.hash == expect_head
         expected_prev = event.hash
         checked += 1
-    if head and checked and head.last_hash != expected_prev:
-        return checked, BrokenLink(0, "events at the end of the chain are missing")
-    return checked, None
+    broken = None
+    if (head.last_hash if head else "") != expected_prev:
+        broken = BrokenLink(0, "events at the end of the chain are missing")
+    elif not anchor_named:
+        broken = BrokenLink(first_id, "the chain starts after events that no recorded prune_audit run removed")
+    elif not expected_found:
+        broken = BrokenLink(
+            0,
+            f"the expected head {expect_head} is not in the chain: events up to it were deleted, "
+            "or pruned since (then check against a head recorded after the last prune)",
+        )
+    return ChainCheck(checked, expected_prev, broken)
+
+
+class AuditChainError(Exception):
+    """The chain cannot be re-signed as it stands; the sentence says why."""
+
+
+def resign_batch(keyring: Keyring, batch_size: int) -> int:
+    """Sign up to batch_size events, oldest first, with the keyring's first key; return how many.
+
+    Re-signing changes no hash, so the links and every anchor kept outside stay valid. Each
+    event must still hold under the key that signed it: a forged or edited row is refused, not
+    laundered under the new key.
+    """
+    primary = keyring.primary_id
+    with transaction.atomic():
+        batch = list(AuditEvent.objects.exclude(signing_key_id=primary).select_for_update().order_by("id")[:batch_size])
+        for event in batch:
+            problem = event.seal_problem(keyring)
+            if problem:
+                raise AuditChainError(
+                    f"Event {event.id} cannot be re-signed: {problem}. Nothing in this batch was changed."
+                )
+            event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
+        AuditEvent.objects.write_signatures(batch)
+    return len(batch)
 
 
 class AuditFilterError(ValueError):

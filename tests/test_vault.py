@@ -16,7 +16,7 @@ from gateways.models import GatewayKey
 from gateways.services import store_key
 from portal import crypto
 from portal.models import AuditEvent
-from tests.conftest import TEST_KEYRING, TOKAIFY_SECRET
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
@@ -137,6 +137,7 @@ def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
     data = tmp_path / "new" / "data"
     env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(data)}
     env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
+    env["PORTAL_AUDIT_KEYS"] = TEST_AUDIT_KEYRING
     result = run_manage("migrate", "--noinput", env=env)
     assert result.returncode == 0, result.stderr
     assert (data / "portal.sqlite3").exists()
