@@ -9,10 +9,13 @@ What a row's hash covers and how it is signed is in `portal/audit_chain.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from portal import audit_chain
 from portal.crypto import Keyring
@@ -164,10 +167,26 @@ class AuditFilterError(ValueError):
     pass
 
 
+def filter_moment(name: str, raw: str) -> datetime:
+    """A `since`/`until` value as an aware datetime: a date (midnight UTC) or a date and time."""
+    sentence = f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}"
+    try:
+        moment = parse_datetime(raw)
+        if moment is None:
+            day = parse_date(raw)
+            moment = datetime.combine(day, time.min, tzinfo=UTC) if day else None
+        if moment is not None:
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment)
+            # The database compares in UTC; an offset can push a moment past year 1 or 9999.
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise AuditFilterError(f"{sentence}: that day, hour or offset does not exist.") from None
+    raise AuditFilterError(f"{sentence}.")
+
+
 def filter_events(events, query):
     """Apply the list filters shared by the audit page and API: team, actor, action, gateway, since, until."""
-    from django.utils.dateparse import parse_date, parse_datetime
-
     if query.get("team"):
         events = events.filter(team_slug=query["team"])
     if query.get("actor"):
@@ -178,14 +197,6 @@ def filter_events(events, query):
         events = events.filter(gateway_slug=query["gateway"])
     for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
         raw = query.get(name, "")
-        if not raw:
-            continue
-        moment = parse_datetime(raw)
-        if moment is None and parse_date(raw):
-            moment = parse_datetime(raw + "T00:00:00+00:00")
-        if moment is None:
-            raise AuditFilterError(
-                f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}."
-            )
-        events = events.filter(**{lookup: moment})
+        if raw:
+            events = events.filter(**{lookup: filter_moment(name, raw)})
     return events

@@ -346,3 +346,46 @@ def test_upgrading_records_a_break_from_before_the_key(capsys):
     second = AuditEvent.objects.order_by("id")[1]
     resealed = AuditEvent.objects.get(action=Action.AUDIT_RESEALED)
     assert resealed.details["unkeyed_chain"] == f"broken at event {second.id}: its content did not match its hash"
+
+
+# --- Filters --------------------------------------------------------------------------------------
+
+IMPOSSIBLE_MOMENTS = [
+    "2026-02-30",
+    "2026-11-23T25:00",
+    "9999-12-31T23:59:59-23:59",  # past year 9999 once in UTC
+    "0001-01-01T00:00:00+05:00",  # before year 1 once in UTC
+]
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+@pytest.mark.parametrize("value", IMPOSSIBLE_MOMENTS)
+def test_an_impossible_date_is_a_sentence_not_a_500(api, client, staff, chain, name, value):
+    response = api(staff).get("/api/v1/audit-events/", {name: value})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"{name} must be a date or time like 2026-11-23")
+    assert "does not exist" in response.json()["detail"]
+    client.force_login(staff)
+    page = client.get("/audit/", {name: value})
+    assert page.status_code == 400
+    assert f"{name} must be a date or time" in page.content.decode()
+    assert page.context["events"] == []
+
+
+@pytest.mark.parametrize(
+    "query, count",
+    [
+        ({"since": "0001-01-01T00:00:00Z"}, 5),
+        ({"until": "9999-12-31T23:59:59.999999Z"}, 5),
+        ({"since": "9999-12-31"}, 0),
+        ({"until": "0001-01-01"}, 0),
+        ({"since": "2000-01-01T00:00"}, 5),  # no offset: the portal's time zone
+    ],
+)
+def test_the_calendars_edges_are_valid_filters(api, client, staff, chain, query, count):
+    query = {**query, "action": Action.TEAM_CREATED}  # signing in is an event too
+    response = api(staff).get("/api/v1/audit-events/", query)
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == count
+    client.force_login(staff)
+    assert len(client.get("/audit/", query).context["events"]) == count
