@@ -157,7 +157,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     if export in ("csv", "jsonl") and not filter_error:
         return export_events(events, export)
     before = request.GET.get("before", "")
-    page = events.filter(id__lt=int(before)) if before.isdigit() else events
+    # ASCII digits only ("²".isdigit() is true) and within a 64-bit id; anything else starts at the newest.
+    page = events.filter(id__lt=int(before)) if before.isascii() and before.isdigit() and len(before) < 19 else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]

@@ -389,3 +389,11 @@ def test_the_calendars_edges_are_valid_filters(api, client, staff, chain, query,
     assert len(response.json()["results"]) == count
     client.force_login(staff)
     assert len(client.get("/audit/", query).context["events"]) == count
+
+
+@pytest.mark.parametrize("before", ["²", "1" * 40, "-1"])
+def test_an_odd_cursor_on_the_audit_page_starts_at_the_newest(client, staff, chain, before):
+    client.force_login(staff)
+    page = client.get("/audit/", {"before": before, "action": Action.TEAM_CREATED})
+    assert page.status_code == 200
+    assert len(page.context["events"]) == 5
