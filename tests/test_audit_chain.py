@@ -327,7 +327,7 @@ def upgrade_with_unkeyed_events(count: int, tamper: str = "") -> None:
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_upgrading_signs_an_intact_unkeyed_chain(capsys):
     upgrade_with_unkeyed_events(4)
     call_command("verify_audit")
@@ -336,7 +336,7 @@ def test_upgrading_signs_an_intact_unkeyed_chain(capsys):
     assert resealed.details["events"] == 4 and resealed.details["unkeyed_chain"] == "intact"
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_upgrading_records_a_break_from_before_the_key(capsys):
     upgrade_with_unkeyed_events(
         4,
