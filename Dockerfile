@@ -1,6 +1,6 @@
 # The portal behind gunicorn, static files served by whitenoise, configured from the environment.
 # Run: docker run -p 8000:8000 -e SECRET_KEY=... -e ALLOWED_HOSTS=portal.example.com \
-#        -e PORTAL_ENCRYPTION_KEYS=... -e DATABASE_URL=postgres://... -v portal-data:/data IMAGE
+#        -e PORTAL_ENCRYPTION_KEYS=... -e PORTAL_AUDIT_KEYS=... -e DATABASE_URL=postgres://... -v portal-data:/data IMAGE
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,10 +19,11 @@ COPY gateways ./gateways
 COPY templates ./templates
 COPY static ./static
 
-# collectstatic imports the settings, which insist on a secret and a keyring when DEBUG is off:
+# collectstatic imports the settings, which insist on a secret and keyrings when DEBUG is off:
 # throwaway values that exist only during this build step.
 RUN SECRET_KEY=collectstatic-only \
     PORTAL_ENCRYPTION_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
+    PORTAL_AUDIT_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
     python manage.py collectstatic --noinput \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin portal \
  && mkdir -p /data && chown portal /data

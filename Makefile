@@ -49,6 +49,7 @@ check: $(VENV)/.dev
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 	DEBUG=False SECRET_KEY=check-deploy-$$(date +%s)-a-long-random-enough-value-for-the-deploy-check ALLOWED_HOSTS=portal.example.com \
 	  PORTAL_ENCRYPTION_KEYS=$$($(PY) -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())') \
+	  PORTAL_AUDIT_KEYS=$$($(PY) -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())') \
 	  SESSION_COOKIE_SECURE=True SECURE_SSL_REDIRECT=True SECURE_HSTS_SECONDS=31536000 \
 	  SECURE_HSTS_INCLUDE_SUBDOMAINS=True SECURE_HSTS_PRELOAD=True \
 	  $(PY) manage.py check --deploy --fail-level WARNING

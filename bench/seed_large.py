@@ -25,6 +25,7 @@ def seed(users: int, teams: int, keys: int, events: int) -> None:
     from django.utils import timezone
 
     from gateways.models import Assignment, Gateway, GatewayKey
+    from portal import audit_chain
     from portal.models import Action, AuditChainHead, AuditEvent, Membership, Team
 
     User = get_user_model()
@@ -84,6 +85,7 @@ def seed(users: int, teams: int, keys: int, events: int) -> None:
         Action.ASSIGNMENT_CREATED,
     ]
     prev = ""
+    keyring = audit_chain.get_keyring()
     start = now - timedelta(days=365)
     step = timedelta(days=365) / max(events, 1)
     batch = []
@@ -104,7 +106,7 @@ def seed(users: int, teams: int, keys: int, events: int) -> None:
             details={"n": i},
             prev_hash=prev,
         )
-        event.hash = event.compute_hash()
+        event.seal(keyring)
         prev = event.hash
         batch.append(event)
         if len(batch) == 20000:

@@ -87,12 +87,12 @@ def key_id_for(key: bytes) -> str:
 
 
 @lru_cache(maxsize=8)
-def parse_keyring(value: str) -> Keyring:
-    """Parse the PORTAL_ENCRYPTION_KEYS text; raise ImproperlyConfigured with a sentence."""
+def parse_keyring(value: str, setting: str = "PORTAL_ENCRYPTION_KEYS") -> Keyring:
+    """Parse a keyring setting's text (the vault's, or the audit chain's); raise ImproperlyConfigured with a sentence."""
     entries = [item.strip() for item in value.split(",") if item.strip()]
     if not entries:
         raise ImproperlyConfigured(
-            "PORTAL_ENCRYPTION_KEYS is empty. Set it to one or more keys made by "
+            f"{setting} is empty. Set it to one or more keys made by "
             "`python manage.py generate_encryption_key`, separated by commas."
         )
     keys = []
@@ -103,21 +103,23 @@ def parse_keyring(value: str) -> Keyring:
             key = b""
         if len(key) != 32:
             raise ImproperlyConfigured(
-                f"Key number {position} in PORTAL_ENCRYPTION_KEYS is not 32 bytes of URL-safe base64. "
+                f"Key number {position} in {setting} is not 32 bytes of URL-safe base64. "
                 "Make a valid one with `python manage.py generate_encryption_key`."
             )
         keys.append((key_id_for(key), key))
     return Keyring(tuple(keys))
 
 
-def development_keyring_value(data_dir: Path) -> str:
+def development_keyring_value(
+    data_dir: Path, filename: str = DEV_KEY_FILENAME, setting: str = "PORTAL_ENCRYPTION_KEYS"
+) -> str:
     """Read, or create, the git-ignored key file used when DEBUG is on and no keyring is set."""
-    path = data_dir / DEV_KEY_FILENAME
+    path = data_dir / filename
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(generate_key() + "\n")
         path.chmod(0o600)
-        logger.warning("Created a development encryption key in %s. Set PORTAL_ENCRYPTION_KEYS in production.", path)
+        logger.warning("Created a development key in %s. Set %s in production.", path, setting)
     return path.read_text().strip()
 
 

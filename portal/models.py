@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from datetime import datetime
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from portal import audit_chain
+from portal.crypto import Keyring
 
 
 class Role(models.TextChoices):
@@ -166,6 +168,7 @@ class Action(models.TextChoices):
     TOKEN_REVOKED = "token.revoked", "Access token revoked"
     ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"
     AUDIT_PRUNED = "audit.pruned", "Audit trail pruned"
+    AUDIT_RESEALED = "audit.resealed", "Audit trail re-signed"
 
 
 class ImmutableAuditError(Exception):
@@ -179,6 +182,10 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
 
+    def write_signatures(self, events: list[AuditEvent]) -> None:
+        """Store new signatures for events whose hashes and links stay as they are (key rotation only)."""
+        models.QuerySet(model=self.model, using=self.db).bulk_update(events, ["signature", "signing_key_id"])
+
     def visible_to(self, user) -> AuditEventQuerySet:
         """Staff see everything; team admins and auditors see their teams; others their own acts."""
         if not user.is_authenticated:
@@ -190,7 +197,7 @@ class AuditEventQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
-    """One sensitive action. Rows are chained by hash so that an edit in the database shows."""
+    """One sensitive action. Rows are chained by hash and signed with a key outside the database (audit_chain)."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -207,6 +214,8 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    signature = models.CharField(max_length=64, blank=True)  # HMAC-SHA256 of the hash, see audit_chain
+    signing_key_id = models.CharField(max_length=8, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -230,23 +239,19 @@ class AuditEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise ImmutableAuditError("Audit events cannot be deleted; use `manage.py prune_audit`.")
 
-    def content(self) -> dict:
-        """The fields the hash covers, in a stable form."""
-        return {
-            "created_at": self.created_at.isoformat(),
-            "actor": self.actor_username,
-            "action": self.action,
-            "team": self.team_slug,
-            "gateway": self.gateway_slug,
-            "target": self.target,
-            "ip": self.ip_address or "",
-            "user_agent": self.user_agent,
-            "details": self.details,
-        }
-
     def compute_hash(self) -> str:
-        body = json.dumps(self.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
+        return audit_chain.link_hash(self.prev_hash, audit_chain.content_of(self))
+
+    def seal(self, keyring: Keyring) -> None:
+        """Set the hash over this row and the previous hash, and sign it with the keyring's first key."""
+        self.hash = self.compute_hash()
+        self.signature, self.signing_key_id = audit_chain.sign(keyring, self.hash)
+
+    def seal_problem(self, keyring: Keyring) -> str | None:
+        """Why this row's hash or signature does not hold, as a sentence fragment; None when both do."""
+        if self.compute_hash() != self.hash:
+            return "its content no longer matches its hash"
+        return audit_chain.signature_problem(keyring, self.signing_key_id, self.hash, self.signature)
 
 
 class AuditChainHead(models.Model):

@@ -1,7 +1,7 @@
 """Settings for the portal, read from the environment.
 
 Defaults suit development (`make run`); production sets `DEBUG=False` and must then
-provide `SECRET_KEY`, `ALLOWED_HOSTS` and `PORTAL_ENCRYPTION_KEYS`, or start-up stops
+provide `SECRET_KEY`, `ALLOWED_HOSTS`, `PORTAL_ENCRYPTION_KEYS` and `PORTAL_AUDIT_KEYS`, or start-up stops
 with a sentence that says which one is missing.
 """
 
@@ -64,6 +64,9 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "")
 # The keyring for gateway secrets: comma-separated keys, the first encrypts, all decrypt.
 # Checked at start-up by PortalConfig.ready(); see portal/crypto.py for the format.
 PORTAL_ENCRYPTION_KEYS = envsecret("PORTAL_ENCRYPTION_KEYS")
+# The audit chain's signing keys, in the same format and kept outside the database like the
+# vault's: the first signs, all verify. See portal/audit_chain.py.
+PORTAL_AUDIT_KEYS = envsecret("PORTAL_AUDIT_KEYS")
 
 # Probes refuse private, loopback and link-local addresses unless this is on.
 PROBE_ALLOW_PRIVATE_IPS = envbool("PROBE_ALLOW_PRIVATE_IPS", "False")
@@ -238,5 +241,9 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
-# Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it).
+# Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it):
+# the entry TRUSTED_PROXY_COUNT places from the right, which the proxies in front appended.
 USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR", "False")
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1)
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more: the number of proxies in front of the portal.")

@@ -147,16 +147,18 @@ def member_remove(request: HttpRequest, slug: str, username: str) -> HttpRespons
 @login_required
 def audit_list(request: HttpRequest) -> HttpResponse:
     events = AuditEvent.objects.visible_to(request.user)
+    filter_error = ""
     try:
         events = audit.filter_events(events, request.GET)
     except audit.AuditFilterError as exc:
-        messages.error(request, str(exc))
+        filter_error = str(exc)
         events = events.none()
     export = request.GET.get("export")
-    if export in ("csv", "jsonl"):
+    if export in ("csv", "jsonl") and not filter_error:
         return export_events(events, export)
     before = request.GET.get("before", "")
-    page = events.filter(id__lt=int(before)) if before.isdigit() else events
+    # ASCII digits only ("²".isdigit() is true) and within a 64-bit id; anything else starts at the newest.
+    page = events.filter(id__lt=int(before)) if before.isascii() and before.isdigit() and len(before) < 19 else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
@@ -169,8 +171,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "actions": Action.choices,
         "teams": Team.objects.visible_to(request.user),
         "gateways": Gateway.objects.all(),
+        "filter_error": filter_error,
     }
-    return render(request, "portal/audit_list.html", context)
+    return render(request, "portal/audit_list.html", context, status=400 if filter_error else 200)
 
 
 @login_required

@@ -18,6 +18,7 @@ from portal.models import AccessToken, Membership, Role, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
+TEST_AUDIT_KEYRING = base64.urlsafe_b64encode(b"a" * 32).decode()
 TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"
 TOKENBAY_SECRET = "sk-tokenbay-alice-0123456789abcdef"
 
@@ -26,6 +27,7 @@ TOKENBAY_SECRET = "sk-tokenbay-alice-0123456789abcdef"
 def _test_settings(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PORTAL_ENCRYPTION_KEYS = TEST_KEYRING
+    settings.PORTAL_AUDIT_KEYS = TEST_AUDIT_KEYRING
     settings.DATA_DIR = tmp_path / "data"
     settings.PROBE_ALLOW_PRIVATE_IPS = True
     settings.PROBE_DEADLINE = 5

@@ -16,7 +16,7 @@ from gateways.models import GatewayKey
 from gateways.services import store_key
 from portal import crypto
 from portal.models import AuditEvent
-from tests.conftest import TEST_KEYRING, TOKAIFY_SECRET
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
@@ -137,6 +137,7 @@ def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
     data = tmp_path / "new" / "data"
     env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(data)}
     env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
+    env["PORTAL_AUDIT_KEYS"] = TEST_AUDIT_KEYRING
     result = run_manage("migrate", "--noinput", env=env)
     assert result.returncode == 0, result.stderr
     assert (data / "portal.sqlite3").exists()
@@ -179,3 +180,21 @@ def test_createsuperuser_noinput_reads_the_usual_variables(db, monkeypatch):
     call_command("createsuperuser", "--noinput", verbosity=0)
     user = get_user_model().objects.get(username="root")
     assert user.is_superuser and user.check_password("a-long-password-9")
+
+
+def test_a_resumed_rotation_records_every_secret_it_covers(settings, web, tokaify, alice, capsys):
+    keys = [
+        store_key(team=web, gateway=tokaify, label=f"k{n}", secret=f"sk-rotate-{n}-0123456789", actor=alice)
+        for n in range(5)
+    ]
+    keys.sort(key=lambda k: k.pk)  # the order rotation takes them in
+    settings.PORTAL_ENCRYPTION_KEYS = f"{NEW_KEY},{TEST_KEYRING}"
+    sealed = keys[2].secret_ciphertext
+    GatewayKey.objects.filter(pk=keys[2].pk).update(secret_ciphertext=sealed[:-8] + "AAAAAAAA")
+    with pytest.raises(CommandError, match=f"Key {keys[2].pk}"):
+        call_command("rotate_encryption_key", "--batch-size", "2")  # stops after the first batch of two
+    GatewayKey.objects.filter(pk=keys[2].pk).update(secret_ciphertext=sealed)
+    call_command("rotate_encryption_key", "--batch-size", "2")
+    assert "Re-encrypted 3 secret(s)" in capsys.readouterr().out
+    [rotated] = AuditEvent.objects.filter(action="vault.rotated")
+    assert rotated.details["rows"] == 5

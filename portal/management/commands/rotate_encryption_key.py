@@ -27,7 +27,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         primary = keyring.primary_id
         moved = 0
-        pending = GatewayKey.objects.exclude(secret_ciphertext="").exclude(secret_key_id=primary)
+        stored = GatewayKey.objects.exclude(secret_ciphertext="")
+        pending = stored.exclude(secret_key_id=primary)
         while True:
             # Each batch commits on its own: an interruption loses at most one batch of work, never data.
             with transaction.atomic():
@@ -46,5 +47,10 @@ class Command(BaseCommand):
                 moved += len(batch)
             self.stderr.write(f"re-encrypted {moved} so far")
         with transaction.atomic():
-            audit.record(Action.ENCRYPTION_ROTATED, details={"rows": moved, "primary_key_id": primary})
-        self.stdout.write(f"Re-encrypted {moved} secret(s) under key {primary}.")
+            # Every secret now under the key, not only this run's share: a run that resumes after an
+            # interruption finishes earlier runs' work, and the trail should show the whole rotation.
+            total = stored.filter(secret_key_id=primary).count()
+            audit.record(
+                Action.ENCRYPTION_ROTATED, details={"rows": total, "rows_this_run": moved, "primary_key_id": primary}
+            )
+        self.stdout.write(f"Re-encrypted {moved} secret(s) under key {primary}; all {total} stored secret(s) use it.")

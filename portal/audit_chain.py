@@ -1,0 +1,133 @@
+"""The audit chain's seal: what a row's hash covers, and the key that signs it.
+
+Each row's `hash` is SHA-256 over the previous row's hash and every column of the row, so rows
+form a chain in which an edit, a removal or a reordering shows. Anyone with the database can
+recompute SHA-256, so each hash is also signed: `signature` is HMAC-SHA256 under a key from
+`PORTAL_AUDIT_KEYS`, which lives outside the database, and `signing_key_id` names that key.
+The first key signs and every key verifies, so a key is rolled like the vault's (see
+`rotate_audit_key`); re-signing never changes a hash, so heads kept as anchors stay valid.
+
+A hash is only checkable if it is computed over exactly what is stored. SQLite keeps text as
+written while PostgreSQL re-formats an `inet` and a `jsonb`, so every value is put in one
+canonical form before hashing, both when a row is written and when it is checked.
+
+Pure functions over any object with the row's attributes, so the data migration that first
+signed the chain uses them as well as the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from portal import crypto
+
+DEV_KEY_FILENAME = "audit.key"
+SIGNATURE_CONTEXT = "portal-audit-chain-v1"
+
+
+def stored_ip(raw: str | None) -> str | None:
+    """The address to store: canonical text, IPv4-mapped IPv6 unwrapped, no zone; None when not an address."""
+    if not raw:
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        # Also refuses zero-padded IPv4 ("127.000.000.001"), which some parsers read as octal.
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        address = ipaddress.IPv6Address(int(address))  # drops a zone ("%eth0"), which no column keeps
+    return str(address)
+
+
+def hashed_ip(value: str | None) -> str:
+    """The address as the hash sees it: canonical if it is one, else the raw text, so garbage still shows."""
+    if not value:
+        return ""
+    return stored_ip(value) or value
+
+
+def hashed_moment(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _canonical_numbers(value):
+    # jsonb keeps a number's value, not its spelling: 1e20 comes back as 100000000000000000000.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical_numbers(v) for v in value]
+    return value
+
+
+def canonical_json(value) -> str:
+    """JSON text that is the same for a value and for what SQLite's or PostgreSQL's JSON column returns."""
+    return json.dumps(_canonical_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_of(row) -> dict:
+    """Every column of an audit row but its id (the link to the previous row orders it) and its seal."""
+    return {
+        "created_at": hashed_moment(row.created_at),
+        "actor_id": row.actor_id,
+        "actor": row.actor_username,
+        "action": row.action,
+        "team_id": row.team_id,
+        "team": row.team_slug,
+        "gateway": row.gateway_slug,
+        "target": row.target,
+        "ip": hashed_ip(row.ip_address),
+        "user_agent": row.user_agent,
+        "details": row.details,
+    }
+
+
+def link_hash(prev_hash: str, content: dict) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
+
+
+def get_keyring() -> crypto.Keyring:
+    """The audit keyring from PORTAL_AUDIT_KEYS; a key file in the data folder when DEBUG is on."""
+    value = settings.PORTAL_AUDIT_KEYS
+    if not value:
+        if not settings.DEBUG:
+            raise ImproperlyConfigured(
+                "PORTAL_AUDIT_KEYS is not set. With DEBUG off the audit chain is signed with a key kept "
+                "outside the database: run `python manage.py generate_encryption_key` and put its output "
+                "in that variable (a different key from PORTAL_ENCRYPTION_KEYS)."
+            )
+        value = crypto.development_keyring_value(settings.DATA_DIR, DEV_KEY_FILENAME, "PORTAL_AUDIT_KEYS")
+    return crypto.parse_keyring(value, "PORTAL_AUDIT_KEYS")
+
+
+def _signature(key: bytes, key_id: str, link: str) -> str:
+    message = f"{SIGNATURE_CONTEXT}\n{key_id}\n{link}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign(keyring: crypto.Keyring, link: str) -> tuple[str, str]:
+    """Return (signature, id of the key that made it) for a row's hash, under the first key."""
+    key_id, key = keyring.keys[0]
+    return _signature(key, key_id, link), key_id
+
+
+def signature_problem(keyring: crypto.Keyring, key_id: str, link: str, signature: str) -> str | None:
+    """Why a row's signature does not hold, as a sentence fragment; None when it does."""
+    if not key_id:
+        return "it carries no signature"
+    key = dict(keyring.keys).get(key_id)
+    if key is None:
+        return f"it was signed with audit key {key_id}, which is not in PORTAL_AUDIT_KEYS: put that key back, or the row was forged"
+    if not hmac.compare_digest(_signature(key, key_id, link), signature):
+        return "its signature does not match: it was written or changed without the audit key"
+    return None

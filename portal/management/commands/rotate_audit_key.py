@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from portal import audit, audit_chain
+from portal.models import Action, AuditEvent
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-sign every audit event under the first key of PORTAL_AUDIT_KEYS, in batches. Hashes do not change, "
+        "so kept heads stay valid. Safe to re-run, and after an interruption."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=1000)
+
+    def handle(self, batch_size, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be 1 or more.")
+        try:
+            keyring = audit_chain.get_keyring()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        primary = keyring.primary_id
+        signed = 0
+        while True:
+            # Each batch commits on its own: an interruption loses at most one batch of work.
+            try:
+                done = audit.resign_batch(keyring, batch_size)
+            except audit.AuditChainError as exc:
+                raise CommandError(f"{exc} Run verify_audit to see the whole chain.") from None
+            if not done:
+                break
+            signed += done
+            self.stderr.write(f"re-signed {signed} so far")
+        with transaction.atomic():
+            # Count every event under the key, not this run's share: a resumed run finishes others' work.
+            total = AuditEvent.objects.filter(signing_key_id=primary).count()
+            audit.record(Action.AUDIT_RESEALED, details={"events": total, "key_id": primary})
+        self.stdout.write(f"Re-signed {signed} event(s); all {total} are now signed with audit key {primary}.")
