@@ -228,6 +228,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
 SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
+# A new access token expires after this many days unless its maker chooses (up to 3650).
+ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
+if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
+    raise ImproperlyConfigured(f"ACCESS_TOKEN_DEFAULT_DAYS must be from 1 to 3650, not {ACCESS_TOKEN_DEFAULT_DAYS}.")
 
 LOGGING = {
     "version": 1,

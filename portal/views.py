@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -28,8 +27,8 @@ from portal.connections import STATES, ConnectionFilters, FilterError, connectio
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.permissions import team_with_role
+from portal.sudo import enter_sudo_mode, in_sudo_mode
 
-SUDO_SESSION_KEY = "sudo_until"
 CONNECTIONS_PER_PAGE = 100
 AUDIT_PER_PAGE = 100
 
@@ -39,7 +38,7 @@ def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
 
     Call it after the permission check, so nobody is asked for a password to learn they may not act.
     """
-    if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
+    if in_sudo_mode(request):
         return None
     # A POST cannot be replayed after the password prompt: return to the page it came from.
     next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
@@ -57,7 +56,7 @@ def sudo(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
         if user is not None and user.pk == request.user.pk:
-            request.session[SUDO_SESSION_KEY] = time.time() + settings.SUDO_MODE_SECONDS
+            enter_sudo_mode(request)
             return redirect(next_url)
         form.add_error("password", "That password is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
@@ -206,11 +205,14 @@ def connection_list(request: HttpRequest) -> HttpResponse:
 @never_cache  # a new token is shown once, on this page
 def token_list(request: HttpRequest) -> HttpResponse:
     """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
+    # A token acts without sudo mode on the API, so making one needs the password like rotating a key.
+    if request.method == "POST" and (needs_password := sudo_redirect(request)):
+        return needs_password
     form = TokenForm(request.POST or None)
     new_token = None
     if request.method == "POST" and form.is_valid():
-        days = form.cleaned_data["days"]
-        expires_at = timezone.now() + timedelta(days=days) if days else None
+        days = form.cleaned_data["days"] or settings.ACCESS_TOKEN_DEFAULT_DAYS
+        expires_at = timezone.now() + timedelta(days=days)
         _, new_token = services.issue_token(
             user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
         )
