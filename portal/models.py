@@ -164,6 +164,7 @@ class Action(models.TextChoices):
     KEY_REVOKED = "key.revoked", "Key revoked"
     KEY_EXPIRED = "key.expired", "Key expired"
     ASSIGNMENT_CREATED = "assignment.created", "Key assigned"
+    ASSIGNMENT_SELF_ASSIGNED = "assignment.self_assigned", "Key assigned to oneself"
     ASSIGNMENT_REMOVED = "assignment.removed", "Assignment removed"
     CONFIG_DOWNLOADED = "config.downloaded", "Configuration downloaded"
     CONFIG_REFUSED = "config.refused", "Configuration refused"

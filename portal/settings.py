@@ -228,6 +228,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
 SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
+# Mail for notices such as an admin assigning a key to themselves; printed to the console in development.
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", f"django.core.mail.backends.{'console' if DEBUG else 'smtp'}.EmailBackend")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 # A new access token expires after this many days unless its maker chooses (up to 3650).
 ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
 if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
