@@ -26,6 +26,7 @@ from portal.api.views import CONNECTION_COLUMNS, export_events
 from portal.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
+from portal.pagination import MAX_PAGE, MAX_POSITION, query_number
 from portal.permissions import team_with_role
 from portal.sudo import enter_sudo_mode, in_sudo_mode
 
@@ -155,7 +156,10 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     if export in ("csv", "jsonl"):
         return export_events(events, export)
     before = request.GET.get("before", "")
-    page = events.filter(id__lt=int(before)) if before.isdigit() else events
+    before_id = query_number(before, maximum=MAX_POSITION)
+    if before and before_id is None:
+        messages.error(request, f"before must be an event id, not {before[:40]!r}; showing the newest events.")
+    page = events.filter(id__lt=before_id) if before_id else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
@@ -182,8 +186,12 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
         return exports.csv_response(connection_rows(rows), CONNECTION_COLUMNS, "connections.csv")
-    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
-    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
+    raw_page = request.GET.get("page", "")
+    page = query_number(raw_page, maximum=MAX_PAGE)
+    if raw_page and page is None:
+        messages.error(request, f"page must be a whole number from 1 to {MAX_PAGE}; showing the first page.")
+    page = page or 1
+    start = (page - 1) * CONNECTIONS_PER_PAGE
     chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
     query = request.GET.copy()
     query.pop("sort", None)

@@ -7,12 +7,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal import audit, exports, services
 from portal.api import serializers as s
+from portal.api.pagination import IdCursor
 from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.models import AuditEvent, Membership, Team
 
@@ -77,8 +77,7 @@ class TeamMemberDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AuditCursor(CursorPagination):
-    ordering = "-id"
+class AuditCursor(IdCursor):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
