@@ -152,6 +152,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = float(os.getenv("AXES_COOLOFF_HOURS", "1"))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client's address as the audit trail resolves it (behind a trusted proxy, the address the proxy
+# reports, not REMOTE_ADDR): otherwise everyone behind one proxy shares one lock per user name.
+AXES_CLIENT_IP_CALLABLE = "portal.audit.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
