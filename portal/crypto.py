@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.private_files import make_private_dir, write_private_file
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "v1"
@@ -114,9 +116,8 @@ def development_keyring_value(data_dir: Path) -> str:
     """Read, or create, the git-ignored key file used when DEBUG is on and no keyring is set."""
     path = data_dir / DEV_KEY_FILENAME
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate_key() + "\n")
-        path.chmod(0o600)
+        make_private_dir(data_dir)
+        write_private_file(path, generate_key() + "\n")
         logger.warning("Created a development encryption key in %s. Set PORTAL_ENCRYPTION_KEYS in production.", path)
     return path.read_text().strip()
 

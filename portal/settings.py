@@ -14,6 +14,8 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.private_files import private_sqlite_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -121,21 +123,15 @@ TEMPLATES = [
     },
 ]
 
-if not os.getenv("DATABASE_URL"):
-    # The embedded SQLite database lives in the data folder; make it on first start.
-    try:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImproperlyConfigured(
-            f"The data folder {DATA_DIR} cannot be created ({exc.strerror}). "
-            "Set PORTAL_DATA_DIR to a writable folder, or DATABASE_URL to another database."
-        ) from None
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Made on first start, 0600 in a 0700 folder: only the portal's user may read the database.
+    private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
