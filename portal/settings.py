@@ -197,6 +197,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Teams, gateway keys, Claude Code configurations, probes and the audit trail.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # why: README, "Choices"
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "ENUM_NAME_OVERRIDES": {"ProbeModeEnum": "gateways.models.ProbeMode"},
 }
