@@ -271,6 +271,11 @@ class Assignment(models.Model):
     def __str__(self) -> str:
         return f"{self.key.label} → {self.user}"
 
+    @property
+    def is_self_assigned(self) -> bool:
+        """An admin gave the key to themselves: the one way an admin can read a key back."""
+        return self.assigned_by_id is not None and self.assigned_by_id == self.user_id
+
 
 class Verdict(models.TextChoices):
     OK = "ok", "OK"

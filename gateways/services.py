@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from gateways import rules
+from gateways import notices, rules
 from gateways.models import Assignment, Gateway, GatewayKey
 from portal import audit
 from portal.models import Action, Membership, Team
@@ -268,13 +268,17 @@ def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | 
     assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
     if not created:
         raise ServiceError(f"{username} already has this key.")
+    # Giving oneself a key is how an admin can read it back: its own event, and the other admins hear of it.
+    self_assigned = assignment.is_self_assigned
     record_key_event(
-        Action.ASSIGNMENT_CREATED,
+        Action.ASSIGNMENT_SELF_ASSIGNED if self_assigned else Action.ASSIGNMENT_CREATED,
         key,
         actor=actor,
         request=request,
-        details={"user": username, "label": key.label},
+        details={"user": username, "label": key.label, **({"masked": key.masked} if self_assigned else {})},
     )
+    if self_assigned:
+        transaction.on_commit(lambda: notices.notify_self_assignment(assignment, request))
     return assignment
 
 

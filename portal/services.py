@@ -113,7 +113,7 @@ def issue_token(*, user, name: str = "", expires_at=None, actor=None, request: H
         details={
             "user": user.get_username(),
             "name": name,
-            "expires_at": expires_at.isoformat() if expires_at else None,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
         },
     )
     return token, raw

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -27,9 +26,10 @@ from portal.api.views import CONNECTION_COLUMNS, export_events
 from portal.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
+from portal.pagination import MAX_PAGE, MAX_POSITION, query_number
 from portal.permissions import team_with_role
+from portal.sudo import enter_sudo_mode, in_sudo_mode
 
-SUDO_SESSION_KEY = "sudo_until"
 CONNECTIONS_PER_PAGE = 100
 AUDIT_PER_PAGE = 100
 
@@ -39,7 +39,7 @@ def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
 
     Call it after the permission check, so nobody is asked for a password to learn they may not act.
     """
-    if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
+    if in_sudo_mode(request):
         return None
     # A POST cannot be replayed after the password prompt: return to the page it came from.
     next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
@@ -57,7 +57,7 @@ def sudo(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
         if user is not None and user.pk == request.user.pk:
-            request.session[SUDO_SESSION_KEY] = time.time() + settings.SUDO_MODE_SECONDS
+            enter_sudo_mode(request)
             return redirect(next_url)
         form.add_error("password", "That password is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
@@ -157,8 +157,10 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     if export in ("csv", "jsonl") and not filter_error:
         return export_events(events, export)
     before = request.GET.get("before", "")
-    # ASCII digits only ("²".isdigit() is true) and within a 64-bit id; anything else starts at the newest.
-    page = events.filter(id__lt=int(before)) if before.isascii() and before.isdigit() and len(before) < 19 else events
+    before_id = query_number(before, maximum=MAX_POSITION)
+    if before and before_id is None:
+        messages.error(request, f"before must be an event id, not {before[:40]!r}; showing the newest events.")
+    page = events.filter(id__lt=before_id) if before_id else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
@@ -186,8 +188,12 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
         return exports.csv_response(connection_rows(rows), CONNECTION_COLUMNS, "connections.csv")
-    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
-    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
+    raw_page = request.GET.get("page", "")
+    page = query_number(raw_page, maximum=MAX_PAGE)
+    if raw_page and page is None:
+        messages.error(request, f"page must be a whole number from 1 to {MAX_PAGE}; showing the first page.")
+    page = page or 1
+    start = (page - 1) * CONNECTIONS_PER_PAGE
     chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
     query = request.GET.copy()
     query.pop("sort", None)
@@ -209,11 +215,14 @@ def connection_list(request: HttpRequest) -> HttpResponse:
 @never_cache  # a new token is shown once, on this page
 def token_list(request: HttpRequest) -> HttpResponse:
     """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
+    # A token acts without sudo mode on the API, so making one needs the password like rotating a key.
+    if request.method == "POST" and (needs_password := sudo_redirect(request)):
+        return needs_password
     form = TokenForm(request.POST or None)
     new_token = None
     if request.method == "POST" and form.is_valid():
-        days = form.cleaned_data["days"]
-        expires_at = timezone.now() + timedelta(days=days) if days else None
+        days = form.cleaned_data["days"] or settings.ACCESS_TOKEN_DEFAULT_DAYS
+        expires_at = timezone.now() + timedelta(days=days)
         _, new_token = services.issue_token(
             user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
         )

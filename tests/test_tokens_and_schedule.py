@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from gateways.models import GatewayKey
 from gateways.services import record_expirations, update_key
 from portal.models import AccessToken, AuditEvent
+from tests.conftest import confirm_password
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def test_a_developer_makes_a_token_sees_it_once_and_uses_it(client, bob, bob_assignment):
     client.force_login(bob)
+    confirm_password(client, bob)
     page = client.post("/tokens/", {"name": "laptop install", "days": 30}).content.decode()
     token = AccessToken.objects.get(user=bob)
     raw = re.search(rf"ptl_{token.lookup_id}_[A-Za-z0-9_-]+", page).group(0)

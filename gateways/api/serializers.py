@@ -123,10 +123,20 @@ class AssignmentInputSerializer(serializers.Serializer):
 class AssignmentOutputSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
     key = serializers.UUIDField(source="key_id", read_only=True)
+    self_assigned = serializers.BooleanField(source="is_self_assigned", read_only=True)
 
     class Meta:
         model = Assignment
-        fields = ["id", "key", "username", "created_at", "last_download_at", "last_download_format", "download_count"]
+        fields = [
+            "id",
+            "key",
+            "username",
+            "self_assigned",
+            "created_at",
+            "last_download_at",
+            "last_download_format",
+            "download_count",
+        ]
         read_only_fields = fields
 
 

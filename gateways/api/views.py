@@ -16,6 +16,7 @@ from gateways.api import serializers as s
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from portal.models import Role
 from portal.permissions import key_with_role, team_with_role
+from portal.sudo import require_recent_password
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -96,13 +97,17 @@ class KeyDetail(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         secret = changes.pop("secret", None)
+        if secret is not None:
+            require_recent_password(request)
         key = services.update_key(key=key, changes=changes, secret=secret, actor=request.user, request=request)
         return Response(s.KeyOutputSerializer(key).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Revoked; the secret is destroyed.")})
     def delete(self, request, key_id):
         """Revoke the key: its secret is destroyed and it yields no more configs; the row stays for the audit."""
-        services.revoke_key(key=key_with_role(request.user, key_id, Role.ADMIN)[0], actor=request.user, request=request)
+        key = key_with_role(request.user, key_id, Role.ADMIN)[0]
+        require_recent_password(request)
+        services.revoke_key(key=key, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

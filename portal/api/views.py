@@ -5,16 +5,26 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal import audit, exports, services
 from portal.api import serializers as s
+from portal.api.pagination import IdCursor
 from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.models import AuditEvent, Membership, Team
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, for signed-in callers; a refusal is JSON `{"detail": ...}` like every error."""
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 def teams_with_members(user):
@@ -77,8 +87,7 @@ class TeamMemberDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AuditCursor(CursorPagination):
-    ordering = "-id"
+class AuditCursor(IdCursor):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"

@@ -214,6 +214,14 @@ def test_schema_is_served(api, bob):
     assert b"/api/v1/me/configs/" in response.content
 
 
+def test_schema_needs_a_sign_in(client, bob):
+    response = APIClient().get("/api/v1/schema/")
+    assert response.status_code == 401 and response.json()["detail"]
+    assert b"/api/v1/me/configs/" not in response.content
+    client.force_login(bob)  # the browser session is enough, like for every other operation
+    assert client.get("/api/v1/schema/").status_code == 200
+
+
 # --- Cross-team isolation and roles, for every endpoint -------------------------------------------
 
 
