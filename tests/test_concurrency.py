@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEYRING
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
 from tests.test_vault import ROOT
 
 pytestmark = pytest.mark.concurrency
@@ -80,6 +80,7 @@ def portal(tmp_path):
             "SECRET_KEY": "load-test-" + "x" * 50,
             "ALLOWED_HOSTS": "127.0.0.1",
             "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
+            "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,
             "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
             "LOG_LEVEL": "WARNING",
             **database_env,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from portal.private_files import write_private_file
-from tests.conftest import TEST_KEYRING
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
 from tests.test_vault import ROOT
 
 
@@ -50,6 +50,7 @@ def test_an_existing_readable_database_is_tightened_at_start(tmp_path):
         "SECRET_KEY": "x" * 50,
         "PORTAL_DATA_DIR": str(data),
         "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
+        "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,
     }
     result = run_manage_with_umask("check", env=env)
     assert result.returncode == 0, result.stderr
