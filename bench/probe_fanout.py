@@ -43,7 +43,7 @@ def make_keys(count: int, base_url: str):
 
 
 def fan_out(keys, concurrency: int, *, trace_memory: bool = False) -> tuple[float, int, list]:
-    from gateways.probe_runner import probe_keys_async
+    from gateways.probes.runner import probe_keys_async
 
     if trace_memory:  # tracemalloc slows Python down: memory runs are not timed
         tracemalloc.start()
@@ -83,7 +83,7 @@ def main() -> None:
         emulator.terminate()
     verdicts = sorted({o.verdict for _, o in outcomes})
 
-    from gateways.probe_runner import save_outcome
+    from gateways.probes.runner import save_outcome
 
     started = time.perf_counter()
     for key, outcome in outcomes:

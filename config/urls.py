@@ -35,7 +35,7 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", views.connection_list, name="connections"),
-    path("api/v1/", include("portal.api.urls")),
+    path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]
 

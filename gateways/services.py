@@ -336,7 +336,7 @@ KEY_STATE_ADVICE = {
 @sensitive_variables("secret")
 def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
     """The assignee's ClaudeConfig; a revoked, disabled or expired key raises ConfigUnavailable (audited)."""
-    from gateways.config import build_config
+    from gateways.config.builder import build_config
 
     key = assignment.key
     if not key.is_usable:
@@ -375,7 +375,7 @@ def deliver_config(*, assignment: Assignment, format_name: str, request: HttpReq
 
     Raises UnknownFormat, ConfigUnavailable, or UnrepresentableValue (nothing is recorded as fetched then).
     """
-    from gateways import formats
+    from gateways.config import formats
 
     if format_name not in formats.FORMATS:
         raise formats.UnknownFormat(format_name)

@@ -11,12 +11,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from gateways import charts, formats, guide, services
+from gateways import charts, services
 from gateways.api.views import my_assignments
+from gateways.config import formats, guide
+from gateways.config.snippets import UnrepresentableValue
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.rules import RuleError
-from gateways.snippets import UnrepresentableValue
 from portal.crypto import DecryptionError
 from portal.models import Role
 from portal.permissions import key_with_role, team_with_role
@@ -274,7 +275,7 @@ def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @require_POST
 def key_probe(request: HttpRequest, key_id) -> HttpResponse:
     """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
-    from gateways.probe_runner import probe_key
+    from gateways.probes.runner import probe_key
 
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     result = probe_key(key, trigger="web", user=request.user, request=request)

@@ -21,10 +21,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from gateways.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
 from gateways.models import Gateway
 from portal import audit, exports, services
 from portal.api.views import CONNECTION_COLUMNS, export_events
-from portal.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.permissions import team_with_role

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gateways.config import SETTINGS_SCHEMA_URL, build_config
+from gateways.config.builder import SETTINGS_SCHEMA_URL, build_config
+from gateways.config.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
 from gateways.models import Gateway, GatewayKey
-from gateways.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +96,7 @@ def test_config_repr_never_shows_the_secret(tokaify):
 
 
 def single(name: str, value: str):
-    from gateways.config import ClaudeConfig
+    from gateways.config.builder import ClaudeConfig
 
     return ClaudeConfig("GW", "gw", "https://gw", "x-api-key", "lbl", "sk-…", {name: value})
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateways.config import ClaudeConfig
-from gateways.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
+from gateways.config.builder import ClaudeConfig
+from gateways.config.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 
 pytestmark = pytest.mark.shell
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from gateways.formats import FORMATS
+from gateways.config.formats import FORMATS
 from gateways.models import Assignment, AuthScheme, Gateway, GatewayKey, ProbeMode, ProbeResult
 from gateways.rules import ModelIdStyle
 from gateways.services import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS

@@ -11,8 +11,9 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateways import formats, services
+from gateways import services
 from gateways.api import serializers as s
+from gateways.config import formats
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from portal.models import Role
 from portal.permissions import key_with_role, team_with_role
@@ -211,7 +212,7 @@ class KeyProbeList(APIView):
     )
     def post(self, request, key_id):
         """Probe the key now, like Claude Code would, and return the result."""
-        from gateways.probe_runner import probe_key
+        from gateways.probes.runner import probe_key
 
         key = key_with_role(request.user, key_id, Role.ADMIN)[0]
         result = probe_key(

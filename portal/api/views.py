@@ -11,9 +11,9 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gateways.connections import ConnectionFilters, FilterError, connection_rows, connections_for
 from portal import audit, exports, services
 from portal.api import serializers as s
-from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
 from portal.models import AuditEvent, Membership, Team
 
 

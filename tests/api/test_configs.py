@@ -7,7 +7,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from gateways.formats import FORMATS
+from gateways.config.formats import FORMATS
 from gateways.models import Assignment
 from portal.models import AuditEvent
 from tests.conftest import TOKENBAY_SECRET
