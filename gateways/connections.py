@@ -15,6 +15,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from gateways.models import Assignment
+from portal.errors import RuleError
 
 STATES = {
     "never_downloaded": "Never downloaded",
@@ -33,10 +34,6 @@ SORTS = {
 }
 
 
-class FilterError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
 class ConnectionFilters:
     team: str = ""
@@ -48,10 +45,12 @@ class ConnectionFilters:
     def from_query(cls, query) -> ConnectionFilters:
         state = query.get("state", "")
         if state and state not in STATES:
-            raise FilterError(f"state must be one of {', '.join(STATES)}, not {state!r}.")
+            raise RuleError(f"state must be one of {', '.join(STATES)}, not {state!r}.", field="state")
         sort = query.get("sort", "-assigned")
         if sort.lstrip("-") not in SORTS:
-            raise FilterError(f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.")
+            raise RuleError(
+                f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.", field="sort"
+            )
         return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), state=state, sort=sort)
 
 

@@ -1,7 +1,7 @@
 """Input rules for gateways and keys: pure functions that clean a value or explain what is wrong.
 
-Each raises `RuleError` with a sentence for a person; forms, serializers and commands turn
-it into their own kind of error at the edge.
+Each raises `RuleError` (portal.errors) with a sentence for a person; forms, the API and
+commands turn it into their own kind of error at the edge.
 """
 
 from __future__ import annotations
@@ -12,17 +12,8 @@ import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
-
-class RuleError(ValueError):
-    """A value breaks one of the portal's rules; the message says how to fix it.
-
-    `field` names the input at fault, so a form can show the sentence next to it.
-    """
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
+# The refusal type is portal's; `gateways.rules.RuleError` names the same class.
+from portal.errors import RuleError as RuleError
 
 LOOPBACK_NAMES = {"localhost"}
 

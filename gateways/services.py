@@ -11,9 +11,10 @@ from django.views.decorators.debug import sensitive_variables
 
 from gateways import rules
 from gateways.models import Assignment, Gateway, GatewayKey
+from gateways.rules import RuleError
 from portal import audit
 from portal.models import Action, Membership, Team
-from portal.services import ServiceError, find_user
+from portal.services import find_user
 
 # The fields staff may set on a gateway, in the order the API shows them.
 GATEWAY_FIELDS = (
@@ -77,9 +78,9 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
 def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fields) -> tuple[Gateway, list[str]]:
     unknown = set(fields).difference(GATEWAY_FIELDS)
     if unknown:
-        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+        raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     if Gateway.objects.filter(slug=slug).exists():
-        raise ServiceError(f"A gateway with the slug {slug!r} already exists. Choose another slug.")
+        raise RuleError(f"A gateway with the slug {slug!r} already exists. Choose another slug.", field="slug")
     cleaned, notices = clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
     gateway = Gateway.objects.create(slug=slug, **cleaned)
     audit.record(
@@ -98,7 +99,7 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     """Change only the given fields; a preset keeps every rule that is not named."""
     unknown = set(changes).difference(GATEWAY_FIELDS)
     if unknown:
-        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+        raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     style = changes.get("model_id_style", gateway.model_id_style)
     cleaned, notices = clean_gateway_fields(changes, style=style)
     before = {name: getattr(gateway, name) for name in cleaned}
@@ -146,7 +147,7 @@ def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
     if "label" in cleaned:
         cleaned["label"] = (cleaned["label"] or "").strip()
         if not cleaned["label"]:
-            raise rules.RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.")
+            raise RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.", field="label")
     return cleaned
 
 
@@ -156,7 +157,7 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
         duplicates = duplicates.exclude(pk=exclude.pk)
     existing = duplicates.first()
     if existing:
-        raise ServiceError(
+        raise RuleError(
             f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.",
             field="secret",
         )
@@ -205,7 +206,7 @@ def update_key(
     """Change a key's settings and, when `secret` is given, rotate its secret."""
     key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
     if key.revoked_at:
-        raise ServiceError("This key is revoked; store a new key instead of changing it.")
+        raise RuleError("This key is revoked; store a new key instead of changing it.")
     cleaned = clean_key_settings(changes, gateway=key.gateway)
     changed = {}
     for name, value in cleaned.items():
@@ -286,12 +287,12 @@ def record_expirations() -> int:
 def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | None = None) -> Assignment:
     user = find_user(username)
     if not Membership.objects.filter(team=key.team, user=user).exists():
-        raise ServiceError(f"{username} is not a member of {key.team.slug}. Add them to the team first.")
+        raise RuleError(f"{username} is not a member of {key.team.slug}. Add them to the team first.", field="username")
     if key.revoked_at:
-        raise ServiceError("This key is revoked and cannot be assigned.")
+        raise RuleError("This key is revoked and cannot be assigned.")
     assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
     if not created:
-        raise ServiceError(f"{username} already has this key.")
+        raise RuleError(f"{username} already has this key.", field="username")
     record_key_event(
         Action.ASSIGNMENT_CREATED,
         key,
@@ -322,7 +323,7 @@ def _jsonable(value):
     return value
 
 
-class ConfigUnavailable(ServiceError):
+class ConfigUnavailable(RuleError):
     """The assignment's key cannot produce a config (revoked, disabled, expired)."""
 
 

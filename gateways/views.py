@@ -17,11 +17,10 @@ from gateways.config import formats, guide
 from gateways.config.snippets import UnrepresentableValue
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
-from gateways.rules import RuleError
 from portal.crypto import DecryptionError
+from portal.errors import RuleError, add_to_form
 from portal.models import Role
 from portal.permissions import key_with_role, team_with_role
-from portal.services import ServiceError
 from portal.views import sudo_redirect
 
 
@@ -104,8 +103,8 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
             )
         else:
             notices = services.update_gateway(gateway=gateway, changes=fields, actor=request.user, request=request)
-    except (RuleError, ServiceError) as exc:
-        form.add_error(None, str(exc))
+    except RuleError as exc:
+        add_to_form(form, exc)
         return None
     for notice in notices:
         messages.warning(request, notice)
@@ -156,8 +155,8 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 request=request,
                 **_settings_from_form(data),
             )
-        except (RuleError, ServiceError) as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)
@@ -195,7 +194,7 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
                 key=key, changes=_settings_from_form(form.cleaned_data), actor=request.user, request=request
             )
             messages.success(request, "Key settings saved; developers' next downloads use them.")
-        except (RuleError, ServiceError) as exc:
+        except RuleError as exc:
             messages.error(request, str(exc))
     else:
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
@@ -214,8 +213,8 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
             key = services.update_key(
                 key=key, changes={}, secret=form.cleaned_data["secret"], actor=request.user, request=request
             )
-        except (RuleError, ServiceError) as exc:
-            form.add_error("secret", str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Secret rotated; the key is now {key.masked}. Developers must download again.")
             return redirect("key", key_id=key.id)
@@ -231,7 +230,7 @@ def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
             key=key, changes={"is_enabled": not key.is_enabled}, actor=request.user, request=request
         )
         messages.success(request, f"Key {'enabled' if key.is_enabled else 'disabled'}.")
-    except ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("key", key_id=key.id)
 
@@ -254,7 +253,7 @@ def key_assign(request: HttpRequest, key_id) -> HttpResponse:
     try:
         services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
         messages.success(request, f"Assigned to {request.POST.get('username')}.")
-    except ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("key", key_id=key.id)
 

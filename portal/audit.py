@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 
+from portal.errors import RuleError
 from portal.models import AuditChainHead, AuditEvent, Team
 
 
@@ -92,10 +93,6 @@ def verify_chain(batch_size: int = 2000) -> tuple[int, BrokenLink | None]:
     return checked, None
 
 
-class AuditFilterError(ValueError):
-    pass
-
-
 def filter_events(events, query):
     """Apply the list filters shared by the audit page and API: team, actor, action, gateway, since, until."""
     from django.utils.dateparse import parse_date, parse_datetime
@@ -116,8 +113,8 @@ def filter_events(events, query):
         if moment is None and parse_date(raw):
             moment = parse_datetime(raw + "T00:00:00+00:00")
         if moment is None:
-            raise AuditFilterError(
-                f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}."
+            raise RuleError(
+                f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}.", field=name
             )
         events = events.filter(**{lookup: moment})
     return events

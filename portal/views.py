@@ -21,10 +21,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from gateways.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
+from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_for
 from gateways.models import Gateway
 from portal import audit, exports, services
 from portal.api.views import CONNECTION_COLUMNS, export_events
+from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.permissions import team_with_role
@@ -81,8 +82,8 @@ def team_create(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             team = services.create_team(actor=request.user, request=request, **form.cleaned_data)
-        except services.ServiceError as exc:
-            form.add_error("slug", str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Team {team.name} created. Add its members next.")
             return redirect("team", slug=team.slug)
@@ -124,7 +125,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(
                 request, f"{form.cleaned_data['username']} is now {form.cleaned_data['role']} of {team.name}."
             )
-        except services.ServiceError as exc:
+        except RuleError as exc:
             messages.error(request, str(exc))
     return redirect("team", slug=team.slug)
 
@@ -139,7 +140,7 @@ def member_remove(request: HttpRequest, slug: str, username: str) -> HttpRespons
     try:
         services.remove_member(membership=membership, actor=request.user, request=request)
         messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
-    except services.ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("team", slug=team.slug)
 
@@ -149,7 +150,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     events = AuditEvent.objects.visible_to(request.user)
     try:
         events = audit.filter_events(events, request.GET)
-    except audit.AuditFilterError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
         events = events.none()
     export = request.GET.get("export")
@@ -177,7 +178,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 def connection_list(request: HttpRequest) -> HttpResponse:
     try:
         filters = ConnectionFilters.from_query(request.GET)
-    except FilterError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
         filters = ConnectionFilters()
     rows = connections_for(request.user, filters)
