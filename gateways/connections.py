@@ -12,9 +12,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from gateways.models import Assignment
+from portal import exports
 from portal.errors import RuleError
 
 STATES = {
@@ -32,6 +34,25 @@ SORTS = {
     "verdict": "key__last_probe_verdict",
     "expiry": "key__expires_at",
 }
+# The columns of a row, in the order of the CSV and the API.
+COLUMNS = (
+    "assignment",
+    "user",
+    "team",
+    "gateway",
+    "key_id",
+    "key_label",
+    "masked",
+    "key_state",
+    "assigned_since",
+    "last_download_at",
+    "last_download_format",
+    "last_download_ip",
+    "download_stale",
+    "latest_verdict",
+    "latest_probe_at",
+    "expires_at",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,11 @@ def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:
     cutoff = stale_cutoff()
     for assignment in assignments:
         yield _row(assignment, cutoff)
+
+
+def connections_csv(assignments: Iterable[Assignment]) -> StreamingHttpResponse:
+    """The rows as a CSV download, for the page and the API alike."""
+    return exports.csv_response(connection_rows(assignments), list(COLUMNS), "connections.csv")
 
 
 def _row(assignment: Assignment, cutoff) -> dict:

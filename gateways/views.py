@@ -1,4 +1,4 @@
-"""Pages for the developer's set-up, the gateway catalogue and a team's keys."""
+"""Pages for the developer's set-up, the gateway catalogue, a team's keys and the connections report."""
 
 from __future__ import annotations
 
@@ -12,16 +12,21 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from gateways import charts, services
-from gateways.api.views import my_assignments
 from gateways.config import formats, guide
 from gateways.config.snippets import UnrepresentableValue
+from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.permissions import key_with_role
+from gateways.selectors import my_assignments
 from portal.crypto import DecryptionError
 from portal.errors import RuleError, add_to_form
-from portal.models import Role
-from portal.permissions import key_with_role, team_with_role
-from portal.views import sudo_redirect
+from portal.forms import MemberForm
+from portal.models import Role, Team
+from portal.permissions import team_with_role
+from portal.sudo import sudo_redirect
+
+CONNECTIONS_PER_PAGE = 100
 
 
 def _staff_only(request: HttpRequest) -> None:
@@ -292,3 +297,55 @@ def key_probe(request: HttpRequest, key_id) -> HttpResponse:
     level = messages.SUCCESS if result.verdict == "ok" else messages.ERROR
     messages.add_message(request, level, f"Probe: {result.get_verdict_display()}. {result.hint}")
     return redirect("key", key_id=key.id)
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
+    team, role = team_with_role(request.user, slug)
+    overseer = role in (Role.ADMIN, Role.AUDITOR)
+    keys = (
+        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
+    )
+    context = {
+        "team": team,
+        "role": role,
+        "is_admin": role == Role.ADMIN,
+        "memberships": team.memberships.select_related("user"),
+        "keys": keys,
+        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
+        "member_form": MemberForm(),
+        "roles": Role.choices,
+        "gateways": Gateway.objects.all(),
+    }
+    return render(request, "gateways/team_detail.html", context)
+
+
+@login_required
+def connection_list(request: HttpRequest) -> HttpResponse:
+    """Who is connected where (gateways.connections), a page of rows at a time, or all as CSV."""
+    try:
+        filters = ConnectionFilters.from_query(request.GET)
+    except RuleError as exc:
+        messages.error(request, str(exc))
+        filters = ConnectionFilters()
+    rows = connections_for(request.user, filters)
+    if request.GET.get("export") == "csv":
+        return connections_csv(rows)
+    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
+    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
+    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
+    query = request.GET.copy()
+    query.pop("sort", None)
+    query.pop("page", None)
+    context = {
+        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
+        "page": page,
+        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
+        "filters": filters,
+        "states": STATES,
+        "teams": Team.objects.visible_to(request.user),
+        "gateways": Gateway.objects.all(),
+        "query": query.urlencode(),
+    }
+    return render(request, "gateways/connection_list.html", context)

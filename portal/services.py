@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from portal import audit
 from portal.errors import RuleError
 from portal.models import Action, Membership, Role, Team
+from portal.signals import member_leaving
 
 
 def find_user(username: str):
@@ -64,14 +65,12 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
 
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
-    """Remove a member and the team's keys assigned to them."""
-    from gateways.models import Assignment
-
+    """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
-    removed = Assignment.objects.filter(key__team=team, user=user)
-    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
-    removed.delete()
+    details: dict = {}
+    for _, answer in member_leaving.send(sender=Membership, membership=membership):
+        details.update(answer or {})
     membership.delete()
     audit.record(
         Action.MEMBER_REMOVED,
@@ -79,7 +78,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
         request=request,
         team=team,
         target=user.get_username(),
-        details={"assignments_removed": fingerprints},
+        details=details,
     )
 
 

@@ -1,18 +1,14 @@
-"""Pages for teams, members, the audit trail and connections."""
+"""Pages for teams, members, access tokens, the audit trail and sudo mode."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
-from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,31 +17,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_for
-from gateways.models import Gateway
 from portal import audit, exports, services
-from portal.api.views import CONNECTION_COLUMNS, export_events
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.permissions import team_with_role
+from portal.selectors import teams_with_members
+from portal.sudo import start_sudo
 
-SUDO_SESSION_KEY = "sudo_until"
-CONNECTIONS_PER_PAGE = 100
 AUDIT_PER_PAGE = 100
-
-
-def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
-    """Ask for the password again before a sensitive action, at most every SUDO_MODE_SECONDS.
-
-    Call it after the permission check, so nobody is asked for a password to learn they may not act.
-    """
-    if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
-        return None
-    # A POST cannot be replayed after the password prompt: return to the page it came from.
-    next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
-    messages.info(request, "Confirm your password first; then repeat the action.")
-    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
 
 
 @login_required
@@ -58,7 +38,7 @@ def sudo(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
         if user is not None and user.pk == request.user.pk:
-            request.session[SUDO_SESSION_KEY] = time.time() + settings.SUDO_MODE_SECONDS
+            start_sudo(request)
             return redirect(next_url)
         form.add_error("password", "That password is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
@@ -66,9 +46,7 @@ def sudo(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def team_list(request: HttpRequest) -> HttpResponse:
-    teams = Team.objects.visible_to(request.user).prefetch_related(
-        Prefetch("memberships", queryset=Membership.objects.select_related("user"))
-    )
+    teams = teams_with_members(request.user)
     form = TeamForm() if request.user.is_staff else None
     return render(request, "portal/team_list.html", {"teams": teams, "form": form})
 
@@ -89,27 +67,6 @@ def team_create(request: HttpRequest) -> HttpResponse:
             return redirect("team", slug=team.slug)
     teams = Team.objects.visible_to(request.user)
     return render(request, "portal/team_list.html", {"teams": teams, "form": form}, status=400)
-
-
-@login_required
-def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    team, role = team_with_role(request.user, slug)
-    overseer = role in (Role.ADMIN, Role.AUDITOR)
-    keys = (
-        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
-    )
-    context = {
-        "team": team,
-        "role": role,
-        "is_admin": role == Role.ADMIN,
-        "memberships": team.memberships.select_related("user"),
-        "keys": keys,
-        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
-        "member_form": MemberForm(),
-        "roles": Role.choices,
-        "gateways": Gateway.objects.all(),
-    }
-    return render(request, "portal/team_detail.html", context)
 
 
 @login_required
@@ -155,7 +112,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         events = events.none()
     export = request.GET.get("export")
     if export in ("csv", "jsonl"):
-        return export_events(events, export)
+        return exports.export_audit_events(events, export)
     before = request.GET.get("before", "")
     page = events.filter(id__lt=int(before)) if before.isdigit() else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
@@ -169,38 +126,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "actions": Action.choices,
         "teams": Team.objects.visible_to(request.user),
-        "gateways": Gateway.objects.all(),
     }
     return render(request, "portal/audit_list.html", context)
-
-
-@login_required
-def connection_list(request: HttpRequest) -> HttpResponse:
-    try:
-        filters = ConnectionFilters.from_query(request.GET)
-    except RuleError as exc:
-        messages.error(request, str(exc))
-        filters = ConnectionFilters()
-    rows = connections_for(request.user, filters)
-    if request.GET.get("export") == "csv":
-        return exports.csv_response(connection_rows(rows), CONNECTION_COLUMNS, "connections.csv")
-    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
-    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
-    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
-    query = request.GET.copy()
-    query.pop("sort", None)
-    query.pop("page", None)
-    context = {
-        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
-        "page": page,
-        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
-        "filters": filters,
-        "states": STATES,
-        "teams": Team.objects.visible_to(request.user),
-        "gateways": Gateway.objects.all(),
-        "query": query.urlencode(),
-    }
-    return render(request, "portal/connection_list.html", context)
 
 
 @login_required
@@ -227,23 +154,3 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     services.revoke_token(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name or token.lookup_id} revoked.")
     return redirect("tokens")
-
-
-def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def not_found(request: HttpRequest, exception=None) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": f"There is nothing at {request.path}. The API is described at /api/v1/schema/."}, status=404
-        )
-    return render(request, "404.html", status=404)
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
-        )
-    return render(request, "500.html", status=500)

@@ -220,7 +220,7 @@ def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice,
 
 
 def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob, settings):
-    from portal import views
+    from gateways import views
 
     for i in range(views.CONNECTIONS_PER_PAGE + 3):
         key = store_key(team=web, gateway=tokenbay, label=f"key {i:03d}", secret=f"sk-p{i}-000000000000", actor=alice)

@@ -1,4 +1,4 @@
-"""REST endpoints for the catalogue, keys, assignments, configurations and probes."""
+"""REST endpoints for the catalogue, keys, assignments, configurations, probes and connections."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from rest_framework.views import APIView
 from gateways import services
 from gateways.api import serializers as s
 from gateways.config import formats
+from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.permissions import key_with_role
+from gateways.selectors import my_assignments
 from portal.models import Role
-from portal.permissions import key_with_role, team_with_role
+from portal.permissions import team_with_role
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -135,14 +138,6 @@ class AssignmentDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def my_assignments(user):
-    return (
-        Assignment.objects.filter(user=user)
-        .select_related("key__gateway", "key__team", "user")
-        .order_by("key__team__name", "key__label")
-    )
-
-
 class MyConfigList(generics.ListAPIView):
     serializer_class = s.ConfigOutputSerializer
     pagination_class = None
@@ -229,3 +224,21 @@ class KeyProbeList(APIView):
 @extend_schema_view(get=extend_schema(exclude=True))
 class MyConfigDownloadWithSlash(MyConfigDownload):
     """The same download with a trailing slash; documented once, without it."""
+
+
+class ConnectionList(APIView):
+    """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")]
+        + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
+        responses=s.ConnectionSerializer(many=True),
+    )
+    def get(self, request):
+        filters = ConnectionFilters.from_query(request.query_params)
+        rows = connections_for(request.user, filters)
+        if request.query_params.get("export") == "csv":
+            return connections_csv(rows)
+        return Response(s.ConnectionSerializer(list(connection_rows(rows)), many=True).data)

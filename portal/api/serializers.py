@@ -62,22 +62,3 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "hash",
         ]
         read_only_fields = fields
-
-
-class ConnectionSerializer(serializers.Serializer):
-    assignment = serializers.IntegerField()
-    user = serializers.CharField()
-    team = serializers.CharField()
-    gateway = serializers.CharField()
-    key_id = serializers.CharField()
-    key_label = serializers.CharField()
-    masked = serializers.CharField()
-    key_state = serializers.CharField()
-    assigned_since = serializers.DateTimeField()
-    last_download_at = serializers.DateTimeField(allow_null=True)
-    last_download_format = serializers.CharField()
-    last_download_ip = serializers.CharField(allow_null=True)
-    download_stale = serializers.BooleanField()
-    latest_verdict = serializers.CharField()
-    latest_probe_at = serializers.DateTimeField(allow_null=True)
-    expires_at = serializers.DateTimeField(allow_null=True)

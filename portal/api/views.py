@@ -1,26 +1,19 @@
-"""REST endpoints for teams, members, the audit trail and connections."""
+"""REST endpoints for teams, members and the audit trail."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, permissions, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateways.connections import ConnectionFilters, connection_rows, connections_for
 from portal import audit, exports, services
 from portal.api import serializers as s
 from portal.models import AuditEvent, Membership, Team
-
-
-def teams_with_members(user):
-    return Team.objects.visible_to(user).prefetch_related(
-        Prefetch("memberships", queryset=Membership.objects.select_related("user"))
-    )
+from portal.selectors import teams_with_members
 
 
 class TeamList(APIView):
@@ -84,7 +77,6 @@ class AuditCursor(CursorPagination):
     page_size_query_param = "limit"
 
 
-AUDIT_COLUMNS = list(s.AuditEventSerializer.Meta.fields)
 EXPORT_PARAM = OpenApiParameter("export", str, enum=["csv", "jsonl"], description="Download every match as a file.")
 
 
@@ -104,34 +96,5 @@ class AuditEventList(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         export = request.query_params.get("export")
         if export:
-            return export_events(self.get_queryset(), export)
+            return exports.export_audit_events(self.get_queryset(), export)
         return super().get(request, *args, **kwargs)
-
-
-def export_events(events, export: str):
-    rows = (s.AuditEventSerializer(e).data for e in events.order_by("id").iterator(chunk_size=2000))
-    if export == "csv":
-        return exports.csv_response(rows, AUDIT_COLUMNS, "audit-events.csv")
-    if export == "jsonl":
-        return exports.jsonl_response(rows, "audit-events.jsonl")
-    raise ValidationError({"detail": f"export must be csv or jsonl, not {export!r}."})
-
-
-CONNECTION_COLUMNS = list(s.ConnectionSerializer().fields)
-
-
-class ConnectionList(APIView):
-    """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
-
-    permission_classes = [permissions.IsAuthenticated]
-
-    @extend_schema(
-        parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")] + [EXPORT_PARAM],
-        responses=s.ConnectionSerializer(many=True),
-    )
-    def get(self, request):
-        filters = ConnectionFilters.from_query(request.query_params)
-        rows = connection_rows(connections_for(request.user, filters))
-        if request.query_params.get("export") == "csv":
-            return exports.csv_response(rows, CONNECTION_COLUMNS, "connections.csv")
-        return Response(s.ConnectionSerializer(list(rows), many=True).data)
