@@ -80,9 +80,6 @@ class GatewayKeyQuerySet(models.QuerySet):
         """Keys of the teams the user administers or audits (staff: all)."""
         return self.filter(team__in=Team.objects.overseen_by(user))
 
-    def manageable_by(self, user) -> GatewayKeyQuerySet:
-        return self.filter(team__in=Team.objects.administered_by(user))
-
     def usable(self) -> GatewayKeyQuerySet:
         now = timezone.now()
         return self.filter(revoked_at__isnull=True, is_enabled=True).filter(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -20,6 +19,7 @@ from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import key_with_role
 from gateways.selectors import my_assignments
 from portal.crypto import DecryptionError
+from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
 from portal.models import Role, Team
@@ -29,9 +29,7 @@ from portal.sudo import sudo_redirect
 CONNECTIONS_PER_PAGE = 100
 
 
-def _staff_only(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can change the gateway catalogue.")
+CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
 @login_required
@@ -117,8 +115,8 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
 
 
 @login_required
+@staff_required(CATALOGUE_STAFF_ONLY)
 def gateway_create(request: HttpRequest) -> HttpResponse:
-    _staff_only(request)
     form = GatewayForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         gateway = _gateway_form_save(request, form, None)
@@ -129,8 +127,8 @@ def gateway_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@staff_required(CATALOGUE_STAFF_ONLY)
 def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff_only(request)
     gateway = get_object_or_404(Gateway, slug=slug)
     initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
     form = GatewayForm(request.POST or None, initial=initial, editing=True)

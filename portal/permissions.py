@@ -1,4 +1,4 @@
-"""Who may act on a team: one answer for the pages and the API.
+"""Who may act: staff, and roles in a team; one answer for the pages and the API.
 
 Not visible to the user is a 404 (an outsider learns nothing); visible but the role is not
 enough is a 403. The API turns both into `{"detail": ...}`. Keys have the same pair of checks
@@ -13,6 +13,17 @@ from django.shortcuts import get_object_or_404
 from portal.models import Team
 
 ROLE_DENIED = "Your role in this team does not allow this."
+
+
+def is_staff(user) -> bool:
+    """Staff manage the gateway catalogue and create teams; they act as admin in every team."""
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def require_staff(user, denied: str) -> None:
+    """A 403 with `denied` for anyone but staff."""
+    if not is_staff(user):
+        raise PermissionDenied(denied)
 
 
 def require_role(user, team: Team, *roles: str, denied: str = ROLE_DENIED) -> str | None:

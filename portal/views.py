@@ -7,7 +7,6 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -18,10 +17,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from portal import audit, exports, services
+from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
-from portal.permissions import team_with_role
+from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
 from portal.sudo import start_sudo
 
@@ -47,15 +47,14 @@ def sudo(request: HttpRequest) -> HttpResponse:
 @login_required
 def team_list(request: HttpRequest) -> HttpResponse:
     teams = teams_with_members(request.user)
-    form = TeamForm() if request.user.is_staff else None
+    form = TeamForm() if is_staff(request.user) else None
     return render(request, "portal/team_list.html", {"teams": teams, "form": form})
 
 
 @login_required
 @require_POST
+@staff_required("Only staff can create teams.")
 def team_create(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can create teams.")
     form = TeamForm(request.POST)
     if form.is_valid():
         try:

@@ -58,3 +58,14 @@ def test_the_checks_above_see_the_modules_they_guard():
         "gateways/api/views.py",
     }
     assert "gateways.models" in imported_modules(ROOT / "gateways/views.py")
+
+
+ROLE_CHECKS = {"is_staff", "administered_by", "overseen_by", "with_role", "manageable_by", "role_of"}
+
+
+@pytest.mark.parametrize("path", VIEW_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_views_check_roles_and_staff_only_through_the_permission_helpers(path):
+    """One way to ask "may this user act": portal.permissions (and its decorator and DRF class)."""
+    tree = ast.parse(path.read_text())
+    wrong = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ROLE_CHECKS})
+    assert not wrong, f"{path.relative_to(ROOT)} checks {wrong} itself"

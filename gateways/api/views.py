@@ -7,7 +7,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,22 +15,19 @@ from gateways import services
 from gateways.api import serializers as s
 from gateways.config import formats
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
-from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.models import Assignment, Gateway, ProbeResult
 from gateways.permissions import key_with_role
 from gateways.selectors import my_assignments
+from portal.api.permissions import StaffWritesOnly
 from portal.models import Role
-from portal.permissions import team_with_role
+from portal.permissions import require_role, team_with_role
 
-
-class IsStaffOrReadOnly(permissions.BasePermission):
-    message = "Only staff can change the gateway catalogue."
-
-    def has_permission(self, request, view):
-        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
 class GatewayList(APIView):
-    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = CATALOGUE_STAFF_ONLY
 
     @extend_schema(responses=s.GatewayOutputSerializer(many=True))
     def get(self, request):
@@ -49,7 +46,8 @@ class GatewayList(APIView):
 
 
 class GatewayDetail(APIView):
-    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = CATALOGUE_STAFF_ONLY
 
     @extend_schema(responses=s.GatewayOutputSerializer)
     def get(self, request, slug):
@@ -132,8 +130,9 @@ class AssignmentDetail(APIView):
     def delete(self, request, assignment_id):
         assignment = Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user")
         assignment = get_object_or_404(assignment, pk=assignment_id)
-        if not GatewayKey.objects.manageable_by(request.user).filter(pk=assignment.key_id).exists():
-            raise PermissionDenied("Only the team's admins can remove an assignment.")
+        require_role(
+            request.user, assignment.key.team, Role.ADMIN, denied="Only the team's admins can remove an assignment."
+        )
         services.remove_assignment(assignment=assignment, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

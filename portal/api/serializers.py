@@ -34,11 +34,7 @@ class TeamOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_your_role(self, team) -> str | None:
-        user = self.context["request"].user
-        for membership in team.memberships.all():
-            if membership.user_id == user.id:
-                return membership.role
-        return Role.ADMIN if user.is_staff else None
+        return team.role_of(self.context["request"].user)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

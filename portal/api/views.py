@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework import generics, permissions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal import audit, exports, services
 from portal.api import serializers as s
-from portal.models import AuditEvent, Membership, Team
+from portal.api.permissions import StaffWritesOnly
+from portal.models import AuditEvent, Membership, Role
+from portal.permissions import team_with_role
 from portal.selectors import teams_with_members
 
 
 class TeamList(APIView):
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = "Only staff can create teams."
+
     @extend_schema(responses=s.TeamOutputSerializer(many=True))
     def get(self, request):
         teams = teams_with_members(request.user)
@@ -24,8 +28,6 @@ class TeamList(APIView):
 
     @extend_schema(request=s.TeamCreateSerializer, responses={201: s.TeamOutputSerializer})
     def post(self, request):
-        if not request.user.is_staff:
-            raise PermissionDenied("Only staff can create teams.")
         data = s.TeamCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         team = services.create_team(actor=request.user, request=request, **data.validated_data)
@@ -42,15 +44,13 @@ class TeamDetail(APIView):
 class TeamMemberList(APIView):
     @extend_schema(responses=s.MemberSerializer(many=True))
     def get(self, request, slug):
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
+        team, _ = team_with_role(request.user, slug)
         return Response(s.MemberSerializer(team.memberships.select_related("user"), many=True).data)
 
     @extend_schema(request=s.MemberInputSerializer, responses={201: s.MemberSerializer})
     def post(self, request, slug):
         """Add a member, or change the role of one who is already in the team."""
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-        if not Team.objects.administered_by(request.user).filter(pk=team.pk).exists():
-            raise PermissionDenied("Only the team's admins can add members.")
+        team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can add members.")
         data = s.MemberInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.add_member(team=team, actor=request.user, request=request, **data.validated_data)
@@ -60,9 +60,7 @@ class TeamMemberList(APIView):
 class TeamMemberDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, slug, username):
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-        if not Team.objects.administered_by(request.user).filter(pk=team.pk).exists():
-            raise PermissionDenied("Only the team's admins can remove members.")
+        team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can remove members.")
         membership = get_object_or_404(
             Membership.objects.select_related("user", "team"), team=team, user__username=username
         )
