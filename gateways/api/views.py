@@ -25,13 +25,11 @@ from portal.permissions import require_role, team_with_role
 CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
-class GatewayList(APIView):
+class GatewayList(generics.ListAPIView):
+    queryset = Gateway.objects.order_by("name")
+    serializer_class = s.GatewayOutputSerializer
     permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
     staff_only = CATALOGUE_STAFF_ONLY
-
-    @extend_schema(responses=s.GatewayOutputSerializer(many=True))
-    def get(self, request):
-        return Response(s.GatewayOutputSerializer(Gateway.objects.all(), many=True).data)
 
     @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayOutputSerializer})
     def post(self, request):
@@ -66,14 +64,18 @@ class GatewayDetail(APIView):
 
 
 @method_decorator(sensitive_post_parameters("secret"), name="dispatch")
-class TeamKeyList(APIView):
-    @extend_schema(responses=s.KeyOutputSerializer(many=True))
-    def get(self, request, slug):
+class TeamKeyList(generics.ListAPIView):
+    serializer_class = s.KeyOutputSerializer
+
+    def get_queryset(self):
         team, _ = team_with_role(
-            request.user, slug, Role.ADMIN, Role.AUDITOR, denied="Members cannot list the team's keys."
+            self.request.user,
+            self.kwargs["slug"],
+            Role.ADMIN,
+            Role.AUDITOR,
+            denied="Members cannot list the team's keys.",
         )
-        keys = team.keys.select_related("team", "gateway").order_by("label")
-        return Response(s.KeyOutputSerializer(keys, many=True).data)
+        return team.keys.select_related("team", "gateway").order_by("label")
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
     def post(self, request, slug):
@@ -108,11 +110,12 @@ class KeyDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class KeyAssignmentList(APIView):
-    @extend_schema(responses=s.AssignmentOutputSerializer(many=True))
-    def get(self, request, key_id):
-        key = key_with_role(request.user, key_id)[0]
-        return Response(s.AssignmentOutputSerializer(key.assignments.select_related("user"), many=True).data)
+class KeyAssignmentList(generics.ListAPIView):
+    serializer_class = s.AssignmentOutputSerializer
+
+    def get_queryset(self):
+        key = key_with_role(self.request.user, self.kwargs["key_id"])[0]
+        return key.assignments.select_related("user").order_by("-created_at")
 
     @extend_schema(request=s.AssignmentInputSerializer, responses={201: s.AssignmentOutputSerializer})
     def post(self, request, key_id):
@@ -139,7 +142,6 @@ class AssignmentDetail(APIView):
 
 class MyConfigList(generics.ListAPIView):
     serializer_class = s.ConfigOutputSerializer
-    pagination_class = None
 
     def get_queryset(self):
         return my_assignments(self.request.user)
@@ -169,6 +171,7 @@ class ProbeList(generics.ListAPIView):
 
     def get_queryset(self):
         probes = ProbeResult.objects.visible_to(self.request.user).select_related("gateway", "started_by")
+        probes = probes.order_by("-created_at")
         for name in ("verdict",):
             if self.request.query_params.get(name):
                 probes = probes.filter(**{name: self.request.query_params[name]})
@@ -184,12 +187,12 @@ def _flag(request, name: str) -> bool:
     return str(request.query_params.get(name, "true")).lower() not in ("0", "false", "no")
 
 
-class KeyProbeList(APIView):
-    @extend_schema(responses=s.ProbeResultOutputSerializer(many=True))
-    def get(self, request, key_id):
-        key = key_with_role(request.user, key_id)[0]
-        probes = key.probes.select_related("gateway", "started_by")[:100]
-        return Response(s.ProbeResultOutputSerializer(probes, many=True).data)
+class KeyProbeList(generics.ListAPIView):
+    serializer_class = s.ProbeResultOutputSerializer
+
+    def get_queryset(self):
+        key = key_with_role(self.request.user, self.kwargs["key_id"])[0]
+        return key.probes.select_related("gateway", "started_by").order_by("-created_at")
 
     @extend_schema(
         request=None,
@@ -225,19 +228,23 @@ class MyConfigDownloadWithSlash(MyConfigDownload):
     """The same download with a trailing slash; documented once, without it."""
 
 
-class ConnectionList(APIView):
+class ConnectionList(generics.ListAPIView):
     """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
 
-    permission_classes = [permissions.IsAuthenticated]
+    serializer_class = s.ConnectionSerializer
+
+    def get_queryset(self):
+        return connections_for(self.request.user, ConnectionFilters.from_query(self.request.query_params))
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")]
         + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
-        responses=s.ConnectionSerializer(many=True),
     )
-    def get(self, request):
-        filters = ConnectionFilters.from_query(request.query_params)
-        rows = connections_for(request.user, filters)
+    def get(self, request, *args, **kwargs):
         if request.query_params.get("export") == "csv":
-            return connections_csv(rows)
-        return Response(s.ConnectionSerializer(list(connection_rows(rows)), many=True).data)
+            return connections_csv(self.get_queryset())
+        return super().get(request, *args, **kwargs)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(list(connection_rows(page)), many=True).data)

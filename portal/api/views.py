@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,14 +16,13 @@ from portal.permissions import team_with_role
 from portal.selectors import teams_with_members
 
 
-class TeamList(APIView):
+class TeamList(generics.ListAPIView):
+    serializer_class = s.TeamOutputSerializer
     permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
     staff_only = "Only staff can create teams."
 
-    @extend_schema(responses=s.TeamOutputSerializer(many=True))
-    def get(self, request):
-        teams = teams_with_members(request.user)
-        return Response(s.TeamOutputSerializer(teams, many=True, context={"request": request}).data)
+    def get_queryset(self):
+        return teams_with_members(self.request.user)
 
     @extend_schema(request=s.TeamCreateSerializer, responses={201: s.TeamOutputSerializer})
     def post(self, request):
@@ -41,11 +39,12 @@ class TeamDetail(APIView):
         return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
 
 
-class TeamMemberList(APIView):
-    @extend_schema(responses=s.MemberSerializer(many=True))
-    def get(self, request, slug):
-        team, _ = team_with_role(request.user, slug)
-        return Response(s.MemberSerializer(team.memberships.select_related("user"), many=True).data)
+class TeamMemberList(generics.ListAPIView):
+    serializer_class = s.MemberSerializer
+
+    def get_queryset(self):
+        team, _ = team_with_role(self.request.user, self.kwargs["slug"])
+        return team.memberships.select_related("user").order_by("user__username")
 
     @extend_schema(request=s.MemberInputSerializer, responses={201: s.MemberSerializer})
     def post(self, request, slug):
@@ -68,24 +67,17 @@ class TeamMemberDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AuditCursor(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    max_page_size = 1000
-    page_size_query_param = "limit"
-
-
 EXPORT_PARAM = OpenApiParameter("export", str, enum=["csv", "jsonl"], description="Download every match as a file.")
 
 
 class AuditEventList(generics.ListAPIView):
-    """The audit trail, newest first, paginated by cursor; `?export=csv|jsonl` downloads every match."""
+    """The audit trail, newest first; `?export=csv|jsonl` downloads every match."""
 
     serializer_class = s.AuditEventSerializer
-    pagination_class = AuditCursor
 
     def get_queryset(self):
-        return audit.filter_events(AuditEvent.objects.visible_to(self.request.user), self.request.query_params)
+        events = AuditEvent.objects.visible_to(self.request.user).order_by("-id")
+        return audit.filter_events(events, self.request.query_params)
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "actor", "action", "gateway", "since", "until")]
