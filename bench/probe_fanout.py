@@ -26,12 +26,13 @@ def make_keys(count: int, base_url: str):
     from django.contrib.auth import get_user_model
 
     from gateways.models import Gateway, GatewayKey
+    from gateways.rules import AuthScheme
     from portal.models import Team
 
     user = get_user_model().objects.create_user(f"bench{count}")
     team = Team.objects.create(name=f"Bench {count}", slug=f"bench-{count}")
     gateway = Gateway.objects.create(
-        slug=f"emulator-{count}", name="Emulator", base_url=base_url, auth_scheme="x-api-key"
+        slug=f"emulator-{count}", name="Emulator", base_url=base_url, auth_scheme=AuthScheme.X_API_KEY
     )
     keys = []
     for i in range(count):

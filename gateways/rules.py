@@ -102,6 +102,22 @@ class ModelIdStyle:
     ]
 
 
+class AuthScheme:
+    """How a gateway takes the key: the header Claude Code sends it in."""
+
+    X_API_KEY = "x-api-key"
+    BEARER = "bearer"
+
+    choices = [
+        (X_API_KEY, "x-api-key header (ANTHROPIC_API_KEY)"),
+        (BEARER, "Bearer token (ANTHROPIC_AUTH_TOKEN, with ANTHROPIC_API_KEY empty)"),
+    ]
+
+
+# The variable Claude Code reads the key from, per scheme.
+CREDENTIAL_VARIABLE = {AuthScheme.X_API_KEY: "ANTHROPIC_API_KEY", AuthScheme.BEARER: "ANTHROPIC_AUTH_TOKEN"}
+
+
 # A version `4-6` or `4.6`: major, separator, a one- or two-digit minor that ends the id
 # or is followed by another part (a date such as -20250929 has 8 digits and is left alone).
 _HYPHEN_VERSION = re.compile(r"(?<=-)(\d{1,2})-(\d{1,2})(?=-|$)")
@@ -185,3 +201,13 @@ def clean_timeout_ms(value: int | None) -> int | None:
     if not 1000 <= value <= 3_600_000:
         raise RuleError("The timeout is in milliseconds and must be between 1000 (1 s) and 3600000 (1 h).")
     return value
+
+
+def clean_probe_interval(minutes: int) -> int:
+    """Minutes between scheduled probes of a gateway's keys: at least one, at most a week."""
+    if not 1 <= minutes <= 7 * 24 * 60:
+        raise RuleError(
+            "The probe interval is in minutes and must be between 1 and 10080 (a week).",
+            field="probe_interval_minutes",
+        )
+    return minutes

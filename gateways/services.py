@@ -10,52 +10,19 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from gateways import rules
-from gateways.models import Assignment, Gateway, GatewayKey
+from gateways.models import (
+    GATEWAY_FIELDS,
+    GATEWAY_MODEL_FIELDS,
+    KEY_MODEL_FIELDS,
+    KEY_SETTING_FIELDS,
+    Assignment,
+    Gateway,
+    GatewayKey,
+)
 from gateways.rules import RuleError
 from portal import audit
 from portal.models import Action, Membership, Team
 from portal.services import find_user
-
-# The fields staff may set on a gateway, in the order the API shows them.
-GATEWAY_FIELDS = (
-    "name",
-    "base_url",
-    "auth_scheme",
-    "requires_sk_prefix",
-    "model_id_style",
-    "default_model",
-    "default_opus_model",
-    "default_sonnet_model",
-    "default_haiku_model",
-    "custom_model_option",
-    "custom_model_option_name",
-    "timeout_ms",
-    "disable_experimental_betas",
-    "extra_env",
-    "docs_url",
-    "console_hint",
-    "notes",
-    "troubleshooting",
-    "probe_mode",
-    "probe_prompt",
-    "probe_model",
-    "probe_interval_minutes",
-)
-MODEL_FIELDS = ("default_model", "default_opus_model", "default_sonnet_model", "default_haiku_model", "probe_model")
-# A key's overrides of its gateway's defaults.
-KEY_OVERRIDE_FIELDS = (
-    "model",
-    "opus_model",
-    "sonnet_model",
-    "haiku_model",
-    "custom_model_option",
-    "custom_model_option_name",
-    "timeout_ms",
-    "disable_experimental_betas",
-    "custom_headers",
-)
-KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
-KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
 
 
 def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
@@ -64,13 +31,15 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
     cleaned = dict(fields)
     if "base_url" in cleaned:
         cleaned["base_url"], notices = rules.normalize_base_url(cleaned["base_url"])
-    for name in (*MODEL_FIELDS, "custom_model_option"):
+    for name in GATEWAY_MODEL_FIELDS:
         if cleaned.get(name):
             cleaned[name] = rules.styled_model_id(cleaned[name], style)
     if "extra_env" in cleaned:
         cleaned["extra_env"] = rules.clean_extra_env(cleaned["extra_env"] or {})
     if "timeout_ms" in cleaned:
         cleaned["timeout_ms"] = rules.clean_timeout_ms(cleaned["timeout_ms"])
+    if "probe_interval_minutes" in cleaned:
+        cleaned["probe_interval_minutes"] = rules.clean_probe_interval(cleaned["probe_interval_minutes"])
     return cleaned, notices
 
 

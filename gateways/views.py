@@ -15,7 +15,7 @@ from gateways.config import formats, guide
 from gateways.config.snippets import UnrepresentableValue
 from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
-from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import key_with_role
 from gateways.selectors import my_assignments
 from portal.crypto import DecryptionError
@@ -139,7 +139,7 @@ def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _settings_from_form(cleaned: dict) -> dict:
-    return {name: cleaned[name] for name in services.KEY_SETTING_FIELDS if name in cleaned}
+    return {name: cleaned[name] for name in KEY_SETTING_FIELDS if name in cleaned}
 
 
 @login_required

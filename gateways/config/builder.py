@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateways.rules import styled_model_id
+from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, styled_model_id
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 
@@ -30,41 +30,33 @@ class ClaudeConfig:
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
 
 
-def _pick(override: str, default: str, style: str) -> str:
-    return styled_model_id(override or default, style) if (override or default) else ""
-
-
 def build_config(gateway, key, secret: str) -> ClaudeConfig:
-    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`."""
+    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway` (its gateway).
+
+    Each setting is `key.setting(name)`: the key's override, else the gateway's default.
+    """
     style = gateway.model_id_style
     env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
-    if gateway.auth_scheme == "bearer":
-        env["ANTHROPIC_AUTH_TOKEN"] = secret
+    env[CREDENTIAL_VARIABLE[gateway.auth_scheme]] = secret
+    if gateway.auth_scheme == AuthScheme.BEARER:
         # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
         env["ANTHROPIC_API_KEY"] = ""
-    else:
-        env["ANTHROPIC_API_KEY"] = secret
     models = {
-        "ANTHROPIC_MODEL": _pick(key.model, gateway.default_model, style),
-        "ANTHROPIC_DEFAULT_OPUS_MODEL": _pick(key.opus_model, gateway.default_opus_model, style),
-        "ANTHROPIC_DEFAULT_SONNET_MODEL": _pick(key.sonnet_model, gateway.default_sonnet_model, style),
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": _pick(key.haiku_model, gateway.default_haiku_model, style),
-        "ANTHROPIC_CUSTOM_MODEL_OPTION": _pick(key.custom_model_option, gateway.custom_model_option, style),
+        "ANTHROPIC_MODEL": styled_model_id(key.setting("model"), style),
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": styled_model_id(key.setting("opus_model"), style),
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": styled_model_id(key.setting("sonnet_model"), style),
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": styled_model_id(key.setting("haiku_model"), style),
+        "ANTHROPIC_CUSTOM_MODEL_OPTION": styled_model_id(key.setting("custom_model_option"), style),
     }
     env.update({name: value for name, value in models.items() if value})
     if env.get("ANTHROPIC_CUSTOM_MODEL_OPTION"):
-        name = key.custom_model_option_name or gateway.custom_model_option_name
+        name = key.setting("custom_model_option_name")
         if name:
             env["ANTHROPIC_CUSTOM_MODEL_OPTION_NAME"] = name
-    timeout = key.timeout_ms or gateway.timeout_ms
+    timeout = key.setting("timeout_ms")
     if timeout:
         env["API_TIMEOUT_MS"] = str(timeout)
-    betas_disabled = (
-        key.disable_experimental_betas
-        if key.disable_experimental_betas is not None
-        else gateway.disable_experimental_betas
-    )
-    if betas_disabled:
+    if key.setting("disable_experimental_betas"):
         env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] = "1"
     if key.custom_headers:
         env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in key.custom_headers.items())
