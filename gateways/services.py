@@ -167,49 +167,59 @@ def store_key(
     return key
 
 
-@sensitive_variables("secret")
-@transaction.atomic
-def update_key(
-    *, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None, secret: str | None = None
-) -> GatewayKey:
-    """Change a key's settings and, when `secret` is given, rotate its secret."""
+def _changeable_key(key: GatewayKey) -> GatewayKey:
+    """The key's row, locked for the change; a revoked key is never changed again."""
     key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
     if key.revoked_at:
         raise RuleError("This key is revoked; store a new key instead of changing it.")
+    return key
+
+
+@transaction.atomic
+def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Change a key's label, expiry or overrides (KEY_SETTING_FIELDS); a change makes earlier downloads stale."""
+    key = _changeable_key(key)
     cleaned = clean_key_settings(changes, gateway=key.gateway)
     changed = {}
     for name, value in cleaned.items():
         if getattr(key, name) != value:
             changed[name] = {"from": _jsonable(getattr(key, name)), "to": _jsonable(value)}
             setattr(key, name, value)
-    if "is_enabled" in changes and changes["is_enabled"] != key.is_enabled:
-        key.is_enabled = bool(changes["is_enabled"])
-        action = Action.KEY_ENABLED if key.is_enabled else Action.KEY_DISABLED
-        record_key_event(action, key, actor=actor, request=request)
-    if secret is not None:
-        old_masked = key.masked
-        key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
-        _refuse_duplicate(key.team, key.fingerprint, exclude=key)
-        record_key_event(
-            Action.KEY_ROTATED,
-            key,
-            actor=actor,
-            request=request,
-            details={"from": old_masked, "to": key.masked},
-        )
+    if not changed:
+        return key
     if "expires_at" in changed:
         key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
-    if changed or secret is not None:
-        key.config_changed_at = timezone.now()
-    if changed:
-        record_key_event(
-            Action.KEY_UPDATED,
-            key,
-            actor=actor,
-            request=request,
-            details={"changed": changed},
-        )
+    key.config_changed_at = timezone.now()
+    record_key_event(Action.KEY_UPDATED, key, actor=actor, request=request, details={"changed": changed})
     key.save()
+    return key
+
+
+@sensitive_variables("secret")
+@transaction.atomic
+def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Replace a key's secret; developers must download their configs again."""
+    key = _changeable_key(key)
+    old_masked = key.masked
+    key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
+    _refuse_duplicate(key.team, key.fingerprint, exclude=key)
+    key.config_changed_at = timezone.now()
+    record_key_event(
+        Action.KEY_ROTATED, key, actor=actor, request=request, details={"from": old_masked, "to": key.masked}
+    )
+    key.save()
+    return key
+
+
+@transaction.atomic
+def set_key_enabled(*, key: GatewayKey, enabled: bool, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Enable or disable a key; a disabled key yields no configuration until it is enabled again."""
+    key = _changeable_key(key)
+    if key.is_enabled == enabled:
+        return key
+    key.is_enabled = enabled
+    record_key_event(Action.KEY_ENABLED if enabled else Action.KEY_DISABLED, key, actor=actor, request=request)
+    key.save(update_fields=["is_enabled"])
     return key
 
 

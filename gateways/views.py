@@ -193,7 +193,7 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
     form = KeySettingsForm(request.POST)
     if form.is_valid():
         try:
-            services.update_key(
+            services.update_key_settings(
                 key=key, changes=_settings_from_form(form.cleaned_data), actor=request.user, request=request
             )
             messages.success(request, "Key settings saved; developers' next downloads use them.")
@@ -213,8 +213,8 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
     form = RotateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            key = services.update_key(
-                key=key, changes={}, secret=form.cleaned_data["secret"], actor=request.user, request=request
+            key = services.rotate_key_secret(
+                key=key, secret=form.cleaned_data["secret"], actor=request.user, request=request
             )
         except RuleError as exc:
             add_to_form(form, exc)
@@ -229,9 +229,7 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
 def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
-        key = services.update_key(
-            key=key, changes={"is_enabled": not key.is_enabled}, actor=request.user, request=request
-        )
+        key = services.set_key_enabled(key=key, enabled=not key.is_enabled, actor=request.user, request=request)
         messages.success(request, f"Key {'enabled' if key.is_enabled else 'disabled'}.")
     except RuleError as exc:
         messages.error(request, str(exc))

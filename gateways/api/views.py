@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -100,7 +101,13 @@ class KeyDetail(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         secret = changes.pop("secret", None)
-        key = services.update_key(key=key, changes=changes, secret=secret, actor=request.user, request=request)
+        enabled = changes.pop("is_enabled", None)
+        with transaction.atomic():  # one PATCH, one change: all of it or none
+            if enabled is not None:
+                key = services.set_key_enabled(key=key, enabled=enabled, actor=request.user, request=request)
+            if secret is not None:
+                key = services.rotate_key_secret(key=key, secret=secret, actor=request.user, request=request)
+            key = services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
         return Response(s.KeyOutputSerializer(key).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Revoked; the secret is destroyed.")})
