@@ -27,8 +27,6 @@ from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
-
-
 CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
