@@ -1,13 +1,10 @@
-"""Errors at the edges: the API's exception handler (every error is `{"detail": "<a sentence>"}`,
-never a 500) and the 404 and 500 handlers, which answer JSON under /api/ and a page elsewhere."""
+"""One exception handler for the API: every error is `{"detail": "<a sentence>"}`, never a 500."""
 
 from __future__ import annotations
 
 import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -53,23 +50,3 @@ def exception_handler(exc, context):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = {"detail": " ".join(_flatten(fields)), "errors": exc.detail}
     return response
-
-
-def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def not_found(request: HttpRequest, exception=None) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": f"There is nothing at {request.path}. The API is described at /api/v1/schema/."}, status=404
-        )
-    return render(request, "404.html", status=404)
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
-        )
-    return render(request, "500.html", status=500)

@@ -39,5 +39,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler404 = "config.handlers.not_found"
-handler500 = "config.handlers.server_error"
+handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"

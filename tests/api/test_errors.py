@@ -55,3 +55,24 @@ def test_a_page_shows_the_refusal_next_to_its_field(client, staff, web):
     assert response.context["form"].errors["slug"] == [
         "A team with the slug 'web' already exists. Choose another slug."
     ]
+
+
+def test_an_unknown_address_is_a_json_404_under_the_api_and_a_page_elsewhere(api, client, bob):
+    response = api(bob).get("/api/v1/nothing-here/")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "There is nothing at /api/v1/nothing-here/. The API is described at /api/v1/schema/."
+    }
+    client.force_login(bob)
+    page = client.get("/nothing-here/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_server_error_is_a_json_sentence_under_the_api(rf):
+    from django.utils.module_loading import import_string
+
+    from config.urls import handler500
+
+    response = import_string(handler500)(rf.get("/api/v1/teams/"))
+    assert response.status_code == 500
+    assert b"failed on its side" in response.content and response["Content-Type"] == "application/json"
