@@ -60,9 +60,13 @@ class Team(models.Model):
         return self.name
 
     def role_of(self, user) -> str | None:
+        """The user's role here (staff count as admin), from prefetched memberships when there are."""
         if not user.is_authenticated:
             return None
-        membership = self.memberships.filter(user=user).first()
+        if "memberships" in getattr(self, "_prefetched_objects_cache", {}):
+            membership = next((m for m in self.memberships.all() if m.user_id == user.pk), None)
+        else:
+            membership = self.memberships.filter(user=user).first()
         if membership:
             return membership.role
         return Role.ADMIN if user.is_staff else None

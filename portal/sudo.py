@@ -8,10 +8,13 @@ itself the credential, issued in sudo mode and expiring on its own, so token cal
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.urls import reverse
 
 from portal.models import AccessToken
@@ -41,3 +44,16 @@ def require_recent_password(request) -> None:
         f"This needs your password again: confirm it at {reverse('sudo')} in this browser (it then holds for "
         f"{minutes} minutes) and repeat the request. Scripts use an access token instead."
     )
+
+
+def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
+    """A redirect to the password prompt, or None when sudo mode is on.
+
+    Call it after the permission check, so nobody is asked for a password to learn they may not act.
+    """
+    if in_sudo_mode(request):
+        return None
+    # A POST cannot be replayed after the password prompt: return to the page it came from.
+    next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
+    messages.info(request, "Confirm your password first; then repeat the action.")
+    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")

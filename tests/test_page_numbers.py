@@ -80,9 +80,9 @@ def forged_cursor(**tokens) -> str:
         "not base64 at all",
     ],
 )
-def test_a_forged_audit_cursor_is_a_404_with_a_sentence(api, alice, listed, cursor):
+def test_a_forged_audit_cursor_is_a_400_with_a_sentence(api, alice, listed, cursor):
     response = api(alice).get("/api/v1/audit-events/", {"cursor": cursor})
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert "cursor" in response.json()["detail"]
 
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateways.config import ClaudeConfig
+from gateways.config.builder import ClaudeConfig
+from gateways.config.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 from gateways.models import Gateway
 from gateways.rules import EXTRA_ENV_NAMES, MANAGED_ENV, RuleError, check_env_name
-from gateways.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 
 pytestmark = pytest.mark.shell
 

@@ -11,7 +11,7 @@ import json
 import re
 import unicodedata
 
-from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import ENV_NAME, RuleError, UnrepresentableValue, check_env_name
 
 

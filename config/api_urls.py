@@ -26,5 +26,5 @@ urlpatterns = [
     path("keys/<uuid:key_id>/probes/", gateway_views.KeyProbeList.as_view(), name="api-key-probes"),
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
-    path("connections/", views.ConnectionList.as_view(), name="api-connections"),
+    path("connections/", gateway_views.ConnectionList.as_view(), name="api-connections"),
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme
+
 INSTALL_UNIX = [
     ("Native installer (recommended)", "curl -fsSL https://claude.ai/install.sh | bash"),
     ("Homebrew (macOS)", "brew install --cask claude-code"),
@@ -91,7 +93,7 @@ def tab_for_user_agent(user_agent: str) -> str:
 def after_setup_steps(gateway) -> list[str]:
     """The steps after the snippet, in the order of the gateway's guide."""
     steps = ["Close the terminal and open a new one: variables are only read by a new terminal."]
-    if gateway.auth_scheme == "bearer":
+    if gateway.auth_scheme == AuthScheme.BEARER:
         steps.append(
             "If you ever signed in to Claude Code with an Anthropic account, run /logout once inside claude, "
             "then quit and start claude again: a cached login conflicts with the gateway key."
@@ -107,7 +109,7 @@ def after_setup_steps(gateway) -> list[str]:
     )
     steps.append(
         f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source "
-        f"{'ANTHROPIC_AUTH_TOKEN' if gateway.auth_scheme == 'bearer' else 'ANTHROPIC_API_KEY'}."
+        f"{CREDENTIAL_VARIABLE[gateway.auth_scheme]}."
     )
     if not gateway.default_model:
         steps.append("Choose a model with /model inside claude.")
