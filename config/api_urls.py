@@ -16,6 +16,8 @@ urlpatterns = [
     path("keys/<uuid:key_id>/assignments/", gateway_views.KeyAssignmentList.as_view(), name="api-key-assignments"),
     path("assignments/<int:assignment_id>/", gateway_views.AssignmentDetail.as_view(), name="api-assignment"),
     path("me/configs/", gateway_views.MyConfigList.as_view(), name="api-my-configs"),
+    # Before the downloads: "devices" is not a format.
+    path("me/configs/<int:assignment_id>/devices/", gateway_views.MyConfigDevices.as_view(), name="api-config-devices"),
     path(
         "me/configs/<int:assignment_id>/<str:format_name>",
         gateway_views.MyConfigDownload.as_view(),
@@ -27,4 +29,9 @@ urlpatterns = [
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
     path("connections/", gateway_views.ConnectionList.as_view(), name="api-connections"),
+    path("devices/", gateway_views.DeviceList.as_view(), name="api-devices"),
+    path("devices/<int:device_id>/", gateway_views.DeviceDetail.as_view(), name="api-device"),
+    # What devices call: no session, no personal token (see gateways.devices).
+    path("device/key", gateway_views.device_key, name="api-device-key"),
+    path("device/install/<str:code>", gateway_views.device_install, name="api-device-install"),
 ]

@@ -77,6 +77,10 @@ PROBE_READ_TIMEOUT = float(os.getenv("PROBE_READ_TIMEOUT", "15"))
 PROBE_DEADLINE = float(os.getenv("PROBE_DEADLINE", "30"))
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024)
 
+# How the portal names itself in what devices print (a live key's helper, the installers):
+# "This device was removed from <PORTAL_NAME> by ...".
+PORTAL_NAME = os.getenv("PORTAL_NAME", "the portal").strip() or "the portal"
+
 # A config download older than this many days shows as "stale" on the connections page.
 CONNECTION_STALE_DAYS = envint("CONNECTION_STALE_DAYS", 30)
 

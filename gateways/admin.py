@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import models
 
-from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways import devices
+from gateways.models import Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
 
 
@@ -61,3 +62,43 @@ class ProbeResultAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    """Read-only apart from removal, which goes through the service (audited); no token or code digest is shown."""
+
+    list_display = ["name", "user", "key", "platform", "state", "installed_at", "last_seen_at", "revoked_at"]
+    list_filter = ["platform"]
+    search_fields = ["name", "user__username", "key__label"]
+    list_select_related = ["user", "key", "key__gateway"]
+    fields = [
+        "name",
+        "platform",
+        "user",
+        "key",
+        "assignment",
+        "created_at",
+        "install_expires_at",
+        "installed_at",
+        "last_seen_at",
+        "last_seen_ip",
+        "claude_version",
+        "revoked_at",
+        "revoked_by_username",
+    ]
+    actions = ["remove_devices"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # removing is revoking, so the trail and "removed by" stay: use the action
+
+    @admin.action(description="Remove the selected devices (their next key fetch is refused)")
+    def remove_devices(self, request, queryset):
+        for device in queryset:
+            devices.remove_device(device=device, actor=request.user, request=request)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from gateways.models import Assignment
+from gateways.models import Assignment, Device
 from portal import exports
 from portal.errors import RuleError
 
@@ -52,6 +53,8 @@ COLUMNS = (
     "latest_verdict",
     "latest_probe_at",
     "expires_at",
+    "live_devices",
+    "live_devices_current",
 )
 
 
@@ -80,8 +83,20 @@ def stale_cutoff():
     return timezone.now() - timedelta(days=settings.CONNECTION_STALE_DAYS)
 
 
+def _count(devices: QuerySet[Device]):
+    """How many of `devices` there are, as a column of the row (a subquery, so the list stays one query)."""
+    counted = devices.order_by().values("assignment").annotate(n=Count("pk")).values("n")[:1]
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
 def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     rows = Assignment.objects.visible_to(user).select_related("user", "key__team", "key__gateway")
+    live = Device.objects.live().filter(assignment=OuterRef("pk"))
+    rows = rows.annotate(
+        live_devices=_count(live),
+        # Devices whose last fetch carried the key's present secret: they fetched since the last rotation.
+        live_devices_current=_count(live.filter(fetched_fingerprint=OuterRef("key__fingerprint"))),
+    )
     if filters.team:
         rows = rows.filter(key__team__slug=filters.team)
     if filters.gateway:
@@ -105,6 +120,15 @@ def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:
     cutoff = stale_cutoff()
     for assignment in assignments:
         yield _row(assignment, cutoff)
+
+
+def live_devices_by_assignment(assignments: Iterable[Assignment]) -> dict[int, list[Device]]:
+    """The live devices of a page of rows, by assignment id, in one query."""
+    found: dict[int, list[Device]] = {}
+    devices = Device.objects.live().filter(assignment__in=[a.pk for a in assignments]).select_related("key")
+    for device in devices.order_by("name", "pk"):
+        found.setdefault(device.assignment_id, []).append(device)
+    return found
 
 
 def connections_csv(assignments: Iterable[Assignment]) -> StreamingHttpResponse:
@@ -132,4 +156,6 @@ def _row(assignment: Assignment, cutoff) -> dict:
         "latest_verdict": key.last_probe_verdict,
         "latest_probe_at": key.last_probe_at,
         "expires_at": key.expires_at,
+        "live_devices": assignment.live_devices,  # annotated by connections_for()
+        "live_devices_current": assignment.live_devices_current,
     }

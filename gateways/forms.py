@@ -7,7 +7,7 @@ import json
 from django import forms
 from django.db import models
 
-from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Gateway, GatewayKey
+from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Device, Gateway, GatewayKey
 from gateways.rules import EXTRA_ENV_HELP
 
 
@@ -151,3 +151,13 @@ class AssignForm(forms.Form):
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["username"].choices = [(u, u) for u in members]
+
+
+class DeviceForm(forms.ModelForm):
+    """Install on a new device: its name and system; gateways.devices checks both."""
+
+    class Meta:
+        model = Device
+        fields = ("name", "platform")
+        labels = {"name": "Device name", "platform": "System"}
+        widgets = {"name": forms.TextInput(attrs={"placeholder": "work laptop"})}

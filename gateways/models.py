@@ -318,6 +318,99 @@ class Assignment(models.Model):
         return self.assigned_by_id is not None and self.assigned_by_id == self.user_id
 
 
+class Platform(models.TextChoices):
+    LINUX = "linux", "Linux"
+    MACOS = "macos", "macOS"
+    WINDOWS = "windows", "Windows"
+
+
+# An install link lives this long and works once.
+DEVICE_INSTALL_MINUTES = 15
+# A key fetch writes the device's "last seen" at most this often; fetches in between write nothing.
+LAST_SEEN_EVERY_SECONDS = 60
+
+
+class DeviceQuerySet(models.QuerySet):
+    def visible_to(self, user) -> DeviceQuerySet:
+        """Everyone sees their own devices; admins and auditors also their teams' (staff: all)."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        overseen = Team.objects.overseen_by(user).values("pk")
+        return self.filter(models.Q(key__team__in=overseen) | models.Q(user=user))
+
+    def live(self) -> DeviceQuerySet:
+        """Installed, not removed, and still holding its assignment: the devices that fetch the key."""
+        return self.filter(installed_at__isnull=False, revoked_at__isnull=True, assignment__isnull=False)
+
+
+class Device(models.Model):
+    """One machine of one developer holding one assignment live: it fetches the key when Claude Code asks.
+
+    It has two credentials, each stored as a SHA-256 digest and found by a short id, like access
+    tokens: the one-time install code (15 minutes) and the device token the install mints
+    (portal.models.TokenScope.KEY_FETCH). Neither plaintext is kept.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="devices")
+    key = models.ForeignKey(GatewayKey, models.CASCADE, related_name="devices")
+    # Null once the assignment is removed: the device stays listed, and its fetches are refused with a sentence.
+    assignment = models.ForeignKey(Assignment, models.SET_NULL, null=True, blank=True, related_name="devices")
+    name = models.CharField(max_length=100)
+    platform = models.CharField(max_length=10, choices=Platform.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    install_lookup_id = models.CharField(max_length=16, unique=True, editable=False)
+    install_digest = models.CharField(max_length=64, editable=False)
+    install_expires_at = models.DateTimeField()
+    installed_at = models.DateTimeField(null=True, blank=True)
+    token_lookup_id = models.CharField(max_length=16, unique=True, null=True, blank=True, editable=False)
+    token_digest = models.CharField(max_length=64, blank=True, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seen_ip = models.GenericIPAddressField(null=True, blank=True)
+    claude_version = models.CharField(max_length=20, blank=True)
+    # The fingerprint of the secret it last received: equal to the key's once it fetched since the last rotation.
+    fetched_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    # The day of its last key.fetched audit row, and of its last refusal row (with the reason): one a day at most.
+    fetch_audited_on = models.DateField(null=True, blank=True, editable=False)
+    refusal_audited_on = models.DateField(null=True, blank=True, editable=False)
+    refusal_reason = models.CharField(max_length=20, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    revoked_by_username = models.CharField(max_length=150, blank=True)  # kept when that user is deleted
+
+    objects = DeviceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="device_user_recent"),
+            models.Index(fields=["key", "-created_at"], name="device_key_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @property
+    def is_live(self) -> bool:
+        return bool(self.installed_at and not self.revoked_at and self.assignment_id)
+
+    @property
+    def has_current_secret(self) -> bool:
+        """Whether its last fetch carried the key's present secret (so it fetched since the last rotation)."""
+        return bool(self.fetched_fingerprint) and self.fetched_fingerprint == self.key.fingerprint
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at:
+            return "removed"
+        if not self.assignment_id:
+            return "unassigned"
+        if self.installed_at:
+            return "live"
+        return "expired" if self.install_expires_at <= timezone.now() else "waiting"
+
+
 class Verdict(models.TextChoices):
     OK = "ok", "OK"
     AUTH_FAILED = "auth_failed", "Authentication failed"

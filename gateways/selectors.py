@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateways.models import Assignment, AssignmentQuerySet
+from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet
 
 
 def my_assignments(user) -> AssignmentQuerySet:
@@ -12,3 +12,21 @@ def my_assignments(user) -> AssignmentQuerySet:
         .select_related("key__gateway", "key__team", "user")
         .order_by("key__team__name", "key__label")
     )
+
+
+def devices_with_context(devices: DeviceQuerySet) -> DeviceQuerySet:
+    """Devices with what their lists show: key, gateway, team and owner, newest first."""
+    return devices.select_related("key__gateway", "key__team", "user").order_by("-created_at")
+
+
+def my_devices(user) -> DeviceQuerySet:
+    return devices_with_context(Device.objects.filter(user=user))
+
+
+def team_devices(team) -> DeviceQuerySet:
+    return devices_with_context(Device.objects.filter(key__team=team))
+
+
+def key_devices(key) -> DeviceQuerySet:
+    """The devices that hold the key live (installed, not removed, still assigned)."""
+    return devices_with_context(key.devices.live())

@@ -6,18 +6,27 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from gateways import charts, services
+from gateways import charts, devices, services
 from gateways.config import formats, guide
 from gateways.config.snippets import UnrepresentableValue
-from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
-from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
-from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
-from gateways.permissions import key_with_role
-from gateways.selectors import my_assignments
+from gateways.connections import (
+    STATES,
+    ConnectionFilters,
+    connection_rows,
+    connections_csv,
+    connections_for,
+    live_devices_by_assignment,
+)
+from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
+from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.permissions import device_for_removal, key_with_role
+from gateways.selectors import key_devices, my_assignments, my_devices
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
@@ -55,9 +64,13 @@ def setup(request: HttpRequest) -> HttpResponse:
                     card["tabs"].append({"tab": tab, "text": "", "error": str(exc)})
             card["steps"] = guide.after_setup_steps(assignment.key.gateway)
         cards.append(card)
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
     context = {
         "cards": cards,
-        "selected_tab": guide.tab_for_user_agent(request.META.get("HTTP_USER_AGENT", "")),
+        "device_form": DeviceForm(initial={"platform": guide.platform_for_user_agent(user_agent)}),
+        "install_minutes": DEVICE_INSTALL_MINUTES,
+        "portal_name": devices.portal_name(),
+        "selected_tab": guide.tab_for_user_agent(user_agent),
         "general_troubleshooting": guide.GENERAL_TROUBLESHOOTING,
     }
     return render(request, "gateways/setup.html", context)
@@ -74,6 +87,58 @@ def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -
         messages.error(request, str(exc))
         return redirect("setup")
     return formats.download_response(text, fmt, assignment.key.gateway.slug)
+
+
+@login_required
+@require_POST
+@never_cache  # the page holds a one-time install link
+@sensitive_variables("code", "url", "command")
+def device_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Install on a new device: make its one-time install link and show the command to paste, once."""
+    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+    if assignment is None:
+        raise Http404("No such configuration.")
+    form = DeviceForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("setup")
+    try:
+        device, code = devices.create_device(
+            assignment=assignment,
+            name=form.cleaned_data["name"],
+            platform=form.cleaned_data["platform"],
+            actor=request.user,
+            request=request,
+        )
+    except RuleError as exc:
+        messages.error(request, str(exc))
+        return redirect("setup")
+    url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
+    context = {
+        "device": device,
+        "assignment": assignment,
+        "command": devices.install_command(url, device.platform),
+        "install_minutes": DEVICE_INSTALL_MINUTES,
+    }
+    return render(request, "gateways/device_install.html", context)
+
+
+@login_required
+def device_list(request: HttpRequest) -> HttpResponse:
+    """My devices: each machine that fetches a key live, when it was last seen, and a button to remove it."""
+    return render(request, "gateways/device_list.html", {"devices": my_devices(request.user)})
+
+
+@login_required
+@require_POST
+def device_remove(request: HttpRequest, device_id: int) -> HttpResponse:
+    device = device_for_removal(request.user, device_id)
+    devices.remove_device(device=device, actor=request.user, request=request)
+    messages.success(request, f"{device.name} is removed: its next key fetch is refused.")
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("devices")
+    return redirect(next_url)
 
 
 @login_required
@@ -181,6 +246,8 @@ def key_detail(request: HttpRequest, key_id) -> HttpResponse:
         "settings_form": KeySettingsForm(initial=initial),
         "probes": probes[:10],
         "chart": charts.latency_svg(list(reversed(probes))),
+        "devices": key_devices(key),
+        "rollout": devices.rollout(key),
     }
     return render(request, "gateways/key_detail.html", context)
 
@@ -337,8 +404,12 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("sort", None)
     query.pop("page", None)
+    live = live_devices_by_assignment(chunk[:CONNECTIONS_PER_PAGE])
+    rows = [
+        {**row, "devices": live.get(row["assignment"], [])} for row in connection_rows(chunk[:CONNECTIONS_PER_PAGE])
+    ]
     context = {
-        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
+        "rows": rows,
         "page": page,
         "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
         "filters": filters,

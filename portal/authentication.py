@@ -6,9 +6,14 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from portal.models import AccessToken
+from portal.models import AccessToken, TokenScope, token_scope
 
 INVALID = "The access token is invalid, expired or revoked. Issue a new one with `manage.py issue_access_token`."
+# A device token (TokenScope.KEY_FETCH) fetches its device's key and does nothing else.
+WRONG_SCOPE = (
+    "This is a device token: it can only fetch its device's key (GET /api/v1/device/key). "
+    "Use a personal access token for the API."
+)
 
 
 class AccessTokenAuthentication(authentication.BaseAuthentication):
@@ -22,6 +27,8 @@ class AccessTokenAuthentication(authentication.BaseAuthentication):
         raw = raw.strip()
         if not raw:
             raise exceptions.AuthenticationFailed("The Authorization header has no token after Bearer.")
+        if token_scope(raw) == TokenScope.KEY_FETCH:
+            raise exceptions.AuthenticationFailed(WRONG_SCOPE)
         token = AccessToken.objects.authenticate(raw)
         if token is None:
             raise exceptions.AuthenticationFailed(INVALID)

@@ -86,27 +86,57 @@ class Membership(models.Model):
         return f"{self.user} in {self.team} ({self.role})"
 
 
-TOKEN_PREFIX = "ptl"
+class TokenScope(models.TextChoices):
+    """What a token may do. The prefix says it, so each door refuses the other scope's tokens by sight."""
+
+    API = "api", "Call the API (personal access token)"
+    KEY_FETCH = "key_fetch", "Fetch one device's key, nothing else (device token)"
+
+
+TOKEN_PREFIXES = {TokenScope.API: "ptl", TokenScope.KEY_FETCH: "pkf"}
+TOKEN_PREFIX = TOKEN_PREFIXES[TokenScope.API]
 # Every new token expires: ACCESS_TOKEN_DEFAULT_DAYS unless asked otherwise, never later than this.
 ACCESS_TOKEN_MAX_DAYS = 3650
 
 
-def _token_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def token_digest(raw: str) -> str:
+    """The stored form of a token or one-time code: its SHA-256 (they are random, so no salt is needed)."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def mint_token(scope: str) -> tuple[str, str]:
+    """A new random token of `scope`: (lookup id, plaintext). Store the lookup id and token_digest(plaintext)."""
+    lookup_id = secrets.token_hex(6)
+    return lookup_id, f"{TOKEN_PREFIXES[scope]}_{lookup_id}_{secrets.token_urlsafe(32)}"
+
+
+def token_lookup(raw: str, scope: str) -> str | None:
+    """The lookup id of a token of `scope`, or None when `raw` is not shaped like one."""
+    prefix, _, rest = raw.partition("_")
+    lookup_id, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIXES[scope] or not lookup_id or len(lookup_id) > 16 or not secret:
+        return None
+    return lookup_id
+
+
+def token_scope(raw: str) -> str | None:
+    """Which scope's prefix `raw` carries, if any."""
+    return next((scope for scope in TokenScope if token_lookup(raw, scope)), None)
+
+
+def token_matches(stored_digest: str | None, raw: str) -> bool:
+    """Compare in constant time; a missing row costs the same as a wrong token."""
+    return hmac.compare_digest(stored_digest or token_digest("absent"), token_digest(raw)) and bool(stored_digest)
 
 
 class AccessTokenQuerySet(models.QuerySet):
     def authenticate(self, raw: str) -> AccessToken | None:
         """Return the live token for `raw`, or None; the same answer whether it exists or not."""
-        try:
-            prefix, lookup_id, _ = raw.split("_", 2)
-        except ValueError:
-            return None
-        if prefix != TOKEN_PREFIX:
+        lookup_id = token_lookup(raw, TokenScope.API)
+        if lookup_id is None:
             return None
         token = self.select_related("user").filter(lookup_id=lookup_id).first()
-        digest = token.digest if token else _token_digest("absent")
-        if not hmac.compare_digest(digest, _token_digest(raw)) or token is None:
+        if not token_matches(token.digest if token else None, raw) or token is None:
             return None
         if not token.is_live or not token.user.is_active:
             return None
@@ -114,7 +144,9 @@ class AccessTokenQuerySet(models.QuerySet):
 
 
 class AccessToken(models.Model):
-    """A personal access token: shown once, stored as a SHA-256 digest, found by a short id."""
+    """A personal access token (scope API): shown once, stored as a SHA-256 digest, found by a short id."""
+
+    scope = TokenScope.API  # device tokens (TokenScope.KEY_FETCH) live with their device, in gateways
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="access_tokens")
     name = models.CharField(max_length=100, blank=True)
@@ -138,10 +170,9 @@ class AccessToken(models.Model):
         """
         if expires_at is None:
             expires_at = timezone.now() + timedelta(days=settings.ACCESS_TOKEN_DEFAULT_DAYS)
-        lookup_id = secrets.token_hex(6)
-        raw = f"{TOKEN_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        lookup_id, raw = mint_token(TokenScope.API)
         token = cls.objects.create(
-            user=user, name=name, lookup_id=lookup_id, digest=_token_digest(raw), expires_at=expires_at
+            user=user, name=name, lookup_id=lookup_id, digest=token_digest(raw), expires_at=expires_at
         )
         return token, raw
 
@@ -176,6 +207,11 @@ class Action(models.TextChoices):
     CONFIG_REFUSED = "config.refused", "Configuration refused"
     PROBE_RUN = "probe.run", "Probe run"
     PROBE_CHANGED_SETTING = "probe.changed_setting", "Probe changed a key setting"
+    DEVICE_CREATED = "device.created", "Device install link made"
+    DEVICE_INSTALLED = "device.installed", "Device installed"
+    DEVICE_REMOVED = "device.removed", "Device removed"
+    DEVICE_KEY_FETCHED = "device.key_fetched", "Device fetched its key"
+    DEVICE_FETCH_REFUSED = "device.fetch_refused", "Device key fetch refused"
     TOKEN_ISSUED = "token.issued", "Access token issued"
     TOKEN_REVOKED = "token.revoked", "Access token revoked"
     ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"

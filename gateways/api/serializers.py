@@ -11,6 +11,7 @@ from gateways.models import (
     KEY_OVERRIDE_FIELDS,
     KEY_SETTING_FIELDS,
     Assignment,
+    Device,
     Gateway,
     GatewayKey,
     ProbeResult,
@@ -227,3 +228,63 @@ class ConnectionSerializer(serializers.Serializer):
     latest_verdict = serializers.CharField()
     latest_probe_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
+    live_devices = serializers.IntegerField(help_text="Devices that fetch this key live (installed, not removed).")
+    live_devices_current = serializers.IntegerField(
+        help_text="Of those, the ones that fetched since the last rotation."
+    )
+
+
+class DeviceInputSerializer(serializers.ModelSerializer):
+    """A new device: its name and platform (the install command depends on it)."""
+
+    class Meta:
+        model = Device
+        fields = ("name", "platform")
+        # The service trims and checks the name, and answers a bad platform with the whole list.
+        extra_kwargs = {"name": {"max_length": 200}, "platform": {"required": True}}
+
+
+class DeviceCreatedSerializer(serializers.Serializer):
+    """What POST answers, once: the install link and the command to paste; neither is shown again."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    platform = serializers.CharField()
+    install_url = serializers.URLField()
+    install_command = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+class DeviceOutputSerializer(serializers.ModelSerializer):
+    gateway = serializers.SlugRelatedField(source="key.gateway", slug_field="slug", read_only=True)
+    key = serializers.UUIDField(source="key_id", read_only=True)
+    key_label = serializers.CharField(source="key.label", read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    state = serializers.CharField(read_only=True)
+    last_seen = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
+    has_current_secret = serializers.BooleanField(read_only=True)
+    revoked_by = serializers.CharField(source="revoked_by_username", read_only=True)
+
+    class Meta:
+        model = Device
+        fields = [
+            "id",
+            "name",
+            "platform",
+            "user",
+            "assignment",
+            "gateway",
+            "key",
+            "key_label",
+            "state",
+            "created_at",
+            "install_expires_at",
+            "installed_at",
+            "last_seen",
+            "last_seen_ip",
+            "claude_version",
+            "has_current_secret",
+            "revoked_at",
+            "revoked_by",
+        ]
+        read_only_fields = fields

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateways import services
+from gateways import devices, services
 from gateways.api import serializers as s
-from gateways.config import formats
+from gateways.config import formats, live
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.models import Assignment, Gateway, ProbeResult
-from gateways.permissions import key_with_role
-from gateways.selectors import my_assignments
+from gateways.permissions import device_for_removal, key_with_role
+from gateways.rules import UnrepresentableValue
+from gateways.selectors import my_assignments, my_devices, team_devices
 from portal.api.permissions import StaffWritesOnly
-from portal.models import Role
+from portal.models import Role, TokenScope, token_scope
 from portal.permissions import require_role, team_with_role
 from portal.sudo import require_recent_password
 
@@ -260,3 +264,129 @@ class ConnectionList(generics.ListAPIView):
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(list(connection_rows(page)), many=True).data)
+
+
+class MyConfigDevices(APIView):
+    @extend_schema(request=s.DeviceInputSerializer, responses={201: s.DeviceCreatedSerializer})
+    def post(self, request, assignment_id):
+        """Make a device for one of your configurations: a one-time install link (15 minutes) and its command."""
+        assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+        if assignment is None:
+            raise NotFound("You have no configuration with that id. GET /api/v1/me/configs/ lists yours.")
+        data = s.DeviceInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        device, code = devices.create_device(
+            assignment=assignment, actor=request.user, request=request, **data.validated_data
+        )
+        url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
+        answer = {
+            "id": device.pk,
+            "name": device.name,
+            "platform": device.platform,
+            "install_url": url,
+            "install_command": devices.install_command(url, device.platform),
+            "expires_at": device.install_expires_at,
+        }
+        response = Response(s.DeviceCreatedSerializer(answer).data, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"  # the link installs the device once: no cache may keep it
+        return response
+
+
+class DeviceList(generics.ListAPIView):
+    """Your devices; with `?team=`, that team's devices (its admins and auditors)."""
+
+    serializer_class = s.DeviceOutputSerializer
+
+    def get_queryset(self):
+        slug = self.request.query_params.get("team")
+        if not slug:
+            return my_devices(self.request.user)
+        team, _ = team_with_role(
+            self.request.user,
+            slug,
+            Role.ADMIN,
+            Role.AUDITOR,
+            denied="Only the team's admins and auditors list its devices.",
+        )
+        return team_devices(team)
+
+    @extend_schema(parameters=[OpenApiParameter("team", str, description="A team's slug: its devices, not yours.")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class DeviceDetail(APIView):
+    @extend_schema(responses={204: OpenApiResponse(description="Removed: its next key fetch is refused.")})
+    def delete(self, request, device_id):
+        """Remove a device at once (its owner, or an admin of its team)."""
+        device = device_for_removal(request.user, device_id)
+        devices.remove_device(device=device, actor=request.user, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# The two doors a device uses. Plain views: they answer text, not JSON, and the key fetch is on
+# every developer's path to the gateway, so it skips what DRF adds (see README, "Live keys").
+def _text(body: str, status_code: int, content_type: str = "text/plain") -> HttpResponse:
+    response = HttpResponse(body + ("" if body.endswith("\n") else "\n"), status=status_code)
+    response["Content-Type"] = f"{content_type}; charset=utf-8"
+    response["Cache-Control"] = "no-store"
+    if status_code == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="device key"'
+    return response
+
+
+HTTP_BEARER = "Bearer"  # the HTTP authorization scheme, not a gateway's AuthScheme
+NO_DEVICE_TOKEN = (
+    "Send this device's token as Authorization: Bearer <token>; the helper the install command wrote does."
+)
+API_TOKEN_HERE = (
+    "This is a personal access token; the key endpoint takes a device token, which the install command writes."
+)
+
+
+@require_GET
+@sensitive_variables("raw", "secret")
+def device_key(request: HttpRequest) -> HttpResponse:
+    """GET /api/v1/device/key: the device token in, the key's plaintext out (text/plain, no-store)."""
+    scheme, _, raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    raw = raw.strip()
+    if scheme.casefold() != HTTP_BEARER.casefold() or not raw:
+        return _text(NO_DEVICE_TOKEN, 401)
+    if token_scope(raw) == TokenScope.API:
+        return _text(API_TOKEN_HERE, 401)
+    try:
+        secret = devices.fetch_key(raw_token=raw, request=request)
+    except devices.DeviceRefused as exc:
+        return _text(str(exc), exc.status)
+    response = HttpResponse(secret, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@sensitive_variables("code", "token")
+def device_install(request: HttpRequest, code: str) -> HttpResponse:
+    """GET <install_url>: once, the installer for the device's platform, with its new token inside."""
+    key_url = request.build_absolute_uri(reverse("api-device-key"))
+    content_type = "text/plain"
+
+    def render(device, token: str) -> str:
+        nonlocal content_type
+        setup = live.LiveSetup(
+            portal_name=devices.portal_name(),
+            key_url=key_url,
+            device_name=device.name,
+            platform=device.platform,
+            config=live.live_config(device.key.gateway, device.key),
+            token=token,
+        )
+        text, content_type = live.render_device_installer(setup)
+        return text
+
+    try:
+        _, script = devices.install_device(code=code, request=request, render=render)
+    except devices.DeviceRefused as exc:
+        return _text(str(exc), exc.status)
+    except UnrepresentableValue as exc:
+        return _text(str(exc), 422)
+    return _text(script, 200, content_type)

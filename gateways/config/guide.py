@@ -90,6 +90,16 @@ def tab_for_user_agent(user_agent: str) -> str:
     return "bash"
 
 
+def platform_for_user_agent(user_agent: str) -> str:
+    """Preselect the system of a new device (gateways.models.Platform) from the browser's."""
+    ua = user_agent.lower()
+    if "windows" in ua:
+        return "windows"
+    if "mac os" in ua or "macintosh" in ua:
+        return "macos"
+    return "linux"
+
+
 def after_setup_steps(gateway) -> list[str]:
     """The steps after the snippet, in the order of the gateway's guide."""
     steps = ["Close the terminal and open a new one: variables are only read by a new terminal."]

@@ -32,73 +32,114 @@ def _b64json(value) -> str:
 
 MERGE_PY = r"""
 import base64, json, os, sys, tempfile
-path, backup = sys.argv[1], sys.argv[2]
-new_env = json.loads(base64.b64decode(os.environ["PORTAL_ENV"]).decode())
-managed = json.loads(base64.b64decode(os.environ["PORTAL_MANAGED"]).decode())
-schema = os.environ["PORTAL_SCHEMA"]
-if os.path.exists(path):
+# settings.json and its backup; then, optionally, Claude Code's state file (~/.claude.json) and its backup.
+settings_path, settings_backup = sys.argv[1:3]
+state_path, state_backup = (sys.argv[3:5] + [None, None])[:2]
+def decode(name, default="null"):
+    return json.loads(base64.b64decode(os.environ.get(name, "")).decode() or default)
+new_env, managed, top = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_TOP") or {}
+def refuse(message):
+    sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
+    sys.exit(3)
+def load(path, problem):
+    if not path or not os.path.exists(path):
+        return None, None
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
         document = json.loads(text) if text.strip() else {}
     except ValueError as exc:
-        sys.stderr.write("error: %s is not valid JSON (%s). Nothing was changed; fix or move the file, then run this again.\n" % (path, exc))
-        sys.exit(3)
-    if not isinstance(document, dict) or not isinstance(document.get("env", {}), dict):
-        sys.stderr.write("error: %s does not hold a JSON object with an \"env\" object. Nothing was changed.\n" % path)
-        sys.exit(3)
-    # The old file may hold an old key: the backup is private like the file itself.
-    with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-        f.write(text)
-    newline = text.endswith("\n") or not text
-else:
-    document, newline = {"$schema": schema}, True
-env = document.setdefault("env", {})
+        refuse("%s is not valid JSON (%s)." % (path, exc))
+    why = problem(document)
+    if why:
+        refuse("%s %s." % (path, why))
+    return document, text
+def settings_problem(d):
+    if not isinstance(d, dict) or not isinstance(d.get("env", {}), dict):
+        return 'does not hold a JSON object with an "env" object'
+def state_problem(d):
+    if not isinstance(d, dict):
+        return "does not hold a JSON object"
+def save(path, backup, document, old_text, newline):
+    if old_text is not None:
+        # The old file may hold an old key: the backup is private like the file itself.
+        with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+            f.write(old_text)
+        newline = old_text.endswith("\n") or not old_text
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".portal.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else ""))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+# Both files are checked before either is written: a refusal leaves both as they were.
+settings, settings_text = load(settings_path, settings_problem)
+state, state_text = load(state_path, state_problem)
+if settings is None:
+    settings = {"$schema": os.environ["PORTAL_SCHEMA"]}
+env = settings.setdefault("env", {})
 removed = sorted(k for k in env if k in managed and k not in new_env)
 for k in removed:
     del env[k]
 env.update(new_env)
-out = json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else "")
-folder = os.path.dirname(path)
-fd, tmp = tempfile.mkstemp(dir=folder, prefix=".settings.", suffix=".tmp")
-with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(out)
-os.chmod(tmp, 0o600)
-os.replace(tmp, path)
+settings.update(top)  # top-level settings the set-up owns, such as a live key's apiKeyHelper
+save(settings_path, settings_backup, settings, settings_text, True)
+if state_path:
+    # The first run's onboarding contacts api.anthropic.com and stops where it cannot be reached.
+    state = {} if state is None else state
+    state["hasCompletedOnboarding"] = True
+    save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
 """
 
 MERGE_JS = r"""
 const fs = require("fs"), path = require("path");
-const [file, backup] = process.argv.slice(-2);
-const dec = (v) => JSON.parse(Buffer.from(v, "base64").toString("utf8"));
+// settings.json and its backup; then, optionally, Claude Code's state file (~/.claude.json) and its backup.
+const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slice(1);  // node -e: argv[0] is node
+const dec = (v) => (v ? JSON.parse(Buffer.from(v, "base64").toString("utf8")) : null);
 const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED);
-let doc, newline = true;
-if (fs.existsSync(file)) {
+const top = dec(process.env.PORTAL_TOP) || {};
+const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const refuse = (message) => {
+  process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
+  process.exit(3);
+};
+const load = (file, problem) => {
+  if (!file || !fs.existsSync(file)) return [null, null];
   const text = fs.readFileSync(file, "utf8");
-  try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) {
-    process.stderr.write(`error: ${file} is not valid JSON (${e.message}). Nothing was changed; fix or move the file, then run this again.\n`);
-    process.exit(3);
+  let doc;
+  try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
+  const why = problem(doc);
+  if (why) refuse(`${file} ${why}.`);
+  return [doc, text];
+};
+const settingsProblem = (d) =>
+  !isObj(d) || (d.env !== undefined && !isObj(d.env)) ? 'does not hold a JSON object with an "env" object' : "";
+const stateProblem = (d) => (isObj(d) ? "" : "does not hold a JSON object");
+const save = (file, backup, doc, oldText, newline) => {
+  if (oldText !== null) {
+    fs.writeFileSync(backup, oldText, { mode: 0o600, flag: "wx" });
+    newline = oldText.endsWith("\n") || !oldText;
   }
-  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!isObj(doc) || (doc.env !== undefined && !isObj(doc.env))) {
-    process.stderr.write(`error: ${file} does not hold a JSON object with an "env" object. Nothing was changed.\n`);
-    process.exit(3);
-  }
-  fs.writeFileSync(backup, text, { mode: 0o600, flag: "wx" });
-  newline = text.endsWith("\n") || !text;
-} else {
-  doc = { $schema: process.env.PORTAL_SCHEMA };
+  const tmp = path.join(path.dirname(file), `.portal.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""), { mode: 0o600 });
+  fs.chmodSync(tmp, 0o600);
+  fs.renameSync(tmp, file);
+};
+let [settings, settingsText] = load(settingsPath, settingsProblem);
+let [state, stateText] = load(statePath, stateProblem);
+if (settings === null) settings = { $schema: process.env.PORTAL_SCHEMA };
+settings.env = settings.env || {};
+const removed = Object.keys(settings.env).filter((k) => managed.includes(k) && !(k in newEnv)).sort();
+for (const k of removed) delete settings.env[k];
+Object.assign(settings.env, newEnv);
+Object.assign(settings, top);
+save(settingsPath, settingsBackup, settings, settingsText, true);
+if (statePath) {
+  state = state === null ? {} : state;
+  state.hasCompletedOnboarding = true;
+  save(statePath, stateBackup, state, stateText, false);
 }
-doc.env = doc.env || {};
-const removed = Object.keys(doc.env).filter((k) => managed.includes(k) && !(k in newEnv)).sort();
-for (const k of removed) delete doc.env[k];
-Object.assign(doc.env, newEnv);
-const tmp = path.join(path.dirname(file), `.settings.${process.pid}.tmp`);
-fs.writeFileSync(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""), { mode: 0o600 });
-fs.chmodSync(tmp, 0o600);
-fs.renameSync(tmp, file);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
 """
 

@@ -1,0 +1,365 @@
+"""Live-key installers and helpers: the device fetches its key from the portal when Claude Code asks.
+
+Pure: a LiveSetup in, script text out. The installer (sh for macOS and Linux, PowerShell for
+Windows) writes the helper and the device token into ~/.claude/ (private), and merges into
+~/.claude/settings.json with the static installer's merge code (installers.MERGE_PY / MERGE_JS):
+`apiKeyHelper` pointing at the helper, the gateway's non-secret env, and ANTHROPIC_API_KEY and
+ANTHROPIC_AUTH_TOKEN set to "" so stale shell exports cannot outrank the helper. The secret
+itself never touches the disk: the helper prints it to Claude Code and nothing else.
+
+The helper carries the portal's address itself (Claude Code does not pass settings.json's env
+to it, anthropics/claude-code#26999), uses curl, else wget, else python3 (Invoke-RestMethod on
+Windows), never puts the device token on a command line, and on failure exits 1 with one line
+that Claude Code shows ("apiKeyHelper failed: exited 1: <line>").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
+from gateways.config.installers import MERGE_JS, MERGE_PY, _b64json
+from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
+from gateways.models import Platform
+from gateways.rules import MANAGED_ENV
+
+HELPER_SH = "portal-key-helper.sh"
+HELPER_PS1 = "portal-key-helper.ps1"
+TOKEN_FILE = "portal-device-token"
+# Claude Code runs apiKeyHelper with /bin/sh, so the path is expanded where it runs and
+# settings.json stays the same on every machine (and byte for byte after a rotation).
+SH_HELPER_COMMAND = f'sh "${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}/{HELPER_SH}"'
+# On Windows Claude Code runs it with cmd, which needs PowerShell spelled out (-File: no profile, no prompt).
+PS1_HELPER_COMMAND = 'powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{path}"'
+BLANKED = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
+@dataclass(frozen=True)
+class LiveSetup:
+    """What a device's installer needs; `token` is the device's credential, so never log one."""
+
+    portal_name: str
+    key_url: str
+    device_name: str
+    platform: str
+    config: ClaudeConfig  # built without the secret: see live_config()
+    token: str
+
+    def __repr__(self) -> str:  # keeps the token out of tracebacks and debug output
+        return f"LiveSetup(device={self.device_name!r}, gateway={self.config.gateway_slug!r})"
+
+
+def live_config(gateway, key) -> ClaudeConfig:
+    """The gateway's set-up without any secret, both credential variables blanked for the helper to win."""
+    config = build_config(gateway, key, "")
+    env = dict(config.env)
+    for name in BLANKED:
+        env[name] = ""
+    for name, value in env.items():
+        _refuse_unsafe(name, value)
+    return replace(config, env=env)
+
+
+def _line(text: str) -> str:
+    """Text for a sentence the scripts print: one line, no control characters."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:200]
+
+
+def render_helper_sh(setup: LiveSetup) -> str:
+    """The helper Claude Code runs (apiKeyHelper): prints the secret, or exits 1 with one line."""
+    portal = posix_quote(_line(setup.portal_name))
+    return f"""#!/bin/sh
+# Prints this device's Claude Code key, fetched from {_comment(setup.portal_name)} each time Claude Code asks
+# (apiKeyHelper). Written by the portal's installer for the device {_comment(setup.device_name)}.
+# The device token beside it is private: it can fetch this one key and do nothing else.
+portal={portal}
+url={posix_quote(setup.key_url)}
+nl='
+'
+fail() {{ printf '%s\\n' "$1" >&2; exit 1; }}
+case "$0" in */*) dir=${{0%/*}} ;; *) dir=. ;; esac
+token_file="$dir/{TOKEN_FILE}"
+[ -r "$token_file" ] || fail "The device token $token_file is missing; run the install command again from My set-up in $portal."
+# The token file is a wget start-up file (header = Authorization: Bearer ...), so wget reads it as it is.
+token=$(sed -n 's/^header = Authorization: Bearer //p' "$token_file")
+[ -n "$token" ] || fail "The device token $token_file is damaged; run the install command again from My set-up in $portal."
+agent="portal-key-helper/1"
+# Claude Code tells the programs it runs who it is (AI_AGENT=claude-code_2-1-330_...): the portal shows the version.
+case "${{AI_AGENT:-}}" in
+  claude-code_*)
+    version=${{AI_AGENT#claude-code_}}
+    version=${{version%%_*}}
+    case "$version" in *[!0-9-]* | '') ;; *) agent="$agent claude-cli/$(printf '%s' "$version" | tr - .)" ;; esac
+    ;;
+esac
+status=000
+if command -v curl >/dev/null 2>&1; then
+  # The header goes in on stdin: a command line is visible to every user of the machine.
+  out=$(printf 'Authorization: Bearer %s\\n' "$token" | curl -sS -H @- -H 'Accept: text/plain' -A "$agent" \\
+    --connect-timeout 10 --max-time 30 -w "$nl%{{http_code}}" "$url" 2>/dev/null) || true
+  status=${{out##*"$nl"}}
+  body=${{out%"$nl"*}}
+elif command -v wget >/dev/null 2>&1; then
+  code=0
+  body=$(wget -q -O - --content-on-error --config="$token_file" --header='Accept: text/plain' -U "$agent" \\
+    --tries=1 --timeout=30 "$url" 2>/dev/null) || code=$?
+  case "$code" in 0) status=200 ;; 8) status=error ;; esac
+elif command -v python3 >/dev/null 2>&1; then
+  code=0
+  body=$(PORTAL_TOKEN="$token" python3 -c '
+import os, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={{
+    "Authorization": "Bearer " + os.environ["PORTAL_TOKEN"], "Accept": "text/plain", "User-Agent": sys.argv[2]}})
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        sys.stdout.write(response.read().decode("utf-8", "replace"))
+except urllib.error.HTTPError as error:
+    sys.stdout.write(error.read().decode("utf-8", "replace"))
+    sys.exit(8)
+except Exception:
+    sys.exit(4)
+' "$url" "$agent" 2>/dev/null) || code=$?
+  case "$code" in 0) status=200 ;; 8) status=error ;; esac
+else
+  fail "This helper needs curl, wget or python3 to reach $portal, and none of them was found."
+fi
+case "$status" in
+  200)
+    [ -n "$body" ] || fail "$portal at $url answered with an empty key."
+    printf '%s\\n' "$body"
+    exit 0
+    ;;
+  000) fail "cannot reach $portal at $url" ;;
+esac
+# The portal's refusal is one sentence of plain text; anything else is a proxy's or server's page.
+line=${{body%%"$nl"*}}
+case "$line" in
+  '' | '<'* | '{{'*) fail "$portal at $url refused the key (HTTP $status)." ;;
+  *) fail "$(printf '%.300s' "$line")" ;;
+esac
+"""
+
+
+def render_helper_ps1(setup: LiveSetup) -> str:
+    """The Windows helper: Invoke-RestMethod, the secret on stdout, or one line on stderr and exit 1."""
+    return f"""# Prints this device's Claude Code key, fetched from {_comment(setup.portal_name)} each time Claude Code asks
+# (apiKeyHelper). Written by the portal's installer for the device {_comment(setup.device_name)}.
+# The device token beside it is private: it can fetch this one key and do nothing else.
+$ErrorActionPreference = 'Stop'
+$portal = {powershell_quote(_line(setup.portal_name))}
+$url = {powershell_quote(setup.key_url)}
+function Fail([string]$line) {{ [Console]::Error.WriteLine($line); exit 1 }}
+$tokenFile = Join-Path $PSScriptRoot '{TOKEN_FILE}'
+if (-not (Test-Path -LiteralPath $tokenFile)) {{
+  Fail "The device token $tokenFile is missing; run the install command again from My set-up in $portal."
+}}
+$token = ([System.IO.File]::ReadAllText($tokenFile)).Trim()
+$agent = 'portal-key-helper/1 (windows)'
+if ($env:AI_AGENT -match '^claude-code_(\\d+)-(\\d+)-(\\d+)') {{
+  $agent += " claude-cli/$($Matches[1]).$($Matches[2]).$($Matches[3])"
+}}
+try {{
+  $key = Invoke-RestMethod -Uri $url -Headers @{{ Authorization = "Bearer $token"; Accept = 'text/plain' }} `
+    -UserAgent $agent -TimeoutSec 30
+}} catch {{
+  if ($_.Exception.Response) {{
+    $line = "$($_.ErrorDetails.Message)".Split("`n")[0].Trim()
+    if (-not $line -or $line.StartsWith('<') -or $line.StartsWith('{{')) {{
+      $line = "$portal at $url refused the key (HTTP $([int]$_.Exception.Response.StatusCode))."
+    }}
+    Fail $line
+  }}
+  Fail "cannot reach $portal at $url"
+}}
+if (-not "$key".Trim()) {{ Fail "$portal at $url answered with an empty key." }}
+[Console]::Out.WriteLine("$key".Trim())
+"""
+
+
+def _token_file_text(setup: LiveSetup) -> str:
+    return (
+        f"# Claude Code device token for {_comment(setup.portal_name)}: private, do not share.\n"
+        f"header = Authorization: Bearer {setup.token}\n"
+    )
+
+
+def render_device_install_sh(setup: LiveSetup) -> str:
+    """The installer `curl -fsSL <install_url> | sh` runs: helper, token, settings.json, ~/.claude.json."""
+    config = setup.config
+    helper = render_helper_sh(setup)
+    if HELPER_END in helper:
+        raise ValueError("the helper text cannot contain its own here-document end marker")
+    return f"""#!/bin/sh
+# Claude Code -> {_comment(config.gateway_name)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
+# Writes a helper and this device's token into ~/.claude/ (private), points apiKeyHelper at the helper in
+# ~/.claude/settings.json (keeping everything else, with a backup), and marks Claude Code's first run done
+# in ~/.claude.json. The key itself is never written: the helper fetches it each time Claude Code asks.
+# This script holds the device's token: run it once (curl ... | sh), do not share it.
+set -eu
+umask 077
+
+PORTAL_ENV='{_b64json(config.env)}'
+PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
+PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
+PORTAL_TOP='{_b64json({"apiKeyHelper": SH_HELPER_COMMAND})}'
+PORTAL_APPROVE='{_b64json(None)}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_TOP PORTAL_APPROVE
+
+settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
+settings="$settings_dir/settings.json"
+# Claude Code keeps its state in ~/.claude.json, or in $CLAUDE_CONFIG_DIR when that is set.
+state="${{CLAUDE_CONFIG_DIR:-$HOME}}/.claude.json"
+stamp="$(date +%Y%m%d%H%M%S).$$"
+helper="$settings_dir/{HELPER_SH}"
+token_file="$settings_dir/{TOKEN_FILE}"
+
+if command -v python3 >/dev/null 2>&1; then
+  merge() {{ python3 -c {posix_quote(MERGE_PY)} "$@"; }}
+elif command -v node >/dev/null 2>&1; then
+  merge() {{ node -e {posix_quote(MERGE_JS)} "$@"; }}
+else
+  echo "error: this installer needs python3 or node to edit ~/.claude/settings.json safely, and neither was found." >&2
+  exit 4
+fi
+
+mkdir -p "$settings_dir"
+chmod 700 "$settings_dir" 2>/dev/null || true
+# Written beside their final names and moved into place, so a second install never leaves half a file.
+cat > "$token_file.$$" <<'{TOKEN_END}'
+{_token_file_text(setup)}{TOKEN_END}
+chmod 600 "$token_file.$$"
+mv -f "$token_file.$$" "$token_file"
+cat > "$helper.$$" <<'{HELPER_END}'
+{helper}{HELPER_END}
+chmod 700 "$helper.$$"
+mv -f "$helper.$$" "$helper"
+
+merge "$settings" "$settings.bak.$stamp" "$state" "$state.bak.$stamp"
+
+echo "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
+[ -f "$settings.bak.$stamp" ] && echo "Your previous settings are saved as $settings.bak.$stamp."
+if sh "$helper" >/dev/null; then
+  echo "Checked: the helper fetched the key."
+else
+  echo "warning: the helper could not fetch the key yet (the line above says why)." >&2
+fi
+for name in ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN; do
+  eval "is_set=\\${{$name+yes}}"
+  if [ "$is_set" = yes ]; then
+    echo "note: $name is exported in this shell; settings.json sets it to \\"\\" for Claude Code, so the key from {_comment(setup.portal_name)} wins." >&2
+  fi
+done
+echo "Next: open a new terminal, run claude, and send a short prompt. A rotated key reaches this device by itself."
+"""
+
+
+# The here-document end markers: neither can occur in what they close (checked above, and the
+# token is URL-safe base64 after a fixed prefix).
+HELPER_END = "PORTAL_HELPER_END"
+TOKEN_END = "PORTAL_TOKEN_END"
+
+
+def render_device_install_ps1(setup: LiveSetup) -> str:
+    """The installer `irm <install_url> | iex` runs in PowerShell: the same set-up as the sh one."""
+    config = setup.config
+    env_lines = "\n".join(
+        f"  {powershell_quote(name)} = {powershell_quote(value)}" for name, value in config.env.items()
+    )
+    managed = ", ".join(powershell_quote(name) for name in sorted(MANAGED_ENV))
+    helper = render_helper_ps1(setup)
+    return f"""# Claude Code -> {_comment(config.gateway_name)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
+# Writes a helper and this device's token into %USERPROFILE%\\.claude\\ (readable by you only), points apiKeyHelper
+# at the helper in settings.json (keeping everything else, with a backup), and marks Claude Code's first run done
+# in %USERPROFILE%\\.claude.json. The key itself is never written: the helper fetches it when Claude Code asks.
+# This script holds the device's token: run it once (irm ... | iex), do not share it.
+$ErrorActionPreference = 'Stop'
+$dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
+$stateFile = if ($env:CLAUDE_CONFIG_DIR) {{ Join-Path $env:CLAUDE_CONFIG_DIR '.claude.json' }} else {{ Join-Path $HOME '.claude.json' }}
+$settings = Join-Path $dir 'settings.json'
+$helper = Join-Path $dir '{HELPER_PS1}'
+$tokenFile = Join-Path $dir '{TOKEN_FILE}'
+$stamp = Get-Date -Format 'yyyyMMddHHmmss'
+New-Item -ItemType Directory -Force -Path $dir | Out-Null
+
+function Read-JsonObject([string]$path) {{
+  if (-not (Test-Path -LiteralPath $path)) {{ return $null }}
+  $text = [System.IO.File]::ReadAllText($path)
+  try {{
+    $doc = if ($text.Trim()) {{ $text | ConvertFrom-Json }} else {{ New-Object PSObject }}
+  }} catch {{
+    Write-Error "$path is not valid JSON. Nothing was changed; fix or move the file, then run this again."
+    exit 3
+  }}
+  if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{
+    Write-Error "$path does not hold a JSON object. Nothing was changed; fix or move the file, then run this again."
+    exit 3
+  }}
+  return $doc
+}}
+function Set-Property($object, [string]$name, $value) {{
+  $object | Add-Member -NotePropertyName $name -NotePropertyValue $value -Force
+}}
+function Save-Json([string]$path, $doc) {{
+  if (Test-Path -LiteralPath $path) {{ Copy-Item -LiteralPath $path "$path.bak.$stamp" }}
+  $json = ConvertTo-Json -InputObject $doc -Depth 64
+  [System.IO.File]::WriteAllText($path, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
+}}
+function Protect-File([string]$path) {{
+  # Like chmod 600: only the current user may read it, and nothing is inherited from the folder.
+  $acl = New-Object System.Security.AccessControl.FileSecurity
+  $acl.SetAccessRuleProtection($true, $false)
+  $me = [System.Security.Principal.WindowsIdentity]::GetCurrent().User
+  $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($me, 'FullControl', 'Allow')
+  $acl.AddAccessRule($rule)
+  Set-Acl -LiteralPath $path -AclObject $acl
+}}
+
+# Both files are checked before either is written: a refusal leaves both as they were.
+$doc = Read-JsonObject $settings
+$state = Read-JsonObject $stateFile
+if ($null -eq $doc) {{ $doc = [PSCustomObject]@{{ '$schema' = '{SETTINGS_SCHEMA_URL}' }} }}
+if ($null -eq $state) {{ $state = New-Object PSObject }}
+if (-not $doc.PSObject.Properties['env']) {{ Set-Property $doc 'env' (New-Object PSObject) }}
+
+New-Item -ItemType File -Force -Path $tokenFile | Out-Null
+Protect-File $tokenFile
+[System.IO.File]::WriteAllText($tokenFile, {powershell_quote(setup.token)})
+[System.IO.File]::WriteAllText($helper, @'
+{helper}'@)
+
+$newEnv = [ordered]@{{
+{env_lines}
+}}
+$managed = @({managed})
+$envBlock = $doc.env
+foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
+  if ($managed -contains $name -and -not $newEnv.Contains($name)) {{
+    $envBlock.PSObject.Properties.Remove($name)
+    Write-Host "removed $name, left over from an earlier set-up"
+  }}
+}}
+foreach ($name in $newEnv.Keys) {{ Set-Property $envBlock $name $newEnv[$name] }}
+Set-Property $doc 'apiKeyHelper' ('{PS1_HELPER_COMMAND.replace("{path}", "' + $helper + '")}')
+Set-Property $state 'hasCompletedOnboarding' $true
+Save-Json $settings $doc
+Save-Json $stateFile $state
+Write-Host "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
+
+& powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper | Out-Null
+if ($LASTEXITCODE -eq 0) {{ Write-Host 'Checked: the helper fetched the key.' }}
+else {{ Write-Warning 'The helper could not fetch the key yet (the line above says why).' }}
+Write-Host 'Next: open a new terminal, run claude, and send a short prompt. A rotated key reaches this device by itself.'
+"""
+
+
+INSTALLERS = {
+    Platform.LINUX: (render_device_install_sh, "text/x-shellscript"),
+    Platform.MACOS: (render_device_install_sh, "text/x-shellscript"),
+    Platform.WINDOWS: (render_device_install_ps1, "text/plain"),
+}
+
+
+def render_device_installer(setup: LiveSetup) -> tuple[str, str]:
+    """The installer for the device's platform, and its content type."""
+    render, content_type = INSTALLERS[setup.platform]
+    return render(setup), content_type

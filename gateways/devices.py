@@ -1,0 +1,358 @@
+"""Live keys: a developer's device fetches its key from the portal each time Claude Code asks.
+
+A device is made with a one-time install link (DEVICE_INSTALL_MINUTES), whose first use mints
+the device's own token (scope: fetch this assignment's key, nothing else) and answers the
+installer. The helper the installer writes calls `fetch_key` through GET /api/v1/device/key.
+
+A fetch that changes nothing writes nothing: "last seen" is written at most once a minute
+(a conditional UPDATE, so concurrent fetches write once), and the audit trail gets a row for a
+device's first fetch, its first fetch after each rotation, at most one summary row a day, and
+refusals (one per device, reason and day).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from gateways.models import (
+    DEVICE_INSTALL_MINUTES,
+    LAST_SEEN_EVERY_SECONDS,
+    Assignment,
+    Device,
+    GatewayKey,
+    KeyState,
+    Platform,
+)
+from gateways.services import record_key_event
+from portal import audit
+from portal.crypto import DecryptionError
+from portal.errors import RuleError
+from portal.models import Action, TokenScope, mint_token, token_digest, token_lookup, token_matches
+
+CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
+INSTALL_COMMANDS = {
+    Platform.LINUX: "curl -fsSL '{url}' | sh",
+    Platform.MACOS: "curl -fsSL '{url}' | sh",
+    Platform.WINDOWS: "irm '{url}' | iex",
+}
+
+
+class DeviceRefused(RuleError):
+    """A device's install or key fetch is refused; `status` is the HTTP answer, the message says why."""
+
+    def __init__(self, message: str, *, status: int, reason: str):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def portal_name() -> str:
+    return settings.PORTAL_NAME
+
+
+def _day(moment: datetime) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d}"
+
+
+def _minute(moment: datetime) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M %Z}"
+
+
+AGAIN = "run the install command again from My set-up"
+# Why a device's fetch is refused: HTTP status and the sentence its helper prints for Claude Code.
+# 401 when the device itself is no longer trusted, 403 when the device is fine but its key is not.
+REFUSALS = {
+    "unknown": (401, "{portal} does not know this device token; " + AGAIN + "."),
+    "removed": (401, "This device was removed from {portal} by {who} on {date}; " + AGAIN + "."),
+    "inactive": (401, "Your account in {portal} is deactivated, so this device gets no key."),
+    "unassigned": (
+        403,
+        "The key {label} is no longer assigned to you in {portal}; ask your team admin, then " + AGAIN + ".",
+    ),
+    KeyState.REVOKED: (403, "The key {label} was revoked in {portal}; ask your team admin for a new key."),
+    KeyState.DISABLED: (
+        403,
+        "The key {label} is disabled in {portal} by your team admin; Claude Code works again once it is enabled.",
+    ),
+    KeyState.EXPIRED: (403, "The key {label} expired on {date} in {portal}; ask your team admin to renew it."),
+    "unreadable": (503, "{portal} cannot open the key {label} right now; ask an administrator to check its keyring."),
+}
+
+
+def refusal(reason: str, device: Device | None = None) -> DeviceRefused:
+    """The refusal for `reason`, worded for this device."""
+    status, sentence = REFUSALS[reason]
+    key = device.key if device else None
+    when = None
+    if reason == "removed" and device:
+        when = device.revoked_at
+    elif reason == KeyState.EXPIRED and key:
+        when = key.expires_at
+    text = sentence.format(
+        portal=portal_name(),
+        who=(device.revoked_by_username or "an admin") if device else "",
+        date=_day(when) if when else "",
+        label=repr(key.label) if key else "",
+    )
+    return DeviceRefused(text[0].upper() + text[1:], status=status, reason=reason)
+
+
+def refusal_reason(device: Device) -> str | None:
+    """Why this installed device may not have its key now, or None when it may."""
+    if device.revoked_at:
+        return "removed"
+    if not device.user.is_active:
+        return "inactive"
+    if device.assignment_id is None:
+        return "unassigned"
+    state = device.key.state
+    return None if state == KeyState.ACTIVE else state
+
+
+def clean_device(name: str, platform: str) -> tuple[str, str]:
+    """A device's name (one line, 1 to 100 characters) and platform, or a RuleError."""
+    name = (name or "").strip() if isinstance(name, str) else ""
+    if not name:
+        raise RuleError("Name the device, such as 'work laptop', so you can tell it apart later.", field="name")
+    if len(name) > 100 or any(not ch.isprintable() for ch in name):
+        raise RuleError("A device name is one line of at most 100 printable characters.", field="name")
+    if platform not in Platform.values:
+        raise RuleError(f"platform must be one of {', '.join(Platform.values)}.", field="platform")
+    return name, platform
+
+
+def install_command(url: str, platform: str) -> str:
+    """The one line a developer pastes: `curl … | sh` on macOS and Linux, `irm … | iex` in PowerShell."""
+    return INSTALL_COMMANDS[platform].format(url=url.replace("'", "%27"))
+
+
+@transaction.atomic
+def create_device(
+    *, assignment: Assignment, name: str, platform: str, actor, request: HttpRequest | None = None
+) -> tuple[Device, str]:
+    """Make a device and its one-time install code; returns (device, code). The code is shown once."""
+    name, platform = clean_device(name, platform)
+    key = assignment.key
+    if not key.is_usable:
+        raise refusal(key.state, Device(key=key, user=assignment.user))
+    lookup_id = secrets.token_hex(6)
+    code = f"{lookup_id}_{secrets.token_urlsafe(24)}"
+    device = Device.objects.create(
+        user=assignment.user,
+        key=key,
+        assignment=assignment,
+        name=name,
+        platform=platform,
+        install_lookup_id=lookup_id,
+        install_digest=token_digest(code),
+        install_expires_at=timezone.now() + timedelta(minutes=DEVICE_INSTALL_MINUTES),
+    )
+    record_key_event(
+        Action.DEVICE_CREATED,
+        key,
+        actor=actor,
+        request=request,
+        details={"device": device.pk, "name": name, "platform": platform, "user": assignment.user.get_username()},
+    )
+    return device, code
+
+
+def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:
+    again = f"make a new install link under Install on a new device on My set-up in {portal_name()}"
+    if device.installed_at:
+        return DeviceRefused(
+            f"This install link was already used on {_minute(device.installed_at)}; it works once. {again[0].upper()}"
+            f"{again[1:]}.",
+            status=410,
+            reason="used",
+        )
+    reason = refusal_reason(device)
+    if reason:
+        return refusal(reason, device)
+    if device.install_expires_at <= now:
+        return DeviceRefused(
+            f"This install link expired at {_minute(device.install_expires_at)}, {DEVICE_INSTALL_MINUTES} minutes "
+            f"after it was made; {again}.",
+            status=410,
+            reason="expired",
+        )
+    return None
+
+
+@sensitive_variables("code", "raw")
+def install_device(*, code: str, request: HttpRequest | None, render) -> tuple[Device, str]:
+    """Use a one-time install code: mint the device token and return (device, render(device, token)).
+
+    `render` builds the installer; it runs inside the transaction that mints the token, so an
+    installer that cannot be written mints nothing. A used, expired or unknown code, a removed
+    device or assignment, or an unusable key raises DeviceRefused, and nothing is minted.
+    """
+    lookup_id, _, _ = code.partition("_")
+    device = (
+        Device.objects.select_related("key__gateway", "key__team", "user", "assignment")
+        .filter(install_lookup_id=lookup_id[:16])
+        .first()
+    )
+    if not token_matches(device.install_digest if device else None, code) or device is None:
+        raise DeviceRefused(
+            f"This install link is not one {portal_name()} made; copy the whole command from My set-up.",
+            status=404,
+            reason="unknown",
+        )
+    now = timezone.now()
+    problem = _install_refusal(device, now)
+    if problem:
+        raise problem
+    token_lookup_id, raw = mint_token(TokenScope.KEY_FETCH)
+    with transaction.atomic():
+        claimed = Device.objects.filter(
+            pk=device.pk,
+            installed_at__isnull=True,
+            revoked_at__isnull=True,
+            assignment__isnull=False,
+            install_expires_at__gt=now,
+        ).update(installed_at=now, token_lookup_id=token_lookup_id, token_digest=token_digest(raw))
+        if not claimed:  # another request used the link a moment ago, or it was removed meanwhile
+            device.refresh_from_db()
+            raise _install_refusal(device, now) or refusal("unknown")
+        device.installed_at, device.token_lookup_id = now, token_lookup_id
+        record_key_event(
+            Action.DEVICE_INSTALLED,
+            device.key,
+            actor=device.user,
+            request=request,
+            details={"device": device.pk, "name": device.name, "platform": device.platform},
+        )
+        return device, render(device, raw)
+
+
+def _record_refusal(device: Device, reason: str, request: HttpRequest | None, today) -> None:
+    """One device.fetch_refused row per device, reason and day: a helper retrying every few minutes adds none."""
+    if device.refusal_reason == reason and device.refusal_audited_on == today:
+        return
+    with transaction.atomic():
+        changed = (
+            Device.objects.filter(pk=device.pk)
+            .exclude(refusal_reason=reason, refusal_audited_on=today)
+            .update(refusal_reason=reason, refusal_audited_on=today)
+        )
+        if changed:
+            record_key_event(
+                Action.DEVICE_FETCH_REFUSED,
+                device.key,
+                actor=device.user,
+                request=request,
+                details={"device": device.pk, "name": device.name, "reason": reason},
+            )
+
+
+def _fetch_audit_reason(device: Device, fingerprint: str, today) -> str:
+    """Which key.fetched row this fetch earns: first, rotated, daily, or none ("")."""
+    if device.last_seen_at is None:
+        return "first"
+    if device.fetched_fingerprint != fingerprint:
+        return "rotated"
+    if device.fetch_audited_on != today:
+        return "daily"
+    return ""
+
+
+def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> None:
+    """Write last seen (at most once a minute) and earn the audit rows; a fetch that changes nothing writes nothing."""
+    today = timezone.localdate(now)
+    fingerprint = device.key.fingerprint
+    reason = _fetch_audit_reason(device, fingerprint, today)
+    cutoff = now - timedelta(seconds=LAST_SEEN_EVERY_SECONDS)
+    if not reason and device.last_seen_at >= cutoff:
+        return
+    user_agent = request.META.get("HTTP_USER_AGENT", "") if request else ""
+    version = CLAUDE_VERSION.search(user_agent)
+    # The same condition in the WHERE as above: of concurrent fetches, one writes and earns the audit row.
+    due = (
+        models.Q(last_seen_at__isnull=True)
+        | models.Q(last_seen_at__lt=cutoff)
+        | ~models.Q(fetched_fingerprint=fingerprint)
+        | models.Q(fetch_audited_on__isnull=True)
+        | ~models.Q(fetch_audited_on=today)
+    )
+    with transaction.atomic():
+        written = Device.objects.filter(due, pk=device.pk).update(
+            last_seen_at=now,
+            last_seen_ip=audit.client_ip(request),
+            claude_version=version.group(1) if version else device.claude_version,
+            fetched_fingerprint=fingerprint,
+            fetch_audited_on=today,
+        )
+        if written and reason:
+            record_key_event(
+                Action.DEVICE_KEY_FETCHED,
+                device.key,
+                actor=device.user,
+                request=request,
+                details={"device": device.pk, "name": device.name, "reason": reason, "masked": device.key.masked},
+            )
+
+
+@sensitive_variables("raw_token", "secret")
+def fetch_key(*, raw_token: str, request: HttpRequest | None) -> str:
+    """The plaintext secret for the device whose token this is, or DeviceRefused with the sentence to print."""
+    lookup_id = token_lookup(raw_token, TokenScope.KEY_FETCH)
+    device = None
+    if lookup_id:
+        device = (
+            Device.objects.select_related("key__gateway", "key__team", "user").filter(token_lookup_id=lookup_id).first()
+        )
+    if not token_matches(device.token_digest if device else None, raw_token) or device is None:
+        raise refusal("unknown")
+    now = timezone.now()
+    reason = refusal_reason(device)
+    if reason is None:
+        try:
+            secret = device.key.reveal_secret()
+        except DecryptionError:
+            reason = "unreadable"
+    if reason:
+        _record_refusal(device, reason, request, timezone.localdate(now))
+        raise refusal(reason, device)
+    _note_fetch(device, request, now)
+    return secret
+
+
+@transaction.atomic
+def remove_device(*, device: Device, actor, request: HttpRequest | None = None) -> Device:
+    """Revoke a device at once: its next fetch is refused with who removed it and when."""
+    device = Device.objects.select_for_update().select_related("key__gateway", "key__team", "user").get(pk=device.pk)
+    if device.revoked_at:
+        return device
+    device.revoked_at = timezone.now()
+    device.revoked_by = actor
+    device.revoked_by_username = actor.get_username() if actor else ""
+    device.save(update_fields=["revoked_at", "revoked_by", "revoked_by_username"])
+    record_key_event(
+        Action.DEVICE_REMOVED,
+        device.key,
+        actor=actor,
+        request=request,
+        details={"device": device.pk, "name": device.name, "user": device.user.get_username()},
+    )
+    return device
+
+
+def rollout(key: GatewayKey) -> dict:
+    """After a rotation: how many live devices already hold the new secret, and who holds a static copy."""
+    live = list(key.devices.live().values_list("fetched_fingerprint", flat=True))
+    static = (
+        key.assignments.filter(last_download_at__isnull=False, last_download_at__lt=key.config_changed_at)
+        .values("user")
+        .distinct()
+        .count()
+    )
+    return {"live": len(live), "current": sum(fp == key.fingerprint for fp in live), "static_stale": static}
