@@ -68,11 +68,12 @@ def _minute(moment: datetime) -> str:
 
 AGAIN = "run the install command again from My set-up"
 # Why a device's fetch is refused: HTTP status and the sentence its helper prints for Claude Code.
-# 401 when the device itself is no longer trusted, 403 when the device is fine but its key is not.
+# 401 only for a token the portal does not know; a known device gets 403 and the reason, because
+# wget prints no body for a 401 and the helper must be able to show the sentence whatever it uses.
 REFUSALS = {
     "unknown": (401, "{portal} does not know this device token; " + AGAIN + "."),
-    "removed": (401, "This device was removed from {portal} by {who} on {date}; " + AGAIN + "."),
-    "inactive": (401, "Your account in {portal} is deactivated, so this device gets no key."),
+    "removed": (403, "This device was removed from {portal} by {who} on {date}; " + AGAIN + "."),
+    "inactive": (403, "Your account in {portal} is deactivated, so this device gets no key."),
     "unassigned": (
         403,
         "The key {label} is no longer assigned to you in {portal}; ask your team admin, then " + AGAIN + ".",

@@ -14,6 +14,7 @@ from gateways.models import (
     Device,
     Gateway,
     GatewayKey,
+    Platform,
     ProbeResult,
 )
 from gateways.rules import EXTRA_ENV_HELP
@@ -240,8 +241,14 @@ class DeviceInputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Device
         fields = ("name", "platform")
-        # The service trims and checks the name, and answers a bad platform with the whole list.
-        extra_kwargs = {"name": {"max_length": 200}, "platform": {"required": True}}
+        # The service trims and checks the name (gateways.devices.clean_device), with its own sentences.
+        extra_kwargs = {
+            "name": {"max_length": 200, "allow_blank": True},
+            "platform": {
+                "required": True,
+                "error_messages": {"invalid_choice": f'must be one of {", ".join(Platform.values)}, not "{{input}}".'},
+            },
+        }
 
 
 class DeviceCreatedSerializer(serializers.Serializer):

@@ -103,7 +103,8 @@ elif command -v wget >/dev/null 2>&1; then
   code=0
   body=$(wget -q -O - --content-on-error --config="$token_file" --header='Accept: text/plain' -U "$agent" \\
     --tries=1 --timeout=30 "$url" 2>/dev/null) || code=$?
-  case "$code" in 0) status=200 ;; 8) status=error ;; esac
+  # 8: the portal answered an error, with its sentence; 6: a 401, whose body wget does not print.
+  case "$code" in 0) status=200 ;; 8) status=error ;; 6) status=401 body="$portal does not know this device's token; run the install command again from My set-up." ;; esac
 elif command -v python3 >/dev/null 2>&1; then
   code=0
   body=$(PORTAL_TOKEN="$token" python3 -c '
