@@ -93,9 +93,7 @@ def test_the_key_page_shows_the_rotation_rollout(client, alice, bob, dave, bob_a
     client.force_login(alice)
     page = client.get(f"/keys/{tokenbay_key.id}/").content.decode()
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page))
-    assert (
-        "1 of 2 live devices has the new secret; 1 developer holds a static copy and must download again." in text
-    )
+    assert "1 of 2 live devices has the new secret; 1 developer holds a static copy and must download again." in text
     assert re.search(r"bob laptop.*?fetched", text) and re.search(r"bob desktop.*?not yet", text)
 
 
