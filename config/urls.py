@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config import views as project_views
 from gateways import views as gateway_views
 from portal import views
 
@@ -38,6 +39,7 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", gateway_views.connection_list, name="connections"),
+    path("healthz", project_views.healthz, name="healthz"),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,4 +1,4 @@
-"""The 404 and 500 handlers: JSON with a sentence under /api/, a page elsewhere."""
+"""The 404 and 500 handlers (JSON with a sentence under /api/, a page elsewhere), and /healthz."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
             {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
         )
     return render(request, "500.html", status=500)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process answers: for load balancers and benchmarks. No database, so a busy database does not fail it."""
+    return JsonResponse({"status": "ok"})

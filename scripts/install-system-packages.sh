@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: zsh and fish (snippets), tmux (interactive Claude Code), Chromium (pages),
-# Node.js/npm (the Claude Code CLI) and PostgreSQL (the second database of CI).
+# Node.js/npm (the Claude Code CLI), PostgreSQL (the second database of CI), and dash, curl and wget (the live-key
+# installer and helper run in dash with curl, and with wget only).
 set -euo pipefail
-packages=(zsh fish tmux chromium postgresql nodejs npm)
+packages=(zsh fish tmux chromium postgresql nodejs npm dash curl wget)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
