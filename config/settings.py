@@ -133,7 +133,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
+        # A worker keeps its connection for a minute: opening one costs more than a device's whole key
+        # fetch, on SQLite as on PostgreSQL. 0 opens one per request. No health check before each request
+        # (a second round trip per fetch): a connection that fails is dropped at the end of its request.
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

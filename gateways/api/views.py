@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from csp.decorators import csp_exempt
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -344,6 +345,7 @@ API_TOKEN_HERE = (
 )
 
 
+@csp_exempt()  # plain text, never a page: no policy to build on every developer's fetch
 @require_GET
 @sensitive_variables("raw", "secret")
 def device_key(request: HttpRequest) -> HttpResponse:
@@ -363,6 +365,7 @@ def device_key(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@csp_exempt()
 @require_GET
 @sensitive_variables("code", "token")
 def device_install(request: HttpRequest, code: str) -> HttpResponse:

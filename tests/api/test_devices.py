@@ -379,3 +379,10 @@ def test_removing_a_member_from_the_team_refuses_their_devices(api, client, alic
 def test_create_url_sits_beside_the_downloads_without_shadowing_them(api, bob, bob_assignment):
     assert reverse("api-config-devices", args=[bob_assignment.id]) == f"/api/v1/me/configs/{bob_assignment.id}/devices/"
     assert api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash").status_code == 200
+
+
+def test_a_fetch_that_changes_nothing_costs_one_query(client, live_bob, django_assert_num_queries):
+    _, token = live_bob
+    fetch(client, token)  # the first fetch writes
+    with django_assert_num_queries(1):
+        assert fetch(client, token).content.decode() == TOKENBAY_SECRET
