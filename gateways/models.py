@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from gateways import rules
-from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, fingerprint, mask
+from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, Platform, fingerprint, mask
 from gateways.rules import GATEWAY_MODEL_FIELDS as GATEWAY_MODEL_FIELDS  # declared beside their rules
 from gateways.rules import KEY_MODEL_FIELDS as KEY_MODEL_FIELDS
 from portal import crypto
@@ -316,12 +316,6 @@ class Assignment(models.Model):
     def is_self_assigned(self) -> bool:
         """An admin gave the key to themselves: the one way an admin can read a key back."""
         return self.assigned_by_id is not None and self.assigned_by_id == self.user_id
-
-
-class Platform(models.TextChoices):
-    LINUX = "linux", "Linux"
-    MACOS = "macos", "macOS"
-    WINDOWS = "windows", "Windows"
 
 
 # An install link lives this long and works once.

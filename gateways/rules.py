@@ -123,6 +123,17 @@ class AuthScheme:
     ]
 
 
+class Platform:
+    """The system a device runs: each has its own installer, helper and one-line install command."""
+
+    LINUX = "linux"
+    MACOS = "macos"
+    WINDOWS = "windows"
+
+    choices = [(LINUX, "Linux"), (MACOS, "macOS"), (WINDOWS, "Windows")]
+    values = [value for value, _ in choices]
+
+
 # The variable Claude Code reads the key from, per scheme.
 CREDENTIAL_VARIABLE = {AuthScheme.X_API_KEY: "ANTHROPIC_API_KEY", AuthScheme.BEARER: "ANTHROPIC_AUTH_TOKEN"}
 

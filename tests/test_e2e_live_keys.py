@@ -8,7 +8,10 @@ helper if settings.json did not blank them. No file under HOME may hold the secr
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -151,3 +154,51 @@ def test_after_the_key_is_revoked_claude_says_so_in_the_portals_words(portal, tm
         assert refused.returncode != 0
         output = refused.stdout + refused.stderr
         assert "The key 'laptop' was revoked in Acme portal; ask your team admin for a new key." in output, output
+
+
+CURSOR = "\u276f"  # Claude Code's cursor, before the selected choice and in its empty prompt box
+
+
+def test_the_first_interactive_run_asks_no_key_question(portal, tmp_path):
+    """In a terminal (tmux): a key from apiKeyHelper needs no "Detected a custom API key" answer.
+
+    TokAify is an x-api-key gateway, where the static set-up meets that question (default No).
+    The installer marked the onboarding done; only the folder-trust question is answered.
+    """
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is missing; `make system-deps` installs it (scripts/install-system-packages.sh).")
+    with running_emulator(rules("strict", "tokaify")) as gw:
+        portal.connect(gw.base_url, "tokaify")
+        home = install(tmp_path, portal.new_device())
+        project = home / "project"
+        project.mkdir()
+        exported = " ".join(f"{name}={value}" for name, value in STALE.items())
+        command = (
+            f"env -i HOME={home} PATH=/usr/local/bin:/usr/bin:/bin TERM=xterm-256color DISABLE_AUTOUPDATER=1 "
+            # api.anthropic.com out of reach, as for many users of gateways; loopback stays direct.
+            f"HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost {exported} {CLAUDE_BIN}"
+        )
+        socket_name = f"portal-live-{uuid.uuid4().hex[:12]}"
+
+        def tmux(*args: str) -> str:
+            return subprocess.run(["tmux", "-L", socket_name, *args], capture_output=True, text=True, timeout=10).stdout
+
+        tmux("new-session", "-d", "-x", "120", "-y", "40", "-c", str(project), command)
+        screen, typed = "", False
+        try:
+            deadline = time.monotonic() + 120
+            while REPLY not in screen and time.monotonic() < deadline:
+                time.sleep(1.5)
+                screen = tmux("capture-pane", "-p")
+                assert "Detected a custom API key" not in screen, screen
+                if "trust this folder" in screen:
+                    tmux("send-keys", "Enter" if f"{CURSOR} Yes, I trust" in screen else "Down")
+                elif not typed and any(line.strip() == CURSOR for line in screen.splitlines()):
+                    tmux("send-keys", "-l", "Reply with the single word: connected")
+                    time.sleep(0.5)
+                    tmux("send-keys", "Enter")
+                    typed = True
+        finally:
+            tmux("kill-server")
+        assert REPLY in screen, screen
+        assert {c.headers["x-api-key"] for c in gw.message_requests()} == {SECRET}

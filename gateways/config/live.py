@@ -20,8 +20,7 @@ from dataclasses import dataclass, replace
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
 from gateways.config.installers import MERGE_JS, MERGE_PY, _b64json
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
-from gateways.models import Platform
-from gateways.rules import MANAGED_ENV
+from gateways.rules import MANAGED_ENV, Platform
 
 HELPER_SH = "portal-key-helper.sh"
 HELPER_PS1 = "portal-key-helper.ps1"
