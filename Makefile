@@ -63,6 +63,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.probe_fanout
 	test -f data/bench-large.sqlite3 || $(PY) -m bench.seed_large
 	$(PY) -m bench.pages
+	$(PY) -m bench.key_fetch
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) staticfiles .pytest_cache .ruff_cache

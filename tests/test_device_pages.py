@@ -107,3 +107,17 @@ def test_connections_show_each_developers_live_devices(client, alice, bob_assign
     Device.objects.filter(pk=device.pk).update(revoked_at=timezone.now())
     row = api(alice).get("/api/v1/connections/").json()["results"][0]
     assert (row["live_devices"], row["live_devices_current"]) == (0, 0)
+
+
+def test_the_admin_shows_devices_without_their_token_or_install_code(client, bob_assignment, django_user_model):
+    device, token = live_device(bob_assignment, "bob laptop")
+    device.refresh_from_db()
+    root = django_user_model.objects.create_superuser("root", "root@example.com", "pass-root")
+    client.force_login(root)
+    pages = [client.get("/admin/gateways/device/"), client.get(f"/admin/gateways/device/{device.id}/change/")]
+    for page in pages:
+        assert page.status_code == 200
+        text = page.content.decode()
+        assert "bob laptop" in text
+        for secret in (token, device.token_digest, device.install_digest, device.token_lookup_id):
+            assert secret not in text
