@@ -272,6 +272,17 @@ def test_the_windows_helper(why, fragment):
     assert fragment in live.render_helper_ps1(WINDOWS_SETUP), why
 
 
+def test_the_windows_installer_never_ends_the_session_that_runs_it():
+    """`irm | iex` runs it in the developer's own PowerShell: `exit` would close their window."""
+    script = live.render_device_install_ps1(WINDOWS_SETUP)
+    helper = live.render_helper_ps1(WINDOWS_SETUP)
+    outside_helper = script.replace(helper, "")
+    assert "exit" not in outside_helper
+    body = outside_helper[outside_helper.index("& {") :]
+    assert body.rstrip().endswith("}")  # a child scope: no variable or preference leaks into the session
+    assert 'throw "$path is not valid JSON. Nothing was changed' in body
+
+
 def test_the_windows_installer_embeds_the_helper_once_and_the_token_only_in_its_file():
     script = live.render_device_install_ps1(WINDOWS_SETUP)
     helper = live.render_helper_ps1(WINDOWS_SETUP)

@@ -272,6 +272,9 @@ def render_device_install_ps1(setup: LiveSetup) -> str:
 # at the helper in settings.json (keeping everything else, with a backup), and marks Claude Code's first run done
 # in %USERPROFILE%\\.claude.json. The key itself is never written: the helper fetches it when Claude Code asks.
 # This script holds the device's token: run it once (irm ... | iex), do not share it.
+# iex runs it in your PowerShell session: everything happens in a child scope, and a problem stops it with
+# a sentence instead of closing the window.
+& {{
 $ErrorActionPreference = 'Stop'
 $dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
 $stateFile = if ($env:CLAUDE_CONFIG_DIR) {{ Join-Path $env:CLAUDE_CONFIG_DIR '.claude.json' }} else {{ Join-Path $HOME '.claude.json' }}
@@ -287,12 +290,10 @@ function Read-JsonObject([string]$path) {{
   try {{
     $doc = if ($text.Trim()) {{ $text | ConvertFrom-Json }} else {{ New-Object PSObject }}
   }} catch {{
-    Write-Error "$path is not valid JSON. Nothing was changed; fix or move the file, then run this again."
-    exit 3
+    throw "$path is not valid JSON. Nothing was changed; fix or move the file, then run this again."
   }}
   if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{
-    Write-Error "$path does not hold a JSON object. Nothing was changed; fix or move the file, then run this again."
-    exit 3
+    throw "$path does not hold a JSON object. Nothing was changed; fix or move the file, then run this again."
   }}
   return $doc
 }}
@@ -349,6 +350,7 @@ Write-Host "Claude Code on this device now fetches its key for {_comment(config.
 if ($LASTEXITCODE -eq 0) {{ Write-Host 'Checked: the helper fetched the key.' }}
 else {{ Write-Warning 'The helper could not fetch the key yet (the line above says why).' }}
 Write-Host 'Next: open a new terminal, run claude, and send a short prompt. A rotated key reaches this device by itself.'
+}}
 """
 
 
