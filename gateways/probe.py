@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
 from gateways.outbound import OutboundRefused, SafeClient
+
+logger = logging.getLogger(__name__)
 
 CLAUDE_CODE_VERSION = "2.1.330"
 USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"
@@ -29,6 +32,10 @@ CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
 # What Claude Code asks for when no model is configured (measured on 2.1.330).
 CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
 EXCERPT_BYTES = 300
+UNEXPECTED_FAILURE = (
+    "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
+    "Nothing was learned about the gateway."
+)
 
 HINTS = {
     "ok": "The gateway answered like Claude Code expects.",
@@ -50,7 +57,8 @@ HINTS = {
     "Check the base URL.",
     "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
     "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
-    "refused": "The portal refused to contact this address: it is private, loopback or link-local.",
+    "refused": "The portal refused to send this request: the address is private, loopback or link-local, or the "
+    "base URL or a custom header cannot travel in an HTTP request. The excerpt says which.",
 }
 # The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
 BEARER_AUTH_HINT = (
@@ -294,9 +302,17 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
-    """A transport failure as (verdict, detail); anything that is not one is re-raised."""
+    """Any failure to get an answer as (verdict, detail): a probe never raises out of its request."""
     if isinstance(exc, OutboundRefused):
         return "refused", str(exc)
+    if isinstance(exc, httpx.InvalidURL):
+        return "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+    if isinstance(exc, UnicodeError):
+        # The message is not shown: the value it names could be any header, the key's included.
+        return "refused", (
+            "A header value holds characters an HTTP header cannot carry (only printable ASCII). "
+            "Edit the key's custom headers."
+        )
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout", "No complete answer before the deadline."
     if isinstance(exc, httpx.ConnectError):
@@ -308,14 +324,15 @@ def _failure(exc: Exception) -> tuple[str, str]:
         return "bad_response", f"The connection broke off mid-answer ({type(exc).__name__})."
     if isinstance(exc, httpx.HTTPError):
         return "unreachable", f"{type(exc).__name__}: {str(exc)[:200]}"
-    raise exc
+    logger.error("A probe request stopped on an unexpected %s.", type(exc).__name__, exc_info=exc)
+    return "refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__)
 
 
 async def _call(client: SafeClient, method: str, url: str, deadline: float, **kwargs) -> Answer | tuple[str, str]:
     try:
         async with asyncio.timeout(deadline):
             return await _send(client, method, url, **kwargs)
-    except Exception as exc:  # classified below; anything unexpected is re-raised by _failure
+    except Exception as exc:  # every failure becomes a verdict: a probe must not raise out of its path
         return _failure(exc)
 
 
@@ -368,7 +385,15 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
     answer = await _call(
         client, "POST", url, client.deadline, json=body, headers=_headers(target, context_management=context_management)
     )
-    return _outcome(target, answer, path=httpx.URL(url).path, streamed=target.stream)
+    return _outcome(target, answer, path=_path(url), streamed=target.stream)
+
+
+def _path(url: str) -> str:
+    """The request's path, for the classifier; a URL httpx cannot parse has already failed as a verdict."""
+    try:
+        return httpx.URL(url).path
+    except httpx.InvalidURL:
+        return "/v1/messages"
 
 
 def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: str = "inference") -> ProbeOutcome:
