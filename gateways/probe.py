@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from gateways.outbound import OutboundRefused, SafeClient
+from portal.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +125,24 @@ def auth_headers(auth_scheme: str, secret: str) -> dict[str, str]:
 
 
 def excerpt(text: str, secret: str = "") -> str:
-    """A short, single-line piece of an answer, with the secret blanked should a gateway echo it."""
-    if secret:
-        text = text.replace(secret, "[secret]")
-    return " ".join(text.split())[:EXCERPT_BYTES]
+    """A short, single-line piece of an answer, with every encoding of the secret removed should a gateway echo it.
+
+    Redaction reads a few times the excerpt's length, so an encoded secret that shrinks to its marker
+    cannot pull unread text into view, and a long answer costs no more than a short one.
+    """
+    flat = " ".join(text.split())[: EXCERPT_BYTES * 4]
+    return redact(flat, secret)[:EXCERPT_BYTES]
+
+
+def _redacted(value, secret: str):
+    """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
+    if isinstance(value, str):
+        return redact(value, secret)
+    if isinstance(value, dict):
+        return {_redacted(name, secret): _redacted(item, secret) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item, secret) for item in value]
+    return value
 
 
 def _error_message(text: str) -> str:
@@ -358,7 +373,16 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
 
     `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
+    outcome = await _run_probe(target, client, models_cache)
+    for name in ("hint", "warning", "error_excerpt", "model"):
+        setattr(outcome, name, redact(getattr(outcome, name), target.secret))
+    outcome.details = _redacted(outcome.details, target.secret)
+    return outcome
+
+
+async def _run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None) -> ProbeOutcome:
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
         return await _reachability(target, client)
