@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateways.rules import styled_model_id
+from portal.crypto import Secret, reveal
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 
 
 @dataclass(frozen=True)
 class ClaudeConfig:
-    """Everything a renderer needs; `env` holds the secret, so never log one of these."""
+    """Everything a renderer needs. `variables` keeps the key wrapped in a Secret; `env` unwraps it."""
 
     gateway_name: str
     gateway_slug: str
@@ -24,20 +25,25 @@ class ClaudeConfig:
     auth_scheme: str
     key_label: str
     key_masked: str
-    env: dict[str, str]
+    variables: dict[str, str | Secret]
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Every variable as text, the key included: read it only to write the config out."""
+        return {name: reveal(value) for name, value in self.variables.items()}
 
 
 def _pick(override: str, default: str, style: str) -> str:
     return styled_model_id(override or default, style) if (override or default) else ""
 
 
-def build_config(gateway, key, secret: str) -> ClaudeConfig:
+def build_config(gateway, key, secret: Secret) -> ClaudeConfig:
     """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`."""
     style = gateway.model_id_style
-    env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
+    env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
     if gateway.auth_scheme == "bearer":
         env["ANTHROPIC_AUTH_TOKEN"] = secret
         # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
@@ -77,5 +83,5 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         auth_scheme=gateway.auth_scheme,
         key_label=key.label,
         key_masked=key.masked,
-        env=env,
+        variables=env,
     )

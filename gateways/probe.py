@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from gateways.outbound import OutboundRefused, SafeClient
+from portal.crypto import Secret, reveal
 from portal.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ BEARER_AUTH_HINT = (
 class ProbeTarget:
     base_url: str
     auth_scheme: str
-    secret: str = field(repr=False)
+    secret: Secret = field(repr=False)
     model: str
     prompt: str = "Reply with the single word: pong"
     mode: str = "inference"  # or "reachability"
@@ -84,6 +85,10 @@ class ProbeTarget:
     # Retry without context_management when a gateway rejects it (and let the runner switch the
     # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
     retry_without_betas: bool = True
+
+    @property
+    def auth(self) -> KeyAuth:
+        return KeyAuth(self.auth_scheme, self.secret)
 
 
 @dataclass
@@ -117,14 +122,26 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def auth_headers(auth_scheme: str, secret: str) -> dict[str, str]:
+def auth_headers(auth_scheme: str, secret: Secret) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
     if auth_scheme == "bearer":
-        return {"authorization": f"Bearer {secret}"}
-    return {"x-api-key": secret}
+        return {"authorization": f"Bearer {reveal(secret)}"}
+    return {"x-api-key": reveal(secret)}
 
 
-def excerpt(text: str, secret: str = "") -> str:
+class KeyAuth(httpx.Auth):
+    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret."""
+
+    def __init__(self, auth_scheme: str, secret: Secret):
+        self.auth_scheme = auth_scheme
+        self.secret = secret
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers.update(auth_headers(self.auth_scheme, self.secret))
+        yield request
+
+
+def excerpt(text: str, secret: Secret | str = "") -> str:
     """A short, single-line piece of an answer, with every encoding of the secret removed should a gateway echo it.
 
     Redaction reads a few times the excerpt's length, so an encoded secret that shrinks to its marker
@@ -134,7 +151,7 @@ def excerpt(text: str, secret: str = "") -> str:
     return redact(flat, secret)[:EXCERPT_BYTES]
 
 
-def _redacted(value, secret: str):
+def _redacted(value, secret: Secret | str):
     """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
     if isinstance(value, str):
         return redact(value, secret)
@@ -294,7 +311,6 @@ def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]
         "user-agent": USER_AGENT,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
-        **auth_headers(target.auth_scheme, target.secret),
     }
 
 
@@ -407,7 +423,13 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
         target, target.model, context_management=context_management, stream=target.stream, max_tokens=target.max_tokens
     )
     answer = await _call(
-        client, "POST", url, client.deadline, json=body, headers=_headers(target, context_management=context_management)
+        client,
+        "POST",
+        url,
+        client.deadline,
+        json=body,
+        headers=_headers(target, context_management=context_management),
+        auth=target.auth,
     )
     return _outcome(target, answer, path=_path(url), streamed=target.stream)
 
@@ -456,7 +478,9 @@ def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: st
 async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
     """No message is sent: list models, or post an empty body that a gateway must reject after checking auth."""
     headers = _headers(target, context_management=False)
-    answer = await _call(client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers)
+    answer = await _call(
+        client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
+    )
     if not isinstance(answer, tuple) and answer.status == 200 and "json" in answer.headers.get("content-type", ""):
         outcome = ProbeOutcome(
             "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
@@ -466,7 +490,13 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
         outcome = _outcome(target, answer, path="/v1/models", streamed=False, kind="reachability")
     else:
         answer = await _call(
-            client, "POST", f"{target.base_url}/v1/messages", client.deadline, json={}, headers=headers
+            client,
+            "POST",
+            f"{target.base_url}/v1/messages",
+            client.deadline,
+            json={},
+            headers=headers,
+            auth=target.auth,
         )
         if not isinstance(answer, tuple) and answer.status == 400:
             outcome = ProbeOutcome(
@@ -499,6 +529,7 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
             f"{target.base_url}/v1/models?limit=1000",
             client.deadline,
             headers=_headers(target, context_management=False),
+            auth=target.auth,
         )
         cache[target.base_url] = asyncio.ensure_future(request)
     answer = await asyncio.shield(cache[target.base_url])
@@ -525,6 +556,7 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
                 client.deadline,
                 json=body,
                 headers=_headers(target, context_management=False),
+                auth=target.auth,
             )
             if not isinstance(reply, tuple):
                 verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)

@@ -1,5 +1,8 @@
 """Redaction: take every encoding of a secret out of a text before anything stores or shows it.
 
+Used for what a probe stores of a gateway's answer, and as the last net of Django's error page
+and of every log record (`SecretSafeExceptionReporter`, `install_log_redaction()`).
+
 A gateway that echoes a key rarely echoes it verbatim: JSON escapes its quotes and slashes, a
 URL percent-encodes it, an auth header travels base64-encoded, an HTML page escapes it. So
 `redact()` removes every run of at least `RUN` consecutive characters of the secret, found in
@@ -10,10 +13,18 @@ of an escape), and in the exact escaped and base64 forms of the secret. Pure: te
 from __future__ import annotations
 
 import base64
+import bisect
 import html
 import json
+import logging
 import re
 from urllib.parse import quote, quote_plus
+
+from django.template.defaultfilters import pprint
+from django.utils.datastructures import MultiValueDict
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
+from portal.crypto import Secret, reveal, secrets_in_reach
 
 # Shorter runs are too common to mean anything; longer ones would let a useful piece through.
 RUN = 8
@@ -40,38 +51,53 @@ def _unescape(escape: str) -> str:
     return html.unescape(escape)
 
 
-def _decode(text: str) -> tuple[str, Spans]:
-    """The text with one level of escapes decoded, and for each decoded character its span in `text`."""
-    chars: list[str] = []
+class _Decoded:
+    """A text with one level of escapes decoded, able to say where each decoded character came from.
+
+    Only the escapes are remembered (decoded position, start in the source, shift after it): a debug
+    page of 300 kB decodes in milliseconds.
+    """
+
+    def __init__(self, source: str):
+        pieces, self.escapes, position, shift = [], [], 0, 0
+        for match in _ESCAPE.finditer(source):
+            decoded = _unescape(match.group())
+            if len(decoded) != 1:  # an unknown entity such as &nbsp1; stays as written
+                continue
+            pieces += [source[position : match.start()], decoded]
+            extra = match.end() - match.start() - 1  # how much shorter the decoded text gets here
+            self.escapes.append((match.start() - shift, match.start(), shift + extra))
+            shift += extra
+            position = match.end()
+        self.text = "".join(pieces) + source[position:]
+        self._positions = [escape[0] for escape in self.escapes]
+
+    def span(self, index: int) -> tuple[int, int]:
+        """Where decoded character `index` is in the source."""
+        found = bisect.bisect_right(self._positions, index) - 1
+        if found < 0:
+            return index, index + 1
+        position, start, shift = self.escapes[found]
+        if position == index:
+            return start, index + shift + 1
+        return index + shift, index + shift + 1
+
+
+def _runs(text: str, grams: set[str]) -> Spans:
+    """Where `text` holds one of `grams`."""
     spans: Spans = []
-    position = 0
-    for match in _ESCAPE.finditer(text):
-        for index in range(position, match.start()):
-            chars.append(text[index])
-            spans.append((index, index + 1))
-        decoded = _unescape(match.group())
-        if len(decoded) == 1:
-            chars.append(decoded)
-            spans.append(match.span())
-        else:  # an unknown entity such as &nbsp1; stays as written
-            for index in range(match.start(), match.end()):
-                chars.append(text[index])
-                spans.append((index, index + 1))
-        position = match.end()
-    for index in range(position, len(text)):
-        chars.append(text[index])
-        spans.append((index, index + 1))
-    return "".join(chars), spans
+    for gram in grams:
+        start = text.find(gram)
+        while start != -1:  # str.find runs in C: a debug page of 300 kB takes milliseconds per piece
+            spans.append((start, start + len(gram)))
+            start = text.find(gram, start + 1)
+    return spans
 
 
-def _runs(text: str, needle: str) -> Spans:
-    """Where `text` holds RUN or more consecutive characters of `needle` (all of it, if shorter)."""
-    if not needle:
-        return []
-    if len(needle) < RUN:
-        return [match.span() for match in re.finditer(re.escape(needle), text)]
-    grams = {needle[i : i + RUN] for i in range(len(needle) - RUN + 1)}
-    return [(i, i + RUN) for i in range(len(text) - RUN + 1) if text[i : i + RUN] in grams]
+def _grams(needle: str) -> set[str]:
+    """Every run of RUN characters of `needle` (the whole of it, if shorter)."""
+    width = min(RUN, len(needle))
+    return {needle[i : i + width] for i in range(len(needle) - width + 1)} if needle else set()
 
 
 def _base64_pieces(secret: str) -> set[str]:
@@ -115,16 +141,23 @@ def encoded_forms(secret: str) -> frozenset[str]:
     )
 
 
-def secret_spans(text: str, secret: str) -> Spans:
+def secret_spans(text: str, secret: Secret | str) -> Spans:
     """The merged spans of `text` that hold some encoding of the secret."""
+    secret = reveal(secret)
     if not secret or not text:
         return []
-    found = [span for form in encoded_forms(secret) for span in _runs(text, form)]
-    decoded, spans = text, [(i, i + 1) for i in range(len(text))]
+    found = _runs(text, {gram for form in encoded_forms(secret) for gram in _grams(form)})
+    levels: list[_Decoded] = []
+    source = text
     for _ in range(2):
-        decoded, inner = _decode(decoded)
-        spans = [(spans[start][0], spans[end - 1][1]) for start, end in inner]
-        found += [(spans[start][0], spans[end - 1][1]) for start, end in _runs(decoded, secret)]
+        if not _ESCAPE.search(source):
+            break
+        levels.append(_Decoded(source))
+        source = levels[-1].text
+        for start, end in _runs(source, _grams(secret)):
+            for level in reversed(levels):  # back through each decoding to the text itself
+                start, end = level.span(start)[0], level.span(end - 1)[1]
+            found.append((start, end))
     merged: Spans = []
     for start, end in sorted(found):
         if merged and start <= merged[-1][1]:
@@ -134,10 +167,122 @@ def secret_spans(text: str, secret: str) -> Spans:
     return merged
 
 
-def redact(text: str, secret: str) -> str:
+def redact(text: str, secret: Secret | str) -> str:
     """`text` with every encoding of `secret`, and every run of RUN of its characters, replaced by MARKER."""
     pieces, position = [], 0
     for start, end in secret_spans(text, secret):
         pieces += [text[position:start], MARKER]
         position = end
     return "".join(pieces) + text[position:]
+
+
+def redact_all(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` redacted."""
+    for secret in secrets:
+        text = redact(text, secret)
+    return text
+
+
+def _stride_pieces(secret: str) -> set[str]:
+    """Pieces of each form of the secret, one every RUN characters: any run of 2 * RUN holds one."""
+    return {form[i : i + RUN] for form in encoded_forms(secret) for i in range(0, max(len(form) - RUN, 0) + 1, RUN)}
+
+
+class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
+    """What Django's error page and error e-mails show of a request and its frames, with DEBUG on too.
+
+    Django's own filter does nothing while DEBUG is on (the default of `make run`). This one always
+    applies `sensitive_variables` and `sensitive_post_parameters`, and also cleanses any variable,
+    POST field or dict entry whose name sounds secret, and any variable whose value shows a key in
+    reach (see portal.crypto.secrets_in_reach): a rendered config, an Authorization header, a body.
+    """
+
+    sensitive_names = re.compile(r"secret|key|token|passw|credential|authoriz|plaintext|cookie", re.IGNORECASE)
+
+    def is_active(self, request) -> bool:
+        return True
+
+    def _cleanse_entries(self, value):
+        if isinstance(value, dict) and not isinstance(value, MultiValueDict):  # those are cleansed above
+            return {
+                name: self.cleansed_substitute
+                if isinstance(name, str) and self.sensitive_names.search(name)
+                else self._cleanse_entries(item)
+                for name, item in value.items()
+            }
+        return value
+
+    def get_cleansed_multivaluedict(self, request, multivaluedict):
+        multivaluedict = super().get_cleansed_multivaluedict(request, multivaluedict).copy()
+        for name in multivaluedict:
+            if self.sensitive_names.search(name):
+                multivaluedict[name] = self.cleansed_substitute
+        return multivaluedict
+
+    def get_post_parameters(self, request):
+        if request is None:
+            return {}
+        return self.get_cleansed_multivaluedict(request, super().get_post_parameters(request))
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        pieces = {piece for secret in secrets_in_reach() for piece in _stride_pieces(secret)}
+        cleansed = []
+        for name, value in super().get_traceback_frame_variables(request, tb_frame):
+            if self.sensitive_names.search(name):
+                value = self.cleansed_substitute
+            else:
+                value = self._cleanse_entries(value)
+                shown = pprint(value)[:8192]  # the page shows at most 4096 characters of one
+                if any(piece in shown for piece in pieces):
+                    value = self.cleansed_substitute
+            cleansed.append((name, value))
+        return cleansed
+
+
+class SecretSafeExceptionReporter(ExceptionReporter):
+    """Django's error page, with every key in reach redacted from the whole text as a last net.
+
+    The exception's own message and the page's code excerpts are not frame variables, so the filter
+    above cannot reach them; a library that quotes a header value in its message would show it.
+    """
+
+    def get_traceback_data(self) -> dict:
+        data = super().get_traceback_data()
+        if secrets_in_reach():
+            data["unicode_hint"] = ""  # a few characters around an encoding error, perhaps of a key
+        return data
+
+    def get_traceback_html(self) -> str:
+        return redact_all(super().get_traceback_html(), secrets_in_reach())
+
+    def get_traceback_text(self) -> str:
+        return redact_all(super().get_traceback_text(), secrets_in_reach())
+
+
+def install_log_redaction() -> None:
+    """Make every log record redact the keys in reach from its message and traceback as it is created.
+
+    A handler-level filter would not do: records reach handlers added later (a test's caplog, a
+    deployment's own) before or without it.
+    """
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts_secrets", False):
+        return
+
+    def make_redacted_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        secrets = secrets_in_reach()
+        if secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string: logging reports it later, as it always does
+                return record
+            record.msg, record.args = redact_all(message, secrets), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = redact_all(logging.Formatter().formatException(record.exc_info), secrets)
+            if record.stack_info:
+                record.stack_info = redact_all(record.stack_info, secrets)
+        return record
+
+    make_redacted_record.redacts_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_redacted_record)

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.middleware.SecretsScopeMiddleware",
     "portal.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -228,6 +229,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
 SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
+
+# Django's error page and error e-mails, with every key in reach removed, DEBUG on or off.
+DEFAULT_EXCEPTION_REPORTER = "portal.redaction.SecretSafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.redaction.SecretSafeExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,
