@@ -21,7 +21,7 @@ import httpx
 
 from gateways.outbound import OutboundRefused, SafeClient
 from portal.crypto import Secret, reveal
-from portal.redaction import redact
+from portal.redaction import Redactor, redact
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +151,14 @@ def excerpt(text: str, secret: Secret | str = "") -> str:
     return redact(flat, secret)[:EXCERPT_BYTES]
 
 
-def _redacted(value, secret: Secret | str):
+def _redacted(value, redactor: Redactor):
     """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
     if isinstance(value, str):
-        return redact(value, secret)
+        return redactor(value)
     if isinstance(value, dict):
-        return {_redacted(name, secret): _redacted(item, secret) for name, item in value.items()}
+        return {_redacted(name, redactor): _redacted(item, redactor) for name, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redacted(item, secret) for item in value]
+        return [_redacted(item, redactor) for item in value]
     return value
 
 
@@ -392,9 +392,10 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
     outcome = await _run_probe(target, client, models_cache)
+    redactor = Redactor(target.secret)
     for name in ("hint", "warning", "error_excerpt", "model"):
-        setattr(outcome, name, redact(getattr(outcome, name), target.secret))
-    outcome.details = _redacted(outcome.details, target.secret)
+        setattr(outcome, name, redactor(getattr(outcome, name)))
+    outcome.details = _redacted(outcome.details, redactor)
     return outcome
 
 

@@ -83,8 +83,10 @@ class _Decoded:
         return index + shift, index + shift + 1
 
 
-def _runs(text: str, grams: set[str]) -> Spans:
-    """Where `text` holds one of `grams`."""
+def _runs(text: str, grams: set[str], widths: set[int]) -> Spans:
+    """Where `text` holds one of `grams` (whose lengths are `widths`)."""
+    if len(text) < len(grams):  # a short text: look its own pieces up
+        return [(i, i + w) for w in widths for i in range(len(text) - w + 1) if text[i : i + w] in grams]
     spans: Spans = []
     for gram in grams:
         start = text.find(gram)
@@ -141,45 +143,63 @@ def encoded_forms(secret: str) -> frozenset[str]:
     )
 
 
-def secret_spans(text: str, secret: Secret | str) -> Spans:
-    """The merged spans of `text` that hold some encoding of the secret."""
-    secret = reveal(secret)
-    if not secret or not text:
-        return []
-    found = _runs(text, {gram for form in encoded_forms(secret) for gram in _grams(form)})
-    levels: list[_Decoded] = []
-    source = text
-    for _ in range(2):
-        if not _ESCAPE.search(source):
-            break
-        levels.append(_Decoded(source))
-        source = levels[-1].text
-        for start, end in _runs(source, _grams(secret)):
-            for level in reversed(levels):  # back through each decoding to the text itself
-                start, end = level.span(start)[0], level.span(end - 1)[1]
-            found.append((start, end))
-    merged: Spans = []
-    for start, end in sorted(found):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
+class Redactor:
+    """Every encoding of one secret, prepared once to redact many texts (a probe's result, a page)."""
+
+    __slots__ = ("_form_widths", "_forms", "_runs_of_secret", "_secret_widths")
+
+    def __init__(self, secret: Secret | str):
+        plain = reveal(secret)
+        self._forms = {gram for form in encoded_forms(plain) for gram in _grams(form)} if plain else set()
+        self._form_widths = {len(gram) for gram in self._forms}
+        self._runs_of_secret = _grams(plain)
+        self._secret_widths = {len(gram) for gram in self._runs_of_secret}
+
+    def __repr__(self) -> str:
+        return "Redactor(********)"
+
+    def spans(self, text: str) -> Spans:
+        """The merged spans of `text` that hold some encoding of the secret."""
+        if not self._forms or not text:
+            return []
+        found = _runs(text, self._forms, self._form_widths)
+        levels: list[_Decoded] = []
+        source = text
+        for _ in range(2):
+            if not _ESCAPE.search(source):
+                break
+            levels.append(_Decoded(source))
+            source = levels[-1].text
+            for start, end in _runs(source, self._runs_of_secret, self._secret_widths):
+                for level in reversed(levels):  # back through each decoding to the text itself
+                    start, end = level.span(start)[0], level.span(end - 1)[1]
+                found.append((start, end))
+        merged: Spans = []
+        for start, end in sorted(found):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
+
+    def __call__(self, text: str) -> str:
+        """`text` with every encoding of the secret, and every run of RUN of its characters, replaced by MARKER."""
+        pieces, position = [], 0
+        for start, end in self.spans(text):
+            pieces += [text[position:start], MARKER]
+            position = end
+        return "".join(pieces) + text[position:]
 
 
 def redact(text: str, secret: Secret | str) -> str:
     """`text` with every encoding of `secret`, and every run of RUN of its characters, replaced by MARKER."""
-    pieces, position = [], 0
-    for start, end in secret_spans(text, secret):
-        pieces += [text[position:start], MARKER]
-        position = end
-    return "".join(pieces) + text[position:]
+    return Redactor(secret)(text)
 
 
 def redact_all(text: str, secrets: list[str]) -> str:
     """`text` with each of `secrets` redacted."""
     for secret in secrets:
-        text = redact(text, secret)
+        text = Redactor(secret)(text)
     return text
 
 
