@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from gateways import rules
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, UnrepresentableValue, styled_model_id
+from portal.crypto import Secret, reveal
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 
 
 @dataclass(frozen=True)
 class ClaudeConfig:
-    """Everything a renderer needs; `env` holds the secret, so never log one of these."""
+    """Everything a renderer needs. `variables` keeps the key wrapped in a Secret; `env` unwraps it."""
 
     gateway_name: str
     gateway_slug: str
@@ -25,10 +26,15 @@ class ClaudeConfig:
     auth_scheme: str
     key_label: str
     key_masked: str
-    env: dict[str, str]
+    variables: dict[str, str | Secret]
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Every variable as text, the key included: read it only to write the config out."""
+        return {name: reveal(value) for name, value in self.variables.items()}
 
 
 # The stored fields that go into a config, checked again at every render: data saved around the
@@ -56,7 +62,7 @@ def _refuse_stored(owner: str, clean, fields: dict) -> None:
         ) from None
 
 
-def build_config(gateway, key, secret: str) -> ClaudeConfig:
+def build_config(gateway, key, secret: Secret) -> ClaudeConfig:
     """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`.
 
     Each setting is `key.setting(name)`: the key's override, else the gateway's default.
@@ -73,7 +79,7 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         lambda fields: rules.clean_key_overrides(fields, style=style),
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
-    env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
+    env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
     env[CREDENTIAL_VARIABLE[gateway.auth_scheme]] = secret
     if gateway.auth_scheme == AuthScheme.BEARER:
         # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
@@ -107,5 +113,5 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         auth_scheme=gateway.auth_scheme,
         key_label=key.label,
         key_masked=key.masked,
-        env=env,
+        variables=env,
     )
