@@ -278,6 +278,14 @@ def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | 
     return assignment
 
 
+def remove_member_assignments(*, team: Team, user) -> list[str]:
+    """Take back the team's keys from a member who leaves it; returns the keys' short fingerprints."""
+    removed = Assignment.objects.filter(key__team=team, user=user)
+    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
+    removed.delete()
+    return fingerprints
+
+
 @transaction.atomic
 def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | None = None) -> None:
     key = assignment.key

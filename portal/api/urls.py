@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from gateways.api import views as gateway_views
-from portal.api import views
+from portal.api import invitations, views
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -28,4 +28,11 @@ urlpatterns = [
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
     path("connections/", views.ConnectionList.as_view(), name="api-connections"),
+    # Accounts (issue 13)
+    path("teams/<slug:slug>/invitations/", invitations.TeamInvitationList.as_view(), name="api-team-invitations"),
+    path(
+        "teams/<slug:slug>/invitations/<int:invitation_id>/",
+        invitations.TeamInvitationDetail.as_view(),
+        name="api-team-invitation",
+    ),
 ]

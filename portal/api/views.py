@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 from portal import audit, exports, services
 from portal.api import serializers as s
 from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
-from portal.models import AuditEvent, Membership, Team
+from portal.models import AuditEvent, Membership, Role, Team
+from portal.permissions import team_with_role
 
 
 def teams_with_members(user):
@@ -42,6 +43,18 @@ class TeamList(APIView):
 class TeamDetail(APIView):
     @extend_schema(responses=s.TeamOutputSerializer)
     def get(self, request, slug):
+        team = get_object_or_404(teams_with_members(request.user), slug=slug)
+        return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
+
+    @extend_schema(request=s.TeamUpdateSerializer, responses=s.TeamOutputSerializer)
+    def patch(self, request, slug):
+        """Name the identity-provider groups whose people join the team as members or admins (team admins)."""
+        team, _ = team_with_role(
+            request.user, slug, Role.ADMIN, denied="Only the team's admins can change its settings."
+        )
+        data = s.TeamUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.update_team_groups(team=team, changes=data.validated_data, actor=request.user, request=request)
         team = get_object_or_404(teams_with_members(request.user), slug=slug)
         return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
 
