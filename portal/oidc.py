@@ -429,6 +429,15 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
                 "This sign-in answer does not belong to a sign-in started in this browser (its state does not "
                 "match), so it is refused. Sign in again from the start."
             )
+        answered_by = request.GET.get("iss")  # RFC 9207: providers that send it name themselves in the answer
+        if answered_by is not None and answered_by.rstrip("/") != settings.OIDC_ISSUER:
+            states.pop(state, None)
+            request.session["oidc_states"] = states
+            return self._refuse(
+                f"This sign-in answer comes from {answered_by[:200]!r}, not from this portal's identity provider "
+                f"({settings.OIDC_ISSUER}). The sign-in is refused.",
+                403,
+            )
         try:
             return super().get(request)
         except SSOError as exc:
