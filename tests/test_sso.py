@@ -220,3 +220,34 @@ def test_an_expired_code_is_refused_with_a_sentence(browser, live_server, sso, w
         expect(page.get_by_role("alert")).to_contain_text("it has expired or was already used")
         page.close()
     assert not get_user_model().objects.filter(email="carol@example.com").exists()
+
+
+def test_sso_needs_an_invitation_or_a_group_then_the_invitation_link_works(browser, live_server, sso, settings):
+    from portal.invitations import create_invitation
+
+    team = Team.objects.create(name="Data", slug="data")  # no SSO groups
+    admin = get_user_model().objects.create_user("dana", "dana@example.com", "pw-dana")
+    with sso():
+        page = browser.new_page()
+        sign_in_at_provider(page, live_server)
+        expect(page.get_by_role("alert")).to_contain_text("no invitation for it")
+        assert not get_user_model().objects.filter(email="carol@example.com").exists()
+        page.close()
+
+        invitation, raw = create_invitation(team=team, email="carol@example.com", role="admin", actor=admin)
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{live_server.url}/invitations/{raw}/")
+        expect(page.get_by_role("heading", name="Join Data")).to_be_visible()
+        page.get_by_role("link", name="Sign in with SSO").click()
+        page.locator("input[name=login]").fill("carol")
+        page.locator("input[name=password]").fill("any")
+        page.get_by_role("button", name="Sign-in").click()
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url("**/teams/data/")
+        expect(page.get_by_role("heading", name="Data")).to_be_visible()
+        context.close()
+    carol = get_user_model().objects.get(email="carol@example.com")
+    assert Membership.objects.get(team=team, user=carol).role == "admin"
+    invitation.refresh_from_db()
+    assert invitation.state == "accepted" and invitation.accepted_by == carol
