@@ -251,3 +251,38 @@ def test_sso_needs_an_invitation_or_a_group_then_the_invitation_link_works(brows
     assert Membership.objects.get(team=team, user=carol).role == "admin"
     invitation.refresh_from_db()
     assert invitation.state == "accepted" and invitation.accepted_by == carol
+
+
+def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
+    browser, live_server, sso, web_with_groups
+):
+    from gateways.models import Gateway
+    from gateways.services import store_key
+
+    with sso() as idp:
+        idp.set_claims("carol", groups=["eng-leads"])
+        context = browser.new_context()
+        page = context.new_page()
+        sign_in_at_provider(page, live_server)
+        page.wait_for_url("**/setup/")
+        carol = get_user_model().objects.get(email="carol@example.com")
+        key = store_key(
+            team=web_with_groups,
+            gateway=Gateway.objects.get(slug="tokenbay"),
+            label="Team key",
+            secret="sk-sso-sudo-0123456789",
+            actor=carol,
+        )
+        page.goto(f"{live_server.url}/keys/{key.id}/rotate/")
+        page.wait_for_url("**/sudo/?next=*")
+        page.get_by_role("link", name="confirm by signing in with SSO again").click()
+        # prompt=login: the provider asks again even though its session is alive.
+        page.locator("input[name=login]").fill("carol")
+        page.locator("input[name=password]").fill("any")
+        page.get_by_role("button", name="Sign-in").click()
+        page.wait_for_url(lambda url: "/interaction/" in url or f"/keys/{key.id}/rotate/" in url)
+        if "/interaction/" in page.url:
+            page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(f"**/keys/{key.id}/rotate/")
+        expect(page.get_by_role("heading", name="Rotate")).to_be_visible()
+        context.close()
