@@ -286,3 +286,26 @@ def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
         page.wait_for_url(f"**/keys/{key.id}/rotate/")
         expect(page.get_by_role("heading", name="Rotate")).to_be_visible()
         context.close()
+
+
+def test_a_provider_whose_discovery_names_another_issuer_is_not_trusted(client, sso, settings):
+    with sso(ADVERTISED_ISSUER="https://idp.attacker.example") as liar:
+        settings.OIDC_ISSUER = f"http://127.0.0.1:{liar.port}"  # where the portal was told to look
+        oidc._discovered.clear()
+        response = client.get("/oidc/authenticate/")
+    assert response.status_code == 502
+    assert "calls itself 'https://idp.attacker.example'" in response.context["message"]
+
+
+def test_an_unreachable_provider_is_a_page_not_a_500(client, settings):
+    from tests.smtp_server import free_port
+
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{free_port()}"
+    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
+    oidc._discovered.clear()
+    response = client.get("/oidc/authenticate/")
+    assert response.status_code == 502
+    assert "cannot be read right now" in response.content.decode()
+    callback = client.get("/oidc/callback/?code=abc&state=never-started")
+    assert callback.status_code == 400
+    assert "does not belong to a sign-in started in this browser" in callback.content.decode()
