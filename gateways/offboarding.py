@@ -32,6 +32,7 @@ class Offboarding:
     memberships: list[Membership] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)
     tokens: list[AccessToken] = field(default_factory=list)
+    keeps_tokens: bool = False  # team offboarding of someone still in another team (or staff): tokens are the account's
 
     @property
     def deactivates(self) -> bool:
@@ -70,8 +71,9 @@ def for_member(team: Team, user) -> Offboarding:
     """Offboarding from one team: its membership and assignments; the tokens too if no other team is left."""
     memberships = list(Membership.objects.filter(team=team, user=user).select_related("team"))
     elsewhere = Membership.objects.filter(user=user).exclude(team=team).exists()
-    tokens = [] if elsewhere or user.is_staff else _live_tokens(user)
-    return Offboarding(user, team, memberships, _assignments(key__team=team, user=user), tokens)
+    keeps = elsewhere or user.is_staff
+    tokens = [] if keeps else _live_tokens(user)
+    return Offboarding(user, team, memberships, _assignments(key__team=team, user=user), tokens, keeps_tokens=keeps)
 
 
 def for_account(user) -> Offboarding:

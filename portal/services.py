@@ -25,7 +25,9 @@ def find_user(username: str):
     User = get_user_model()
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
-        raise ServiceError(f"There is no active user called {username!r}. Ask a staff member to create the account.")
+        raise ServiceError(
+            f"There is no active user called {username!r}. Invite them by e-mail instead (team page, Invitations)."
+        )
     return user
 
 

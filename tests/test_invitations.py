@@ -172,3 +172,23 @@ def test_the_account_form_applies_the_password_rules(api, alice, client):
     assert "too common" in response.content.decode()
     assert not get_user_model().objects.filter(username="max").exists()
     assert Invitation.objects.get().state == "pending"
+
+
+def test_the_team_page_names_its_sso_groups_for_admins_only(client, alice, bob):
+    client.force_login(alice)
+    response = client.post("/teams/web/sso-groups/", {"sso_member_group": "eng", "sso_admin_group": "eng-leads"})
+    assert response.status_code == 302
+    page = client.get("/teams/web/").content.decode()
+    assert 'value="eng-leads"' in page
+    assert AuditEvent.objects.get(action="team.updated").details["sso_member_group"] == {"from": "", "to": "eng"}
+    same = client.post("/teams/web/sso-groups/", {"sso_member_group": "x", "sso_admin_group": "x"}, follow=True)
+    assert "Name different groups" in same.content.decode()
+    client.force_login(bob)
+    assert client.post("/teams/web/sso-groups/", {"sso_member_group": "all"}).status_code == 403
+    assert "Invite by e-mail" not in client.get("/teams/web/").content.decode()
+
+
+def test_adding_an_unknown_user_points_to_invitations(client, alice):
+    client.force_login(alice)
+    page = client.post("/teams/web/members/", {"username": "nobody", "role": "member"}, follow=True).content.decode()
+    assert "no active user called" in page and "Invite them by e-mail" in page

@@ -88,7 +88,8 @@ def test_a_member_of_another_team_keeps_account_tokens(client, alice, bob, bob_a
     Membership.objects.create(team=data_team, user=bob, role=Role.MEMBER)
     raw = token_for(bob)
     client.force_login(alice)
-    client.post("/teams/web/members/bob/offboard/")
+    page = client.post("/teams/web/members/bob/offboard/").content.decode()
+    assert "kept: bob is in another team" in page
     assert not Assignment.objects.filter(user=bob).exists()
     assert api_status(raw) == 200
     assert AuditEvent.objects.get(action="member.offboarded").details["tokens_revoked"] == []
