@@ -100,8 +100,8 @@ def _new_recovery_codes(user) -> list[str]:
 @transaction.atomic
 def confirm_enrolment(*, request: HttpRequest, device: TOTPDevice, code: str) -> list[str] | None:
     """Confirm the new authenticator with its first code; returns the recovery codes (shown once), or None."""
-    device = TOTPDevice.objects.select_for_update().get(pk=device.pk, user=request.user, confirmed=False)
-    if not _clean(code).isdigit() or not device.verify_token(_clean(code)):
+    device = TOTPDevice.objects.select_for_update().filter(pk=device.pk, user=request.user, confirmed=False).first()
+    if device is None or not _clean(code).isdigit() or not device.verify_token(_clean(code)):
         return None
     TOTPDevice.objects.filter(user=request.user).exclude(pk=device.pk).delete()
     device.confirmed = True
