@@ -276,12 +276,13 @@ EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
 EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "False")
-EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "")  # a Django mail backend by its dotted path, if you need another
+EMAIL_CONFIGURED = bool(EMAIL_URL or EMAIL_HOST or EMAIL_BACKEND)
 if EMAIL_URL:
     globals().update(parse_email_url(EMAIL_URL))
-elif not EMAIL_HOST:
-    EMAIL_BACKEND = f"django.core.mail.backends.{'console' if DEBUG else 'dummy'}.EmailBackend"
-EMAIL_CONFIGURED = bool(EMAIL_URL or EMAIL_HOST)
+elif not EMAIL_BACKEND:
+    quiet = f"django.core.mail.backends.{'console' if DEBUG else 'dummy'}.EmailBackend"
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else quiet
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24) * 3600
