@@ -3,12 +3,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from gateways import offboarding_views
 from gateways import views as gateway_views
 from portal import views
+from portal.account_forms import PortalAuthenticationForm
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="setup"), name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=PortalAuthenticationForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("sudo/", views.sudo, name="sudo"),
     path("setup/", gateway_views.setup, name="setup"),
@@ -35,6 +41,14 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", gateway_views.connection_list, name="connections"),
+    # Accounts (issue 13): own account, passwords, invitations, SSO, users; offboarding reads both apps.
+    path("", include("portal.account_urls")),
+    path(
+        "teams/<slug:slug>/members/<str:username>/offboard/",
+        offboarding_views.member_offboard,
+        name="member-offboard",
+    ),
+    path("users/<str:username>/offboard/", offboarding_views.user_offboard, name="user-offboard"),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -50,6 +50,9 @@ class Team(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=50, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Single sign-on: members of these identity-provider groups join the team (see portal/oidc.py).
+    sso_member_group = models.CharField(max_length=200, blank=True)
+    sso_admin_group = models.CharField(max_length=200, blank=True)
 
     objects = TeamQuerySet.as_manager()
 
@@ -77,6 +80,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now)
+    # Made or last changed by the team's SSO groups: then the groups claim decides it at each sign-in.
+    via_sso = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "user"], name="unique_membership")]
@@ -181,6 +186,20 @@ class Action(models.TextChoices):
     ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"
     AUDIT_PRUNED = "audit.pruned", "Audit trail pruned"
     AUDIT_RESEALED = "audit.resealed", "Audit trail re-signed"
+    # Accounts (issue 13)
+    TEAM_UPDATED = "team.updated", "Team settings changed"
+    INVITATION_CREATED = "invitation.created", "Invitation sent"
+    INVITATION_WITHDRAWN = "invitation.withdrawn", "Invitation withdrawn"
+    INVITATION_ACCEPTED = "invitation.accepted", "Invitation accepted"
+    ACCOUNT_CREATED = "account.created", "Account created"
+    PASSWORD_CHANGED = "account.password_changed", "Password changed"
+    PASSWORD_RESET_LINK = "account.reset_link_made", "Password reset link made"
+    TWO_FACTOR_ENABLED = "account.2fa_enabled", "Two-factor enrolled"
+    TWO_FACTOR_DISABLED = "account.2fa_disabled", "Two-factor removed"
+    RECOVERY_CODES_RENEWED = "account.recovery_codes_renewed", "Recovery codes renewed"
+    TWO_FACTOR_FAILED = "auth.2fa_failed", "Failed second factor"
+    MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
+    USER_OFFBOARDED = "account.offboarded", "Account offboarded"
 
 
 class ImmutableAuditError(Exception):
@@ -274,3 +293,101 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head {self.last_hash[:12]}"
+
+
+INVITATION_PREFIX = "inv"
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self) -> InvitationQuerySet:
+        return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=timezone.now())
+
+    def find(self, raw: str) -> Invitation | None:
+        """The invitation for a link's token, in any state, or None; the same work whether it exists or not."""
+        try:
+            prefix, lookup_id, _ = raw.split("_", 2)
+        except ValueError:
+            return None
+        if prefix != INVITATION_PREFIX:
+            return None
+        invitation = self.select_related("team", "created_by").filter(lookup_id=lookup_id).first()
+        digest = invitation.digest if invitation else _token_digest("absent")
+        if not hmac.compare_digest(digest, _token_digest(raw)) or invitation is None:
+            return None
+        return invitation
+
+
+class Invitation(models.Model):
+    """A one-time link that makes whoever opens it a member of a team; stored as a digest, like access tokens."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    lookup_id = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["team", "email"], name="invitation_team_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.team} ({self.role})"
+
+    @classmethod
+    def issue(cls, *, team: Team, email: str, role: str, created_by, expires_at: datetime) -> tuple[Invitation, str]:
+        """Create an invitation and return it with its link token, which is never stored."""
+        lookup_id = secrets.token_hex(6)
+        raw = f"{INVITATION_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        invitation = cls.objects.create(
+            team=team,
+            email=email,
+            role=role,
+            lookup_id=lookup_id,
+            digest=_token_digest(raw),
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        return invitation, raw
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.withdrawn_at:
+            return "withdrawn"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+    def refusal(self) -> str | None:
+        """Why this link no longer works, as a sentence for the person who opened it; None while it does."""
+        return {
+            "accepted": "This invitation was already used. Sign in instead, or ask the team's admin for a new one.",
+            "withdrawn": "This invitation was withdrawn by the team's admin. Ask them for a new one if you need it.",
+            "expired": "This invitation has expired. Ask the team's admin for a new one.",
+        }.get(self.state)
+
+
+class ExternalIdentity(models.Model):
+    """An account at the identity provider (issuer and subject) linked to a portal user, found again by subject."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="external_identities")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="unique_external_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer} ({self.user})"

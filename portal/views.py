@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import audit, exports, services
+from portal import audit, exports, services, two_factor
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
@@ -38,11 +38,16 @@ def sudo(request: HttpRequest) -> HttpResponse:
         next_url = reverse("home")
     form = SudoForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
+        secret = form.cleaned_data["password"]
+        # A code from the authenticator app confirms it is you as well as the password (and SSO accounts have none).
+        if two_factor.check_totp(request.user, secret) is not None:
+            user = request.user
+        else:
+            user = authenticate(request, username=request.user.get_username(), password=secret)
         if user is not None and user.pk == request.user.pk:
             enter_sudo_mode(request)
             return redirect(next_url)
-        form.add_error("password", "That password is not right.")
+        form.add_error("password", "That password (or code) is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
 
 

@@ -134,3 +134,19 @@ def api():
 def emulator():
     """Start an emulator with the given rules: `with emulator(GatewayRules(...)) as gw:`."""
     return lambda rules=None: running_emulator(rules or GatewayRules())
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server on 127.0.0.1 that the portal's mail goes to; yields its inbox."""
+    from tests.smtp_server import Inbox, start
+
+    inbox = Inbox()
+    controller = start(inbox)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_CONFIGURED = True
+    yield inbox
+    controller.stop()

@@ -16,6 +16,7 @@ from rest_framework.mixins import ListModelMixin
 from config import api_urls
 from gateways.models import ProbeResult
 from gateways.services import assign_key
+from portal.invitations import create_invitation
 from portal.models import Membership, Role
 
 pytestmark = pytest.mark.django_db
@@ -31,6 +32,8 @@ def world(web, data_team, staff, alice, bob, dave, tokaify_key, tokenbay_key, bo
     mine = [assign_key(key=key, username="staff", actor=alice) for key in (tokaify_key, tokenbay_key)]
     for verdict in ("ok", "auth_failed"):
         ProbeResult.objects.create(key=tokenbay_key, gateway=tokenbay_key.gateway, verdict=verdict)
+    for email in ("erin@example.com", "frank@example.com"):
+        create_invitation(team=web, email=email, role=Role.MEMBER, actor=alice)
     return {
         "slug": "web",
         "key_id": str(tokenbay_key.id),
@@ -94,7 +97,7 @@ def test_the_schema_documents_the_envelope_for_every_list_and_no_bare_array():
         if "results" in body.get("properties", {}):
             assert body["required"] == ["results", "next"], route
             lists.append(route)
-    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 10
+    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 11
 
 
 def all_pages(client, path: str) -> list:
