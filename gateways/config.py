@@ -13,6 +13,8 @@ from gateways import rules
 from gateways.rules import UnrepresentableValue
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
+# Claude Code remembers an approved ANTHROPIC_API_KEY by this many trailing characters (~/.claude.json).
+API_KEY_SUFFIX_LENGTH = 20
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ class ClaudeConfig:
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+
+    @property
+    def approved_key_suffix(self) -> str:
+        """What Claude Code stores in ~/.claude.json when a developer approves ANTHROPIC_API_KEY: its last 20 characters.
+
+        Empty for Bearer gateways: Claude Code only asks "Detected a custom API key..." about ANTHROPIC_API_KEY.
+        """
+        return self.env.get("ANTHROPIC_API_KEY", "")[-API_KEY_SUFFIX_LENGTH:]
 
 
 def _pick(override: str, default: str, style: str) -> str:
@@ -77,12 +87,15 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
     env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
+    # The unused credential variable is set to "": settings.json outranks the shell only for the names
+    # it sets, and a stale key left in the shell would be sent in the other header too (measured: a
+    # Bearer-first gateway then uses the stale key, claude-code-hub refuses the pair).
     if gateway.auth_scheme == "bearer":
         env["ANTHROPIC_AUTH_TOKEN"] = secret
-        # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
         env["ANTHROPIC_API_KEY"] = ""
     else:
         env["ANTHROPIC_API_KEY"] = secret
+        env["ANTHROPIC_AUTH_TOKEN"] = ""
     models = {
         "ANTHROPIC_MODEL": _pick(key.model, gateway.default_model, style),
         "ANTHROPIC_DEFAULT_OPUS_MODEL": _pick(key.opus_model, gateway.default_opus_model, style),

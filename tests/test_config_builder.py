@@ -19,11 +19,12 @@ def key_for(gateway: Gateway, **overrides) -> GatewayKey:
     return GatewayKey(gateway=gateway, label="laptop", masked="sk-…abcd", **overrides)
 
 
-def test_x_api_key_gateway_puts_the_secret_in_anthropic_api_key(tokaify):
+def test_x_api_key_gateway_puts_the_secret_in_anthropic_api_key_and_empties_the_bearer_token(tokaify):
     env = build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET).env
     assert env["ANTHROPIC_BASE_URL"] == "https://api.tokaify.com"
     assert env["ANTHROPIC_API_KEY"] == TOKAIFY_SECRET
-    assert "ANTHROPIC_AUTH_TOKEN" not in env
+    # A stale ANTHROPIC_AUTH_TOKEN in the shell would otherwise be sent as a second, wrong Bearer key.
+    assert env["ANTHROPIC_AUTH_TOKEN"] == ""
     assert "ANTHROPIC_MODEL" not in env  # Tokaify: choose with /model
 
 

@@ -112,7 +112,11 @@ def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
 
     assign_key(key=tokaify_key, username="bob", actor=alice)
     client.force_login(bob)
-    assert "Answer Yes" in client.get("/setup/").content.decode()
+    html = client.get("/setup/").content.decode()
+    assert "Answer Yes" in html
+    # What the installer answered for the developer, and the one question it leaves to them.
+    assert "approve the key" in html and "~/.claude.json" in html
+    assert "Yes, I trust this folder" in html
 
 
 def test_web_download_has_a_filename(client, bob, bob_assignment):
