@@ -166,6 +166,26 @@ def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
     assert any("cannot store an empty variable" in line for line in lines)
 
 
+def test_windows_snippets_first_clear_every_managed_variable_this_set_up_does_not_use():
+    from gateways.rules import MANAGED_ENV
+
+    config = single("ANTHROPIC_API_KEY", "sk-abc")
+    unused = sorted(MANAGED_ENV - {"ANTHROPIC_API_KEY"})
+    powershell = render_powershell(config).split("\r\n")
+    clear = next(line for line in powershell if line.startswith("foreach ($name in "))
+    assert clear == (
+        "foreach ($name in " + ", ".join(f"'{n}'" for n in unused) + ") "
+        '{ Remove-Item "Env:$name" -ErrorAction SilentlyContinue; '
+        "[Environment]::SetEnvironmentVariable($name, $null, 'User') }"
+    )
+    assert powershell.index(clear) < powershell.index("$env:ANTHROPIC_API_KEY = 'sk-abc'")
+    cmd = render_cmd(config).split("\r\n")
+    for name in unused:
+        # Both the saved user variable (registry) and this window's copy.
+        assert f"reg delete HKCU\\Environment /v {name} /f >nul 2>&1 & set {name}=" in cmd
+    assert not any("/v ANTHROPIC_API_KEY" in line for line in cmd)
+
+
 # --- Every renderer refuses a name off the allow-list, whatever built the config ---------------------
 
 REFUSED_NAMES = [

@@ -105,6 +105,7 @@ def test_setup_page_shows_bobs_own_config_with_every_tab(client, bob, bob_assign
     assert "/logout" in html  # TokenBay's guide: log out of a cached Anthropic login once
     assert "context_management" in html  # troubleshooting next to the set-up
     assert "settings.local.json" in html and "Never put it in .claude/settings.json" in html
+    assert "Only one gateway set-up is active at a time" in html and "To switch gateways" in html
 
 
 def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
