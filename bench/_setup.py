@@ -15,7 +15,7 @@ def django_on(database: Path | None = None) -> Path:
     sys.path.insert(0, str(ROOT))
     database = database or Path(tempfile.mkdtemp()) / "bench.sqlite3"
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{database}")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("PORTAL_ENCRYPTION_KEYS", "YmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtYmVuY2gtMTI=")
     os.environ.setdefault("PORTAL_DATA_DIR", str(database.parent))
     os.environ.setdefault("PROBE_ALLOW_PRIVATE_IPS", "True")

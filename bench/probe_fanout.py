@@ -26,12 +26,13 @@ def make_keys(count: int, base_url: str):
     from django.contrib.auth import get_user_model
 
     from gateways.models import Gateway, GatewayKey
+    from gateways.rules import AuthScheme
     from portal.models import Team
 
     user = get_user_model().objects.create_user(f"bench{count}")
     team = Team.objects.create(name=f"Bench {count}", slug=f"bench-{count}")
     gateway = Gateway.objects.create(
-        slug=f"emulator-{count}", name="Emulator", base_url=base_url, auth_scheme="x-api-key"
+        slug=f"emulator-{count}", name="Emulator", base_url=base_url, auth_scheme=AuthScheme.X_API_KEY
     )
     keys = []
     for i in range(count):
@@ -43,7 +44,7 @@ def make_keys(count: int, base_url: str):
 
 
 def fan_out(keys, concurrency: int, *, trace_memory: bool = False) -> tuple[float, int, list]:
-    from gateways.probe_runner import probe_keys_async
+    from gateways.probes.runner import probe_keys_async
 
     if trace_memory:  # tracemalloc slows Python down: memory runs are not timed
         tracemalloc.start()
@@ -83,7 +84,7 @@ def main() -> None:
         emulator.terminate()
     verdicts = sorted({o.verdict for _, o in outcomes})
 
-    from gateways.probe_runner import save_outcome
+    from gateways.probes.runner import save_outcome
 
     started = time.perf_counter()
     for key, outcome in outcomes:

@@ -1,34 +1,34 @@
-"""Web forms; the rules themselves live in gateways.rules and run again in the services."""
+"""Web forms, built from the models' field tuples; the rules live in gateways.rules and run in the services."""
 
 from __future__ import annotations
 
 import json
 
 from django import forms
+from django.db import models
 
-from gateways.models import AuthScheme, Gateway, ProbeMode
-from gateways.rules import EXTRA_ENV_HELP, ModelIdStyle
+from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Gateway, GatewayKey
+from gateways.rules import EXTRA_ENV_HELP
 
 
-class JSONObjectField(forms.CharField):
+class JSONObjectField(forms.JSONField):
     """A JSON object typed into a textarea; blank means {}."""
 
     widget = forms.Textarea(attrs={"rows": 3})
+    default_error_messages = {"invalid": 'Enter a JSON object, like {"NAME": "value"}.'}
 
     def to_python(self, value):
-        value = (value or "").strip()
-        if not value:
+        if isinstance(value, str) and not value.strip():
             return {}
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise forms.ValidationError('Enter a JSON object, like {"NAME": "value"}.') from None
+        parsed = super().to_python(value)
+        if parsed is None:
+            return {}
         if not isinstance(parsed, dict):
-            raise forms.ValidationError('Enter a JSON object, like {"NAME": "value"}.')
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return parsed
 
     def prepare_value(self, value):
-        return json.dumps(value, indent=1) if isinstance(value, (dict, list)) else value
+        return json.dumps(value, indent=1, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
 class TroubleshootingField(forms.CharField):
@@ -36,6 +36,9 @@ class TroubleshootingField(forms.CharField):
 
     widget = forms.Textarea(attrs={"rows": 4})
     separator = " :: "
+
+    def __init__(self, *, encoder=None, decoder=None, **kwargs):  # what a model JSONField passes on
+        super().__init__(**kwargs)
 
     def to_python(self, value):
         rows = []
@@ -58,30 +61,43 @@ class TroubleshootingField(forms.CharField):
         return value
 
 
-class GatewayForm(forms.Form):
-    slug = forms.SlugField(max_length=50)
-    name = forms.CharField(max_length=100)
-    base_url = forms.CharField(max_length=300, help_text="The API root, e.g. https://api.example.com (no /v1).")
-    auth_scheme = forms.ChoiceField(choices=AuthScheme.choices)
-    requires_sk_prefix = forms.BooleanField(required=False, label="Keys are the full sk-… secret")
-    model_id_style = forms.ChoiceField(choices=ModelIdStyle.choices)
-    default_model = forms.CharField(max_length=100, required=False, label="ANTHROPIC_MODEL")
-    default_opus_model = forms.CharField(max_length=100, required=False, label="Default opus model")
-    default_sonnet_model = forms.CharField(max_length=100, required=False, label="Default sonnet model")
-    default_haiku_model = forms.CharField(max_length=100, required=False, label="Default haiku model")
-    custom_model_option = forms.CharField(max_length=100, required=False)
-    custom_model_option_name = forms.CharField(max_length=100, required=False)
-    timeout_ms = forms.IntegerField(required=False, label="API_TIMEOUT_MS")
-    disable_experimental_betas = forms.BooleanField(required=False, label="Disable experimental betas")
-    extra_env = JSONObjectField(required=False, label="Extra environment (JSON object)", help_text=EXTRA_ENV_HELP)
-    docs_url = forms.URLField(required=False, assume_scheme="https")
-    console_hint = forms.CharField(max_length=300, required=False)
-    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    troubleshooting = TroubleshootingField(required=False, help_text="One per line: symptom :: fix")
-    probe_mode = forms.ChoiceField(choices=ProbeMode.choices)
-    probe_prompt = forms.CharField(max_length=200, initial="Reply with the single word: pong")
-    probe_model = forms.CharField(max_length=100, required=False)
-    probe_interval_minutes = forms.IntegerField(min_value=1, initial=60)
+def input_formfield(field: models.Field, **kwargs) -> forms.Field | None:
+    """The form field for a model field, as these input forms want it."""
+    if field.has_default() and callable(field.default):
+        kwargs.setdefault("show_hidden_initial", False)  # nothing here compares against the initial value
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
+class InputForm(forms.ModelForm):
+    """A model form that only parses input: the service applies the rules, saves and audits."""
+
+    def _post_clean(self) -> None:
+        # No instance is built or validated here: uniqueness and the catalogue rules are the
+        # service's, which answers with a RuleError shown by portal.errors.add_to_form.
+        pass
+
+
+class GatewayForm(InputForm):
+    class Meta:
+        model = Gateway
+        fields = ("slug", *GATEWAY_FIELDS)
+        formfield_callback = input_formfield
+        field_classes = {"extra_env": JSONObjectField, "troubleshooting": TroubleshootingField}
+        widgets = {"notes": forms.Textarea(attrs={"rows": 3})}
+        labels = {
+            "requires_sk_prefix": "Keys are the full sk-… secret",
+            "default_model": "ANTHROPIC_MODEL",
+            "timeout_ms": "API_TIMEOUT_MS",
+            "extra_env": "Extra environment (JSON object)",
+        }
+        help_texts = {
+            "base_url": "The API root, e.g. https://api.example.com (no /v1).",
+            "requires_sk_prefix": "",
+            "troubleshooting": "One per line: symptom :: fix",
+            "extra_env": EXTRA_ENV_HELP,
+        }
 
     def __init__(self, *args, editing: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,22 +105,28 @@ class GatewayForm(forms.Form):
             self.fields["slug"].disabled = True
 
 
-class KeySettingsForm(forms.Form):
-    label = forms.CharField(max_length=100, help_text="Whose or what it is, e.g. 'Alice laptop'.")
-    expires_at = forms.DateTimeField(
-        required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}), label="Expires"
-    )
-    model = forms.CharField(max_length=100, required=False, label="ANTHROPIC_MODEL override")
-    opus_model = forms.CharField(max_length=100, required=False, label="Opus model override")
-    sonnet_model = forms.CharField(max_length=100, required=False, label="Sonnet model override")
-    haiku_model = forms.CharField(max_length=100, required=False, label="Haiku model override")
-    timeout_ms = forms.IntegerField(required=False, label="API_TIMEOUT_MS override")
-    disable_experimental_betas = forms.NullBooleanField(
-        required=False,
-        label="Disable experimental betas",
-        widget=forms.Select(choices=[("unknown", "Gateway default"), ("true", "Yes"), ("false", "No")]),
-    )
-    custom_headers = JSONObjectField(required=False, label="Custom headers (JSON object)")
+class KeySettingsForm(InputForm):
+    class Meta:
+        model = GatewayKey
+        fields = KEY_SETTING_FIELDS
+        formfield_callback = input_formfield
+        field_classes = {"custom_headers": JSONObjectField}
+        widgets = {
+            "expires_at": forms.DateTimeInput(attrs={"type": "datetime-local"}),
+            "disable_experimental_betas": forms.Select(
+                choices=[("unknown", "Gateway default"), ("true", "Yes"), ("false", "No")]
+            ),
+        }
+        labels = {
+            "expires_at": "Expires",
+            "model": "ANTHROPIC_MODEL override",
+            "opus_model": "Opus model override",
+            "sonnet_model": "Sonnet model override",
+            "haiku_model": "Haiku model override",
+            "timeout_ms": "API_TIMEOUT_MS override",
+            "custom_headers": "Custom headers (JSON object)",
+        }
+        help_texts = {"label": "Whose or what it is, e.g. 'Alice laptop'."}
 
 
 class KeyCreateForm(KeySettingsForm):

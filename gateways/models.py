@@ -10,14 +10,53 @@ from django.db import models
 from django.utils import timezone
 
 from gateways import rules
-from gateways.rules import ModelIdStyle, fingerprint, mask
+from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, fingerprint, mask
+from gateways.rules import GATEWAY_MODEL_FIELDS as GATEWAY_MODEL_FIELDS  # declared beside their rules
+from gateways.rules import KEY_MODEL_FIELDS as KEY_MODEL_FIELDS
 from portal import crypto
 from portal.models import Team
 
-
-class AuthScheme(models.TextChoices):
-    X_API_KEY = "x-api-key", "x-api-key header (ANTHROPIC_API_KEY)"
-    BEARER = "bearer", "Bearer token (ANTHROPIC_AUTH_TOKEN, with ANTHROPIC_API_KEY empty)"
+# The fields staff may set on a gateway, in the order the API shows them; the form and the
+# serializers are built from this tuple.
+GATEWAY_FIELDS = (
+    "name",
+    "base_url",
+    "auth_scheme",
+    "requires_sk_prefix",
+    "model_id_style",
+    "default_model",
+    "default_opus_model",
+    "default_sonnet_model",
+    "default_haiku_model",
+    "custom_model_option",
+    "custom_model_option_name",
+    "timeout_ms",
+    "disable_experimental_betas",
+    "extra_env",
+    "docs_url",
+    "console_hint",
+    "notes",
+    "troubleshooting",
+    "probe_mode",
+    "probe_prompt",
+    "probe_model",
+    "probe_interval_minutes",
+)
+# A key's settings that override a gateway default, and that default: blank or null on the key
+# means "use the gateway's" (GatewayKey.setting() applies this, for configs, probes and pages).
+KEY_OVERRIDES = {
+    "model": "default_model",
+    "opus_model": "default_opus_model",
+    "sonnet_model": "default_sonnet_model",
+    "haiku_model": "default_haiku_model",
+    "custom_model_option": "custom_model_option",
+    "custom_model_option_name": "custom_model_option_name",
+    "timeout_ms": "timeout_ms",
+    "disable_experimental_betas": "disable_experimental_betas",
+}
+KEY_OVERRIDE_FIELDS = (*KEY_OVERRIDES, "custom_headers")
+# What an admin may set on a key (besides its secret), for the form and the serializers.
+KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
 
 
 class ProbeMode(models.TextChoices):
@@ -113,16 +152,13 @@ class Gateway(models.Model):
 
     @property
     def credential_variable(self) -> str:
-        return "ANTHROPIC_AUTH_TOKEN" if self.auth_scheme == AuthScheme.BEARER else "ANTHROPIC_API_KEY"
+        return CREDENTIAL_VARIABLE[self.auth_scheme]
 
 
 class GatewayKeyQuerySet(models.QuerySet):
     def visible_to(self, user) -> GatewayKeyQuerySet:
         """Keys of the teams the user administers or audits (staff: all)."""
         return self.filter(team__in=Team.objects.overseen_by(user))
-
-    def manageable_by(self, user) -> GatewayKeyQuerySet:
-        return self.filter(team__in=Team.objects.administered_by(user))
 
     def usable(self) -> GatewayKeyQuerySet:
         now = timezone.now()
@@ -231,11 +267,16 @@ class GatewayKey(models.Model):
             return True
         return (now - self.last_probe_at).total_seconds() >= self.gateway.probe_interval_minutes * 60
 
+    def setting(self, name: str):
+        """The key's own value of an override (KEY_OVERRIDES), else its gateway's default."""
+        value = getattr(self, name)
+        if value is None or value == "":
+            return getattr(self.gateway, KEY_OVERRIDES[name])
+        return value
+
     @property
     def betas_disabled(self) -> bool:
-        if self.disable_experimental_betas is not None:
-            return self.disable_experimental_betas
-        return self.gateway.disable_experimental_betas
+        return bool(self.setting("disable_experimental_betas"))
 
 
 class AssignmentQuerySet(models.QuerySet):
@@ -270,6 +311,11 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key.label} → {self.user}"
+
+    @property
+    def is_self_assigned(self) -> bool:
+        """An admin gave the key to themselves: the one way an admin can read a key back."""
+        return self.assigned_by_id is not None and self.assigned_by_id == self.user_id
 
 
 class Verdict(models.TextChoices):

@@ -1,7 +1,7 @@
 """Input rules for gateways and keys: pure functions that clean a value or explain what is wrong.
 
-Each raises `RuleError` with a sentence for a person; forms, serializers and commands turn
-it into their own kind of error at the edge.
+Each raises `RuleError` (portal.errors) with a sentence for a person; forms, the API and
+commands turn it into their own kind of error at the edge.
 """
 
 from __future__ import annotations
@@ -12,16 +12,8 @@ import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
-
-class RuleError(ValueError):
-    """A value breaks one of the portal's rules; the message says how to fix it.
-
-    `field` names the input at fault, so a form can show the sentence next to it.
-    """
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.field = field
+# The refusal type is portal's; `gateways.rules.RuleError` names the same class.
+from portal.errors import RuleError as RuleError
 
 
 class UnrepresentableValue(RuleError):
@@ -117,6 +109,22 @@ class ModelIdStyle:
         (HYPHENATED, "Hyphenated versions (claude-sonnet-4-6)"),
         (AS_IS, "As entered"),
     ]
+
+
+class AuthScheme:
+    """How a gateway takes the key: the header Claude Code sends it in."""
+
+    X_API_KEY = "x-api-key"
+    BEARER = "bearer"
+
+    choices = [
+        (X_API_KEY, "x-api-key header (ANTHROPIC_API_KEY)"),
+        (BEARER, "Bearer token (ANTHROPIC_AUTH_TOKEN, with ANTHROPIC_API_KEY empty)"),
+    ]
+
+
+# The variable Claude Code reads the key from, per scheme.
+CREDENTIAL_VARIABLE = {AuthScheme.X_API_KEY: "ANTHROPIC_API_KEY", AuthScheme.BEARER: "ANTHROPIC_AUTH_TOKEN"}
 
 
 # A version `4-6` or `4.6`: major, separator, a one- or two-digit minor that ends the id
@@ -330,6 +338,7 @@ GATEWAY_RULES = {
     "extra_env": lambda value: clean_extra_env(value or {}),
     "timeout_ms": clean_timeout_ms,
     "troubleshooting": lambda value: clean_troubleshooting(value or []),
+    "probe_interval_minutes": lambda value: clean_probe_interval(value),
 }
 KEY_RULES = {
     "custom_headers": lambda value: clean_custom_headers(value or {}),
@@ -370,3 +379,13 @@ def clean_key_overrides(fields: dict, *, style: str) -> dict:
         if name in cleaned:
             cleaned[name] = _with_field(name, rule, cleaned[name])
     return cleaned
+
+
+def clean_probe_interval(minutes: int) -> int:
+    """Minutes between scheduled probes of a gateway's keys: at least one, at most a week."""
+    if not 1 <= minutes <= 7 * 24 * 60:
+        raise RuleError(
+            "The probe interval is in minutes and must be between 1 and 10080 (a week).",
+            field="probe_interval_minutes",
+        )
+    return minutes

@@ -9,59 +9,21 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from gateways import rules
-from gateways.models import Assignment, Gateway, GatewayKey
+from gateways import notices, rules
+from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
+from gateways.rules import RuleError
 from portal import audit
 from portal.models import Action, Membership, Team
-from portal.services import ServiceError, find_user
-
-# The fields staff may set on a gateway, in the order the API shows them.
-GATEWAY_FIELDS = (
-    "name",
-    "base_url",
-    "auth_scheme",
-    "requires_sk_prefix",
-    "model_id_style",
-    "default_model",
-    "default_opus_model",
-    "default_sonnet_model",
-    "default_haiku_model",
-    "custom_model_option",
-    "custom_model_option_name",
-    "timeout_ms",
-    "disable_experimental_betas",
-    "extra_env",
-    "docs_url",
-    "console_hint",
-    "notes",
-    "troubleshooting",
-    "probe_mode",
-    "probe_prompt",
-    "probe_model",
-    "probe_interval_minutes",
-)
-# A key's overrides of its gateway's defaults.
-KEY_OVERRIDE_FIELDS = (
-    "model",
-    "opus_model",
-    "sonnet_model",
-    "haiku_model",
-    "custom_model_option",
-    "custom_model_option_name",
-    "timeout_ms",
-    "disable_experimental_betas",
-    "custom_headers",
-)
-KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
+from portal.services import find_user
 
 
 @transaction.atomic
 def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fields) -> tuple[Gateway, list[str]]:
     unknown = set(fields).difference(GATEWAY_FIELDS)
     if unknown:
-        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+        raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     if Gateway.objects.filter(slug=slug).exists():
-        raise ServiceError(f"A gateway with the slug {slug!r} already exists. Choose another slug.")
+        raise RuleError(f"A gateway with the slug {slug!r} already exists. Choose another slug.", field="slug")
     cleaned, notices = rules.clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
     gateway = Gateway.objects.create(slug=slug, **cleaned)
     audit.record(
@@ -80,7 +42,7 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     """Change only the given fields; a preset keeps every rule that is not named."""
     unknown = set(changes).difference(GATEWAY_FIELDS)
     if unknown:
-        raise ServiceError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
+        raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     style = changes.get("model_id_style", gateway.model_id_style)
     cleaned, notices = rules.clean_gateway_fields(changes, style=style)
     before = {name: getattr(gateway, name) for name in cleaned}
@@ -122,7 +84,7 @@ def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
     if "label" in cleaned:
         cleaned["label"] = (cleaned["label"] or "").strip()
         if not cleaned["label"]:
-            raise rules.RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.")
+            raise RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.", field="label")
     return cleaned
 
 
@@ -132,7 +94,7 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
         duplicates = duplicates.exclude(pk=exclude.pk)
     existing = duplicates.first()
     if existing:
-        raise ServiceError(
+        raise RuleError(
             f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.",
             field="secret",
         )
@@ -173,49 +135,59 @@ def store_key(
     return key
 
 
-@sensitive_variables("secret")
-@transaction.atomic
-def update_key(
-    *, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None, secret: str | None = None
-) -> GatewayKey:
-    """Change a key's settings and, when `secret` is given, rotate its secret."""
+def _changeable_key(key: GatewayKey) -> GatewayKey:
+    """The key's row, locked for the change; a revoked key is never changed again."""
     key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
     if key.revoked_at:
-        raise ServiceError("This key is revoked; store a new key instead of changing it.")
+        raise RuleError("This key is revoked; store a new key instead of changing it.")
+    return key
+
+
+@transaction.atomic
+def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Change a key's label, expiry or overrides (KEY_SETTING_FIELDS); a change makes earlier downloads stale."""
+    key = _changeable_key(key)
     cleaned = clean_key_settings(changes, gateway=key.gateway)
     changed = {}
     for name, value in cleaned.items():
         if getattr(key, name) != value:
             changed[name] = {"from": _jsonable(getattr(key, name)), "to": _jsonable(value)}
             setattr(key, name, value)
-    if "is_enabled" in changes and changes["is_enabled"] != key.is_enabled:
-        key.is_enabled = bool(changes["is_enabled"])
-        action = Action.KEY_ENABLED if key.is_enabled else Action.KEY_DISABLED
-        record_key_event(action, key, actor=actor, request=request)
-    if secret is not None:
-        old_masked = key.masked
-        key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
-        _refuse_duplicate(key.team, key.fingerprint, exclude=key)
-        record_key_event(
-            Action.KEY_ROTATED,
-            key,
-            actor=actor,
-            request=request,
-            details={"from": old_masked, "to": key.masked},
-        )
+    if not changed:
+        return key
     if "expires_at" in changed:
         key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
-    if changed or secret is not None:
-        key.config_changed_at = timezone.now()
-    if changed:
-        record_key_event(
-            Action.KEY_UPDATED,
-            key,
-            actor=actor,
-            request=request,
-            details={"changed": changed},
-        )
+    key.config_changed_at = timezone.now()
+    record_key_event(Action.KEY_UPDATED, key, actor=actor, request=request, details={"changed": changed})
     key.save()
+    return key
+
+
+@sensitive_variables("secret")
+@transaction.atomic
+def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Replace a key's secret; developers must download their configs again."""
+    key = _changeable_key(key)
+    old_masked = key.masked
+    key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
+    _refuse_duplicate(key.team, key.fingerprint, exclude=key)
+    key.config_changed_at = timezone.now()
+    record_key_event(
+        Action.KEY_ROTATED, key, actor=actor, request=request, details={"from": old_masked, "to": key.masked}
+    )
+    key.save()
+    return key
+
+
+@transaction.atomic
+def set_key_enabled(*, key: GatewayKey, enabled: bool, actor, request: HttpRequest | None = None) -> GatewayKey:
+    """Enable or disable a key; a disabled key yields no configuration until it is enabled again."""
+    key = _changeable_key(key)
+    if key.is_enabled == enabled:
+        return key
+    key.is_enabled = enabled
+    record_key_event(Action.KEY_ENABLED if enabled else Action.KEY_DISABLED, key, actor=actor, request=request)
+    key.save(update_fields=["is_enabled"])
     return key
 
 
@@ -262,20 +234,33 @@ def record_expirations() -> int:
 def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | None = None) -> Assignment:
     user = find_user(username)
     if not Membership.objects.filter(team=key.team, user=user).exists():
-        raise ServiceError(f"{username} is not a member of {key.team.slug}. Add them to the team first.")
+        raise RuleError(f"{username} is not a member of {key.team.slug}. Add them to the team first.", field="username")
     if key.revoked_at:
-        raise ServiceError("This key is revoked and cannot be assigned.")
+        raise RuleError("This key is revoked and cannot be assigned.")
     assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
     if not created:
-        raise ServiceError(f"{username} already has this key.")
+        raise RuleError(f"{username} already has this key.", field="username")
+    # Giving oneself a key is how an admin can read it back: its own event, and the other admins hear of it.
+    self_assigned = assignment.is_self_assigned
     record_key_event(
-        Action.ASSIGNMENT_CREATED,
+        Action.ASSIGNMENT_SELF_ASSIGNED if self_assigned else Action.ASSIGNMENT_CREATED,
         key,
         actor=actor,
         request=request,
-        details={"user": username, "label": key.label},
+        details={"user": username, "label": key.label, **({"masked": key.masked} if self_assigned else {})},
     )
+    if self_assigned:
+        transaction.on_commit(lambda: notices.notify_self_assignment(assignment, request))
     return assignment
+
+
+@transaction.atomic
+def remove_member_assignments(*, team: Team, user) -> list[str]:
+    """Take back the team's keys from a member who leaves it; returns the keys' short fingerprints."""
+    removed = Assignment.objects.filter(key__team=team, user=user)
+    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
+    removed.delete()
+    return fingerprints
 
 
 @transaction.atomic
@@ -298,7 +283,7 @@ def _jsonable(value):
     return value
 
 
-class ConfigUnavailable(ServiceError):
+class ConfigUnavailable(RuleError):
     """The assignment's key cannot produce a config (revoked, disabled, expired)."""
 
 
@@ -312,7 +297,7 @@ KEY_STATE_ADVICE = {
 @sensitive_variables("secret")
 def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
     """The assignee's ClaudeConfig; a revoked, disabled or expired key raises ConfigUnavailable (audited)."""
-    from gateways.config import build_config
+    from gateways.config.builder import build_config
 
     key = assignment.key
     if not key.is_usable:
@@ -351,7 +336,7 @@ def deliver_config(*, assignment: Assignment, format_name: str, request: HttpReq
 
     Raises UnknownFormat, ConfigUnavailable, or UnrepresentableValue (nothing is recorded as fetched then).
     """
-    from gateways import formats
+    from gateways.config import formats
 
     if format_name not in formats.FORMATS:
         raise formats.UnknownFormat(format_name)

@@ -1,32 +1,34 @@
-"""Pages for the developer's set-up, the gateway catalogue and a team's keys."""
+"""Pages for the developer's set-up, the gateway catalogue, a team's keys and the connections report."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from gateways import charts, formats, guide, services
-from gateways.api.views import my_assignments
+from gateways import charts, services
+from gateways.config import formats, guide
+from gateways.config.snippets import UnrepresentableValue
+from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
-from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
-from gateways.rules import RuleError
-from gateways.snippets import UnrepresentableValue
+from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.permissions import key_with_role
+from gateways.selectors import my_assignments
 from portal.crypto import DecryptionError
-from portal.models import Role
-from portal.permissions import key_with_role, team_with_role
-from portal.services import ServiceError
-from portal.views import sudo_redirect
+from portal.decorators import staff_required
+from portal.errors import RuleError, add_to_form
+from portal.forms import MemberForm
+from portal.models import Role, Team
+from portal.pagination import MAX_PAGE, query_number
+from portal.permissions import team_with_role
+from portal.sudo import sudo_redirect
 
-
-def _staff_only(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can change the gateway catalogue.")
+CONNECTIONS_PER_PAGE = 100
+CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
 @login_required
@@ -103,8 +105,8 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
             )
         else:
             notices = services.update_gateway(gateway=gateway, changes=fields, actor=request.user, request=request)
-    except (RuleError, ServiceError) as exc:
-        form.add_error(None, str(exc))
+    except RuleError as exc:
+        add_to_form(form, exc)
         return None
     for notice in notices:
         messages.warning(request, notice)
@@ -112,8 +114,8 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
 
 
 @login_required
+@staff_required(CATALOGUE_STAFF_ONLY)
 def gateway_create(request: HttpRequest) -> HttpResponse:
-    _staff_only(request)
     form = GatewayForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         gateway = _gateway_form_save(request, form, None)
@@ -124,8 +126,8 @@ def gateway_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@staff_required(CATALOGUE_STAFF_ONLY)
 def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff_only(request)
     gateway = get_object_or_404(Gateway, slug=slug)
     initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
     form = GatewayForm(request.POST or None, initial=initial, editing=True)
@@ -136,7 +138,7 @@ def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _settings_from_form(cleaned: dict) -> dict:
-    return {name: cleaned[name] for name in services.KEY_SETTING_FIELDS if name in cleaned}
+    return {name: cleaned[name] for name in KEY_SETTING_FIELDS if name in cleaned}
 
 
 @login_required
@@ -155,8 +157,8 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
                 request=request,
                 **_settings_from_form(data),
             )
-        except (RuleError, ServiceError) as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)
@@ -190,11 +192,11 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
     form = KeySettingsForm(request.POST)
     if form.is_valid():
         try:
-            services.update_key(
+            services.update_key_settings(
                 key=key, changes=_settings_from_form(form.cleaned_data), actor=request.user, request=request
             )
             messages.success(request, "Key settings saved; developers' next downloads use them.")
-        except (RuleError, ServiceError) as exc:
+        except RuleError as exc:
             messages.error(request, str(exc))
     else:
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
@@ -210,11 +212,11 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
     form = RotateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            key = services.update_key(
-                key=key, changes={}, secret=form.cleaned_data["secret"], actor=request.user, request=request
+            key = services.rotate_key_secret(
+                key=key, secret=form.cleaned_data["secret"], actor=request.user, request=request
             )
-        except (RuleError, ServiceError) as exc:
-            form.add_error("secret", str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Secret rotated; the key is now {key.masked}. Developers must download again.")
             return redirect("key", key_id=key.id)
@@ -226,11 +228,9 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
 def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
-        key = services.update_key(
-            key=key, changes={"is_enabled": not key.is_enabled}, actor=request.user, request=request
-        )
+        key = services.set_key_enabled(key=key, enabled=not key.is_enabled, actor=request.user, request=request)
         messages.success(request, f"Key {'enabled' if key.is_enabled else 'disabled'}.")
-    except ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("key", key_id=key.id)
 
@@ -253,7 +253,7 @@ def key_assign(request: HttpRequest, key_id) -> HttpResponse:
     try:
         services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
         messages.success(request, f"Assigned to {request.POST.get('username')}.")
-    except ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("key", key_id=key.id)
 
@@ -274,7 +274,7 @@ def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @require_POST
 def key_probe(request: HttpRequest, key_id) -> HttpResponse:
     """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
-    from gateways.probe_runner import probe_key
+    from gateways.probes.runner import probe_key
 
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     result = probe_key(key, trigger="web", user=request.user, request=request)
@@ -292,3 +292,59 @@ def key_probe(request: HttpRequest, key_id) -> HttpResponse:
     level = messages.SUCCESS if result.verdict == "ok" else messages.ERROR
     messages.add_message(request, level, f"Probe: {result.get_verdict_display()}. {result.hint}")
     return redirect("key", key_id=key.id)
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
+    team, role = team_with_role(request.user, slug)
+    overseer = role in (Role.ADMIN, Role.AUDITOR)
+    keys = (
+        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
+    )
+    context = {
+        "team": team,
+        "role": role,
+        "is_admin": role == Role.ADMIN,
+        "memberships": team.memberships.select_related("user"),
+        "keys": keys,
+        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
+        "member_form": MemberForm(),
+        "roles": Role.choices,
+        "gateways": Gateway.objects.all(),
+    }
+    return render(request, "gateways/team_detail.html", context)
+
+
+@login_required
+def connection_list(request: HttpRequest) -> HttpResponse:
+    """Who is connected where (gateways.connections), a page of rows at a time, or all as CSV."""
+    try:
+        filters = ConnectionFilters.from_query(request.GET)
+    except RuleError as exc:
+        messages.error(request, str(exc))
+        filters = ConnectionFilters()
+    rows = connections_for(request.user, filters)
+    if request.GET.get("export") == "csv":
+        return connections_csv(rows)
+    raw_page = request.GET.get("page", "")
+    page = query_number(raw_page, maximum=MAX_PAGE)
+    if raw_page and page is None:
+        messages.error(request, f"page must be a whole number from 1 to {MAX_PAGE}; showing the first page.")
+    page = page or 1
+    start = (page - 1) * CONNECTIONS_PER_PAGE
+    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
+    query = request.GET.copy()
+    query.pop("sort", None)
+    query.pop("page", None)
+    context = {
+        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
+        "page": page,
+        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
+        "filters": filters,
+        "states": STATES,
+        "teams": Team.objects.visible_to(request.user),
+        "gateways": Gateway.objects.all(),
+        "query": query.urlencode(),
+    }
+    return render(request, "gateways/connection_list.html", context)

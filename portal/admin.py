@@ -35,7 +35,8 @@ class AccessTokenAdmin(admin.ModelAdmin):
     list_display = ["lookup_id", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_select_related = ["user"]
     fields = ["user", "name", "lookup_id", "created_at", "expires_at", "revoked_at", "last_used_at"]
-    readonly_fields = ["user", "lookup_id", "created_at", "last_used_at"]
+    # The expiry is fixed at issue: making a token immortal here would undo ACCESS_TOKEN_DEFAULT_DAYS.
+    readonly_fields = ["user", "lookup_id", "created_at", "expires_at", "last_used_at"]
 
     def has_add_permission(self, request):
         return False

@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from portal import audit_chain
 from portal.crypto import Keyring
+from portal.errors import RuleError
 from portal.models import Action, AuditChainHead, AuditEvent, Team
 
 
@@ -163,10 +164,6 @@ def resign_batch(keyring: Keyring, batch_size: int) -> int:
     return len(batch)
 
 
-class AuditFilterError(ValueError):
-    pass
-
-
 def filter_moment(name: str, raw: str) -> datetime:
     """A `since`/`until` value as an aware datetime: a date (midnight UTC) or a date and time."""
     sentence = f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}"
@@ -181,8 +178,8 @@ def filter_moment(name: str, raw: str) -> datetime:
             # The database compares in UTC; an offset can push a moment past year 1 or 9999.
             return moment.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise AuditFilterError(f"{sentence}: that day, hour or offset does not exist.") from None
-    raise AuditFilterError(f"{sentence}.")
+        raise RuleError(f"{sentence}: that day, hour or offset does not exist.", field=name) from None
+    raise RuleError(f"{sentence}.", field=name)
 
 
 def filter_events(events, query):

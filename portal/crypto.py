@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.private_files import make_private_dir, write_private_file
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "v1"
@@ -116,9 +118,8 @@ def development_keyring_value(
     """Read, or create, the git-ignored key file used when DEBUG is on and no keyring is set."""
     path = data_dir / filename
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(generate_key() + "\n")
-        path.chmod(0o600)
+        make_private_dir(data_dir)
+        write_private_file(path, generate_key() + "\n")
         logger.warning("Created a development key in %s. Set %s in production.", path, setting)
     return path.read_text().strip()
 

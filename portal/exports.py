@@ -9,6 +9,9 @@ from datetime import datetime
 
 from django.http import StreamingHttpResponse
 
+from portal.api.serializers import AuditEventSerializer
+from portal.errors import RuleError
+
 
 class _Echo:
     def write(self, value: str) -> str:
@@ -46,3 +49,16 @@ def jsonl_response(rows: Iterable[dict], filename: str) -> StreamingHttpResponse
     response = StreamingHttpResponse(lines(), content_type="application/x-ndjson; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+AUDIT_COLUMNS = list(AuditEventSerializer.Meta.fields)
+
+
+def export_audit_events(events, export: str) -> StreamingHttpResponse:
+    """Every event of `events`, oldest first, as a CSV or JSON Lines download (page and API alike)."""
+    rows = (AuditEventSerializer(e).data for e in events.order_by("id").iterator(chunk_size=2000))
+    if export == "csv":
+        return csv_response(rows, AUDIT_COLUMNS, "audit-events.csv")
+    if export == "jsonl":
+        return jsonl_response(rows, "audit-events.jsonl")
+    raise RuleError(f"export must be csv or jsonl, not {export!r}.", field="export")

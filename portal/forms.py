@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 
-from portal.models import Role
+from portal.models import ACCESS_TOKEN_MAX_DAYS, Role
 
 
 class TeamForm(forms.Form):
@@ -22,10 +23,11 @@ class SudoForm(forms.Form):
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What it is for, e.g. 'laptop install'.")
     days = forms.IntegerField(
-        min_value=1,
-        max_value=3650,
-        required=False,
-        initial=90,
-        label="Expires after (days)",
-        help_text="Leave empty for a token that does not expire.",
+        min_value=1, max_value=ACCESS_TOKEN_MAX_DAYS, required=False, label="Expires after (days)"
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        default = settings.ACCESS_TOKEN_DEFAULT_DAYS
+        self.fields["days"].initial = default
+        self.fields["days"].help_text = f"Every token expires; left empty, after {default} days."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -60,9 +60,13 @@ class Team(models.Model):
         return self.name
 
     def role_of(self, user) -> str | None:
+        """The user's role here (staff count as admin), from prefetched memberships when there are."""
         if not user.is_authenticated:
             return None
-        membership = self.memberships.filter(user=user).first()
+        if "memberships" in getattr(self, "_prefetched_objects_cache", {}):
+            membership = next((m for m in self.memberships.all() if m.user_id == user.pk), None)
+        else:
+            membership = self.memberships.filter(user=user).first()
         if membership:
             return membership.role
         return Role.ADMIN if user.is_staff else None
@@ -83,6 +87,8 @@ class Membership(models.Model):
 
 
 TOKEN_PREFIX = "ptl"
+# Every new token expires: ACCESS_TOKEN_DEFAULT_DAYS unless asked otherwise, never later than this.
+ACCESS_TOKEN_MAX_DAYS = 3650
 
 
 def _token_digest(secret: str) -> str:
@@ -126,7 +132,12 @@ class AccessToken(models.Model):
 
     @classmethod
     def issue(cls, user, *, name: str = "", expires_at: datetime | None = None) -> tuple[AccessToken, str]:
-        """Create a token and return it with its plaintext, which is never stored."""
+        """Create a token and return it with its plaintext, which is never stored.
+
+        Without `expires_at` it lives ACCESS_TOKEN_DEFAULT_DAYS: a forgotten token dies on its own.
+        """
+        if expires_at is None:
+            expires_at = timezone.now() + timedelta(days=settings.ACCESS_TOKEN_DEFAULT_DAYS)
         lookup_id = secrets.token_hex(6)
         raw = f"{TOKEN_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
         token = cls.objects.create(
@@ -159,6 +170,7 @@ class Action(models.TextChoices):
     KEY_REVOKED = "key.revoked", "Key revoked"
     KEY_EXPIRED = "key.expired", "Key expired"
     ASSIGNMENT_CREATED = "assignment.created", "Key assigned"
+    ASSIGNMENT_SELF_ASSIGNED = "assignment.self_assigned", "Key assigned to oneself"
     ASSIGNMENT_REMOVED = "assignment.removed", "Assignment removed"
     CONFIG_DOWNLOADED = "config.downloaded", "Configuration downloaded"
     CONFIG_REFUSED = "config.refused", "Configuration refused"

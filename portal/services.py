@@ -7,32 +7,25 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from portal import audit
+from portal.errors import RuleError
 from portal.models import Action, Membership, Role, Team
-
-
-class ServiceError(ValueError):
-    """An action cannot be carried out; the message says why and what to do.
-
-    `field` names the input at fault, when there is one.
-    """
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.field = field
+from portal.signals import member_leaving
 
 
 def find_user(username: str):
     User = get_user_model()
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
-        raise ServiceError(f"There is no active user called {username!r}. Ask a staff member to create the account.")
+        raise RuleError(
+            f"There is no active user called {username!r}. Ask a staff member to create the account.", field="username"
+        )
     return user
 
 
 @transaction.atomic
 def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = None) -> Team:
     if Team.objects.filter(slug=slug).exists():
-        raise ServiceError(f"A team with the slug {slug!r} already exists. Choose another slug.")
+        raise RuleError(f"A team with the slug {slug!r} already exists. Choose another slug.", field="slug")
     team = Team.objects.create(name=name, slug=slug)
     audit.record(Action.TEAM_CREATED, actor=actor, request=request, team=team, target=slug, details={"name": name})
     return team
@@ -42,7 +35,7 @@ def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = No
 def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequest | None = None) -> Membership:
     """Add a user to the team, or change their role if they are already in it."""
     if role not in Role.values:
-        raise ServiceError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.")
+        raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
     user = find_user(username)
     membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
     if membership is None:
@@ -50,7 +43,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
             with transaction.atomic():
                 membership = Membership.objects.create(team=team, user=user, role=role)
         except IntegrityError:
-            raise ServiceError(f"{username} was added to {team.slug} at the same moment; try again.") from None
+            raise RuleError(f"{username} was added to {team.slug} at the same moment; try again.") from None
         audit.record(
             Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role}
         )
@@ -72,14 +65,12 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
 
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
-    """Remove a member and the team's keys assigned to them."""
-    from gateways.models import Assignment
-
+    """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
-    removed = Assignment.objects.filter(key__team=team, user=user)
-    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
-    removed.delete()
+    details: dict = {}
+    for _, answer in member_leaving.send(sender=Membership, membership=membership):
+        details.update(answer or {})
     membership.delete()
     audit.record(
         Action.MEMBER_REMOVED,
@@ -87,7 +78,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
         request=request,
         team=team,
         target=user.get_username(),
-        details={"assignments_removed": fingerprints},
+        details=details,
     )
 
 
@@ -96,7 +87,7 @@ def _refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
         return
     admins = Membership.objects.filter(team=membership.team, role=Role.ADMIN).exclude(pk=membership.pk)
     if not admins.exists():
-        raise ServiceError("This is the team's last admin. Make someone else admin first.")
+        raise RuleError("This is the team's last admin. Make someone else admin first.")
 
 
 @transaction.atomic
@@ -113,7 +104,7 @@ def issue_token(*, user, name: str = "", expires_at=None, actor=None, request: H
         details={
             "user": user.get_username(),
             "name": name,
-            "expires_at": expires_at.isoformat() if expires_at else None,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
         },
     )
     return token, raw

@@ -1,12 +1,17 @@
-"""Sign-in and sign-out go into the audit trail."""
+"""Signals portal sends to the apps built on it, and the sign-in hooks of the audit trail."""
 
 from __future__ import annotations
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from portal import audit
 from portal.models import Action
+
+# Sent with `membership=` inside the transaction that removes a member from a team, before the
+# membership row goes. A receiver drops what the member held in that team and returns a dict
+# saying what, which goes into the member.removed audit event (gateways: the key assignments).
+member_leaving = Signal()
 
 
 @receiver(user_logged_in)

@@ -1,18 +1,14 @@
-"""Pages for teams, members, the audit trail and connections."""
+"""Pages for teams, members, access tokens, the audit trail and sudo mode."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,30 +17,17 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from gateways.models import Gateway
 from portal import audit, exports, services
-from portal.api.views import CONNECTION_COLUMNS, export_events
-from portal.connections import STATES, ConnectionFilters, FilterError, connection_rows, connections_for
+from portal.decorators import staff_required
+from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
-from portal.permissions import team_with_role
+from portal.pagination import MAX_POSITION, query_number
+from portal.permissions import is_staff, team_with_role
+from portal.selectors import teams_with_members
+from portal.sudo import enter_sudo_mode, sudo_redirect
 
-SUDO_SESSION_KEY = "sudo_until"
-CONNECTIONS_PER_PAGE = 100
 AUDIT_PER_PAGE = 100
-
-
-def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
-    """Ask for the password again before a sensitive action, at most every SUDO_MODE_SECONDS.
-
-    Call it after the permission check, so nobody is asked for a password to learn they may not act.
-    """
-    if request.session.get(SUDO_SESSION_KEY, 0) > time.time():
-        return None
-    # A POST cannot be replayed after the password prompt: return to the page it came from.
-    next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
-    messages.info(request, "Confirm your password first; then repeat the action.")
-    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
 
 
 @login_required
@@ -57,7 +40,7 @@ def sudo(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
         if user is not None and user.pk == request.user.pk:
-            request.session[SUDO_SESSION_KEY] = time.time() + settings.SUDO_MODE_SECONDS
+            enter_sudo_mode(request)
             return redirect(next_url)
         form.add_error("password", "That password is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
@@ -65,50 +48,26 @@ def sudo(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def team_list(request: HttpRequest) -> HttpResponse:
-    teams = Team.objects.visible_to(request.user).prefetch_related(
-        Prefetch("memberships", queryset=Membership.objects.select_related("user"))
-    )
-    form = TeamForm() if request.user.is_staff else None
+    teams = teams_with_members(request.user)
+    form = TeamForm() if is_staff(request.user) else None
     return render(request, "portal/team_list.html", {"teams": teams, "form": form})
 
 
 @login_required
 @require_POST
+@staff_required("Only staff can create teams.")
 def team_create(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can create teams.")
     form = TeamForm(request.POST)
     if form.is_valid():
         try:
             team = services.create_team(actor=request.user, request=request, **form.cleaned_data)
-        except services.ServiceError as exc:
-            form.add_error("slug", str(exc))
+        except RuleError as exc:
+            add_to_form(form, exc)
         else:
             messages.success(request, f"Team {team.name} created. Add its members next.")
             return redirect("team", slug=team.slug)
     teams = Team.objects.visible_to(request.user)
     return render(request, "portal/team_list.html", {"teams": teams, "form": form}, status=400)
-
-
-@login_required
-def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    team, role = team_with_role(request.user, slug)
-    overseer = role in (Role.ADMIN, Role.AUDITOR)
-    keys = (
-        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
-    )
-    context = {
-        "team": team,
-        "role": role,
-        "is_admin": role == Role.ADMIN,
-        "memberships": team.memberships.select_related("user"),
-        "keys": keys,
-        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
-        "member_form": MemberForm(),
-        "roles": Role.choices,
-        "gateways": Gateway.objects.all(),
-    }
-    return render(request, "portal/team_detail.html", context)
 
 
 @login_required
@@ -124,7 +83,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(
                 request, f"{form.cleaned_data['username']} is now {form.cleaned_data['role']} of {team.name}."
             )
-        except services.ServiceError as exc:
+        except RuleError as exc:
             messages.error(request, str(exc))
     return redirect("team", slug=team.slug)
 
@@ -139,7 +98,7 @@ def member_remove(request: HttpRequest, slug: str, username: str) -> HttpRespons
     try:
         services.remove_member(membership=membership, actor=request.user, request=request)
         messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
-    except services.ServiceError as exc:
+    except RuleError as exc:
         messages.error(request, str(exc))
     return redirect("team", slug=team.slug)
 
@@ -150,15 +109,17 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     filter_error = ""
     try:
         events = audit.filter_events(events, request.GET)
-    except audit.AuditFilterError as exc:
+    except RuleError as exc:
         filter_error = str(exc)
         events = events.none()
     export = request.GET.get("export")
     if export in ("csv", "jsonl") and not filter_error:
-        return export_events(events, export)
+        return exports.export_audit_events(events, export)
     before = request.GET.get("before", "")
-    # ASCII digits only ("²".isdigit() is true) and within a 64-bit id; anything else starts at the newest.
-    page = events.filter(id__lt=int(before)) if before.isascii() and before.isdigit() and len(before) < 19 else events
+    before_id = query_number(before, maximum=MAX_POSITION)
+    if before and before_id is None:
+        messages.error(request, f"before must be an event id, not {before[:40]!r}; showing the newest events.")
+    page = events.filter(id__lt=before_id) if before_id else events
     rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
@@ -170,50 +131,23 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "actions": Action.choices,
         "teams": Team.objects.visible_to(request.user),
-        "gateways": Gateway.objects.all(),
         "filter_error": filter_error,
     }
     return render(request, "portal/audit_list.html", context, status=400 if filter_error else 200)
 
 
 @login_required
-def connection_list(request: HttpRequest) -> HttpResponse:
-    try:
-        filters = ConnectionFilters.from_query(request.GET)
-    except FilterError as exc:
-        messages.error(request, str(exc))
-        filters = ConnectionFilters()
-    rows = connections_for(request.user, filters)
-    if request.GET.get("export") == "csv":
-        return exports.csv_response(connection_rows(rows), CONNECTION_COLUMNS, "connections.csv")
-    page = int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 1
-    start = (max(page, 1) - 1) * CONNECTIONS_PER_PAGE
-    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
-    query = request.GET.copy()
-    query.pop("sort", None)
-    query.pop("page", None)
-    context = {
-        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
-        "page": page,
-        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
-        "filters": filters,
-        "states": STATES,
-        "teams": Team.objects.visible_to(request.user),
-        "gateways": Gateway.objects.all(),
-        "query": query.urlencode(),
-    }
-    return render(request, "portal/connection_list.html", context)
-
-
-@login_required
 @never_cache  # a new token is shown once, on this page
 def token_list(request: HttpRequest) -> HttpResponse:
     """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
+    # A token acts without sudo mode on the API, so making one needs the password like rotating a key.
+    if request.method == "POST" and (needs_password := sudo_redirect(request)):
+        return needs_password
     form = TokenForm(request.POST or None)
     new_token = None
     if request.method == "POST" and form.is_valid():
-        days = form.cleaned_data["days"]
-        expires_at = timezone.now() + timedelta(days=days) if days else None
+        days = form.cleaned_data["days"] or settings.ACCESS_TOKEN_DEFAULT_DAYS
+        expires_at = timezone.now() + timedelta(days=days)
         _, new_token = services.issue_token(
             user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
         )
@@ -229,23 +163,3 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     services.revoke_token(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name or token.lookup_id} revoked.")
     return redirect("tokens")
-
-
-def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
-
-
-def not_found(request: HttpRequest, exception=None) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": f"There is nothing at {request.path}. The API is described at /api/v1/schema/."}, status=404
-        )
-    return render(request, "404.html", status=404)
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
-        )
-    return render(request, "500.html", status=500)

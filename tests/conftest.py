@@ -111,6 +111,12 @@ def bob_assignment(tokenbay_key, bob, alice):
     return assign_key(key=tokenbay_key, username="bob", actor=alice)
 
 
+def confirm_password(client, user) -> None:
+    """Enter sudo mode the way a person does: the password, typed again at /sudo/."""
+    response = client.post("/sudo/", {"password": "pass-" + user.get_username(), "next": "/tokens/"})
+    assert response.status_code == 302, "the password was not accepted"
+
+
 def api_client_for(user) -> APIClient:
     """A client that authenticates like a script would: with a personal access token."""
     _, raw = AccessToken.issue(user, name="tests")

@@ -161,7 +161,7 @@ def test_audit_list_query_count_does_not_grow(api, staff, alice, django_assert_m
 
 
 def test_connection_rows_answer_who_has_what(api, staff, bob_assignment, tokenbay_key):
-    [row] = api(staff).get("/api/v1/connections/").json()
+    [row] = api(staff).get("/api/v1/connections/").json()["results"]
     assert row["user"] == "bob"
     assert row["gateway"] == "tokenbay"
     assert row["masked"] == tokenbay_key.masked
@@ -177,7 +177,7 @@ def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_a
     client = api(staff)
 
     def users(state):
-        return [r["key_label"] for r in client.get(f"/api/v1/connections/?state={state}").json()]
+        return [r["key_label"] for r in client.get(f"/api/v1/connections/?state={state}").json()["results"]]
 
     assert users("failing") == ["failing"]
     assert users("expired") == ["failing"]
@@ -189,18 +189,18 @@ def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_a
 
 
 def test_connections_visibility_by_role(api, alice, bob, charlie, dave, bob_assignment):
-    assert len(api(alice).get("/api/v1/connections/").json()) == 1
-    assert len(api(dave).get("/api/v1/connections/").json()) == 1
-    assert len(api(bob).get("/api/v1/connections/").json()) == 1  # his own row
-    assert api(charlie).get("/api/v1/connections/").json() == []
+    assert len(api(alice).get("/api/v1/connections/").json()["results"]) == 1
+    assert len(api(dave).get("/api/v1/connections/").json()["results"]) == 1
+    assert len(api(bob).get("/api/v1/connections/").json()["results"]) == 1  # his own row
+    assert api(charlie).get("/api/v1/connections/").json()["results"] == []
 
 
 def test_connections_csv_and_sort(api, staff, web, tokenbay, alice, dave, bob_assignment):
     key = store_key(team=web, gateway=tokenbay, label="Dave", secret="sk-dave-0000000000", actor=alice)
     assign_key(key=key, username="dave", actor=alice)
     client = api(staff)
-    assert [r["user"] for r in client.get("/api/v1/connections/?sort=user").json()] == ["bob", "dave"]
-    assert [r["user"] for r in client.get("/api/v1/connections/?sort=-user").json()] == ["dave", "bob"]
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=user").json()["results"]] == ["bob", "dave"]
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=-user").json()["results"]] == ["dave", "bob"]
     body = b"".join(client.get("/api/v1/connections/?export=csv").streaming_content).decode()
     assert body.splitlines()[0].startswith("assignment,user,team,gateway")
     assert len(body.splitlines()) == 3
@@ -213,14 +213,14 @@ def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice,
     assert Assignment.objects.count() == 20
     client = api(staff)
     with django_assert_max_num_queries(4):
-        assert len(client.get("/api/v1/connections/").json()) == 20
+        assert len(client.get("/api/v1/connections/").json()["results"]) == 20
     client.force_login(staff)
     with django_assert_max_num_queries(10):
         assert client.get("/connections/").status_code == 200
 
 
 def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob, settings):
-    from portal import views
+    from gateways import views
 
     for i in range(views.CONNECTIONS_PER_PAGE + 3):
         key = store_key(team=web, gateway=tokenbay, label=f"key {i:03d}", secret=f"sk-p{i}-000000000000", actor=alice)

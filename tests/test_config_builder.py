@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from gateways.config import SETTINGS_SCHEMA_URL, build_config
-from gateways.formats import FORMATS
+from gateways.config.builder import SETTINGS_SCHEMA_URL, build_config
+from gateways.config.formats import FORMATS
+from gateways.config.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
 from gateways.models import Gateway, GatewayKey
-from gateways.snippets import UnrepresentableValue, render_cmd, render_powershell, render_settings_json
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +98,7 @@ def test_config_repr_never_shows_the_secret(tokaify):
 
 
 def single(name: str, value: str):
-    from gateways.config import ClaudeConfig
+    from gateways.config.builder import ClaudeConfig
 
     return ClaudeConfig("GW", "gw", "https://gw", "x-api-key", "lbl", "sk-…", {name: value})
 
@@ -209,7 +209,7 @@ REFUSED_NAMES = [
 @pytest.mark.parametrize("name", REFUSED_NAMES)
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_no_format_writes_a_refused_name(fmt, name):
-    from gateways.config import ClaudeConfig
+    from gateways.config.builder import ClaudeConfig
 
     config = ClaudeConfig("GW", "gw", "https://gw", "x-api-key", "lbl", "sk-…", {"ANTHROPIC_MODEL": "m", name: "v"})
     with pytest.raises(UnrepresentableValue, match="This set-up cannot be written") as refused:

@@ -85,7 +85,7 @@ def portal_setup(live_server, tmp_path, django_user_model):
         assign_key(key=key, username="bob", actor=admin)
         _, token = AccessToken.issue(dev)
         client = httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {token}"})
-        [config] = client.get("/api/v1/me/configs/").json()
+        [config] = client.get("/api/v1/me/configs/").json()["results"]
 
         def download(fmt: str) -> str:
             response = client.get(f"/api/v1/me/configs/{config['id']}/{fmt}")

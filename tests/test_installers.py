@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateways.config import ClaudeConfig
-from gateways.installers import render_install_sh
+from gateways.config.builder import ClaudeConfig
+from gateways.config.installers import render_install_sh
 
 pytestmark = pytest.mark.shell
 
@@ -180,7 +180,7 @@ def test_an_x_api_key_setup_removes_a_leftover_bearer_token(tmp_path):
 
 
 def test_install_ps1_carries_the_env_as_base64_and_merges(tmp_path):
-    from gateways.installers import render_install_ps1
+    from gateways.config.installers import render_install_ps1
 
     text = render_install_ps1(ClaudeConfig("TokenBay", "tokenbay", "https://x", "bearer", "l", "sk-…", ENV))
     assert SECRET not in text  # only inside the base64 payload
@@ -353,7 +353,7 @@ def test_a_stale_exported_bearer_token_is_blanked_not_left_to_win(tmp_path):
 
 
 def ps1(env: dict, scheme: str) -> str:
-    from gateways.installers import render_install_ps1
+    from gateways.config.installers import render_install_ps1
 
     return render_install_ps1(ClaudeConfig("GW", "gw", "https://x", scheme, "l", "sk-…", env))
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateways.models import GatewayKey
 from portal.models import Membership
-from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, confirm_password
 
 pytestmark = pytest.mark.django_db
 
@@ -229,7 +229,10 @@ def test_password_guessing_is_locked_out_and_audited(client, alice, settings):
 def test_pages_with_secrets_are_never_cached(client, bob, bob_assignment):
     client.force_login(bob)
     assert "no-store" in client.get("/setup/")["Cache-Control"]
-    assert "no-store" in client.post("/tokens/", {"name": "x", "days": 1})["Cache-Control"]
+    confirm_password(client, bob)
+    response = client.post("/tokens/", {"name": "x", "days": 1})
+    assert "Your new token" in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
 
 
 def test_staff_edit_a_gateways_troubleshooting_table(client, staff, tokaify):

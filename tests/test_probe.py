@@ -10,11 +10,11 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from gateways.config import build_config
+from gateways.config.builder import build_config
 from gateways.models import GatewayKey, ProbeResult
-from gateways.outbound import SafeClient
-from gateways.probe import ProbeTarget, classify_response, run_probe
-from gateways.probe_runner import probe_key
+from gateways.probes.outbound import SafeClient
+from gateways.probes.probe import ProbeTarget, classify_response, run_probe
+from gateways.probes.runner import probe_key
 from portal.models import AuditEvent
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 from tests.gateway_emulator import GatewayRules, running_emulator

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateways.config import ClaudeConfig
+from gateways.config.builder import ClaudeConfig
+from gateways.config.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 from gateways.models import Gateway
 from gateways.rules import EXTRA_ENV_NAMES, MANAGED_ENV, RuleError, check_env_name
-from gateways.snippets import UnrepresentableValue, render_bash, render_fish, render_zsh
 
 pytestmark = pytest.mark.shell
 
@@ -171,7 +171,7 @@ def test_what_the_renderer_accepts_sets_exactly_those_variables_and_nothing_else
 
 def seed_configs() -> dict[str, ClaudeConfig]:
     """Both seed gateways' real configs, each with every optional setting the other lacks."""
-    from gateways.config import build_config
+    from gateways.config.builder import build_config
     from gateways.models import GatewayKey
 
     tokaify, tokenbay = Gateway.objects.get(slug="tokaify"), Gateway.objects.get(slug="tokenbay")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from gateways.formats import FORMATS
+from gateways.config.formats import FORMATS
 from gateways.models import Assignment, Gateway, GatewayKey
 from portal.models import AuditEvent
 

@@ -11,8 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from gateways.models import GatewayKey
-from gateways.services import record_expirations, update_key
+from gateways.services import record_expirations, update_key_settings
 from portal.models import AccessToken, AuditEvent
+from tests.conftest import confirm_password
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def test_a_developer_makes_a_token_sees_it_once_and_uses_it(client, bob, bob_assignment):
     client.force_login(bob)
+    confirm_password(client, bob)
     page = client.post("/tokens/", {"name": "laptop install", "days": 30}).content.decode()
     token = AccessToken.objects.get(user=bob)
     raw = re.search(rf"ptl_{token.lookup_id}_[A-Za-z0-9_-]+", page).group(0)
@@ -83,7 +85,7 @@ def test_expiry_is_recorded_once_and_again_after_renewal(tokaify_key, alice):
     event = AuditEvent.objects.get(action="key.expired")
     assert event.actor_username == "" and event.target == tokaify_key.short_fingerprint
     key = GatewayKey.objects.get(pk=tokaify_key.pk)
-    update_key(key=key, changes={"expires_at": timezone.now() - timedelta(seconds=1)}, actor=alice)
+    update_key_settings(key=key, changes={"expires_at": timezone.now() - timedelta(seconds=1)}, actor=alice)
     assert record_expirations() == 1
 
 

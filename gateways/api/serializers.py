@@ -5,10 +5,17 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from gateways.formats import FORMATS
-from gateways.models import Assignment, AuthScheme, Gateway, GatewayKey, ProbeMode, ProbeResult
-from gateways.rules import EXTRA_ENV_HELP, ModelIdStyle
-from gateways.services import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS
+from gateways.config.formats import FORMATS
+from gateways.models import (
+    GATEWAY_FIELDS,
+    KEY_OVERRIDE_FIELDS,
+    KEY_SETTING_FIELDS,
+    Assignment,
+    Gateway,
+    GatewayKey,
+    ProbeResult,
+)
+from gateways.rules import EXTRA_ENV_HELP
 
 GATEWAY_OUTPUT_FIELDS = [
     "slug",
@@ -31,61 +38,57 @@ class GatewayOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class GatewayInputSerializer(serializers.Serializer):
+# JSON fields as the API takes them: typed, so the schema says what goes in.
+ENV_OBJECT = serializers.DictField(
+    child=serializers.CharField(allow_blank=True), required=False, help_text=EXTRA_ENV_HELP
+)
+TROUBLESHOOTING = serializers.ListField(
+    child=serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2), required=False
+)
+
+
+def optional(fields) -> dict:
+    """Every field may be left out: a POST names what it sets, a PATCH what it changes."""
+    return {name: {"required": False} for name in fields}
+
+
+class GatewayInputSerializer(serializers.ModelSerializer):
     """Fields a staff member may set; the catalogue rules (gateways.rules) run in the service."""
 
-    slug = serializers.SlugField(max_length=50, required=False)
-    name = serializers.CharField(max_length=100, required=False)
-    base_url = serializers.CharField(max_length=300, required=False)
-    auth_scheme = serializers.ChoiceField(AuthScheme.choices, required=False)
-    requires_sk_prefix = serializers.BooleanField(required=False)
-    model_id_style = serializers.ChoiceField(ModelIdStyle.choices, required=False)
-    default_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    default_opus_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    default_sonnet_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    default_haiku_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    custom_model_option = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    custom_model_option_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    timeout_ms = serializers.IntegerField(required=False, allow_null=True)
-    disable_experimental_betas = serializers.BooleanField(required=False)
-    extra_env = serializers.DictField(
-        child=serializers.CharField(allow_blank=True), required=False, help_text=EXTRA_ENV_HELP
-    )
-    docs_url = serializers.URLField(required=False, allow_blank=True)
-    console_hint = serializers.CharField(max_length=300, required=False, allow_blank=True)
-    notes = serializers.CharField(required=False, allow_blank=True)
-    troubleshooting = serializers.ListField(
-        child=serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2), required=False
-    )
-    probe_mode = serializers.ChoiceField(ProbeMode.choices, required=False)
-    probe_prompt = serializers.CharField(max_length=200, required=False)
-    probe_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    probe_interval_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
+    extra_env = ENV_OBJECT
+    troubleshooting = TROUBLESHOOTING
+
+    class Meta:
+        model = Gateway
+        fields = ("slug", *GATEWAY_FIELDS)
+        # The service answers a taken slug with a sentence; a PATCH repeats the gateway's own slug.
+        extra_kwargs = {**optional(fields), "slug": {"required": False, "validators": []}}
 
 
-class KeySettingsSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=100, required=False)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
-    model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    opus_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    sonnet_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    haiku_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    custom_model_option = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    custom_model_option_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    timeout_ms = serializers.IntegerField(required=False, allow_null=True)
-    disable_experimental_betas = serializers.BooleanField(required=False, allow_null=True)
+class KeySettingsSerializer(serializers.ModelSerializer):
     custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+
+    class Meta:
+        model = GatewayKey
+        fields = KEY_SETTING_FIELDS
+        extra_kwargs = optional(fields)
 
 
 class KeyCreateSerializer(KeySettingsSerializer):
     gateway = serializers.SlugRelatedField(slug_field="slug", queryset=Gateway.objects.all())
-    label = serializers.CharField(max_length=100)
     secret = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096)
+
+    class Meta(KeySettingsSerializer.Meta):
+        fields = ("gateway", *KEY_SETTING_FIELDS, "secret")
+        extra_kwargs = {**optional(KEY_SETTING_FIELDS), "label": {"required": True}}
 
 
 class KeyUpdateSerializer(KeySettingsSerializer):
     secret = serializers.CharField(write_only=True, required=False, trim_whitespace=False, max_length=4096)
-    is_enabled = serializers.BooleanField(required=False)
+
+    class Meta(KeySettingsSerializer.Meta):
+        fields = (*KEY_SETTING_FIELDS, "secret", "is_enabled")
+        extra_kwargs = optional((*KEY_SETTING_FIELDS, "is_enabled"))
 
 
 class KeyOutputSerializer(serializers.ModelSerializer):
@@ -123,10 +126,20 @@ class AssignmentInputSerializer(serializers.Serializer):
 class AssignmentOutputSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
     key = serializers.UUIDField(source="key_id", read_only=True)
+    self_assigned = serializers.BooleanField(source="is_self_assigned", read_only=True)
 
     class Meta:
         model = Assignment
-        fields = ["id", "key", "username", "created_at", "last_download_at", "last_download_format", "download_count"]
+        fields = [
+            "id",
+            "key",
+            "username",
+            "self_assigned",
+            "created_at",
+            "last_download_at",
+            "last_download_format",
+            "download_count",
+        ]
         read_only_fields = fields
 
 
@@ -193,3 +206,24 @@ class ProbeResultOutputSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ConnectionSerializer(serializers.Serializer):
+    """One row of the connections report (gateways.connections.COLUMNS, in that order)."""
+
+    assignment = serializers.IntegerField()
+    user = serializers.CharField()
+    team = serializers.CharField()
+    gateway = serializers.CharField()
+    key_id = serializers.CharField()
+    key_label = serializers.CharField()
+    masked = serializers.CharField()
+    key_state = serializers.CharField()
+    assigned_since = serializers.DateTimeField()
+    last_download_at = serializers.DateTimeField(allow_null=True)
+    last_download_format = serializers.CharField()
+    last_download_ip = serializers.CharField(allow_null=True)
+    download_stale = serializers.BooleanField()
+    latest_verdict = serializers.CharField()
+    latest_probe_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)

@@ -1,36 +1,37 @@
-"""REST endpoints for the catalogue, keys, assignments, configurations and probes."""
+"""REST endpoints for the catalogue, keys, assignments, configurations, probes and connections."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateways import formats, services
+from gateways import services
 from gateways.api import serializers as s
-from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.config import formats
+from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
+from gateways.models import Assignment, Gateway, ProbeResult
+from gateways.permissions import key_with_role
+from gateways.selectors import my_assignments
+from portal.api.permissions import StaffWritesOnly
 from portal.models import Role
-from portal.permissions import key_with_role, team_with_role
+from portal.permissions import require_role, team_with_role
+from portal.sudo import require_recent_password
+
+CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
-class IsStaffOrReadOnly(permissions.BasePermission):
-    message = "Only staff can change the gateway catalogue."
-
-    def has_permission(self, request, view):
-        return request.method in permissions.SAFE_METHODS or request.user.is_staff
-
-
-class GatewayList(APIView):
-    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
-
-    @extend_schema(responses=s.GatewayOutputSerializer(many=True))
-    def get(self, request):
-        return Response(s.GatewayOutputSerializer(Gateway.objects.all(), many=True).data)
+class GatewayList(generics.ListAPIView):
+    queryset = Gateway.objects.order_by("name")
+    serializer_class = s.GatewayOutputSerializer
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = CATALOGUE_STAFF_ONLY
 
     @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayOutputSerializer})
     def post(self, request):
@@ -45,7 +46,8 @@ class GatewayList(APIView):
 
 
 class GatewayDetail(APIView):
-    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = CATALOGUE_STAFF_ONLY
 
     @extend_schema(responses=s.GatewayOutputSerializer)
     def get(self, request, slug):
@@ -64,14 +66,18 @@ class GatewayDetail(APIView):
 
 
 @method_decorator(sensitive_post_parameters("secret"), name="dispatch")
-class TeamKeyList(APIView):
-    @extend_schema(responses=s.KeyOutputSerializer(many=True))
-    def get(self, request, slug):
+class TeamKeyList(generics.ListAPIView):
+    serializer_class = s.KeyOutputSerializer
+
+    def get_queryset(self):
         team, _ = team_with_role(
-            request.user, slug, Role.ADMIN, Role.AUDITOR, denied="Members cannot list the team's keys."
+            self.request.user,
+            self.kwargs["slug"],
+            Role.ADMIN,
+            Role.AUDITOR,
+            denied="Members cannot list the team's keys.",
         )
-        keys = team.keys.select_related("team", "gateway").order_by("label")
-        return Response(s.KeyOutputSerializer(keys, many=True).data)
+        return team.keys.select_related("team", "gateway").order_by("label")
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
     def post(self, request, slug):
@@ -96,21 +102,32 @@ class KeyDetail(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         secret = changes.pop("secret", None)
-        key = services.update_key(key=key, changes=changes, secret=secret, actor=request.user, request=request)
+        enabled = changes.pop("is_enabled", None)
+        if secret is not None:
+            require_recent_password(request)
+        with transaction.atomic():  # one PATCH, one change: all of it or none
+            if enabled is not None:
+                key = services.set_key_enabled(key=key, enabled=enabled, actor=request.user, request=request)
+            if secret is not None:
+                key = services.rotate_key_secret(key=key, secret=secret, actor=request.user, request=request)
+            key = services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
         return Response(s.KeyOutputSerializer(key).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Revoked; the secret is destroyed.")})
     def delete(self, request, key_id):
         """Revoke the key: its secret is destroyed and it yields no more configs; the row stays for the audit."""
-        services.revoke_key(key=key_with_role(request.user, key_id, Role.ADMIN)[0], actor=request.user, request=request)
+        key = key_with_role(request.user, key_id, Role.ADMIN)[0]
+        require_recent_password(request)
+        services.revoke_key(key=key, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class KeyAssignmentList(APIView):
-    @extend_schema(responses=s.AssignmentOutputSerializer(many=True))
-    def get(self, request, key_id):
-        key = key_with_role(request.user, key_id)[0]
-        return Response(s.AssignmentOutputSerializer(key.assignments.select_related("user"), many=True).data)
+class KeyAssignmentList(generics.ListAPIView):
+    serializer_class = s.AssignmentOutputSerializer
+
+    def get_queryset(self):
+        key = key_with_role(self.request.user, self.kwargs["key_id"])[0]
+        return key.assignments.select_related("user").order_by("-created_at")
 
     @extend_schema(request=s.AssignmentInputSerializer, responses={201: s.AssignmentOutputSerializer})
     def post(self, request, key_id):
@@ -128,23 +145,15 @@ class AssignmentDetail(APIView):
     def delete(self, request, assignment_id):
         assignment = Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user")
         assignment = get_object_or_404(assignment, pk=assignment_id)
-        if not GatewayKey.objects.manageable_by(request.user).filter(pk=assignment.key_id).exists():
-            raise PermissionDenied("Only the team's admins can remove an assignment.")
+        require_role(
+            request.user, assignment.key.team, Role.ADMIN, denied="Only the team's admins can remove an assignment."
+        )
         services.remove_assignment(assignment=assignment, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def my_assignments(user):
-    return (
-        Assignment.objects.filter(user=user)
-        .select_related("key__gateway", "key__team", "user")
-        .order_by("key__team__name", "key__label")
-    )
-
-
 class MyConfigList(generics.ListAPIView):
     serializer_class = s.ConfigOutputSerializer
-    pagination_class = None
 
     def get_queryset(self):
         return my_assignments(self.request.user)
@@ -174,6 +183,7 @@ class ProbeList(generics.ListAPIView):
 
     def get_queryset(self):
         probes = ProbeResult.objects.visible_to(self.request.user).select_related("gateway", "started_by")
+        probes = probes.order_by("-created_at")
         for name in ("verdict",):
             if self.request.query_params.get(name):
                 probes = probes.filter(**{name: self.request.query_params[name]})
@@ -189,12 +199,12 @@ def _flag(request, name: str) -> bool:
     return str(request.query_params.get(name, "true")).lower() not in ("0", "false", "no")
 
 
-class KeyProbeList(APIView):
-    @extend_schema(responses=s.ProbeResultOutputSerializer(many=True))
-    def get(self, request, key_id):
-        key = key_with_role(request.user, key_id)[0]
-        probes = key.probes.select_related("gateway", "started_by")[:100]
-        return Response(s.ProbeResultOutputSerializer(probes, many=True).data)
+class KeyProbeList(generics.ListAPIView):
+    serializer_class = s.ProbeResultOutputSerializer
+
+    def get_queryset(self):
+        key = key_with_role(self.request.user, self.kwargs["key_id"])[0]
+        return key.probes.select_related("gateway", "started_by").order_by("-created_at")
 
     @extend_schema(
         request=None,
@@ -211,7 +221,7 @@ class KeyProbeList(APIView):
     )
     def post(self, request, key_id):
         """Probe the key now, like Claude Code would, and return the result."""
-        from gateways.probe_runner import probe_key
+        from gateways.probes.runner import probe_key
 
         key = key_with_role(request.user, key_id, Role.ADMIN)[0]
         result = probe_key(
@@ -228,3 +238,25 @@ class KeyProbeList(APIView):
 @extend_schema_view(get=extend_schema(exclude=True))
 class MyConfigDownloadWithSlash(MyConfigDownload):
     """The same download with a trailing slash; documented once, without it."""
+
+
+class ConnectionList(generics.ListAPIView):
+    """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
+
+    serializer_class = s.ConnectionSerializer
+
+    def get_queryset(self):
+        return connections_for(self.request.user, ConnectionFilters.from_query(self.request.query_params))
+
+    @extend_schema(
+        parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")]
+        + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
+    )
+    def get(self, request, *args, **kwargs):
+        if request.query_params.get("export") == "csv":
+            return connections_csv(self.get_queryset())
+        return super().get(request, *args, **kwargs)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(list(connection_rows(page)), many=True).data)

@@ -34,11 +34,7 @@ class TeamOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_your_role(self, team) -> str | None:
-        user = self.context["request"].user
-        for membership in team.memberships.all():
-            if membership.user_id == user.id:
-                return membership.role
-        return Role.ADMIN if user.is_staff else None
+        return team.role_of(self.context["request"].user)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -62,22 +58,3 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "hash",
         ]
         read_only_fields = fields
-
-
-class ConnectionSerializer(serializers.Serializer):
-    assignment = serializers.IntegerField()
-    user = serializers.CharField()
-    team = serializers.CharField()
-    gateway = serializers.CharField()
-    key_id = serializers.CharField()
-    key_label = serializers.CharField()
-    masked = serializers.CharField()
-    key_state = serializers.CharField()
-    assigned_since = serializers.DateTimeField()
-    last_download_at = serializers.DateTimeField(allow_null=True)
-    last_download_format = serializers.CharField()
-    last_download_ip = serializers.CharField(allow_null=True)
-    download_stale = serializers.BooleanField()
-    latest_verdict = serializers.CharField()
-    latest_probe_at = serializers.DateTimeField(allow_null=True)
-    expires_at = serializers.DateTimeField(allow_null=True)

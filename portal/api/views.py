@@ -1,38 +1,41 @@
-"""REST endpoints for teams, members, the audit trail and connections."""
+"""REST endpoints for teams, members and the audit trail."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal import audit, exports, services
 from portal.api import serializers as s
-from portal.connections import ConnectionFilters, FilterError, connection_rows, connections_for
-from portal.models import AuditEvent, Membership, Team
+from portal.api.permissions import StaffWritesOnly
+from portal.models import AuditEvent, Membership, Role
+from portal.permissions import team_with_role
+from portal.selectors import teams_with_members
 
 
-def teams_with_members(user):
-    return Team.objects.visible_to(user).prefetch_related(
-        Prefetch("memberships", queryset=Membership.objects.select_related("user"))
-    )
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, for signed-in callers; a refusal is JSON `{"detail": ...}` like every error."""
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
-class TeamList(APIView):
-    @extend_schema(responses=s.TeamOutputSerializer(many=True))
-    def get(self, request):
-        teams = teams_with_members(request.user)
-        return Response(s.TeamOutputSerializer(teams, many=True, context={"request": request}).data)
+class TeamList(generics.ListAPIView):
+    serializer_class = s.TeamOutputSerializer
+    permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
+    staff_only = "Only staff can create teams."
+
+    def get_queryset(self):
+        return teams_with_members(self.request.user)
 
     @extend_schema(request=s.TeamCreateSerializer, responses={201: s.TeamOutputSerializer})
     def post(self, request):
-        if not request.user.is_staff:
-            raise PermissionDenied("Only staff can create teams.")
         data = s.TeamCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         team = services.create_team(actor=request.user, request=request, **data.validated_data)
@@ -46,18 +49,17 @@ class TeamDetail(APIView):
         return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
 
 
-class TeamMemberList(APIView):
-    @extend_schema(responses=s.MemberSerializer(many=True))
-    def get(self, request, slug):
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-        return Response(s.MemberSerializer(team.memberships.select_related("user"), many=True).data)
+class TeamMemberList(generics.ListAPIView):
+    serializer_class = s.MemberSerializer
+
+    def get_queryset(self):
+        team, _ = team_with_role(self.request.user, self.kwargs["slug"])
+        return team.memberships.select_related("user").order_by("user__username")
 
     @extend_schema(request=s.MemberInputSerializer, responses={201: s.MemberSerializer})
     def post(self, request, slug):
         """Add a member, or change the role of one who is already in the team."""
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-        if not Team.objects.administered_by(request.user).filter(pk=team.pk).exists():
-            raise PermissionDenied("Only the team's admins can add members.")
+        team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can add members.")
         data = s.MemberInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.add_member(team=team, actor=request.user, request=request, **data.validated_data)
@@ -67,9 +69,7 @@ class TeamMemberList(APIView):
 class TeamMemberDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, slug, username):
-        team = get_object_or_404(Team.objects.visible_to(request.user), slug=slug)
-        if not Team.objects.administered_by(request.user).filter(pk=team.pk).exists():
-            raise PermissionDenied("Only the team's admins can remove members.")
+        team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can remove members.")
         membership = get_object_or_404(
             Membership.objects.select_related("user", "team"), team=team, user__username=username
         )
@@ -77,28 +77,17 @@ class TeamMemberDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AuditCursor(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    max_page_size = 1000
-    page_size_query_param = "limit"
-
-
-AUDIT_COLUMNS = list(s.AuditEventSerializer.Meta.fields)
 EXPORT_PARAM = OpenApiParameter("export", str, enum=["csv", "jsonl"], description="Download every match as a file.")
 
 
 class AuditEventList(generics.ListAPIView):
-    """The audit trail, newest first, paginated by cursor; `?export=csv|jsonl` downloads every match."""
+    """The audit trail, newest first; `?export=csv|jsonl` downloads every match."""
 
     serializer_class = s.AuditEventSerializer
-    pagination_class = AuditCursor
 
     def get_queryset(self):
-        try:
-            return audit.filter_events(AuditEvent.objects.visible_to(self.request.user), self.request.query_params)
-        except audit.AuditFilterError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        events = AuditEvent.objects.visible_to(self.request.user).order_by("-id")
+        return audit.filter_events(events, self.request.query_params)
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "actor", "action", "gateway", "since", "until")]
@@ -107,37 +96,5 @@ class AuditEventList(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         export = request.query_params.get("export")
         if export:
-            return export_events(self.get_queryset(), export)
+            return exports.export_audit_events(self.get_queryset(), export)
         return super().get(request, *args, **kwargs)
-
-
-def export_events(events, export: str):
-    rows = (s.AuditEventSerializer(e).data for e in events.order_by("id").iterator(chunk_size=2000))
-    if export == "csv":
-        return exports.csv_response(rows, AUDIT_COLUMNS, "audit-events.csv")
-    if export == "jsonl":
-        return exports.jsonl_response(rows, "audit-events.jsonl")
-    raise ValidationError({"detail": f"export must be csv or jsonl, not {export!r}."})
-
-
-CONNECTION_COLUMNS = list(s.ConnectionSerializer().fields)
-
-
-class ConnectionList(APIView):
-    """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
-
-    permission_classes = [permissions.IsAuthenticated]
-
-    @extend_schema(
-        parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")] + [EXPORT_PARAM],
-        responses=s.ConnectionSerializer(many=True),
-    )
-    def get(self, request):
-        try:
-            filters = ConnectionFilters.from_query(request.query_params)
-        except FilterError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        rows = connection_rows(connections_for(request.user, filters))
-        if request.query_params.get("export") == "csv":
-            return exports.csv_response(rows, CONNECTION_COLUMNS, "connections.csv")
-        return Response(s.ConnectionSerializer(list(rows), many=True).data)

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from gateways.formats import FORMATS
+from gateways.config.formats import FORMATS
 from gateways.models import Assignment
 from portal.models import AuditEvent
 from tests.conftest import TOKENBAY_SECRET
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_my_configs_lists_the_callers_assignments(api, bob, bob_assignment):
-    [config] = api(bob).get("/api/v1/me/configs/").json()
+    [config] = api(bob).get("/api/v1/me/configs/").json()["results"]
     assert config["id"] == bob_assignment.id
     assert config["gateway"] == "tokenbay"
     assert config["team"] == "web"
@@ -28,8 +28,8 @@ def test_my_configs_lists_the_callers_assignments(api, bob, bob_assignment):
 
 
 def test_others_see_no_configs_of_bobs(api, alice, charlie, bob_assignment):
-    assert api(alice).get("/api/v1/me/configs/").json() == []
-    assert api(charlie).get("/api/v1/me/configs/").json() == []
+    assert api(alice).get("/api/v1/me/configs/").json()["results"] == []
+    assert api(charlie).get("/api/v1/me/configs/").json()["results"] == []
     # Even the team admin cannot download a developer's secret.
     assert api(alice).get(f"/api/v1/me/configs/{bob_assignment.id}/bash").status_code == 404
 
@@ -113,7 +113,7 @@ def test_config_list_query_count_does_not_grow(api, bob, web, tokenbay, alice, d
         assign_key(key=key, username="bob", actor=alice)
     client = api(bob)
     with django_assert_max_num_queries(4):
-        assert len(client.get("/api/v1/me/configs/").json()) == 5
+        assert len(client.get("/api/v1/me/configs/").json()["results"]) == 5
 
 
 def test_download_url_works_with_a_trailing_slash(api, bob, bob_assignment):

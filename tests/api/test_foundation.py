@@ -54,7 +54,7 @@ def test_token_is_stored_hashed(alice):
 
 
 def test_catalogue_lists_the_presets(api, bob):
-    slugs = {g["slug"]: g for g in api(bob).get("/api/v1/gateways/").json()}
+    slugs = {g["slug"]: g for g in api(bob).get("/api/v1/gateways/").json()["results"]}
     assert {"tokaify", "tokenbay", "anthropic"} <= set(slugs)
     assert slugs["tokenbay"]["auth_scheme"] == "bearer"
     assert slugs["tokenbay"]["empties_api_key"] is True
@@ -214,6 +214,14 @@ def test_schema_is_served(api, bob):
     assert b"/api/v1/me/configs/" in response.content
 
 
+def test_schema_needs_a_sign_in(client, bob):
+    response = APIClient().get("/api/v1/schema/")
+    assert response.status_code == 401 and response.json()["detail"]
+    assert b"/api/v1/me/configs/" not in response.content
+    client.force_login(bob)  # the browser session is enough, like for every other operation
+    assert client.get("/api/v1/schema/").status_code == 200
+
+
 # --- Cross-team isolation and roles, for every endpoint -------------------------------------------
 
 
@@ -248,9 +256,9 @@ def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_a
     assert GatewayKey.objects.get(pk=key_id).label == "Bob laptop"
     assert GatewayKey.objects.get(pk=key_id).state == "active"
     assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
-    assert [t["slug"] for t in client.get("/api/v1/teams/").json()] == ["data"]
+    assert [t["slug"] for t in client.get("/api/v1/teams/").json()["results"]] == ["data"]
     assert client.get("/api/v1/probes/").json()["results"] == []
-    assert client.get("/api/v1/connections/").json() == []
+    assert client.get("/api/v1/connections/").json()["results"] == []
 
 
 WRITES = {"post", "patch", "delete"}

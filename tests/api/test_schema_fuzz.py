@@ -17,8 +17,8 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
 
+from config.wsgi import application
 from portal.models import AccessToken
-from portal.wsgi import application
 
 raw_schema = json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
 schema = schemathesis.openapi.from_dict(raw_schema).exclude(path_regex=r"/probes/$", method="POST")

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateways.models import GatewayKey
-from gateways.probe_runner import probe_keys_async, save_outcome
+from gateways.probes.runner import probe_keys_async, save_outcome
 from gateways.services import record_expirations
 
 

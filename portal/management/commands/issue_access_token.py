@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from portal.models import ACCESS_TOKEN_MAX_DAYS
 from portal.services import issue_token
 
 
@@ -15,7 +17,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", default="", help="What the token is for, e.g. 'laptop CLI'.")
-        parser.add_argument("--days", type=int, default=None, help="Expire the token after this many days.")
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help=f"Expire the token after this many days (default ACCESS_TOKEN_DEFAULT_DAYS, "
+            f"at most {ACCESS_TOKEN_MAX_DAYS}); every token expires.",
+        )
 
     def handle(self, username, name, days, **options):
         user = get_user_model().objects.filter(username=username).first()
@@ -23,10 +31,14 @@ class Command(BaseCommand):
             raise CommandError(f"There is no user called {username!r}. Create it first (manage.py createsuperuser).")
         if not user.is_active:
             raise CommandError(f"The user {username!r} is inactive; activate it before issuing a token.")
-        if days is not None and days < 1:
-            raise CommandError("--days must be 1 or more.")
-        expires_at = timezone.now() + timedelta(days=days) if days else None
+        if days is None:
+            days = settings.ACCESS_TOKEN_DEFAULT_DAYS
+        if not 1 <= days <= ACCESS_TOKEN_MAX_DAYS:
+            raise CommandError(f"--days must be from 1 to {ACCESS_TOKEN_MAX_DAYS}; every token expires.")
+        expires_at = timezone.now() + timedelta(days=days)
         token, raw = issue_token(user=user, name=name or "issued by command", expires_at=expires_at)
-        expiry = f"expires {expires_at:%Y-%m-%d}" if expires_at else "does not expire"
-        self.stderr.write(f"Token {token.lookup_id} for {username} ({expiry}). Store it now; it is not shown again.")
+        self.stderr.write(
+            f"Token {token.lookup_id} for {username} expires {expires_at:%Y-%m-%d %H:%M} UTC. "
+            "Store it now; it is not shown again."
+        )
         self.stdout.write(raw)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import base64
 import json
 
-from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
 from gateways.rules import MANAGED_ENV
-from gateways.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
 
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.http import HttpResponse
 
-from gateways import installers, snippets
-from gateways.config import ClaudeConfig
+from gateways.config import installers, snippets
+from gateways.config.builder import ClaudeConfig
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,10 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
 from gateways.api import views as gateway_views
 from portal.api import views
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/", views.SchemaView.as_view(), name="api-schema"),
     path("gateways/", gateway_views.GatewayList.as_view(), name="api-gateways"),
     path("gateways/<slug:slug>/", gateway_views.GatewayDetail.as_view(), name="api-gateway"),
     path("teams/", views.TeamList.as_view(), name="api-teams"),
@@ -27,5 +26,5 @@ urlpatterns = [
     path("keys/<uuid:key_id>/probes/", gateway_views.KeyProbeList.as_view(), name="api-key-probes"),
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
-    path("connections/", views.ConnectionList.as_view(), name="api-connections"),
+    path("connections/", gateway_views.ConnectionList.as_view(), name="api-connections"),
 ]

@@ -19,7 +19,7 @@ urlpatterns = [
     path("gateways/<slug:slug>/edit/", gateway_views.gateway_edit, name="gateway-edit"),
     path("teams/", views.team_list, name="teams"),
     path("teams/new/", views.team_create, name="team-create"),
-    path("teams/<slug:slug>/", views.team_detail, name="team"),
+    path("teams/<slug:slug>/", gateway_views.team_detail, name="team"),
     path("teams/<slug:slug>/members/", views.member_add, name="member-add"),
     path("teams/<slug:slug>/members/<str:username>/remove/", views.member_remove, name="member-remove"),
     path("teams/<slug:slug>/keys/new/", gateway_views.key_create, name="key-create"),
@@ -34,10 +34,10 @@ urlpatterns = [
     path("tokens/", views.token_list, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
-    path("connections/", views.connection_list, name="connections"),
-    path("api/v1/", include("portal.api.urls")),
+    path("connections/", gateway_views.connection_list, name="connections"),
+    path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]
 
-handler404 = "portal.views.not_found"
-handler500 = "portal.views.server_error"
+handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"

@@ -6,7 +6,7 @@ Two parts:
   addresses unless allowed, connects to the address it checked, follows no redirects, reads
   at most a fixed number of bytes and stops at a deadline.
 
-Nothing here touches the database; gateways.probe_runner stores the outcome.
+Nothing here touches the database; gateways.probes.runner stores the outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from gateways.outbound import OutboundRefused, SafeClient
+from gateways.probes.outbound import OutboundRefused, SafeClient
 
 CLAUDE_CODE_VERSION = "2.1.330"
 USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"

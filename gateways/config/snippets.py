@@ -15,7 +15,7 @@ import json
 import re
 import unicodedata
 
-from gateways.config import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
 
 SWITCH_NOTE = "Only one gateway set-up is active at a time: first clear what another portal set-up may have left."

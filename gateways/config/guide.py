@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme
+
 INSTALL_UNIX = [
     ("Native installer (recommended)", "curl -fsSL https://claude.ai/install.sh | bash"),
     ("Homebrew (macOS)", "brew install --cask claude-code"),
@@ -96,7 +98,7 @@ def after_setup_steps(gateway) -> list[str]:
         'its onboarding done (otherwise it first contacts api.anthropic.com and stops at "Unable to connect to '
         'Anthropic services" where that host cannot be reached)'
     )
-    if gateway.auth_scheme == "bearer":
+    if gateway.auth_scheme == AuthScheme.BEARER:
         steps.append(installer_did + ".")
         steps.append(
             "If you ever signed in to Claude Code with an Anthropic account, run /logout once inside claude, "
@@ -118,7 +120,7 @@ def after_setup_steps(gateway) -> list[str]:
     )
     steps.append(
         f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source "
-        f"{'ANTHROPIC_AUTH_TOKEN' if gateway.auth_scheme == 'bearer' else 'ANTHROPIC_API_KEY'}."
+        f"{CREDENTIAL_VARIABLE[gateway.auth_scheme]}."
     )
     if not gateway.default_model:
         steps.append("Choose a model with /model inside claude.")

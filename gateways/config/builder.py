@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateways import rules
-from gateways.rules import UnrepresentableValue
+from gateways.rules import CREDENTIAL_VARIABLE, UnrepresentableValue, styled_model_id
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 # Claude Code remembers an approved ANTHROPIC_API_KEY by this many trailing characters (~/.claude.json).
@@ -41,10 +41,6 @@ class ClaudeConfig:
         return self.env.get("ANTHROPIC_API_KEY", "")[-API_KEY_SUFFIX_LENGTH:]
 
 
-def _pick(override: str, default: str, style: str) -> str:
-    return rules.styled_model_id(override or default, style) if (override or default) else ""
-
-
 # The stored fields that go into a config, checked again at every render: data saved around the
 # rules (a data migration, `objects.create`, an old row) is refused, never written out.
 STORED_GATEWAY_FIELDS = (
@@ -73,6 +69,7 @@ def _refuse_stored(owner: str, clean, fields: dict) -> None:
 def build_config(gateway, key, secret: str) -> ClaudeConfig:
     """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`.
 
+    Each setting is `key.setting(name)`: the key's override, else the gateway's default.
     Raises UnrepresentableValue, with a sentence, when a stored field breaks the rules.
     """
     style = gateway.model_id_style
@@ -87,36 +84,27 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
     env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
-    # The unused credential variable is set to "": settings.json outranks the shell only for the names
-    # it sets, and a stale key left in the shell would be sent in the other header too (measured: a
-    # Bearer-first gateway then uses the stale key, claude-code-hub refuses the pair).
-    if gateway.auth_scheme == "bearer":
-        env["ANTHROPIC_AUTH_TOKEN"] = secret
-        env["ANTHROPIC_API_KEY"] = ""
-    else:
-        env["ANTHROPIC_API_KEY"] = secret
-        env["ANTHROPIC_AUTH_TOKEN"] = ""
+    # The credential variable the gateway does not use is set to "": settings.json outranks the shell
+    # only for the names it sets, and a stale key left in the shell would be sent in the other header
+    # too (measured: a Bearer-first gateway then uses the stale key, claude-code-hub refuses the pair).
+    for scheme, variable in CREDENTIAL_VARIABLE.items():
+        env[variable] = secret if scheme == gateway.auth_scheme else ""
     models = {
-        "ANTHROPIC_MODEL": _pick(key.model, gateway.default_model, style),
-        "ANTHROPIC_DEFAULT_OPUS_MODEL": _pick(key.opus_model, gateway.default_opus_model, style),
-        "ANTHROPIC_DEFAULT_SONNET_MODEL": _pick(key.sonnet_model, gateway.default_sonnet_model, style),
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": _pick(key.haiku_model, gateway.default_haiku_model, style),
-        "ANTHROPIC_CUSTOM_MODEL_OPTION": _pick(key.custom_model_option, gateway.custom_model_option, style),
+        "ANTHROPIC_MODEL": styled_model_id(key.setting("model"), style),
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": styled_model_id(key.setting("opus_model"), style),
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": styled_model_id(key.setting("sonnet_model"), style),
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": styled_model_id(key.setting("haiku_model"), style),
+        "ANTHROPIC_CUSTOM_MODEL_OPTION": styled_model_id(key.setting("custom_model_option"), style),
     }
     env.update({name: value for name, value in models.items() if value})
     if env.get("ANTHROPIC_CUSTOM_MODEL_OPTION"):
-        name = key.custom_model_option_name or gateway.custom_model_option_name
+        name = key.setting("custom_model_option_name")
         if name:
             env["ANTHROPIC_CUSTOM_MODEL_OPTION_NAME"] = name
-    timeout = key.timeout_ms or gateway.timeout_ms
+    timeout = key.setting("timeout_ms")
     if timeout:
         env["API_TIMEOUT_MS"] = str(timeout)
-    betas_disabled = (
-        key.disable_experimental_betas
-        if key.disable_experimental_betas is not None
-        else gateway.disable_experimental_betas
-    )
-    if betas_disabled:
+    if key.setting("disable_experimental_betas"):
         env["CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"] = "1"
     headers = rules.clean_custom_headers(key.custom_headers or {})
     if headers:

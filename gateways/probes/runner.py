@@ -1,6 +1,6 @@
 """Run probes for stored keys and record what they found.
 
-The network part (gateways.probe) knows nothing of the database; this module turns keys into
+The network part (gateways.probes.probe) knows nothing of the database; this module turns keys into
 probe targets, runs them (one, or many concurrently with a bound), and stores each outcome
 with its audit event. A probe that finds the gateway rejecting `context_management` switches
 the key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1, and says so in the audit trail.
@@ -16,10 +16,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from gateways.config import build_config
+from gateways.config.builder import build_config
 from gateways.models import GatewayKey, ProbeResult
-from gateways.outbound import SafeClient, tls_context
-from gateways.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
+from gateways.probes.outbound import SafeClient, tls_context
+from gateways.probes.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
 from gateways.rules import RuleError
 from gateways.services import record_key_event
 from portal.crypto import DecryptionError

@@ -8,10 +8,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
-from gateways.rules import RuleError
 from portal.crypto import DecryptionError
-from portal.services import ServiceError
+from portal.errors import RuleError
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ def _flatten(detail, prefix: str = "") -> list[str]:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, (RuleError, ServiceError)):
-        exc = exceptions.ValidationError({"detail": str(exc)})
-    elif isinstance(exc, DjangoValidationError):
+    if isinstance(exc, RuleError):
+        set_rollback()
+        body = {"detail": str(exc)}
+        if exc.field:
+            body["field"] = exc.field
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError({"detail": " ".join(exc.messages)})
     elif isinstance(exc, DecryptionError):
         logger.error("A stored key could not be decrypted: %s", exc)

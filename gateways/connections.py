@@ -12,9 +12,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from gateways.models import Assignment
+from portal import exports
+from portal.errors import RuleError
 
 STATES = {
     "never_downloaded": "Never downloaded",
@@ -31,10 +34,25 @@ SORTS = {
     "verdict": "key__last_probe_verdict",
     "expiry": "key__expires_at",
 }
-
-
-class FilterError(ValueError):
-    pass
+# The columns of a row, in the order of the CSV and the API.
+COLUMNS = (
+    "assignment",
+    "user",
+    "team",
+    "gateway",
+    "key_id",
+    "key_label",
+    "masked",
+    "key_state",
+    "assigned_since",
+    "last_download_at",
+    "last_download_format",
+    "last_download_ip",
+    "download_stale",
+    "latest_verdict",
+    "latest_probe_at",
+    "expires_at",
+)
 
 
 @dataclass(frozen=True)
@@ -48,10 +66,12 @@ class ConnectionFilters:
     def from_query(cls, query) -> ConnectionFilters:
         state = query.get("state", "")
         if state and state not in STATES:
-            raise FilterError(f"state must be one of {', '.join(STATES)}, not {state!r}.")
+            raise RuleError(f"state must be one of {', '.join(STATES)}, not {state!r}.", field="state")
         sort = query.get("sort", "-assigned")
         if sort.lstrip("-") not in SORTS:
-            raise FilterError(f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.")
+            raise RuleError(
+                f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.", field="sort"
+            )
         return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), state=state, sort=sort)
 
 
@@ -85,6 +105,11 @@ def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:
     cutoff = stale_cutoff()
     for assignment in assignments:
         yield _row(assignment, cutoff)
+
+
+def connections_csv(assignments: Iterable[Assignment]) -> StreamingHttpResponse:
+    """The rows as a CSV download, for the page and the API alike."""
+    return exports.csv_response(connection_rows(assignments), list(COLUMNS), "connections.csv")
 
 
 def _row(assignment: Assignment, cutoff) -> dict:

@@ -14,6 +14,8 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.private_files import private_sqlite_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -95,7 +97,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "portal.middleware.RejectNulCharactersMiddleware",
+    "config.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,8 +108,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
 ]
 
-ROOT_URLCONF = "portal.urls"
-WSGI_APPLICATION = "portal.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {
@@ -124,21 +126,24 @@ TEMPLATES = [
     },
 ]
 
-if not os.getenv("DATABASE_URL"):
-    # The embedded SQLite database lives in the data folder; make it on first start.
-    try:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImproperlyConfigured(
-            f"The data folder {DATA_DIR} cannot be created ({exc.strerror}). "
-            "Set PORTAL_DATA_DIR to a writable folder, or DATABASE_URL to another database."
-        ) from None
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Concurrent writers queue instead of failing with "database is locked": WAL lets reads run beside
+    # the one writer, BEGIN IMMEDIATE takes the write lock when a transaction starts (a lock upgrade
+    # half-way cannot wait, it fails), and a writer waits up to 20 s for the lock.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
+    # Made on first start, 0600 in a 0700 folder: only the portal's user may read the database.
+    private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -155,6 +160,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = float(os.getenv("AXES_COOLOFF_HOURS", "1"))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client's address as the audit trail resolves it (behind a trusted proxy, the address the proxy
+# reports, not REMOTE_ADDR): otherwise everyone behind one proxy shares one lock per user name.
+AXES_CLIENT_IP_CALLABLE = "portal.audit.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
@@ -179,6 +187,9 @@ STORAGES = {
     },
 }
 
+# Request bodies (forms, and the API's JSON) up to 1 MiB: nothing here needs more.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.authentication.AccessTokenAuthentication",
@@ -186,11 +197,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.api.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    # Every list answers {"results": [...], "next": <url or null>}, cut by keyset (config/pagination.py).
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.KeysetPagination",
+    "EXCEPTION_HANDLER": "config.handlers.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -198,6 +209,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Teams, gateway keys, Claude Code configurations, probes and the audit trail.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # why: README, "Choices"
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "ENUM_NAME_OVERRIDES": {"ProbeModeEnum": "gateways.models.ProbeMode"},
 }
@@ -231,6 +243,19 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
 SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
+# Mail for notices such as an admin assigning a key to themselves; printed to the console in development.
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", f"django.core.mail.backends.{'console' if DEBUG else 'smtp'}.EmailBackend")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
+# A new access token expires after this many days unless its maker chooses (up to 3650).
+ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
+if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
+    raise ImproperlyConfigured(f"ACCESS_TOKEN_DEFAULT_DAYS must be from 1 to 3650, not {ACCESS_TOKEN_DEFAULT_DAYS}.")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,32 @@
+"""The one exception for a refusal a person should read, and its conversion for a web form.
+
+Rules and services raise `RuleError`; each edge converts it once: a form error here
+(`add_to_form`), a 400 `{"detail", "field"}` in the API (config.handlers), a `CommandError`
+in a management command. Pure: no Django import, so the pure modules can raise it too.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class RuleError(ValueError):
+    """An action or a value breaks one of the portal's rules; the message says how to fix it.
+
+    `field` names the input at fault, so a form or an API client can show the sentence next to it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class _Form(Protocol):
+    fields: dict
+
+    def add_error(self, field: str | None, error: str) -> None: ...
+
+
+def add_to_form(form: _Form, exc: RuleError) -> None:
+    """Show the sentence next to its field when the form has that field, else above the form."""
+    form.add_error(exc.field if exc.field in form.fields else None, str(exc))

@@ -1,0 +1,148 @@
+"""Every list of the API answers one envelope, `{"results": [...], "next": <url or null>}`.
+
+The routes come from the API's URL conf, so a new endpoint is covered without editing this
+file: a GET that answers a bare JSON list fails, and so does a list that does not page.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework.mixins import ListModelMixin
+
+from config import api_urls
+from gateways.models import ProbeResult
+from gateways.services import assign_key
+from portal.models import Membership, Role
+
+pytestmark = pytest.mark.django_db
+
+PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
+GET_ROUTES = [p for p in api_urls.urlpatterns if hasattr(getattr(p.callback, "view_class", None), "get")]
+
+
+@pytest.fixture
+def world(web, data_team, staff, alice, bob, dave, tokaify_key, tokenbay_key, bob_assignment):
+    """Two or more rows in every list staff can read."""
+    Membership.objects.create(team=web, user=staff, role=Role.ADMIN)
+    mine = [assign_key(key=key, username="staff", actor=alice) for key in (tokaify_key, tokenbay_key)]
+    for verdict in ("ok", "auth_failed"):
+        ProbeResult.objects.create(key=tokenbay_key, gateway=tokenbay_key.gateway, verdict=verdict)
+    return {
+        "slug": "web",
+        "key_id": str(tokenbay_key.id),
+        "assignment_id": str(mine[0].id),  # downloads are the caller's own
+        "username": "bob",
+        "format_name": "bash",
+    }
+
+
+def path_for(route: str, values: dict) -> str:
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        assert name in values, f"Give tests/api/test_envelope.py a value for <{name}> (route {route})."
+        if route.startswith("gateways/") and name == "slug":
+            return "tokaify"
+        return values[name]
+
+    return "/api/v1/" + PARAMETER.sub(value, route)
+
+
+def is_list_view(pattern) -> bool:
+    return issubclass(pattern.callback.view_class, ListModelMixin)
+
+
+@pytest.mark.parametrize("pattern", GET_ROUTES, ids=lambda p: str(p.pattern))
+def test_every_get_answers_a_page_envelope_or_one_object(pattern, world, api, staff):
+    client = api(staff)
+    path = path_for(str(pattern.pattern), world)
+    response = client.get(path, {"limit": 1})
+    assert response.status_code == 200, (path, response.content[:300])
+    if not response.get("Content-Type", "").startswith("application/json"):
+        assert not is_list_view(pattern), f"{path} is a list that does not answer JSON"
+        return
+    body = response.json()
+    assert not isinstance(body, list), f"{path} answers a bare list; every list answers the page envelope"
+    if not is_list_view(pattern):
+        assert "results" not in body, f"{path} answers an envelope but is not a ListAPIView: use one"
+        return
+    assert set(body) == {"results", "next"}, f"{path} answers {sorted(body)}"
+    assert len(body["results"]) == 1
+    assert body["next"], f"{path}: with limit=1 and two or more rows, there must be a next page"
+    # Following `next` to the end gives the same rows as one big page, once each, in order.
+    paged, link = [], path + "?limit=1"
+    while link:
+        page = client.get(link).json()
+        paged += page["results"]
+        link = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    assert paged == client.get(path).json()["results"]
+    assert len(paged) >= 2
+
+
+def test_the_schema_documents_the_envelope_for_every_list_and_no_bare_array():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    lists = []
+    for route, operations in schema["paths"].items():
+        answer = operations.get("get", {}).get("responses", {}).get("200", {})
+        body = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        if "$ref" in body:
+            body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+        assert body.get("type") != "array", f"GET {route} is documented as a bare array"
+        if "results" in body.get("properties", {}):
+            assert body["required"] == ["results", "next"], route
+            lists.append(route)
+    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 10
+
+
+def all_pages(client, path: str) -> list:
+    rows, link = [], path
+    while link:
+        page = client.get(link).json()
+        rows += page["results"]
+        link = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return rows
+
+
+@pytest.mark.parametrize("sort", ["last_download", "-last_download", "expiry", "-expiry", "verdict", "-team"])
+def test_connections_page_by_any_sort_even_through_nulls(sort, api, staff, web, tokenbay, alice, bob, dave):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateways.models import Assignment, GatewayKey
+    from gateways.services import store_key
+
+    now = timezone.now()
+    for i in range(7):
+        key = store_key(team=web, gateway=tokenbay, label=f"k{i}", secret=f"sk-page{i}-0000000000000", actor=alice)
+        for username in ("bob", "dave"):
+            assign_key(key=key, username=username, actor=alice)
+        # Some rows have a value, some none (null), some share one: the keyset must handle all three.
+        if i % 3:
+            GatewayKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=i % 2))
+        if i % 2:
+            Assignment.objects.filter(key=key, user=bob).update(last_download_at=now - timedelta(hours=i % 3))
+    client = api(staff)
+    whole = client.get(f"/api/v1/connections/?sort={sort}").json()
+    assert whole["next"] is None and len(whole["results"]) == 14
+    assert all_pages(client, f"/api/v1/connections/?sort={sort}&limit=3") == whole["results"]
+
+
+def test_a_made_up_cursor_is_a_400_with_a_sentence(api, staff):
+    response = api(staff).get("/api/v1/audit-events/?cursor=not-a-cursor")
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+    assert "follow the list's own next link" in response.json()["detail"]
+
+
+def test_a_cursor_from_another_sort_is_refused(api, staff, bob_assignment, dave, alice):
+    assign_key(key=bob_assignment.key, username="dave", actor=alice)
+    client = api(staff)
+    link = client.get("/api/v1/connections/?sort=user&limit=1").json()["next"]
+    cursor = parse_qs(urlsplit(link).query)["cursor"][0]
+    response = client.get(f"/api/v1/connections/?sort=-expiry&cursor={cursor}")
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"

@@ -1,0 +1,78 @@
+"""One refusal type (portal.errors.RuleError), converted once per edge: API 400, form error."""
+
+from __future__ import annotations
+
+import pytest
+
+import gateways.connections
+import gateways.rules
+import gateways.services
+import portal.audit
+import portal.errors
+import portal.services
+
+pytestmark = pytest.mark.django_db
+
+
+def test_rules_and_services_share_one_refusal_type():
+    assert gateways.rules.RuleError is portal.errors.RuleError
+    for module in (portal.services, gateways.services, portal.audit, gateways.connections):
+        assert not hasattr(module, "ServiceError") and not hasattr(module, "FilterError")
+        assert not hasattr(module, "AuditFilterError")
+
+
+def test_a_service_refusal_is_a_400_naming_the_field(api, alice):
+    response = api(alice).post("/api/v1/teams/web/members/", {"username": "nobody", "role": "member"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "There is no active user called 'nobody'. Ask a staff member to create the account.",
+        "field": "username",
+    }
+
+
+def test_a_filter_refusal_is_a_400_naming_the_parameter(api, staff):
+    client = api(staff)
+    response = client.get("/api/v1/connections/?state=lost")
+    assert response.status_code == 400
+    assert response.json()["field"] == "state" and "state must be one of" in response.json()["detail"]
+    response = client.get("/api/v1/audit-events/?since=yesterday")
+    assert response.status_code == 400
+    assert response.json()["field"] == "since"
+
+
+def test_a_refusal_without_a_field_is_a_400_with_only_the_sentence(api, alice, tokaify_key):
+    client = api(alice)
+    client.delete(f"/api/v1/keys/{tokaify_key.id}/")
+    response = client.post(f"/api/v1/keys/{tokaify_key.id}/assignments/", {"username": "alice"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "This key is revoked and cannot be assigned."}
+
+
+def test_a_page_shows_the_refusal_next_to_its_field(client, staff, web):
+    client.force_login(staff)
+    response = client.post("/teams/new/", {"name": "Again", "slug": "web"})
+    assert response.status_code == 400
+    assert response.context["form"].errors["slug"] == [
+        "A team with the slug 'web' already exists. Choose another slug."
+    ]
+
+
+def test_an_unknown_address_is_a_json_404_under_the_api_and_a_page_elsewhere(api, client, bob):
+    response = api(bob).get("/api/v1/nothing-here/")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "There is nothing at /api/v1/nothing-here/. The API is described at /api/v1/schema/."
+    }
+    client.force_login(bob)
+    page = client.get("/nothing-here/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_server_error_is_a_json_sentence_under_the_api(rf):
+    from django.utils.module_loading import import_string
+
+    from config.urls import handler500
+
+    response = import_string(handler500)(rf.get("/api/v1/teams/"))
+    assert response.status_code == 500
+    assert b"failed on its side" in response.content and response["Content-Type"] == "application/json"

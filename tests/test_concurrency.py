@@ -1,0 +1,192 @@
+"""Parallel writers against the portal under gunicorn: none may fail with "database is locked".
+
+The server is real (gunicorn, several workers with threads, production settings) on its own
+database: a fresh SQLite file in a temporary data folder, or, when the suite runs on PostgreSQL,
+a fresh PostgreSQL database next to the test one. Everything goes through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
+from tests.test_vault import ROOT
+
+pytestmark = pytest.mark.concurrency
+
+CREATIONS = 64
+ROTATED_KEYS = 8
+ROTATIONS_PER_KEY = 6
+# Three processes of four threads each: twelve requests at once, across processes and within one.
+GUNICORN = ["--workers", "3", "--threads", "4", "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def server_database(tmp_path):
+    """Environment for a database of the server's own, of the kind the suite runs on."""
+    url = os.getenv("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield {"PORTAL_DATA_DIR": str(tmp_path / "data")}
+        return
+    import psycopg
+
+    name = f"{urlsplit(url).path.lstrip('/')}_load_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DATABASE_URL": urlunsplit(urlsplit(url)._replace(path=f"/{name}")), "PORTAL_DATA_DIR": str(tmp_path)}
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(*args: str, env: dict) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def portal(tmp_path):
+    """A migrated portal under gunicorn, a staff account "boss" and its token: (base URL, token, env)."""
+    with server_database(tmp_path) as database_env:
+        env = {
+            "PATH": os.environ["PATH"],
+            "DEBUG": "False",
+            "SECRET_KEY": "load-test-" + "x" * 50,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
+            "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,
+            "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+            "LOG_LEVEL": "WARNING",
+            **database_env,
+        }
+        manage("migrate", "--noinput", env=env)
+        # createsuperuser and issue_access_token in one process: each start of Django costs a second or two.
+        commands = (
+            "from django.core.management import call_command; "
+            "call_command('createsuperuser', '--noinput', username='boss', email='boss@example.com'); "
+            "call_command('issue_access_token', 'boss')"
+        )
+        shell_env = {**env, "DJANGO_SUPERUSER_PASSWORD": "pw-boss-1234567"}
+        token = manage("shell", "-c", commands, env=shell_env).strip().splitlines()[-1]
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}", *GUNICORN],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/api/v1/gateways/", timeout=2).status_code == 401:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
+                time.sleep(0.1)
+            yield base, token, env
+        finally:
+            server.terminate()
+            log = server.communicate(timeout=30)[0]
+            assert "database is locked" not in log, log[-3000:]
+
+
+def test_parallel_key_creations_and_rotations_during_downloads_all_succeed(portal):
+    base, token, env = portal
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=32)
+    with httpx.Client(base_url=base, headers=headers, timeout=60, limits=limits) as api:
+        assert api.post("/api/v1/teams/", json={"name": "Load", "slug": "load"}).status_code == 201
+        member = api.post("/api/v1/teams/load/members/", json={"username": "boss", "role": "admin"})
+        assert member.status_code == 201
+
+        def create(number: int) -> httpx.Response:
+            secret = f"sk-load-{number:04d}-{secrets.token_hex(12)}"
+            return api.post(
+                "/api/v1/teams/load/keys/", json={"gateway": "tokaify", "label": f"load {number}", "secret": secret}
+            )
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            created = list(pool.map(create, range(CREATIONS)))
+        assert Counter(r.status_code for r in created) == {201: CREATIONS}, [r.text for r in created][:3]
+        listed = api.get("/api/v1/teams/load/keys/", params={"limit": 1000}).json()["results"]
+        assert sorted(k["label"] for k in listed) == sorted(f"load {n}" for n in range(CREATIONS))
+
+        # Rotations while the same keys are downloaded over and over.
+        keys = [r.json()["id"] for r in created[:ROTATED_KEYS]]
+        assignments = {}
+        for key_id in keys:
+            response = api.post(f"/api/v1/keys/{key_id}/assignments/", json={"username": "boss"})
+            assert response.status_code == 201, response.text
+            assignments[key_id] = response.json()["id"]
+        rotating = threading.Event()
+        rotating.set()
+        last_secret: dict[str, str] = {}
+
+        def rotate(key_id: str) -> list[int]:
+            statuses = []
+            for round_number in range(ROTATIONS_PER_KEY):
+                secret = f"sk-rotated-{round_number}-{secrets.token_hex(12)}"
+                statuses.append(api.patch(f"/api/v1/keys/{key_id}/", json={"secret": secret}).status_code)
+                last_secret[key_id] = secret
+            return statuses
+
+        def download(key_id: str) -> list[int]:
+            statuses = []
+            while rotating.is_set() or not statuses:
+                statuses.append(api.get(f"/api/v1/me/configs/{assignments[key_id]}/bash").status_code)
+            return statuses
+
+        with ThreadPoolExecutor(max_workers=2 * ROTATED_KEYS) as pool:
+            downloads = [pool.submit(download, key_id) for key_id in keys]
+            rotations = [pool.submit(rotate, key_id) for key_id in keys]
+            rotation_statuses = [status for future in rotations for status in future.result()]
+            rotating.clear()
+            download_statuses = [status for future in downloads for status in future.result()]
+        assert Counter(rotation_statuses) == {200: ROTATED_KEYS * ROTATIONS_PER_KEY}
+        assert set(download_statuses) == {200}, Counter(download_statuses)
+
+        # Every write is there: the last secret of each key, and one audit event per change.
+        for key_id in keys:
+            assert last_secret[key_id] in api.get(f"/api/v1/me/configs/{assignments[key_id]}/bash").text
+        events = Counter(e["action"] for e in api.get("/api/v1/audit-events/?limit=1000").json()["results"])
+        assert events["key.created"] == CREATIONS
+        assert events["key.rotated"] == ROTATED_KEYS * ROTATIONS_PER_KEY
+        assert events["config.downloaded"] >= len(download_statuses)
+    if "DATABASE_URL" not in env:  # SQLite: the file is in WAL mode, and its journals are as private as it is
+        database = Path(env["PORTAL_DATA_DIR"]) / "portal.sqlite3"
+        with closing(sqlite3.connect(database)) as reader:  # the -wal and -shm files exist while one is open
+            assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            for suffix in ("", "-wal", "-shm"):
+                assert stat.S_IMODE(Path(f"{database}{suffix}").stat().st_mode) == 0o600, suffix
