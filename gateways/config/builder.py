@@ -28,6 +28,8 @@ class ClaudeConfig:
     key_label: str
     key_masked: str
     env: dict[str, str]
+    # Sentences every format carries (a comment in scripts, a notice on the page): what is known to be wrong.
+    warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
@@ -119,4 +121,7 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         key_label=key.label,
         key_masked=key.masked,
         env=env,
+        warnings=tuple(
+            w for w in [rules.auth_scheme_warning(gateway.auth_scheme, gateway.credential_headers or {})] if w
+        ),
     )

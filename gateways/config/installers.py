@@ -27,7 +27,7 @@ import base64
 import json
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
+from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote, warning_comments
 from gateways.rules import MANAGED_ENV
 
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
@@ -183,12 +183,14 @@ def render_install_sh(config: ClaudeConfig) -> str:
     expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
     conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
     state_notes = "\n".join(f"echo {posix_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"echo {posix_quote('warning: ' + warning)} >&2\n" for warning in config.warnings)
     return f"""#!/bin/sh
 # Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into ~/.claude/settings.json and Claude Code's first-run answers into
 # ~/.claude.json, and keeps everything else in both. Quit claude first: it rewrites ~/.claude.json.
 # Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
-set -eu
+{comments}set -eu
 
 PORTAL_ENV='{_b64json(config.env)}'
 PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
@@ -245,7 +247,7 @@ for rc in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.zshrc" 
   fi
 done
 [ "$warned" = 1 ] && echo "After cleaning up, open a new terminal." >&2
-
+{warnings}
 echo {posix_quote(NEXT_STEP)}
 """
 
@@ -254,11 +256,13 @@ def render_install_ps1(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
     state_notes = "\n".join(f"Write-Host {powershell_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"Write-Warning {powershell_quote(warning)}\n" for warning in config.warnings)
     return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
 # into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
 # Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.
-$ErrorActionPreference = 'Stop'
+{comments}$ErrorActionPreference = 'Stop'
 function Decode-Text([string]$b64) {{
   [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64))
 }}
@@ -357,5 +361,5 @@ foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE
     Write-Warning "$name is set in your Windows environment. Remove it (Settings > Environment Variables) so only this set-up applies, then open a new terminal."
   }}
 }}
-Write-Host {powershell_quote(NEXT_STEP)}
+{warnings}Write-Host {powershell_quote(NEXT_STEP)}
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 import unicodedata
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
@@ -48,9 +49,17 @@ def _refuse_unsafe(name: str, value: str) -> None:
         raise UnrepresentableValue(f"{name} contains a NUL character, which no environment variable can hold.")
 
 
-def _comment(text: str) -> str:
+def _comment(text: str, limit: int = 120) -> str:
     """Text safe inside a comment line of any shell: printable ASCII only, no line breaks."""
-    return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:120]
+    return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:limit]
+
+
+def warning_comments(config: ClaudeConfig, comment: str) -> list[str]:
+    """The config's warnings as comment lines of at most 100 characters."""
+    lines = []
+    for warning in config.warnings:
+        lines += [f"{comment} {part}" for part in textwrap.wrap(f"Warning: {_comment(warning, 1000)}", 96)]
+    return lines
 
 
 def posix_quote(value: str) -> str:
@@ -123,6 +132,7 @@ def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
         f"{comment} Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})",
         f"{comment} {where}",
         f"{comment} This file contains your personal key: do not share it or commit it.",
+        *warning_comments(config, comment),
     ]
 
 
