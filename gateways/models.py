@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from gateways import rules
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, fingerprint, mask
@@ -18,6 +20,7 @@ from portal.models import Team
 
 # The fields staff may set on a gateway, in the order the API shows them; the form and the
 # serializers are built from this tuple.
+CREDENTIAL_HEADERS_MAX_AGE = timedelta(days=1)
 GATEWAY_FIELDS = (
     "name",
     "base_url",
@@ -169,6 +172,17 @@ class Gateway(models.Model):
     @property
     def auth_scheme_warning(self) -> str:
         return rules.auth_scheme_warning(self.auth_scheme, self.credential_headers or {})
+
+    @property
+    def credential_headers_due(self) -> bool:
+        """Whether the next probe checks the credential headers again: daily, or while they contradict the scheme.
+
+        Not on every probe: one of those requests carries a made-up key, and gateways count failed keys.
+        """
+        seen_at = parse_datetime(str((self.credential_headers or {}).get("seen_at", "")))
+        return (
+            seen_at is None or timezone.now() - seen_at > CREDENTIAL_HEADERS_MAX_AGE or bool(self.auth_scheme_warning)
+        )
 
 
 class GatewayKeyQuerySet(models.QuerySet):

@@ -36,6 +36,7 @@ BEHAVIOURS = {
     "401",
     "401_echo",
     "403",
+    "403_client",
     "404_path",
     "404_model",
     "429",
@@ -57,6 +58,15 @@ CLAUDE_CLI_USER_AGENT = re.compile(r"^claude-cli/\d+\.\d+\.\d+", re.IGNORECASE)
 LEGACY_USER_ID = re.compile(r"^user_[a-fA-F0-9]{64}_account__session_[\w-]+$")
 DEVICE_ID = re.compile(r"^[a-fA-F0-9]{64}$")
 CLAUDE_CODE_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
+# claude-relay-service's answer, word for word: no top-level "type".
+CLIENT_VALIDATION_ERROR = json.dumps(
+    {
+        "error": {
+            "type": "client_validation_error",
+            "message": "This endpoint only accepts requests from Claude Code CLI",
+        }
+    }
+).encode()
 
 
 @dataclass
@@ -205,9 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, _error("authentication_error", denial))
             return
         if rules.claude_code_only and self._client_denial(path, body):
-            # claude-relay-service's answer, word for word: no top-level "type".
-            message = "This endpoint only accepts requests from Claude Code CLI"
-            self._send(403, json.dumps({"error": {"type": "client_validation_error", "message": message}}).encode())
+            self._send(403, CLIENT_VALIDATION_ERROR)
             return
         if path == "/v1/models":
             if not rules.serve_models_list:
@@ -295,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         simple = {
             "401": (401, _error("authentication_error", "invalid x-api-key")),
             "403": (403, _error("permission_error", "This token is disabled or out of balance")),
+            "403_client": (403, CLIENT_VALIDATION_ERROR),
             "404_path": (404, b'{"message": "Not Found"}'),
             "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),

@@ -12,16 +12,24 @@ Nothing here touches the database; gateways.probes.runner stores the outcome.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import httpx
 
 from gateways.probes.outbound import OutboundRefused, SafeClient
+from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
 
+# What the interactive Claude Code CLI sends (measured on 2.1.330): gateways that lock a key to
+# Claude Code (claude-relay-service) check the user agent, x-app, the beta and version headers,
+# metadata.user_id and the system prompt, and answer 403 client_validation_error otherwise.
 CLAUDE_CODE_VERSION = "2.1.330"
-USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"
+USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
+X_APP = "cli"
+SYSTEM_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
 ANTHROPIC_VERSION = "2023-06-01"
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14"
 CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
@@ -29,6 +37,12 @@ CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
 # What Claude Code asks for when no model is configured (measured on 2.1.330).
 CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
 EXCERPT_BYTES = 300
+# Sent in the other header to see whether a stale key there breaks the gateway; no gateway issues it.
+DECOY_KEY = "sk-portal-probe-not-a-real-key"
+# Verdicts that show the gateway took the key (it refused the body, the client or the model after
+# checking it), and those that show it refused the key; the rest say nothing about the key.
+KEY_ACCEPTED = {"ok", "bad_request", "betas_rejected", "model_not_found", "client_restricted", "bad_response"}
+KEY_REFUSED = {"auth_failed", "forbidden"}
 
 HINTS = {
     "ok": "The gateway answered like Claude Code expects.",
@@ -36,6 +50,9 @@ HINTS = {
     "copied in one piece from the gateway's console.",
     "forbidden": "The gateway knows the key but refuses it (403): it may be disabled, expired or out of balance, "
     "the model may not be allowed for this key, or an IP restriction may block the request.",
+    "client_restricted": "The key is valid but locked to Claude Code: the gateway answered 403 client_validation_error "
+    "because it did not take the probe for Claude Code. Claude Code itself should work with this key; check with a "
+    f"short prompt in claude. If it fails too, the gateway may want a newer Claude Code than {CLAUDE_CODE_VERSION}.",
     "model_not_found": "The gateway does not serve this model. Check the model id and its spelling (TokenBay wants "
     "dotted versions like claude-sonnet-4.6), or pick a model the gateway lists.",
     "wrong_base_url": "The base URL does not lead to a Messages API. Use the gateway's API root, without /v1: "
@@ -75,6 +92,17 @@ class ProbeTarget:
     # Retry without context_management when a gateway rejects it (and let the runner switch the
     # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
     retry_without_betas: bool = True
+    # Also find out which credential headers the gateway accepts (three more requests, one with a
+    # made-up key); the runner asks for it when the gateway's record is missing or old.
+    check_credential_headers: bool = False
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def user_id(self) -> str:
+        """metadata.user_id in the JSON form Claude Code 2.1.330 sends; the device id names the portal, not a person."""
+        device = hashlib.sha256(f"gateway-portal-probe {self.base_url}".encode()).hexdigest()
+        identity = {"device_id": device, "account_uuid": "", "session_id": self.session_id}
+        return json.dumps(identity, separators=(",", ":"))
 
 
 @dataclass
@@ -185,7 +213,8 @@ def classify_response(
     if status == 401:
         return "auth_failed", message
     if status == 403:
-        return "forbidden", message
+        # claude-relay-service's answer to a key locked to Claude Code: the key itself was accepted.
+        return ("client_restricted" if "client_validation_error" in message else "forbidden"), message
     if status == 404:
         if _looks_like_model_problem(message):
             return "model_not_found", message
@@ -250,9 +279,18 @@ def hint_for(verdict: str, auth_scheme: str) -> str:
     return HINTS[verdict]
 
 
+def _claude_code_fields(target: ProbeTarget, model: str) -> dict:
+    """The body fields that make a request look like Claude Code's, without what makes it billable."""
+    return {
+        "model": model,
+        "system": [{"type": "text", "text": SYSTEM_PROMPT}],
+        "metadata": {"user_id": target.user_id},
+    }
+
+
 def _messages_body(target: ProbeTarget, model: str, *, context_management: bool, stream: bool, max_tokens: int) -> dict:
     body = {
-        "model": model,
+        **_claude_code_fields(target, model),
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": target.prompt}],
         "stream": stream,
@@ -262,16 +300,25 @@ def _messages_body(target: ProbeTarget, model: str, *, context_management: bool,
     return body
 
 
-def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]:
+def _auth_only_body(target: ProbeTarget) -> dict:
+    """No messages and no max_tokens: a gateway checks the key (and the client), then must refuse it with a 400."""
+    return _claude_code_fields(target, target.model)
+
+
+def _headers(
+    target: ProbeTarget, *, context_management: bool, credentials: dict[str, str] | None = None
+) -> dict[str, str]:
     betas = BETAS + (f",{CONTEXT_MANAGEMENT_BETA}" if context_management else "")
     return {
         **target.custom_headers,
         "anthropic-version": ANTHROPIC_VERSION,
         "anthropic-beta": betas,
         "user-agent": USER_AGENT,
+        "x-app": X_APP,
+        "x-claude-code-session-id": target.session_id,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
-        **auth_headers(target.auth_scheme, target.secret),
+        **(auth_headers(target.auth_scheme, target.secret) if credentials is None else credentials),
     }
 
 
@@ -338,26 +385,31 @@ def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
 
 
 async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None = None) -> ProbeOutcome:
-    """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
+    """Probe one key: one message (or reachability check), the betas retry, the model aliases, the credential headers.
 
-    `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    `models_cache` lets a batch of probes ask each gateway once, instead of once per key, for what
+    belongs to the gateway: its model list and which credential headers it accepts.
     """
+    cache = {} if models_cache is None else models_cache
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
-        return await _reachability(target, client)
-    outcome = await _message(target, client, url, context_management=target.send_context_management)
-    if outcome.verdict == "betas_rejected" and target.retry_without_betas:
-        retry = await _message(target, client, url, context_management=False)
-        if retry.verdict == "ok":
-            retry.warning = (
-                "The gateway rejects context_management; without it the key works. "
-                "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
-            )
-            retry.betas_fixed = True
-            retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
-        outcome = retry
-    if outcome.verdict == "ok":
-        await _check_models(target, client, outcome, {} if models_cache is None else models_cache)
+        outcome = await _reachability(target, client)
+    else:
+        outcome = await _message(target, client, url, context_management=target.send_context_management)
+        if outcome.verdict == "betas_rejected" and target.retry_without_betas:
+            retry = await _message(target, client, url, context_management=False)
+            if retry.verdict == "ok":
+                retry.warning = (
+                    "The gateway rejects context_management; without it the key works. "
+                    "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
+                )
+                retry.betas_fixed = True
+                retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
+            outcome = retry
+        if outcome.verdict == "ok":
+            await _check_models(target, client, outcome, cache)
+    if target.check_credential_headers:
+        await _check_credential_headers(target, client, outcome, cache)
     return outcome
 
 
@@ -417,7 +469,12 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
         outcome = _outcome(target, answer, path="/v1/models", streamed=False, kind="reachability")
     else:
         answer = await _call(
-            client, "POST", f"{target.base_url}/v1/messages", client.deadline, json={}, headers=headers
+            client,
+            "POST",
+            f"{target.base_url}/v1/messages",
+            client.deadline,
+            json=_auth_only_body(target),
+            headers=headers,
         )
         if not isinstance(answer, tuple) and answer.status == 400:
             outcome = ProbeOutcome(
@@ -486,3 +543,77 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())
         note = f"The gateway does not serve these configured models: {names}."
         outcome.warning = f"{outcome.warning} {note}".strip()
+
+
+def _other_scheme(auth_scheme: str) -> str:
+    return AuthScheme.X_API_KEY if auth_scheme == AuthScheme.BEARER else AuthScheme.BEARER
+
+
+def key_accepted(verdict: str) -> bool | None:
+    """Whether an answer shows the gateway took the key: True, False, or None when it does not say."""
+    if verdict in KEY_ACCEPTED:
+        return True
+    if verdict in KEY_REFUSED:
+        return False
+    return None
+
+
+async def _accepts(target: ProbeTarget, client: SafeClient, credentials: dict[str, str]) -> bool | None:
+    """Send an auth-only request with these credential headers; did the gateway take the key?"""
+    answer = await _call(
+        client,
+        "POST",
+        f"{target.base_url}/v1/messages",
+        client.deadline,
+        json=_auth_only_body(target),
+        headers=_headers(target, context_management=False, credentials=credentials),
+    )
+    if isinstance(answer, tuple):
+        return None
+    return key_accepted(classify_response(answer.status, answer.headers, answer.text, streamed=False)[0])
+
+
+async def _header_facts(target: ProbeTarget, client: SafeClient) -> dict[str, bool]:
+    """With the key known good in its own header: the other header alone, both, and a stale key in the other."""
+    own = auth_headers(target.auth_scheme, target.secret)
+    other_scheme = _other_scheme(target.auth_scheme)
+    other = auth_headers(other_scheme, target.secret)
+    arrangements = {
+        SCHEME_FACT[other_scheme]: other,
+        "same_key_in_both": {**own, **other},
+        "mismatch_refused": {**own, **auth_headers(other_scheme, DECOY_KEY)},
+    }
+    answers = await asyncio.gather(*(_accepts(target, client, headers) for headers in arrangements.values()))
+    facts = {SCHEME_FACT[target.auth_scheme]: True}
+    for fact, accepted in zip(arrangements, answers, strict=True):
+        if accepted is not None:
+            facts[fact] = (not accepted) if fact == "mismatch_refused" else accepted
+    return facts
+
+
+async def _check_credential_headers(
+    target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict
+) -> None:
+    """Record which credential headers the gateway accepts, once the key is known to be good in one of them.
+
+    A key refused in its own header (401) is tried alone in the other: accepted there, the gateway's
+    auth scheme is wrong, not the key. Refused there too, nothing is learned: the key may be wrong.
+    """
+    own_accepted = key_accepted(outcome.verdict)
+    if own_accepted:
+        slot = ("credential_headers", target.base_url)  # a gateway's facts, found once per batch
+        if slot not in cache:
+            cache[slot] = asyncio.ensure_future(_header_facts(target, client))
+        outcome.details["credential_headers"] = dict(await asyncio.shield(cache[slot]))
+    elif outcome.verdict == "auth_failed":
+        other_scheme = _other_scheme(target.auth_scheme)
+        if await _accepts(target, client, auth_headers(other_scheme, target.secret)):
+            outcome.details["credential_headers"] = {
+                SCHEME_FACT[target.auth_scheme]: False,
+                SCHEME_FACT[other_scheme]: True,
+            }
+            note = (
+                f"The gateway accepts this key as {SCHEME_HEADER[other_scheme]} but refuses it as "
+                f"{SCHEME_HEADER[target.auth_scheme]}: the gateway's auth scheme is wrong, not the key."
+            )
+            outcome.warning = f"{outcome.warning} {note}".strip()
