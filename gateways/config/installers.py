@@ -266,6 +266,9 @@ def render_install_ps1(config: ClaudeConfig) -> str:
 function Decode-Text([string]$b64) {{
   [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64))
 }}
+function Decode-Json([string]$b64) {{
+  Decode-Text $b64 | ConvertFrom-Json
+}}
 function Refuse([string]$message) {{
   # Not Write-Error: with 'Stop' it would end the script before the exit code is set.
   [Console]::Error.WriteLine("error: $message Nothing was changed; fix or move the file, then run this again.")
@@ -292,8 +295,8 @@ function Save-Json([string]$path, $doc, [bool]$existed) {{
   $json = ConvertTo-Json -InputObject $doc -Depth 64
   [System.IO.File]::WriteAllText($path, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
 }}
-$newEnv = Decode-Text '{_b64json(config.env)}' | ConvertFrom-Json
-$managed = @(Decode-Text '{_b64json(sorted(MANAGED_ENV))}' | ConvertFrom-Json)
+$newEnv = Decode-Json '{_b64json(config.env)}'
+$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
 # The last 20 characters of ANTHROPIC_API_KEY, as Claude Code stores an approved key; empty for Bearer gateways.
 $approve = Decode-Text '{base64.b64encode(config.approved_key_suffix.encode()).decode()}'
 $dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
