@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ import httpx
 
 from gateways.probes.outbound import OutboundRefused, SafeClient
 from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
+from portal.crypto import Secret, reveal
+from portal.redaction import Redactor, redact
+
+logger = logging.getLogger(__name__)
 
 # What the interactive Claude Code CLI sends (measured on 2.1.330): gateways that lock a key to
 # Claude Code (claude-relay-service) check the user agent, x-app, the beta and version headers,
@@ -37,6 +42,10 @@ CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
 # What Claude Code asks for when no model is configured (measured on 2.1.330).
 CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
 EXCERPT_BYTES = 300
+UNEXPECTED_FAILURE = (
+    "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
+    "Nothing was learned about the gateway."
+)
 # Sent in the other header to see whether a stale key there breaks the gateway; no gateway issues it.
 DECOY_KEY = "sk-portal-probe-not-a-real-key"
 # Verdicts that show the gateway took the key (it refused the body, the client or the model after
@@ -67,7 +76,8 @@ HINTS = {
     "Check the base URL.",
     "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
     "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
-    "refused": "The portal refused to contact this address: it is private, loopback or link-local.",
+    "refused": "The portal refused to send this request: the address is private, loopback or link-local, or the "
+    "base URL or a custom header cannot travel in an HTTP request. The excerpt says which.",
 }
 # The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
 BEARER_AUTH_HINT = (
@@ -80,7 +90,7 @@ BEARER_AUTH_HINT = (
 class ProbeTarget:
     base_url: str
     auth_scheme: str
-    secret: str = field(repr=False)
+    secret: Secret = field(repr=False)
     model: str
     prompt: str = "Reply with the single word: pong"
     mode: str = "inference"  # or "reachability"
@@ -103,6 +113,10 @@ class ProbeTarget:
         device = hashlib.sha256(f"gateway-portal-probe {self.base_url}".encode()).hexdigest()
         identity = {"device_id": device, "account_uuid": "", "session_id": self.session_id}
         return json.dumps(identity, separators=(",", ":"))
+
+    @property
+    def auth(self) -> KeyAuth:
+        return KeyAuth(self.auth_scheme, self.secret)
 
 
 @dataclass
@@ -136,18 +150,50 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def auth_headers(auth_scheme: str, secret: str) -> dict[str, str]:
+def auth_headers(auth_scheme: str, secret: Secret | str) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
     if auth_scheme == "bearer":
-        return {"authorization": f"Bearer {secret}"}
-    return {"x-api-key": secret}
+        return {"authorization": f"Bearer {reveal(secret)}"}
+    return {"x-api-key": reveal(secret)}
 
 
-def excerpt(text: str, secret: str = "") -> str:
-    """A short, single-line piece of an answer, with the secret blanked should a gateway echo it."""
-    if secret:
-        text = text.replace(secret, "[secret]")
-    return " ".join(text.split())[:EXCERPT_BYTES]
+class KeyAuth(httpx.Auth):
+    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret.
+
+    `more` adds keys in other headers: the credential-header checks send the key in both, or a
+    made-up key in the other one.
+    """
+
+    def __init__(self, auth_scheme: str, secret: Secret, *more: tuple[str, Secret | str]):
+        self.auth_scheme = auth_scheme
+        self.secret = secret
+        self.credentials = [(auth_scheme, secret), *more]
+
+    def auth_flow(self, request: httpx.Request):
+        for scheme, secret in self.credentials:
+            request.headers.update(auth_headers(scheme, secret))
+        yield request
+
+
+def excerpt(text: str, secret: Secret | str = "") -> str:
+    """A short, single-line piece of an answer, with every encoding of the secret removed should a gateway echo it.
+
+    Redaction reads a few times the excerpt's length, so an encoded secret that shrinks to its marker
+    cannot pull unread text into view, and a long answer costs no more than a short one.
+    """
+    flat = " ".join(text.split())[: EXCERPT_BYTES * 4]
+    return redact(flat, secret)[:EXCERPT_BYTES]
+
+
+def _redacted(value, redactor: Redactor):
+    """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, dict):
+        return {_redacted(name, redactor): _redacted(item, redactor) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item, redactor) for item in value]
+    return value
 
 
 def _error_message(text: str) -> str:
@@ -305,9 +351,7 @@ def _auth_only_body(target: ProbeTarget) -> dict:
     return _claude_code_fields(target, target.model)
 
 
-def _headers(
-    target: ProbeTarget, *, context_management: bool, credentials: dict[str, str] | None = None
-) -> dict[str, str]:
+def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]:
     betas = BETAS + (f",{CONTEXT_MANAGEMENT_BETA}" if context_management else "")
     return {
         **target.custom_headers,
@@ -318,7 +362,6 @@ def _headers(
         "x-claude-code-session-id": target.session_id,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
-        **(auth_headers(target.auth_scheme, target.secret) if credentials is None else credentials),
     }
 
 
@@ -341,9 +384,17 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
-    """A transport failure as (verdict, detail); anything that is not one is re-raised."""
+    """Any failure to get an answer as (verdict, detail): a probe never raises out of its request."""
     if isinstance(exc, OutboundRefused):
         return "refused", str(exc)
+    if isinstance(exc, httpx.InvalidURL):
+        return "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+    if isinstance(exc, UnicodeError):
+        # The message is not shown: the value it names could be any header, the key's included.
+        return "refused", (
+            "A header value holds characters an HTTP header cannot carry (only printable ASCII). "
+            "Edit the key's custom headers."
+        )
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout", "No complete answer before the deadline."
     if isinstance(exc, httpx.ConnectError):
@@ -355,14 +406,15 @@ def _failure(exc: Exception) -> tuple[str, str]:
         return "bad_response", f"The connection broke off mid-answer ({type(exc).__name__})."
     if isinstance(exc, httpx.HTTPError):
         return "unreachable", f"{type(exc).__name__}: {str(exc)[:200]}"
-    raise exc
+    logger.error("A probe request stopped on an unexpected %s.", type(exc).__name__, exc_info=exc)
+    return "refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__)
 
 
 async def _call(client: SafeClient, method: str, url: str, deadline: float, **kwargs) -> Answer | tuple[str, str]:
     try:
         async with asyncio.timeout(deadline):
             return await _send(client, method, url, **kwargs)
-    except Exception as exc:  # classified below; anything unexpected is re-raised by _failure
+    except Exception as exc:  # every failure becomes a verdict: a probe must not raise out of its path
         return _failure(exc)
 
 
@@ -389,7 +441,17 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
 
     `models_cache` lets a batch of probes ask each gateway once, instead of once per key, for what
     belongs to the gateway: its model list and which credential headers it accepts.
+    Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
+    outcome = await _run_probe(target, client, models_cache)
+    redactor = Redactor(target.secret)
+    for name in ("hint", "warning", "error_excerpt", "model"):
+        setattr(outcome, name, redactor(getattr(outcome, name)))
+    outcome.details = _redacted(outcome.details, redactor)
+    return outcome
+
+
+async def _run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None) -> ProbeOutcome:
     cache = {} if models_cache is None else models_cache
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
@@ -418,9 +480,23 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
         target, target.model, context_management=context_management, stream=target.stream, max_tokens=target.max_tokens
     )
     answer = await _call(
-        client, "POST", url, client.deadline, json=body, headers=_headers(target, context_management=context_management)
+        client,
+        "POST",
+        url,
+        client.deadline,
+        json=body,
+        headers=_headers(target, context_management=context_management),
+        auth=target.auth,
     )
-    return _outcome(target, answer, path=httpx.URL(url).path, streamed=target.stream)
+    return _outcome(target, answer, path=_path(url), streamed=target.stream)
+
+
+def _path(url: str) -> str:
+    """The request's path, for the classifier; a URL httpx cannot parse has already failed as a verdict."""
+    try:
+        return httpx.URL(url).path
+    except httpx.InvalidURL:
+        return "/v1/messages"
 
 
 def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: str = "inference") -> ProbeOutcome:
@@ -459,7 +535,9 @@ def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: st
 async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
     """No message is sent: list models, or post an empty body that a gateway must reject after checking auth."""
     headers = _headers(target, context_management=False)
-    answer = await _call(client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers)
+    answer = await _call(
+        client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
+    )
     if not isinstance(answer, tuple) and answer.status == 200 and "json" in answer.headers.get("content-type", ""):
         outcome = ProbeOutcome(
             "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
@@ -475,6 +553,7 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
             client.deadline,
             json=_auth_only_body(target),
             headers=headers,
+            auth=target.auth,
         )
         if not isinstance(answer, tuple) and answer.status == 400:
             outcome = ProbeOutcome(
@@ -507,6 +586,7 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
             f"{target.base_url}/v1/models?limit=1000",
             client.deadline,
             headers=_headers(target, context_management=False),
+            auth=target.auth,
         )
         cache[target.base_url] = asyncio.ensure_future(request)
     answer = await asyncio.shield(cache[target.base_url])
@@ -533,6 +613,7 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
                 client.deadline,
                 json=body,
                 headers=_headers(target, context_management=False),
+                auth=target.auth,
             )
             if not isinstance(reply, tuple):
                 verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
@@ -558,7 +639,7 @@ def key_accepted(verdict: str) -> bool | None:
     return None
 
 
-async def _accepts(target: ProbeTarget, client: SafeClient, credentials: dict[str, str]) -> bool | None:
+async def _accepts(target: ProbeTarget, client: SafeClient, auth: KeyAuth) -> bool | None:
     """Send an auth-only request with these credential headers; did the gateway take the key?"""
     answer = await _call(
         client,
@@ -566,7 +647,8 @@ async def _accepts(target: ProbeTarget, client: SafeClient, credentials: dict[st
         f"{target.base_url}/v1/messages",
         client.deadline,
         json=_auth_only_body(target),
-        headers=_headers(target, context_management=False, credentials=credentials),
+        headers=_headers(target, context_management=False),
+        auth=auth,
     )
     if isinstance(answer, tuple):
         return None
@@ -575,16 +657,14 @@ async def _accepts(target: ProbeTarget, client: SafeClient, credentials: dict[st
 
 async def _header_facts(target: ProbeTarget, client: SafeClient) -> dict[str, bool]:
     """With the key known good in its own header: the other header alone, both, and a stale key in the other."""
-    own = auth_headers(target.auth_scheme, target.secret)
-    other_scheme = _other_scheme(target.auth_scheme)
-    other = auth_headers(other_scheme, target.secret)
+    own, other = target.auth_scheme, _other_scheme(target.auth_scheme)
     arrangements = {
-        SCHEME_FACT[other_scheme]: other,
-        "same_key_in_both": {**own, **other},
-        "mismatch_refused": {**own, **auth_headers(other_scheme, DECOY_KEY)},
+        SCHEME_FACT[other]: KeyAuth(other, target.secret),
+        "same_key_in_both": KeyAuth(own, target.secret, (other, target.secret)),
+        "mismatch_refused": KeyAuth(own, target.secret, (other, DECOY_KEY)),
     }
-    answers = await asyncio.gather(*(_accepts(target, client, headers) for headers in arrangements.values()))
-    facts = {SCHEME_FACT[target.auth_scheme]: True}
+    answers = await asyncio.gather(*(_accepts(target, client, auth) for auth in arrangements.values()))
+    facts = {SCHEME_FACT[own]: True}
     for fact, accepted in zip(arrangements, answers, strict=True):
         if accepted is not None:
             facts[fact] = (not accepted) if fact == "mismatch_refused" else accepted
@@ -599,21 +679,17 @@ async def _check_credential_headers(
     A key refused in its own header (401) is tried alone in the other: accepted there, the gateway's
     auth scheme is wrong, not the key. Refused there too, nothing is learned: the key may be wrong.
     """
-    own_accepted = key_accepted(outcome.verdict)
-    if own_accepted:
+    if key_accepted(outcome.verdict):
         slot = ("credential_headers", target.base_url)  # a gateway's facts, found once per batch
         if slot not in cache:
             cache[slot] = asyncio.ensure_future(_header_facts(target, client))
         outcome.details["credential_headers"] = dict(await asyncio.shield(cache[slot]))
     elif outcome.verdict == "auth_failed":
-        other_scheme = _other_scheme(target.auth_scheme)
-        if await _accepts(target, client, auth_headers(other_scheme, target.secret)):
-            outcome.details["credential_headers"] = {
-                SCHEME_FACT[target.auth_scheme]: False,
-                SCHEME_FACT[other_scheme]: True,
-            }
+        other = _other_scheme(target.auth_scheme)
+        if await _accepts(target, client, KeyAuth(other, target.secret)):
+            outcome.details["credential_headers"] = {SCHEME_FACT[target.auth_scheme]: False, SCHEME_FACT[other]: True}
             note = (
-                f"The gateway accepts this key as {SCHEME_HEADER[other_scheme]} but refuses it as "
+                f"The gateway accepts this key as {SCHEME_HEADER[other]} but refuses it as "
                 f"{SCHEME_HEADER[target.auth_scheme]}: the gateway's auth scheme is wrong, not the key."
             )
             outcome.warning = f"{outcome.warning} {note}".strip()
