@@ -169,6 +169,54 @@ class AuthScheme:
 CREDENTIAL_VARIABLE = {AuthScheme.X_API_KEY: "ANTHROPIC_API_KEY", AuthScheme.BEARER: "ANTHROPIC_AUTH_TOKEN"}
 
 
+# What probes saw a gateway do with the two credential headers (Gateway.credential_headers): each
+# fact is True (accepted), False (refused) or absent (not seen). Real gateways differ here
+# (shared/claude-code-facts.md): New API reads x-api-key first, LiteLLM Bearer first, claude-code-hub
+# refuses two different keys.
+CREDENTIAL_HEADER_FACTS = {
+    "x_api_key": ("the key alone in x-api-key is accepted", "the key alone in x-api-key is refused"),
+    "bearer": (
+        "the key alone as Authorization: Bearer is accepted",
+        "the key alone as Authorization: Bearer is refused",
+    ),
+    "same_key_in_both": ("the same key in both headers is accepted", "the same key in both headers is refused"),
+    "mismatch_refused": (
+        "a different, stale key in the other header makes it refuse the request",
+        "a different key in the other header is ignored",
+    ),
+}
+# The fact that says whether a lone key in a scheme's own header is accepted.
+SCHEME_FACT = {AuthScheme.X_API_KEY: "x_api_key", AuthScheme.BEARER: "bearer"}
+SCHEME_HEADER = {AuthScheme.X_API_KEY: "x-api-key", AuthScheme.BEARER: "Authorization: Bearer"}
+
+
+def describe_credential_headers(seen: dict) -> list[str]:
+    """What probes saw, one sentence per fact, for the gateway page."""
+    sentences = [
+        accepted if seen[fact] else refused
+        for fact, (accepted, refused) in CREDENTIAL_HEADER_FACTS.items()
+        if isinstance(seen.get(fact), bool)
+    ]
+    return [sentence[0].upper() + sentence[1:] + "." for sentence in sentences]
+
+
+def auth_scheme_warning(auth_scheme: str, seen: dict) -> str:
+    """A sentence when probes saw the gateway refuse the key in the header its auth scheme names, else ""."""
+    own = SCHEME_FACT.get(auth_scheme)
+    if own is None or seen.get(own) is not False:
+        return ""
+    other = next(scheme for scheme in SCHEME_FACT if scheme != auth_scheme)
+    sentence = (
+        f"Probes saw this gateway refuse the key sent as {SCHEME_HEADER[auth_scheme]}, the header its auth scheme names"
+    )
+    if seen.get(SCHEME_FACT[other]) is True:
+        return (
+            f"{sentence}, and accept it as {SCHEME_HEADER[other]}: set the gateway's auth scheme to "
+            f"{dict(AuthScheme.choices)[other]}, or Claude Code will be refused."
+        )
+    return f"{sentence}. Check the gateway's auth scheme, then probe a key again."
+
+
 # A version `4-6` or `4.6`: major, separator, a one- or two-digit minor that ends the id
 # or is followed by another part (a date such as -20250929 has 8 digits and is left alone).
 _HYPHEN_VERSION = re.compile(r"(?<=-)(\d{1,2})-(\d{1,2})(?=-|$)")

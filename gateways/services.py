@@ -48,8 +48,10 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     before = {name: getattr(gateway, name) for name in cleaned}
     for name, value in cleaned.items():
         setattr(gateway, name, value)
-    gateway.save()
     changed = {name: {"from": before[name], "to": value} for name, value in cleaned.items() if before[name] != value}
+    if "base_url" in changed:
+        gateway.credential_headers = {}  # seen at another address: the next probe looks again
+    gateway.save()
     if changed:
         GatewayKey.objects.filter(gateway=gateway).update(config_changed_at=timezone.now())
         audit.record(

@@ -54,6 +54,7 @@ def setup(request: HttpRequest) -> HttpResponse:
                 except UnrepresentableValue as exc:
                     card["tabs"].append({"tab": tab, "text": "", "error": str(exc)})
             card["steps"] = guide.after_setup_steps(assignment.key.gateway)
+            card["warnings"] = config.warnings
         cards.append(card)
     context = {
         "cards": cards,

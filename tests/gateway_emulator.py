@@ -3,6 +3,19 @@
 It behaves like the seed gateways (x-api-key or Bearer auth, the `ANTHROPIC_API_KEY`
 conflict, served model ids, rejecting `context_management`), answers the Messages API
 streamed or not, and can misbehave on demand for every verdict a probe gives.
+
+Credential headers (`header_mode`), after what real gateways do (shared/claude-code-facts.md):
+- "" (default): the seed guides' rule. Only the `auth_scheme` header carries the key; on a
+  Bearer gateway an x-api-key that differs from the token is an auth conflict (401).
+- "x-api-key-first" (New API, claude-relay-service, one-hub), "bearer-first" (LiteLLM, sub2api):
+  both headers are read, a lone key works in either, and with two different keys the first
+  header's key is used.
+- "strict" (claude-code-hub): a lone key works in either header; two different keys are refused
+  with 401 "multiple conflicting API keys".
+Every mode accepts the same key sent in both headers (what `apiKeyHelper` does).
+
+`claude_code_only` is claude-relay-service's key restriction: 403 `client_validation_error`
+unless the request looks like Claude Code (see `_client_denial`).
 Used by the probe tests, the Claude Code end-to-end test and bench/probe_fanout.py.
 """
 
@@ -11,6 +24,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import socket
 import struct
 import threading
@@ -84,6 +98,7 @@ BEHAVIOURS = {
     "401",
     "401_echo",
     "403",
+    "403_client",
     "404_path",
     "404_model",
     "429",
@@ -99,12 +114,30 @@ BEHAVIOURS = {
     "hang",
     *(f"echo_{mode}" for mode in ECHO_MODES),
 }
+HEADER_MODES = ("", "x-api-key-first", "bearer-first", "strict")
+# claude-relay-service's checks (src/validators/clients/claudeCodeValidator.js), plus the JSON
+# form of metadata.user_id that Claude Code 2.1.330 sends (measured).
+CLAUDE_CLI_USER_AGENT = re.compile(r"^claude-cli/\d+\.\d+\.\d+", re.IGNORECASE)
+LEGACY_USER_ID = re.compile(r"^user_[a-fA-F0-9]{64}_account__session_[\w-]+$")
+DEVICE_ID = re.compile(r"^[a-fA-F0-9]{64}$")
+CLAUDE_CODE_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
+# claude-relay-service's answer, word for word: no top-level "type".
+CLIENT_VALIDATION_ERROR = json.dumps(
+    {
+        "error": {
+            "type": "client_validation_error",
+            "message": "This endpoint only accepts requests from Claude Code CLI",
+        }
+    }
+).encode()
 
 
 @dataclass
 class GatewayRules:
     auth_scheme: str = "x-api-key"  # or "bearer"
     keys: set[str] = field(default_factory=set)
+    header_mode: str = ""  # one of HEADER_MODES, see the module docstring
+    claude_code_only: bool = False  # 403 client_validation_error unless the request looks like Claude Code
     models: set[str] | None = None  # None: any model is served
     reject_context_management: bool = False
     serve_models_list: bool = True
@@ -124,6 +157,25 @@ class SeenRequest:
 
 def _error(kind: str, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def _valid_user_id(user_id: object) -> bool:
+    """The old `user_<64 hex>_account__session_<id>` form, or the JSON form Claude Code 2.1.330 sends."""
+    if not isinstance(user_id, str):
+        return False
+    if LEGACY_USER_ID.match(user_id):
+        return True
+    try:
+        parsed = json.loads(user_id)
+    except ValueError:
+        return False
+    return (
+        isinstance(parsed, dict)
+        and isinstance(parsed.get("device_id"), str)
+        and bool(DEVICE_ID.match(parsed["device_id"]))
+        and isinstance(parsed.get("session_id"), str)
+        and bool(parsed["session_id"])
+    )
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -225,6 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         if denial:
             self._send(401, _error("authentication_error", denial))
             return
+        if rules.claude_code_only and self._client_denial(path, body):
+            self._send(403, CLIENT_VALIDATION_ERROR)
+            return
         if path == "/v1/models":
             if not rules.serve_models_list:
                 self._send(404, _error("not_found_error", "Not found: /v1/models"))
@@ -243,12 +298,36 @@ class _Handler(BaseHTTPRequestHandler):
         token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
         if rules.accept_any_key:
             return ""
-        if rules.auth_scheme == "bearer":
-            # Like the guide's gateway: an x-api-key header is read first, so a leftover key wins and fails.
-            if x_api_key is not None:
-                return "invalid x-api-key (auth conflict: send only Authorization: Bearer)"
-            return "" if token in rules.keys else "invalid bearer token"
-        return "" if x_api_key in rules.keys else "invalid x-api-key"
+        if rules.header_mode not in HEADER_MODES:
+            raise ValueError(f"unknown header mode {rules.header_mode!r}")
+        if not rules.header_mode:
+            if rules.auth_scheme == "bearer":
+                # Like the guide's gateway: an x-api-key header is read first, so a leftover key wins and fails.
+                if x_api_key is not None and x_api_key != token:
+                    return "invalid x-api-key (auth conflict: send only Authorization: Bearer)"
+                return "" if token in rules.keys else "invalid bearer token"
+            return "" if x_api_key in rules.keys else "invalid x-api-key"
+        if rules.header_mode == "strict" and x_api_key and token and x_api_key != token:
+            return "multiple conflicting API keys"
+        first, second = (token, x_api_key) if rules.header_mode == "bearer-first" else (x_api_key, token)
+        return "" if (first or second) in rules.keys else "invalid api key"
+
+    def _client_denial(self, path: str, body: dict | None) -> str:
+        """Why this request does not look like Claude Code, or "" when it does."""
+        if not CLAUDE_CLI_USER_AGENT.match(self.headers.get("user-agent", "")):
+            return "user-agent is not claude-cli/x.y.z"
+        if "messages" not in path:  # like claude-relay-service: other paths need the user agent only
+            return ""
+        system = body.get("system") if isinstance(body, dict) else None
+        texts = [e.get("text", "") for e in system if isinstance(e, dict)] if isinstance(system, list) else []
+        if not any(str(text).startswith(CLAUDE_CODE_PROMPT) for text in texts):
+            return "no Claude Code system prompt"
+        for name in ("x-app", "anthropic-beta", "anthropic-version"):
+            if not self.headers.get(name, "").strip():
+                return f"missing {name}"
+        metadata = body.get("metadata") if isinstance(body, dict) else None
+        user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+        return "" if _valid_user_id(user_id) else "invalid metadata.user_id"
 
     def _messages(self, rules: GatewayRules, body: dict | None) -> None:
         if not isinstance(body, dict) or "max_tokens" not in body or "messages" not in body:
@@ -287,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         simple = {
             "401": (401, _error("authentication_error", "invalid x-api-key")),
             "403": (403, _error("permission_error", "This token is disabled or out of balance")),
+            "403_client": (403, CLIENT_VALIDATION_ERROR),
             "404_path": (404, b'{"message": "Not Found"}'),
             "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
@@ -406,10 +486,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--scheme", default="x-api-key", choices=["x-api-key", "bearer"])
+    parser.add_argument("--header-mode", default="", choices=HEADER_MODES)
+    parser.add_argument("--claude-code-only", action="store_true")
     parser.add_argument("--any-key", action="store_true", help="Accept every key (for benchmarks).")
     parser.add_argument("--key", action="append", default=[])
     args = parser.parse_args()
-    rules = GatewayRules(auth_scheme=args.scheme, keys=set(args.key), delay=args.delay, serve_models_list=False)
+    rules = GatewayRules(
+        auth_scheme=args.scheme,
+        keys=set(args.key),
+        delay=args.delay,
+        serve_models_list=False,
+        header_mode=args.header_mode,
+        claude_code_only=args.claude_code_only,
+    )
     rules.accept_any_key = args.any_key
     server = EmulatorServer(rules)
     if args.port:

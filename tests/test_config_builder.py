@@ -19,11 +19,12 @@ def key_for(gateway: Gateway, **overrides) -> GatewayKey:
     return GatewayKey(gateway=gateway, label="laptop", masked="sk-…abcd", **overrides)
 
 
-def test_x_api_key_gateway_puts_the_secret_in_anthropic_api_key(tokaify):
+def test_x_api_key_gateway_puts_the_secret_in_anthropic_api_key_and_empties_the_bearer_token(tokaify):
     env = build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET).env
     assert env["ANTHROPIC_BASE_URL"] == "https://api.tokaify.com"
     assert env["ANTHROPIC_API_KEY"] == TOKAIFY_SECRET
-    assert "ANTHROPIC_AUTH_TOKEN" not in env
+    # A stale ANTHROPIC_AUTH_TOKEN in the shell would otherwise be sent as a second, wrong Bearer key.
+    assert env["ANTHROPIC_AUTH_TOKEN"] == ""
     assert "ANTHROPIC_MODEL" not in env  # Tokaify: choose with /model
 
 
@@ -165,6 +166,26 @@ def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
     assert any("cannot store an empty variable" in line for line in lines)
 
 
+def test_windows_snippets_first_clear_every_managed_variable_this_set_up_does_not_use():
+    from gateways.rules import MANAGED_ENV
+
+    config = single("ANTHROPIC_API_KEY", "sk-abc")
+    unused = sorted(MANAGED_ENV - {"ANTHROPIC_API_KEY"})
+    powershell = render_powershell(config).split("\r\n")
+    clear = next(line for line in powershell if line.startswith("foreach ($name in "))
+    assert clear == (
+        "foreach ($name in " + ", ".join(f"'{n}'" for n in unused) + ") "
+        '{ Remove-Item "Env:$name" -ErrorAction SilentlyContinue; '
+        "[Environment]::SetEnvironmentVariable($name, $null, 'User') }"
+    )
+    assert powershell.index(clear) < powershell.index("$env:ANTHROPIC_API_KEY = 'sk-abc'")
+    cmd = render_cmd(config).split("\r\n")
+    for name in unused:
+        # Both the saved user variable (registry) and this window's copy.
+        assert f"reg delete HKCU\\Environment /v {name} /f >nul 2>&1 & set {name}=" in cmd
+    assert not any("/v ANTHROPIC_API_KEY" in line for line in cmd)
+
+
 # --- Every renderer refuses a name off the allow-list, whatever built the config ---------------------
 
 REFUSED_NAMES = [
@@ -213,3 +234,52 @@ def test_the_builder_refuses_stored_fields_that_break_the_rules(tokenbay, gatewa
     with pytest.raises(UnrepresentableValue, match=sentence) as refused:
         build_config(tokenbay, key_for(tokenbay, **key_fields), TOKENBAY_SECRET)
     assert "marker" not in str(refused.value) and TOKENBAY_SECRET not in str(refused.value)
+
+
+# --- What probes saw of the credential headers, against the gateway's auth scheme ------------------
+
+
+@pytest.mark.parametrize(
+    "scheme, seen, expected",
+    [
+        ("x-api-key", {}, ""),
+        ("x-api-key", {"x_api_key": True, "bearer": True}, ""),
+        ("x-api-key", {"x_api_key": False, "bearer": True}, "set the gateway's auth scheme to Bearer token"),
+        ("bearer", {"bearer": False, "x_api_key": True}, "set the gateway's auth scheme to x-api-key header"),
+        ("bearer", {"bearer": False}, "Check the gateway's auth scheme"),
+        ("bearer", {"bearer": True, "x_api_key": False, "mismatch_refused": True}, ""),
+    ],
+)
+def test_auth_scheme_warning_only_when_probes_saw_its_header_refused(scheme, seen, expected):
+    from gateways.rules import auth_scheme_warning
+
+    warning = auth_scheme_warning(scheme, seen)
+    assert (expected in warning) if expected else warning == ""
+
+
+def test_credential_header_sentences_say_what_was_seen_and_skip_what_was_not():
+    from gateways.rules import describe_credential_headers
+
+    assert describe_credential_headers({"x_api_key": True, "bearer": False, "mismatch_refused": True}) == [
+        "The key alone in x-api-key is accepted.",
+        "The key alone as Authorization: Bearer is refused.",
+        "A different, stale key in the other header makes it refuse the request.",
+    ]
+
+
+def test_a_config_for_a_gateway_whose_auth_scheme_contradicts_the_probes_carries_the_warning(tokaify):
+    from gateways.config.installers import render_install_ps1, render_install_sh
+    from gateways.config.snippets import render_bash, render_fish
+
+    tokaify.credential_headers = {"x_api_key": False, "bearer": True}
+    config = build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET)
+    [warning] = config.warnings
+    assert "refuse the key sent as x-api-key" in warning
+    for text in (render_bash(config), render_fish(config), render_cmd(config), render_powershell(config)):
+        assert "# Warning: Probes saw this gateway refuse the key sent as x-api-key" in text.replace("REM", "#", 4)
+        assert all(len(line) <= 120 for line in text.splitlines() if "Warning" in line or "auth scheme" in line)
+    assert "echo 'warning: Probes saw this gateway" in render_install_sh(config)
+    assert "Write-Warning 'Probes saw this gateway" in render_install_ps1(config)
+    json.loads(render_settings_json(config))  # JSON has no comments: the page shows the warning instead
+    tokaify.credential_headers = {"x_api_key": True, "bearer": True}
+    assert build_config(tokaify, key_for(tokaify), TOKAIFY_SECRET).warnings == ()

@@ -54,6 +54,39 @@ def test_ok_sends_what_claude_code_sends():
     assert call.body["stream"] is True
     assert call.body["max_tokens"] <= 16
     assert "context_management" in call.body
+    # What the interactive CLI sends (measured), so a gateway that locks keys to Claude Code lets it in.
+    assert call.headers["user-agent"] == "claude-cli/2.1.330 (external, cli)"
+    assert call.headers["x-app"] == "cli"
+    assert call.body["system"][0]["text"] == "You are Claude Code, Anthropic's official CLI for Claude."
+    user_id = json.loads(call.body["metadata"]["user_id"])
+    assert set(user_id) == {"device_id", "account_uuid", "session_id"}
+    assert len(user_id["device_id"]) == 64 and int(user_id["device_id"], 16) >= 0
+    assert user_id["session_id"] == call.headers["x-claude-code-session-id"]
+
+
+def test_the_probe_claims_the_claude_code_version_the_tests_run():
+    import re
+    from pathlib import Path
+
+    from gateways.probes.probe import CLAUDE_CODE_VERSION
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert re.search(r"^CLAUDE_CODE_VERSION := (\S+)$", makefile, re.M).group(1) == CLAUDE_CODE_VERSION
+
+
+@pytest.mark.parametrize("mode, stream", [("inference", True), ("inference", False), ("reachability", True)])
+def test_a_key_locked_to_claude_code_passes_the_probe(mode, stream):
+    outcome, gw = probe_against(GatewayRules(claude_code_only=True), mode=mode, stream=stream, deadline=10)
+    assert outcome.verdict == "ok", outcome
+    assert gw.seen and all(request.headers["user-agent"].startswith("claude-cli/") for request in gw.seen)
+
+
+def test_client_validation_error_is_its_own_verdict_not_a_dead_key():
+    body = '{"error": {"type": "client_validation_error", "message": "This endpoint only accepts requests from Claude Code CLI"}}'
+    assert classify_response(403, {}, body)[0] == "client_restricted"
+    assert (
+        classify_response(403, {}, '{"error": {"type": "permission_error", "message": "disabled"}}')[0] == "forbidden"
+    )
 
 
 def test_bearer_gateway_gets_bearer_and_no_x_api_key():
@@ -75,6 +108,7 @@ def test_non_streamed_option():
     [
         ("401", "auth_failed", "sk- prefix"),
         ("403", "forbidden", "out of balance"),
+        ("403_client", "client_restricted", "valid but locked to Claude Code"),
         ("404_path", "wrong_base_url", "without /v1"),
         ("404_model", "model_not_found", "dotted"),
         ("400", "bad_request", "rejected the request"),
@@ -397,6 +431,122 @@ def test_probe_command_with_nothing_to_probe_says_so(db):
 
     with pytest.raises(CommandError, match="No usable keys match"):
         call_command("probe", "--team", "nope")
+
+
+# --- Which credential headers a gateway accepts (shared/claude-code-facts.md, gateway table) ----------
+
+# (header mode, auth scheme) -> what the probe must record.
+HEADER_FACTS = {
+    ("", "x-api-key"): {"x_api_key": True, "bearer": False, "same_key_in_both": True, "mismatch_refused": False},
+    ("", "bearer"): {"bearer": True, "x_api_key": False, "same_key_in_both": True, "mismatch_refused": True},
+    ("x-api-key-first", "x-api-key"): {
+        "x_api_key": True,
+        "bearer": True,
+        "same_key_in_both": True,
+        "mismatch_refused": False,
+    },
+    ("x-api-key-first", "bearer"): {
+        "bearer": True,
+        "x_api_key": True,
+        "same_key_in_both": True,
+        "mismatch_refused": True,
+    },
+    ("bearer-first", "x-api-key"): {
+        "x_api_key": True,
+        "bearer": True,
+        "same_key_in_both": True,
+        "mismatch_refused": True,
+    },
+    ("bearer-first", "bearer"): {
+        "bearer": True,
+        "x_api_key": True,
+        "same_key_in_both": True,
+        "mismatch_refused": False,
+    },
+    ("strict", "x-api-key"): {"x_api_key": True, "bearer": True, "same_key_in_both": True, "mismatch_refused": True},
+    ("strict", "bearer"): {"bearer": True, "x_api_key": True, "same_key_in_both": True, "mismatch_refused": True},
+}
+
+
+@pytest.mark.parametrize(("mode", "scheme"), list(HEADER_FACTS))
+def test_the_probe_records_which_credential_headers_each_kind_of_gateway_accepts(mode, scheme):
+    rules = GatewayRules(auth_scheme=scheme, header_mode=mode, claude_code_only=True)
+    outcome, gw = probe_against(rules, check_credential_headers=True, deadline=10)  # roomy: not a timing test
+    assert outcome.verdict == "ok", outcome
+    assert outcome.details["credential_headers"] == HEADER_FACTS[(mode, scheme)]
+    # The header checks are auth-only: one billable message in all, the probe's own.
+    assert sum(1 for r in gw.message_requests() if r.body and "max_tokens" in r.body) == 1
+
+
+def test_without_the_check_the_probe_sends_only_its_own_header():
+    outcome, gw = probe_against(GatewayRules(header_mode="strict"))
+    assert "credential_headers" not in outcome.details
+    assert all("authorization" not in r.headers for r in gw.seen)
+
+
+def test_a_key_refused_in_its_scheme_header_but_taken_in_the_other_means_the_scheme_is_wrong():
+    with running_emulator(GatewayRules(auth_scheme="bearer", keys={SECRET})) as gw:
+        outcome = probe(gw.base_url, scheme="x-api-key", check_credential_headers=True, deadline=10)
+    assert outcome.verdict == "auth_failed"
+    assert outcome.details["credential_headers"] == {"x_api_key": False, "bearer": True}
+    assert "the gateway's auth scheme is wrong, not the key" in outcome.warning
+
+
+def test_a_key_refused_in_both_headers_teaches_nothing_about_the_gateway():
+    outcome, _ = probe_against(GatewayRules(keys={"sk-someone-else"}), check_credential_headers=True, deadline=10)
+    assert outcome.verdict == "auth_failed"
+    assert "credential_headers" not in outcome.details
+
+
+def test_a_probe_stores_the_gateways_credential_headers_and_configs_warn_on_a_contradiction(
+    emulated, tokaify_key, alice
+):
+    from gateways.models import Gateway
+    from gateways.probes.probe import DECOY_KEY
+
+    # A gateway entered as x-api-key that only takes Bearer tokens.
+    gw = emulated("tokaify", GatewayRules(auth_scheme="bearer", keys={TOKAIFY_SECRET}))
+    result = probe_key(tokaify_key, trigger="web", user=alice)
+    assert result.verdict == "auth_failed"
+    gateway = Gateway.objects.get(slug="tokaify")
+    assert gateway.credential_headers["x_api_key"] is False and gateway.credential_headers["bearer"] is True
+    assert gateway.credential_headers["probe"] == result.pk
+    key = GatewayKey.objects.get(pk=tokaify_key.pk)
+    [warning] = build_config(gateway, key, TOKAIFY_SECRET).warnings
+    assert "set the gateway's auth scheme to Bearer token" in warning
+    assert not any(DECOY_KEY in str(r.headers) for r in gw.seen)  # the key was never good: no stale-key test
+
+
+def test_credential_headers_are_checked_again_only_when_due(emulated, tokenbay_key, alice):
+    from gateways.models import Gateway
+    from gateways.probes.probe import DECOY_KEY
+
+    gw = emulated("tokenbay", tokenbay_rules(header_mode="strict"))
+
+    def decoys() -> int:
+        return sum(1 for r in gw.seen if DECOY_KEY in str(r.headers))
+
+    assert probe_key(tokenbay_key, trigger="web", user=alice).verdict == "ok"
+    seen = Gateway.objects.get(slug="tokenbay").credential_headers
+    assert seen["mismatch_refused"] is True and seen["seen_at"]
+    assert decoys() == 1
+    probe_key(GatewayKey.objects.select_related("gateway").get(pk=tokenbay_key.pk), trigger="web", user=alice)
+    assert decoys() == 1  # a made-up key is sent at most daily: gateways count failed keys
+    Gateway.objects.filter(slug="tokenbay").update(credential_headers={**seen, "seen_at": "2020-01-01T00:00:00+00:00"})
+    probe_key(GatewayKey.objects.select_related("gateway").get(pk=tokenbay_key.pk), trigger="web", user=alice)
+    assert decoys() == 2
+
+
+def test_moving_a_gateway_to_another_address_forgets_what_probes_saw(tokenbay, alice):
+    from gateways.services import update_gateway
+
+    tokenbay.credential_headers = {"bearer": True, "seen_at": "2026-01-01T00:00:00+00:00"}
+    tokenbay.save()
+    update_gateway(gateway=tokenbay, changes={"notes": "x"}, actor=alice)
+    assert tokenbay.credential_headers["bearer"] is True
+    update_gateway(gateway=tokenbay, changes={"base_url": "https://elsewhere.example.com"}, actor=alice)
+    tokenbay.refresh_from_db()
+    assert tokenbay.credential_headers == {}
 
 
 # --- A probe never raises: every failure is a verdict, on every door ---------------------------------

@@ -164,3 +164,39 @@ def test_what_the_renderer_accepts_sets_exactly_those_variables_and_nothing_else
     changed = {name: value for name, value in after.items() if before.get(name) != value and name != "_"}
     assert changed == env
     assert set(tmp_path.iterdir()) == files  # sourcing created no file
+
+
+# --- Switching gateways: gateway B's snippet after gateway A's leaves exactly B's set-up --------------
+
+
+def seed_configs() -> dict[str, ClaudeConfig]:
+    """Both seed gateways' real configs, each with every optional setting the other lacks."""
+    from gateways.config.builder import build_config
+    from gateways.models import GatewayKey
+
+    tokaify, tokenbay = Gateway.objects.get(slug="tokaify"), Gateway.objects.get(slug="tokenbay")
+    tokaify_key = GatewayKey(
+        gateway=tokaify,
+        label="l",
+        masked="sk-…",
+        custom_model_option="claude-opus-4-8",
+        disable_experimental_betas=True,
+    )
+    tokenbay_key = GatewayKey(gateway=tokenbay, label="l", masked="sk-…", custom_headers={"X-Team": "web"})
+    return {
+        "tokaify": build_config(tokaify, tokaify_key, "sk-tokaify-switch-0123456789"),
+        "tokenbay": build_config(tokenbay, tokenbay_key, "sk-tokenbay-switch-0123456789"),
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("pasted", [False, True], ids=["sourced", "pasted"])
+@pytest.mark.parametrize(("first", "second"), [("tokenbay", "tokaify"), ("tokaify", "tokenbay")])
+def test_a_second_gateways_snippet_replaces_the_first_one_exactly(shell, pasted, first, second, tmp_path):
+    configs = seed_configs()
+    render, _ = SHELLS[shell]
+    assert set(configs[first].env) - set(configs[second].env), "the test needs variables only the first one sets"
+    seen = environment_after(shell, render(configs[first]) + render(configs[second]), tmp_path, pasted=pasted)
+    managed = {name: value for name, value in seen.items() if name in MANAGED_ENV}
+    assert managed == configs[second].env

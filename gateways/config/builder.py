@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateways import rules
-from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, UnrepresentableValue, styled_model_id
+from gateways.rules import CREDENTIAL_VARIABLE, UnrepresentableValue, styled_model_id
 from portal.crypto import Secret, reveal
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
+# Claude Code remembers an approved ANTHROPIC_API_KEY by this many trailing characters (~/.claude.json).
+API_KEY_SUFFIX_LENGTH = 20
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class ClaudeConfig:
     key_label: str
     key_masked: str
     variables: dict[str, str | Secret]
+    # Sentences every format carries (a comment in scripts, a notice on the page): what is known to be wrong.
+    warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
@@ -35,6 +39,14 @@ class ClaudeConfig:
     def env(self) -> dict[str, str]:
         """Every variable as text, the key included: read it only to write the config out."""
         return {name: reveal(value) for name, value in self.variables.items()}
+
+    @property
+    def approved_key_suffix(self) -> str:
+        """What Claude Code stores in ~/.claude.json when a developer approves ANTHROPIC_API_KEY: its last 20 characters.
+
+        Empty for Bearer gateways: Claude Code only asks "Detected a custom API key..." about ANTHROPIC_API_KEY.
+        """
+        return reveal(self.variables.get("ANTHROPIC_API_KEY", ""))[-API_KEY_SUFFIX_LENGTH:]
 
 
 # The stored fields that go into a config, checked again at every render: data saved around the
@@ -80,10 +92,11 @@ def build_config(gateway, key, secret: Secret) -> ClaudeConfig:
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
     env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
-    env[CREDENTIAL_VARIABLE[gateway.auth_scheme]] = secret
-    if gateway.auth_scheme == AuthScheme.BEARER:
-        # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
-        env["ANTHROPIC_API_KEY"] = ""
+    # The credential variable the gateway does not use is set to "": settings.json outranks the shell
+    # only for the names it sets, and a stale key left in the shell would be sent in the other header
+    # too (measured: a Bearer-first gateway then uses the stale key, claude-code-hub refuses the pair).
+    for scheme, variable in CREDENTIAL_VARIABLE.items():
+        env[variable] = secret if scheme == gateway.auth_scheme else ""
     models = {
         "ANTHROPIC_MODEL": styled_model_id(key.setting("model"), style),
         "ANTHROPIC_DEFAULT_OPUS_MODEL": styled_model_id(key.setting("opus_model"), style),
@@ -114,4 +127,7 @@ def build_config(gateway, key, secret: Secret) -> ClaudeConfig:
         key_label=key.label,
         key_masked=key.masked,
         variables=env,
+        warnings=tuple(
+            w for w in [rules.auth_scheme_warning(gateway.auth_scheme, gateway.credential_headers or {})] if w
+        ),
     )

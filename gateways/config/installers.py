@@ -8,6 +8,13 @@ Variables the portal manages (gateways.rules.MANAGED_ENV) that the new config do
 are removed from `env`: a leftover ANTHROPIC_AUTH_TOKEN from another gateway would otherwise
 win over the new ANTHROPIC_API_KEY.
 
+They also merge two answers into ~/.claude.json, Claude Code's own state file, with the same
+care: `hasCompletedOnboarding: true`, because the first-run onboarding contacts
+api.anthropic.com and stops where that host cannot be reached, and, for x-api-key gateways,
+the key's last 20 characters in `customApiKeyResponses.approved` (and out of `rejected`):
+what answering Yes to "Detected a custom API key" stores, a question whose default is No.
+Both files are checked before either is written, so a refusal changes nothing.
+
 The env travels inside the script as base64 JSON, so no quoting rule of sh or PowerShell
 can touch the values. The sh installer merges with python3, or node when python3 is missing;
 both write JSON with two-space indentation, Claude Code's own format, so a file Claude Code
@@ -20,7 +27,7 @@ import base64
 import json
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote
+from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote, warning_comments
 from gateways.rules import MANAGED_ENV
 
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
@@ -32,75 +39,142 @@ def _b64json(value) -> str:
 
 MERGE_PY = r"""
 import base64, json, os, sys, tempfile
-path, backup = sys.argv[1], sys.argv[2]
-new_env = json.loads(base64.b64decode(os.environ["PORTAL_ENV"]).decode())
-managed = json.loads(base64.b64decode(os.environ["PORTAL_MANAGED"]).decode())
-schema = os.environ["PORTAL_SCHEMA"]
-if os.path.exists(path):
+settings_path, settings_backup, state_path, state_backup = sys.argv[1:5]
+def decode(name):
+    return json.loads(base64.b64decode(os.environ[name]).decode())
+new_env, managed, suffix = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_APPROVE")
+def refuse(message):
+    sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
+    sys.exit(3)
+def load(path, problem):
+    if not os.path.exists(path):
+        return None, None
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
         document = json.loads(text) if text.strip() else {}
     except ValueError as exc:
-        sys.stderr.write("error: %s is not valid JSON (%s). Nothing was changed; fix or move the file, then run this again.\n" % (path, exc))
-        sys.exit(3)
-    if not isinstance(document, dict) or not isinstance(document.get("env", {}), dict):
-        sys.stderr.write("error: %s does not hold a JSON object with an \"env\" object. Nothing was changed.\n" % path)
-        sys.exit(3)
-    # The old file may hold an old key: the backup is private like the file itself.
-    with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-        f.write(text)
-    newline = text.endswith("\n") or not text
-else:
-    document, newline = {"$schema": schema}, True
-env = document.setdefault("env", {})
+        refuse("%s is not valid JSON (%s)." % (path, exc))
+    why = problem(document)
+    if why:
+        refuse("%s %s." % (path, why))
+    return document, text
+def settings_problem(d):
+    if not isinstance(d, dict) or not isinstance(d.get("env", {}), dict):
+        return 'does not hold a JSON object with an "env" object'
+def state_problem(d):
+    if not isinstance(d, dict):
+        return "does not hold a JSON object"
+    answers = d.get("customApiKeyResponses", {})
+    if not isinstance(answers, dict) or not all(isinstance(answers.get(k, []), list) for k in ("approved", "rejected")):
+        return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists'
+def save(path, backup, document, old_text, newline):
+    if old_text is not None:
+        # The old file may hold an old key: the backup is private like the file itself.
+        with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+            f.write(old_text)
+        newline = old_text.endswith("\n") or not old_text
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".portal.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else ""))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+# Both files are checked before either is written: a refusal leaves both as they were.
+settings, settings_text = load(settings_path, settings_problem)
+state, state_text = load(state_path, state_problem)
+if settings is None:
+    settings = {"$schema": os.environ["PORTAL_SCHEMA"]}
+env = settings.setdefault("env", {})
 removed = sorted(k for k in env if k in managed and k not in new_env)
 for k in removed:
     del env[k]
 env.update(new_env)
-out = json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else "")
-folder = os.path.dirname(path)
-fd, tmp = tempfile.mkstemp(dir=folder, prefix=".settings.", suffix=".tmp")
-with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(out)
-os.chmod(tmp, 0o600)
-os.replace(tmp, path)
+state = {} if state is None else state
+state["hasCompletedOnboarding"] = True
+if suffix:
+    answers = state.setdefault("customApiKeyResponses", {})
+    approved = answers.setdefault("approved", [])
+    if suffix not in approved:
+        approved.append(suffix)
+    answers["rejected"] = [k for k in answers.get("rejected", []) if k != suffix]
+save(settings_path, settings_backup, settings, settings_text, True)
+save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
 """
 
 MERGE_JS = r"""
 const fs = require("fs"), path = require("path");
-const [file, backup] = process.argv.slice(-2);
+const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slice(-4);
 const dec = (v) => JSON.parse(Buffer.from(v, "base64").toString("utf8"));
-const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED);
-let doc, newline = true;
-if (fs.existsSync(file)) {
+const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED), suffix = dec(process.env.PORTAL_APPROVE);
+const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const refuse = (message) => {
+  process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
+  process.exit(3);
+};
+const load = (file, problem) => {
+  if (!fs.existsSync(file)) return [null, null];
   const text = fs.readFileSync(file, "utf8");
-  try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) {
-    process.stderr.write(`error: ${file} is not valid JSON (${e.message}). Nothing was changed; fix or move the file, then run this again.\n`);
-    process.exit(3);
+  let doc;
+  try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
+  const why = problem(doc);
+  if (why) refuse(`${file} ${why}.`);
+  return [doc, text];
+};
+const settingsProblem = (d) =>
+  !isObj(d) || (d.env !== undefined && !isObj(d.env)) ? 'does not hold a JSON object with an "env" object' : "";
+const stateProblem = (d) => {
+  if (!isObj(d)) return "does not hold a JSON object";
+  const a = d.customApiKeyResponses;
+  if (a === undefined) return "";
+  if (!isObj(a) || ["approved", "rejected"].some((k) => a[k] !== undefined && !Array.isArray(a[k])))
+    return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists';
+  return "";
+};
+const save = (file, backup, doc, oldText, newline) => {
+  if (oldText !== null) {
+    fs.writeFileSync(backup, oldText, { mode: 0o600, flag: "wx" });
+    newline = oldText.endsWith("\n") || !oldText;
   }
-  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!isObj(doc) || (doc.env !== undefined && !isObj(doc.env))) {
-    process.stderr.write(`error: ${file} does not hold a JSON object with an "env" object. Nothing was changed.\n`);
-    process.exit(3);
-  }
-  fs.writeFileSync(backup, text, { mode: 0o600, flag: "wx" });
-  newline = text.endsWith("\n") || !text;
-} else {
-  doc = { $schema: process.env.PORTAL_SCHEMA };
+  const tmp = path.join(path.dirname(file), `.portal.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""), { mode: 0o600 });
+  fs.chmodSync(tmp, 0o600);
+  fs.renameSync(tmp, file);
+};
+let [settings, settingsText] = load(settingsPath, settingsProblem);
+let [state, stateText] = load(statePath, stateProblem);
+if (settings === null) settings = { $schema: process.env.PORTAL_SCHEMA };
+settings.env = settings.env || {};
+const removed = Object.keys(settings.env).filter((k) => managed.includes(k) && !(k in newEnv)).sort();
+for (const k of removed) delete settings.env[k];
+Object.assign(settings.env, newEnv);
+state = state === null ? {} : state;
+state.hasCompletedOnboarding = true;
+if (suffix) {
+  const answers = (state.customApiKeyResponses = state.customApiKeyResponses || {});
+  answers.approved = answers.approved || [];
+  if (!answers.approved.includes(suffix)) answers.approved.push(suffix);
+  answers.rejected = (answers.rejected || []).filter((k) => k !== suffix);
 }
-doc.env = doc.env || {};
-const removed = Object.keys(doc.env).filter((k) => managed.includes(k) && !(k in newEnv)).sort();
-for (const k of removed) delete doc.env[k];
-Object.assign(doc.env, newEnv);
-const tmp = path.join(path.dirname(file), `.settings.${process.pid}.tmp`);
-fs.writeFileSync(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""), { mode: 0o600 });
-fs.chmodSync(tmp, 0o600);
-fs.renameSync(tmp, file);
+save(settingsPath, settingsBackup, settings, settingsText, true);
+save(statePath, stateBackup, state, stateText, false);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
 """
+
+
+def _state_notes(config: ClaudeConfig) -> list[str]:
+    """What the installer did to ~/.claude.json, in the words the developer will meet."""
+    notes = ["Claude Code's first-run set-up is marked done, so it does not need to reach api.anthropic.com."]
+    if config.approved_key_suffix:
+        notes.append('The key is approved, as answering Yes to "Detected a custom API key" would do.')
+    return notes
+
+
+NEXT_STEP = (
+    "Next: open a new terminal, run claude in your project folder, answer Yes to the folder-trust question, "
+    "and send a short prompt to check the connection."
+)
 
 
 def render_install_sh(config: ClaudeConfig) -> str:
@@ -108,28 +182,37 @@ def render_install_sh(config: ClaudeConfig) -> str:
         _refuse_unsafe(name, value)
     expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
     conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
+    state_notes = "\n".join(f"echo {posix_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"echo {posix_quote('warning: ' + warning)} >&2\n" for warning in config.warnings)
     return f"""#!/bin/sh
 # Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
-# Merges the portal's settings into ~/.claude/settings.json and keeps everything else there.
+# Merges the portal's settings into ~/.claude/settings.json and Claude Code's first-run answers into
+# ~/.claude.json, and keeps everything else in both. Quit claude first: it rewrites ~/.claude.json.
 # Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
-set -eu
+{comments}set -eu
 
 PORTAL_ENV='{_b64json(config.env)}'
 PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
-export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA
+PORTAL_APPROVE='{_b64json(config.approved_key_suffix)}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
-backup="$settings.bak.$(date +%Y%m%d%H%M%S).$$"
+# Claude Code keeps its state in ~/.claude.json, or in $CLAUDE_CONFIG_DIR when that is set.
+state="${{CLAUDE_CONFIG_DIR:-$HOME}}/.claude.json"
+stamp="$(date +%Y%m%d%H%M%S).$$"
+backup="$settings.bak.$stamp"
+state_backup="$state.bak.$stamp"
 
 mkdir -p "$settings_dir"
 chmod 700 "$settings_dir" 2>/dev/null || true
 
 if command -v python3 >/dev/null 2>&1; then
-  python3 -c {posix_quote(MERGE_PY)} "$settings" "$backup"
+  python3 -c {posix_quote(MERGE_PY)} "$settings" "$backup" "$state" "$state_backup"
 elif command -v node >/dev/null 2>&1; then
-  node -e {posix_quote(MERGE_JS)} "$settings" "$backup"
+  node -e {posix_quote(MERGE_JS)} "$settings" "$backup" "$state" "$state_backup"
 else
   echo "error: this installer needs python3 or node to edit JSON safely, and neither was found." >&2
   echo "Download settings.json from the portal instead and merge its env block by hand." >&2
@@ -138,6 +221,9 @@ fi
 
 echo "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
 [ -f "$backup" ] && echo "Your previous file is saved as $backup."
+echo "In $state:"
+{state_notes}
+[ -f "$state_backup" ] && echo "Your previous $state is saved as $state_backup."
 
 warned=0
 check_conflict() {{
@@ -161,43 +247,78 @@ for rc in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.zshrc" 
   fi
 done
 [ "$warned" = 1 ] && echo "After cleaning up, open a new terminal." >&2
-
-echo "Next: open a new terminal, run claude, and send a short prompt to check the connection."
+{warnings}
+echo {posix_quote(NEXT_STEP)}
 """
 
 
 def render_install_ps1(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
+    state_notes = "\n".join(f"Write-Host {powershell_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"Write-Warning {powershell_quote(warning)}\n" for warning in config.warnings)
     return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
-# Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and keeps everything else.
+# Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
+# into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
 # Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.
-$ErrorActionPreference = 'Stop'
-function Decode-Json([string]$b64) {{
-  [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64)) | ConvertFrom-Json
+{comments}$ErrorActionPreference = 'Stop'
+function Decode-Text([string]$b64) {{
+  [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64))
 }}
-$newEnv = Decode-Json '{_b64json(config.env)}'
-$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
-$dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
-$settings = Join-Path $dir 'settings.json'
-New-Item -ItemType Directory -Force -Path $dir | Out-Null
-
-if (Test-Path $settings) {{
-  $text = [System.IO.File]::ReadAllText($settings)
+function Decode-Json([string]$b64) {{
+  Decode-Text $b64 | ConvertFrom-Json
+}}
+function Refuse([string]$message) {{
+  # Not Write-Error: with 'Stop' it would end the script before the exit code is set.
+  [Console]::Error.WriteLine("error: $message Nothing was changed; fix or move the file, then run this again.")
+  exit 3
+}}
+function Read-JsonObject([string]$path) {{
+  # $null when the file is missing; a refusal, with both files untouched, when it is not a JSON object.
+  if (-not (Test-Path -LiteralPath $path)) {{ return $null }}
+  $text = [System.IO.File]::ReadAllText($path)
   try {{
     $doc = if ($text.Trim()) {{ $text | ConvertFrom-Json }} else {{ New-Object PSObject }}
   }} catch {{
-    Write-Error "$settings is not valid JSON. Nothing was changed; fix or move the file, then run this again."
-    exit 3
+    Refuse "$path is not valid JSON."
   }}
-  if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{
-    Write-Error "$settings does not hold a JSON object. Nothing was changed."
-    exit 3
+  if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{ Refuse "$path does not hold a JSON object." }}
+  return $doc
+}}
+function Save-Json([string]$path, $doc, [bool]$existed) {{
+  if ($existed) {{
+    $backup = "$path.bak." + (Get-Date -Format 'yyyyMMddHHmmss')
+    Copy-Item -LiteralPath $path -Destination $backup
+    Write-Host "Your previous $path is saved as $backup."
   }}
-  $backup = "$settings.bak." + (Get-Date -Format 'yyyyMMddHHmmss')
-  Copy-Item $settings $backup
-  Write-Host "Your previous file is saved as $backup."
-}} else {{
+  $json = ConvertTo-Json -InputObject $doc -Depth 64
+  [System.IO.File]::WriteAllText($path, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
+}}
+$newEnv = Decode-Json '{_b64json(config.env)}'
+$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
+# The last 20 characters of ANTHROPIC_API_KEY, as Claude Code stores an approved key; empty for Bearer gateways.
+$approve = Decode-Text '{base64.b64encode(config.approved_key_suffix.encode()).decode()}'
+$dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
+$settings = Join-Path $dir 'settings.json'
+$stateDir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ $HOME }}
+$state = Join-Path $stateDir '.claude.json'
+
+# Both files are checked before either is written: a refusal leaves both as they were.
+$doc = Read-JsonObject $settings
+$stateDoc = Read-JsonObject $state
+if ($stateDoc -and $stateDoc.PSObject.Properties['customApiKeyResponses']) {{
+  $answers = $stateDoc.customApiKeyResponses
+  $badList = @('approved', 'rejected') | Where-Object {{
+    $answers.PSObject.Properties[$_] -and $null -ne $answers.$_ -and $answers.$_ -isnot [System.Array]
+  }}
+  if ($answers -isnot [System.Management.Automation.PSCustomObject] -or $badList) {{
+    Refuse "$state has a customApiKeyResponses that is not an object of approved and rejected lists."
+  }}
+}}
+
+$settingsExisted = $null -ne $doc
+if (-not $settingsExisted) {{
   $doc = [PSCustomObject]@{{ '$schema' = '{SETTINGS_SCHEMA_URL}' }}
 }}
 if (-not $doc.PSObject.Properties['env']) {{
@@ -213,9 +334,28 @@ foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
 foreach ($p in $newEnv.PSObject.Properties) {{
   $envBlock | Add-Member -NotePropertyName $p.Name -NotePropertyValue $p.Value -Force
 }}
-$json = ConvertTo-Json -InputObject $doc -Depth 64
-[System.IO.File]::WriteAllText($settings, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
+
+$stateExisted = $null -ne $stateDoc
+if (-not $stateExisted) {{ $stateDoc = New-Object PSObject }}
+$stateDoc | Add-Member -NotePropertyName hasCompletedOnboarding -NotePropertyValue $true -Force
+if ($approve) {{
+  if (-not $stateDoc.PSObject.Properties['customApiKeyResponses']) {{
+    $stateDoc | Add-Member -NotePropertyName customApiKeyResponses -NotePropertyValue (New-Object PSObject)
+  }}
+  $answers = $stateDoc.customApiKeyResponses
+  # Case-sensitive comparisons (-cnotcontains, -cne): keys are.
+  $approved = if ($answers.PSObject.Properties['approved']) {{ @($answers.approved) }} else {{ @() }}
+  if ($approved -cnotcontains $approve) {{ $approved += $approve }}
+  $rejected = if ($answers.PSObject.Properties['rejected']) {{ @($answers.rejected | Where-Object {{ $_ -cne $approve }}) }} else {{ @() }}
+  $answers | Add-Member -NotePropertyName approved -NotePropertyValue $approved -Force
+  $answers | Add-Member -NotePropertyName rejected -NotePropertyValue $rejected -Force
+}}
+
+Save-Json $settings $doc $settingsExisted
+Save-Json $state $stateDoc $stateExisted
 Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
+Write-Host "In ${{state}}:"
+{state_notes}
 
 foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE_URL')) {{
   $user = [Environment]::GetEnvironmentVariable($name, 'User')
@@ -224,5 +364,5 @@ foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE
     Write-Warning "$name is set in your Windows environment. Remove it (Settings > Environment Variables) so only this set-up applies, then open a new terminal."
   }}
 }}
-Write-Host 'Next: open a new terminal, run claude, and send a short prompt to check the connection.'
+{warnings}Write-Host {powershell_quote(NEXT_STEP)}
 """

@@ -12,21 +12,29 @@ Nothing here touches the database; gateways.probes.runner stores the outcome.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import httpx
 
 from gateways.probes.outbound import OutboundRefused, SafeClient
+from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
 from portal.crypto import Secret, reveal
 from portal.redaction import Redactor, redact
 
 logger = logging.getLogger(__name__)
 
+# What the interactive Claude Code CLI sends (measured on 2.1.330): gateways that lock a key to
+# Claude Code (claude-relay-service) check the user agent, x-app, the beta and version headers,
+# metadata.user_id and the system prompt, and answer 403 client_validation_error otherwise.
 CLAUDE_CODE_VERSION = "2.1.330"
-USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"
+USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
+X_APP = "cli"
+SYSTEM_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
 ANTHROPIC_VERSION = "2023-06-01"
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14"
 CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
@@ -38,6 +46,12 @@ UNEXPECTED_FAILURE = (
     "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
     "Nothing was learned about the gateway."
 )
+# Sent in the other header to see whether a stale key there breaks the gateway; no gateway issues it.
+DECOY_KEY = "sk-portal-probe-not-a-real-key"
+# Verdicts that show the gateway took the key (it refused the body, the client or the model after
+# checking it), and those that show it refused the key; the rest say nothing about the key.
+KEY_ACCEPTED = {"ok", "bad_request", "betas_rejected", "model_not_found", "client_restricted", "bad_response"}
+KEY_REFUSED = {"auth_failed", "forbidden"}
 
 HINTS = {
     "ok": "The gateway answered like Claude Code expects.",
@@ -45,6 +59,9 @@ HINTS = {
     "copied in one piece from the gateway's console.",
     "forbidden": "The gateway knows the key but refuses it (403): it may be disabled, expired or out of balance, "
     "the model may not be allowed for this key, or an IP restriction may block the request.",
+    "client_restricted": "The key is valid but locked to Claude Code: the gateway answered 403 client_validation_error "
+    "because it did not take the probe for Claude Code. Claude Code itself should work with this key; check with a "
+    f"short prompt in claude. If it fails too, the gateway may want a newer Claude Code than {CLAUDE_CODE_VERSION}.",
     "model_not_found": "The gateway does not serve this model. Check the model id and its spelling (TokenBay wants "
     "dotted versions like claude-sonnet-4.6), or pick a model the gateway lists.",
     "wrong_base_url": "The base URL does not lead to a Messages API. Use the gateway's API root, without /v1: "
@@ -85,6 +102,17 @@ class ProbeTarget:
     # Retry without context_management when a gateway rejects it (and let the runner switch the
     # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
     retry_without_betas: bool = True
+    # Also find out which credential headers the gateway accepts (three more requests, one with a
+    # made-up key); the runner asks for it when the gateway's record is missing or old.
+    check_credential_headers: bool = False
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def user_id(self) -> str:
+        """metadata.user_id in the JSON form Claude Code 2.1.330 sends; the device id names the portal, not a person."""
+        device = hashlib.sha256(f"gateway-portal-probe {self.base_url}".encode()).hexdigest()
+        identity = {"device_id": device, "account_uuid": "", "session_id": self.session_id}
+        return json.dumps(identity, separators=(",", ":"))
 
     @property
     def auth(self) -> KeyAuth:
@@ -122,7 +150,7 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def auth_headers(auth_scheme: str, secret: Secret) -> dict[str, str]:
+def auth_headers(auth_scheme: str, secret: Secret | str) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
     if auth_scheme == "bearer":
         return {"authorization": f"Bearer {reveal(secret)}"}
@@ -130,14 +158,20 @@ def auth_headers(auth_scheme: str, secret: Secret) -> dict[str, str]:
 
 
 class KeyAuth(httpx.Auth):
-    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret."""
+    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret.
 
-    def __init__(self, auth_scheme: str, secret: Secret):
+    `more` adds keys in other headers: the credential-header checks send the key in both, or a
+    made-up key in the other one.
+    """
+
+    def __init__(self, auth_scheme: str, secret: Secret, *more: tuple[str, Secret | str]):
         self.auth_scheme = auth_scheme
         self.secret = secret
+        self.credentials = [(auth_scheme, secret), *more]
 
     def auth_flow(self, request: httpx.Request):
-        request.headers.update(auth_headers(self.auth_scheme, self.secret))
+        for scheme, secret in self.credentials:
+            request.headers.update(auth_headers(scheme, secret))
         yield request
 
 
@@ -225,7 +259,8 @@ def classify_response(
     if status == 401:
         return "auth_failed", message
     if status == 403:
-        return "forbidden", message
+        # claude-relay-service's answer to a key locked to Claude Code: the key itself was accepted.
+        return ("client_restricted" if "client_validation_error" in message else "forbidden"), message
     if status == 404:
         if _looks_like_model_problem(message):
             return "model_not_found", message
@@ -290,9 +325,18 @@ def hint_for(verdict: str, auth_scheme: str) -> str:
     return HINTS[verdict]
 
 
+def _claude_code_fields(target: ProbeTarget, model: str) -> dict:
+    """The body fields that make a request look like Claude Code's, without what makes it billable."""
+    return {
+        "model": model,
+        "system": [{"type": "text", "text": SYSTEM_PROMPT}],
+        "metadata": {"user_id": target.user_id},
+    }
+
+
 def _messages_body(target: ProbeTarget, model: str, *, context_management: bool, stream: bool, max_tokens: int) -> dict:
     body = {
-        "model": model,
+        **_claude_code_fields(target, model),
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": target.prompt}],
         "stream": stream,
@@ -302,6 +346,11 @@ def _messages_body(target: ProbeTarget, model: str, *, context_management: bool,
     return body
 
 
+def _auth_only_body(target: ProbeTarget) -> dict:
+    """No messages and no max_tokens: a gateway checks the key (and the client), then must refuse it with a 400."""
+    return _claude_code_fields(target, target.model)
+
+
 def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]:
     betas = BETAS + (f",{CONTEXT_MANAGEMENT_BETA}" if context_management else "")
     return {
@@ -309,6 +358,8 @@ def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]
         "anthropic-version": ANTHROPIC_VERSION,
         "anthropic-beta": betas,
         "user-agent": USER_AGENT,
+        "x-app": X_APP,
+        "x-claude-code-session-id": target.session_id,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
     }
@@ -386,9 +437,10 @@ def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
 
 
 async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None = None) -> ProbeOutcome:
-    """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
+    """Probe one key: one message (or reachability check), the betas retry, the model aliases, the credential headers.
 
-    `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    `models_cache` lets a batch of probes ask each gateway once, instead of once per key, for what
+    belongs to the gateway: its model list and which credential headers it accepts.
     Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
     outcome = await _run_probe(target, client, models_cache)
@@ -400,22 +452,26 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
 
 
 async def _run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None) -> ProbeOutcome:
+    cache = {} if models_cache is None else models_cache
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
-        return await _reachability(target, client)
-    outcome = await _message(target, client, url, context_management=target.send_context_management)
-    if outcome.verdict == "betas_rejected" and target.retry_without_betas:
-        retry = await _message(target, client, url, context_management=False)
-        if retry.verdict == "ok":
-            retry.warning = (
-                "The gateway rejects context_management; without it the key works. "
-                "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
-            )
-            retry.betas_fixed = True
-            retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
-        outcome = retry
-    if outcome.verdict == "ok":
-        await _check_models(target, client, outcome, {} if models_cache is None else models_cache)
+        outcome = await _reachability(target, client)
+    else:
+        outcome = await _message(target, client, url, context_management=target.send_context_management)
+        if outcome.verdict == "betas_rejected" and target.retry_without_betas:
+            retry = await _message(target, client, url, context_management=False)
+            if retry.verdict == "ok":
+                retry.warning = (
+                    "The gateway rejects context_management; without it the key works. "
+                    "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
+                )
+                retry.betas_fixed = True
+                retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
+            outcome = retry
+        if outcome.verdict == "ok":
+            await _check_models(target, client, outcome, cache)
+    if target.check_credential_headers:
+        await _check_credential_headers(target, client, outcome, cache)
     return outcome
 
 
@@ -495,7 +551,7 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
             "POST",
             f"{target.base_url}/v1/messages",
             client.deadline,
-            json={},
+            json=_auth_only_body(target),
             headers=headers,
             auth=target.auth,
         )
@@ -568,3 +624,72 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())
         note = f"The gateway does not serve these configured models: {names}."
         outcome.warning = f"{outcome.warning} {note}".strip()
+
+
+def _other_scheme(auth_scheme: str) -> str:
+    return AuthScheme.X_API_KEY if auth_scheme == AuthScheme.BEARER else AuthScheme.BEARER
+
+
+def key_accepted(verdict: str) -> bool | None:
+    """Whether an answer shows the gateway took the key: True, False, or None when it does not say."""
+    if verdict in KEY_ACCEPTED:
+        return True
+    if verdict in KEY_REFUSED:
+        return False
+    return None
+
+
+async def _accepts(target: ProbeTarget, client: SafeClient, auth: KeyAuth) -> bool | None:
+    """Send an auth-only request with these credential headers; did the gateway take the key?"""
+    answer = await _call(
+        client,
+        "POST",
+        f"{target.base_url}/v1/messages",
+        client.deadline,
+        json=_auth_only_body(target),
+        headers=_headers(target, context_management=False),
+        auth=auth,
+    )
+    if isinstance(answer, tuple):
+        return None
+    return key_accepted(classify_response(answer.status, answer.headers, answer.text, streamed=False)[0])
+
+
+async def _header_facts(target: ProbeTarget, client: SafeClient) -> dict[str, bool]:
+    """With the key known good in its own header: the other header alone, both, and a stale key in the other."""
+    own, other = target.auth_scheme, _other_scheme(target.auth_scheme)
+    arrangements = {
+        SCHEME_FACT[other]: KeyAuth(other, target.secret),
+        "same_key_in_both": KeyAuth(own, target.secret, (other, target.secret)),
+        "mismatch_refused": KeyAuth(own, target.secret, (other, DECOY_KEY)),
+    }
+    answers = await asyncio.gather(*(_accepts(target, client, auth) for auth in arrangements.values()))
+    facts = {SCHEME_FACT[own]: True}
+    for fact, accepted in zip(arrangements, answers, strict=True):
+        if accepted is not None:
+            facts[fact] = (not accepted) if fact == "mismatch_refused" else accepted
+    return facts
+
+
+async def _check_credential_headers(
+    target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict
+) -> None:
+    """Record which credential headers the gateway accepts, once the key is known to be good in one of them.
+
+    A key refused in its own header (401) is tried alone in the other: accepted there, the gateway's
+    auth scheme is wrong, not the key. Refused there too, nothing is learned: the key may be wrong.
+    """
+    if key_accepted(outcome.verdict):
+        slot = ("credential_headers", target.base_url)  # a gateway's facts, found once per batch
+        if slot not in cache:
+            cache[slot] = asyncio.ensure_future(_header_facts(target, client))
+        outcome.details["credential_headers"] = dict(await asyncio.shield(cache[slot]))
+    elif outcome.verdict == "auth_failed":
+        other = _other_scheme(target.auth_scheme)
+        if await _accepts(target, client, KeyAuth(other, target.secret)):
+            outcome.details["credential_headers"] = {SCHEME_FACT[target.auth_scheme]: False, SCHEME_FACT[other]: True}
+            note = (
+                f"The gateway accepts this key as {SCHEME_HEADER[other]} but refuses it as "
+                f"{SCHEME_HEADER[target.auth_scheme]}: the gateway's auth scheme is wrong, not the key."
+            )
+            outcome.warning = f"{outcome.warning} {note}".strip()

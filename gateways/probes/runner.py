@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from gateways.config.builder import build_config
-from gateways.models import GatewayKey, ProbeResult
+from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
 from gateways.probes.probe import UNEXPECTED_FAILURE, ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
 from gateways.rules import RuleError
@@ -50,6 +50,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
         alias_models=alias_models(env),
         custom_headers=dict(key.custom_headers or {}),
         retry_without_betas=retry_betas,
+        check_credential_headers=gateway.credential_headers_due,
     )
 
 
@@ -130,6 +131,16 @@ def save_outcome(
         details=outcome.details,
     )
     now = timezone.now()
+    facts = outcome.details.get("credential_headers")
+    if facts:
+        gateway = key.gateway
+        gateway.credential_headers = {
+            **(gateway.credential_headers or {}),
+            **facts,
+            "seen_at": now.isoformat(),
+            "probe": result.pk,
+        }
+        Gateway.objects.filter(pk=gateway.pk).update(credential_headers=gateway.credential_headers)
     updates = {"last_probe_verdict": outcome.verdict, "last_probe_at": now}
     if outcome.betas_fixed and key.disable_experimental_betas is not True:
         updates.update(disable_experimental_betas=True, config_changed_at=now)
