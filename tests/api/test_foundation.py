@@ -1,4 +1,7 @@
-"""Gateways, teams, members, keys and assignments through the REST API."""
+"""Gateways, teams, members, keys and assignments through the REST API.
+
+Who may call what (every route x role) is tests/api/test_isolation_matrix.py.
+"""
 
 from __future__ import annotations
 
@@ -125,12 +128,6 @@ def test_staff_create_teams_and_admins_add_members(api, staff, bob):
     assert "no active user called 'nobody'" in response.json()["detail"]
 
 
-def test_members_cannot_create_teams_or_add_members(api, bob, alice):
-    assert api(bob).post("/api/v1/teams/", {"name": "X", "slug": "x"}, format="json").status_code == 403
-    response = api(bob).post("/api/v1/teams/web/members/", {"username": "bob", "role": "admin"}, format="json")
-    assert response.status_code == 403
-
-
 def test_last_admin_cannot_be_demoted(api, alice):
     response = api(alice).post("/api/v1/teams/web/members/", {"username": "alice", "role": "member"}, format="json")
     assert response.status_code == 400
@@ -220,66 +217,6 @@ def test_schema_needs_a_sign_in(client, bob):
     assert b"/api/v1/me/configs/" not in response.content
     client.force_login(bob)  # the browser session is enough, like for every other operation
     assert client.get("/api/v1/schema/").status_code == 200
-
-
-# --- Cross-team isolation and roles, for every endpoint -------------------------------------------
-
-
-def endpoints(key_id, assignment_id):
-    """(method, url, body) for every endpoint that touches team web's data."""
-    return [
-        ("get", "/api/v1/teams/web/", None),
-        ("get", "/api/v1/teams/web/members/", None),
-        ("post", "/api/v1/teams/web/members/", {"username": "charlie", "role": "admin"}),
-        ("delete", "/api/v1/teams/web/members/bob/", None),
-        ("get", "/api/v1/teams/web/keys/", None),
-        ("post", "/api/v1/teams/web/keys/", {"gateway": "tokaify", "label": "x", "secret": "sk-intruder-123456"}),
-        ("get", f"/api/v1/keys/{key_id}/", None),
-        ("patch", f"/api/v1/keys/{key_id}/", {"label": "hijacked"}),
-        ("delete", f"/api/v1/keys/{key_id}/", None),
-        ("get", f"/api/v1/keys/{key_id}/assignments/", None),
-        ("post", f"/api/v1/keys/{key_id}/assignments/", {"username": "bob"}),
-        ("delete", f"/api/v1/assignments/{assignment_id}/", None),
-        ("get", f"/api/v1/keys/{key_id}/probes/", None),
-        ("post", f"/api/v1/keys/{key_id}/probes/", None),
-        ("get", f"/api/v1/me/configs/{assignment_id}/bash", None),
-    ]
-
-
-def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_assignment):
-    key_id = bob_assignment.key_id
-    client = api(charlie)
-    for method, url, body in endpoints(key_id, bob_assignment.id):
-        response = getattr(client, method)(url, body, format="json")
-        assert response.status_code == 404, (method, url, response.status_code)
-        assert response.json()["detail"]
-    assert GatewayKey.objects.get(pk=key_id).label == "Bob laptop"
-    assert GatewayKey.objects.get(pk=key_id).state == "active"
-    assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
-    assert [t["slug"] for t in client.get("/api/v1/teams/").json()["results"]] == ["data"]
-    assert client.get("/api/v1/probes/").json()["results"] == []
-    assert client.get("/api/v1/connections/").json()["results"] == []
-
-
-WRITES = {"post", "patch", "delete"}
-
-
-@pytest.mark.parametrize("who", ["bob", "dave"])
-def test_members_and_auditors_cannot_change_the_team(api, who, bob, dave, bob_assignment):
-    user = {"bob": bob, "dave": dave}[who]
-    client = api(user)
-    for method, url, body in endpoints(bob_assignment.key_id, bob_assignment.id):
-        if method not in WRITES:
-            continue
-        response = getattr(client, method)(url, body, format="json")
-        assert response.status_code in (403, 404), (who, method, url, response.status_code)
-    assert GatewayKey.objects.get(pk=bob_assignment.key_id).label == "Bob laptop"
-    assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
-
-
-def test_auditors_read_keys_but_members_do_not(api, bob, dave, tokaify_key):
-    assert api(dave).get("/api/v1/teams/web/keys/").status_code == 200
-    assert api(bob).get("/api/v1/teams/web/keys/").status_code == 403
 
 
 @pytest.mark.parametrize("url", ["/api/v1/nope/", "/api/v1/keys/not-a-uuid/", "/api/v1/me/configs/x/bash"])
