@@ -1,8 +1,10 @@
-"""Refuse a NUL character in the URL before it reaches a query: PostgreSQL cannot store or compare one."""
+"""Request-wide guards: refuse a NUL character in the URL; keep a request's keys in reach of redaction."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+
+from portal.crypto import secrets_scope
 
 MESSAGE = "The address contains a NUL character (%00), which no name or filter here can hold. Remove it."
 
@@ -18,3 +20,18 @@ class RejectNulCharactersMiddleware:
                 return JsonResponse({"detail": MESSAGE}, status=400)
             return HttpResponseBadRequest(MESSAGE, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+class SecretsScopeMiddleware:
+    """Every key revealed while a request runs stays known to the error page and the logs until it ends.
+
+    A rendered config outlives the Secret it came from; if the view fails after that, the error
+    page (portal.redaction) can still tell the key's text apart and remove it.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with secrets_scope():
+            return self.get_response(request)

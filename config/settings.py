@@ -97,6 +97,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.SecretsScopeMiddleware",
     "config.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -256,6 +257,10 @@ DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
 if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
     raise ImproperlyConfigured(f"ACCESS_TOKEN_DEFAULT_DAYS must be from 1 to 3650, not {ACCESS_TOKEN_DEFAULT_DAYS}.")
+
+# Django's error page and error e-mails, with every key in reach removed, DEBUG on or off.
+DEFAULT_EXCEPTION_REPORTER = "portal.redaction.SecretSafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.redaction.SecretSafeExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,

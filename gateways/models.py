@@ -233,19 +233,19 @@ class GatewayKey(models.Model):
     def associated_data(self) -> str:
         return f"gateways.GatewayKey:{self.id}"
 
-    def set_secret(self, secret: str) -> None:
+    def set_secret(self, secret: crypto.Secret | str) -> None:
         """Encrypt a cleaned secret into this row (see gateways.rules.clean_secret)."""
         self.secret_ciphertext, self.secret_key_id = crypto.get_keyring().encrypt(
-            secret, associated_data=self.associated_data
+            crypto.reveal(secret), associated_data=self.associated_data
         )
-        self.masked = mask(secret)
-        self.fingerprint = fingerprint(secret)
+        self.masked = mask(crypto.reveal(secret))
+        self.fingerprint = fingerprint(crypto.reveal(secret))
 
-    def reveal_secret(self) -> str:
-        """The plaintext, for building its assignee's config or a probe. Never log or store it."""
+    def reveal_secret(self) -> crypto.Secret:
+        """The plaintext, wrapped, for building its assignee's config or a probe. Never log or store it."""
         if not self.secret_ciphertext:
             raise crypto.DecryptionError("This key was revoked and its secret destroyed.")
-        return crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data)
+        return crypto.Secret(crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data))
 
     @property
     def state(self) -> str:

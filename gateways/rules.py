@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import idna
+
 # The refusal type is portal's; `gateways.rules.RuleError` names the same class.
 from portal.errors import RuleError as RuleError
 
@@ -46,7 +48,13 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
     """
     notices: list[str] = []
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535, in ASCII digits
+    except ValueError:
+        raise RuleError(
+            "The base URL cannot be read: check the host name and the port (a number), like https://api.example.com."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RuleError("The base URL must start with https:// and name a host, like https://api.example.com.")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -55,11 +63,45 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
         raise RuleError("The base URL cannot have a query (?…) or fragment (#…); give the API root only.")
     if parts.username or parts.password:
         raise RuleError("The base URL cannot carry a user name or password; the key goes in its own field.")
+    netloc = parts.netloc
+    host = ascii_host(parts.hostname)
+    if host != parts.hostname:
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+        notices.append(f"Wrote the host name {parts.hostname} as {host}, the ASCII form HTTP and Claude Code send.")
     path = parts.path.rstrip("/")
     if re.search(r"/v1$", path, re.IGNORECASE):
         path = path[:-3].rstrip("/")
         notices.append("Removed the trailing /v1 from the base URL: Claude Code adds /v1/messages itself.")
-    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), notices
+    return urlunsplit((parts.scheme, netloc, path, "", "")), notices
+
+
+HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def ascii_host(host: str) -> str:
+    """A URL's host (lower case, no brackets) as it travels; an internationalised name becomes its xn-- form.
+
+    Names are encoded by IDNA 2008 without compatibility mapping, so a host written with fullwidth
+    digits (U+FF11 for 1, and so on) or other look-alike characters is refused instead of silently turning
+    into a different address than the one a person reads.
+    """
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise RuleError(f"{host!r} is not a valid IPv6 address, like https://[2001:db8::1].") from None
+        return host
+    if not host.isascii():
+        try:
+            host = idna.encode(host).decode("ascii")
+        except idna.IDNAError:
+            raise RuleError(
+                f"The host name {host!r} has characters a domain name cannot hold (such as fullwidth digits or "
+                "symbols). Type it in plain ASCII letters and digits, like api.example.com."
+            ) from None
+    if not all(HOST_LABEL.match(label) for label in host.removesuffix(".").split(".")):
+        raise RuleError(f"The host name {host!r} is not a valid domain name or IP address.")
+    return host
 
 
 # Gateways whose guides say the key is the full `sk-…` secret.
@@ -168,6 +210,11 @@ def clean_custom_headers(headers: object) -> dict[str, str]:
             raise RuleError(f"The {name} header is set by Claude Code itself and cannot be a custom header.")
         if not isinstance(value, str) or any(unicodedata.category(ch).startswith("C") for ch in value):
             raise RuleError(f"The value of header {name} must be text on one line.")
+        if not all(" " <= ch <= "~" for ch in value):
+            raise RuleError(
+                f"The value of header {name} must be printable ASCII (letters, digits, punctuation, spaces): "
+                "HTTP headers cannot carry characters such as é or €."
+            )
         cleaned[name] = value.strip()
     return cleaned
 

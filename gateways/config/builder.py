@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateways import rules
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, UnrepresentableValue, styled_model_id
+from portal.crypto import Secret, reveal
 
 if TYPE_CHECKING:  # the builder takes model instances but never touches the database
     from gateways.models import Gateway, GatewayKey
@@ -22,7 +23,7 @@ SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 
 @dataclass(frozen=True)
 class ClaudeConfig:
-    """Everything a renderer needs; `env` holds the secret, so never log one of these."""
+    """Everything a renderer needs. `variables` keeps the key wrapped in a Secret; `env` unwraps it."""
 
     gateway_name: str
     gateway_slug: str
@@ -30,10 +31,15 @@ class ClaudeConfig:
     auth_scheme: str
     key_label: str
     key_masked: str
-    env: dict[str, str]
+    variables: dict[str, str | Secret]
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Every variable as text, the key included: read it only to write the config out."""
+        return {name: reveal(value) for name, value in self.variables.items()}
 
 
 # The stored fields that go into a config, checked again at every render: data saved around the
@@ -61,7 +67,7 @@ def _refuse_stored(owner: str, clean: Callable[[dict[str, Any]], object], fields
         ) from None
 
 
-def build_config(gateway: Gateway, key: GatewayKey, secret: str) -> ClaudeConfig:
+def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeConfig:
     """Build the Claude Code environment for `key` on `gateway` (saved or not: nothing is read from the database).
 
     Each setting is `key.setting(name)`: the key's override, else the gateway's default.
@@ -78,7 +84,7 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: str) -> ClaudeConfig
         lambda fields: rules.clean_key_overrides(fields, style=style),
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
-    env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
+    env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
     env[CREDENTIAL_VARIABLE[gateway.auth_scheme]] = secret
     if gateway.auth_scheme == AuthScheme.BEARER:
         # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
@@ -112,5 +118,5 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: str) -> ClaudeConfig
         auth_scheme=gateway.auth_scheme,
         key_label=key.label,
         key_masked=key.masked,
-        env=env,
+        variables=env,
     )

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
 from gateways.probes.outbound import OutboundRefused, SafeClient
+from portal.crypto import Secret, reveal
+from portal.redaction import Redactor, redact
+
+logger = logging.getLogger(__name__)
 
 CLAUDE_CODE_VERSION = "2.1.330"
 USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"
@@ -29,6 +34,10 @@ CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
 # What Claude Code asks for when no model is configured (measured on 2.1.330).
 CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
 EXCERPT_BYTES = 300
+UNEXPECTED_FAILURE = (
+    "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
+    "Nothing was learned about the gateway."
+)
 
 HINTS = {
     "ok": "The gateway answered like Claude Code expects.",
@@ -50,7 +59,8 @@ HINTS = {
     "Check the base URL.",
     "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
     "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
-    "refused": "The portal refused to contact this address: it is private, loopback or link-local.",
+    "refused": "The portal refused to send this request: the address is private, loopback or link-local, or the "
+    "base URL or a custom header cannot travel in an HTTP request. The excerpt says which.",
 }
 # The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
 BEARER_AUTH_HINT = (
@@ -63,7 +73,7 @@ BEARER_AUTH_HINT = (
 class ProbeTarget:
     base_url: str
     auth_scheme: str
-    secret: str = field(repr=False)
+    secret: Secret = field(repr=False)
     model: str
     prompt: str = "Reply with the single word: pong"
     mode: str = "inference"  # or "reachability"
@@ -75,6 +85,10 @@ class ProbeTarget:
     # Retry without context_management when a gateway rejects it (and let the runner switch the
     # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
     retry_without_betas: bool = True
+
+    @property
+    def auth(self) -> KeyAuth:
+        return KeyAuth(self.auth_scheme, self.secret)
 
 
 @dataclass
@@ -108,18 +122,44 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def auth_headers(auth_scheme: str, secret: str) -> dict[str, str]:
+def auth_headers(auth_scheme: str, secret: Secret) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
     if auth_scheme == "bearer":
-        return {"authorization": f"Bearer {secret}"}
-    return {"x-api-key": secret}
+        return {"authorization": f"Bearer {reveal(secret)}"}
+    return {"x-api-key": reveal(secret)}
 
 
-def excerpt(text: str, secret: str = "") -> str:
-    """A short, single-line piece of an answer, with the secret blanked should a gateway echo it."""
-    if secret:
-        text = text.replace(secret, "[secret]")
-    return " ".join(text.split())[:EXCERPT_BYTES]
+class KeyAuth(httpx.Auth):
+    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret."""
+
+    def __init__(self, auth_scheme: str, secret: Secret):
+        self.auth_scheme = auth_scheme
+        self.secret = secret
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers.update(auth_headers(self.auth_scheme, self.secret))
+        yield request
+
+
+def excerpt(text: str, secret: Secret | str = "") -> str:
+    """A short, single-line piece of an answer, with every encoding of the secret removed should a gateway echo it.
+
+    Redaction reads a few times the excerpt's length, so an encoded secret that shrinks to its marker
+    cannot pull unread text into view, and a long answer costs no more than a short one.
+    """
+    flat = " ".join(text.split())[: EXCERPT_BYTES * 4]
+    return redact(flat, secret)[:EXCERPT_BYTES]
+
+
+def _redacted(value, redactor: Redactor):
+    """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, dict):
+        return {_redacted(name, redactor): _redacted(item, redactor) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item, redactor) for item in value]
+    return value
 
 
 def _error_message(text: str) -> str:
@@ -271,7 +311,6 @@ def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]
         "user-agent": USER_AGENT,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
-        **auth_headers(target.auth_scheme, target.secret),
     }
 
 
@@ -294,9 +333,17 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
-    """A transport failure as (verdict, detail); anything that is not one is re-raised."""
+    """Any failure to get an answer as (verdict, detail): a probe never raises out of its request."""
     if isinstance(exc, OutboundRefused):
         return "refused", str(exc)
+    if isinstance(exc, httpx.InvalidURL):
+        return "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+    if isinstance(exc, UnicodeError):
+        # The message is not shown: the value it names could be any header, the key's included.
+        return "refused", (
+            "A header value holds characters an HTTP header cannot carry (only printable ASCII). "
+            "Edit the key's custom headers."
+        )
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout", "No complete answer before the deadline."
     if isinstance(exc, httpx.ConnectError):
@@ -308,14 +355,15 @@ def _failure(exc: Exception) -> tuple[str, str]:
         return "bad_response", f"The connection broke off mid-answer ({type(exc).__name__})."
     if isinstance(exc, httpx.HTTPError):
         return "unreachable", f"{type(exc).__name__}: {str(exc)[:200]}"
-    raise exc
+    logger.error("A probe request stopped on an unexpected %s.", type(exc).__name__, exc_info=exc)
+    return "refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__)
 
 
 async def _call(client: SafeClient, method: str, url: str, deadline: float, **kwargs) -> Answer | tuple[str, str]:
     try:
         async with asyncio.timeout(deadline):
             return await _send(client, method, url, **kwargs)
-    except Exception as exc:  # classified below; anything unexpected is re-raised by _failure
+    except Exception as exc:  # every failure becomes a verdict: a probe must not raise out of its path
         return _failure(exc)
 
 
@@ -341,7 +389,17 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
 
     `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
+    outcome = await _run_probe(target, client, models_cache)
+    redactor = Redactor(target.secret)
+    for name in ("hint", "warning", "error_excerpt", "model"):
+        setattr(outcome, name, redactor(getattr(outcome, name)))
+    outcome.details = _redacted(outcome.details, redactor)
+    return outcome
+
+
+async def _run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None) -> ProbeOutcome:
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
         return await _reachability(target, client)
@@ -366,9 +424,23 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
         target, target.model, context_management=context_management, stream=target.stream, max_tokens=target.max_tokens
     )
     answer = await _call(
-        client, "POST", url, client.deadline, json=body, headers=_headers(target, context_management=context_management)
+        client,
+        "POST",
+        url,
+        client.deadline,
+        json=body,
+        headers=_headers(target, context_management=context_management),
+        auth=target.auth,
     )
-    return _outcome(target, answer, path=httpx.URL(url).path, streamed=target.stream)
+    return _outcome(target, answer, path=_path(url), streamed=target.stream)
+
+
+def _path(url: str) -> str:
+    """The request's path, for the classifier; a URL httpx cannot parse has already failed as a verdict."""
+    try:
+        return httpx.URL(url).path
+    except httpx.InvalidURL:
+        return "/v1/messages"
 
 
 def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: str = "inference") -> ProbeOutcome:
@@ -407,7 +479,9 @@ def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: st
 async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
     """No message is sent: list models, or post an empty body that a gateway must reject after checking auth."""
     headers = _headers(target, context_management=False)
-    answer = await _call(client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers)
+    answer = await _call(
+        client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
+    )
     if not isinstance(answer, tuple) and answer.status == 200 and "json" in answer.headers.get("content-type", ""):
         outcome = ProbeOutcome(
             "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
@@ -417,7 +491,13 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
         outcome = _outcome(target, answer, path="/v1/models", streamed=False, kind="reachability")
     else:
         answer = await _call(
-            client, "POST", f"{target.base_url}/v1/messages", client.deadline, json={}, headers=headers
+            client,
+            "POST",
+            f"{target.base_url}/v1/messages",
+            client.deadline,
+            json={},
+            headers=headers,
+            auth=target.auth,
         )
         if not isinstance(answer, tuple) and answer.status == 400:
             outcome = ProbeOutcome(
@@ -450,6 +530,7 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
             f"{target.base_url}/v1/models?limit=1000",
             client.deadline,
             headers=_headers(target, context_management=False),
+            auth=target.auth,
         )
         cache[target.base_url] = asyncio.ensure_future(request)
     answer = await asyncio.shield(cache[target.base_url])
@@ -476,6 +557,7 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
                 client.deadline,
                 json=body,
                 headers=_headers(target, context_management=False),
+                auth=target.auth,
             )
             if not isinstance(reply, tuple):
                 verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)

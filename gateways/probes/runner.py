@@ -9,6 +9,7 @@ the key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1, and says so in th
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
 from django.db import transaction
@@ -19,11 +20,13 @@ from django.views.decorators.debug import sensitive_variables
 from gateways.config.builder import build_config
 from gateways.models import GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
-from gateways.probes.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
+from gateways.probes.probe import UNEXPECTED_FAILURE, ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
 from gateways.rules import RuleError
 from gateways.services import record_key_event
 from portal.crypto import DecryptionError
 from portal.models import Action
+
+logger = logging.getLogger(__name__)
 
 STAGGER_SECONDS = 0.002
 MAX_STAGGER_SECONDS = 0.5
@@ -34,7 +37,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
     gateway = key.gateway
     secret = key.reveal_secret()
     config = build_config(gateway, key, secret)
-    env = config.env
+    env = config.variables  # the key stays wrapped: only the model settings are read here
     return ProbeTarget(
         base_url=gateway.base_url,
         auth_scheme=gateway.auth_scheme,
@@ -61,9 +64,12 @@ async def _probe_one(
         return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
     try:
         target = target_for(key, stream=stream, retry_betas=retry_betas)
+        return await run_probe(target, client, models_cache)
     except (DecryptionError, RuleError) as exc:  # RuleError: stored settings the config builder refuses
         return _unusable_outcome(key, str(exc))
-    return await run_probe(target, client, models_cache)
+    except Exception as exc:  # one key's failure must not cost the others their results (manage.py probe)
+        logger.error("The probe of key %s stopped on an unexpected %s.", key.pk, type(exc).__name__, exc_info=exc)
+        return _unusable_outcome(key, UNEXPECTED_FAILURE.format(name=type(exc).__name__))
 
 
 async def probe_keys_async(

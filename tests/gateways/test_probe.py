@@ -11,10 +11,11 @@ import pytest
 from django.core.management import call_command
 
 from gateways.config.builder import build_config
-from gateways.models import GatewayKey, ProbeResult
+from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient
 from gateways.probes.probe import ProbeTarget, classify_response, run_probe
 from gateways.probes.runner import probe_key
+from gateways.services import store_key
 from portal.models import AuditEvent
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 from tests.gateway_emulator import GatewayRules, running_emulator
@@ -98,7 +99,7 @@ def test_each_misbehaviour_gets_its_verdict_and_the_guides_hint(behaviour, verdi
 def test_a_gateway_echoing_the_key_does_not_put_it_in_the_result():
     outcome, _ = probe_against(GatewayRules(behaviour="401_echo"))
     assert outcome.verdict == "auth_failed"
-    assert "[secret]" in outcome.error_excerpt
+    assert "[secret removed]" in outcome.error_excerpt
     assert SECRET not in outcome.error_excerpt + json.dumps(outcome.details)
 
 
@@ -396,3 +397,81 @@ def test_probe_command_with_nothing_to_probe_says_so(db):
 
     with pytest.raises(CommandError, match="No usable keys match"):
         call_command("probe", "--team", "nope")
+
+
+# --- A probe never raises: every failure is a verdict, on every door ---------------------------------
+
+
+def test_a_header_value_http_cannot_carry_is_refused_at_input(api, alice, tokenbay_key):
+    body = {"custom_headers": {"X-Team": "café€"}}
+    response = api(alice).patch(f"/api/v1/keys/{tokenbay_key.id}/", body, format="json")
+    assert response.status_code == 400
+    assert "printable ASCII" in response.json()["detail"]
+
+
+def test_a_fullwidth_host_is_refused_at_input(api, staff):
+    body = {"base_url": "https://\uff11\uff12\uff17.\uff10.\uff10.\uff11:18443"}
+    response = api(staff).patch("/api/v1/gateways/tokenbay/", body, format="json")
+    assert response.status_code == 400
+    assert "host name" in response.json()["detail"]
+
+
+def test_a_stored_header_value_http_cannot_carry_is_a_verdict_not_a_500(api, client, emulated, tokenbay_key, alice):
+    emulated("tokenbay", tokenbay_rules())
+    GatewayKey.objects.filter(pk=tokenbay_key.pk).update(custom_headers={"X-Team": "café€"})
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/")
+    assert response.status_code == 201
+    assert response.json()["verdict"] == "refused"
+    # The config builder refuses the stored header before any request is built, and names the field.
+    said = response.json()["hint"] + response.json()["error_excerpt"]
+    assert "custom_headers" in said or "custom headers" in said
+    client.force_login(alice)
+    page = client.post(f"/keys/{tokenbay_key.id}/probe/", HTTP_ACCEPT="application/json")
+    assert page.status_code == 200
+    assert page.json()["verdict"] == "refused"
+
+
+def test_a_stored_base_url_http_cannot_parse_is_a_verdict_not_a_500(api, tokenbay, tokenbay_key, alice):
+    Gateway.objects.filter(pk=tokenbay.pk).update(base_url="https://\uff11\uff12\uff17.\uff10.\uff10.\uff11:18443")
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/")
+    assert response.status_code == 201
+    assert response.json()["verdict"] == "refused"
+    assert "base URL" in response.json()["error_excerpt"]
+
+
+@pytest.fixture
+def three_keys(emulated, tokenbay_key, tokaify_key, web, tokenbay, alice):
+    emulated("tokenbay", tokenbay_rules())
+    emulated("tokaify", GatewayRules(keys={TOKAIFY_SECRET}))
+    third = store_key(
+        team=web, gateway=tokenbay, label="Carol laptop", secret="sk-tokenbay-carol-0123456789", actor=alice
+    )
+    return [tokenbay_key, tokaify_key, third]
+
+
+def test_probe_command_records_every_key_when_one_has_a_header_http_cannot_carry(three_keys):
+    bad = three_keys[2]
+    GatewayKey.objects.filter(pk=bad.pk).update(custom_headers={"X-Team": "café€"})
+    with pytest.raises(SystemExit):
+        call_command("probe", "--concurrency", "2")
+    results = {r.key_id: r.verdict for r in ProbeResult.objects.filter(trigger="command")}
+    assert results == {three_keys[0].pk: "ok", three_keys[1].pk: "ok", bad.pk: "refused"}
+
+
+def test_probe_command_records_every_key_when_one_probe_fails_unexpectedly(three_keys, monkeypatch):
+    import gateways.probes.runner
+
+    real_run_probe = gateways.probes.runner.run_probe
+
+    async def failing_for_carol(target, client, cache=None):
+        if target.secret == "sk-tokenbay-carol-0123456789":
+            raise RuntimeError("a bug deep inside the probe")
+        return await real_run_probe(target, client, cache)
+
+    monkeypatch.setattr(gateways.probes.runner, "run_probe", failing_for_carol)
+    with pytest.raises(SystemExit):
+        call_command("probe", "--concurrency", "1")
+    results = {r.key_id: r for r in ProbeResult.objects.filter(trigger="command")}
+    assert len(results) == 3
+    assert [results[k.pk].verdict for k in three_keys] == ["ok", "ok", "refused"]
+    assert "unexpected error" in results[three_keys[2].pk].hint

@@ -52,6 +52,29 @@ def test_bad_base_urls_are_refused_with_advice(given, fragment):
         normalize_base_url(given)
 
 
+@pytest.mark.parametrize(
+    "given",
+    ["https://\uff11\uff12\uff17.\uff10.\uff10.\uff11:18443", "https://\uff45xample.com", "https://exa mple.com"],
+)
+def test_a_host_with_lookalike_or_invalid_characters_is_refused(given):
+    with pytest.raises(RuleError, match="host name"):
+        normalize_base_url(given)
+
+
+def test_an_internationalised_host_is_written_in_its_ascii_form():
+    url, notices = normalize_base_url("https://Bücher.example:8443/api")
+    assert url == "https://xn--bcher-kva.example:8443/api"
+    assert "xn--bcher-kva.example" in notices[0]
+
+
+@pytest.mark.parametrize(
+    "given", ["https://gw.example:99999", "https://gw.example:\uff11\uff18\uff14\uff14\uff13", "https://[::1"]
+)
+def test_a_base_url_that_cannot_be_parsed_is_refused_with_a_sentence(given):
+    with pytest.raises(RuleError, match="cannot be read"):
+        normalize_base_url(given)
+
+
 def test_secret_is_trimmed():
     assert clean_secret("  sk-abc123  \n", requires_sk_prefix=True) == "sk-abc123"
 
@@ -109,6 +132,12 @@ def test_custom_headers_refuse_auth_headers_and_bad_names():
         clean_custom_headers({"Authorization": "x"})
     with pytest.raises(RuleError, match="not a valid HTTP header"):
         clean_custom_headers({"Bad Name": "x"})
+
+
+@pytest.mark.parametrize("value", ["café", "café€", "web\u00a0team"])
+def test_custom_header_values_must_be_printable_ascii(value):
+    with pytest.raises(RuleError, match="printable ASCII"):
+        clean_custom_headers({"X-Team": value})
 
 
 def test_extra_env_cannot_override_managed_variables():
