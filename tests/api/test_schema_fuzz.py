@@ -25,7 +25,7 @@ from gateways.services import store_key
 from portal.models import AccessToken
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 from tests.gateway_emulator import GatewayRules, running_emulator
-from tests.test_redaction import leaks
+from tests.portal.test_redaction import leaks
 
 CANARY = 'sk-fz81c0/9e4a7d+b2f63e="5da07c91'
 
