@@ -53,6 +53,7 @@ test-deps: system-deps $(VENV)/.dev claude-cli oidc-provider
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 check: $(VENV)/.dev
 	$(PY) manage.py check
@@ -65,7 +66,7 @@ check: $(VENV)/.dev
 	  SECURE_HSTS_INCLUDE_SUBDOMAINS=True SECURE_HSTS_PRELOAD=True \
 	  $(PY) manage.py check --deploy --fail-level WARNING
 
-## Install what the tests need and run the whole suite (lint, checks, unit, shells, browser, Claude Code e2e).
+## Install what the tests need and run the whole suite (lint and types, checks, unit, shells, browser, Claude Code e2e).
 test: test-deps lint check
 	CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -76,4 +77,4 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.pages
 
 clean:
-	rm -rf $(VENV) $(CLAUDE_DIR) $(OIDC_PROVIDER_DIR) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CLAUDE_DIR) $(OIDC_PROVIDER_DIR) staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -66,11 +66,16 @@ def _resolve(model: type[Model], path: str) -> tuple[Field, bool]:
     field: Field | None = None
     for part in path.split("__"):
         if field is not None:
+            if not isinstance(field.related_model, type):  # a column has no part after it
+                raise ImproperlyConfigured(f"A list is ordered by {path!r}, which is not a field path.")
             model = field.related_model
         try:
-            field = model._meta.pk if part == "pk" else model._meta.get_field(part)
+            found = model._meta.pk if part == "pk" else model._meta.get_field(part)
         except FieldDoesNotExist:
-            raise ImproperlyConfigured(f"A list is ordered by {path!r}, which is not a field path.") from None
+            found = None
+        if not isinstance(found, Field):  # missing, or a reverse relation: no column to order by
+            raise ImproperlyConfigured(f"A list is ordered by {path!r}, which is not a field path.")
+        field = found
         nullable = nullable or field.null
     if field is None or field.is_relation:
         raise ImproperlyConfigured(f"A list is ordered by {path!r}; order by a column (e.g. {path}__name) instead.")

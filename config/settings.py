@@ -123,6 +123,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.accounts",
             ],
         },
     },
@@ -261,7 +262,6 @@ _auth_at = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddle
 # OTPMiddleware marks a session verified by a second factor; ours then holds back whoever still owes one.
 MIDDLEWARE[_auth_at:_auth_at] = ["django_otp.middleware.OTPMiddleware", "portal.two_factor.TwoFactorMiddleware"]
 AUTHENTICATION_BACKENDS += ["portal.oidc.SSOBackend"]  # answers only the OIDC callback
-TEMPLATES[0]["OPTIONS"]["context_processors"] += ["portal.context_processors.accounts"]
 
 
 def parse_email_url(url: str) -> dict:

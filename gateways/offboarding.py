@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -28,7 +29,7 @@ from portal.services import _refuse_last_admin
 class Offboarding:
     """What offboarding `user` (from `team`, or from the portal when team is None) takes away."""
 
-    user: object
+    user: User
     team: Team | None
     memberships: list[Membership] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)

@@ -10,6 +10,8 @@ import hashlib
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import idna
@@ -190,7 +192,7 @@ SCHEME_FACT = {AuthScheme.X_API_KEY: "x_api_key", AuthScheme.BEARER: "bearer"}
 SCHEME_HEADER = {AuthScheme.X_API_KEY: "x-api-key", AuthScheme.BEARER: "Authorization: Bearer"}
 
 
-def describe_credential_headers(seen: dict) -> list[str]:
+def describe_credential_headers(seen: dict[str, object]) -> list[str]:
     """What probes saw, one sentence per fact, for the gateway page."""
     sentences = [
         accepted if seen[fact] else refused
@@ -200,7 +202,7 @@ def describe_credential_headers(seen: dict) -> list[str]:
     return [sentence[0].upper() + sentence[1:] + "." for sentence in sentences]
 
 
-def auth_scheme_warning(auth_scheme: str, seen: dict) -> str:
+def auth_scheme_warning(auth_scheme: str, seen: dict[str, object]) -> str:
     """A sentence when probes saw the gateway refuse the key in the header its auth scheme names, else ""."""
     own = SCHEME_FACT.get(auth_scheme)
     if own is None or seen.get(own) is not False:
@@ -244,7 +246,7 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 RESERVED_HEADERS = {"authorization", "x-api-key", "host", "content-length", "content-type"}
 
 
-def clean_custom_headers(headers: dict) -> dict[str, str]:
+def clean_custom_headers(headers: object) -> dict[str, str]:
     """Headers a key adds to every request (ANTHROPIC_CUSTOM_HEADERS)."""
     if not isinstance(headers, dict):
         raise RuleError('Custom headers must be an object of names to values, like {"X-Team": "web"}.')
@@ -376,7 +378,7 @@ def clean_extra_env_value(name: str, value: object) -> str:
     return value
 
 
-def clean_extra_env(env: dict) -> dict[str, str]:
+def clean_extra_env(env: object) -> dict[str, str]:
     """Extra Claude Code settings a gateway's guide asks for, as allowed names to one-line values."""
     if not isinstance(env, dict):
         raise RuleError(
@@ -393,7 +395,7 @@ def clean_extra_env(env: dict) -> dict[str, str]:
     return cleaned
 
 
-def clean_timeout_ms(value: int | None) -> int | None:
+def clean_timeout_ms(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 3_600_000:
@@ -401,7 +403,7 @@ def clean_timeout_ms(value: int | None) -> int | None:
     return value
 
 
-def clean_troubleshooting(rows: list) -> list[list[str]]:
+def clean_troubleshooting(rows: object) -> list[list[str]]:
     """A gateway's troubleshooting table: a list of [symptom, fix] pairs of text."""
     shape = 'Troubleshooting must be a list of [symptom, fix] pairs, like [["401", "Check the key"]].'
     if not isinstance(rows, list):
@@ -429,19 +431,20 @@ GATEWAY_MODEL_FIELDS = (
 KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
 # The gateway and key fields a rule governs, with the rule; every door (API, web form, Django
 # admin through Model.clean(), the config builder at render) applies this same table.
-GATEWAY_RULES = {
+Rule = Callable[[Any], Any]
+GATEWAY_RULES: dict[str, Rule] = {
     "extra_env": lambda value: clean_extra_env(value or {}),
     "timeout_ms": clean_timeout_ms,
     "troubleshooting": lambda value: clean_troubleshooting(value or []),
     "probe_interval_minutes": lambda value: clean_probe_interval(value),
 }
-KEY_RULES = {
+KEY_RULES: dict[str, Rule] = {
     "custom_headers": lambda value: clean_custom_headers(value or {}),
     "timeout_ms": clean_timeout_ms,
 }
 
 
-def _with_field(name: str, rule, value):
+def _with_field(name: str, rule: Rule, value: Any) -> Any:
     try:
         return rule(value)
     except RuleError as exc:
@@ -449,7 +452,7 @@ def _with_field(name: str, rule, value):
         raise
 
 
-def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
+def clean_gateway_fields(fields: dict[str, Any], *, style: str) -> tuple[dict[str, Any], list[str]]:
     """Apply the catalogue rules to the gateway fields given; return them cleaned, and notices for staff."""
     notices: list[str] = []
     cleaned = dict(fields)
@@ -464,7 +467,7 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
     return cleaned, notices
 
 
-def clean_key_overrides(fields: dict, *, style: str) -> dict:
+def clean_key_overrides(fields: dict[str, Any], *, style: str) -> dict[str, Any]:
     """Apply the rules to a key's overrides of its gateway's defaults (model ids in `style`)."""
     cleaned = dict(fields)
     for name in KEY_MODEL_FIELDS:

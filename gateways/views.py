@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -12,16 +13,17 @@ from django.views.decorators.http import require_POST
 
 from gateways import charts, services
 from gateways.config import formats, guide
-from gateways.config.snippets import UnrepresentableValue
 from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import key_with_role
+from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignments
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
+from portal.http import AuthenticatedHttpRequest
 from portal.models import Role, Team
 from portal.pagination import MAX_PAGE, query_number
 from portal.permissions import team_with_role
@@ -34,7 +36,7 @@ CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 @login_required
 @never_cache  # the page holds the developer's key
 @sensitive_variables("snippets", "config")
-def setup(request: HttpRequest) -> HttpResponse:
+def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
     cards = []
     for assignment in my_assignments(request.user):
@@ -65,7 +67,7 @@ def setup(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
+def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
     assignment = my_assignments(request.user).filter(pk=assignment_id).first()
     if assignment is None or format_name not in formats.FORMATS:
         raise Http404("No such configuration or format.")
@@ -78,12 +80,12 @@ def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -
 
 
 @login_required
-def gateway_list(request: HttpRequest) -> HttpResponse:
+def gateway_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "gateways/gateway_list.html", {"gateways": Gateway.objects.all()})
 
 
 @login_required
-def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def gateway_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     keys = GatewayKey.objects.visible_to(request.user).filter(gateway=gateway).select_related("team")
     probes = list(ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50])
@@ -97,7 +99,7 @@ def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "gateways/gateway_detail.html", context)
 
 
-def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
+def _gateway_form_save(request: AuthenticatedHttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
     fields = {name: value for name, value in form.cleaned_data.items() if name != "slug"}
     try:
         if gateway is None:
@@ -116,7 +118,7 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
 
 @login_required
 @staff_required(CATALOGUE_STAFF_ONLY)
-def gateway_create(request: HttpRequest) -> HttpResponse:
+def gateway_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = GatewayForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         gateway = _gateway_form_save(request, form, None)
@@ -128,7 +130,7 @@ def gateway_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @staff_required(CATALOGUE_STAFF_ONLY)
-def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
+def gateway_edit(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
     form = GatewayForm(request.POST or None, initial=initial, editing=True)
@@ -144,7 +146,7 @@ def _settings_from_form(cleaned: dict) -> dict:
 
 @login_required
 @sensitive_post_parameters("secret")
-def key_create(request: HttpRequest, slug: str) -> HttpResponse:
+def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = KeyCreateForm(request.POST or None, initial={"gateway": request.GET.get("gateway")})
     if request.method == "POST" and form.is_valid():
@@ -167,7 +169,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def key_detail(request: HttpRequest, key_id) -> HttpResponse:
+def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, role = key_with_role(request.user, key_id)
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
@@ -188,7 +190,7 @@ def key_detail(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_settings(request: HttpRequest, key_id) -> HttpResponse:
+def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     form = KeySettingsForm(request.POST)
     if form.is_valid():
@@ -200,13 +202,15 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
         except RuleError as exc:
             messages.error(request, str(exc))
     else:
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, " ".join(e["message"] for errors in form.errors.get_json_data().values() for e in errors)
+        )
     return redirect("key", key_id=key.id)
 
 
 @login_required
 @sensitive_post_parameters("secret")
-def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
+def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
@@ -226,7 +230,7 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
+def key_toggle(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         key = services.set_key_enabled(key=key, enabled=not key.is_enabled, actor=request.user, request=request)
@@ -238,7 +242,7 @@ def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
+def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
@@ -249,7 +253,7 @@ def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_assign(request: HttpRequest, key_id) -> HttpResponse:
+def key_assign(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
@@ -261,7 +265,7 @@ def key_assign(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def assignment_remove(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.select_related("key__team", "key__gateway", "user"), pk=assignment_id
     )
@@ -273,7 +277,7 @@ def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_probe(request: HttpRequest, key_id) -> HttpResponse:
+def key_probe(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
     from gateways.probes.runner import probe_key
 
@@ -296,7 +300,7 @@ def key_probe(request: HttpRequest, key_id) -> HttpResponse:
 
 
 @login_required
-def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
@@ -318,7 +322,7 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def connection_list(request: HttpRequest) -> HttpResponse:
+def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     """Who is connected where (gateways.connections), a page of rows at a time, or all as CSV."""
     try:
         filters = ConnectionFilters.from_query(request.GET)

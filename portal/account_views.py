@@ -24,12 +24,18 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from portal import audit, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.errors import RuleError
+from portal.http import AuthenticatedHttpRequest
 from portal.models import Action, ExternalIdentity, Membership, Role
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
 USERS_PER_PAGE = 100
 USER_STATES = {"active": {"is_active": True}, "inactive": {"is_active": False}, "all": {}}
+
+
+def _otp_verified(request: AuthenticatedHttpRequest) -> bool:
+    """Whether this session passed a second factor (django_otp's OTPMiddleware adds `is_verified`)."""
+    return bool(getattr(request.user, "is_verified", lambda: False)())
 
 
 def _next_url(request: HttpRequest, default: str = "home") -> str:
@@ -40,7 +46,7 @@ def _next_url(request: HttpRequest, default: str = "home") -> str:
 
 
 @login_required
-def account(request: HttpRequest) -> HttpResponse:
+def account(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     device = two_factor.totp_device(user)
     context = {
@@ -56,7 +62,7 @@ def account(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @never_cache  # the page holds the new authenticator's secret
-def two_factor_enrol(request: HttpRequest) -> HttpResponse:
+def two_factor_enrol(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Enrol an authenticator app: scan, type its first code, get the recovery codes (shown once)."""
     replacing = two_factor.has_second_factor(request.user)
     if replacing and (needs_password := sudo_redirect(request)):
@@ -81,10 +87,10 @@ def two_factor_enrol(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def two_factor_verify(request: HttpRequest) -> HttpResponse:
+def two_factor_verify(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The second step of a sign-in: a code from the authenticator, or a recovery code."""
     next_url = _next_url(request)
-    if request.user.is_verified() or not two_factor.has_second_factor(request.user):
+    if _otp_verified(request) or not two_factor.has_second_factor(request.user):
         return redirect(next_url)
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -96,7 +102,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def two_factor_remove(request: HttpRequest) -> HttpResponse:
+def two_factor_remove(request: AuthenticatedHttpRequest) -> HttpResponse:
     if needs_password := sudo_redirect(request):
         return needs_password
     if two_factor.remove_second_factor(user=request.user, actor=request.user, request=request):
@@ -107,7 +113,7 @@ def two_factor_remove(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 @never_cache
-def recovery_codes_renew(request: HttpRequest) -> HttpResponse:
+def recovery_codes_renew(request: AuthenticatedHttpRequest) -> HttpResponse:
     if not two_factor.has_second_factor(request.user):
         messages.error(request, "Enrol an authenticator app first; recovery codes come with it.")
         return redirect("account")
@@ -160,7 +166,7 @@ def _staff_only(request: HttpRequest) -> None:
 
 
 @login_required
-def user_list(request: HttpRequest) -> HttpResponse:
+def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Every account for staff: search, active or not, last sign-in, teams, second factor, SSO."""
     _staff_only(request)
     query = request.GET.get("q", "").strip()[:150]
@@ -190,7 +196,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 @never_cache  # the link is shown once
-def user_reset_link(request: HttpRequest, username: str) -> HttpResponse:
+def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpResponse:
     """A password-reset link for staff to hand over when mail is not set up (sudo mode: it opens the account)."""
     _staff_only(request)
     user = get_object_or_404(get_user_model(), username=username)
@@ -214,7 +220,7 @@ def user_reset_link(request: HttpRequest, username: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def team_groups(request: HttpRequest, slug: str) -> HttpResponse:
+def team_groups(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """Name the identity-provider groups whose people join the team as members or admins."""
     team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can change its groups.")
     form = TeamGroupsForm(request.POST)

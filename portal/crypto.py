@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -90,7 +91,7 @@ class Secret:
 
     __hash__ = None  # type: ignore[assignment]  # a Secret is no dict key or set member
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("A Secret cannot be pickled: it would leave the process in plaintext.")
 
 

@@ -215,7 +215,10 @@ class AuditEventQuerySet(models.QuerySet):
 
     def write_signatures(self, events: list[AuditEvent]) -> None:
         """Store new signatures for events whose hashes and links stay as they are (key rotation only)."""
-        models.QuerySet(model=self.model, using=self.db).bulk_update(events, ["signature", "signing_key_id"])
+        plain: models.QuerySet[AuditEvent] = models.QuerySet(
+            model=self.model, using=self.db
+        )  # skips update()'s refusal
+        plain.bulk_update(events, ["signature", "signing_key_id"])
 
     def visible_to(self, user) -> AuditEventQuerySet:
         """Staff see everything; team admins and auditors see their teams; others their own acts."""

@@ -371,7 +371,8 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         elif membership is not None and membership.via_sso:
             details: dict = {}
             for _, answer in member_leaving.send(sender=Membership, membership=membership):
-                details.update(answer or {})
+                if isinstance(answer, dict):
+                    details.update(answer)
             membership.delete()
             audit.record(
                 Action.MEMBER_REMOVED,

@@ -22,6 +22,7 @@ from urllib.parse import quote, quote_plus
 
 from django.template.defaultfilters import pprint
 from django.utils.datastructures import MultiValueDict
+from django.utils.safestring import SafeString, mark_safe
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from portal.crypto import Secret, reveal, secrets_in_reach
@@ -272,11 +273,12 @@ class SecretSafeExceptionReporter(ExceptionReporter):
             data["unicode_hint"] = ""  # a few characters around an encoding error, perhaps of a key
         return data
 
-    def get_traceback_html(self) -> str:
-        return redact_all(super().get_traceback_html(), secrets_in_reach())
+    def get_traceback_html(self) -> SafeString:
+        # Django's rendered page with plain-text markers in place of keys: as safe as it was.
+        return mark_safe(redact_all(super().get_traceback_html(), secrets_in_reach()))  # noqa: S308
 
-    def get_traceback_text(self) -> str:
-        return redact_all(super().get_traceback_text(), secrets_in_reach())
+    def get_traceback_text(self) -> SafeString:
+        return mark_safe(redact_all(super().get_traceback_text(), secrets_in_reach()))  # noqa: S308
 
 
 def install_log_redaction() -> None:

@@ -69,9 +69,10 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
-    details: dict = {}
+    details: dict[str, object] = {}
     for _, answer in member_leaving.send(sender=Membership, membership=membership):
-        details.update(answer or {})
+        if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
+            details.update(answer)
     membership.delete()
     audit.record(
         Action.MEMBER_REMOVED,

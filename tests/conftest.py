@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -17,6 +18,7 @@ from gateways.services import assign_key, store_key
 from portal.models import AccessToken, Membership, Role, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
+ROOT = Path(__file__).resolve().parent.parent  # the project folder, where manage.py is
 TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
 TEST_AUDIT_KEYRING = base64.urlsafe_b64encode(b"a" * 32).decode()
 TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"

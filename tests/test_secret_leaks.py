@@ -18,7 +18,7 @@ from gateways.services import assign_key, store_key
 from portal.crypto import reveal
 from portal.models import AccessToken
 from tests.gateway_emulator import GatewayRules, running_emulator
-from tests.test_redaction import leaks
+from tests.portal.test_redaction import leaks
 
 pytestmark = pytest.mark.django_db
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -16,6 +18,11 @@ from gateways.models import (
     ProbeResult,
 )
 from gateways.rules import EXTRA_ENV_HELP
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from portal.models import Team
 
 GATEWAY_OUTPUT_FIELDS = [
     "slug",
@@ -92,8 +99,8 @@ class KeyUpdateSerializer(KeySettingsSerializer):
 
 
 class KeyOutputSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    gateway = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     fingerprint = serializers.CharField(source="short_fingerprint", read_only=True)
     state = serializers.CharField(read_only=True)
 
@@ -146,9 +153,13 @@ class AssignmentOutputSerializer(serializers.ModelSerializer):
 class ConfigOutputSerializer(serializers.ModelSerializer):
     """One of the caller's configurations: what it is and where to download it."""
 
-    gateway = serializers.SlugRelatedField(source="key.gateway", slug_field="slug", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(
+        source="key.gateway", slug_field="slug", read_only=True
+    )
     gateway_name = serializers.CharField(source="key.gateway.name", read_only=True)
-    team = serializers.SlugRelatedField(source="key.team", slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(
+        source="key.team", slug_field="slug", read_only=True
+    )
     key_label = serializers.CharField(source="key.label", read_only=True)
     masked = serializers.CharField(source="key.masked", read_only=True)
     state = serializers.CharField(source="key.state", read_only=True)
@@ -182,8 +193,8 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
 
 class ProbeResultOutputSerializer(serializers.ModelSerializer):
     key = serializers.UUIDField(source="key_id", read_only=True)
-    gateway = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = ProbeResult

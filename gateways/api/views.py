@@ -18,6 +18,7 @@ from gateways.config import formats
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.models import Assignment, Gateway, ProbeResult
 from gateways.permissions import key_with_role
+from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignments
 from portal.api.permissions import StaffWritesOnly
 from portal.models import Role
@@ -173,7 +174,7 @@ class MyConfigDownload(APIView):
             text, fmt = services.deliver_config(assignment=assignment, format_name=format_name, request=request)
         except services.ConfigUnavailable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
-        except formats.snippets.UnrepresentableValue as exc:
+        except UnrepresentableValue as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         return formats.download_response(text, fmt, assignment.key.gateway.slug)
 
@@ -258,5 +259,5 @@ class ConnectionList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.get_queryset()) or []  # KeysetPagination always answers a page
         return self.get_paginated_response(self.get_serializer(list(connection_rows(page)), many=True).data)

@@ -7,11 +7,16 @@ The rules come from the seed guides and from what Claude Code was measured to se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateways import rules
 from gateways.rules import CREDENTIAL_VARIABLE, UnrepresentableValue, styled_model_id
 from portal.crypto import Secret, reveal
+
+if TYPE_CHECKING:  # the builder takes model instances but never touches the database
+    from gateways.models import Gateway, GatewayKey
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
 # Claude Code remembers an approved ANTHROPIC_API_KEY by this many trailing characters (~/.claude.json).
@@ -62,7 +67,7 @@ STORED_GATEWAY_FIELDS = (
 STORED_KEY_FIELDS = (*rules.KEY_MODEL_FIELDS, "custom_headers")
 
 
-def _refuse_stored(owner: str, clean, fields: dict) -> None:
+def _refuse_stored(owner: str, clean: Callable[[dict[str, Any]], object], fields: dict[str, Any]) -> None:
     try:
         clean(fields)
     except rules.RuleError as exc:
@@ -74,8 +79,8 @@ def _refuse_stored(owner: str, clean, fields: dict) -> None:
         ) from None
 
 
-def build_config(gateway, key, secret: Secret) -> ClaudeConfig:
-    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`.
+def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeConfig:
+    """Build the Claude Code environment for `key` on `gateway` (saved or not: nothing is read from the database).
 
     Each setting is `key.setting(name)`: the key's override, else the gateway's default.
     Raises UnrepresentableValue, with a sentence, when a stored field breaks the rules.

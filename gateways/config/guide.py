@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme
+
+if TYPE_CHECKING:
+    from gateways.models import Gateway
 
 INSTALL_UNIX = [
     ("Native installer (recommended)", "curl -fsSL https://claude.ai/install.sh | bash"),
@@ -90,7 +94,7 @@ def tab_for_user_agent(user_agent: str) -> str:
     return "bash"
 
 
-def after_setup_steps(gateway) -> list[str]:
+def after_setup_steps(gateway: Gateway) -> list[str]:
     """The steps after the snippet, in the order of the gateway's guide."""
     steps = ["Close the terminal and open a new one: variables are only read by a new terminal."]
     installer_did = (

@@ -33,7 +33,7 @@ from gateways.rules import MANAGED_ENV
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
 
 
-def _b64json(value) -> str:
+def _b64json(value: object) -> str:
     return base64.b64encode(json.dumps(value, ensure_ascii=False).encode()).decode()
 
 

@@ -1,10 +1,9 @@
 """Probe a gateway key the way Claude Code would, and say what is wrong in the guide's words.
 
-Two parts:
-- `classify_response()` is pure: status, headers and a bounded body excerpt in, a verdict out.
-- `run_probe()` sends the requests through `outbound.SafeClient`, which refuses private
-  addresses unless allowed, connects to the address it checked, follows no redirects, reads
-  at most a fixed number of bytes and stops at a deadline.
+`run_probe()` sends the requests through `outbound.SafeClient`, which refuses private addresses
+unless allowed, connects to the address it checked, follows no redirects, reads at most a fixed
+number of bytes and stops at a deadline. Each answer goes to the pure classifier
+(gateways.probes.classifier); a request that gets no answer raises `ProbeFailure` with its verdict.
 
 Nothing here touches the database; gateways.probes.runner stores the outcome.
 """
@@ -18,9 +17,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
+from gateways.probes.classifier import CLAUDE_CODE_VERSION, classify_response, hint_for
 from gateways.probes.outbound import OutboundRefused, SafeClient
 from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
 from portal.crypto import Secret, reveal
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 # What the interactive Claude Code CLI sends (measured on 2.1.330): gateways that lock a key to
 # Claude Code (claude-relay-service) check the user agent, x-app, the beta and version headers,
 # metadata.user_id and the system prompt, and answer 403 client_validation_error otherwise.
-CLAUDE_CODE_VERSION = "2.1.330"
 USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
 X_APP = "cli"
 SYSTEM_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
@@ -52,38 +52,6 @@ DECOY_KEY = "sk-portal-probe-not-a-real-key"
 # checking it), and those that show it refused the key; the rest say nothing about the key.
 KEY_ACCEPTED = {"ok", "bad_request", "betas_rejected", "model_not_found", "client_restricted", "bad_response"}
 KEY_REFUSED = {"auth_failed", "forbidden"}
-
-HINTS = {
-    "ok": "The gateway answered like Claude Code expects.",
-    "auth_failed": "The gateway refused the key (401). Check that the key is the full secret with its sk- prefix, "
-    "copied in one piece from the gateway's console.",
-    "forbidden": "The gateway knows the key but refuses it (403): it may be disabled, expired or out of balance, "
-    "the model may not be allowed for this key, or an IP restriction may block the request.",
-    "client_restricted": "The key is valid but locked to Claude Code: the gateway answered 403 client_validation_error "
-    "because it did not take the probe for Claude Code. Claude Code itself should work with this key; check with a "
-    f"short prompt in claude. If it fails too, the gateway may want a newer Claude Code than {CLAUDE_CODE_VERSION}.",
-    "model_not_found": "The gateway does not serve this model. Check the model id and its spelling (TokenBay wants "
-    "dotted versions like claude-sonnet-4.6), or pick a model the gateway lists.",
-    "wrong_base_url": "The base URL does not lead to a Messages API. Use the gateway's API root, without /v1: "
-    "Claude Code appends /v1/messages itself.",
-    "betas_rejected": "The gateway rejects Claude Code's experimental context_management field (400 Extra inputs "
-    "are not permitted). Set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1; the key is not the problem.",
-    "bad_request": "The gateway rejected the request (400). Read the excerpt: it names the field it does not accept.",
-    "rate_limited": "The gateway is rate-limiting this key (429). Wait, or ask the gateway for a higher limit.",
-    "gateway_error": "The gateway failed on its side (5xx). Try again later; if it lasts, contact the gateway.",
-    "timeout": "The gateway did not answer in time. Check the gateway's status, or raise API_TIMEOUT_MS for slow models.",
-    "unreachable": "The gateway cannot be reached: the host name does not resolve or the connection is refused. "
-    "Check the base URL.",
-    "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
-    "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
-    "refused": "The portal refused to send this request: the address is private, loopback or link-local, or the "
-    "base URL or a custom header cannot travel in an HTTP request. The excerpt says which.",
-}
-# The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
-BEARER_AUTH_HINT = (
-    "The gateway refused the Bearer token (401). Check that the key is the full sk- secret. On developers' machines, "
-    'ANTHROPIC_API_KEY must be "" (empty): a leftover key is sent too and wins; then /logout once and restart claude.'
-)
 
 
 @dataclass(frozen=True)
@@ -152,7 +120,7 @@ class Answer:
 
 def auth_headers(auth_scheme: str, secret: Secret | str) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
-    if auth_scheme == "bearer":
+    if auth_scheme == AuthScheme.BEARER:
         return {"authorization": f"Bearer {reveal(secret)}"}
     return {"x-api-key": reveal(secret)}
 
@@ -194,135 +162,6 @@ def _redacted(value, redactor: Redactor):
     if isinstance(value, (list, tuple)):
         return [_redacted(item, redactor) for item in value]
     return value
-
-
-def _error_message(text: str) -> str:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            return f"{error.get('type', '')}: {error.get('message', '')}"
-        if isinstance(error, str):
-            return error
-        if isinstance(body.get("message"), str):
-            return body["message"]
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    return text
-
-
-def parse_sse(text: str) -> list[tuple[str, dict | None]]:
-    """Server-sent events as (event name, JSON data or None)."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data_lines = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data_lines.append(line[5:].strip())
-        if not data_lines and name == "message":
-            continue
-        try:
-            data = json.loads("\n".join(data_lines)) if data_lines else None
-        except ValueError:
-            data = None
-        events.append((name, data))
-    return events
-
-
-def _looks_like_model_problem(message: str) -> bool:
-    lowered = message.lower()
-    return "model" in lowered and any(
-        w in lowered for w in ("not found", "not exist", "unknown", "invalid", "not supported", "unsupported")
-    )
-
-
-def classify_response(
-    status: int, headers: httpx.Headers | dict, text: str, *, path: str = "/v1/messages", streamed: bool = True
-) -> tuple[str, str]:
-    """Turn one answer into (verdict, detail). Pure: no I/O."""
-    headers = httpx.Headers(headers)
-    content_type = headers.get("content-type", "").lower()
-    message = _error_message(text)
-    if "/v1/v1/" in path:
-        return "wrong_base_url", "The request path has /v1 twice: the base URL must not end in /v1."
-    if 300 <= status < 400:
-        location = headers.get("location", "")
-        return (
-            "wrong_base_url",
-            f"The gateway redirects ({status}) to {location or 'another address'}; use the address it points to as the base URL.",
-        )
-    if status == 401:
-        return "auth_failed", message
-    if status == 403:
-        # claude-relay-service's answer to a key locked to Claude Code: the key itself was accepted.
-        return ("client_restricted" if "client_validation_error" in message else "forbidden"), message
-    if status == 404:
-        if _looks_like_model_problem(message):
-            return "model_not_found", message
-        return "wrong_base_url", f"{path} was not found (404)."
-    if status == 400:
-        if "context_management" in message and "extra inputs" in message.lower():
-            return "betas_rejected", message
-        if _looks_like_model_problem(message):
-            return "model_not_found", message
-        return "bad_request", message
-    if status == 429:
-        retry = headers.get("retry-after")
-        return "rate_limited", f"Retry after {retry} s." if retry else message
-    if status >= 500:
-        return "gateway_error", message
-    if status != 200:
-        return "bad_request", message
-    if "text/html" in content_type or text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
-        return "wrong_base_url", "The gateway answered with a web page, not the API: the base URL points at a website."
-    if streamed and "text/event-stream" in content_type:
-        return _classify_stream(text)
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return "bad_response", "The 200 answer is not JSON."
-    if isinstance(body, dict) and body.get("error"):
-        verdict = "model_not_found" if _looks_like_model_problem(_error_message(text)) else "bad_response"
-        return verdict, f"The 200 answer carries an error: {_error_message(text)}"
-    if not isinstance(body, dict) or body.get("type") != "message" or not isinstance(body.get("content"), list):
-        return "bad_response", "The 200 answer is not a Messages answer (no type=message with content)."
-    return "ok", ""
-
-
-def _classify_stream(text: str) -> tuple[str, str]:
-    events = parse_sse(text)
-    names = [name for name, _ in events]
-    for name, data in events:
-        if name == "error" or (isinstance(data, dict) and data.get("type") == "error"):
-            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            message = f"{error.get('type', '')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
-            if "overloaded" in message or "api_error" in message:
-                return "gateway_error", f"The stream carried an error: {message}"
-            if _looks_like_model_problem(message):
-                return "model_not_found", f"The stream carried an error: {message}"
-            return "bad_response", f"The stream carried an error: {message}"
-    if "message_start" not in names:
-        return "bad_response", "The stream has no message_start event: it is not a Messages stream."
-    has_content = any(
-        name == "content_block_delta" or (name == "content_block_start" and isinstance(data, dict))
-        for name, data in events
-    )
-    if not has_content:
-        return "bad_response", "The stream has no content: the gateway sent no text."
-    if "message_stop" not in names:
-        return "bad_response", "The stream stopped before message_stop: the gateway cut the answer short."
-    return "ok", ""
-
-
-def hint_for(verdict: str, auth_scheme: str) -> str:
-    if verdict == "auth_failed" and auth_scheme == "bearer":
-        return BEARER_AUTH_HINT
-    return HINTS[verdict]
 
 
 def _claude_code_fields(target: ProbeTarget, model: str) -> dict:
@@ -383,39 +222,52 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
     return Answer(response.status_code, response.headers, bytes(body), ttfb, latency, truncated)
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
-    """Any failure to get an answer as (verdict, detail): a probe never raises out of its request."""
+class ProbeFailure(Exception):
+    """A request got no answer to classify; `verdict` and `detail` say why, like a classified answer."""
+
+    def __init__(self, verdict: str, detail: str):
+        super().__init__(verdict, detail)
+        self.verdict = verdict
+        self.detail = detail
+
+
+def _failure(exc: Exception) -> ProbeFailure:
+    """Any failure to get an answer, with its verdict: whatever went wrong, the probe reports it."""
     if isinstance(exc, OutboundRefused):
-        return "refused", str(exc)
+        return ProbeFailure("refused", str(exc))
     if isinstance(exc, httpx.InvalidURL):
-        return "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+        return ProbeFailure(
+            "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+        )
     if isinstance(exc, UnicodeError):
         # The message is not shown: the value it names could be any header, the key's included.
-        return "refused", (
+        return ProbeFailure(
+            "refused",
             "A header value holds characters an HTTP header cannot carry (only printable ASCII). "
-            "Edit the key's custom headers."
+            "Edit the key's custom headers.",
         )
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-        return "timeout", "No complete answer before the deadline."
+        return ProbeFailure("timeout", "No complete answer before the deadline.")
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         if "ssl" in text.lower() or "certificate" in text.lower():
-            return "tls_error", text[:200]
-        return "unreachable", text[:200] or "Connection refused."
+            return ProbeFailure("tls_error", text[:200])
+        return ProbeFailure("unreachable", text[:200] or "Connection refused.")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return "bad_response", f"The connection broke off mid-answer ({type(exc).__name__})."
+        return ProbeFailure("bad_response", f"The connection broke off mid-answer ({type(exc).__name__}).")
     if isinstance(exc, httpx.HTTPError):
-        return "unreachable", f"{type(exc).__name__}: {str(exc)[:200]}"
+        return ProbeFailure("unreachable", f"{type(exc).__name__}: {str(exc)[:200]}")
     logger.error("A probe request stopped on an unexpected %s.", type(exc).__name__, exc_info=exc)
-    return "refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__)
+    return ProbeFailure("refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__))
 
 
-async def _call(client: SafeClient, method: str, url: str, deadline: float, **kwargs) -> Answer | tuple[str, str]:
+async def send_request(client: SafeClient, method: str, url: str, deadline: float, **kwargs: Any) -> Answer:
+    """One request's bounded answer; ProbeFailure, with its verdict, when none came back."""
     try:
         async with asyncio.timeout(deadline):
             return await _send(client, method, url, **kwargs)
-    except Exception as exc:  # every failure becomes a verdict: a probe must not raise out of its path
-        return _failure(exc)
+    except Exception as exc:  # every failure gets a verdict; each caller turns it into the outcome
+        raise _failure(exc) from None  # the cause may quote a header value: the verdict says enough
 
 
 def alias_models(env: dict[str, str]) -> dict[str, str]:
@@ -479,15 +331,18 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
     body = _messages_body(
         target, target.model, context_management=context_management, stream=target.stream, max_tokens=target.max_tokens
     )
-    answer = await _call(
-        client,
-        "POST",
-        url,
-        client.deadline,
-        json=body,
-        headers=_headers(target, context_management=context_management),
-        auth=target.auth,
-    )
+    try:
+        answer = await send_request(
+            client,
+            "POST",
+            url,
+            client.deadline,
+            json=body,
+            headers=_headers(target, context_management=context_management),
+            auth=target.auth,
+        )
+    except ProbeFailure as failure:
+        return _failed(target, failure)
     return _outcome(target, answer, path=_path(url), streamed=target.stream)
 
 
@@ -499,16 +354,21 @@ def _path(url: str) -> str:
         return "/v1/messages"
 
 
-def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: str = "inference") -> ProbeOutcome:
-    if isinstance(answer, tuple):
-        verdict, detail = answer
-        return ProbeOutcome(
-            verdict,
-            model=target.model,
-            hint=hint_for(verdict, target.auth_scheme),
-            error_excerpt=excerpt(detail, target.secret),
-            kind=kind,
-        )
+def _failed(target: ProbeTarget, failure: ProbeFailure, *, kind: str = "inference") -> ProbeOutcome:
+    """The outcome of a request that got no answer."""
+    return ProbeOutcome(
+        failure.verdict,
+        model=target.model,
+        hint=hint_for(failure.verdict, target.auth_scheme),
+        error_excerpt=excerpt(failure.detail, target.secret),
+        kind=kind,
+    )
+
+
+def _outcome(
+    target: ProbeTarget, answer: Answer, *, path: str, streamed: bool, kind: str = "inference"
+) -> ProbeOutcome:
+    """The outcome of an answer, as the classifier judges it."""
     verdict, detail = classify_response(answer.status, answer.headers, answer.text, path=path, streamed=streamed)
     if answer.truncated and verdict == "ok":
         verdict, detail = (
@@ -535,32 +395,40 @@ def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: st
 async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
     """No message is sent: list models, or post an empty body that a gateway must reject after checking auth."""
     headers = _headers(target, context_management=False)
-    answer = await _call(
-        client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
-    )
-    if not isinstance(answer, tuple) and answer.status == 200 and "json" in answer.headers.get("content-type", ""):
+    listing: Answer | None
+    try:
+        listing = await send_request(
+            client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
+        )
+    except ProbeFailure:
+        listing = None  # nothing to judge yet: the empty message below decides
+    if listing is not None and listing.status == 200 and "json" in listing.headers.get("content-type", ""):
         outcome = ProbeOutcome(
-            "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+            "ok", listing.status, listing.ttfb_ms, listing.latency_ms, target.model, kind="reachability"
         )
-        outcome.details["models"] = _model_ids(answer.text)[:50]
-    elif not isinstance(answer, tuple) and answer.status in (401, 403):
-        outcome = _outcome(target, answer, path="/v1/models", streamed=False, kind="reachability")
+        outcome.details["models"] = _model_ids(listing.text)[:50]
+    elif listing is not None and listing.status in (401, 403):
+        outcome = _outcome(target, listing, path="/v1/models", streamed=False, kind="reachability")
     else:
-        answer = await _call(
-            client,
-            "POST",
-            f"{target.base_url}/v1/messages",
-            client.deadline,
-            json=_auth_only_body(target),
-            headers=headers,
-            auth=target.auth,
-        )
-        if not isinstance(answer, tuple) and answer.status == 400:
-            outcome = ProbeOutcome(
-                "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+        try:
+            answer = await send_request(
+                client,
+                "POST",
+                f"{target.base_url}/v1/messages",
+                client.deadline,
+                json=_auth_only_body(target),
+                headers=headers,
+                auth=target.auth,
             )
+        except ProbeFailure as failure:
+            outcome = _failed(target, failure, kind="reachability")
         else:
-            outcome = _outcome(target, answer, path="/v1/messages", streamed=False, kind="reachability")
+            if answer.status == 400:
+                outcome = ProbeOutcome(
+                    "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+                )
+            else:
+                outcome = _outcome(target, answer, path="/v1/messages", streamed=False, kind="reachability")
     outcome.hint = outcome.hint or hint_for(outcome.verdict, target.auth_scheme)
     if outcome.verdict == "ok":
         outcome.warning = (
@@ -580,7 +448,7 @@ def _model_ids(text: str) -> list[str]:
 async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
     """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache."""
     if target.base_url not in cache:
-        request = _call(
+        request = send_request(
             client,
             "GET",
             f"{target.base_url}/v1/models?limit=1000",
@@ -589,8 +457,11 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
             auth=target.auth,
         )
         cache[target.base_url] = asyncio.ensure_future(request)
-    answer = await asyncio.shield(cache[target.base_url])
-    return _model_ids(answer.text) if not isinstance(answer, tuple) and answer.status == 200 else []
+    try:
+        answer = await asyncio.shield(cache[target.base_url])
+    except ProbeFailure:
+        return []  # no list: the aliases are tried one by one instead
+    return _model_ids(answer.text) if answer.status == 200 else []
 
 
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
@@ -606,19 +477,21 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
             if model == target.model:
                 continue
             body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
-            reply = await _call(
-                client,
-                "POST",
-                f"{target.base_url}/v1/messages",
-                client.deadline,
-                json=body,
-                headers=_headers(target, context_management=False),
-                auth=target.auth,
-            )
-            if not isinstance(reply, tuple):
-                verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
-                if verdict == "model_not_found":
-                    missing[alias] = model
+            try:
+                reply = await send_request(
+                    client,
+                    "POST",
+                    f"{target.base_url}/v1/messages",
+                    client.deadline,
+                    json=body,
+                    headers=_headers(target, context_management=False),
+                    auth=target.auth,
+                )
+            except ProbeFailure:
+                continue  # no answer says nothing about the model
+            verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
+            if verdict == "model_not_found":
+                missing[alias] = model
     if missing:
         outcome.details["missing_models"] = missing
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())
@@ -641,16 +514,17 @@ def key_accepted(verdict: str) -> bool | None:
 
 async def _accepts(target: ProbeTarget, client: SafeClient, auth: KeyAuth) -> bool | None:
     """Send an auth-only request with these credential headers; did the gateway take the key?"""
-    answer = await _call(
-        client,
-        "POST",
-        f"{target.base_url}/v1/messages",
-        client.deadline,
-        json=_auth_only_body(target),
-        headers=_headers(target, context_management=False),
-        auth=auth,
-    )
-    if isinstance(answer, tuple):
+    try:
+        answer = await send_request(
+            client,
+            "POST",
+            f"{target.base_url}/v1/messages",
+            client.deadline,
+            json=_auth_only_body(target),
+            headers=_headers(target, context_management=False),
+            auth=auth,
+        )
+    except ProbeFailure:
         return None
     return key_accepted(classify_response(answer.status, answer.headers, answer.text, streamed=False)[0])
 

@@ -37,7 +37,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
     gateway = key.gateway
     secret = key.reveal_secret()
     config = build_config(gateway, key, secret)
-    env = config.variables  # the key stays wrapped: only the model settings are read here
+    env = {name: value for name, value in config.variables.items() if isinstance(value, str)}  # all but the key
     return ProbeTarget(
         base_url=gateway.base_url,
         auth_scheme=gateway.auth_scheme,

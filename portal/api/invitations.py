@@ -39,8 +39,10 @@ class TeamInvitationList(generics.ListAPIView):
         invitation, raw = invitations.create_invitation(
             team=team, actor=request.user, request=request, **data.validated_data
         )
-        invitation.accept_url = invitations.accept_url(request, raw)
-        invitation.emailed = invitations.send_invitation(invitation, invitation.accept_url)
+        link = invitations.accept_url(request, raw)
+        # Shown this once and never stored: the serializer reads them off the instance.
+        setattr(invitation, "accept_url", link)  # noqa: B010
+        setattr(invitation, "emailed", invitations.send_invitation(invitation, link))  # noqa: B010
         return Response(s.InvitationCreatedSerializer(invitation).data, status=status.HTTP_201_CREATED)
 
 

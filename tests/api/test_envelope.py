@@ -10,11 +10,13 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.mixins import ListModelMixin
 
 from config import api_urls
-from gateways.models import ProbeResult
+from config.pagination import sort_keys
+from gateways.models import GatewayKey, ProbeResult
 from gateways.services import assign_key
 from portal.invitations import create_invitation
 from portal.models import Membership, Role
@@ -149,3 +151,10 @@ def test_a_cursor_from_another_sort_is_refused(api, staff, bob_assignment, dave,
     response = client.get(f"/api/v1/connections/?sort=-expiry&cursor={cursor}")
     assert response.status_code == 400
     assert response.json()["field"] == "cursor"
+
+
+@pytest.mark.parametrize("ordering", ["label__name", "assignments"])
+def test_a_list_ordered_by_something_other_than_a_column_is_named_at_start(ordering):
+    """A programming mistake in a view's ordering is named with the path, not an AttributeError."""
+    with pytest.raises(ImproperlyConfigured, match=re.escape(repr(ordering))):
+        sort_keys(GatewayKey.objects.order_by(ordering))

@@ -35,12 +35,12 @@ class Command(BaseCommand):
         expired = record_expirations()
         if expired:
             self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")
-        keys = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
+        matching = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
         if team:
-            keys = keys.filter(team__slug=team)
+            matching = matching.filter(team__slug=team)
         if gateway:
-            keys = keys.filter(gateway__slug=gateway)
-        keys = list(keys)
+            matching = matching.filter(gateway__slug=gateway)
+        keys = list(matching)
         if due:
             now = timezone.now()
             keys = [key for key in keys if key.is_due_for_probe(now)]

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 from portal.private_files import write_private_file
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
-from tests.test_vault import ROOT
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
 
 
 def mode(path) -> int:

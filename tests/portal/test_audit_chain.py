@@ -8,7 +8,6 @@ import ipaddress
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,9 +18,7 @@ from django.utils import timezone
 
 from portal import audit, audit_chain, crypto
 from portal.models import Action, AuditChainHead, AuditEvent
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
 
 pytestmark = pytest.mark.django_db
 

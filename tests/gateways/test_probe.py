@@ -12,8 +12,9 @@ from django.core.management import call_command
 
 from gateways.config.builder import build_config
 from gateways.models import Gateway, GatewayKey, ProbeResult
+from gateways.probes.classifier import classify_response
 from gateways.probes.outbound import SafeClient
-from gateways.probes.probe import ProbeTarget, classify_response, run_probe
+from gateways.probes.probe import Answer, ProbeFailure, ProbeTarget, run_probe, send_request
 from gateways.probes.runner import probe_key
 from gateways.services import store_key
 from portal.models import AuditEvent
@@ -248,6 +249,32 @@ def test_connection_refused_is_unreachable():
         port = s.getsockname()[1]
     outcome = probe(f"http://127.0.0.1:{port}")
     assert outcome.verdict == "unreachable"
+
+
+def transport(url: str, *, allow_private: bool = True):
+    """One request through the probe's transport, as run_probe sends it."""
+
+    async def go():
+        async with SafeClient(allow_private=allow_private, deadline=2, read_timeout=1) as client:
+            return await send_request(client, "GET", url, client.deadline)
+
+    return asyncio.run(go())
+
+
+def test_the_transport_answers_or_raises_a_failure_that_carries_its_verdict():
+    with running_emulator(GatewayRules(keys={SECRET})) as gw:
+        answer = transport(f"{gw.base_url}/v1/models")
+        assert isinstance(answer, Answer) and answer.status == 401  # an answer, even a refusal, is classified
+        with pytest.raises(ProbeFailure) as refused:
+            transport(f"{gw.base_url}/v1/models", allow_private=False)
+    assert refused.value.verdict == "refused" and "PROBE_ALLOW_PRIVATE_IPS" in refused.value.detail
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ProbeFailure) as unreachable:
+        transport(f"http://127.0.0.1:{port}/v1/models")
+    assert unreachable.value.verdict == "unreachable"
+    assert unreachable.value.__suppress_context__  # the transport's own error, which may quote a header, stays out
 
 
 def test_plain_http_server_behind_https_is_a_tls_error():

@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -16,9 +15,8 @@ from gateways.models import GatewayKey
 from gateways.services import store_key
 from portal import crypto
 from portal.models import AuditEvent
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,7 @@ from gateways.config.builder import build_config
 from gateways.forms import GatewayForm, KeyCreateForm, KeySettingsForm
 from gateways.models import GATEWAY_FIELDS, KEY_OVERRIDES, KEY_SETTING_FIELDS, GatewayKey
 from gateways.rules import AuthScheme
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def test_gateway_form_and_serializers_take_their_fields_from_the_model_tuple():

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from gateways.models import ProbeResult
 from portal.redaction import MARKER, RUN, redact
 from tests.gateway_emulator import ECHO_MODES, GatewayRules
-from tests.test_probe import emulated, probe_against  # noqa: F401 - emulated is a fixture
+from tests.gateways.test_probe import emulated, probe_against  # noqa: F401 - emulated is a fixture
 
 # Every character that common escaping changes, so each encoding below differs from the raw key.
 SECRET = 'sk-echo/Qx7+Vb9=Lk"Zr4/Wm2+Tn8=Hp"Jd6'
