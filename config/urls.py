@@ -3,10 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config import views as project_views
 from gateways import views as gateway_views
 from portal import views
 
 urlpatterns = [
+    # Answered by config.middleware.HealthCheckMiddleware before the host check; named here for reverse().
+    path("healthz", project_views.healthz, name="healthz"),
+    path("readyz", project_views.readyz, name="readyz"),
     path("", RedirectView.as_view(pattern_name="setup"), name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
