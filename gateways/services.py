@@ -13,7 +13,7 @@ from gateways import notices, rules
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
 from gateways.rules import RuleError
 from portal import audit, stamps
-from portal.models import Action, Membership, Team
+from portal.models import Action, AuditEvent, Membership, Team
 from portal.services import find_user
 
 
@@ -63,11 +63,11 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     return notices
 
 
-def record_key_event(
+def key_event(
     action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
-):
-    """An audit event about a key: its team, gateway and fingerprint (never the secret)."""
-    return audit.record(
+) -> AuditEvent:
+    """An audit event about a key, not yet written: its team, gateway and fingerprint (never the secret)."""
+    return audit.new_event(
         action,
         actor=actor,
         request=request,
@@ -76,6 +76,15 @@ def record_key_event(
         target=key.short_fingerprint,
         details=details,
     )
+
+
+def record_key_event(
+    action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
+) -> AuditEvent:
+    """Write key_event(...) to the audit trail."""
+    event = key_event(action, key, actor=actor, request=request, details=details)
+    audit.append([event])
+    return event
 
 
 def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from datetime import timedelta
@@ -13,9 +14,11 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gateways.models import Assignment
+from gateways.models import Assignment, GatewayKey
+from gateways.probes.runner import probe_keys_async, save_outcomes
 from portal import audit, audit_chain, stamps
 from portal.models import Action, AuditChainHead, AuditEvent, PendingAuditEvent
+from tests.gateway_emulator import GatewayRules, running_emulator
 
 ON_POSTGRESQL = os.getenv("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 NEEDS_POSTGRESQL = pytest.mark.skipif(
@@ -196,3 +199,54 @@ def test_a_download_goes_through_while_others_hold_the_head_and_the_assignment_r
     audit.seal_pending()
     assert AuditEvent.objects.filter(action=Action.CONFIG_DOWNLOADED).count() == 2
     assert audit.verify_chain().broken is None
+
+
+# --- A probe run's results, saved a batch at a time ------------------------------------------------
+
+
+def many_keys(team, gateway, count: int) -> list[GatewayKey]:
+    keys = []
+    for n in range(count):
+        key = GatewayKey(team=team, gateway=gateway, label=f"bulk {n:02d}")
+        key.set_secret(f"sk-bulk-{n:04d}-0123456789abcdef")
+        keys.append(key)
+    GatewayKey.objects.bulk_create(keys)
+    return list(GatewayKey.objects.filter(label__startswith="bulk ").select_related("gateway", "team"))
+
+
+def test_probe_results_are_saved_a_batch_at_a_time_with_one_chain_step_each(
+    web, tokaify, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    with running_emulator(GatewayRules(accept_any_key=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 12)
+        outcomes = asyncio.run(probe_keys_async(keys, concurrency=6))
+    assert {outcome.verdict for _, outcome in outcomes} == {"ok"}
+    audit.record(Action.SIGN_IN)  # the chain exists already, as it does on any running portal
+    # Per batch of five: the results, one UPDATE per verdict, the chain step (head, events, head), and
+    # here the savepoint pair of a transaction inside the test's own; then the queue, once, after commit.
+    with django_assert_max_num_queries(3 * 7 + 1), django_capture_on_commit_callbacks(execute=True):
+        results = save_outcomes(outcomes, trigger="command", batch_size=5)
+    assert len({r.pk for r in results}) == 12
+    assert set(GatewayKey.objects.filter(label__startswith="bulk ").values_list("last_probe_verdict", flat=True)) == {
+        "ok"
+    }
+    runs = AuditEvent.objects.filter(action=Action.PROBE_RUN).order_by("id")
+    assert [e.details["probe"] for e in runs] == [r.pk for r in results]
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_that_switches_betas_off_records_it_per_key(web, tokaify):
+    with running_emulator(GatewayRules(accept_any_key=True, reject_context_management=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 3)
+        GatewayKey.objects.filter(pk=keys[0].pk).update(disable_experimental_betas=True)
+        keys[0].disable_experimental_betas = True
+        save_outcomes(asyncio.run(probe_keys_async(keys, concurrency=3)), trigger="command")
+    changed = AuditEvent.objects.filter(action=Action.PROBE_CHANGED_SETTING).values_list("target", flat=True)
+    assert sorted(changed) == sorted(k.short_fingerprint for k in keys[1:])  # the first already had it off
+    assert set(
+        GatewayKey.objects.filter(label__startswith="bulk ").values_list("disable_experimental_betas", flat=True)
+    ) == {True}
