@@ -36,12 +36,17 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 # --- Health checks for load balancers and orchestrators (answered by HealthCheckMiddleware) ------
 
-HEALTH_HEADERS = {"Cache-Control": "no-store"}
+
+def _health_response(body: dict, status: int = 200) -> JsonResponse:
+    # Answered before CommonMiddleware, which would add the length: without it HTTP/1.1 falls back to chunks.
+    response = JsonResponse(body, status=status, headers={"Cache-Control": "no-store"})
+    response["Content-Length"] = str(len(response.content))
+    return response
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness: the process answers. Touches no database, so a slow database never restarts the portal."""
-    return JsonResponse({"status": "ok"}, headers=HEALTH_HEADERS)
+    return _health_response({"status": "ok"})
 
 
 def _database_ready() -> bool:
@@ -73,11 +78,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
         "audit": "ok" if _keyring_ready("audit", audit_chain.get_keyring) else "unusable",
     }
     ready = all(state == "ok" for state in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-        headers=HEALTH_HEADERS,
-    )
+    return _health_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
 
 HEALTH_VIEWS = {"/healthz": healthz, "/readyz": readyz}

@@ -17,7 +17,7 @@ from gateways.connections import STATES, ConnectionFilters, connection_rows, con
 from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import key_with_role
-from gateways.selectors import my_assignments
+from gateways.selectors import my_assignment, my_assignments
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
@@ -65,7 +65,7 @@ def setup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
-    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+    assignment = my_assignment(request.user, assignment_id)
     if assignment is None or format_name not in formats.FORMATS:
         raise Http404("No such configuration or format.")
     try:

@@ -110,28 +110,37 @@ def append(events: list[AuditEvent]) -> None:
     keyring = audit_chain.get_keyring()
     texts = [audit_chain.canonical_json(audit_chain.content_of(event)) for event in events]
     with transaction.atomic(savepoint=False):
-        head = _take_head()
-        if head is None:
+        last_hash = _take_head()
+        if last_hash is None:
             PendingAuditEvent.objects.bulk_create(
                 [_queued(event, text, keyring) for event, text in zip(events, texts, strict=True)]
             )
         else:
-            _link(head, events, texts, keyring)
+            _link(last_hash, events, texts, keyring)
         _seal_after_commit()
 
 
-def _take_head() -> AuditChainHead | None:
-    """The chain's head, locked until this transaction ends; None when another transaction holds it."""
-    head = AuditChainHead.objects.select_for_update(skip_locked=True).filter(pk=1).first()
-    if head is None and not AuditChainHead.objects.filter(pk=1).exists():
+# The chain step runs on every audited request, so its three small statements are written out
+# rather than built by the ORM each time (which costs more than running them).
+HEAD_TABLE = AuditChainHead._meta.db_table
+QUEUE_TABLE = PendingAuditEvent._meta.db_table
+
+
+def _take_head() -> str | None:
+    """The chain's last hash, its head row locked until this transaction ends; None when another holds it."""
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT last_hash FROM {HEAD_TABLE} WHERE id = 1{skip_locked}")  # noqa: S608
+        row = cursor.fetchone()
+    if row is None and not AuditChainHead.objects.filter(pk=1).exists():
         AuditChainHead.objects.get_or_create(pk=1)  # the first event ever
-        head = AuditChainHead.objects.select_for_update(skip_locked=True).filter(pk=1).first()
-    return head
+        return _take_head()
+    return row[0] if row else None
 
 
-def _link(head: AuditChainHead, events: list[AuditEvent], texts: list[str], keyring: Keyring) -> None:
+def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: Keyring) -> None:
     """The chain step: link and sign each event after the head, insert them, move the head."""
-    prev = head.last_hash
+    prev = last_hash
     for event, text in zip(events, texts, strict=True):
         event.prev_hash = prev
         event.hash = prev = audit_chain.link_hash_of_text(prev, text)
@@ -140,8 +149,14 @@ def _link(head: AuditChainHead, events: list[AuditEvent], texts: list[str], keyr
         events[0].save()
     else:
         AuditEvent.objects.bulk_create(events, batch_size=SEAL_BATCH)
-    head.last_hash = prev
-    head.save(update_fields=["last_hash"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {HEAD_TABLE} SET last_hash = %s WHERE id = 1", [prev])  # noqa: S608
+
+
+def _anything_queued() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {QUEUE_TABLE} WHERE rejected = %s LIMIT 1", [False])  # noqa: S608
+        return cursor.fetchone() is not None
 
 
 def _queued(event: AuditEvent, text: str, keyring: Keyring) -> PendingAuditEvent:
@@ -167,10 +182,10 @@ def seal_pending() -> int:
     keyring = audit_chain.get_keyring()
     queue = PendingAuditEvent.objects.filter(rejected=False)
     chained = 0
-    while queue.exists():
+    while _anything_queued():
         with transaction.atomic():
-            head = _take_head()
-            if head is None:
+            last_hash = _take_head()
+            if last_hash is None:
                 break
             rows = list(queue.order_by("id")[:SEAL_BATCH])
             problems = {row.id: audit_chain.pending_problem(keyring, row) for row in rows}
@@ -182,7 +197,7 @@ def seal_pending() -> int:
             events = [AuditEvent(**{name: getattr(row, name) for name in AUDIT_CONTENT_FIELDS}) for row in good]
             if events:
                 texts = [audit_chain.canonical_json(audit_chain.content_of(event)) for event in events]
-                _link(head, events, texts, keyring)
+                _link(last_hash, events, texts, keyring)
                 PendingAuditEvent.objects.filter(id__in=[row.id for row in good]).delete()
         if not rows:
             break

@@ -104,7 +104,7 @@ class AccessTokenQuerySet(models.QuerySet):
             return None
         if prefix != TOKEN_PREFIX:
             return None
-        token = self.select_related("user").filter(lookup_id=lookup_id).first()
+        token = next(iter(self.select_related("user").filter(lookup_id=lookup_id).order_by()[:1]), None)
         digest = token.digest if token else _token_digest("absent")
         if not hmac.compare_digest(digest, _token_digest(raw)) or token is None:
             return None
