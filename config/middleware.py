@@ -1,10 +1,30 @@
-"""Request-wide guards: refuse a NUL character in the URL; keep a request's keys in reach of redaction."""
+"""Project middleware: health checks answered first, no NUL character in a URL, keys kept in reach of redaction."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
+from config.views import HEALTH_VIEWS
 from portal.crypto import secrets_scope
+
+
+class HealthCheckMiddleware:
+    """Answer /healthz and /readyz before any other middleware.
+
+    A load balancer or `docker HEALTHCHECK` asks over plain HTTP with the container's address as
+    host: the host check (ALLOWED_HOSTS) and SECURE_SSL_REDIRECT would refuse or redirect it, and
+    sessions, CSRF and the sign-in lock-out have nothing to do with it. These answers build no URL.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = HEALTH_VIEWS.get(request.path_info)
+        if view is not None and request.method in ("GET", "HEAD"):
+            return view(request)
+        return self.get_response(request)
+
 
 MESSAGE = "The address contains a NUL character (%00), which no name or filter here can hold. Remove it."
 

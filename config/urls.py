@@ -3,12 +3,16 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config import views as project_views
 from gateways import offboarding_views
 from gateways import views as gateway_views
 from portal import views
 from portal.account_forms import PortalAuthenticationForm
 
 urlpatterns = [
+    # Answered by config.middleware.HealthCheckMiddleware before the host check; named here for reverse().
+    path("healthz", project_views.healthz, name="healthz"),
+    path("readyz", project_views.readyz, name="readyz"),
     path("", RedirectView.as_view(pattern_name="setup"), name="home"),
     path(
         "login/",

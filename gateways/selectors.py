@@ -12,3 +12,16 @@ def my_assignments(user) -> AssignmentQuerySet:
         .select_related("key__gateway", "key__team", "user")
         .order_by("key__team__name", "key__label")
     )
+
+
+def my_assignment(user, assignment_id: int) -> Assignment | None:
+    """One of the user's own assignments, with what a download needs (its key, gateway and team), or None.
+
+    The hottest read of the portal: no join to the user (it is the caller) and no ordering.
+    """
+    try:
+        assignment = Assignment.objects.select_related("key__gateway", "key__team").get(user=user, pk=assignment_id)
+    except Assignment.DoesNotExist:
+        return None
+    assignment.user = user
+    return assignment

@@ -18,14 +18,14 @@ from gateways.forms import AssignForm, GatewayForm, KeyCreateForm, KeySettingsFo
 from gateways.models import KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import key_with_role
 from gateways.rules import UnrepresentableValue
-from gateways.selectors import my_assignments
+from gateways.selectors import my_assignment, my_assignments
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
 from portal.http import AuthenticatedHttpRequest
 from portal.models import Role, Team
-from portal.pagination import MAX_PAGE, query_number
+from portal.pagination import keyset_page
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
@@ -68,7 +68,7 @@ def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
-    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+    assignment = my_assignment(request.user, assignment_id)
     if assignment is None or format_name not in formats.FORMATS:
         raise Http404("No such configuration or format.")
     try:
@@ -323,7 +323,7 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
-    """Who is connected where (gateways.connections), a page of rows at a time, or all as CSV."""
+    """Who is connected where (gateways.connections), a page of rows at a time (keyset: `?cursor=`), or all as CSV."""
     try:
         filters = ConnectionFilters.from_query(request.GET)
     except RuleError as exc:
@@ -332,20 +332,19 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
         return connections_csv(rows)
-    raw_page = request.GET.get("page", "")
-    page = query_number(raw_page, maximum=MAX_PAGE)
-    if raw_page and page is None:
-        messages.error(request, f"page must be a whole number from 1 to {MAX_PAGE}; showing the first page.")
-    page = page or 1
-    start = (page - 1) * CONNECTIONS_PER_PAGE
-    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
+    cursor = request.GET.get("cursor", "")
+    try:
+        page = keyset_page(rows, cursor, CONNECTIONS_PER_PAGE)
+    except RuleError as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        cursor, page = "", keyset_page(rows, None, CONNECTIONS_PER_PAGE)
     query = request.GET.copy()
-    query.pop("sort", None)
-    query.pop("page", None)
+    for name in ("sort", "cursor", "page"):
+        query.pop(name, None)
     context = {
-        "rows": list(connection_rows(chunk[:CONNECTIONS_PER_PAGE])),
-        "page": page,
-        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
+        "rows": list(connection_rows(page.rows)),
+        "first_page": not cursor,
+        "next_cursor": page.next_cursor,
         "filters": filters,
         "states": STATES,
         "teams": Team.objects.visible_to(request.user),

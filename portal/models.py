@@ -109,7 +109,7 @@ class AccessTokenQuerySet(models.QuerySet):
             return None
         if prefix != TOKEN_PREFIX:
             return None
-        token = self.select_related("user").filter(lookup_id=lookup_id).first()
+        token = next(iter(self.select_related("user").filter(lookup_id=lookup_id).order_by()[:1]), None)
         digest = token.digest if token else _token_digest("absent")
         if not hmac.compare_digest(digest, _token_digest(raw)) or token is None:
             return None
@@ -230,8 +230,8 @@ class AuditEventQuerySet(models.QuerySet):
         return self.filter(models.Q(team__in=teams) | models.Q(actor=user))
 
 
-class AuditEvent(models.Model):
-    """One sensitive action. Rows are chained by hash and signed with a key outside the database (audit_chain)."""
+class AuditContent(models.Model):
+    """What an audit row says: every column its hash and signature cover (audit_chain.content_of)."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -246,6 +246,18 @@ class AuditEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+# The columns of AuditContent by attribute name, for copying an event between the queue and the chain.
+AUDIT_CONTENT_FIELDS = tuple(field.attname for field in AuditContent._meta.fields)
+
+
+class AuditEvent(AuditContent):
+    """One sensitive action. Rows are chained by hash and signed with a key outside the database (audit_chain)."""
+
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     signature = models.CharField(max_length=64, blank=True)  # HMAC-SHA256 of the hash, see audit_chain
@@ -260,6 +272,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor", "-id"], name="audit_actor_recent"),
             models.Index(fields=["action", "-id"], name="audit_action_recent"),
             models.Index(fields=["gateway_slug", "-id"], name="audit_gateway_recent"),
+            # The audit page and API filter by the names as recorded (they outlive a renamed team or
+            # a deleted user), newest first.
+            models.Index(fields=["team_slug", "-id"], name="audit_team_slug_recent"),
+            models.Index(fields=["actor_username", "-id"], name="audit_actor_name_recent"),
         ]
 
     def __str__(self) -> str:
@@ -286,6 +302,25 @@ class AuditEvent(models.Model):
         if self.compute_hash() != self.hash:
             return "its content no longer matches its hash"
         return audit_chain.signature_problem(keyring, self.signing_key_id, self.hash, self.signature)
+
+
+class PendingAuditEvent(AuditContent):
+    """An event written while another writer held the chain's head; `audit.seal_pending` chains it moments later.
+
+    It carries a signature of its own over its content (audit_chain.sign_pending), so a queued row
+    cannot be forged or edited on its way into the chain; one that fails is marked rejected, never chained.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)  # a queue: read by id, never by time
+    signature = models.CharField(max_length=64)
+    signing_key_id = models.CharField(max_length=8)
+    rejected = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["rejected", "id"], name="pending_audit_queue")]
+
+    def __str__(self) -> str:
+        return f"pending {self.action} of {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 class AuditChainHead(models.Model):

@@ -19,7 +19,7 @@ from gateways.connections import ConnectionFilters, connection_rows, connections
 from gateways.models import Assignment, Gateway, ProbeResult
 from gateways.permissions import key_with_role
 from gateways.rules import UnrepresentableValue
-from gateways.selectors import my_assignments
+from gateways.selectors import my_assignment, my_assignments
 from portal.api.permissions import StaffWritesOnly
 from portal.models import Role
 from portal.permissions import require_role, team_with_role
@@ -165,7 +165,7 @@ class MyConfigDownload(APIView):
         responses={(200, "text/plain"): str, 404: OpenApiResponse(description="Unknown format or assignment.")}
     )
     def get(self, request, assignment_id, format_name):
-        assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+        assignment = my_assignment(request.user, assignment_id)
         if assignment is None:
             raise NotFound("You have no configuration with that id. GET /api/v1/me/configs/ lists yours.")
         if format_name not in formats.FORMATS:

@@ -15,11 +15,11 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.mixins import ListModelMixin
 
 from config import api_urls
-from config.pagination import sort_keys
 from gateways.models import GatewayKey, ProbeResult
 from gateways.services import assign_key
 from portal.invitations import create_invitation
 from portal.models import Membership, Role
+from portal.pagination import sort_keys
 
 pytestmark = pytest.mark.django_db
 

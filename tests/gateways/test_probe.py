@@ -18,7 +18,7 @@ from gateways.probes.probe import Answer, ProbeFailure, ProbeTarget, run_probe, 
 from gateways.probes.runner import probe_key
 from gateways.services import store_key
 from portal.models import AuditEvent
-from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
+from tests.conftest import ROOT, TOKAIFY_SECRET, TOKENBAY_SECRET
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 SECRET = "sk-probe-0123456789"
@@ -67,11 +67,10 @@ def test_ok_sends_what_claude_code_sends():
 
 def test_the_probe_claims_the_claude_code_version_the_tests_run():
     import re
-    from pathlib import Path
 
     from gateways.probes.probe import CLAUDE_CODE_VERSION
 
-    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^CLAUDE_CODE_VERSION := (\S+)$", makefile, re.M).group(1) == CLAUDE_CODE_VERSION
 
 

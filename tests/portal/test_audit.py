@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from gateways.connections import ConnectionFilters, connections_for
 from gateways.models import Assignment, GatewayKey
 from gateways.services import assign_key, store_key
 from portal import audit
@@ -226,11 +227,54 @@ def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob,
         key = store_key(team=web, gateway=tokenbay, label=f"key {i:03d}", secret=f"sk-p{i}-000000000000", actor=alice)
         assign_key(key=key, username="bob", actor=alice)
     client.force_login(staff)
-    first = client.get("/connections/?sort=-assigned").content.decode()
-    second = client.get("/connections/?sort=-assigned&page=2").content.decode()
-    assert first.count("<code>sk-") == views.CONNECTIONS_PER_PAGE
-    assert second.count("<code>sk-") == 3
-    assert "page=2" in first and "page=1" in second
+    first = client.get("/connections/?sort=-assigned")
+    cursor = first.context["next_cursor"]
+    second = client.get(f"/connections/?sort=-assigned&cursor={cursor}")
+    assert first.content.decode().count("<code>sk-") == views.CONNECTIONS_PER_PAGE
+    assert second.content.decode().count("<code>sk-") == 3
+    assert f"cursor={cursor}" in first.content.decode()
+    assert second.context["next_cursor"] is None and "First page" in second.content.decode()
+
+
+@pytest.mark.parametrize(
+    "sort", ["-assigned", "assigned", "user", "-team", "gateway", "last_download", "-expiry", "verdict"]
+)
+def test_following_next_on_the_connections_page_shows_every_row_once_in_order(
+    client, staff, web, data_team, tokenbay, tokaify, alice, bob, charlie, dave, monkeypatch, sort
+):
+    from gateways import views
+
+    monkeypatch.setattr(views, "CONNECTIONS_PER_PAGE", 3)
+    now = timezone.now()
+    for i in range(4):  # equal and empty sort values on purpose: ties are cut by id
+        for team, gateway, user in ((web, tokenbay, "bob"), (web, tokaify, "dave"), (data_team, tokaify, "charlie")):
+            actor = charlie if team == data_team else alice
+            key = store_key(team=team, gateway=gateway, label=f"k{i}", secret=f"sk-{user}-{i}-0000000000", actor=actor)
+            if i % 2:
+                GatewayKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=i), last_probe_verdict="ok")
+            assignment = assign_key(key=key, username=user, actor=actor)
+            if i != 1:
+                Assignment.objects.filter(pk=assignment.pk).update(last_download_at=now - timedelta(hours=i))
+    client.force_login(staff)
+    seen, cursor = [], ""
+    for _ in range(10):
+        page = client.get("/connections/", {"sort": sort, "cursor": cursor} if cursor else {"sort": sort})
+        assert page.status_code == 200
+        seen += [row["assignment"] for row in page.context["rows"]]
+        cursor = page.context["next_cursor"]
+        if not cursor:
+            break
+    expected = list(connections_for(staff, ConnectionFilters(sort=sort)).values_list("id", flat=True))
+    assert seen == expected and len(set(seen)) == 12
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "eyJvIjoiYWJjIiwidiI6WzFdfQ", "²", "e30"])
+def test_an_odd_connections_cursor_shows_the_first_page_and_says_why(client, staff, bob_assignment, cursor):
+    client.force_login(staff)
+    response = client.get("/connections/", {"cursor": cursor})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "bob" in html and "The cursor is not one this list gave out" in html
 
 
 def test_audit_page_pages_by_cursor(client, staff, alice):

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateways.models import GatewayKey
-from gateways.probes.runner import probe_keys_async, save_outcome
+from gateways.probes.runner import probe_keys_async, save_outcomes
 from gateways.services import record_expirations
 
 
@@ -63,7 +63,7 @@ class Command(BaseCommand):
         outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=not no_stream, on_done=progress))
         if show_progress:
             sys.stderr.write("\n")
-        results = [save_outcome(key, outcome, trigger="command") for key, outcome in outcomes]
+        results = save_outcomes(outcomes, trigger="command")
         failures = [r for r in results if r.verdict != "ok"]
         if json:
             self._print_json(results)
