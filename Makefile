@@ -5,9 +5,13 @@ PY := $(VENV)/bin/python
 CLAUDE_CODE_VERSION := 2.1.330
 CLAUDE_DIR := .cache/claude-code
 CLAUDE_BIN := $(CLAUDE_DIR)/node_modules/.bin/claude
+# The OpenID Connect provider the single sign-on tests run on 127.0.0.1 (tests/oidc_provider.mjs).
+OIDC_PROVIDER_VERSION := 9.13.3
+OIDC_PROVIDER_DIR := .cache/oidc-provider
+OIDC_PROVIDER_PKG := $(OIDC_PROVIDER_DIR)/node_modules/oidc-provider/package.json
 PYTEST_ARGS ?=
 
-.PHONY: run test lint check bench deps test-deps system-deps claude-cli clean
+.PHONY: run test lint check bench deps test-deps system-deps claude-cli oidc-provider clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +41,19 @@ $(CLAUDE_BIN):
 
 claude-cli: $(CLAUDE_BIN)
 
-test-deps: system-deps $(VENV)/.dev claude-cli
+$(OIDC_PROVIDER_PKG):
+	mkdir -p $(OIDC_PROVIDER_DIR)
+	cd $(OIDC_PROVIDER_DIR) && npm install --no-audit --no-fund --silent --no-save oidc-provider@$(OIDC_PROVIDER_VERSION)
+	test -f $@
+
+oidc-provider: $(OIDC_PROVIDER_PKG)
+
+test-deps: system-deps $(VENV)/.dev claude-cli oidc-provider
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 check: $(VENV)/.dev
 	$(PY) manage.py check
@@ -54,7 +66,7 @@ check: $(VENV)/.dev
 	  SECURE_HSTS_INCLUDE_SUBDOMAINS=True SECURE_HSTS_PRELOAD=True \
 	  $(PY) manage.py check --deploy --fail-level WARNING
 
-## Install what the tests need and run the whole suite (lint, checks, unit, shells, browser, Claude Code e2e).
+## Install what the tests need and run the whole suite (lint and types, checks, unit, shells, browser, Claude Code e2e).
 test: test-deps lint check
 	CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -66,4 +78,4 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.key_fetch
 
 clean:
-	rm -rf $(VENV) $(CLAUDE_DIR) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CLAUDE_DIR) $(OIDC_PROVIDER_DIR) staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from gateways.api import views as gateway_views
-from portal.api import views
+from portal.api import invitations, views
 
 urlpatterns = [
     path("schema/", views.SchemaView.as_view(), name="api-schema"),
@@ -29,6 +29,13 @@ urlpatterns = [
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
     path("connections/", gateway_views.ConnectionList.as_view(), name="api-connections"),
+    # Accounts (issue 13)
+    path("teams/<slug:slug>/invitations/", invitations.TeamInvitationList.as_view(), name="api-team-invitations"),
+    path(
+        "teams/<slug:slug>/invitations/<int:invitation_id>/",
+        invitations.TeamInvitationDetail.as_view(),
+        name="api-team-invitation",
+    ),
     path("devices/", gateway_views.DeviceList.as_view(), name="api-devices"),
     path("devices/<int:device_id>/", gateway_views.DeviceDetail.as_view(), name="api-device"),
     # What devices call: no session, no personal token (see gateways.devices).

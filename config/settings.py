@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -99,8 +100,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.HealthCheckMiddleware",  # first: see its docstring
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.SecretsScopeMiddleware",
     "config.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -125,18 +128,19 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.accounts",
             ],
         },
     },
 ]
 
+# Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
+# before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
-        # A worker keeps its connection for a minute: opening one costs more than a device's whole key
-        # fetch, on SQLite as on PostgreSQL. 0 opens one per request. No health check before each request
-        # (a second round trip per fetch): a connection that fails is dropped at the end of its request.
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -250,19 +254,95 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
 SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
-# Mail for notices such as an admin assigning a key to themselves; printed to the console in development.
-EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", f"django.core.mail.backends.{'console' if DEBUG else 'smtp'}.EmailBackend")
-EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
-EMAIL_PORT = envint("EMAIL_PORT", 25)
-EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
-EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
-EMAIL_TIMEOUT = 10
-DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 # A new access token expires after this many days unless its maker chooses (up to 3650).
 ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
 if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
     raise ImproperlyConfigured(f"ACCESS_TOKEN_DEFAULT_DAYS must be from 1 to 3650, not {ACCESS_TOKEN_DEFAULT_DAYS}.")
+
+# Django's error page and error e-mails, with every key in reach removed, DEBUG on or off.
+DEFAULT_EXCEPTION_REPORTER = "portal.redaction.SecretSafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.redaction.SecretSafeExceptionReporterFilter"
+
+# --- Accounts (issue 13): e-mail, invitations, single sign-on (OIDC), two-factor -----------------------------
+# Kept in one block on purpose: it only adds to the lists above and reads its own variables.
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static"]
+_auth_at = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+# OTPMiddleware marks a session verified by a second factor; ours then holds back whoever still owes one.
+MIDDLEWARE[_auth_at:_auth_at] = ["django_otp.middleware.OTPMiddleware", "portal.two_factor.TwoFactorMiddleware"]
+AUTHENTICATION_BACKENDS += ["portal.oidc.SSOBackend"]  # answers only the OIDC callback
+
+
+def parse_email_url(url: str) -> dict:
+    """Django's EMAIL_* settings from one URL: smtp:// (STARTTLS with ?tls=true), smtps:// (TLS), console://."""
+    parts = urlsplit(url)
+    if parts.scheme == "console":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    ports = {"smtp": 25, "submission": 587, "smtps": 465}
+    if parts.scheme not in ports or not parts.hostname:
+        raise ImproperlyConfigured(
+            f"EMAIL_URL must look like smtp://user:password@host:587?tls=true or smtps://host:465, not {parts.scheme}://..."
+        )
+    query = parse_qs(parts.query)
+    tls = query.get("tls", ["false"])[0].lower() in ("1", "true", "yes", "on") or parts.scheme == "submission"
+    try:
+        port = parts.port or ports[parts.scheme]
+    except ValueError:
+        raise ImproperlyConfigured("EMAIL_URL has a port that is not a number.") from None
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname,
+        "EMAIL_PORT": port,
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": tls,
+        "EMAIL_USE_SSL": parts.scheme == "smtps",
+    }
+
+
+# Mail goes out through EMAIL_URL, or Django's own EMAIL_HOST/EMAIL_PORT/...; with neither, it is printed to the
+# console in development and dropped in production, and pages show the links a mail would carry.
+EMAIL_URL = envsecret("EMAIL_URL")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "False")
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "")  # a Django mail backend by its dotted path, if you need another
+EMAIL_CONFIGURED = bool(EMAIL_URL or EMAIL_HOST or EMAIL_BACKEND)
+if EMAIL_URL:
+    globals().update(parse_email_url(EMAIL_URL))
+elif not EMAIL_BACKEND:
+    quiet = f"django.core.mail.backends.{'console' if DEBUG else 'dummy'}.EmailBackend"
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else quiet
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24) * 3600
+
+# An invitation link works once, for this many days.
+INVITATION_DAYS = envint("INVITATION_DAYS", 7)
+
+# Single sign-on with OpenID Connect (authorization code with PKCE); endpoints come from the issuer's discovery
+# document. mozilla-django-oidc does the protocol; portal/oidc.py reads these names and adds discovery, issuer and
+# audience checks, account matching and the team groups.
+OIDC_ISSUER = os.getenv("OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_CLIENT_ID = os.getenv("OIDC_CLIENT_ID", "").strip()
+OIDC_CLIENT_SECRET = envsecret("OIDC_CLIENT_SECRET")
+OIDC_GROUPS_CLAIM = os.getenv("OIDC_GROUPS_CLAIM", "").strip() or "groups"
+OIDC_SCOPES = os.getenv("OIDC_SCOPES", "").strip() or "openid email profile"
+OIDC_ONLY = envbool("OIDC_ONLY", "False")
+OIDC_REQUIRE_EMAIL_VERIFIED = envbool("OIDC_REQUIRE_EMAIL_VERIFIED", "True")
+if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured("OIDC_ISSUER is set, so OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set too.")
+if OIDC_ISSUER and not DEBUG and not OIDC_ISSUER.startswith("https://"):
+    raise ImproperlyConfigured(f"OIDC_ISSUER must be an https:// address when DEBUG is off, not {OIDC_ISSUER!r}.")
+if OIDC_ONLY and not OIDC_ISSUER:
+    raise ImproperlyConfigured("OIDC_ONLY hides password sign-in, so it needs OIDC_ISSUER (and its client) set.")
+
+# Staff and team admins must enrol a second factor (TOTP) before they can do anything else.
+REQUIRE_2FA_FOR_ADMINS = envbool("REQUIRE_2FA_FOR_ADMINS", "False")
+OTP_TOTP_ISSUER = "Gateway portal"  # the name authenticator apps show
+# --- end of accounts ------------------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,

@@ -4,12 +4,21 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from config import views as project_views
+from gateways import offboarding_views
 from gateways import views as gateway_views
 from portal import views
+from portal.account_forms import PortalAuthenticationForm
 
 urlpatterns = [
+    # Answered by config.middleware.HealthCheckMiddleware before the host check; named here for reverse().
+    path("healthz", project_views.healthz, name="healthz"),
+    path("readyz", project_views.readyz, name="readyz"),
     path("", RedirectView.as_view(pattern_name="setup"), name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=PortalAuthenticationForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("sudo/", views.sudo, name="sudo"),
     path("setup/", gateway_views.setup, name="setup"),
@@ -39,7 +48,14 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", gateway_views.connection_list, name="connections"),
-    path("healthz", project_views.healthz, name="healthz"),
+    # Accounts (issue 13): own account, passwords, invitations, SSO, users; offboarding reads both apps.
+    path("", include("portal.account_urls")),
+    path(
+        "teams/<slug:slug>/members/<str:username>/offboard/",
+        offboarding_views.member_offboard,
+        name="member-offboard",
+    ),
+    path("users/<str:username>/offboard/", offboarding_views.user_offboard, name="user-offboard"),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]

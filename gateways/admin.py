@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.db import models
+from django.http import HttpRequest
 
 from gateways import devices
 from gateways.models import Assignment, Device, Gateway, GatewayKey, ProbeResult
@@ -23,8 +27,10 @@ class GatewayAdmin(admin.ModelAdmin):
         "troubleshooting": 'A JSON list of [symptom, fix] pairs, like [["401", "Check the key"]].',
     }
 
-    def get_form(self, request, obj=None, **kwargs):
-        return super().get_form(request, obj, help_texts=self.help_texts, **kwargs)
+    def get_form(
+        self, request: HttpRequest, obj: Gateway | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Gateway]]:
+        return super().get_form(request, obj, change=change, help_texts=self.help_texts, **kwargs)
 
 
 class AssignmentInline(admin.TabularInline):

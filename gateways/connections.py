@@ -156,6 +156,7 @@ def _row(assignment: Assignment, cutoff) -> dict:
         "latest_verdict": key.last_probe_verdict,
         "latest_probe_at": key.last_probe_at,
         "expires_at": key.expires_at,
-        "live_devices": assignment.live_devices,  # annotated by connections_for()
-        "live_devices_current": assignment.live_devices_current,
+        # Annotated by connections_for().
+        "live_devices": getattr(assignment, "live_devices", 0),
+        "live_devices_current": getattr(assignment, "live_devices_current", 0),
     }

@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -35,9 +36,13 @@ from gateways.models import (
 )
 from gateways.services import record_key_event
 from portal import audit
-from portal.crypto import DecryptionError
+from portal.crypto import DecryptionError, Secret
 from portal.errors import RuleError
 from portal.models import Action, TokenScope, mint_token, token_digest, token_lookup, token_matches
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 INSTALL_COMMANDS = {
@@ -274,7 +279,7 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
     fingerprint = device.key.fingerprint
     reason = _fetch_audit_reason(device, fingerprint, today)
     cutoff = now - timedelta(seconds=LAST_SEEN_EVERY_SECONDS)
-    if not reason and device.last_seen_at >= cutoff:
+    if not reason and device.last_seen_at is not None and device.last_seen_at >= cutoff:
         return
     user_agent = request.META.get("HTTP_USER_AGENT", "") if request else ""
     version = CLAUDE_VERSION.search(user_agent)
@@ -305,7 +310,7 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
 
 
 # What a fetch reads: the device's state, its key's state and ciphertext, its owner's.
-FETCH_FIELDS = {
+FETCH_FIELDS: dict[type[models.Model], set[str]] = {
     Device: {
         "id",
         "user_id",
@@ -341,16 +346,16 @@ FETCH_COLUMNS = [
     (model, [f.attname for f in model._meta.concrete_fields if f.attname in wanted])
     for model, wanted in FETCH_FIELDS.items()
 ]
-FETCH_PATHS = {Device: "", GatewayKey: "key__", get_user_model(): "user__"}
+FETCH_PATHS: dict[type[models.Model], str] = {Device: "", GatewayKey: "key__", get_user_model(): "user__"}
 
 
 class _CompiledFetch(threading.local):
     """The fetch's SQL, compiler and column converters, made once per thread and database connection."""
 
-    connection = None
+    connection: BaseDatabaseWrapper | None = None
     sql = ""
-    compiler = None
-    converters: dict = {}
+    compiler: SQLCompiler | None = None
+    converters: dict[int, Any] = {}
 
 
 _compiled = _CompiledFetch()
@@ -378,10 +383,11 @@ def device_for_fetch(lookup_id: str) -> Device | None:
     with connection.cursor() as cursor:
         cursor.execute(_compiled.sql, [lookup_id])
         rows = cursor.fetchmany(1)
-    if not rows:
+    if not rows or _compiled.compiler is None:
         return None
     row = next(iter(_compiled.compiler.apply_converters(rows, _compiled.converters)))
-    loaded, start = {}, 0
+    loaded: dict[type[models.Model], Any] = {}
+    start = 0
     for model, columns in FETCH_COLUMNS:
         loaded[model] = model.from_db(connection.alias, columns, row[start : start + len(columns)])
         start += len(columns)
@@ -391,7 +397,7 @@ def device_for_fetch(lookup_id: str) -> Device | None:
 
 
 @sensitive_variables("raw_token", "secret")
-def fetch_key(*, raw_token: str, request: HttpRequest | None) -> str:
+def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
     """The plaintext secret for the device whose token this is, or DeviceRefused with the sentence to print."""
     lookup_id = token_lookup(raw_token, TokenScope.KEY_FETCH)
     device = None

@@ -150,7 +150,9 @@ class AssignForm(forms.Form):
 
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["username"].choices = [(u, u) for u in members]
+        username = self.fields["username"]
+        assert isinstance(username, forms.ChoiceField)  # declared above; tells the type checker it has choices
+        username.choices = [(u, u) for u in members]
 
 
 class DeviceForm(forms.ModelForm):

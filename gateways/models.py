@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from gateways import rules
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, Platform, fingerprint, mask
@@ -18,6 +20,7 @@ from portal.models import Team
 
 # The fields staff may set on a gateway, in the order the API shows them; the form and the
 # serializers are built from this tuple.
+CREDENTIAL_HEADERS_MAX_AGE = timedelta(days=1)
 GATEWAY_FIELDS = (
     "name",
     "base_url",
@@ -115,6 +118,9 @@ class Gateway(models.Model):
     probe_model = models.CharField(max_length=100, blank=True, help_text="Model for probes; blank uses the key's.")
     probe_interval_minutes = models.PositiveIntegerField(default=60)
     is_preset = models.BooleanField(default=False, editable=False)
+    # What probes saw the gateway do with the two credential headers (rules.CREDENTIAL_HEADER_FACTS),
+    # with the probe and time it was seen; written by probes only.
+    credential_headers = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -153,6 +159,30 @@ class Gateway(models.Model):
     @property
     def credential_variable(self) -> str:
         return CREDENTIAL_VARIABLE[self.auth_scheme]
+
+    @property
+    def blank_credential_variable(self) -> str:
+        """The credential variable this gateway does not use: set to "" so a stale key is never sent."""
+        return next(name for scheme, name in CREDENTIAL_VARIABLE.items() if scheme != self.auth_scheme)
+
+    @property
+    def credential_header_sentences(self) -> list[str]:
+        return rules.describe_credential_headers(self.credential_headers or {})
+
+    @property
+    def auth_scheme_warning(self) -> str:
+        return rules.auth_scheme_warning(self.auth_scheme, self.credential_headers or {})
+
+    @property
+    def credential_headers_due(self) -> bool:
+        """Whether the next probe checks the credential headers again: daily, or while they contradict the scheme.
+
+        Not on every probe: one of those requests carries a made-up key, and gateways count failed keys.
+        """
+        seen_at = parse_datetime(str((self.credential_headers or {}).get("seen_at", "")))
+        return (
+            seen_at is None or timezone.now() - seen_at > CREDENTIAL_HEADERS_MAX_AGE or bool(self.auth_scheme_warning)
+        )
 
 
 class GatewayKeyQuerySet(models.QuerySet):
@@ -233,19 +263,19 @@ class GatewayKey(models.Model):
     def associated_data(self) -> str:
         return f"gateways.GatewayKey:{self.id}"
 
-    def set_secret(self, secret: str) -> None:
+    def set_secret(self, secret: crypto.Secret | str) -> None:
         """Encrypt a cleaned secret into this row (see gateways.rules.clean_secret)."""
         self.secret_ciphertext, self.secret_key_id = crypto.get_keyring().encrypt(
-            secret, associated_data=self.associated_data
+            crypto.reveal(secret), associated_data=self.associated_data
         )
-        self.masked = mask(secret)
-        self.fingerprint = fingerprint(secret)
+        self.masked = mask(crypto.reveal(secret))
+        self.fingerprint = fingerprint(crypto.reveal(secret))
 
-    def reveal_secret(self) -> str:
-        """The plaintext, for building its assignee's config or a probe. Never log or store it."""
+    def reveal_secret(self) -> crypto.Secret:
+        """The plaintext, wrapped, for building its assignee's config or a probe. Never log or store it."""
         if not self.secret_ciphertext:
             raise crypto.DecryptionError("This key was revoked and its secret destroyed.")
-        return crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data)
+        return crypto.Secret(crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data))
 
     @property
     def state(self) -> str:
@@ -409,6 +439,7 @@ class Verdict(models.TextChoices):
     OK = "ok", "OK"
     AUTH_FAILED = "auth_failed", "Authentication failed"
     FORBIDDEN = "forbidden", "Forbidden"
+    CLIENT_RESTRICTED = "client_restricted", "Key locked to Claude Code"
     MODEL_NOT_FOUND = "model_not_found", "Model not found"
     WRONG_BASE_URL = "wrong_base_url", "Wrong base URL"
     BETAS_REJECTED = "betas_rejected", "Experimental betas rejected"

@@ -10,7 +10,11 @@ import hashlib
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import idna
 
 # The refusal type is portal's; `gateways.rules.RuleError` names the same class.
 from portal.errors import RuleError as RuleError
@@ -44,7 +48,13 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
     """
     notices: list[str] = []
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535, in ASCII digits
+    except ValueError:
+        raise RuleError(
+            "The base URL cannot be read: check the host name and the port (a number), like https://api.example.com."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RuleError("The base URL must start with https:// and name a host, like https://api.example.com.")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -53,11 +63,45 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
         raise RuleError("The base URL cannot have a query (?…) or fragment (#…); give the API root only.")
     if parts.username or parts.password:
         raise RuleError("The base URL cannot carry a user name or password; the key goes in its own field.")
+    netloc = parts.netloc
+    host = ascii_host(parts.hostname)
+    if host != parts.hostname:
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+        notices.append(f"Wrote the host name {parts.hostname} as {host}, the ASCII form HTTP and Claude Code send.")
     path = parts.path.rstrip("/")
     if re.search(r"/v1$", path, re.IGNORECASE):
         path = path[:-3].rstrip("/")
         notices.append("Removed the trailing /v1 from the base URL: Claude Code adds /v1/messages itself.")
-    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), notices
+    return urlunsplit((parts.scheme, netloc, path, "", "")), notices
+
+
+HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def ascii_host(host: str) -> str:
+    """A URL's host (lower case, no brackets) as it travels; an internationalised name becomes its xn-- form.
+
+    Names are encoded by IDNA 2008 without compatibility mapping, so a host written with fullwidth
+    digits (U+FF11 for 1, and so on) or other look-alike characters is refused instead of silently turning
+    into a different address than the one a person reads.
+    """
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise RuleError(f"{host!r} is not a valid IPv6 address, like https://[2001:db8::1].") from None
+        return host
+    if not host.isascii():
+        try:
+            host = idna.encode(host).decode("ascii")
+        except idna.IDNAError:
+            raise RuleError(
+                f"The host name {host!r} has characters a domain name cannot hold (such as fullwidth digits or "
+                "symbols). Type it in plain ASCII letters and digits, like api.example.com."
+            ) from None
+    if not all(HOST_LABEL.match(label) for label in host.removesuffix(".").split(".")):
+        raise RuleError(f"The host name {host!r} is not a valid domain name or IP address.")
+    return host
 
 
 # Gateways whose guides say the key is the full `sk-…` secret.
@@ -138,6 +182,54 @@ class Platform:
 CREDENTIAL_VARIABLE = {AuthScheme.X_API_KEY: "ANTHROPIC_API_KEY", AuthScheme.BEARER: "ANTHROPIC_AUTH_TOKEN"}
 
 
+# What probes saw a gateway do with the two credential headers (Gateway.credential_headers): each
+# fact is True (accepted), False (refused) or absent (not seen). Real gateways differ here
+# (shared/claude-code-facts.md): New API reads x-api-key first, LiteLLM Bearer first, claude-code-hub
+# refuses two different keys.
+CREDENTIAL_HEADER_FACTS = {
+    "x_api_key": ("the key alone in x-api-key is accepted", "the key alone in x-api-key is refused"),
+    "bearer": (
+        "the key alone as Authorization: Bearer is accepted",
+        "the key alone as Authorization: Bearer is refused",
+    ),
+    "same_key_in_both": ("the same key in both headers is accepted", "the same key in both headers is refused"),
+    "mismatch_refused": (
+        "a different, stale key in the other header makes it refuse the request",
+        "a different key in the other header is ignored",
+    ),
+}
+# The fact that says whether a lone key in a scheme's own header is accepted.
+SCHEME_FACT = {AuthScheme.X_API_KEY: "x_api_key", AuthScheme.BEARER: "bearer"}
+SCHEME_HEADER = {AuthScheme.X_API_KEY: "x-api-key", AuthScheme.BEARER: "Authorization: Bearer"}
+
+
+def describe_credential_headers(seen: dict[str, object]) -> list[str]:
+    """What probes saw, one sentence per fact, for the gateway page."""
+    sentences = [
+        accepted if seen[fact] else refused
+        for fact, (accepted, refused) in CREDENTIAL_HEADER_FACTS.items()
+        if isinstance(seen.get(fact), bool)
+    ]
+    return [sentence[0].upper() + sentence[1:] + "." for sentence in sentences]
+
+
+def auth_scheme_warning(auth_scheme: str, seen: dict[str, object]) -> str:
+    """A sentence when probes saw the gateway refuse the key in the header its auth scheme names, else ""."""
+    own = SCHEME_FACT.get(auth_scheme)
+    if own is None or seen.get(own) is not False:
+        return ""
+    other = next(scheme for scheme in SCHEME_FACT if scheme != auth_scheme)
+    sentence = (
+        f"Probes saw this gateway refuse the key sent as {SCHEME_HEADER[auth_scheme]}, the header its auth scheme names"
+    )
+    if seen.get(SCHEME_FACT[other]) is True:
+        return (
+            f"{sentence}, and accept it as {SCHEME_HEADER[other]}: set the gateway's auth scheme to "
+            f"{dict(AuthScheme.choices)[other]}, or Claude Code will be refused."
+        )
+    return f"{sentence}. Check the gateway's auth scheme, then probe a key again."
+
+
 # A version `4-6` or `4.6`: major, separator, a one- or two-digit minor that ends the id
 # or is followed by another part (a date such as -20250929 has 8 digits and is left alone).
 _HYPHEN_VERSION = re.compile(r"(?<=-)(\d{1,2})-(\d{1,2})(?=-|$)")
@@ -165,7 +257,7 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 RESERVED_HEADERS = {"authorization", "x-api-key", "host", "content-length", "content-type"}
 
 
-def clean_custom_headers(headers: dict) -> dict[str, str]:
+def clean_custom_headers(headers: object) -> dict[str, str]:
     """Headers a key adds to every request (ANTHROPIC_CUSTOM_HEADERS)."""
     if not isinstance(headers, dict):
         raise RuleError('Custom headers must be an object of names to values, like {"X-Team": "web"}.')
@@ -177,6 +269,11 @@ def clean_custom_headers(headers: dict) -> dict[str, str]:
             raise RuleError(f"The {name} header is set by Claude Code itself and cannot be a custom header.")
         if not isinstance(value, str) or any(unicodedata.category(ch).startswith("C") for ch in value):
             raise RuleError(f"The value of header {name} must be text on one line.")
+        if not all(" " <= ch <= "~" for ch in value):
+            raise RuleError(
+                f"The value of header {name} must be printable ASCII (letters, digits, punctuation, spaces): "
+                "HTTP headers cannot carry characters such as é or €."
+            )
         cleaned[name] = value.strip()
     return cleaned
 
@@ -292,7 +389,7 @@ def clean_extra_env_value(name: str, value: object) -> str:
     return value
 
 
-def clean_extra_env(env: dict) -> dict[str, str]:
+def clean_extra_env(env: object) -> dict[str, str]:
     """Extra Claude Code settings a gateway's guide asks for, as allowed names to one-line values."""
     if not isinstance(env, dict):
         raise RuleError(
@@ -309,7 +406,7 @@ def clean_extra_env(env: dict) -> dict[str, str]:
     return cleaned
 
 
-def clean_timeout_ms(value: int | None) -> int | None:
+def clean_timeout_ms(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 3_600_000:
@@ -317,7 +414,7 @@ def clean_timeout_ms(value: int | None) -> int | None:
     return value
 
 
-def clean_troubleshooting(rows: list) -> list[list[str]]:
+def clean_troubleshooting(rows: object) -> list[list[str]]:
     """A gateway's troubleshooting table: a list of [symptom, fix] pairs of text."""
     shape = 'Troubleshooting must be a list of [symptom, fix] pairs, like [["401", "Check the key"]].'
     if not isinstance(rows, list):
@@ -345,19 +442,20 @@ GATEWAY_MODEL_FIELDS = (
 KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custom_model_option")
 # The gateway and key fields a rule governs, with the rule; every door (API, web form, Django
 # admin through Model.clean(), the config builder at render) applies this same table.
-GATEWAY_RULES = {
+Rule = Callable[[Any], Any]
+GATEWAY_RULES: dict[str, Rule] = {
     "extra_env": lambda value: clean_extra_env(value or {}),
     "timeout_ms": clean_timeout_ms,
     "troubleshooting": lambda value: clean_troubleshooting(value or []),
     "probe_interval_minutes": lambda value: clean_probe_interval(value),
 }
-KEY_RULES = {
+KEY_RULES: dict[str, Rule] = {
     "custom_headers": lambda value: clean_custom_headers(value or {}),
     "timeout_ms": clean_timeout_ms,
 }
 
 
-def _with_field(name: str, rule, value):
+def _with_field(name: str, rule: Rule, value: Any) -> Any:
     try:
         return rule(value)
     except RuleError as exc:
@@ -365,7 +463,7 @@ def _with_field(name: str, rule, value):
         raise
 
 
-def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
+def clean_gateway_fields(fields: dict[str, Any], *, style: str) -> tuple[dict[str, Any], list[str]]:
     """Apply the catalogue rules to the gateway fields given; return them cleaned, and notices for staff."""
     notices: list[str] = []
     cleaned = dict(fields)
@@ -380,7 +478,7 @@ def clean_gateway_fields(fields: dict, *, style: str) -> tuple[dict, list[str]]:
     return cleaned, notices
 
 
-def clean_key_overrides(fields: dict, *, style: str) -> dict:
+def clean_key_overrides(fields: dict[str, Any], *, style: str) -> dict[str, Any]:
     """Apply the rules to a key's overrides of its gateway's defaults (model ids in `style`)."""
     cleaned = dict(fields)
     for name in KEY_MODEL_FIELDS:

@@ -14,6 +14,19 @@ def my_assignments(user) -> AssignmentQuerySet:
     )
 
 
+def my_assignment(user, assignment_id: int) -> Assignment | None:
+    """One of the user's own assignments, with what a download needs (its key, gateway and team), or None.
+
+    The hottest read of the portal: no join to the user (it is the caller) and no ordering.
+    """
+    try:
+        assignment = Assignment.objects.select_related("key__gateway", "key__team").get(user=user, pk=assignment_id)
+    except Assignment.DoesNotExist:
+        return None
+    assignment.user = user
+    return assignment
+
+
 def devices_with_context(devices: DeviceQuerySet) -> DeviceQuerySet:
     """Devices with what their lists show: key, gateway, team and owner, newest first."""
     return devices.select_related("key__gateway", "key__team", "user").order_by("-created_at")

@@ -12,8 +12,8 @@ from django.views.decorators.debug import sensitive_variables
 from gateways import notices, rules
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
 from gateways.rules import RuleError
-from portal import audit
-from portal.models import Action, Membership, Team
+from portal import audit, stamps
+from portal.models import Action, AuditEvent, Membership, Team
 from portal.services import find_user
 
 
@@ -48,8 +48,10 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     before = {name: getattr(gateway, name) for name in cleaned}
     for name, value in cleaned.items():
         setattr(gateway, name, value)
-    gateway.save()
     changed = {name: {"from": before[name], "to": value} for name, value in cleaned.items() if before[name] != value}
+    if "base_url" in changed:
+        gateway.credential_headers = {}  # seen at another address: the next probe looks again
+    gateway.save()
     if changed:
         GatewayKey.objects.filter(gateway=gateway).update(config_changed_at=timezone.now())
         audit.record(
@@ -63,11 +65,11 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
     return notices
 
 
-def record_key_event(
+def key_event(
     action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
-):
-    """An audit event about a key: its team, gateway and fingerprint (never the secret)."""
-    return audit.record(
+) -> AuditEvent:
+    """An audit event about a key, not yet written: its team, gateway and fingerprint (never the secret)."""
+    return audit.new_event(
         action,
         actor=actor,
         request=request,
@@ -76,6 +78,15 @@ def record_key_event(
         target=key.short_fingerprint,
         details=details,
     )
+
+
+def record_key_event(
+    action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
+) -> AuditEvent:
+    """Write key_event(...) to the audit trail."""
+    event = key_event(action, key, actor=actor, request=request, details=details)
+    audit.append([event])
+    return event
 
 
 def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
@@ -313,20 +324,25 @@ def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequ
     return build_config(key.gateway, key, secret)
 
 
-@transaction.atomic
 def record_config_fetch(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None) -> None:
-    """A config left the portal: remember it on the assignment (connections) and in the audit trail."""
-    Assignment.objects.filter(pk=assignment.pk).update(
-        last_download_at=timezone.now(),
-        last_download_format=format_name,
-        last_download_ip=audit.client_ip(request),
-        download_count=models.F("download_count") + 1,
-    )
+    """A config left the portal: every fetch in the audit trail, then the assignment's stamp (connections).
+
+    The stamp is written at most once a minute (portal.stamps), outside the audit transaction, so
+    repeated downloads by one developer neither queue on their assignment's row nor hold it while
+    the event is chained. download_count therefore counts the minutes with a download.
+    """
     record_key_event(
         Action.CONFIG_DOWNLOADED,
         assignment.key,
         request=request,
         details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
+    )
+    stamps.touch(
+        assignment,
+        "last_download_at",
+        last_download_format=format_name,
+        last_download_ip=audit.client_ip(request),
+        download_count=models.F("download_count") + 1,
     )
 
 

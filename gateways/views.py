@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -14,7 +15,6 @@ from django.views.decorators.http import require_POST
 
 from gateways import charts, devices, services
 from gateways.config import formats, guide
-from gateways.config.snippets import UnrepresentableValue
 from gateways.connections import (
     STATES,
     ConnectionFilters,
@@ -26,13 +26,15 @@ from gateways.connections import (
 from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import device_for_removal, key_with_role
-from gateways.selectors import key_devices, my_assignments, my_devices
+from gateways.rules import UnrepresentableValue
+from gateways.selectors import key_devices, my_assignment, my_assignments, my_devices
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
+from portal.http import AuthenticatedHttpRequest
 from portal.models import Role, Team
-from portal.pagination import MAX_PAGE, query_number
+from portal.pagination import keyset_page
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
@@ -43,7 +45,7 @@ CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 @login_required
 @never_cache  # the page holds the developer's key
 @sensitive_variables("snippets", "config")
-def setup(request: HttpRequest) -> HttpResponse:
+def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
     cards = []
     for assignment in my_assignments(request.user):
@@ -63,6 +65,7 @@ def setup(request: HttpRequest) -> HttpResponse:
                 except UnrepresentableValue as exc:
                     card["tabs"].append({"tab": tab, "text": "", "error": str(exc)})
             card["steps"] = guide.after_setup_steps(assignment.key.gateway)
+            card["warnings"] = config.warnings
         cards.append(card)
     user_agent = request.META.get("HTTP_USER_AGENT", "")
     context = {
@@ -77,8 +80,8 @@ def setup(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
-    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
+    assignment = my_assignment(request.user, assignment_id)
     if assignment is None or format_name not in formats.FORMATS:
         raise Http404("No such configuration or format.")
     try:
@@ -93,14 +96,14 @@ def setup_download(request: HttpRequest, assignment_id: int, format_name: str) -
 @require_POST
 @never_cache  # the page holds a one-time install link
 @sensitive_variables("code", "url", "command")
-def device_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def device_create(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
     """Install on a new device: make its one-time install link and show the command to paste, once."""
-    assignment = my_assignments(request.user).filter(pk=assignment_id).first()
+    assignment = my_assignment(request.user, assignment_id)
     if assignment is None:
         raise Http404("No such configuration.")
     form = DeviceForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect("setup")
     try:
         device, code = devices.create_device(
@@ -124,14 +127,14 @@ def device_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
 
 
 @login_required
-def device_list(request: HttpRequest) -> HttpResponse:
+def device_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My devices: each machine that fetches a key live, when it was last seen, and a button to remove it."""
     return render(request, "gateways/device_list.html", {"devices": my_devices(request.user)})
 
 
 @login_required
 @require_POST
-def device_remove(request: HttpRequest, device_id: int) -> HttpResponse:
+def device_remove(request: AuthenticatedHttpRequest, device_id: int) -> HttpResponse:
     device = device_for_removal(request.user, device_id)
     devices.remove_device(device=device, actor=request.user, request=request)
     messages.success(request, f"{device.name} is removed: its next key fetch is refused.")
@@ -142,12 +145,12 @@ def device_remove(request: HttpRequest, device_id: int) -> HttpResponse:
 
 
 @login_required
-def gateway_list(request: HttpRequest) -> HttpResponse:
+def gateway_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "gateways/gateway_list.html", {"gateways": Gateway.objects.all()})
 
 
 @login_required
-def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def gateway_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     keys = GatewayKey.objects.visible_to(request.user).filter(gateway=gateway).select_related("team")
     probes = list(ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50])
@@ -161,7 +164,7 @@ def gateway_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "gateways/gateway_detail.html", context)
 
 
-def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
+def _gateway_form_save(request: AuthenticatedHttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
     fields = {name: value for name, value in form.cleaned_data.items() if name != "slug"}
     try:
         if gateway is None:
@@ -180,7 +183,7 @@ def _gateway_form_save(request: HttpRequest, form: GatewayForm, gateway: Gateway
 
 @login_required
 @staff_required(CATALOGUE_STAFF_ONLY)
-def gateway_create(request: HttpRequest) -> HttpResponse:
+def gateway_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = GatewayForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         gateway = _gateway_form_save(request, form, None)
@@ -192,7 +195,7 @@ def gateway_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @staff_required(CATALOGUE_STAFF_ONLY)
-def gateway_edit(request: HttpRequest, slug: str) -> HttpResponse:
+def gateway_edit(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
     form = GatewayForm(request.POST or None, initial=initial, editing=True)
@@ -208,7 +211,7 @@ def _settings_from_form(cleaned: dict) -> dict:
 
 @login_required
 @sensitive_post_parameters("secret")
-def key_create(request: HttpRequest, slug: str) -> HttpResponse:
+def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = KeyCreateForm(request.POST or None, initial={"gateway": request.GET.get("gateway")})
     if request.method == "POST" and form.is_valid():
@@ -231,7 +234,7 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def key_detail(request: HttpRequest, key_id) -> HttpResponse:
+def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, role = key_with_role(request.user, key_id)
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
@@ -254,7 +257,7 @@ def key_detail(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_settings(request: HttpRequest, key_id) -> HttpResponse:
+def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     form = KeySettingsForm(request.POST)
     if form.is_valid():
@@ -266,13 +269,15 @@ def key_settings(request: HttpRequest, key_id) -> HttpResponse:
         except RuleError as exc:
             messages.error(request, str(exc))
     else:
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(
+            request, " ".join(e["message"] for errors in form.errors.get_json_data().values() for e in errors)
+        )
     return redirect("key", key_id=key.id)
 
 
 @login_required
 @sensitive_post_parameters("secret")
-def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
+def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
@@ -292,7 +297,7 @@ def key_rotate(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
+def key_toggle(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         key = services.set_key_enabled(key=key, enabled=not key.is_enabled, actor=request.user, request=request)
@@ -304,7 +309,7 @@ def key_toggle(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
+def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
@@ -315,7 +320,7 @@ def key_revoke(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_assign(request: HttpRequest, key_id) -> HttpResponse:
+def key_assign(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     try:
         services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
@@ -327,7 +332,7 @@ def key_assign(request: HttpRequest, key_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def assignment_remove(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.select_related("key__team", "key__gateway", "user"), pk=assignment_id
     )
@@ -339,7 +344,7 @@ def assignment_remove(request: HttpRequest, assignment_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def key_probe(request: HttpRequest, key_id) -> HttpResponse:
+def key_probe(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     """Run a probe now; answers JSON for the page's button, or redirects without JavaScript."""
     from gateways.probes.runner import probe_key
 
@@ -362,7 +367,7 @@ def key_probe(request: HttpRequest, key_id) -> HttpResponse:
 
 
 @login_required
-def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
@@ -384,8 +389,8 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def connection_list(request: HttpRequest) -> HttpResponse:
-    """Who is connected where (gateways.connections), a page of rows at a time, or all as CSV."""
+def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
+    """Who is connected where (gateways.connections), a page of rows at a time (keyset: `?cursor=`), or all as CSV."""
     try:
         filters = ConnectionFilters.from_query(request.GET)
     except RuleError as exc:
@@ -394,24 +399,20 @@ def connection_list(request: HttpRequest) -> HttpResponse:
     rows = connections_for(request.user, filters)
     if request.GET.get("export") == "csv":
         return connections_csv(rows)
-    raw_page = request.GET.get("page", "")
-    page = query_number(raw_page, maximum=MAX_PAGE)
-    if raw_page and page is None:
-        messages.error(request, f"page must be a whole number from 1 to {MAX_PAGE}; showing the first page.")
-    page = page or 1
-    start = (page - 1) * CONNECTIONS_PER_PAGE
-    chunk = list(rows[start : start + CONNECTIONS_PER_PAGE + 1])
+    cursor = request.GET.get("cursor", "")
+    try:
+        page = keyset_page(rows, cursor, CONNECTIONS_PER_PAGE)
+    except RuleError as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        cursor, page = "", keyset_page(rows, None, CONNECTIONS_PER_PAGE)
     query = request.GET.copy()
-    query.pop("sort", None)
-    query.pop("page", None)
-    live = live_devices_by_assignment(chunk[:CONNECTIONS_PER_PAGE])
-    rows = [
-        {**row, "devices": live.get(row["assignment"], [])} for row in connection_rows(chunk[:CONNECTIONS_PER_PAGE])
-    ]
+    for name in ("sort", "cursor", "page"):
+        query.pop(name, None)
+    live = live_devices_by_assignment(page.rows)
     context = {
-        "rows": rows,
-        "page": page,
-        "has_next": len(chunk) > CONNECTIONS_PER_PAGE,
+        "rows": [{**row, "devices": live.get(row["assignment"], [])} for row in connection_rows(page.rows)],
+        "first_page": not cursor,
+        "next_cursor": page.next_cursor,
         "filters": filters,
         "states": STATES,
         "teams": Team.objects.visible_to(request.user),

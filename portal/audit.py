@@ -1,18 +1,27 @@
 """Writing and checking the audit chain.
 
-`record()` is called inside the transaction of the change it describes, so an action and
-its audit row are committed together or not at all. Writers take a row lock on the single
-`AuditChainHead`, which keeps the chain linear even with concurrent requests on PostgreSQL.
-What a row's hash covers and how it is signed is in `portal/audit_chain.py`.
+`record()` is called inside the transaction of the change it describes, so an action and its
+audit row are committed together or not at all. Rows form one chain through the single
+`AuditChainHead`; what a row's hash covers and how it is signed is in `portal/audit_chain.py`.
+
+Nobody waits for the head. An event is prepared in full before the head is asked for (its content
+in canonical form), and the head is taken with SKIP LOCKED: when it is free, the event is linked,
+signed and inserted on the spot, and the head holds nothing else. When another transaction holds
+it (concurrent writers on PostgreSQL), the event is queued instead, in `PendingAuditEvent`, signed
+over its content, still in the caller's transaction. After each commit the writer chains whatever
+is queued, oldest first, in one step (`seal_pending`); if the head is busy again, its holder does it
+after its own commit. So under load the chain grows in batches, and no request waits on another's
+commit flushing to disk. SQLite admits one writer at a time, so there every event is chained at once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -20,7 +29,12 @@ from django.utils.dateparse import parse_date, parse_datetime
 from portal import audit_chain
 from portal.crypto import Keyring
 from portal.errors import RuleError
-from portal.models import Action, AuditChainHead, AuditEvent, Team
+from portal.models import AUDIT_CONTENT_FIELDS, Action, AuditChainHead, AuditEvent, PendingAuditEvent, Team
+
+logger = logging.getLogger(__name__)
+
+# Queued events chained per step by seal_pending: one insert, one delete, one head update.
+SEAL_BATCH = 500
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -40,12 +54,32 @@ def client_ip(request: HttpRequest | None) -> str | None:
     return audit_chain.stored_ip(raw)
 
 
-def _chain_head() -> AuditChainHead:
-    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        AuditChainHead.objects.get_or_create(pk=1)
-        head = AuditChainHead.objects.select_for_update().get(pk=1)
-    return head
+def new_event(
+    action: str,
+    *,
+    actor=None,
+    request: HttpRequest | None = None,
+    team: Team | None = None,
+    gateway_slug: str = "",
+    target: str = "",
+    details: dict | None = None,
+) -> AuditEvent:
+    """An event not yet in the chain; `actor` defaults to the request's user, None means the system."""
+    if actor is None and request is not None and getattr(request, "user", None) is not None:
+        actor = request.user if request.user.is_authenticated else None
+    return AuditEvent(
+        created_at=timezone.now(),
+        actor=actor,
+        actor_username=actor.get_username() if actor else "",
+        action=action,
+        team=team,
+        team_slug=team.slug if team else "",
+        gateway_slug=gateway_slug,
+        target=target[:200],
+        ip_address=client_ip(request),
+        user_agent=(request.META.get("HTTP_USER_AGENT", "") if request else "")[:300],
+        details=details or {},
+    )
 
 
 def record(
@@ -58,30 +92,118 @@ def record(
     target: str = "",
     details: dict | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain. `actor` defaults to the request's user; None means the system."""
-    if actor is None and request is not None and getattr(request, "user", None) is not None:
-        actor = request.user if request.user.is_authenticated else None
-    keyring = audit_chain.get_keyring()
-    with transaction.atomic():
-        head = _chain_head()
-        event = AuditEvent(
-            actor=actor,
-            actor_username=actor.get_username() if actor else "",
-            action=action,
-            team=team,
-            team_slug=team.slug if team else "",
-            gateway_slug=gateway_slug,
-            target=target[:200],
-            ip_address=client_ip(request),
-            user_agent=(request.META.get("HTTP_USER_AGENT", "") if request else "")[:300],
-            details=details or {},
-            prev_hash=head.last_hash,
-        )
-        event.seal(keyring)
-        event.save()
-        head.last_hash = event.hash
-        head.save(update_fields=["last_hash"])
+    """Append one event to the chain (see append). `actor` defaults to the request's user; None means the system."""
+    event = new_event(
+        action, actor=actor, request=request, team=team, gateway_slug=gateway_slug, target=target, details=details
+    )
+    append([event])
     return event
+
+
+def append(events: list[AuditEvent]) -> None:
+    """Add events, in order, in the caller's transaction: chained now, or queued while the head is busy.
+
+    A chained event has its id, hash and signature set; a queued one is chained by seal_pending after commit.
+    """
+    if not events:
+        return
+    keyring = audit_chain.get_keyring()
+    texts = [audit_chain.canonical_json(audit_chain.content_of(event)) for event in events]
+    with transaction.atomic(savepoint=False):
+        last_hash = _take_head()
+        if last_hash is None:
+            PendingAuditEvent.objects.bulk_create(
+                [_queued(event, text, keyring) for event, text in zip(events, texts, strict=True)]
+            )
+        else:
+            _link(last_hash, events, texts, keyring)
+        _seal_after_commit()
+
+
+# The chain step runs on every audited request, so its three small statements are written out
+# rather than built by the ORM each time (which costs more than running them).
+HEAD_TABLE = AuditChainHead._meta.db_table
+QUEUE_TABLE = PendingAuditEvent._meta.db_table
+
+
+def _take_head() -> str | None:
+    """The chain's last hash, its head row locked until this transaction ends; None when another holds it."""
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT last_hash FROM {HEAD_TABLE} WHERE id = 1{skip_locked}")  # noqa: S608
+        row = cursor.fetchone()
+    if row is None and not AuditChainHead.objects.filter(pk=1).exists():
+        AuditChainHead.objects.get_or_create(pk=1)  # the first event ever
+        return _take_head()
+    return row[0] if row else None
+
+
+def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: Keyring) -> None:
+    """The chain step: link and sign each event after the head, insert them, move the head."""
+    prev = last_hash
+    for event, text in zip(events, texts, strict=True):
+        event.prev_hash = prev
+        event.hash = prev = audit_chain.link_hash_of_text(prev, text)
+        event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
+    if len(events) == 1:
+        events[0].save()
+    else:
+        AuditEvent.objects.bulk_create(events, batch_size=SEAL_BATCH)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {HEAD_TABLE} SET last_hash = %s WHERE id = 1", [prev])  # noqa: S608
+
+
+def _anything_queued() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {QUEUE_TABLE} WHERE rejected = %s LIMIT 1", [False])  # noqa: S608
+        return cursor.fetchone() is not None
+
+
+def _queued(event: AuditEvent, text: str, keyring: Keyring) -> PendingAuditEvent:
+    signature, key_id = audit_chain.sign_pending(keyring, text)
+    content = {name: getattr(event, name) for name in AUDIT_CONTENT_FIELDS}
+    return PendingAuditEvent(**content, signature=signature, signing_key_id=key_id)
+
+
+def _seal_after_commit() -> None:
+    """Once per transaction: after commit, chain what was queued meanwhile (ours, or others' while we held the head)."""
+    # run_on_commit holds (savepoint ids, callback, robust) triples; the stubs know only pairs.
+    if not any(entry[1] is seal_pending for entry in connection.run_on_commit):
+        transaction.on_commit(seal_pending, robust=True)  # a failure is logged; the next writer seals
+
+
+def seal_pending() -> int:
+    """Chain the queued events, oldest first, a batch per step; return how many were chained.
+
+    Stops when the queue is empty or another transaction holds the head: that holder runs this
+    again after its commit, so a queued event waits for one writer at most. A queued row whose
+    signature fails (forged or edited in the database) is marked rejected, never chained, and
+    verify_audit names it.
+    """
+    keyring = audit_chain.get_keyring()
+    queue = PendingAuditEvent.objects.filter(rejected=False)
+    chained = 0
+    while _anything_queued():
+        with transaction.atomic():
+            last_hash = _take_head()
+            if last_hash is None:
+                break
+            rows = list(queue.order_by("id")[:SEAL_BATCH])
+            problems = {row.id: audit_chain.pending_problem(keyring, row) for row in rows}
+            good = [row for row in rows if problems[row.id] is None]
+            bad = [row.id for row in rows if problems[row.id] is not None]
+            if bad:
+                logger.error("Queued audit events %s fail their signature and were not chained.", bad)
+                PendingAuditEvent.objects.filter(id__in=bad).update(rejected=True)
+            events = [AuditEvent(**{name: getattr(row, name) for name in AUDIT_CONTENT_FIELDS}) for row in good]
+            if events:
+                texts = [audit_chain.canonical_json(audit_chain.content_of(event)) for event in events]
+                _link(last_hash, events, texts, keyring)
+                PendingAuditEvent.objects.filter(id__in=[row.id for row in good]).delete()
+        if not rows:
+            break
+        chained += len(events)
+    return chained
 
 
 @dataclass(frozen=True)
@@ -95,6 +217,7 @@ class ChainCheck:
     checked: int  # events found intact before the first broken link
     head: str  # hash of the newest intact event: an anchor to keep outside the database
     broken: BrokenLink | None
+    pending: int = 0  # events queued for the chain (see seal_pending), each checked against its own signature
 
 
 def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck:
@@ -112,6 +235,7 @@ def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck
     expected_found = not expect_head or (expect_head == anchor)
     expected_prev = anchor
     checked = first_id = 0
+    problem: str | None
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
         first_id = first_id or event.id
         if event.prev_hash != expected_prev:
@@ -136,7 +260,15 @@ def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck
             f"the expected head {expect_head} is not in the chain: events up to it were deleted, "
             "or pruned since (then check against a head recorded after the last prune)",
         )
-    return ChainCheck(checked, expected_prev, broken)
+    pending = 0
+    for row in PendingAuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
+        problem = (
+            "it was refused on its way into the chain" if row.rejected else audit_chain.pending_problem(keyring, row)
+        )
+        if problem and broken is None:
+            broken = BrokenLink(0, f"an event waiting to be chained (queue row {row.id}) does not hold: {problem}")
+        pending += 1
+    return ChainCheck(checked, expected_prev, broken, pending)
 
 
 class AuditChainError(Exception):

@@ -11,6 +11,9 @@ A hash is only checkable if it is computed over exactly what is stored. SQLite k
 written while PostgreSQL re-formats an `inet` and a `jsonb`, so every value is put in one
 canonical form before hashing, both when a row is written and when it is checked.
 
+An event queued while another writer holds the chain's head (portal/audit.py) is signed over its
+content alone, under its own context, until it is chained.
+
 Pure functions over any object with the row's attributes, so the data migration that first
 signed the chain uses them as well as the model.
 """
@@ -30,6 +33,9 @@ from portal import crypto
 
 DEV_KEY_FILENAME = "audit.key"
 SIGNATURE_CONTEXT = "portal-audit-chain-v1"
+# A queued event (not chained yet) is signed over its content under another context, so neither
+# signature can stand for the other.
+PENDING_CONTEXT = "portal-audit-pending-v1"
 
 
 def stored_ip(raw: str | None) -> str | None:
@@ -93,7 +99,12 @@ def content_of(row) -> dict:
 
 
 def link_hash(prev_hash: str, content: dict) -> str:
-    return hashlib.sha256((prev_hash + canonical_json(content)).encode()).hexdigest()
+    return link_hash_of_text(prev_hash, canonical_json(content))
+
+
+def link_hash_of_text(prev_hash: str, content_text: str) -> str:
+    """link_hash with the content already in canonical JSON: writers prepare it before taking the head."""
+    return hashlib.sha256((prev_hash + content_text).encode()).hexdigest()
 
 
 def get_keyring() -> crypto.Keyring:
@@ -110,24 +121,41 @@ def get_keyring() -> crypto.Keyring:
     return crypto.parse_keyring(value, "PORTAL_AUDIT_KEYS")
 
 
-def _signature(key: bytes, key_id: str, link: str) -> str:
-    message = f"{SIGNATURE_CONTEXT}\n{key_id}\n{link}".encode()
+def _signature(key: bytes, key_id: str, link: str, context: str = SIGNATURE_CONTEXT) -> str:
+    message = f"{context}\n{key_id}\n{link}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def sign(keyring: crypto.Keyring, link: str) -> tuple[str, str]:
+def sign(keyring: crypto.Keyring, link: str, context: str = SIGNATURE_CONTEXT) -> tuple[str, str]:
     """Return (signature, id of the key that made it) for a row's hash, under the first key."""
     key_id, key = keyring.keys[0]
-    return _signature(key, key_id, link), key_id
+    return _signature(key, key_id, link, context), key_id
 
 
-def signature_problem(keyring: crypto.Keyring, key_id: str, link: str, signature: str) -> str | None:
+def signature_problem(
+    keyring: crypto.Keyring, key_id: str, link: str, signature: str, context: str = SIGNATURE_CONTEXT
+) -> str | None:
     """Why a row's signature does not hold, as a sentence fragment; None when it does."""
     if not key_id:
         return "it carries no signature"
     key = dict(keyring.keys).get(key_id)
     if key is None:
         return f"it was signed with audit key {key_id}, which is not in PORTAL_AUDIT_KEYS: put that key back, or the row was forged"
-    if not hmac.compare_digest(_signature(key, key_id, link), signature):
+    if not hmac.compare_digest(_signature(key, key_id, link, context), signature):
         return "its signature does not match: it was written or changed without the audit key"
     return None
+
+
+def pending_digest(content_text: str) -> str:
+    """What a queued event's signature covers: its content alone, as it has no place in the chain yet."""
+    return hashlib.sha256(content_text.encode()).hexdigest()
+
+
+def sign_pending(keyring: crypto.Keyring, content_text: str) -> tuple[str, str]:
+    return sign(keyring, pending_digest(content_text), PENDING_CONTEXT)
+
+
+def pending_problem(keyring: crypto.Keyring, row) -> str | None:
+    """Why a queued event's signature does not hold over what it stores now; None when it does."""
+    digest = pending_digest(canonical_json(content_of(row)))
+    return signature_problem(keyring, row.signing_key_id, digest, row.signature, PENDING_CONTEXT)

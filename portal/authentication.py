@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from portal import stamps
 from portal.models import AccessToken, TokenScope, token_scope
 
 INVALID = "The access token is invalid, expired or revoked. Issue a new one with `manage.py issue_access_token`."
@@ -32,9 +32,7 @@ class AccessTokenAuthentication(authentication.BaseAuthentication):
         token = AccessToken.objects.authenticate(raw)
         if token is None:
             raise exceptions.AuthenticationFailed(INVALID)
-        now = timezone.now()
-        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-            AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        stamps.touch(token, "last_used_at")
         return token.user, token
 
     def authenticate_header(self, request) -> str:

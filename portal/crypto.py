@@ -16,12 +16,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
 import secrets
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,6 +45,87 @@ DEV_KEY_FILENAME = "encryption.key"
 
 class DecryptionError(Exception):
     """A stored secret could not be opened with any key in the keyring."""
+
+
+# Every Secret alive in the process, and every one made during the current request (see
+# secrets_scope): the debug page and the logs remove what these hold from their text.
+_alive: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
+_made_in_scope: ContextVar[list[Secret] | None] = ContextVar("secrets_made_in_scope", default=None)
+
+
+class Secret:
+    """A key's plaintext that does not show itself: repr and str are masked, pickling is refused.
+
+    The vault hands one out (`GatewayKey.reveal_secret()`); it travels wrapped to the HTTP client
+    and the config builder, and `reveal()` is called only where the text is needed: a header being
+    sent, a config being written. A traceback or a log line that reaches a Secret shows stars.
+    """
+
+    __slots__ = ("__weakref__", "_value")
+
+    def __init__(self, value: str):
+        self._value = value
+        _alive[id(self)] = self
+        made = _made_in_scope.get()
+        if made is not None:
+            made.append(self)
+
+    def reveal(self) -> str:
+        """The plaintext: only for a header being sent or a config being written, never for a log."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            other = other._value
+        if not isinstance(other, str):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other.encode())
+
+    __hash__ = None  # type: ignore[assignment]  # a Secret is no dict key or set member
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("A Secret cannot be pickled: it would leave the process in plaintext.")
+
+
+def reveal(value: Secret | str) -> str:
+    """The text of a Secret, or a text as it is (callers and tests may hold either)."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def secrets_in_reach() -> list[str]:
+    """The plaintexts of every live Secret and of every one made during this request, to redact them."""
+    made = _made_in_scope.get() or []
+    for _ in range(5):  # another thread can drop a Secret while this one copies the list
+        try:
+            alive = list(_alive.values())
+            break
+        except RuntimeError:
+            continue
+    else:
+        alive = []
+    return list({secret._value for secret in [*alive, *made]})
+
+
+@contextmanager
+def secrets_scope() -> Iterator[None]:
+    """Keep every Secret made inside in reach of the redaction until the block ends (one request).
+
+    A key's text can outlive its Secret, in a rendered config say; while the request that made it
+    runs, its error page and log lines can still tell that text apart.
+    """
+    token = _made_in_scope.set([])
+    try:
+        yield
+    finally:
+        _made_in_scope.reset(token)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ in a management command. Pure: no Django import, so the pure modules can raise i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 
@@ -22,7 +23,8 @@ class RuleError(ValueError):
 
 
 class _Form(Protocol):
-    fields: dict
+    @property
+    def fields(self) -> Mapping[str, object]: ...
 
     def add_error(self, field: str | None, error: str) -> None: ...
 

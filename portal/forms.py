@@ -17,7 +17,11 @@ class MemberForm(forms.Form):
 
 
 class SudoForm(forms.Form):
-    password = forms.CharField(widget=forms.PasswordInput, help_text="Confirm your password to continue.")
+    password = forms.CharField(
+        widget=forms.PasswordInput,
+        label="Password or authenticator code",
+        help_text="Your password, or the 6-digit code from your authenticator app.",
+    )
 
 
 class TokenForm(forms.Form):

@@ -50,6 +50,9 @@ class Team(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=50, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Single sign-on: members of these identity-provider groups join the team (see portal/oidc.py).
+    sso_member_group = models.CharField(max_length=200, blank=True)
+    sso_admin_group = models.CharField(max_length=200, blank=True)
 
     objects = TeamQuerySet.as_manager()
 
@@ -77,6 +80,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now)
+    # Made or last changed by the team's SSO groups: then the groups claim decides it at each sign-in.
+    via_sso = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "user"], name="unique_membership")]
@@ -93,7 +98,7 @@ class TokenScope(models.TextChoices):
     KEY_FETCH = "key_fetch", "Fetch one device's key, nothing else (device token)"
 
 
-TOKEN_PREFIXES = {TokenScope.API: "ptl", TokenScope.KEY_FETCH: "pkf"}
+TOKEN_PREFIXES: dict[str, str] = {TokenScope.API: "ptl", TokenScope.KEY_FETCH: "pkf"}
 TOKEN_PREFIX = TOKEN_PREFIXES[TokenScope.API]
 # Every new token expires: ACCESS_TOKEN_DEFAULT_DAYS unless asked otherwise, never later than this.
 ACCESS_TOKEN_MAX_DAYS = 3650
@@ -135,7 +140,7 @@ class AccessTokenQuerySet(models.QuerySet):
         lookup_id = token_lookup(raw, TokenScope.API)
         if lookup_id is None:
             return None
-        token = self.select_related("user").filter(lookup_id=lookup_id).first()
+        token = next(iter(self.select_related("user").filter(lookup_id=lookup_id).order_by()[:1]), None)
         if not token_matches(token.digest if token else None, raw) or token is None:
             return None
         if not token.is_live or not token.user.is_active:
@@ -217,6 +222,20 @@ class Action(models.TextChoices):
     ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"
     AUDIT_PRUNED = "audit.pruned", "Audit trail pruned"
     AUDIT_RESEALED = "audit.resealed", "Audit trail re-signed"
+    # Accounts (issue 13)
+    TEAM_UPDATED = "team.updated", "Team settings changed"
+    INVITATION_CREATED = "invitation.created", "Invitation sent"
+    INVITATION_WITHDRAWN = "invitation.withdrawn", "Invitation withdrawn"
+    INVITATION_ACCEPTED = "invitation.accepted", "Invitation accepted"
+    ACCOUNT_CREATED = "account.created", "Account created"
+    PASSWORD_CHANGED = "account.password_changed", "Password changed"
+    PASSWORD_RESET_LINK = "account.reset_link_made", "Password reset link made"
+    TWO_FACTOR_ENABLED = "account.2fa_enabled", "Two-factor enrolled"
+    TWO_FACTOR_DISABLED = "account.2fa_disabled", "Two-factor removed"
+    RECOVERY_CODES_RENEWED = "account.recovery_codes_renewed", "Recovery codes renewed"
+    TWO_FACTOR_FAILED = "auth.2fa_failed", "Failed second factor"
+    MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
+    USER_OFFBOARDED = "account.offboarded", "Account offboarded"
 
 
 class ImmutableAuditError(Exception):
@@ -232,7 +251,10 @@ class AuditEventQuerySet(models.QuerySet):
 
     def write_signatures(self, events: list[AuditEvent]) -> None:
         """Store new signatures for events whose hashes and links stay as they are (key rotation only)."""
-        models.QuerySet(model=self.model, using=self.db).bulk_update(events, ["signature", "signing_key_id"])
+        plain: models.QuerySet[AuditEvent] = models.QuerySet(
+            model=self.model, using=self.db
+        )  # skips update()'s refusal
+        plain.bulk_update(events, ["signature", "signing_key_id"])
 
     def visible_to(self, user) -> AuditEventQuerySet:
         """Staff see everything; team admins and auditors see their teams; others their own acts."""
@@ -244,8 +266,8 @@ class AuditEventQuerySet(models.QuerySet):
         return self.filter(models.Q(team__in=teams) | models.Q(actor=user))
 
 
-class AuditEvent(models.Model):
-    """One sensitive action. Rows are chained by hash and signed with a key outside the database (audit_chain)."""
+class AuditContent(models.Model):
+    """What an audit row says: every column its hash and signature cover (audit_chain.content_of)."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -260,6 +282,18 @@ class AuditEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+# The columns of AuditContent by attribute name, for copying an event between the queue and the chain.
+AUDIT_CONTENT_FIELDS = tuple(field.attname for field in AuditContent._meta.fields)
+
+
+class AuditEvent(AuditContent):
+    """One sensitive action. Rows are chained by hash and signed with a key outside the database (audit_chain)."""
+
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     signature = models.CharField(max_length=64, blank=True)  # HMAC-SHA256 of the hash, see audit_chain
@@ -274,6 +308,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor", "-id"], name="audit_actor_recent"),
             models.Index(fields=["action", "-id"], name="audit_action_recent"),
             models.Index(fields=["gateway_slug", "-id"], name="audit_gateway_recent"),
+            # The audit page and API filter by the names as recorded (they outlive a renamed team or
+            # a deleted user), newest first.
+            models.Index(fields=["team_slug", "-id"], name="audit_team_slug_recent"),
+            models.Index(fields=["actor_username", "-id"], name="audit_actor_name_recent"),
         ]
 
     def __str__(self) -> str:
@@ -302,6 +340,25 @@ class AuditEvent(models.Model):
         return audit_chain.signature_problem(keyring, self.signing_key_id, self.hash, self.signature)
 
 
+class PendingAuditEvent(AuditContent):
+    """An event written while another writer held the chain's head; `audit.seal_pending` chains it moments later.
+
+    It carries a signature of its own over its content (audit_chain.sign_pending), so a queued row
+    cannot be forged or edited on its way into the chain; one that fails is marked rejected, never chained.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)  # a queue: read by id, never by time
+    signature = models.CharField(max_length=64)
+    signing_key_id = models.CharField(max_length=8)
+    rejected = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["rejected", "id"], name="pending_audit_queue")]
+
+    def __str__(self) -> str:
+        return f"pending {self.action} of {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
 class AuditChainHead(models.Model):
     """A single row that serialises writers of the audit chain and remembers where it starts."""
 
@@ -310,3 +367,100 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head {self.last_hash[:12]}"
+
+
+INVITATION_PREFIX = "inv"
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self) -> InvitationQuerySet:
+        return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=timezone.now())
+
+    def find(self, raw: str) -> Invitation | None:
+        """The invitation for a link's token, in any state, or None; the same work whether it exists or not."""
+        try:
+            prefix, lookup_id, _ = raw.split("_", 2)
+        except ValueError:
+            return None
+        if prefix != INVITATION_PREFIX:
+            return None
+        invitation = self.select_related("team", "created_by").filter(lookup_id=lookup_id).first()
+        if not token_matches(invitation.digest if invitation else None, raw) or invitation is None:
+            return None
+        return invitation
+
+
+class Invitation(models.Model):
+    """A one-time link that makes whoever opens it a member of a team; stored as a digest, like access tokens."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    lookup_id = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["team", "email"], name="invitation_team_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.team} ({self.role})"
+
+    @classmethod
+    def issue(cls, *, team: Team, email: str, role: str, created_by, expires_at: datetime) -> tuple[Invitation, str]:
+        """Create an invitation and return it with its link token, which is never stored."""
+        lookup_id = secrets.token_hex(6)
+        raw = f"{INVITATION_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        invitation = cls.objects.create(
+            team=team,
+            email=email,
+            role=role,
+            lookup_id=lookup_id,
+            digest=token_digest(raw),
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        return invitation, raw
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.withdrawn_at:
+            return "withdrawn"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+    def refusal(self) -> str | None:
+        """Why this link no longer works, as a sentence for the person who opened it; None while it does."""
+        return {
+            "accepted": "This invitation was already used. Sign in instead, or ask the team's admin for a new one.",
+            "withdrawn": "This invitation was withdrawn by the team's admin. Ask them for a new one if you need it.",
+            "expired": "This invitation has expired. Ask the team's admin for a new one.",
+        }.get(self.state)
+
+
+class ExternalIdentity(models.Model):
+    """An account at the identity provider (issuer and subject) linked to a portal user, found again by subject."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="external_identities")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="unique_external_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer} ({self.user})"

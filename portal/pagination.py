@@ -1,11 +1,31 @@
-"""Reading page numbers and positions from a query string, for the pages and the API alike.
+"""Paging for the pages and the API alike: page positions read from a query string, and keyset pages.
 
 `str.isdigit()` is true for superscripts such as "²", which `int()` refuses, and a number such as
 10**24 does not fit a database integer: both used to end in a 500. A value is accepted only as
 plain ASCII digits within a bound; anything else is None and the caller says so or starts over.
+
+Lists are cut by keyset ("after the last row shown"), not by offset, so page 1,000 costs what page 1
+costs and a row inserted meanwhile neither repeats nor skips one. The list's own ordering is the key,
+with the primary key added as the last tie-breaker; a nullable column sorts its nulls last. The
+cursor names the ordering it was made for, so a cursor from another sort is refused with a sentence.
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import F, Field, Model, OrderBy, Q, QuerySet
+
+from portal.errors import RuleError
 
 # The largest id or position a query may name: the biggest value a 64-bit database integer holds.
 MAX_POSITION = 2**63 - 1
@@ -21,3 +41,133 @@ def query_number(raw: str | None, *, maximum: int, minimum: int = 1) -> int | No
         return None
     value = int(text)
     return value if minimum <= value <= maximum else None
+
+
+BAD_CURSOR = "The cursor is not one this list gave out; follow the list's own next link, or start without it."
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One column of a list's ordering: a field path such as `key__team__slug`."""
+
+    path: str
+    descending: bool
+    field: Field
+    nullable: bool
+
+    def order_by(self) -> OrderBy:
+        return OrderBy(F(self.path), descending=self.descending, nulls_last=True if self.nullable else None)
+
+    def value_of(self, row: Model):
+        value = row
+        for part in self.path.split("__"):
+            value = value.pk if part == "pk" else getattr(value, part)
+        return value
+
+    def after(self, value) -> Q:
+        """Rows that sort strictly after `value` in this column (nulls come last)."""
+        if value is None:
+            return Q(pk__in=[])
+        beyond = Q(**{f"{self.path}__{'lt' if self.descending else 'gt'}": value})
+        return beyond | Q(**{f"{self.path}__isnull": True}) if self.nullable else beyond
+
+    def equal(self, value) -> Q:
+        return Q(**{f"{self.path}__isnull": True}) if value is None else Q(**{self.path: value})
+
+
+def _resolve(model: type[Model], path: str) -> tuple[Field, bool]:
+    """The field at the end of `path`, and whether a null can appear on the way to it."""
+    nullable = False
+    field: Field | None = None
+    for part in path.split("__"):
+        if field is not None:
+            if not isinstance(field.related_model, type):  # a column has no part after it
+                raise ImproperlyConfigured(f"A list is ordered by {path!r}, which is not a field path.")
+            model = field.related_model
+        try:
+            found = model._meta.pk if part == "pk" else model._meta.get_field(part)
+        except FieldDoesNotExist:
+            found = None
+        if not isinstance(found, Field):  # missing, or a reverse relation: no column to order by
+            raise ImproperlyConfigured(f"A list is ordered by {path!r}, which is not a field path.")
+        field = found
+        nullable = nullable or field.null
+    if field is None or field.is_relation:
+        raise ImproperlyConfigured(f"A list is ordered by {path!r}; order by a column (e.g. {path}__name) instead.")
+    return field, nullable
+
+
+def sort_keys(queryset: QuerySet) -> list[SortKey]:
+    """The queryset's ordering as keys, ending with the primary key."""
+    keys = []
+    for item in queryset.query.order_by or queryset.model._meta.ordering:
+        if isinstance(item, str):
+            path, descending = item.lstrip("-"), item.startswith("-")
+        elif isinstance(item, OrderBy) and isinstance(item.expression, F):
+            path, descending = item.expression.name, item.descending
+        else:
+            raise ImproperlyConfigured(f"A paginated list cannot be ordered by {item!r}.")
+        field, nullable = _resolve(queryset.model, path)
+        keys.append(SortKey(path, descending, field, nullable))
+        if field.primary_key and "__" not in path:
+            return keys
+    return [*keys, SortKey("pk", False, queryset.model._meta.pk, False)]
+
+
+def _jsonable(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (UUID, Decimal)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot go into a cursor")
+
+
+@dataclass(frozen=True)
+class KeysetPage:
+    rows: list
+    next_cursor: str | None  # None on the last page
+
+
+def ordering_signature(keys: list[SortKey]) -> str:
+    return hashlib.sha256(",".join(f"{k.path}:{k.descending}" for k in keys).encode()).hexdigest()[:12]
+
+
+def keyset_page(queryset: QuerySet, cursor: str | None, size: int) -> KeysetPage:
+    """The `size` rows after `cursor` (from the start without one); a cursor this list did not give out is a RuleError."""
+    keys = sort_keys(queryset)
+    signature = ordering_signature(keys)
+    queryset = queryset.order_by(*(k.order_by() for k in keys))
+    if cursor:
+        queryset = queryset.filter(_after(keys, _decode(cursor, keys, signature)))
+    rows = list(queryset[: size + 1])
+    if len(rows) <= size:
+        return KeysetPage(rows, None)
+    values = [k.value_of(rows[size - 1]) for k in keys]
+    text = json.dumps({"o": signature, "v": values}, default=_jsonable, separators=(",", ":"))
+    return KeysetPage(rows[:size], base64.urlsafe_b64encode(text.encode()).decode().rstrip("="))
+
+
+def _decode(raw: str, keys: list[SortKey], signature: str) -> list:
+    try:
+        cursor = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        values = cursor["v"]
+        valid = cursor["o"] == signature and isinstance(values, list) and len(values) == len(keys)
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        valid = False
+    if not valid:
+        raise RuleError(BAD_CURSOR, field="cursor")
+    try:
+        return [None if v is None else k.field.to_python(v) for k, v in zip(keys, values, strict=True)]
+    except (DjangoValidationError, ValueError, TypeError):
+        raise RuleError(BAD_CURSOR, field="cursor") from None
+
+
+def _after(keys: list[SortKey], values: list) -> Q:
+    """Rows after the cursor: equal on the first columns and after it on the next one."""
+    condition = Q(pk__in=[])
+    for position, key in enumerate(keys):
+        step = key.after(values[position])
+        for earlier, value in zip(keys[:position], values[:position], strict=True):
+            step &= earlier.equal(value)
+        condition |= step
+    return condition

@@ -17,7 +17,8 @@ def find_user(username: str):
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
         raise RuleError(
-            f"There is no active user called {username!r}. Ask a staff member to create the account.", field="username"
+            f"There is no active user called {username!r}. Invite them by e-mail instead (team page, Invitations).",
+            field="username",
         )
     return user
 
@@ -68,9 +69,10 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
-    details: dict = {}
+    details: dict[str, object] = {}
     for _, answer in member_leaving.send(sender=Membership, membership=membership):
-        details.update(answer or {})
+        if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
+            details.update(answer)
     membership.delete()
     audit.record(
         Action.MEMBER_REMOVED,
@@ -125,3 +127,36 @@ def revoke_token(*, token, actor, request: HttpRequest | None = None) -> None:
         target=token.lookup_id,
         details={"user": token.user.get_username(), "name": token.name},
     )
+
+
+TEAM_GROUP_FIELDS = ("sso_member_group", "sso_admin_group")
+
+
+@transaction.atomic
+def update_team_groups(*, team: Team, changes: dict, actor, request: HttpRequest | None = None) -> Team:
+    """Name the identity-provider groups whose members join the team (blank: none); audited."""
+    values = {name: str(changes.get(name, getattr(team, name)) or "").strip() for name in TEAM_GROUP_FIELDS}
+    for name, value in values.items():
+        if len(value) > 200 or any(ord(c) < 32 for c in value):
+            raise RuleError(f"{name} must be one line of at most 200 characters.", field=name)
+    if values["sso_member_group"] and values["sso_member_group"] == values["sso_admin_group"]:
+        raise RuleError("Name different groups for members and admins (or leave one blank).", field="sso_admin_group")
+    before = {name: getattr(team, name) for name in TEAM_GROUP_FIELDS}
+    if before == values:
+        return team
+    for name, value in values.items():
+        setattr(team, name, value)
+    team.save(update_fields=list(TEAM_GROUP_FIELDS))
+    audit.record(
+        Action.TEAM_UPDATED,
+        actor=actor,
+        request=request,
+        team=team,
+        target=team.slug,
+        details={
+            name: {"from": before[name], "to": values[name]}
+            for name in TEAM_GROUP_FIELDS
+            if before[name] != values[name]
+        },
+    )
+    return team

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -17,10 +18,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import audit, exports, services
+from portal import audit, exports, services, two_factor
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
+from portal.http import AuthenticatedHttpRequest
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.pagination import MAX_POSITION, query_number
 from portal.permissions import is_staff, team_with_role
@@ -32,22 +34,28 @@ AUDIT_PER_PAGE = 100
 
 @login_required
 @sensitive_post_parameters("password")
-def sudo(request: HttpRequest) -> HttpResponse:
+def sudo(request: AuthenticatedHttpRequest) -> HttpResponse:
     next_url = request.GET.get("next") or request.POST.get("next") or reverse("home")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = reverse("home")
     form = SudoForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
-        if user is not None and user.pk == request.user.pk:
+        secret = form.cleaned_data["password"]
+        # A code from the authenticator app confirms it is you as well as the password (and SSO accounts have none).
+        confirmed = (
+            request.user
+            if two_factor.check_totp(request.user, secret) is not None
+            else authenticate(request, username=request.user.get_username(), password=secret)
+        )
+        if confirmed is not None and confirmed.pk == request.user.pk:
             enter_sudo_mode(request)
             return redirect(next_url)
-        form.add_error("password", "That password is not right.")
+        form.add_error("password", "That password (or code) is not right.")
     return render(request, "portal/sudo.html", {"form": form, "next": next_url})
 
 
 @login_required
-def team_list(request: HttpRequest) -> HttpResponse:
+def team_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     teams = teams_with_members(request.user)
     form = TeamForm() if is_staff(request.user) else None
     return render(request, "portal/team_list.html", {"teams": teams, "form": form})
@@ -56,7 +64,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 @staff_required("Only staff can create teams.")
-def team_create(request: HttpRequest) -> HttpResponse:
+def team_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = TeamForm(request.POST)
     if form.is_valid():
         try:
@@ -72,7 +80,7 @@ def team_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+def member_add(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = MemberForm(request.POST)
     if not form.is_valid():
@@ -90,7 +98,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_remove(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -> HttpResponse:
     team, _ = team_with_role(request.user, slug, Role.ADMIN)
     membership = get_object_or_404(
         Membership.objects.select_related("user", "team"), team=team, user__username=username
@@ -104,7 +112,7 @@ def member_remove(request: HttpRequest, slug: str, username: str) -> HttpRespons
 
 
 @login_required
-def audit_list(request: HttpRequest) -> HttpResponse:
+def audit_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     events = AuditEvent.objects.visible_to(request.user)
     filter_error = ""
     try:
@@ -138,7 +146,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @never_cache  # a new token is shown once, on this page
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's personal access tokens, for the API and `curl ... | sh`; a new one is shown once."""
     # A token acts without sudo mode on the API, so making one needs the password like rotating a key.
     if request.method == "POST" and (needs_password := sudo_redirect(request)):
@@ -158,7 +166,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(AccessToken, pk=token_id, user=request.user)
     services.revoke_token(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name or token.lookup_id} revoked.")

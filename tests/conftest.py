@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -17,6 +18,7 @@ from gateways.services import assign_key, store_key
 from portal.models import AccessToken, Membership, Role, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
+ROOT = Path(__file__).resolve().parent.parent  # the project folder, where manage.py is
 TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
 TEST_AUDIT_KEYRING = base64.urlsafe_b64encode(b"a" * 32).decode()
 TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"
@@ -134,3 +136,19 @@ def api():
 def emulator():
     """Start an emulator with the given rules: `with emulator(GatewayRules(...)) as gw:`."""
     return lambda rules=None: running_emulator(rules or GatewayRules())
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server on 127.0.0.1 that the portal's mail goes to; yields its inbox."""
+    from tests.smtp_server import Inbox, start
+
+    inbox = Inbox()
+    controller = start(inbox)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_CONFIGURED = True
+    yield inbox
+    controller.stop()

@@ -21,6 +21,8 @@ Used by the probe tests, the Claude Code end-to-end test and bench/probe_fanout.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import re
 import socket
@@ -29,6 +31,66 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, quote_plus
+
+
+def _escape_all(text: str, form: str) -> str:
+    """Every character that is not a letter or digit written as `form` % its code point."""
+    return "".join(ch if ch.isalnum() else form % ord(ch) for ch in text)
+
+
+def _b64(text: str, *, urlsafe: bool = False, pad: bool = True) -> str:
+    encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(text.encode()).decode()
+    return encoded if pad else encoded.rstrip("=")
+
+
+def _json_text(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+# The key as a careless gateway repeats it inside a 401 JSON message, escaped or encoded its way.
+# Each takes the token and the header value it came in (`Bearer <token>`, or the x-api-key).
+ECHO_IN_MESSAGE = {
+    "json": lambda key, line: _json_text(key),
+    "json_slash": lambda key, line: _json_text(key).replace("/", "\\/"),  # PHP writes / as \/
+    "json_unicode": lambda key, line: _escape_all(key, "\\u%04x"),
+    "percent": lambda key, line: quote(key, safe=""),
+    "percent_keep_slash": lambda key, line: quote(key),
+    "percent_plus": lambda key, line: quote_plus(key),
+    "percent_lower": lambda key, line: _escape_all(key, "%%%02x"),
+    "base64": lambda key, line: _b64(key),
+    "base64_nopad": lambda key, line: _b64(key, pad=False),
+    "base64_urlsafe": lambda key, line: _b64(key, urlsafe=True),
+    "base64_urlsafe_nopad": lambda key, line: _b64(key, urlsafe=True, pad=False),
+    "base64_header": lambda key, line: _b64(line),
+    "html_numeric": lambda key, line: _escape_all(key, "&#%d;"),
+    "partial": lambda key, line: _json_text(key[3:15]),
+}
+# The key elsewhere in an answer: (status, body, content type, headers).
+ECHO_ELSEWHERE = {
+    "raw": lambda key, line: (401, f"invalid key {line}".encode(), "text/plain", {}),
+    "html": lambda key, line: (
+        403,
+        f"<html><body><p>Key {html.escape(key)} is not valid.</p></body></html>".encode(),
+        "text/html",
+        {},
+    ),
+    "header_dump": lambda key, line: (
+        400,
+        json.dumps({"error": {"message": "bad request", "received": {"authorization": line}}}).encode(),
+        "application/json",
+        {},
+    ),
+    "redirect": lambda key, line: (302, b"", "text/plain", {"location": f"/login?key={quote(key, safe='')}"}),
+    "retry_after": lambda key, line: (
+        429,
+        _error("rate_limit_error", "slow down"),
+        "application/json",
+        {"retry-after": key},
+    ),
+}
+# "models": /v1/models lists the key as a model id; messages are served as normal.
+ECHO_MODES = [*ECHO_IN_MESSAGE, *ECHO_ELSEWHERE, "models"]
 
 BEHAVIOURS = {
     "normal",
@@ -36,6 +98,7 @@ BEHAVIOURS = {
     "401",
     "401_echo",
     "403",
+    "403_client",
     "404_path",
     "404_model",
     "429",
@@ -49,6 +112,7 @@ BEHAVIOURS = {
     "reset",
     "huge",
     "hang",
+    *(f"echo_{mode}" for mode in ECHO_MODES),
 }
 HEADER_MODES = ("", "x-api-key-first", "bearer-first", "strict")
 # claude-relay-service's checks (src/validators/clients/claudeCodeValidator.js), plus the JSON
@@ -57,6 +121,15 @@ CLAUDE_CLI_USER_AGENT = re.compile(r"^claude-cli/\d+\.\d+\.\d+", re.IGNORECASE)
 LEGACY_USER_ID = re.compile(r"^user_[a-fA-F0-9]{64}_account__session_[\w-]+$")
 DEVICE_ID = re.compile(r"^[a-fA-F0-9]{64}$")
 CLAUDE_CODE_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
+# claude-relay-service's answer, word for word: no top-level "type".
+CLIENT_VALIDATION_ERROR = json.dumps(
+    {
+        "error": {
+            "type": "client_validation_error",
+            "message": "This endpoint only accepts requests from Claude Code CLI",
+        }
+    }
+).encode()
 
 
 @dataclass
@@ -205,9 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, _error("authentication_error", denial))
             return
         if rules.claude_code_only and self._client_denial(path, body):
-            # claude-relay-service's answer, word for word: no top-level "type".
-            message = "This endpoint only accepts requests from Claude Code CLI"
-            self._send(403, json.dumps({"error": {"type": "client_validation_error", "message": message}}).encode())
+            self._send(403, CLIENT_VALIDATION_ERROR)
             return
         if path == "/v1/models":
             if not rules.serve_models_list:
@@ -295,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         simple = {
             "401": (401, _error("authentication_error", "invalid x-api-key")),
             "403": (403, _error("permission_error", "This token is disabled or out of balance")),
+            "403_client": (403, CLIENT_VALIDATION_ERROR),
             "404_path": (404, b'{"message": "Not Found"}'),
             "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
@@ -307,6 +379,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour == "401_echo":  # a careless gateway that repeats the key it refused
             key = self.headers.get("x-api-key") or self.headers.get("authorization", "")
             self._send(401, _error("authentication_error", f"invalid key {key}"))
+        elif behaviour.startswith("echo_"):
+            return self._echo(behaviour.removeprefix("echo_"))
         elif behaviour == "429":
             self._send(429, _error("rate_limit_error", "slow down"), extra={"retry-after": "7"})
         elif behaviour == "html":
@@ -347,6 +421,25 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             return False
         return True
+
+    def _echo(self, mode: str) -> bool:
+        """Repeat the key it was sent in one of ECHO_MODES; False where the request goes on as normal."""
+        line = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+        key = line.removeprefix("Bearer ")
+        if mode in ECHO_IN_MESSAGE:
+            message = f"invalid key {ECHO_IN_MESSAGE[mode](key, line)}"
+            self._send(
+                401, b'{"type": "error", "error": {"type": "authentication_error", "message": "%s"}}' % message.encode()
+            )
+            return True
+        if mode in ECHO_ELSEWHERE:
+            status, body, content_type, extra = ECHO_ELSEWHERE[mode](key, line)
+            self._send(status, body, content_type, extra)
+            return True
+        if mode == "models" and self.path.split("?")[0] == "/v1/models":
+            self._send(200, json.dumps({"data": [{"id": key, "type": "model"}], "has_more": False}).encode())
+            return True
+        return False
 
 
 class EmulatorServer(ThreadingHTTPServer):

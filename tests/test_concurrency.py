@@ -25,8 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING
-from tests.test_vault import ROOT
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
 
 pytestmark = pytest.mark.concurrency
 

@@ -25,17 +25,6 @@ def listed(bob_assignment, tokenbay_key):
         ProbeResult.objects.create(key=tokenbay_key, gateway=tokenbay_key.gateway, verdict="ok")
 
 
-@pytest.mark.parametrize("value", BAD_NUMBERS)
-def test_the_connections_page_shows_the_first_page_and_says_why(client, alice, listed, value):
-    client.force_login(alice)
-    response = client.get("/connections/", {"page": value})
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "bob" in html  # the first page's row
-    if value:
-        assert "page must be a whole number from 1 to 1000000" in html
-
-
 @pytest.mark.parametrize("value", ["²", HUGE, "-1", "abc"])
 def test_the_audit_page_shows_the_newest_events_and_says_why(client, alice, listed, value):
     client.force_login(alice)
@@ -47,7 +36,7 @@ def test_the_audit_page_shows_the_newest_events_and_says_why(client, alice, list
 
 def test_a_real_page_and_position_still_work(client, alice, listed):
     client.force_login(alice)
-    assert client.get("/connections/", {"page": "2"}).status_code == 200
+    assert client.get("/connections/", {"page": "2"}).status_code == 200  # an old page link shows the first page
     html = client.get("/audit/", {"before": "2"}).content.decode()
     assert "key.created" in html and "must be" not in html
 

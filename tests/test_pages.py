@@ -105,6 +105,7 @@ def test_setup_page_shows_bobs_own_config_with_every_tab(client, bob, bob_assign
     assert "/logout" in html  # TokenBay's guide: log out of a cached Anthropic login once
     assert "context_management" in html  # troubleshooting next to the set-up
     assert "settings.local.json" in html and "Never put it in .claude/settings.json" in html
+    assert "Only one gateway set-up is active at a time" in html and "To switch gateways" in html
 
 
 def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
@@ -112,7 +113,11 @@ def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
 
     assign_key(key=tokaify_key, username="bob", actor=alice)
     client.force_login(bob)
-    assert "Answer Yes" in client.get("/setup/").content.decode()
+    html = client.get("/setup/").content.decode()
+    assert "Answer Yes" in html
+    # What the installer answered for the developer, and the one question it leaves to them.
+    assert "approve the key" in html and "~/.claude.json" in html
+    assert "Yes, I trust this folder" in html
 
 
 def test_web_download_has_a_filename(client, bob, bob_assignment):
@@ -274,3 +279,25 @@ def test_the_gateway_form_explains_and_enforces_the_extra_env_allow_list(client,
     client.post("/gateways/tokaify/edit/", data)
     tokaify.refresh_from_db()
     assert tokaify.extra_env == {"DISABLE_TELEMETRY": "1"}
+
+
+def test_gateway_page_shows_which_credential_headers_probes_saw_and_warns_on_a_contradiction(client, bob, tokaify):
+    client.force_login(bob)
+    assert "Not seen yet" in client.get("/gateways/tokaify/").content.decode()
+    tokaify.credential_headers = {"x_api_key": False, "bearer": True, "seen_at": "2026-11-23T07:00:00+00:00"}
+    tokaify.save()
+    html = client.get("/gateways/tokaify/").content.decode()
+    assert "The key alone in x-api-key is refused." in html
+    assert "The key alone as Authorization: Bearer is accepted." in html
+    assert "set the gateway&#x27;s auth scheme to Bearer token" in html
+
+
+def test_setup_page_shows_the_auth_scheme_warning_next_to_the_snippets(client, bob, tokaify_key, alice):
+    from gateways.services import assign_key
+
+    tokaify_key.gateway.credential_headers = {"x_api_key": False, "bearer": True}
+    tokaify_key.gateway.save()
+    assign_key(key=tokaify_key, username="bob", actor=alice)
+    client.force_login(bob)
+    html = client.get("/setup/").content.decode()
+    assert "data-config-warning>Probes saw this gateway refuse the key sent as x-api-key" in html

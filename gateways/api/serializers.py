@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -18,6 +20,11 @@ from gateways.models import (
     ProbeResult,
 )
 from gateways.rules import EXTRA_ENV_HELP
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from portal.models import Team
 
 GATEWAY_OUTPUT_FIELDS = [
     "slug",
@@ -94,8 +101,8 @@ class KeyUpdateSerializer(KeySettingsSerializer):
 
 
 class KeyOutputSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    gateway = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     fingerprint = serializers.CharField(source="short_fingerprint", read_only=True)
     state = serializers.CharField(read_only=True)
 
@@ -148,9 +155,13 @@ class AssignmentOutputSerializer(serializers.ModelSerializer):
 class ConfigOutputSerializer(serializers.ModelSerializer):
     """One of the caller's configurations: what it is and where to download it."""
 
-    gateway = serializers.SlugRelatedField(source="key.gateway", slug_field="slug", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(
+        source="key.gateway", slug_field="slug", read_only=True
+    )
     gateway_name = serializers.CharField(source="key.gateway.name", read_only=True)
-    team = serializers.SlugRelatedField(source="key.team", slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(
+        source="key.team", slug_field="slug", read_only=True
+    )
     key_label = serializers.CharField(source="key.label", read_only=True)
     masked = serializers.CharField(source="key.masked", read_only=True)
     state = serializers.CharField(source="key.state", read_only=True)
@@ -184,8 +195,8 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
 
 class ProbeResultOutputSerializer(serializers.ModelSerializer):
     key = serializers.UUIDField(source="key_id", read_only=True)
-    gateway = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = ProbeResult
@@ -263,10 +274,12 @@ class DeviceCreatedSerializer(serializers.Serializer):
 
 
 class DeviceOutputSerializer(serializers.ModelSerializer):
-    gateway = serializers.SlugRelatedField(source="key.gateway", slug_field="slug", read_only=True)
+    gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(
+        source="key.gateway", slug_field="slug", read_only=True
+    )
     key = serializers.UUIDField(source="key_id", read_only=True)
     key_label = serializers.CharField(source="key.label", read_only=True)
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     state = serializers.CharField(read_only=True)
     last_seen = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     has_current_secret = serializers.BooleanField(read_only=True)

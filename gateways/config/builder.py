@@ -7,17 +7,25 @@ The rules come from the seed guides and from what Claude Code was measured to se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateways import rules
-from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, UnrepresentableValue, styled_model_id
+from gateways.rules import CREDENTIAL_VARIABLE, UnrepresentableValue, styled_model_id
+from portal.crypto import Secret, reveal
+
+if TYPE_CHECKING:  # the builder takes model instances but never touches the database
+    from gateways.models import Gateway, GatewayKey
 
 SETTINGS_SCHEMA_URL = "https://json.schemastore.org/claude-code-settings.json"
+# Claude Code remembers an approved ANTHROPIC_API_KEY by this many trailing characters (~/.claude.json).
+API_KEY_SUFFIX_LENGTH = 20
 
 
 @dataclass(frozen=True)
 class ClaudeConfig:
-    """Everything a renderer needs; `env` holds the secret, so never log one of these."""
+    """Everything a renderer needs. `variables` keeps the key wrapped in a Secret; `env` unwraps it."""
 
     gateway_name: str
     gateway_slug: str
@@ -25,10 +33,25 @@ class ClaudeConfig:
     auth_scheme: str
     key_label: str
     key_masked: str
-    env: dict[str, str]
+    variables: dict[str, str | Secret]
+    # Sentences every format carries (a comment in scripts, a notice on the page): what is known to be wrong.
+    warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
         return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Every variable as text, the key included: read it only to write the config out."""
+        return {name: reveal(value) for name, value in self.variables.items()}
+
+    @property
+    def approved_key_suffix(self) -> str:
+        """What Claude Code stores in ~/.claude.json when a developer approves ANTHROPIC_API_KEY: its last 20 characters.
+
+        Empty for Bearer gateways: Claude Code only asks "Detected a custom API key..." about ANTHROPIC_API_KEY.
+        """
+        return reveal(self.variables.get("ANTHROPIC_API_KEY", ""))[-API_KEY_SUFFIX_LENGTH:]
 
 
 # The stored fields that go into a config, checked again at every render: data saved around the
@@ -44,7 +67,7 @@ STORED_GATEWAY_FIELDS = (
 STORED_KEY_FIELDS = (*rules.KEY_MODEL_FIELDS, "custom_headers")
 
 
-def _refuse_stored(owner: str, clean, fields: dict) -> None:
+def _refuse_stored(owner: str, clean: Callable[[dict[str, Any]], object], fields: dict[str, Any]) -> None:
     try:
         clean(fields)
     except rules.RuleError as exc:
@@ -56,8 +79,8 @@ def _refuse_stored(owner: str, clean, fields: dict) -> None:
         ) from None
 
 
-def build_config(gateway, key, secret: str) -> ClaudeConfig:
-    """Build the Claude Code environment for `key` (a GatewayKey-like object) on `gateway`.
+def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeConfig:
+    """Build the Claude Code environment for `key` on `gateway` (saved or not: nothing is read from the database).
 
     Each setting is `key.setting(name)`: the key's override, else the gateway's default.
     Raises UnrepresentableValue, with a sentence, when a stored field breaks the rules.
@@ -73,11 +96,12 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         lambda fields: rules.clean_key_overrides(fields, style=style),
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
-    env: dict[str, str] = {"ANTHROPIC_BASE_URL": gateway.base_url}
-    env[CREDENTIAL_VARIABLE[gateway.auth_scheme]] = secret
-    if gateway.auth_scheme == AuthScheme.BEARER:
-        # A non-empty leftover ANTHROPIC_API_KEY makes Claude Code send both headers (auth conflict).
-        env["ANTHROPIC_API_KEY"] = ""
+    env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
+    # The credential variable the gateway does not use is set to "": settings.json outranks the shell
+    # only for the names it sets, and a stale key left in the shell would be sent in the other header
+    # too (measured: a Bearer-first gateway then uses the stale key, claude-code-hub refuses the pair).
+    for scheme, variable in CREDENTIAL_VARIABLE.items():
+        env[variable] = secret if scheme == gateway.auth_scheme else ""
     models = {
         "ANTHROPIC_MODEL": styled_model_id(key.setting("model"), style),
         "ANTHROPIC_DEFAULT_OPUS_MODEL": styled_model_id(key.setting("opus_model"), style),
@@ -107,5 +131,8 @@ def build_config(gateway, key, secret: str) -> ClaudeConfig:
         auth_scheme=gateway.auth_scheme,
         key_label=key.label,
         key_masked=key.masked,
-        env=env,
+        variables=env,
+        warnings=tuple(
+            w for w in [rules.auth_scheme_warning(gateway.auth_scheme, gateway.credential_headers or {})] if w
+        ),
     )

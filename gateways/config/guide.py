@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme
+
+if TYPE_CHECKING:
+    from gateways.models import Gateway
 
 INSTALL_UNIX = [
     ("Native installer (recommended)", "curl -fsSL https://claude.ai/install.sh | bash"),
@@ -100,21 +104,32 @@ def platform_for_user_agent(user_agent: str) -> str:
     return "linux"
 
 
-def after_setup_steps(gateway) -> list[str]:
+def after_setup_steps(gateway: Gateway) -> list[str]:
     """The steps after the snippet, in the order of the gateway's guide."""
     steps = ["Close the terminal and open a new one: variables are only read by a new terminal."]
+    installer_did = (
+        "install.sh and install.ps1 also answer Claude Code's first-run questions in ~/.claude.json: they mark "
+        'its onboarding done (otherwise it first contacts api.anthropic.com and stops at "Unable to connect to '
+        'Anthropic services" where that host cannot be reached)'
+    )
     if gateway.auth_scheme == AuthScheme.BEARER:
+        steps.append(installer_did + ".")
         steps.append(
             "If you ever signed in to Claude Code with an Anthropic account, run /logout once inside claude, "
             "then quit and start claude again: a cached login conflicts with the gateway key."
         )
     else:
         steps.append(
-            'On the first start, Claude Code asks "Detected a custom API key… Do you want to use this API key?". '
+            installer_did + " and approve the key. With a snippet or settings.json instead, Claude Code asks "
+            '"Detected a custom API key… Do you want to use this API key?" on the first start. '
             "Answer Yes: the default answer is No."
         )
     steps.append(
-        'Run claude and send a short prompt, for example: Reply with "connected". '
+        "Run claude in your project folder. The first time in a folder it asks whether you trust it, with "
+        '"No, exit" preselected: choose "Yes, I trust this folder". The installers leave this question to you.'
+    )
+    steps.append(
+        'Send a short prompt, for example: Reply with "connected". '
         f"A normal answer means the path to {gateway.name} works."
     )
     steps.append(

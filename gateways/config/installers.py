@@ -8,6 +8,15 @@ Variables the portal manages (gateways.rules.MANAGED_ENV) that the new config do
 are removed from `env`: a leftover ANTHROPIC_AUTH_TOKEN from another gateway would otherwise
 win over the new ANTHROPIC_API_KEY.
 
+They also merge two answers into ~/.claude.json, Claude Code's own state file, with the same
+care: `hasCompletedOnboarding: true`, because the first-run onboarding contacts
+api.anthropic.com and stops where that host cannot be reached, and, for x-api-key gateways,
+the key's last 20 characters in `customApiKeyResponses.approved` (and out of `rejected`):
+what answering Yes to "Detected a custom API key" stores, a question whose default is No.
+Both files are checked before either is written, so a refusal changes nothing. A live key's
+installer (gateways.config.live) reuses the merge, adding top-level settings (its apiKeyHelper)
+in PORTAL_TOP.
+
 The env travels inside the script as base64 JSON, so no quoting rule of sh or PowerShell
 can touch the values. The sh installer merges with python3, or node when python3 is missing;
 both write JSON with two-space indentation, Claude Code's own format, so a file Claude Code
@@ -20,29 +29,29 @@ import base64
 import json
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote
+from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote, warning_comments
 from gateways.rules import MANAGED_ENV
 
 CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
 
 
-def _b64json(value) -> str:
+def _b64json(value: object) -> str:
     return base64.b64encode(json.dumps(value, ensure_ascii=False).encode()).decode()
 
 
 MERGE_PY = r"""
 import base64, json, os, sys, tempfile
-# settings.json and its backup; then, optionally, Claude Code's state file (~/.claude.json) and its backup.
-settings_path, settings_backup = sys.argv[1:3]
-state_path, state_backup = (sys.argv[3:5] + [None, None])[:2]
-def decode(name, default="null"):
-    return json.loads(base64.b64decode(os.environ.get(name, "")).decode() or default)
-new_env, managed, top = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_TOP") or {}
+settings_path, settings_backup, state_path, state_backup = sys.argv[1:5]
+def decode(name):
+    return json.loads(base64.b64decode(os.environ[name]).decode())
+new_env, managed, suffix = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_APPROVE")
+# Top-level settings the set-up owns beside env, such as a live key's apiKeyHelper (e30= is {}).
+top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode())
 def refuse(message):
     sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
     sys.exit(3)
 def load(path, problem):
-    if not path or not os.path.exists(path):
+    if not os.path.exists(path):
         return None, None
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -60,13 +69,16 @@ def settings_problem(d):
 def state_problem(d):
     if not isinstance(d, dict):
         return "does not hold a JSON object"
+    answers = d.get("customApiKeyResponses", {})
+    if not isinstance(answers, dict) or not all(isinstance(answers.get(k, []), list) for k in ("approved", "rejected")):
+        return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists'
 def save(path, backup, document, old_text, newline):
     if old_text is not None:
         # The old file may hold an old key: the backup is private like the file itself.
         with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
             f.write(old_text)
         newline = old_text.endswith("\n") or not old_text
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".portal.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".portal.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else ""))
     os.chmod(tmp, 0o600)
@@ -81,31 +93,34 @@ removed = sorted(k for k in env if k in managed and k not in new_env)
 for k in removed:
     del env[k]
 env.update(new_env)
-settings.update(top)  # top-level settings the set-up owns, such as a live key's apiKeyHelper
+settings.update(top)
+state = {} if state is None else state
+state["hasCompletedOnboarding"] = True
+if suffix:
+    answers = state.setdefault("customApiKeyResponses", {})
+    approved = answers.setdefault("approved", [])
+    if suffix not in approved:
+        approved.append(suffix)
+    answers["rejected"] = [k for k in answers.get("rejected", []) if k != suffix]
 save(settings_path, settings_backup, settings, settings_text, True)
-if state_path:
-    # The first run's onboarding contacts api.anthropic.com and stops where it cannot be reached.
-    state = {} if state is None else state
-    state["hasCompletedOnboarding"] = True
-    save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
+save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
 """
 
 MERGE_JS = r"""
 const fs = require("fs"), path = require("path");
-// settings.json and its backup; then, optionally, Claude Code's state file (~/.claude.json) and its backup.
-const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slice(1);  // node -e: argv[0] is node
-const dec = (v) => (v ? JSON.parse(Buffer.from(v, "base64").toString("utf8")) : null);
-const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED);
-const top = dec(process.env.PORTAL_TOP) || {};
+const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slice(-4);
+const dec = (v) => JSON.parse(Buffer.from(v, "base64").toString("utf8"));
+const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED), suffix = dec(process.env.PORTAL_APPROVE);
+const top = process.env.PORTAL_TOP ? dec(process.env.PORTAL_TOP) : {};  // e.g. a live key's apiKeyHelper
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const refuse = (message) => {
   process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
   process.exit(3);
 };
 const load = (file, problem) => {
-  if (!file || !fs.existsSync(file)) return [null, null];
+  if (!fs.existsSync(file)) return [null, null];
   const text = fs.readFileSync(file, "utf8");
   let doc;
   try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
@@ -115,7 +130,14 @@ const load = (file, problem) => {
 };
 const settingsProblem = (d) =>
   !isObj(d) || (d.env !== undefined && !isObj(d.env)) ? 'does not hold a JSON object with an "env" object' : "";
-const stateProblem = (d) => (isObj(d) ? "" : "does not hold a JSON object");
+const stateProblem = (d) => {
+  if (!isObj(d)) return "does not hold a JSON object";
+  const a = d.customApiKeyResponses;
+  if (a === undefined) return "";
+  if (!isObj(a) || ["approved", "rejected"].some((k) => a[k] !== undefined && !Array.isArray(a[k])))
+    return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists';
+  return "";
+};
 const save = (file, backup, doc, oldText, newline) => {
   if (oldText !== null) {
     fs.writeFileSync(backup, oldText, { mode: 0o600, flag: "wx" });
@@ -134,14 +156,32 @@ const removed = Object.keys(settings.env).filter((k) => managed.includes(k) && !
 for (const k of removed) delete settings.env[k];
 Object.assign(settings.env, newEnv);
 Object.assign(settings, top);
-save(settingsPath, settingsBackup, settings, settingsText, true);
-if (statePath) {
-  state = state === null ? {} : state;
-  state.hasCompletedOnboarding = true;
-  save(statePath, stateBackup, state, stateText, false);
+state = state === null ? {} : state;
+state.hasCompletedOnboarding = true;
+if (suffix) {
+  const answers = (state.customApiKeyResponses = state.customApiKeyResponses || {});
+  answers.approved = answers.approved || [];
+  if (!answers.approved.includes(suffix)) answers.approved.push(suffix);
+  answers.rejected = (answers.rejected || []).filter((k) => k !== suffix);
 }
+save(settingsPath, settingsBackup, settings, settingsText, true);
+save(statePath, stateBackup, state, stateText, false);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
 """
+
+
+def _state_notes(config: ClaudeConfig) -> list[str]:
+    """What the installer did to ~/.claude.json, in the words the developer will meet."""
+    notes = ["Claude Code's first-run set-up is marked done, so it does not need to reach api.anthropic.com."]
+    if config.approved_key_suffix:
+        notes.append('The key is approved, as answering Yes to "Detected a custom API key" would do.')
+    return notes
+
+
+NEXT_STEP = (
+    "Next: open a new terminal, run claude in your project folder, answer Yes to the folder-trust question, "
+    "and send a short prompt to check the connection."
+)
 
 
 def render_install_sh(config: ClaudeConfig) -> str:
@@ -149,28 +189,37 @@ def render_install_sh(config: ClaudeConfig) -> str:
         _refuse_unsafe(name, value)
     expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
     conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
+    state_notes = "\n".join(f"echo {posix_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"echo {posix_quote('warning: ' + warning)} >&2\n" for warning in config.warnings)
     return f"""#!/bin/sh
 # Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
-# Merges the portal's settings into ~/.claude/settings.json and keeps everything else there.
+# Merges the portal's settings into ~/.claude/settings.json and Claude Code's first-run answers into
+# ~/.claude.json, and keeps everything else in both. Quit claude first: it rewrites ~/.claude.json.
 # Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
-set -eu
+{comments}set -eu
 
 PORTAL_ENV='{_b64json(config.env)}'
 PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
-export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA
+PORTAL_APPROVE='{_b64json(config.approved_key_suffix)}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
-backup="$settings.bak.$(date +%Y%m%d%H%M%S).$$"
+# Claude Code keeps its state in ~/.claude.json, or in $CLAUDE_CONFIG_DIR when that is set.
+state="${{CLAUDE_CONFIG_DIR:-$HOME}}/.claude.json"
+stamp="$(date +%Y%m%d%H%M%S).$$"
+backup="$settings.bak.$stamp"
+state_backup="$state.bak.$stamp"
 
 mkdir -p "$settings_dir"
 chmod 700 "$settings_dir" 2>/dev/null || true
 
 if command -v python3 >/dev/null 2>&1; then
-  python3 -c {posix_quote(MERGE_PY)} "$settings" "$backup"
+  python3 -c {posix_quote(MERGE_PY)} "$settings" "$backup" "$state" "$state_backup"
 elif command -v node >/dev/null 2>&1; then
-  node -e {posix_quote(MERGE_JS)} "$settings" "$backup"
+  node -e {posix_quote(MERGE_JS)} "$settings" "$backup" "$state" "$state_backup"
 else
   echo "error: this installer needs python3 or node to edit JSON safely, and neither was found." >&2
   echo "Download settings.json from the portal instead and merge its env block by hand." >&2
@@ -179,6 +228,9 @@ fi
 
 echo "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
 [ -f "$backup" ] && echo "Your previous file is saved as $backup."
+echo "In $state:"
+{state_notes}
+[ -f "$state_backup" ] && echo "Your previous $state is saved as $state_backup."
 
 warned=0
 check_conflict() {{
@@ -202,43 +254,78 @@ for rc in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.zshrc" 
   fi
 done
 [ "$warned" = 1 ] && echo "After cleaning up, open a new terminal." >&2
-
-echo "Next: open a new terminal, run claude, and send a short prompt to check the connection."
+{warnings}
+echo {posix_quote(NEXT_STEP)}
 """
 
 
 def render_install_ps1(config: ClaudeConfig) -> str:
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
+    state_notes = "\n".join(f"Write-Host {powershell_quote('  ' + note)}" for note in _state_notes(config))
+    comments = "".join(line + "\n" for line in warning_comments(config, "#"))
+    warnings = "".join(f"Write-Warning {powershell_quote(warning)}\n" for warning in config.warnings)
     return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
-# Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and keeps everything else.
+# Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
+# into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
 # Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.
-$ErrorActionPreference = 'Stop'
-function Decode-Json([string]$b64) {{
-  [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64)) | ConvertFrom-Json
+{comments}$ErrorActionPreference = 'Stop'
+function Decode-Text([string]$b64) {{
+  [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64))
 }}
-$newEnv = Decode-Json '{_b64json(config.env)}'
-$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
-$dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
-$settings = Join-Path $dir 'settings.json'
-New-Item -ItemType Directory -Force -Path $dir | Out-Null
-
-if (Test-Path $settings) {{
-  $text = [System.IO.File]::ReadAllText($settings)
+function Decode-Json([string]$b64) {{
+  Decode-Text $b64 | ConvertFrom-Json
+}}
+function Refuse([string]$message) {{
+  # Not Write-Error: with 'Stop' it would end the script before the exit code is set.
+  [Console]::Error.WriteLine("error: $message Nothing was changed; fix or move the file, then run this again.")
+  exit 3
+}}
+function Read-JsonObject([string]$path) {{
+  # $null when the file is missing; a refusal, with both files untouched, when it is not a JSON object.
+  if (-not (Test-Path -LiteralPath $path)) {{ return $null }}
+  $text = [System.IO.File]::ReadAllText($path)
   try {{
     $doc = if ($text.Trim()) {{ $text | ConvertFrom-Json }} else {{ New-Object PSObject }}
   }} catch {{
-    Write-Error "$settings is not valid JSON. Nothing was changed; fix or move the file, then run this again."
-    exit 3
+    Refuse "$path is not valid JSON."
   }}
-  if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{
-    Write-Error "$settings does not hold a JSON object. Nothing was changed."
-    exit 3
+  if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{ Refuse "$path does not hold a JSON object." }}
+  return $doc
+}}
+function Save-Json([string]$path, $doc, [bool]$existed) {{
+  if ($existed) {{
+    $backup = "$path.bak." + (Get-Date -Format 'yyyyMMddHHmmss')
+    Copy-Item -LiteralPath $path -Destination $backup
+    Write-Host "Your previous $path is saved as $backup."
   }}
-  $backup = "$settings.bak." + (Get-Date -Format 'yyyyMMddHHmmss')
-  Copy-Item $settings $backup
-  Write-Host "Your previous file is saved as $backup."
-}} else {{
+  $json = ConvertTo-Json -InputObject $doc -Depth 64
+  [System.IO.File]::WriteAllText($path, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
+}}
+$newEnv = Decode-Json '{_b64json(config.env)}'
+$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
+# The last 20 characters of ANTHROPIC_API_KEY, as Claude Code stores an approved key; empty for Bearer gateways.
+$approve = Decode-Text '{base64.b64encode(config.approved_key_suffix.encode()).decode()}'
+$dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
+$settings = Join-Path $dir 'settings.json'
+$stateDir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ $HOME }}
+$state = Join-Path $stateDir '.claude.json'
+
+# Both files are checked before either is written: a refusal leaves both as they were.
+$doc = Read-JsonObject $settings
+$stateDoc = Read-JsonObject $state
+if ($stateDoc -and $stateDoc.PSObject.Properties['customApiKeyResponses']) {{
+  $answers = $stateDoc.customApiKeyResponses
+  $badList = @('approved', 'rejected') | Where-Object {{
+    $answers.PSObject.Properties[$_] -and $null -ne $answers.$_ -and $answers.$_ -isnot [System.Array]
+  }}
+  if ($answers -isnot [System.Management.Automation.PSCustomObject] -or $badList) {{
+    Refuse "$state has a customApiKeyResponses that is not an object of approved and rejected lists."
+  }}
+}}
+
+$settingsExisted = $null -ne $doc
+if (-not $settingsExisted) {{
   $doc = [PSCustomObject]@{{ '$schema' = '{SETTINGS_SCHEMA_URL}' }}
 }}
 if (-not $doc.PSObject.Properties['env']) {{
@@ -254,9 +341,28 @@ foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
 foreach ($p in $newEnv.PSObject.Properties) {{
   $envBlock | Add-Member -NotePropertyName $p.Name -NotePropertyValue $p.Value -Force
 }}
-$json = ConvertTo-Json -InputObject $doc -Depth 64
-[System.IO.File]::WriteAllText($settings, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
+
+$stateExisted = $null -ne $stateDoc
+if (-not $stateExisted) {{ $stateDoc = New-Object PSObject }}
+$stateDoc | Add-Member -NotePropertyName hasCompletedOnboarding -NotePropertyValue $true -Force
+if ($approve) {{
+  if (-not $stateDoc.PSObject.Properties['customApiKeyResponses']) {{
+    $stateDoc | Add-Member -NotePropertyName customApiKeyResponses -NotePropertyValue (New-Object PSObject)
+  }}
+  $answers = $stateDoc.customApiKeyResponses
+  # Case-sensitive comparisons (-cnotcontains, -cne): keys are.
+  $approved = if ($answers.PSObject.Properties['approved']) {{ @($answers.approved) }} else {{ @() }}
+  if ($approved -cnotcontains $approve) {{ $approved += $approve }}
+  $rejected = if ($answers.PSObject.Properties['rejected']) {{ @($answers.rejected | Where-Object {{ $_ -cne $approve }}) }} else {{ @() }}
+  $answers | Add-Member -NotePropertyName approved -NotePropertyValue $approved -Force
+  $answers | Add-Member -NotePropertyName rejected -NotePropertyValue $rejected -Force
+}}
+
+Save-Json $settings $doc $settingsExisted
+Save-Json $state $stateDoc $stateExisted
 Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
+Write-Host "In ${{state}}:"
+{state_notes}
 
 foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE_URL')) {{
   $user = [Environment]::GetEnvironmentVariable($name, 'User')
@@ -265,5 +371,5 @@ foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE
     Write-Warning "$name is set in your Windows environment. Remove it (Settings > Environment Variables) so only this set-up applies, then open a new terminal."
   }}
 }}
-Write-Host 'Next: open a new terminal, run claude, and send a short prompt to check the connection.'
+{warnings}Write-Host {powershell_quote(NEXT_STEP)}
 """

@@ -16,11 +16,16 @@ that Claude Code shows ("apiKeyHelper failed: exited 1: <line>").
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
 from gateways.config.installers import MERGE_JS, MERGE_PY, _b64json
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
 from gateways.rules import MANAGED_ENV, Platform
+from portal.crypto import Secret, reveal
+
+if TYPE_CHECKING:
+    from gateways.models import Gateway, GatewayKey
 
 HELPER_SH = "portal-key-helper.sh"
 HELPER_PS1 = "portal-key-helper.ps1"
@@ -48,15 +53,15 @@ class LiveSetup:
         return f"LiveSetup(device={self.device_name!r}, gateway={self.config.gateway_slug!r})"
 
 
-def live_config(gateway, key) -> ClaudeConfig:
+def live_config(gateway: Gateway, key: GatewayKey) -> ClaudeConfig:
     """The gateway's set-up without any secret, both credential variables blanked for the helper to win."""
-    config = build_config(gateway, key, "")
-    env = dict(config.env)
+    config = build_config(gateway, key, Secret(""))
+    variables: dict[str, str | Secret] = dict(config.env)
     for name in BLANKED:
-        env[name] = ""
-    for name, value in env.items():
-        _refuse_unsafe(name, value)
-    return replace(config, env=env)
+        variables[name] = ""
+    for name, value in variables.items():
+        _refuse_unsafe(name, reveal(value))
+    return replace(config, variables=variables)
 
 
 def _line(text: str) -> str:

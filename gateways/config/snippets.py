@@ -3,16 +3,28 @@
 Every shell format is a script that works both pasted into that shell and sourced as a
 file. Quoting is one function per shell; a value that a shell cannot carry unchanged raises
 `UnrepresentableValue` instead of being mangled.
+
+Each shell script first clears the variables the portal manages that this set-up does not
+set, so pasting gateway B's snippet after gateway A's leaves exactly B's set-up: no stale
+ANTHROPIC_AUTH_TOKEN sent as a second key, no model ids spelled A's way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 import unicodedata
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.rules import ENV_NAME, RuleError, UnrepresentableValue, check_env_name
+from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
+
+SWITCH_NOTE = "Only one gateway set-up is active at a time: first clear what another portal set-up may have left."
+
+
+def unused_managed(config: ClaudeConfig) -> list[str]:
+    """The portal-managed variables this set-up does not set, which a snippet clears first."""
+    return sorted(MANAGED_ENV - set(config.env))
 
 
 def _refuse_unsafe(name: str, value: str) -> None:
@@ -37,9 +49,17 @@ def _refuse_unsafe(name: str, value: str) -> None:
         raise UnrepresentableValue(f"{name} contains a NUL character, which no environment variable can hold.")
 
 
-def _comment(text: str) -> str:
+def _comment(text: str, limit: int = 120) -> str:
     """Text safe inside a comment line of any shell: printable ASCII only, no line breaks."""
-    return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:120]
+    return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:limit]
+
+
+def warning_comments(config: ClaudeConfig, comment: str) -> list[str]:
+    """The config's warnings as comment lines of at most 100 characters."""
+    lines = []
+    for warning in config.warnings:
+        lines += [f"{comment} {part}" for part in textwrap.wrap(f"Warning: {_comment(warning, 1000)}", 96)]
+    return lines
 
 
 def posix_quote(value: str) -> str:
@@ -112,11 +132,14 @@ def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
         f"{comment} Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})",
         f"{comment} {where}",
         f"{comment} This file contains your personal key: do not share it or commit it.",
+        *warning_comments(config, comment),
     ]
 
 
 def render_posix(config: ClaudeConfig, rc_file: str) -> str:
     lines = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
+    if unused := unused_managed(config):
+        lines += [f"# {SWITCH_NOTE}", "unset " + " ".join(unused)]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         lines.append(f"export {name}={posix_quote(value)}")
@@ -133,6 +156,8 @@ def render_zsh(config: ClaudeConfig) -> str:
 
 def render_fish(config: ClaudeConfig) -> str:
     lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
+    if unused := unused_managed(config):
+        lines += [f"# {SWITCH_NOTE}", *(f"set -e {name}" for name in unused)]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         lines.append(f"set -gx {name} {fish_quote(value)}")
@@ -146,6 +171,13 @@ def render_powershell(config: ClaudeConfig) -> str:
         "Paste into PowerShell: it saves the variables for your user and sets them in this window. "
         "Open a new terminal afterwards.",
     )
+    if unused := unused_managed(config):
+        names = ", ".join(f"'{name}'" for name in unused)
+        lines += [
+            f"# {SWITCH_NOTE}",
+            f'foreach ($name in {names}) {{ Remove-Item "Env:$name" -ErrorAction SilentlyContinue; '
+            "[Environment]::SetEnvironmentVariable($name, $null, 'User') }",
+        ]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         if value == "":
@@ -164,6 +196,10 @@ def render_powershell(config: ClaudeConfig) -> str:
 
 def render_cmd(config: ClaudeConfig) -> str:
     lines = [line.replace("#", "REM", 1) for line in _header(config, "#", "Paste into CMD, then open a new terminal.")]
+    if unused := unused_managed(config):
+        # One line per name: a FOR loop would need %N pasted but %%N in a file.
+        lines.append(f"REM {SWITCH_NOTE}")
+        lines += [f"reg delete HKCU\\Environment /v {name} /f >nul 2>&1 & set {name}=" for name in unused]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         if value == "":

@@ -23,11 +23,44 @@ class OutboundRefused(Exception):
     """The portal will not connect to this address."""
 
 
-def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+# IPv6 ranges whose last 32 bits are an IPv4 address that a host or a translator may connect to:
+# IPv4-compatible and IPv4-mapped (RFC 4291), IPv4-translated (RFC 2765), NAT64 (RFC 6052).
+IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(network) for network in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+# Local-use NAT64 (RFC 8215): the IPv4 address may sit anywhere in it, and it is never a public host.
+NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"),)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: the last 32 bits, 6to4's and both of Teredo's."""
+    found = []
+    if any(ip in network for network in IPV4_IN_LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)
+    return found
+
+
+def _is_global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+def is_public(address: str) -> bool:
+    """Whether an address is a public host, judging every IPv4 address an IPv6 one wraps as well.
+
+    `is_global` alone is True for `::127.0.0.1`, `64:ff9b::7f00:1` and `2002:7f00:1::`, which reach
+    loopback through an IPv4-compatible route, a NAT64 translator or a 6to4 relay.
+    """
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in NEVER_PUBLIC):
+            return False
+        if not all(_is_global(ipv4) for ipv4 in embedded_ipv4(ip)):
+            return False
+    return _is_global(ip)
 
 
 def tls_context() -> ssl.SSLContext:

@@ -1,10 +1,9 @@
 """Probe a gateway key the way Claude Code would, and say what is wrong in the guide's words.
 
-Two parts:
-- `classify_response()` is pure: status, headers and a bounded body excerpt in, a verdict out.
-- `run_probe()` sends the requests through `outbound.SafeClient`, which refuses private
-  addresses unless allowed, connects to the address it checked, follows no redirects, reads
-  at most a fixed number of bytes and stops at a deadline.
+`run_probe()` sends the requests through `outbound.SafeClient`, which refuses private addresses
+unless allowed, connects to the address it checked, follows no redirects, reads at most a fixed
+number of bytes and stops at a deadline. Each answer goes to the pure classifier
+(gateways.probes.classifier); a request that gets no answer raises `ProbeFailure` with its verdict.
 
 Nothing here touches the database; gateways.probes.runner stores the outcome.
 """
@@ -12,16 +11,30 @@ Nothing here touches the database; gateways.probes.runner stores the outcome.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import time
+import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
+from gateways.probes.classifier import CLAUDE_CODE_VERSION, classify_response, hint_for
 from gateways.probes.outbound import OutboundRefused, SafeClient
+from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
+from portal.crypto import Secret, reveal
+from portal.redaction import Redactor, redact
 
-CLAUDE_CODE_VERSION = "2.1.330"
-USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, sdk-cli) gateway-portal-probe"
+logger = logging.getLogger(__name__)
+
+# What the interactive Claude Code CLI sends (measured on 2.1.330): gateways that lock a key to
+# Claude Code (claude-relay-service) check the user agent, x-app, the beta and version headers,
+# metadata.user_id and the system prompt, and answer 403 client_validation_error otherwise.
+USER_AGENT = f"claude-cli/{CLAUDE_CODE_VERSION} (external, cli)"
+X_APP = "cli"
+SYSTEM_PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."
 ANTHROPIC_VERSION = "2023-06-01"
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14"
 CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
@@ -29,41 +42,23 @@ CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
 # What Claude Code asks for when no model is configured (measured on 2.1.330).
 CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
 EXCERPT_BYTES = 300
-
-HINTS = {
-    "ok": "The gateway answered like Claude Code expects.",
-    "auth_failed": "The gateway refused the key (401). Check that the key is the full secret with its sk- prefix, "
-    "copied in one piece from the gateway's console.",
-    "forbidden": "The gateway knows the key but refuses it (403): it may be disabled, expired or out of balance, "
-    "the model may not be allowed for this key, or an IP restriction may block the request.",
-    "model_not_found": "The gateway does not serve this model. Check the model id and its spelling (TokenBay wants "
-    "dotted versions like claude-sonnet-4.6), or pick a model the gateway lists.",
-    "wrong_base_url": "The base URL does not lead to a Messages API. Use the gateway's API root, without /v1: "
-    "Claude Code appends /v1/messages itself.",
-    "betas_rejected": "The gateway rejects Claude Code's experimental context_management field (400 Extra inputs "
-    "are not permitted). Set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1; the key is not the problem.",
-    "bad_request": "The gateway rejected the request (400). Read the excerpt: it names the field it does not accept.",
-    "rate_limited": "The gateway is rate-limiting this key (429). Wait, or ask the gateway for a higher limit.",
-    "gateway_error": "The gateway failed on its side (5xx). Try again later; if it lasts, contact the gateway.",
-    "timeout": "The gateway did not answer in time. Check the gateway's status, or raise API_TIMEOUT_MS for slow models.",
-    "unreachable": "The gateway cannot be reached: the host name does not resolve or the connection is refused. "
-    "Check the base URL.",
-    "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
-    "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
-    "refused": "The portal refused to contact this address: it is private, loopback or link-local.",
-}
-# The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
-BEARER_AUTH_HINT = (
-    "The gateway refused the Bearer token (401). Check that the key is the full sk- secret. On developers' machines, "
-    'ANTHROPIC_API_KEY must be "" (empty): a leftover key is sent too and wins; then /logout once and restart claude.'
+UNEXPECTED_FAILURE = (
+    "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
+    "Nothing was learned about the gateway."
 )
+# Sent in the other header to see whether a stale key there breaks the gateway; no gateway issues it.
+DECOY_KEY = "sk-portal-probe-not-a-real-key"
+# Verdicts that show the gateway took the key (it refused the body, the client or the model after
+# checking it), and those that show it refused the key; the rest say nothing about the key.
+KEY_ACCEPTED = {"ok", "bad_request", "betas_rejected", "model_not_found", "client_restricted", "bad_response"}
+KEY_REFUSED = {"auth_failed", "forbidden"}
 
 
 @dataclass(frozen=True)
 class ProbeTarget:
     base_url: str
     auth_scheme: str
-    secret: str = field(repr=False)
+    secret: Secret = field(repr=False)
     model: str
     prompt: str = "Reply with the single word: pong"
     mode: str = "inference"  # or "reachability"
@@ -75,6 +70,21 @@ class ProbeTarget:
     # Retry without context_management when a gateway rejects it (and let the runner switch the
     # key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1). Off: report betas_rejected as is.
     retry_without_betas: bool = True
+    # Also find out which credential headers the gateway accepts (three more requests, one with a
+    # made-up key); the runner asks for it when the gateway's record is missing or old.
+    check_credential_headers: bool = False
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def user_id(self) -> str:
+        """metadata.user_id in the JSON form Claude Code 2.1.330 sends; the device id names the portal, not a person."""
+        device = hashlib.sha256(f"gateway-portal-probe {self.base_url}".encode()).hexdigest()
+        identity = {"device_id": device, "account_uuid": "", "session_id": self.session_id}
+        return json.dumps(identity, separators=(",", ":"))
+
+    @property
+    def auth(self) -> KeyAuth:
+        return KeyAuth(self.auth_scheme, self.secret)
 
 
 @dataclass
@@ -108,151 +118,64 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def auth_headers(auth_scheme: str, secret: str) -> dict[str, str]:
+def auth_headers(auth_scheme: str, secret: Secret | str) -> dict[str, str]:
     """The header Claude Code sends: x-api-key, or Bearer with no x-api-key at all."""
-    if auth_scheme == "bearer":
-        return {"authorization": f"Bearer {secret}"}
-    return {"x-api-key": secret}
+    if auth_scheme == AuthScheme.BEARER:
+        return {"authorization": f"Bearer {reveal(secret)}"}
+    return {"x-api-key": reveal(secret)}
 
 
-def excerpt(text: str, secret: str = "") -> str:
-    """A short, single-line piece of an answer, with the secret blanked should a gateway echo it."""
-    if secret:
-        text = text.replace(secret, "[secret]")
-    return " ".join(text.split())[:EXCERPT_BYTES]
+class KeyAuth(httpx.Auth):
+    """Puts the key's header on a request as httpx sends it: until then the key stays a masked Secret.
+
+    `more` adds keys in other headers: the credential-header checks send the key in both, or a
+    made-up key in the other one.
+    """
+
+    def __init__(self, auth_scheme: str, secret: Secret, *more: tuple[str, Secret | str]):
+        self.auth_scheme = auth_scheme
+        self.secret = secret
+        self.credentials = [(auth_scheme, secret), *more]
+
+    def auth_flow(self, request: httpx.Request):
+        for scheme, secret in self.credentials:
+            request.headers.update(auth_headers(scheme, secret))
+        yield request
 
 
-def _error_message(text: str) -> str:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            return f"{error.get('type', '')}: {error.get('message', '')}"
-        if isinstance(error, str):
-            return error
-        if isinstance(body.get("message"), str):
-            return body["message"]
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    return text
+def excerpt(text: str, secret: Secret | str = "") -> str:
+    """A short, single-line piece of an answer, with every encoding of the secret removed should a gateway echo it.
+
+    Redaction reads a few times the excerpt's length, so an encoded secret that shrinks to its marker
+    cannot pull unread text into view, and a long answer costs no more than a short one.
+    """
+    flat = " ".join(text.split())[: EXCERPT_BYTES * 4]
+    return redact(flat, secret)[:EXCERPT_BYTES]
 
 
-def parse_sse(text: str) -> list[tuple[str, dict | None]]:
-    """Server-sent events as (event name, JSON data or None)."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data_lines = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data_lines.append(line[5:].strip())
-        if not data_lines and name == "message":
-            continue
-        try:
-            data = json.loads("\n".join(data_lines)) if data_lines else None
-        except ValueError:
-            data = None
-        events.append((name, data))
-    return events
+def _redacted(value, redactor: Redactor):
+    """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, dict):
+        return {_redacted(name, redactor): _redacted(item, redactor) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item, redactor) for item in value]
+    return value
 
 
-def _looks_like_model_problem(message: str) -> bool:
-    lowered = message.lower()
-    return "model" in lowered and any(
-        w in lowered for w in ("not found", "not exist", "unknown", "invalid", "not supported", "unsupported")
-    )
-
-
-def classify_response(
-    status: int, headers: httpx.Headers | dict, text: str, *, path: str = "/v1/messages", streamed: bool = True
-) -> tuple[str, str]:
-    """Turn one answer into (verdict, detail). Pure: no I/O."""
-    headers = httpx.Headers(headers)
-    content_type = headers.get("content-type", "").lower()
-    message = _error_message(text)
-    if "/v1/v1/" in path:
-        return "wrong_base_url", "The request path has /v1 twice: the base URL must not end in /v1."
-    if 300 <= status < 400:
-        location = headers.get("location", "")
-        return (
-            "wrong_base_url",
-            f"The gateway redirects ({status}) to {location or 'another address'}; use the address it points to as the base URL.",
-        )
-    if status == 401:
-        return "auth_failed", message
-    if status == 403:
-        return "forbidden", message
-    if status == 404:
-        if _looks_like_model_problem(message):
-            return "model_not_found", message
-        return "wrong_base_url", f"{path} was not found (404)."
-    if status == 400:
-        if "context_management" in message and "extra inputs" in message.lower():
-            return "betas_rejected", message
-        if _looks_like_model_problem(message):
-            return "model_not_found", message
-        return "bad_request", message
-    if status == 429:
-        retry = headers.get("retry-after")
-        return "rate_limited", f"Retry after {retry} s." if retry else message
-    if status >= 500:
-        return "gateway_error", message
-    if status != 200:
-        return "bad_request", message
-    if "text/html" in content_type or text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
-        return "wrong_base_url", "The gateway answered with a web page, not the API: the base URL points at a website."
-    if streamed and "text/event-stream" in content_type:
-        return _classify_stream(text)
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return "bad_response", "The 200 answer is not JSON."
-    if isinstance(body, dict) and body.get("error"):
-        verdict = "model_not_found" if _looks_like_model_problem(_error_message(text)) else "bad_response"
-        return verdict, f"The 200 answer carries an error: {_error_message(text)}"
-    if not isinstance(body, dict) or body.get("type") != "message" or not isinstance(body.get("content"), list):
-        return "bad_response", "The 200 answer is not a Messages answer (no type=message with content)."
-    return "ok", ""
-
-
-def _classify_stream(text: str) -> tuple[str, str]:
-    events = parse_sse(text)
-    names = [name for name, _ in events]
-    for name, data in events:
-        if name == "error" or (isinstance(data, dict) and data.get("type") == "error"):
-            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            message = f"{error.get('type', '')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
-            if "overloaded" in message or "api_error" in message:
-                return "gateway_error", f"The stream carried an error: {message}"
-            if _looks_like_model_problem(message):
-                return "model_not_found", f"The stream carried an error: {message}"
-            return "bad_response", f"The stream carried an error: {message}"
-    if "message_start" not in names:
-        return "bad_response", "The stream has no message_start event: it is not a Messages stream."
-    has_content = any(
-        name == "content_block_delta" or (name == "content_block_start" and isinstance(data, dict))
-        for name, data in events
-    )
-    if not has_content:
-        return "bad_response", "The stream has no content: the gateway sent no text."
-    if "message_stop" not in names:
-        return "bad_response", "The stream stopped before message_stop: the gateway cut the answer short."
-    return "ok", ""
-
-
-def hint_for(verdict: str, auth_scheme: str) -> str:
-    if verdict == "auth_failed" and auth_scheme == "bearer":
-        return BEARER_AUTH_HINT
-    return HINTS[verdict]
+def _claude_code_fields(target: ProbeTarget, model: str) -> dict:
+    """The body fields that make a request look like Claude Code's, without what makes it billable."""
+    return {
+        "model": model,
+        "system": [{"type": "text", "text": SYSTEM_PROMPT}],
+        "metadata": {"user_id": target.user_id},
+    }
 
 
 def _messages_body(target: ProbeTarget, model: str, *, context_management: bool, stream: bool, max_tokens: int) -> dict:
     body = {
-        "model": model,
+        **_claude_code_fields(target, model),
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": target.prompt}],
         "stream": stream,
@@ -262,6 +185,11 @@ def _messages_body(target: ProbeTarget, model: str, *, context_management: bool,
     return body
 
 
+def _auth_only_body(target: ProbeTarget) -> dict:
+    """No messages and no max_tokens: a gateway checks the key (and the client), then must refuse it with a 400."""
+    return _claude_code_fields(target, target.model)
+
+
 def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]:
     betas = BETAS + (f",{CONTEXT_MANAGEMENT_BETA}" if context_management else "")
     return {
@@ -269,9 +197,10 @@ def _headers(target: ProbeTarget, *, context_management: bool) -> dict[str, str]
         "anthropic-version": ANTHROPIC_VERSION,
         "anthropic-beta": betas,
         "user-agent": USER_AGENT,
+        "x-app": X_APP,
+        "x-claude-code-session-id": target.session_id,
         "content-type": "application/json",
         "accept": "text/event-stream" if target.stream else "application/json",
-        **auth_headers(target.auth_scheme, target.secret),
     }
 
 
@@ -293,30 +222,52 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
     return Answer(response.status_code, response.headers, bytes(body), ttfb, latency, truncated)
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
-    """A transport failure as (verdict, detail); anything that is not one is re-raised."""
+class ProbeFailure(Exception):
+    """A request got no answer to classify; `verdict` and `detail` say why, like a classified answer."""
+
+    def __init__(self, verdict: str, detail: str):
+        super().__init__(verdict, detail)
+        self.verdict = verdict
+        self.detail = detail
+
+
+def _failure(exc: Exception) -> ProbeFailure:
+    """Any failure to get an answer, with its verdict: whatever went wrong, the probe reports it."""
     if isinstance(exc, OutboundRefused):
-        return "refused", str(exc)
+        return ProbeFailure("refused", str(exc))
+    if isinstance(exc, httpx.InvalidURL):
+        return ProbeFailure(
+            "refused", f"The base URL cannot be used in a request ({exc}). Edit the gateway's base URL."
+        )
+    if isinstance(exc, UnicodeError):
+        # The message is not shown: the value it names could be any header, the key's included.
+        return ProbeFailure(
+            "refused",
+            "A header value holds characters an HTTP header cannot carry (only printable ASCII). "
+            "Edit the key's custom headers.",
+        )
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-        return "timeout", "No complete answer before the deadline."
+        return ProbeFailure("timeout", "No complete answer before the deadline.")
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         if "ssl" in text.lower() or "certificate" in text.lower():
-            return "tls_error", text[:200]
-        return "unreachable", text[:200] or "Connection refused."
+            return ProbeFailure("tls_error", text[:200])
+        return ProbeFailure("unreachable", text[:200] or "Connection refused.")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return "bad_response", f"The connection broke off mid-answer ({type(exc).__name__})."
+        return ProbeFailure("bad_response", f"The connection broke off mid-answer ({type(exc).__name__}).")
     if isinstance(exc, httpx.HTTPError):
-        return "unreachable", f"{type(exc).__name__}: {str(exc)[:200]}"
-    raise exc
+        return ProbeFailure("unreachable", f"{type(exc).__name__}: {str(exc)[:200]}")
+    logger.error("A probe request stopped on an unexpected %s.", type(exc).__name__, exc_info=exc)
+    return ProbeFailure("refused", UNEXPECTED_FAILURE.format(name=type(exc).__name__))
 
 
-async def _call(client: SafeClient, method: str, url: str, deadline: float, **kwargs) -> Answer | tuple[str, str]:
+async def send_request(client: SafeClient, method: str, url: str, deadline: float, **kwargs: Any) -> Answer:
+    """One request's bounded answer; ProbeFailure, with its verdict, when none came back."""
     try:
         async with asyncio.timeout(deadline):
             return await _send(client, method, url, **kwargs)
-    except Exception as exc:  # classified below; anything unexpected is re-raised by _failure
-        return _failure(exc)
+    except Exception as exc:  # every failure gets a verdict; each caller turns it into the outcome
+        raise _failure(exc) from None  # the cause may quote a header value: the verdict says enough
 
 
 def alias_models(env: dict[str, str]) -> dict[str, str]:
@@ -338,26 +289,41 @@ def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
 
 
 async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None = None) -> ProbeOutcome:
-    """Probe one key: one message (or reachability check), the betas retry, then the model aliases.
+    """Probe one key: one message (or reachability check), the betas retry, the model aliases, the credential headers.
 
-    `models_cache` lets a batch of probes list each gateway's models once instead of once per key.
+    `models_cache` lets a batch of probes ask each gateway once, instead of once per key, for what
+    belongs to the gateway: its model list and which credential headers it accepts.
+    Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
+    outcome = await _run_probe(target, client, models_cache)
+    redactor = Redactor(target.secret)
+    for name in ("hint", "warning", "error_excerpt", "model"):
+        setattr(outcome, name, redactor(getattr(outcome, name)))
+    outcome.details = _redacted(outcome.details, redactor)
+    return outcome
+
+
+async def _run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None) -> ProbeOutcome:
+    cache = {} if models_cache is None else models_cache
     url = f"{target.base_url}/v1/messages"
     if target.mode == "reachability":
-        return await _reachability(target, client)
-    outcome = await _message(target, client, url, context_management=target.send_context_management)
-    if outcome.verdict == "betas_rejected" and target.retry_without_betas:
-        retry = await _message(target, client, url, context_management=False)
-        if retry.verdict == "ok":
-            retry.warning = (
-                "The gateway rejects context_management; without it the key works. "
-                "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
-            )
-            retry.betas_fixed = True
-            retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
-        outcome = retry
-    if outcome.verdict == "ok":
-        await _check_models(target, client, outcome, {} if models_cache is None else models_cache)
+        outcome = await _reachability(target, client)
+    else:
+        outcome = await _message(target, client, url, context_management=target.send_context_management)
+        if outcome.verdict == "betas_rejected" and target.retry_without_betas:
+            retry = await _message(target, client, url, context_management=False)
+            if retry.verdict == "ok":
+                retry.warning = (
+                    "The gateway rejects context_management; without it the key works. "
+                    "Configs now set CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1."
+                )
+                retry.betas_fixed = True
+                retry.details["first_attempt"] = {"verdict": outcome.verdict, "excerpt": outcome.error_excerpt}
+            outcome = retry
+        if outcome.verdict == "ok":
+            await _check_models(target, client, outcome, cache)
+    if target.check_credential_headers:
+        await _check_credential_headers(target, client, outcome, cache)
     return outcome
 
 
@@ -365,22 +331,44 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
     body = _messages_body(
         target, target.model, context_management=context_management, stream=target.stream, max_tokens=target.max_tokens
     )
-    answer = await _call(
-        client, "POST", url, client.deadline, json=body, headers=_headers(target, context_management=context_management)
-    )
-    return _outcome(target, answer, path=httpx.URL(url).path, streamed=target.stream)
-
-
-def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: str = "inference") -> ProbeOutcome:
-    if isinstance(answer, tuple):
-        verdict, detail = answer
-        return ProbeOutcome(
-            verdict,
-            model=target.model,
-            hint=hint_for(verdict, target.auth_scheme),
-            error_excerpt=excerpt(detail, target.secret),
-            kind=kind,
+    try:
+        answer = await send_request(
+            client,
+            "POST",
+            url,
+            client.deadline,
+            json=body,
+            headers=_headers(target, context_management=context_management),
+            auth=target.auth,
         )
+    except ProbeFailure as failure:
+        return _failed(target, failure)
+    return _outcome(target, answer, path=_path(url), streamed=target.stream)
+
+
+def _path(url: str) -> str:
+    """The request's path, for the classifier; a URL httpx cannot parse has already failed as a verdict."""
+    try:
+        return httpx.URL(url).path
+    except httpx.InvalidURL:
+        return "/v1/messages"
+
+
+def _failed(target: ProbeTarget, failure: ProbeFailure, *, kind: str = "inference") -> ProbeOutcome:
+    """The outcome of a request that got no answer."""
+    return ProbeOutcome(
+        failure.verdict,
+        model=target.model,
+        hint=hint_for(failure.verdict, target.auth_scheme),
+        error_excerpt=excerpt(failure.detail, target.secret),
+        kind=kind,
+    )
+
+
+def _outcome(
+    target: ProbeTarget, answer: Answer, *, path: str, streamed: bool, kind: str = "inference"
+) -> ProbeOutcome:
+    """The outcome of an answer, as the classifier judges it."""
     verdict, detail = classify_response(answer.status, answer.headers, answer.text, path=path, streamed=streamed)
     if answer.truncated and verdict == "ok":
         verdict, detail = (
@@ -407,24 +395,40 @@ def _outcome(target: ProbeTarget, answer, *, path: str, streamed: bool, kind: st
 async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome:
     """No message is sent: list models, or post an empty body that a gateway must reject after checking auth."""
     headers = _headers(target, context_management=False)
-    answer = await _call(client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers)
-    if not isinstance(answer, tuple) and answer.status == 200 and "json" in answer.headers.get("content-type", ""):
+    listing: Answer | None
+    try:
+        listing = await send_request(
+            client, "GET", f"{target.base_url}/v1/models", client.deadline, headers=headers, auth=target.auth
+        )
+    except ProbeFailure:
+        listing = None  # nothing to judge yet: the empty message below decides
+    if listing is not None and listing.status == 200 and "json" in listing.headers.get("content-type", ""):
         outcome = ProbeOutcome(
-            "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+            "ok", listing.status, listing.ttfb_ms, listing.latency_ms, target.model, kind="reachability"
         )
-        outcome.details["models"] = _model_ids(answer.text)[:50]
-    elif not isinstance(answer, tuple) and answer.status in (401, 403):
-        outcome = _outcome(target, answer, path="/v1/models", streamed=False, kind="reachability")
+        outcome.details["models"] = _model_ids(listing.text)[:50]
+    elif listing is not None and listing.status in (401, 403):
+        outcome = _outcome(target, listing, path="/v1/models", streamed=False, kind="reachability")
     else:
-        answer = await _call(
-            client, "POST", f"{target.base_url}/v1/messages", client.deadline, json={}, headers=headers
-        )
-        if not isinstance(answer, tuple) and answer.status == 400:
-            outcome = ProbeOutcome(
-                "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+        try:
+            answer = await send_request(
+                client,
+                "POST",
+                f"{target.base_url}/v1/messages",
+                client.deadline,
+                json=_auth_only_body(target),
+                headers=headers,
+                auth=target.auth,
             )
+        except ProbeFailure as failure:
+            outcome = _failed(target, failure, kind="reachability")
         else:
-            outcome = _outcome(target, answer, path="/v1/messages", streamed=False, kind="reachability")
+            if answer.status == 400:
+                outcome = ProbeOutcome(
+                    "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
+                )
+            else:
+                outcome = _outcome(target, answer, path="/v1/messages", streamed=False, kind="reachability")
     outcome.hint = outcome.hint or hint_for(outcome.verdict, target.auth_scheme)
     if outcome.verdict == "ok":
         outcome.warning = (
@@ -444,16 +448,20 @@ def _model_ids(text: str) -> list[str]:
 async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
     """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache."""
     if target.base_url not in cache:
-        request = _call(
+        request = send_request(
             client,
             "GET",
             f"{target.base_url}/v1/models?limit=1000",
             client.deadline,
             headers=_headers(target, context_management=False),
+            auth=target.auth,
         )
         cache[target.base_url] = asyncio.ensure_future(request)
-    answer = await asyncio.shield(cache[target.base_url])
-    return _model_ids(answer.text) if not isinstance(answer, tuple) and answer.status == 200 else []
+    try:
+        answer = await asyncio.shield(cache[target.base_url])
+    except ProbeFailure:
+        return []  # no list: the aliases are tried one by one instead
+    return _model_ids(answer.text) if answer.status == 200 else []
 
 
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
@@ -469,20 +477,93 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
             if model == target.model:
                 continue
             body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
-            reply = await _call(
-                client,
-                "POST",
-                f"{target.base_url}/v1/messages",
-                client.deadline,
-                json=body,
-                headers=_headers(target, context_management=False),
-            )
-            if not isinstance(reply, tuple):
-                verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
-                if verdict == "model_not_found":
-                    missing[alias] = model
+            try:
+                reply = await send_request(
+                    client,
+                    "POST",
+                    f"{target.base_url}/v1/messages",
+                    client.deadline,
+                    json=body,
+                    headers=_headers(target, context_management=False),
+                    auth=target.auth,
+                )
+            except ProbeFailure:
+                continue  # no answer says nothing about the model
+            verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
+            if verdict == "model_not_found":
+                missing[alias] = model
     if missing:
         outcome.details["missing_models"] = missing
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())
         note = f"The gateway does not serve these configured models: {names}."
         outcome.warning = f"{outcome.warning} {note}".strip()
+
+
+def _other_scheme(auth_scheme: str) -> str:
+    return AuthScheme.X_API_KEY if auth_scheme == AuthScheme.BEARER else AuthScheme.BEARER
+
+
+def key_accepted(verdict: str) -> bool | None:
+    """Whether an answer shows the gateway took the key: True, False, or None when it does not say."""
+    if verdict in KEY_ACCEPTED:
+        return True
+    if verdict in KEY_REFUSED:
+        return False
+    return None
+
+
+async def _accepts(target: ProbeTarget, client: SafeClient, auth: KeyAuth) -> bool | None:
+    """Send an auth-only request with these credential headers; did the gateway take the key?"""
+    try:
+        answer = await send_request(
+            client,
+            "POST",
+            f"{target.base_url}/v1/messages",
+            client.deadline,
+            json=_auth_only_body(target),
+            headers=_headers(target, context_management=False),
+            auth=auth,
+        )
+    except ProbeFailure:
+        return None
+    return key_accepted(classify_response(answer.status, answer.headers, answer.text, streamed=False)[0])
+
+
+async def _header_facts(target: ProbeTarget, client: SafeClient) -> dict[str, bool]:
+    """With the key known good in its own header: the other header alone, both, and a stale key in the other."""
+    own, other = target.auth_scheme, _other_scheme(target.auth_scheme)
+    arrangements = {
+        SCHEME_FACT[other]: KeyAuth(other, target.secret),
+        "same_key_in_both": KeyAuth(own, target.secret, (other, target.secret)),
+        "mismatch_refused": KeyAuth(own, target.secret, (other, DECOY_KEY)),
+    }
+    answers = await asyncio.gather(*(_accepts(target, client, auth) for auth in arrangements.values()))
+    facts = {SCHEME_FACT[own]: True}
+    for fact, accepted in zip(arrangements, answers, strict=True):
+        if accepted is not None:
+            facts[fact] = (not accepted) if fact == "mismatch_refused" else accepted
+    return facts
+
+
+async def _check_credential_headers(
+    target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict
+) -> None:
+    """Record which credential headers the gateway accepts, once the key is known to be good in one of them.
+
+    A key refused in its own header (401) is tried alone in the other: accepted there, the gateway's
+    auth scheme is wrong, not the key. Refused there too, nothing is learned: the key may be wrong.
+    """
+    if key_accepted(outcome.verdict):
+        slot = ("credential_headers", target.base_url)  # a gateway's facts, found once per batch
+        if slot not in cache:
+            cache[slot] = asyncio.ensure_future(_header_facts(target, client))
+        outcome.details["credential_headers"] = dict(await asyncio.shield(cache[slot]))
+    elif outcome.verdict == "auth_failed":
+        other = _other_scheme(target.auth_scheme)
+        if await _accepts(target, client, KeyAuth(other, target.secret)):
+            outcome.details["credential_headers"] = {SCHEME_FACT[target.auth_scheme]: False, SCHEME_FACT[other]: True}
+            note = (
+                f"The gateway accepts this key as {SCHEME_HEADER[other]} but refuses it as "
+                f"{SCHEME_HEADER[target.auth_scheme]}: the gateway's auth scheme is wrong, not the key."
+            )
+            outcome.warning = f"{outcome.warning} {note}".strip()

@@ -1,15 +1,17 @@
 """Run probes for stored keys and record what they found.
 
 The network part (gateways.probes.probe) knows nothing of the database; this module turns keys into
-probe targets, runs them (one, or many concurrently with a bound), and stores each outcome
-with its audit event. A probe that finds the gateway rejecting `context_management` switches
+probe targets, runs them (one, or many concurrently with a bound), and stores the outcomes
+with their audit events, in batches. A probe that finds the gateway rejecting `context_management` switches
 the key's configs to CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1, and says so in the audit trail.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -17,16 +19,21 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from gateways.config.builder import build_config
-from gateways.models import GatewayKey, ProbeResult
+from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
-from gateways.probes.probe import ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
+from gateways.probes.probe import UNEXPECTED_FAILURE, ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
 from gateways.rules import RuleError
-from gateways.services import record_key_event
+from gateways.services import key_event
+from portal import audit
 from portal.crypto import DecryptionError
 from portal.models import Action
 
+logger = logging.getLogger(__name__)
+
 STAGGER_SECONDS = 0.002
 MAX_STAGGER_SECONDS = 0.5
+# Results stored per transaction (and per step of the audit chain) by save_outcomes.
+SAVE_BATCH = 500
 
 
 @sensitive_variables("secret", "config")
@@ -34,7 +41,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
     gateway = key.gateway
     secret = key.reveal_secret()
     config = build_config(gateway, key, secret)
-    env = config.env
+    env = {name: value for name, value in config.variables.items() if isinstance(value, str)}  # all but the key
     return ProbeTarget(
         base_url=gateway.base_url,
         auth_scheme=gateway.auth_scheme,
@@ -47,6 +54,7 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
         alias_models=alias_models(env),
         custom_headers=dict(key.custom_headers or {}),
         retry_without_betas=retry_betas,
+        check_credential_headers=gateway.credential_headers_due,
     )
 
 
@@ -61,9 +69,12 @@ async def _probe_one(
         return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
     try:
         target = target_for(key, stream=stream, retry_betas=retry_betas)
+        return await run_probe(target, client, models_cache)
     except (DecryptionError, RuleError) as exc:  # RuleError: stored settings the config builder refuses
         return _unusable_outcome(key, str(exc))
-    return await run_probe(target, client, models_cache)
+    except Exception as exc:  # one key's failure must not cost the others their results (manage.py probe)
+        logger.error("The probe of key %s stopped on an unexpected %s.", key.pk, type(exc).__name__, exc_info=exc)
+        return _unusable_outcome(key, UNEXPECTED_FAILURE.format(name=type(exc).__name__))
 
 
 async def probe_keys_async(
@@ -103,48 +114,92 @@ async def probe_keys_async(
     return [r for r in results if r is not None]
 
 
-@transaction.atomic
 def save_outcome(
     key: GatewayKey, outcome: ProbeOutcome, *, trigger: str, user=None, request: HttpRequest | None = None
 ) -> ProbeResult:
-    result = ProbeResult.objects.create(
-        key=key,
-        gateway=key.gateway,
-        verdict=outcome.verdict,
-        status_code=outcome.status_code,
-        ttfb_ms=outcome.ttfb_ms,
-        latency_ms=outcome.latency_ms,
-        model=outcome.model,
-        hint=outcome.hint,
-        warning=outcome.warning,
-        error_excerpt=outcome.error_excerpt,
-        kind=outcome.kind,
-        trigger=trigger,
-        started_by=user if user and user.is_authenticated else None,
-        details=outcome.details,
+    """Store one probe's result, the key's latest verdict and the audit events (see save_outcomes)."""
+    [result] = save_outcomes([(key, outcome)], trigger=trigger, user=user, request=request)
+    return result
+
+
+def save_outcomes(
+    outcomes: Sequence[tuple[GatewayKey, ProbeOutcome]],
+    *,
+    trigger: str,
+    user=None,
+    request: HttpRequest | None = None,
+    batch_size: int = SAVE_BATCH,
+) -> list[ProbeResult]:
+    """Store probe results in batches: per batch one transaction, one insert of results and one chain step.
+
+    A key's latest verdict is set with one UPDATE per verdict, which touches the probe's columns
+    only: an admin's change to the key during a long run is never overwritten.
+    """
+    results: list[ProbeResult] = []
+    for start in range(0, len(outcomes), batch_size):
+        results.extend(_save_batch(outcomes[start : start + batch_size], trigger, user, request))
+    return results
+
+
+@transaction.atomic
+def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[ProbeResult]:
+    started_by = user if user and user.is_authenticated else None
+    results = ProbeResult.objects.bulk_create(
+        [
+            ProbeResult(
+                key=key,
+                gateway=key.gateway,
+                verdict=outcome.verdict,
+                status_code=outcome.status_code,
+                ttfb_ms=outcome.ttfb_ms,
+                latency_ms=outcome.latency_ms,
+                model=outcome.model,
+                hint=outcome.hint,
+                warning=outcome.warning,
+                error_excerpt=outcome.error_excerpt,
+                kind=outcome.kind,
+                trigger=trigger,
+                started_by=started_by,
+                details=outcome.details,
+            )
+            for key, outcome in batch
+        ]
     )
     now = timezone.now()
-    updates = {"last_probe_verdict": outcome.verdict, "last_probe_at": now}
-    if outcome.betas_fixed and key.disable_experimental_betas is not True:
-        updates.update(disable_experimental_betas=True, config_changed_at=now)
-        record_key_event(
-            Action.PROBE_CHANGED_SETTING,
-            key,
-            actor=user,
-            request=request,
-            details={"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk},
-        )
-    GatewayKey.objects.filter(pk=key.pk).update(**updates)
-    for name, value in updates.items():
-        setattr(key, name, value)
-    record_key_event(
-        Action.PROBE_RUN,
-        key,
-        actor=user,
-        request=request,
-        details={"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk},
-    )
-    return result
+    by_verdict: dict[str, list] = defaultdict(list)
+    for key, outcome in batch:
+        by_verdict[outcome.verdict].append(key.pk)
+    for verdict, key_ids in by_verdict.items():
+        GatewayKey.objects.filter(pk__in=key_ids).update(last_probe_verdict=verdict, last_probe_at=now)
+    fixed = {key.pk for key, outcome in batch if outcome.betas_fixed and key.disable_experimental_betas is not True}
+    if fixed:
+        GatewayKey.objects.filter(pk__in=fixed).update(disable_experimental_betas=True, config_changed_at=now)
+    # What probes learnt of each gateway's credential headers (gateways.rules.SCHEME_FACT): one write per gateway.
+    learnt: dict[int, Gateway] = {}
+    for (key, outcome), result in zip(batch, results, strict=True):
+        facts = outcome.details.get("credential_headers")
+        if facts:
+            gateway = key.gateway
+            gateway.credential_headers = {
+                **(gateway.credential_headers or {}),
+                **facts,
+                "seen_at": now.isoformat(),
+                "probe": result.pk,
+            }
+            learnt[gateway.pk] = gateway
+    for gateway in learnt.values():
+        Gateway.objects.filter(pk=gateway.pk).update(credential_headers=gateway.credential_headers)
+    events = []
+    for (key, outcome), result in zip(batch, results, strict=True):
+        key.last_probe_verdict, key.last_probe_at = outcome.verdict, now
+        if key.pk in fixed:
+            key.disable_experimental_betas, key.config_changed_at = True, now
+            details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
+            events.append(key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details))
+        details = {"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk}
+        events.append(key_event(Action.PROBE_RUN, key, actor=user, request=request, details=details))
+    audit.append(events)
+    return results
 
 
 def probe_key(

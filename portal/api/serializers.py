@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from portal.models import AuditEvent, Membership, Role, Team
+from portal.models import AuditEvent, Invitation, Membership, Role, Team
 
 
 class TeamCreateSerializer(serializers.Serializer):
@@ -30,7 +30,7 @@ class TeamOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Team
-        fields = ["name", "slug", "created_at", "your_role", "members"]
+        fields = ["name", "slug", "created_at", "your_role", "members", "sso_member_group", "sso_admin_group"]
         read_only_fields = fields
 
     def get_your_role(self, team) -> str | None:
@@ -57,4 +57,38 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "details",
             "hash",
         ]
+        read_only_fields = fields
+
+
+# --- Accounts (issue 13): team SSO groups and invitations ---
+
+
+class TeamUpdateSerializer(serializers.Serializer):
+    sso_member_group = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    sso_admin_group = serializers.CharField(max_length=200, allow_blank=True, required=False)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+    invited_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "team", "invited_by", "created_at", "expires_at"]
+        read_only_fields = fields
+
+
+class InvitationInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(Role.choices, default=Role.MEMBER)
+
+
+class InvitationCreatedSerializer(InvitationSerializer):
+    """The new invitation with its link, which is shown this once."""
+
+    accept_url = serializers.URLField(read_only=True)
+    emailed = serializers.BooleanField(read_only=True, help_text="Whether the link was also sent by e-mail.")
+
+    class Meta(InvitationSerializer.Meta):
+        fields = [*InvitationSerializer.Meta.fields, "accept_url", "emailed"]
         read_only_fields = fields

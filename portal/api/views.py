@@ -48,6 +48,18 @@ class TeamDetail(APIView):
         team = get_object_or_404(teams_with_members(request.user), slug=slug)
         return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
 
+    @extend_schema(request=s.TeamUpdateSerializer, responses=s.TeamOutputSerializer)
+    def patch(self, request, slug):
+        """Name the identity-provider groups whose people join the team as members or admins (team admins)."""
+        team, _ = team_with_role(
+            request.user, slug, Role.ADMIN, denied="Only the team's admins can change its settings."
+        )
+        data = s.TeamUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.update_team_groups(team=team, changes=data.validated_data, actor=request.user, request=request)
+        team = get_object_or_404(teams_with_members(request.user), slug=slug)
+        return Response(s.TeamOutputSerializer(team, context={"request": request}).data)
+
 
 class TeamMemberList(generics.ListAPIView):
     serializer_class = s.MemberSerializer

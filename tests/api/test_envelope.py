@@ -10,14 +10,17 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.mixins import ListModelMixin
 
 from config import api_urls
 from gateways.devices import create_device
-from gateways.models import ProbeResult
+from gateways.models import GatewayKey, ProbeResult
 from gateways.services import assign_key
+from portal.invitations import create_invitation
 from portal.models import Membership, Role
+from portal.pagination import sort_keys
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +35,8 @@ def world(web, data_team, staff, alice, bob, dave, tokaify_key, tokenbay_key, bo
     mine = [assign_key(key=key, username="staff", actor=alice) for key in (tokaify_key, tokenbay_key)]
     for verdict in ("ok", "auth_failed"):
         ProbeResult.objects.create(key=tokenbay_key, gateway=tokenbay_key.gateway, verdict=verdict)
+    for email in ("erin@example.com", "frank@example.com"):
+        create_invitation(team=web, email=email, role=Role.MEMBER, actor=alice)
     for assignment in mine:
         create_device(assignment=assignment, name=f"laptop {assignment.pk}", platform="linux", actor=staff)
     return {
@@ -97,7 +102,7 @@ def test_the_schema_documents_the_envelope_for_every_list_and_no_bare_array():
         if "results" in body.get("properties", {}):
             assert body["required"] == ["results", "next"], route
             lists.append(route)
-    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 11
+    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 12
 
 
 def all_pages(client, path: str) -> list:
@@ -149,3 +154,10 @@ def test_a_cursor_from_another_sort_is_refused(api, staff, bob_assignment, dave,
     response = client.get(f"/api/v1/connections/?sort=-expiry&cursor={cursor}")
     assert response.status_code == 400
     assert response.json()["field"] == "cursor"
+
+
+@pytest.mark.parametrize("ordering", ["label__name", "assignments"])
+def test_a_list_ordered_by_something_other_than_a_column_is_named_at_start(ordering):
+    """A programming mistake in a view's ordering is named with the path, not an AttributeError."""
+    with pytest.raises(ImproperlyConfigured, match=re.escape(repr(ordering))):
+        sort_keys(GatewayKey.objects.order_by(ordering))

@@ -25,7 +25,7 @@ def test_a_service_refusal_is_a_400_naming_the_field(api, alice):
     response = api(alice).post("/api/v1/teams/web/members/", {"username": "nobody", "role": "member"}, format="json")
     assert response.status_code == 400
     assert response.json() == {
-        "detail": "There is no active user called 'nobody'. Ask a staff member to create the account.",
+        "detail": "There is no active user called 'nobody'. Invite them by e-mail instead (team page, Invitations).",
         "field": "username",
     }
 

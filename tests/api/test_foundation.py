@@ -1,4 +1,7 @@
-"""Gateways, teams, members, keys and assignments through the REST API."""
+"""Gateways, teams, members, keys and assignments through the REST API.
+
+Who may call what (every route x role) is tests/api/test_isolation_matrix.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from gateways.models import Assignment, GatewayKey
-from portal.models import AccessToken, AuditEvent, Membership
+from portal.models import AccessToken, AuditEvent, Invitation, Membership, Team
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -125,12 +128,6 @@ def test_staff_create_teams_and_admins_add_members(api, staff, bob):
     assert "no active user called 'nobody'" in response.json()["detail"]
 
 
-def test_members_cannot_create_teams_or_add_members(api, bob, alice):
-    assert api(bob).post("/api/v1/teams/", {"name": "X", "slug": "x"}, format="json").status_code == 403
-    response = api(bob).post("/api/v1/teams/web/members/", {"username": "bob", "role": "admin"}, format="json")
-    assert response.status_code == 403
-
-
 def test_last_admin_cannot_be_demoted(api, alice):
     response = api(alice).post("/api/v1/teams/web/members/", {"username": "alice", "role": "member"}, format="json")
     assert response.status_code == 400
@@ -225,10 +222,14 @@ def test_schema_needs_a_sign_in(client, bob):
 # --- Cross-team isolation and roles, for every endpoint -------------------------------------------
 
 
-def endpoints(key_id, assignment_id):
+def endpoints(key_id, assignment_id, invitation_id):
     """(method, url, body) for every endpoint that touches team web's data."""
     return [
         ("get", "/api/v1/teams/web/", None),
+        ("patch", "/api/v1/teams/web/", {"sso_admin_group": "everyone"}),
+        ("get", "/api/v1/teams/web/invitations/", None),
+        ("post", "/api/v1/teams/web/invitations/", {"email": "intruder@example.com", "role": "admin"}),
+        ("delete", f"/api/v1/teams/web/invitations/{invitation_id}/", None),
         ("get", "/api/v1/teams/web/members/", None),
         ("post", "/api/v1/teams/web/members/", {"username": "charlie", "role": "admin"}),
         ("delete", "/api/v1/teams/web/members/bob/", None),
@@ -246,10 +247,22 @@ def endpoints(key_id, assignment_id):
     ]
 
 
-def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_assignment):
+@pytest.fixture
+def web_invitation(web, alice):
+    invitation, _ = Invitation.issue(
+        team=web,
+        email="pending@example.com",
+        role="member",
+        created_by=alice,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+    return invitation
+
+
+def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_assignment, web_invitation):
     key_id = bob_assignment.key_id
     client = api(charlie)
-    for method, url, body in endpoints(key_id, bob_assignment.id):
+    for method, url, body in endpoints(key_id, bob_assignment.id, web_invitation.id):
         response = getattr(client, method)(url, body, format="json")
         assert response.status_code == 404, (method, url, response.status_code)
         assert response.json()["detail"]
@@ -259,22 +272,49 @@ def test_an_outsider_can_neither_see_nor_act_on_another_team(api, charlie, bob_a
     assert [t["slug"] for t in client.get("/api/v1/teams/").json()["results"]] == ["data"]
     assert client.get("/api/v1/probes/").json()["results"] == []
     assert client.get("/api/v1/connections/").json()["results"] == []
+    assert Invitation.objects.get(pk=web_invitation.pk).state == "pending"
+    assert Invitation.objects.count() == 1
+    assert Team.objects.get(slug="web").sso_admin_group == ""
 
 
 WRITES = {"post", "patch", "delete"}
 
 
 @pytest.mark.parametrize("who", ["bob", "dave"])
-def test_members_and_auditors_cannot_change_the_team(api, who, bob, dave, bob_assignment):
+def test_members_and_auditors_cannot_change_the_team(api, who, bob, dave, bob_assignment, web_invitation):
     user = {"bob": bob, "dave": dave}[who]
     client = api(user)
-    for method, url, body in endpoints(bob_assignment.key_id, bob_assignment.id):
+    for method, url, body in endpoints(bob_assignment.key_id, bob_assignment.id, web_invitation.id):
         if method not in WRITES:
             continue
         response = getattr(client, method)(url, body, format="json")
         assert response.status_code in (403, 404), (who, method, url, response.status_code)
     assert GatewayKey.objects.get(pk=bob_assignment.key_id).label == "Bob laptop"
     assert Assignment.objects.filter(pk=bob_assignment.pk).exists()
+    # Invitations carry addresses and links: only the team's admins see them.
+    assert client.get("/api/v1/teams/web/invitations/").status_code == 403
+    assert Invitation.objects.get(pk=web_invitation.pk).state == "pending" and Invitation.objects.count() == 1
+    assert Team.objects.get(slug="web").sso_admin_group == ""
+
+
+@pytest.mark.parametrize("who", ["alice", "staff"])
+def test_admins_and_staff_manage_invitations_and_sso_groups(api, who, alice, staff, web_invitation):
+    client = api({"alice": alice, "staff": staff}[who])
+    url = "/api/v1/teams/web/invitations/"
+    assert [i["id"] for i in client.get(url).json()["results"]] == [web_invitation.id]
+    created = client.post(url, {"email": "new@example.com", "role": "admin"}, format="json")
+    assert created.status_code == 201 and created.json()["accept_url"]
+    assert client.delete(f"{url}{web_invitation.id}/").status_code == 204
+    assert [i["email"] for i in client.get(url).json()["results"]] == ["new@example.com"]
+    patched = client.patch(
+        "/api/v1/teams/web/", {"sso_member_group": "eng", "sso_admin_group": "eng-leads"}, format="json"
+    )
+    assert patched.status_code == 200
+    assert (patched.json()["sso_member_group"], patched.json()["sso_admin_group"]) == ("eng", "eng-leads")
+    event = AuditEvent.objects.get(action="team.updated")
+    assert event.details["sso_admin_group"] == {"from": "", "to": "eng-leads"}
+    same = client.patch("/api/v1/teams/web/", {"sso_admin_group": "eng"}, format="json")
+    assert same.status_code == 400 and "different groups" in same.json()["detail"]
 
 
 def test_auditors_read_keys_but_members_do_not(api, bob, dave, tokaify_key):

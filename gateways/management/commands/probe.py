@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateways.models import GatewayKey
-from gateways.probes.runner import probe_keys_async, save_outcome
+from gateways.probes.runner import probe_keys_async, save_outcomes
 from gateways.services import record_expirations
 
 
@@ -35,12 +35,12 @@ class Command(BaseCommand):
         expired = record_expirations()
         if expired:
             self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")
-        keys = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
+        matching = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
         if team:
-            keys = keys.filter(team__slug=team)
+            matching = matching.filter(team__slug=team)
         if gateway:
-            keys = keys.filter(gateway__slug=gateway)
-        keys = list(keys)
+            matching = matching.filter(gateway__slug=gateway)
+        keys = list(matching)
         if due:
             now = timezone.now()
             keys = [key for key in keys if key.is_due_for_probe(now)]
@@ -63,7 +63,7 @@ class Command(BaseCommand):
         outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=not no_stream, on_done=progress))
         if show_progress:
             sys.stderr.write("\n")
-        results = [save_outcome(key, outcome, trigger="command") for key, outcome in outcomes]
+        results = save_outcomes(outcomes, trigger="command")
         failures = [r for r in results if r.verdict != "ok"]
         if json:
             self._print_json(results)

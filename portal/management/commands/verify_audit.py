@@ -36,4 +36,6 @@ class Command(BaseCommand):
                 f"{check.checked} event(s) before it are intact."
             )
         self.stdout.write(f"The audit chain is intact: {check.checked} event(s) checked.")
+        if check.pending:
+            self.stdout.write(f"{check.pending} more wait to be chained, each with a valid signature of its own.")
         self.stdout.write(f"Head: {check.head or '(empty chain)'}")

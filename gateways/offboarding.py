@@ -1,0 +1,111 @@
+"""Offboarding: take back in one step what a person held, and name the keys they may still have a copy of.
+
+A team admin offboards a member from their team: the membership and the member's assignments of that team's
+keys go, and so do the member's access tokens when no team is left to them. Staff offboard an account: it is
+deactivated (its sessions end), and every membership, assignment and access token goes. Either way one audit
+event lists the consequences. A key whose config the person downloaded still sits on their machine as a static
+copy: the result lists those keys with a "rotate now" link each, as only rotating makes the copy useless.
+
+It lives in gateways because it reads both apps' data; gateways may build on portal, never the reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from gateways.models import Assignment
+from portal import audit
+from portal.errors import RuleError
+from portal.models import AccessToken, Action, Membership, Team
+from portal.services import _refuse_last_admin
+
+
+@dataclass
+class Offboarding:
+    """What offboarding `user` (from `team`, or from the portal when team is None) takes away."""
+
+    user: User
+    team: Team | None
+    memberships: list[Membership] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+    tokens: list[AccessToken] = field(default_factory=list)
+    keeps_tokens: bool = False  # team offboarding of someone still in another team (or staff): tokens are the account's
+
+    @property
+    def deactivates(self) -> bool:
+        return self.team is None
+
+    @property
+    def static_copies(self) -> list[Assignment]:
+        """Assignments whose config was downloaded (or shown) while the key is still alive: the secret is out."""
+        return [a for a in self.assignments if a.last_download_at and a.key.revoked_at is None]
+
+    def consequences(self) -> dict:
+        """The audit event's details: everything that was taken back, and the keys to rotate."""
+        return {
+            "deactivated": self.deactivates,
+            "teams_left": [m.team.slug for m in self.memberships],
+            "assignments_removed": [f"{a.key.team.slug}/{a.key.short_fingerprint}" for a in self.assignments],
+            "tokens_revoked": [t.lookup_id for t in self.tokens],
+            "static_copies": [
+                {"team": a.key.team.slug, "key": a.key.short_fingerprint, "label": a.key.label, "masked": a.key.masked}
+                for a in self.static_copies
+            ],
+        }
+
+
+def _assignments(**filters) -> list[Assignment]:
+    return list(Assignment.objects.filter(**filters).select_related("key", "key__team", "key__gateway"))
+
+
+def _live_tokens(user) -> list[AccessToken]:
+    now = timezone.now()
+    tokens = AccessToken.objects.filter(user=user, revoked_at__isnull=True)
+    return [t for t in tokens if t.expires_at is None or t.expires_at > now]
+
+
+def for_member(team: Team, user) -> Offboarding:
+    """Offboarding from one team: its membership and assignments; the tokens too if no other team is left."""
+    memberships = list(Membership.objects.filter(team=team, user=user).select_related("team"))
+    elsewhere = Membership.objects.filter(user=user).exclude(team=team).exists()
+    keeps = elsewhere or user.is_staff
+    tokens = [] if keeps else _live_tokens(user)
+    return Offboarding(user, team, memberships, _assignments(key__team=team, user=user), tokens, keeps_tokens=keeps)
+
+
+def for_account(user) -> Offboarding:
+    """Offboarding from the portal: every membership, assignment and token, and the account deactivated."""
+    memberships = list(Membership.objects.filter(user=user).select_related("team"))
+    return Offboarding(user, None, memberships, _assignments(user=user), _live_tokens(user))
+
+
+@transaction.atomic
+def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) -> dict:
+    """Carry out the plan; returns the consequences, which one audit event records."""
+    user = plan.user
+    if user.pk == actor.pk:
+        raise RuleError("You cannot offboard yourself. Ask another admin or staff member.")
+    if plan.team is not None:
+        for membership in plan.memberships:
+            _refuse_last_admin(membership, new_role=None)
+    AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
+    Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()
+    Membership.objects.filter(pk__in=[m.pk for m in plan.memberships]).delete()
+    if plan.deactivates and user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    consequences = plan.consequences()
+    audit.record(
+        Action.USER_OFFBOARDED if plan.deactivates else Action.MEMBER_OFFBOARDED,
+        actor=actor,
+        request=request,
+        team=plan.team,
+        target=user.get_username(),
+        details=consequences,
+    )
+    return consequences

@@ -1,0 +1,55 @@
+"""Forms for sign-in, invitations, the second factor and the team's SSO groups."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm, UserCreationForm
+
+from portal.models import Role
+
+SSO_ONLY = "Sign in with SSO: on this portal, password sign-in is for staff only."
+
+
+class PortalAuthenticationForm(AuthenticationForm):
+    """The sign-in form; with OIDC_ONLY, a password works for staff only (break-glass), others use SSO."""
+
+    def confirm_login_allowed(self, user) -> None:
+        super().confirm_login_allowed(user)
+        if settings.OIDC_ONLY and not user.is_staff:
+            raise forms.ValidationError(SSO_ONLY, code="sso_only")
+
+
+class PortalPasswordResetForm(PasswordResetForm):
+    """With OIDC_ONLY, only staff can reset a password: everyone else has none to reset."""
+
+    def get_users(self, email):
+        users = super().get_users(email)
+        return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
+
+
+class CodeForm(forms.Form):
+    code = forms.CharField(
+        max_length=20,
+        label="Code",
+        help_text="The 6-digit code from your authenticator app, or one of your recovery codes.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+    )
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(label="E-mail address")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class AccountCreationForm(UserCreationForm):
+    """User name and password for the account an invitation makes; the address comes from the invitation."""
+
+
+class TeamGroupsForm(forms.Form):
+    sso_member_group = forms.CharField(
+        max_length=200, required=False, label="Members group", help_text="IdP group whose people join as members."
+    )
+    sso_admin_group = forms.CharField(
+        max_length=200, required=False, label="Admins group", help_text="IdP group whose people join as admins."
+    )

@@ -1,0 +1,235 @@
+"""Pages for one's own account (password, second factor), the staff user list, and a team's SSO groups."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Exists, OuterRef, Prefetch, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.encoding import force_bytes
+from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from portal import audit, services, two_factor
+from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
+from portal.errors import RuleError
+from portal.http import AuthenticatedHttpRequest
+from portal.models import Action, ExternalIdentity, Membership, Role
+from portal.permissions import team_with_role
+from portal.sudo import sudo_redirect
+
+USERS_PER_PAGE = 100
+USER_STATES = {"active": {"is_active": True}, "inactive": {"is_active": False}, "all": {}}
+
+
+def _otp_verified(request: AuthenticatedHttpRequest) -> bool:
+    """Whether this session passed a second factor (django_otp's OTPMiddleware adds `is_verified`)."""
+    return bool(getattr(request.user, "is_verified", lambda: False)())
+
+
+def _next_url(request: HttpRequest, default: str = "home") -> str:
+    wanted = request.POST.get("next") or request.GET.get("next") or ""
+    if wanted and url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()}):
+        return wanted
+    return reverse(default)
+
+
+@login_required
+def account(request: AuthenticatedHttpRequest) -> HttpResponse:
+    user = request.user
+    device = two_factor.totp_device(user)
+    context = {
+        "has_password": user.has_usable_password(),
+        "device": device,
+        "recovery_left": StaticToken.objects.filter(device__user=user).count() if device else 0,
+        "identities": ExternalIdentity.objects.filter(user=user),
+        "memberships": Membership.objects.filter(user=user).select_related("team"),
+        "two_factor_required": settings.REQUIRE_2FA_FOR_ADMINS and two_factor.is_admin_anywhere(user),
+    }
+    return render(request, "portal/account.html", context)
+
+
+@login_required
+@never_cache  # the page holds the new authenticator's secret
+def two_factor_enrol(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Enrol an authenticator app: scan, type its first code, get the recovery codes (shown once)."""
+    replacing = two_factor.has_second_factor(request.user)
+    if replacing and (needs_password := sudo_redirect(request)):
+        return needs_password
+    device = two_factor.start_enrolment(request.user)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        codes = two_factor.confirm_enrolment(request=request, device=device, code=form.cleaned_data["code"])
+        if codes is not None:
+            messages.success(request, "Two-factor authentication is on: sign-ins now ask for a code.")
+            return render(request, "portal/recovery_codes.html", {"codes": codes, "next": _next_url(request)})
+        form.add_error("code", "That code is not right. Type the newest code your app shows (and check its clock).")
+    context = {
+        "form": form,
+        "qr": two_factor.qr_code_data_uri(device),
+        "secret": two_factor.secret_for_typing(device),
+        "replacing": replacing,
+        "next": _next_url(request),
+        "required": two_factor.must_enrol(request.user),
+    }
+    return render(request, "portal/two_factor_enrol.html", context)
+
+
+@login_required
+def two_factor_verify(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The second step of a sign-in: a code from the authenticator, or a recovery code."""
+    next_url = _next_url(request)
+    if _otp_verified(request) or not two_factor.has_second_factor(request.user):
+        return redirect(next_url)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if two_factor.verify_session(request, form.cleaned_data["code"]):
+            return redirect(next_url)
+        form.add_error("code", "That code is not right, or was used already. Wait for a new code and try again.")
+    return render(request, "portal/two_factor_verify.html", {"form": form, "next": next_url})
+
+
+@login_required
+@require_POST
+def two_factor_remove(request: AuthenticatedHttpRequest) -> HttpResponse:
+    if needs_password := sudo_redirect(request):
+        return needs_password
+    if two_factor.remove_second_factor(user=request.user, actor=request.user, request=request):
+        messages.success(request, "Two-factor authentication is off. Sign-ins ask for your password only.")
+    return redirect("account")
+
+
+@login_required
+@require_POST
+@never_cache
+def recovery_codes_renew(request: AuthenticatedHttpRequest) -> HttpResponse:
+    if not two_factor.has_second_factor(request.user):
+        messages.error(request, "Enrol an authenticator app first; recovery codes come with it.")
+        return redirect("account")
+    if needs_password := sudo_redirect(request):
+        return needs_password
+    codes = two_factor.renew_recovery_codes(request=request)
+    messages.success(request, "New recovery codes made; the old ones no longer work.")
+    return render(request, "portal/recovery_codes.html", {"codes": codes, "next": reverse("account")})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's view in the portal's look; audited. An SSO-only account has no password to change."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.user.is_authenticated and not request.user.has_usable_password():
+            return render(request, "registration/password_change_form.html", {"sso_only": True})
+        return super().dispatch(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        audit.record(Action.PASSWORD_CHANGED, actor=self.request.user, request=self.request, details={"via": "form"})
+        return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Reset by e-mail; without mail set up the page says to ask staff for a link instead."""
+
+    form_class = PortalPasswordResetForm
+    email_template_name = "registration/password_reset_email.txt"
+    subject_template_name = "registration/password_reset_subject.txt"
+
+    def dispatch(self, request, *args, **kwargs):
+        if not settings.EMAIL_CONFIGURED:
+            return render(request, "registration/password_reset_form.html", {"no_mail": True})
+        return super().dispatch(request, *args, **kwargs)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    success_url = reverse_lazy("password_reset_complete")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
+        return response
+
+
+def _staff_only(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can see and manage every account.")
+
+
+@login_required
+def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Every account for staff: search, active or not, last sign-in, teams, second factor, SSO."""
+    _staff_only(request)
+    query = request.GET.get("q", "").strip()[:150]
+    state = request.GET.get("state", "active")
+    if state not in USER_STATES:
+        messages.error(request, f"state must be one of {', '.join(USER_STATES)}; showing active accounts.")
+        state = "active"
+    users = get_user_model().objects.filter(**USER_STATES[state]).order_by("username")
+    if query:
+        users = users.filter(
+            Q(username__icontains=query)
+            | Q(email__icontains=query)
+            | Q(first_name__icontains=query)
+            | Q(last_name__icontains=query)
+        )
+    users = users.annotate(
+        has_2fa=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
+        has_sso=Exists(ExternalIdentity.objects.filter(user=OuterRef("pk"))),
+    ).prefetch_related(Prefetch("memberships", queryset=Membership.objects.select_related("team")))
+    page = Paginator(users, USERS_PER_PAGE).get_page(request.GET.get("page"))
+    params = request.GET.copy()
+    params.pop("page", None)
+    context = {"page": page, "query": query, "state": state, "states": list(USER_STATES), "params": params.urlencode()}
+    return render(request, "portal/user_list.html", context)
+
+
+@login_required
+@require_POST
+@never_cache  # the link is shown once
+def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpResponse:
+    """A password-reset link for staff to hand over when mail is not set up (sudo mode: it opens the account)."""
+    _staff_only(request)
+    user = get_object_or_404(get_user_model(), username=username)
+    if needs_password := sudo_redirect(request):
+        return needs_password
+    if not user.is_active:
+        messages.error(request, f"{username} is deactivated; a reset link would not let them in.")
+        return redirect("users")
+    path = reverse(
+        "password_reset_confirm",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
+    audit.record(Action.PASSWORD_RESET_LINK, actor=request.user, request=request, target=username)
+    hours = settings.PASSWORD_RESET_TIMEOUT // 3600
+    context = {"subject": user, "link": request.build_absolute_uri(path), "hours": hours}
+    return render(request, "portal/reset_link.html", context)
+
+
+@login_required
+@require_POST
+def team_groups(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """Name the identity-provider groups whose people join the team as members or admins."""
+    team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can change its groups.")
+    form = TeamGroupsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Group names are one line of at most 200 characters.")
+        return redirect("team", slug=team.slug)
+    try:
+        services.update_team_groups(team=team, changes=form.cleaned_data, actor=request.user, request=request)
+        messages.success(request, f"{team.name}'s SSO groups saved; memberships follow them at each SSO sign-in.")
+    except RuleError as exc:
+        messages.error(request, str(exc))
+    return redirect("team", slug=team.slug)

@@ -1,0 +1,151 @@
+"""Invitations by e-mail, and the accounts they (or a first SSO sign-in) create; each change audited in its transaction."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from portal import audit, mail
+from portal.errors import RuleError
+from portal.models import Action, Invitation, Membership, Role, Team
+
+logger = logging.getLogger(__name__)
+
+# The invitation a browser opened, kept in its session so the token leaves the address bar (like Django's reset).
+INVITATION_SESSION_KEY = "invitation_token"
+
+
+def accept_url(request: HttpRequest, raw: str) -> str:
+    """The link an invitee opens: absolute, with the token in it (shown once, never stored)."""
+    return request.build_absolute_uri(reverse("invitation-open", args=[raw]))
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise RuleError(f"{email[:200]!r} is not an e-mail address.", field="email") from None
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+@transaction.atomic
+def create_invitation(
+    *, team: Team, email: str, role: str, actor, request: HttpRequest | None = None
+) -> tuple[Invitation, str]:
+    """Invite an address to the team with a role; returns the invitation and its link token (shown once)."""
+    if role not in Role.values:
+        raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
+    email = normalize_email(email)
+    if Membership.objects.filter(team=team, user__email__iexact=email, user__is_active=True).exists():
+        raise RuleError(f"{email} already belongs to a member of {team.name}.", field="email")
+    Team.objects.select_for_update().filter(pk=team.pk).first()  # one pending invitation per address, even in a race
+    if Invitation.objects.pending().filter(team=team, email__iexact=email).exists():
+        raise RuleError(
+            f"{email} already has a pending invitation to {team.name}. Withdraw it first to send a new link.",
+            field="email",
+        )
+    expires_at = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
+    invitation, raw = Invitation.issue(team=team, email=email, role=role, created_by=actor, expires_at=expires_at)
+    audit.record(
+        Action.INVITATION_CREATED,
+        actor=actor,
+        request=request,
+        team=team,
+        target=email,
+        details={"role": role, "invitation": invitation.pk, "expires_at": expires_at.isoformat()},
+    )
+    return invitation, raw
+
+
+def send_invitation(invitation: Invitation, accept_url: str) -> bool:
+    """E-mail the link when mail is configured; True when it went out. A failing server is logged, not fatal."""
+    inviter = invitation.created_by.get_username() if invitation.created_by else "An admin"
+    sent = mail.send(
+        to=invitation.email,
+        subject=f"You are invited to {invitation.team.name} on the gateway portal",
+        template="portal/mail/invitation.txt",
+        context={"invitation": invitation, "inviter": inviter, "accept_url": accept_url},
+    )
+    return sent and settings.EMAIL_CONFIGURED
+
+
+@transaction.atomic
+def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest | None = None) -> None:
+    if invitation.state != "pending":
+        raise RuleError(f"This invitation is {invitation.state} already; there is nothing to withdraw.")
+    Invitation.objects.filter(pk=invitation.pk).update(withdrawn_at=timezone.now())
+    audit.record(
+        Action.INVITATION_WITHDRAWN,
+        actor=actor,
+        request=request,
+        team=invitation.team,
+        target=invitation.email,
+        details={"invitation": invitation.pk},
+    )
+
+
+def claim(invitation: Invitation, user) -> bool:
+    """Mark the invitation used by `user`, once: False if another request used, withdrew or outlived it first."""
+    claimed = Invitation.objects.pending().filter(pk=invitation.pk).update(accepted_at=timezone.now(), accepted_by=user)
+    return claimed == 1
+
+
+@transaction.atomic
+def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | None = None) -> Membership:
+    """Make `user` a member of the invitation's team with its role, and use the invitation up."""
+    if not claim(invitation, user):
+        invitation.refresh_from_db()
+        raise RuleError(invitation.refusal() or "This invitation cannot be used any more.")
+    membership, created = Membership.objects.get_or_create(
+        team=invitation.team, user=user, defaults={"role": invitation.role}
+    )
+    if not created and membership.role != invitation.role and invitation.role == Role.ADMIN:
+        membership.role = Role.ADMIN  # an invitation only ever raises a role: it never takes admin away
+        membership.save(update_fields=["role"])
+    audit.record(
+        Action.INVITATION_ACCEPTED,
+        actor=user,
+        request=request,
+        team=invitation.team,
+        target=user.get_username(),
+        details={"invitation": invitation.pk, "email": invitation.email, "role": membership.role},
+    )
+    return membership
+
+
+def unique_username(wanted: str) -> str:
+    """A free user name close to `wanted` (letters, digits and @.+-_ only): alice, alice2, alice3..."""
+    User = get_user_model()
+    base = re.sub(r"[^\w.@+-]", "", wanted)[:140] or "user"
+    name, n = base, 1
+    while User.objects.filter(username__iexact=name).exists():
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
+@transaction.atomic
+def create_account(*, username: str, email: str, password: str | None, via: str, request: HttpRequest | None = None):
+    """A new active account; without a password it can only sign in with SSO."""
+    User = get_user_model()
+    if User.objects.filter(username__iexact=username).exists():
+        raise RuleError(f"The user name {username!r} is taken. Choose another.", field="username")
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username, email=email, password=password)
+    except IntegrityError:
+        raise RuleError(f"The user name {username!r} was taken a moment ago. Choose another.") from None
+    audit.record(Action.ACCOUNT_CREATED, actor=user, request=request, target=username, details={"via": via})
+    return user

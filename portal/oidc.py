@@ -1,0 +1,460 @@
+"""Single sign-on with OpenID Connect: authorization code with PKCE, configured by OIDC_ISSUER and its client.
+
+mozilla-django-oidc runs the protocol (state, nonce, PKCE, code exchange, JWKS). This module adds what it leaves
+out: endpoints from the issuer's discovery document, the ID token's issuer and audience checks, accounts matched
+by subject or verified e-mail (never by a display name), invitations, and team memberships that follow the
+groups claim at every sign-in. Every refusal is a page with a sentence (`SSOError`), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import quote
+
+import jwt
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousOperation
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.generic import View
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.utils import import_from_settings
+from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
+from requests.auth import HTTPBasicAuth
+
+from portal import audit
+from portal.errors import RuleError
+from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
+from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
+from portal.signals import member_leaving
+from portal.sudo import enter_sudo_mode
+
+logger = logging.getLogger(__name__)
+
+DISCOVERY_SECONDS = 3600
+TIMEOUT = 10
+# Asymmetric algorithms only: an ID token signed with the client secret (HS256) or unsigned is refused.
+SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+SUDO_VIA_SSO_KEY = "oidc_sudo"
+_discovered: dict[str, tuple[float, dict]] = {}
+
+
+class SSOError(Exception):
+    """A sign-in with SSO is refused; the message says why and what to do."""
+
+    def __init__(self, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def oidc_setting(name: str, *default):
+    """mozilla-django-oidc's settings, answered from the portal's own names (OIDC_ISSUER, OIDC_CLIENT_ID...)."""
+    ours = {
+        "OIDC_RP_CLIENT_ID": settings.OIDC_CLIENT_ID,
+        "OIDC_RP_CLIENT_SECRET": settings.OIDC_CLIENT_SECRET,
+        "OIDC_RP_SCOPES": scopes(),
+        "OIDC_USE_PKCE": True,
+        "OIDC_PKCE_CODE_CHALLENGE_METHOD": "S256",
+        "OIDC_USE_NONCE": True,
+        "OIDC_AUTHENTICATION_CALLBACK_URL": "oidc-callback",
+        "OIDC_TIMEOUT": TIMEOUT,
+        "OIDC_VERIFY_SSL": True,
+        "OIDC_STORE_ACCESS_TOKEN": False,
+        "OIDC_STORE_ID_TOKEN": False,
+    }
+    if name in ours:
+        return ours[name]
+    return import_from_settings(name, *default)
+
+
+def scopes() -> str:
+    wanted = settings.OIDC_SCOPES.split()
+    return " ".join(wanted if "openid" in wanted else ["openid", *wanted])
+
+
+def discovery() -> dict:
+    """The issuer's discovery document, checked to name the configured issuer; cached for an hour."""
+    issuer = settings.OIDC_ISSUER
+    cached = _discovered.get(issuer)
+    if cached and time.monotonic() - cached[0] < DISCOVERY_SECONDS:
+        return cached[1]
+    url = f"{issuer}/.well-known/openid-configuration"
+    try:
+        response = requests.get(url, timeout=TIMEOUT)
+        response.raise_for_status()
+        document = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        logger.warning("OIDC discovery at %s failed: %s", url, exc)
+        raise SSOError(
+            f"The identity provider's settings at {url} cannot be read right now. Try again later; "
+            "if it lasts, ask staff to check OIDC_ISSUER.",
+            status=502,
+        ) from None
+    named = str(document.get("issuer", "")).rstrip("/") if isinstance(document, dict) else ""
+    if named != issuer:
+        raise SSOError(
+            f"The identity provider at {issuer} calls itself {named or 'nothing'!r} in its discovery document, "
+            "so the portal does not trust it. Ask staff to check OIDC_ISSUER.",
+            status=502,
+        )
+    missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not document.get(k)]
+    if missing:
+        raise SSOError(f"The identity provider's discovery document has no {', '.join(missing)}.", status=502)
+    _discovered[issuer] = (time.monotonic(), document)
+    return document
+
+
+def failure_page(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
+    return render(request, "registration/sso_failed.html", {"message": message}, status=status)
+
+
+class SSOBackend(OIDCAuthenticationBackend):
+    """Authenticates the OIDC callback only; password sign-ins pass it by."""
+
+    def __init__(self, *args, **kwargs):
+        # mozilla-django-oidc reads fixed endpoints from settings here; ours come from discovery, per sign-in.
+        self.UserModel = get_user_model()
+
+    get_settings = staticmethod(oidc_setting)
+
+    def authenticate(self, request, **kwargs):
+        if request is None or "nonce" not in kwargs or not settings.OIDC_ISSUER:
+            return None
+        self.document = discovery()
+        self.OIDC_OP_TOKEN_ENDPOINT = self.document["token_endpoint"]
+        self.OIDC_OP_USER_ENDPOINT = self.document.get("userinfo_endpoint")
+        self.OIDC_OP_JWKS_ENDPOINT = self.document["jwks_uri"]
+        self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
+        self.OIDC_RP_CLIENT_SECRET = settings.OIDC_CLIENT_SECRET
+        self.OIDC_RP_IDP_SIGN_KEY = None
+        return super().authenticate(request, **kwargs)
+
+    def get_user(self, user_id):
+        user = super().get_user(user_id)
+        return user if user is not None and user.is_active else None  # a deactivated account's sessions end
+
+    def get_token(self, payload: dict) -> dict:
+        """Exchange the code; a refusal (expired or used code) becomes a sentence."""
+        methods = self.document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        data, auth = dict(payload), None
+        if "client_secret_basic" in methods:
+            auth = HTTPBasicAuth(quote(data["client_id"], safe=""), quote(data.pop("client_secret"), safe=""))
+        try:
+            response = requests.post(self.OIDC_OP_TOKEN_ENDPOINT, data=data, auth=auth, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            logger.warning("OIDC token request failed: %s", exc)
+            raise SSOError(
+                "The identity provider cannot be reached to finish the sign-in. Try again.", status=502
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code != 200 or not isinstance(answer, dict):
+            error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+            if error == "invalid_grant":
+                raise SSOError(
+                    "The identity provider refused the sign-in code: it has expired or was already used. "
+                    "Sign in again from the start."
+                )
+            raise SSOError(
+                f"The identity provider refused to finish the sign-in ({error or f'HTTP {response.status_code}'}). "
+                "Ask staff to check the portal's client settings.",
+                status=502,
+            )
+        return answer
+
+    def verify_token(self, token, **kwargs) -> dict:
+        """Check the ID token: signature from the issuer's keys, issuer, audience, expiry and nonce."""
+        if not token:
+            raise SSOError("The identity provider's answer holds no ID token.", status=502)
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise SSOError("The identity provider's ID token cannot be read.", status=502) from None
+        offered = self.document.get("id_token_signing_alg_values_supported") or ["RS256"]
+        if algorithm not in SIGNING_ALGORITHMS or algorithm not in offered:
+            raise SSOError(f"The ID token is signed with {algorithm!r}, which the portal does not accept.", status=502)
+        try:
+            key = self.retrieve_matching_jwk(token)
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=settings.OIDC_CLIENT_ID,
+                leeway=60,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_iss": False},
+            )
+        except (SuspiciousOperation, requests.RequestException, jwt.InvalidKeyError, KeyError):
+            raise SSOError(
+                "The ID token's signature cannot be checked against the provider's keys.", status=502
+            ) from None
+        except jwt.ExpiredSignatureError:
+            raise SSOError("The ID token has expired. Sign in again.") from None
+        except jwt.InvalidAudienceError:
+            raise SSOError("The ID token was made for another application, not this portal.", status=403) from None
+        except jwt.PyJWTError as exc:
+            raise SSOError(f"The ID token does not check out ({exc}).", status=403) from None
+        issuer = str(payload.get("iss", "")).rstrip("/")
+        if issuer != settings.OIDC_ISSUER:
+            raise SSOError(
+                f"The ID token was issued by {payload.get('iss')!r}, not by this portal's identity provider "
+                f"({settings.OIDC_ISSUER}). The sign-in is refused.",
+                status=403,
+            )
+        if "nonce" in kwargs and payload.get("nonce") != kwargs["nonce"]:
+            raise SSOError("The ID token belongs to another sign-in (its nonce does not match). Sign in again.")
+        return payload
+
+    def get_userinfo(self, access_token, id_token, payload) -> dict:
+        """The ID token's claims, completed by the userinfo endpoint for the same subject."""
+        claims = dict(payload)
+        endpoint = self.document.get("userinfo_endpoint")
+        if not endpoint or not access_token:
+            return claims
+        try:
+            response = requests.get(endpoint, headers={"Authorization": f"Bearer {access_token}"}, timeout=TIMEOUT)
+            response.raise_for_status()
+            info = response.json()
+        except (requests.RequestException, ValueError):
+            raise SSOError(
+                "The identity provider did not say who you are (userinfo failed). Try again.", status=502
+            ) from None
+        if not isinstance(info, dict) or str(info.get("sub")) != str(payload.get("sub")):
+            raise SSOError("The identity provider described someone else than the ID token did.", status=403)
+        claims.update(info)
+        return claims
+
+    def get_or_create_user(self, access_token, id_token, payload):
+        claims = self.get_userinfo(access_token, id_token, payload)
+        return sign_in_from_claims(self.request, claims)
+
+
+def verified_email(claims: dict) -> str:
+    email = claims.get("email")
+    verified = claims.get("email_verified") in (True, "true", "True")
+    if not isinstance(email, str) or "@" not in email:
+        return ""
+    return email.strip() if verified or not settings.OIDC_REQUIRE_EMAIL_VERIFIED else ""
+
+
+def groups_from(claims: dict) -> set[str] | None:
+    """The groups claim as a set; None when the provider sent no such claim (then memberships are left alone)."""
+    groups = claims.get(settings.OIDC_GROUPS_CLAIM)
+    if groups is None:
+        return None
+    if isinstance(groups, str):
+        return {groups}
+    if isinstance(groups, list):
+        return {str(g) for g in groups}
+    return set()
+
+
+def teams_with_groups():
+    return Team.objects.exclude(sso_member_group="", sso_admin_group="")
+
+
+def role_from_groups(team: Team, groups: set[str]) -> str | None:
+    if team.sso_admin_group and team.sso_admin_group in groups:
+        return Role.ADMIN
+    if team.sso_member_group and team.sso_member_group in groups:
+        return Role.MEMBER
+    return None
+
+
+@transaction.atomic
+def sign_in_from_claims(request: HttpRequest, claims: dict):
+    """The account for these claims: found by subject, else by verified e-mail, else made for an invitation or a
+    team group. Then its invitations are accepted and its team memberships follow the groups claim."""
+    User = get_user_model()
+    subject = str(claims.get("sub", ""))
+    email = verified_email(claims)
+    groups = groups_from(claims)
+    link_token = request.session.get(INVITATION_SESSION_KEY, "")
+    opened = Invitation.objects.find(link_token) if link_token else None
+    identity = (
+        ExternalIdentity.objects.select_related("user").filter(issuer=settings.OIDC_ISSUER, subject=subject).first()
+    )
+    if identity is not None:
+        user = identity.user
+    else:
+        if not email:
+            raise SSOError(
+                "The identity provider did not vouch for your e-mail address (no verified email claim), so the "
+                "portal cannot tell which account is yours. Ask staff.",
+                status=403,
+            )
+        matches = list(User.objects.filter(email__iexact=email)[:2])
+        if len(matches) > 1:
+            raise SSOError(f"Several accounts here use {email}. Ask staff to give each its own address.", status=403)
+        if matches:
+            user = matches[0]
+        else:
+            invited = Invitation.objects.pending().filter(email__iexact=email).exists() or (
+                opened is not None and opened.state == "pending"
+            )
+            grouped = groups and any(role_from_groups(t, groups) for t in teams_with_groups())
+            if not invited and not grouped:
+                raise SSOError(
+                    f"There is no account for {email} here, no invitation for it, and none of your groups belongs "
+                    "to a team. Ask a team admin to invite you.",
+                    status=403,
+                )
+            wanted = claims.get("preferred_username") or email.split("@")[0]
+            user = create_account(
+                username=unique_username(str(wanted).split("@")[0]), email=email, password=None, via="sso"
+            )
+        identity = ExternalIdentity(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
+    if not user.is_active:
+        raise SSOError("This account is deactivated. Ask staff if that is a mistake.", status=403)
+    identity.email = email or identity.email
+    identity.last_sign_in_at = timezone.now()
+    try:
+        with transaction.atomic():
+            identity.save()
+    except IntegrityError:
+        raise SSOError("You signed in twice at the same moment. Sign in again.") from None
+    _accept_invitations(request, user, email, opened)
+    if groups is not None:
+        sync_memberships(request, user, groups)
+    return user
+
+
+def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
+    """The invitation this browser opened, and every pending one for the verified address."""
+    invitations = list(Invitation.objects.pending().filter(email__iexact=email)) if email else []
+    if opened is not None and opened.state == "pending" and opened.pk not in {i.pk for i in invitations}:
+        invitations.append(opened)
+    for invitation in invitations:
+        try:
+            accept_invitation(invitation=invitation, user=user, request=request)
+        except RuleError:
+            continue  # used by a parallel request a moment ago: nothing left to do
+    if opened is not None:
+        request.session.pop(INVITATION_SESSION_KEY, None)
+
+
+def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
+    """Memberships in teams that name SSO groups follow the groups claim; hand-made ones outside the groups stay."""
+    held = {m.team_id: m for m in Membership.objects.select_for_update().filter(user=user).select_related("team")}
+    for team in teams_with_groups():
+        wanted = role_from_groups(team, groups)
+        membership = held.get(team.pk)
+        via = {"via": "sso", "groups_claim": settings.OIDC_GROUPS_CLAIM}
+        if membership is None and wanted:
+            Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
+            audit.record(
+                Action.MEMBER_ADDED,
+                actor=user,
+                request=request,
+                team=team,
+                target=user.get_username(),
+                details={"role": wanted, **via},
+            )
+        elif membership is not None and wanted:
+            if membership.role != wanted:
+                audit.record(
+                    Action.MEMBER_ROLE_CHANGED,
+                    actor=user,
+                    request=request,
+                    team=team,
+                    target=user.get_username(),
+                    details={"from": membership.role, "to": wanted, **via},
+                )
+            membership.role, membership.via_sso = wanted, True
+            membership.save(update_fields=["role", "via_sso"])
+        elif membership is not None and membership.via_sso:
+            details: dict = {}
+            for _, answer in member_leaving.send(sender=Membership, membership=membership):
+                if isinstance(answer, dict):
+                    details.update(answer)
+            membership.delete()
+            audit.record(
+                Action.MEMBER_REMOVED,
+                actor=user,
+                request=request,
+                team=team,
+                target=user.get_username(),
+                details={**details, **via},
+            )
+
+
+class SSOStartView(OIDCAuthenticationRequestView):
+    """/oidc/authenticate/: send the browser to the identity provider (with ?sudo=1: to confirm it is you)."""
+
+    get_settings = staticmethod(oidc_setting)
+
+    def __init__(self, *args, **kwargs):
+        View.__init__(self, *args, **kwargs)  # the endpoints come from discovery in get(), not from settings
+
+    def get(self, request):
+        if not settings.OIDC_ISSUER:
+            raise Http404("Single sign-on is not configured here.")
+        try:
+            self.OIDC_OP_AUTH_ENDPOINT = discovery()["authorization_endpoint"]
+        except SSOError as exc:
+            return failure_page(request, str(exc), exc.status)
+        self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
+        request.session[SUDO_VIA_SSO_KEY] = request.GET.get("sudo") == "1" and request.user.is_authenticated
+        return super().get(request)
+
+    def get_extra_params(self, request) -> dict:
+        # Sudo mode must be a fresh sign-in at the provider, not its remembered session.
+        return {"prompt": "login", "max_age": "0"} if request.session.get(SUDO_VIA_SSO_KEY) else {}
+
+
+class SSOCallbackView(OIDCAuthenticationCallbackView):
+    """/oidc/callback/: the identity provider's answer. Anything wrong is a page that says what, never a 500."""
+
+    get_settings = staticmethod(oidc_setting)
+
+    def get(self, request):
+        if not settings.OIDC_ISSUER:
+            raise Http404("Single sign-on is not configured here.")
+        states = request.session.get("oidc_states") or {}
+        state = request.GET.get("state", "")
+        if request.GET.get("error"):
+            states.pop(state, None)
+            request.session["oidc_states"] = states
+            reason = request.GET.get("error_description") or request.GET.get("error")
+            return self._refuse(f"The identity provider did not sign you in: {reason[:300]}.", 403)
+        if not request.GET.get("code") or not state:
+            return self._refuse("The identity provider's answer carries no sign-in code. Sign in again from the start.")
+        if state not in states:
+            return self._refuse(
+                "This sign-in answer does not belong to a sign-in started in this browser (its state does not "
+                "match), so it is refused. Sign in again from the start."
+            )
+        answered_by = request.GET.get("iss")  # RFC 9207: providers that send it name themselves in the answer
+        if answered_by is not None and answered_by.rstrip("/") != settings.OIDC_ISSUER:
+            states.pop(state, None)
+            request.session["oidc_states"] = states
+            return self._refuse(
+                f"This sign-in answer comes from {answered_by[:200]!r}, not from this portal's identity provider "
+                f"({settings.OIDC_ISSUER}). The sign-in is refused.",
+                403,
+            )
+        try:
+            return super().get(request)
+        except SSOError as exc:
+            return self._refuse(str(exc), exc.status)
+
+    def _refuse(self, message: str, status: int = 400) -> HttpResponse:
+        audit.record(Action.SIGN_IN_FAILED, request=self.request, details={"via": "sso", "reason": message[:300]})
+        return failure_page(self.request, message, status)
+
+    def login_failure(self):
+        return self._refuse("The sign-in with SSO did not complete. Sign in again from the start.")
+
+    def login_success(self):
+        sudo = self.request.session.pop(SUDO_VIA_SSO_KEY, False)
+        same_user = self.request.user.is_authenticated and self.request.user.pk == self.user.pk
+        response = super().login_success()
+        if sudo and same_user:
+            enter_sudo_mode(self.request)
+        return response

@@ -1,0 +1,292 @@
+"""The audit trail: append-only, tamper-evident, prunable with an export; and the connections view."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from gateways.connections import ConnectionFilters, connections_for
+from gateways.models import Assignment, GatewayKey
+from gateways.services import assign_key, store_key
+from portal import audit
+from portal.models import Action, AuditEvent, ImmutableAuditError
+
+pytestmark = pytest.mark.django_db
+
+
+def sql(statement: str, params=()) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def test_every_sensitive_action_leaves_one_event(bob_assignment):
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions == ["key.created", "assignment.created"]
+
+
+def test_chain_verifies_when_untouched(bob_assignment, capsys):
+    call_command("verify_audit")
+    assert "intact: 2 event(s)" in capsys.readouterr().out
+
+
+def test_a_row_changed_in_the_database_is_named(bob_assignment):
+    first = AuditEvent.objects.order_by("id").first()
+    sql("UPDATE portal_auditevent SET target = %s WHERE id = %s", ["forged", first.id])
+    with pytest.raises(CommandError, match=f"broken at event {first.id}: its content no longer matches"):
+        call_command("verify_audit")
+
+
+def test_a_deleted_row_breaks_the_next_link(bob_assignment, alice):
+    audit.record(Action.SIGN_IN, actor=alice)
+    events = list(AuditEvent.objects.order_by("id"))
+    sql("DELETE FROM portal_auditevent WHERE id = %s", [events[1].id])
+    with pytest.raises(CommandError, match=f"broken at event {events[2].id}: its link to the previous"):
+        call_command("verify_audit")
+
+
+def test_rows_cannot_be_changed_or_deleted_through_the_orm(bob_assignment):
+    event = AuditEvent.objects.first()
+    event.target = "x"
+    with pytest.raises(ImmutableAuditError):
+        event.save()
+    with pytest.raises(ImmutableAuditError):
+        event.delete()
+    with pytest.raises(ImmutableAuditError):
+        AuditEvent.objects.filter(pk=event.pk).update(target="x")
+    with pytest.raises(ImmutableAuditError):
+        AuditEvent.objects.all().delete()
+
+
+def test_admin_and_api_are_read_only(client, api, staff, bob_assignment):
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    event = AuditEvent.objects.first()
+    page = client.get(f"/admin/portal/auditevent/{event.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
+    assert client.post(f"/admin/portal/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert api(staff).post("/api/v1/audit-events/", {}, format="json").status_code == 405
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_prune_exports_then_removes_and_the_chain_still_verifies(alice, tmp_path, capsys):
+    with time_machine.travel(timezone.now() - timedelta(days=400), tick=False):
+        for _ in range(3):
+            audit.record(Action.SIGN_IN, actor=alice)
+    audit.record(Action.SIGN_OUT, actor=alice)
+    out = tmp_path / "old.jsonl"
+    cutoff = (timezone.now() - timedelta(days=30)).date().isoformat()
+    call_command("prune_audit", "--before", cutoff, "--output", str(out))
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["action"] for e in exported] == ["auth.sign_in"] * 3
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == ["auth.sign_out", "audit.pruned"]
+    assert AuditEvent.objects.get(action="audit.pruned").details["events"] == 3
+    call_command("verify_audit")
+    assert "intact: 2 event(s)" in capsys.readouterr().out
+
+
+def test_prune_refuses_bad_dates_and_existing_files(alice, tmp_path):
+    with pytest.raises(CommandError, match="must be a date"):
+        call_command("prune_audit", "--before", "last year")
+    existing = tmp_path / "x.jsonl"
+    existing.write_text("keep me")
+    audit.record(Action.SIGN_IN, actor=alice)
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("prune_audit", "--before", "2999-01-01", "--output", str(existing))
+    assert existing.read_text() == "keep me"
+    assert AuditEvent.objects.count() == 1
+
+
+def test_audit_api_filters_and_paginates_by_cursor(api, staff, alice, bob_assignment, tokaify_key):
+    client = api(staff)
+    keys = client.get("/api/v1/audit-events/?action=key.created").json()
+    assert {e["action"] for e in keys["results"]} == {"key.created"}
+    assert len(keys["results"]) == 2
+    assert (
+        client.get("/api/v1/audit-events/?gateway=tokaify").json()["results"][0]["target"]
+        == tokaify_key.short_fingerprint
+    )
+    first_page = client.get("/api/v1/audit-events/?limit=2").json()
+    assert len(first_page["results"]) == 2 and "cursor=" in first_page["next"]
+    second_page = client.get(first_page["next"]).json()
+    assert {e["id"] for e in first_page["results"]}.isdisjoint({e["id"] for e in second_page["results"]})
+    response = client.get("/api/v1/audit-events/?since=yesterday")
+    assert response.status_code == 400
+    assert "since must be a date" in response.json()["detail"]
+
+
+def test_audit_exports_csv_and_json_lines(api, staff, bob_assignment):
+    client = api(staff)
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(client.get("/api/v1/audit-events/?export=csv").streaming_content).decode()))
+    )
+    assert [r["action"] for r in rows] == ["key.created", "assignment.created"]
+    lines = b"".join(client.get("/api/v1/audit-events/?export=jsonl").streaming_content).decode().splitlines()
+    assert json.loads(lines[1])["details"]["user"] == "bob"
+
+
+def test_who_sees_which_events(api, bob, charlie, dave, bob_assignment):
+    assert len(api(dave).get("/api/v1/audit-events/").json()["results"]) == 2  # auditor of web
+    assert api(charlie).get("/api/v1/audit-events/").json()["results"] == []  # another team
+    assert api(bob).get("/api/v1/audit-events/").json()["results"] == []  # member: only own acts
+
+
+def test_failed_sign_in_is_recorded(client, alice):
+    client.post("/login/", {"username": "alice", "password": "wrong"})
+    event = AuditEvent.objects.get(action="auth.sign_in_failed")
+    assert event.target == "alice"
+    assert "wrong" not in json.dumps(event.details)
+
+
+def test_audit_list_query_count_does_not_grow(api, staff, alice, django_assert_max_num_queries):
+    for _ in range(30):
+        audit.record(Action.SIGN_IN, actor=alice)
+    client = api(staff)
+    with django_assert_max_num_queries(5):
+        client.get("/api/v1/audit-events/")
+    client.force_login(staff)
+    with django_assert_max_num_queries(10):
+        assert client.get("/audit/").status_code == 200
+
+
+# --- Connections ---------------------------------------------------------------------------------
+
+
+def test_connection_rows_answer_who_has_what(api, staff, bob_assignment, tokenbay_key):
+    [row] = api(staff).get("/api/v1/connections/").json()["results"]
+    assert row["user"] == "bob"
+    assert row["gateway"] == "tokenbay"
+    assert row["masked"] == tokenbay_key.masked
+    assert row["last_download_at"] is None
+    assert row["key_state"] == "active"
+
+
+def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_assignment):
+    failing = store_key(team=web, gateway=tokaify, label="failing", secret="sk-failing-0000000000", actor=alice)
+    assign_key(key=failing, username="bob", actor=alice)
+    GatewayKey.objects.filter(pk=failing.pk).update(last_probe_verdict="auth_failed", expires_at=timezone.now())
+    api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash")
+    client = api(staff)
+
+    def users(state):
+        return [r["key_label"] for r in client.get(f"/api/v1/connections/?state={state}").json()["results"]]
+
+    assert users("failing") == ["failing"]
+    assert users("expired") == ["failing"]
+    assert users("never_downloaded") == ["failing"]
+    assert users("stale") == []
+    GatewayKey.objects.filter(pk=bob_assignment.key_id).update(config_changed_at=timezone.now() + timedelta(seconds=1))
+    assert users("stale") == ["Bob laptop"]
+    assert client.get("/api/v1/connections/?state=nope").status_code == 400
+
+
+def test_connections_visibility_by_role(api, alice, bob, charlie, dave, bob_assignment):
+    assert len(api(alice).get("/api/v1/connections/").json()["results"]) == 1
+    assert len(api(dave).get("/api/v1/connections/").json()["results"]) == 1
+    assert len(api(bob).get("/api/v1/connections/").json()["results"]) == 1  # his own row
+    assert api(charlie).get("/api/v1/connections/").json()["results"] == []
+
+
+def test_connections_csv_and_sort(api, staff, web, tokenbay, alice, dave, bob_assignment):
+    key = store_key(team=web, gateway=tokenbay, label="Dave", secret="sk-dave-0000000000", actor=alice)
+    assign_key(key=key, username="dave", actor=alice)
+    client = api(staff)
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=user").json()["results"]] == ["bob", "dave"]
+    assert [r["user"] for r in client.get("/api/v1/connections/?sort=-user").json()["results"]] == ["dave", "bob"]
+    body = b"".join(client.get("/api/v1/connections/?export=csv").streaming_content).decode()
+    assert body.splitlines()[0].startswith("assignment,user,team,gateway")
+    assert len(body.splitlines()) == 3
+
+
+def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice, bob, django_assert_max_num_queries):
+    for i in range(20):
+        key = store_key(team=web, gateway=tokenbay, label=f"k{i}", secret=f"sk-n{i}-00000000000", actor=alice)
+        assign_key(key=key, username="bob", actor=alice)
+    assert Assignment.objects.count() == 20
+    client = api(staff)
+    with django_assert_max_num_queries(4):
+        assert len(client.get("/api/v1/connections/").json()["results"]) == 20
+    client.force_login(staff)
+    with django_assert_max_num_queries(10):
+        assert client.get("/connections/").status_code == 200
+
+
+def test_connections_page_is_paginated(client, staff, web, tokenbay, alice, bob, settings):
+    from gateways import views
+
+    for i in range(views.CONNECTIONS_PER_PAGE + 3):
+        key = store_key(team=web, gateway=tokenbay, label=f"key {i:03d}", secret=f"sk-p{i}-000000000000", actor=alice)
+        assign_key(key=key, username="bob", actor=alice)
+    client.force_login(staff)
+    first = client.get("/connections/?sort=-assigned")
+    cursor = first.context["next_cursor"]
+    second = client.get(f"/connections/?sort=-assigned&cursor={cursor}")
+    assert first.content.decode().count("<code>sk-") == views.CONNECTIONS_PER_PAGE
+    assert second.content.decode().count("<code>sk-") == 3
+    assert f"cursor={cursor}" in first.content.decode()
+    assert second.context["next_cursor"] is None and "First page" in second.content.decode()
+
+
+@pytest.mark.parametrize(
+    "sort", ["-assigned", "assigned", "user", "-team", "gateway", "last_download", "-expiry", "verdict"]
+)
+def test_following_next_on_the_connections_page_shows_every_row_once_in_order(
+    client, staff, web, data_team, tokenbay, tokaify, alice, bob, charlie, dave, monkeypatch, sort
+):
+    from gateways import views
+
+    monkeypatch.setattr(views, "CONNECTIONS_PER_PAGE", 3)
+    now = timezone.now()
+    for i in range(4):  # equal and empty sort values on purpose: ties are cut by id
+        for team, gateway, user in ((web, tokenbay, "bob"), (web, tokaify, "dave"), (data_team, tokaify, "charlie")):
+            actor = charlie if team == data_team else alice
+            key = store_key(team=team, gateway=gateway, label=f"k{i}", secret=f"sk-{user}-{i}-0000000000", actor=actor)
+            if i % 2:
+                GatewayKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=i), last_probe_verdict="ok")
+            assignment = assign_key(key=key, username=user, actor=actor)
+            if i != 1:
+                Assignment.objects.filter(pk=assignment.pk).update(last_download_at=now - timedelta(hours=i))
+    client.force_login(staff)
+    seen, cursor = [], ""
+    for _ in range(10):
+        page = client.get("/connections/", {"sort": sort, "cursor": cursor} if cursor else {"sort": sort})
+        assert page.status_code == 200
+        seen += [row["assignment"] for row in page.context["rows"]]
+        cursor = page.context["next_cursor"]
+        if not cursor:
+            break
+    expected = list(connections_for(staff, ConnectionFilters(sort=sort)).values_list("id", flat=True))
+    assert seen == expected and len(set(seen)) == 12
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "eyJvIjoiYWJjIiwidiI6WzFdfQ", "²", "e30"])
+def test_an_odd_connections_cursor_shows_the_first_page_and_says_why(client, staff, bob_assignment, cursor):
+    client.force_login(staff)
+    response = client.get("/connections/", {"cursor": cursor})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "bob" in html and "The cursor is not one this list gave out" in html
+
+
+def test_audit_page_pages_by_cursor(client, staff, alice):
+    from portal import views
+
+    for _ in range(views.AUDIT_PER_PAGE + 5):
+        audit.record(Action.SIGN_IN, actor=alice)
+    client.force_login(staff)
+    first = client.get("/audit/?actor=alice")
+    assert len(first.context["events"]) == views.AUDIT_PER_PAGE
+    before = first.context["next_before"]
+    second = client.get(f"/audit/?actor=alice&before={before}")
+    assert len(second.context["events"]) == 5
+    assert second.context["next_before"] is None
+    assert all(e.id < before for e in second.context["events"])

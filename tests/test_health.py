@@ -1,0 +1,122 @@
+"""/healthz and /readyz: answered for an orchestrator on plain HTTP, whatever host it names."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
+from tests.test_concurrency import free_port
+
+PRODUCTION = {
+    "PATH": os.environ["PATH"],
+    "DEBUG": "False",
+    "SECRET_KEY": "health-" + "x" * 50,
+    "ALLOWED_HOSTS": "portal.example.com",
+    "SECURE_SSL_REDIRECT": "True",
+    "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
+    "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,
+    "LOG_LEVEL": "CRITICAL",
+}
+
+
+@pytest.mark.django_db
+def test_healthz_answers_without_the_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+    assert "sessionid" not in response.cookies and "csrftoken" not in response.cookies
+
+
+@pytest.mark.django_db
+def test_readyz_checks_the_database_and_both_keyrings(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "vault": "ok", "audit": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_names_an_unusable_audit_keyring_without_quoting_it(client, settings):
+    settings.PORTAL_AUDIT_KEYS = "not-a-key"
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable"}
+    assert "not-a-key" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_health_checks_pass_the_host_check_and_https_redirect(client, settings):
+    """The orchestrator asks over plain HTTP with the container's address as host."""
+    settings.ALLOWED_HOSTS = ["portal.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    for path in ("/healthz", "/readyz"):
+        assert client.get(path, HTTP_HOST="172.17.0.5:8000").status_code == 200
+    assert client.get("/login/", HTTP_HOST="172.17.0.5:8000").status_code == 400  # everything else still checks
+
+
+def test_readyz_says_when_the_database_is_unreachable(tmp_path):
+    """A real portal process whose PostgreSQL does not answer: not ready, but alive."""
+    script = (
+        "import django, json; django.setup(); from django.test import Client; c = Client(); "
+        "print(json.dumps([c.get(p).status_code for p in ('/healthz', '/readyz')] + [c.get('/readyz').json()]))"
+    )
+    env = {
+        **PRODUCTION,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "ALLOWED_HOSTS": "testserver",
+        "SECURE_SSL_REDIRECT": "False",
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": f"postgres://portal:portal@127.0.0.1:{free_port()}/nothing",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    healthz, readyz, body = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (healthz, readyz) == (200, 503)
+    assert body == {"status": "unavailable", "checks": {"database": "unreachable", "vault": "ok", "audit": "ok"}}
+
+
+def dockerfile_healthcheck(port: int) -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, pointed at the test's port."""
+    text = (ROOT / "Dockerfile").read_text()
+    command = json.loads(re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", text).group(1))
+    assert command[0] == "python"
+    return [sys.executable, *(part.replace(":8000/", f":{port}/") for part in command[1:])]
+
+
+def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_path):
+    """gunicorn as the image runs it (config/gunicorn.conf.py, production settings), checked as Docker does."""
+    port = free_port()
+    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path), "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(dockerfile_healthcheck(port), capture_output=True, timeout=10).returncode != 0:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the HEALTHCHECK did not pass within 30 s"
+            time.sleep(0.2)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "ok"
+        # Anything else is still held to ALLOWED_HOSTS and the HTTPS redirect.
+        assert httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5).status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

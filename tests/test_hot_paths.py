@@ -1,0 +1,253 @@
+"""The hot paths under load: a download's queries and locks, stamps written once a minute, the audit queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from gateways.models import Assignment, GatewayKey
+from gateways.probes.runner import probe_keys_async, save_outcomes
+from portal import audit, audit_chain, stamps
+from portal.models import Action, AuditChainHead, AuditEvent, PendingAuditEvent
+from tests.gateway_emulator import GatewayRules, running_emulator
+
+ON_POSTGRESQL = os.getenv("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+NEEDS_POSTGRESQL = pytest.mark.skipif(
+    not ON_POSTGRESQL,
+    reason="row locks between connections: SQLite has none (its one writer serialises every write); CI runs this on PostgreSQL",
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def download(client, assignment, name: str = "bash"):
+    response = client.get(f"/api/v1/me/configs/{assignment.id}/{name}")
+    assert response.status_code == 200, response.content
+    return response
+
+
+def test_a_download_costs_a_fixed_handful_of_queries(
+    api, bob, bob_assignment, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    client = api(bob)
+    download(client, bob_assignment)  # the token's and the assignment's stamps are fresh from here on
+    # token, assignment with its key, team and gateway; the chain step (head, insert, head); the queue, after commit
+    with django_assert_max_num_queries(6), django_capture_on_commit_callbacks(execute=True):
+        download(client, bob_assignment)
+
+
+def test_a_download_takes_no_waiting_lock_on_a_row_shared_by_all_users(api, bob, bob_assignment):
+    client = api(bob)
+    download(client, bob_assignment)
+    with CaptureQueriesContext(connection) as queries:
+        download(client, bob_assignment)
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    # The chain's head is asked for with SKIP LOCKED: when another request holds it, the event is queued instead.
+    assert [s for s in statements if "FOR UPDATE" in s and "SKIP LOCKED" not in s] == []
+    # Within the minute, nothing is written to the assignment or the token.
+    assert [s for s in statements if s.startswith("UPDATE") and ("ASSIGNMENT" in s or "ACCESSTOKEN" in s)] == []
+
+
+def test_downloads_within_a_minute_stamp_the_assignment_once_and_are_each_audited(api, bob, bob_assignment):
+    client = api(bob)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        download(client, bob_assignment, "zsh")
+        clock.shift(timedelta(seconds=30))
+        download(client, bob_assignment, "bash")
+        first = Assignment.objects.get(pk=bob_assignment.pk)
+        clock.shift(timedelta(seconds=31))
+        download(client, bob_assignment, "fish")
+    assignment = Assignment.objects.get(pk=bob_assignment.pk)
+    assert (first.download_count, first.last_download_format) == (1, "zsh")
+    assert (assignment.download_count, assignment.last_download_format) == (2, "fish")
+    assert assignment.last_download_at - first.last_download_at == timedelta(seconds=61)
+    formats = (
+        AuditEvent.objects.filter(action=Action.CONFIG_DOWNLOADED).order_by("id").values_list("details", flat=True)
+    )
+    assert [d["format"] for d in formats] == ["zsh", "bash", "fish"]
+
+
+def test_touch_writes_a_stale_stamp_once_even_when_two_saw_it_stale(bob_assignment, django_assert_num_queries):
+    one, two = Assignment.objects.get(pk=bob_assignment.pk), Assignment.objects.get(pk=bob_assignment.pk)
+    assert stamps.touch(one, "last_download_at", last_download_format="zsh")
+    with django_assert_num_queries(1):  # the UPDATE's own test finds the stamp fresh
+        assert not stamps.touch(two, "last_download_at", last_download_format="bash")
+    with django_assert_num_queries(0):  # the loaded row is fresh: no query at all
+        assert not stamps.touch(one, "last_download_at")
+    assert Assignment.objects.get(pk=bob_assignment.pk).last_download_format == "zsh"
+
+
+# --- The audit queue: events written while another transaction holds the chain's head -------------
+
+
+def queue(event: AuditEvent) -> PendingAuditEvent:
+    """Queue an event exactly as a writer that found the head taken does."""
+    keyring = audit_chain.get_keyring()
+    row = audit._queued(event, audit_chain.canonical_json(audit_chain.content_of(event)), keyring)
+    row.save()
+    return row
+
+
+def test_queued_events_are_chained_in_order_and_verify(alice, web, capsys):
+    audit.record(Action.SIGN_IN, actor=alice)
+    for n in range(3):
+        queue(audit.new_event(Action.TEAM_CREATED, actor=alice, team=web, details={"n": n, "big": 1e20}))
+    call_command("verify_audit")
+    out = capsys.readouterr().out
+    assert "intact: 1 event(s) checked" in out and "3 more wait to be chained" in out
+    assert audit.seal_pending() == 3
+    assert not PendingAuditEvent.objects.exists()
+    chained = AuditEvent.objects.order_by("id")
+    assert [e.details.get("n") for e in chained] == [None, 0, 1, 2]
+    call_command("verify_audit")
+    assert "intact: 4 event(s)" in capsys.readouterr().out
+
+
+def test_a_queued_row_forged_or_edited_without_the_key_is_never_chained(alice, web):
+    audit.record(Action.SIGN_IN, actor=alice)
+    edited = queue(audit.new_event(Action.TEAM_CREATED, actor=alice, team=web, target="web"))
+    PendingAuditEvent.objects.filter(pk=edited.pk).update(target="forged")
+    forged = PendingAuditEvent.objects.create(action=Action.SIGN_IN, actor_username="mallory", signature="0" * 64)
+    forged.signing_key_id = edited.signing_key_id
+    forged.save()
+    kept = queue(audit.new_event(Action.SIGN_OUT, actor=alice))
+    assert audit.seal_pending() == 1  # only the intact one
+    assert list(AuditEvent.objects.values_list("action", flat=True).order_by("id")) == [Action.SIGN_IN, Action.SIGN_OUT]
+    assert set(PendingAuditEvent.objects.values_list("id", "rejected")) == {(edited.id, True), (forged.id, True)}
+    assert not PendingAuditEvent.objects.filter(pk=kept.pk).exists()
+    with pytest.raises(CommandError, match=f"queue row {edited.id}.*refused on its way into the chain"):
+        call_command("verify_audit")
+
+
+def test_an_edited_queued_row_is_named_even_before_it_is_sealed(alice):
+    row = queue(audit.new_event(Action.SIGN_IN, actor=alice))
+    PendingAuditEvent.objects.filter(pk=row.pk).update(actor_username="mallory")
+    with pytest.raises(CommandError, match=f"queue row {row.id}\\) does not hold: its signature does not match"):
+        call_command("verify_audit")
+
+
+@NEEDS_POSTGRESQL
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_writer_never_waits_for_the_head_and_its_event_is_chained_after_the_holder(alice):
+    audit.record(Action.SIGN_IN, actor=alice)
+    holding, release, held_until = threading.Event(), threading.Event(), {}
+
+    def hold_the_head():
+        with transaction.atomic():
+            AuditChainHead.objects.select_for_update().get(pk=1)
+            audit.record(Action.TEAM_CREATED, actor=alice)  # the holder's own event goes straight in
+            holding.set()
+            release.wait(10)
+        held_until["done"] = True
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_head)
+    holder.start()
+    assert holding.wait(10)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '2s'")  # waiting for the head would fail here, not hang
+    audit.record(Action.SIGN_OUT, actor=alice)  # committed at once, queued
+    assert list(PendingAuditEvent.objects.values_list("action", flat=True)) == [Action.SIGN_OUT]
+    release.set()
+    holder.join(10)
+    assert held_until == {"done": True}
+    # The holder chained nothing of ours before its commit; the next sealer (any writer's after-commit step) does.
+    audit.seal_pending()
+    assert not PendingAuditEvent.objects.exists()
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
+        Action.SIGN_IN,
+        Action.TEAM_CREATED,
+        Action.SIGN_OUT,
+    ]
+    assert audit.verify_chain().broken is None
+
+
+@NEEDS_POSTGRESQL
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_download_goes_through_while_others_hold_the_head_and_the_assignment_row(api, bob, bob_assignment):
+    client = api(bob)
+    download(client, bob_assignment)  # stamps fresh
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_rows():
+        with transaction.atomic():
+            AuditChainHead.objects.select_for_update().get(pk=1)
+            Assignment.objects.select_for_update().get(pk=bob_assignment.pk)
+            holding.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_rows)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        download(client, bob_assignment)
+    finally:
+        release.set()
+        holder.join(10)
+    audit.seal_pending()
+    assert AuditEvent.objects.filter(action=Action.CONFIG_DOWNLOADED).count() == 2
+    assert audit.verify_chain().broken is None
+
+
+# --- A probe run's results, saved a batch at a time ------------------------------------------------
+
+
+def many_keys(team, gateway, count: int) -> list[GatewayKey]:
+    keys = []
+    for n in range(count):
+        key = GatewayKey(team=team, gateway=gateway, label=f"bulk {n:02d}")
+        key.set_secret(f"sk-bulk-{n:04d}-0123456789abcdef")
+        keys.append(key)
+    GatewayKey.objects.bulk_create(keys)
+    return list(GatewayKey.objects.filter(label__startswith="bulk ").select_related("gateway", "team"))
+
+
+def test_probe_results_are_saved_a_batch_at_a_time_with_one_chain_step_each(
+    web, tokaify, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    with running_emulator(GatewayRules(accept_any_key=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 12)
+        outcomes = asyncio.run(probe_keys_async(keys, concurrency=6))
+    assert {outcome.verdict for _, outcome in outcomes} == {"ok"}
+    audit.record(Action.SIGN_IN)  # the chain exists already, as it does on any running portal
+    # Per batch of five: the results, one UPDATE per verdict, the chain step (head, events, head), and
+    # here the savepoint pair of a transaction inside the test's own, and one write of what the probes saw
+    # of the gateway's credential headers (one per gateway, not per key); then the queue, once, after commit.
+    with django_assert_max_num_queries(3 * 8 + 1), django_capture_on_commit_callbacks(execute=True):
+        results = save_outcomes(outcomes, trigger="command", batch_size=5)
+    assert len({r.pk for r in results}) == 12
+    assert set(GatewayKey.objects.filter(label__startswith="bulk ").values_list("last_probe_verdict", flat=True)) == {
+        "ok"
+    }
+    runs = AuditEvent.objects.filter(action=Action.PROBE_RUN).order_by("id")
+    assert [e.details["probe"] for e in runs] == [r.pk for r in results]
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_that_switches_betas_off_records_it_per_key(web, tokaify):
+    with running_emulator(GatewayRules(accept_any_key=True, reject_context_management=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 3)
+        GatewayKey.objects.filter(pk=keys[0].pk).update(disable_experimental_betas=True)
+        keys[0].disable_experimental_betas = True
+        save_outcomes(asyncio.run(probe_keys_async(keys, concurrency=3)), trigger="command")
+    changed = AuditEvent.objects.filter(action=Action.PROBE_CHANGED_SETTING).values_list("target", flat=True)
+    assert sorted(changed) == sorted(k.short_fingerprint for k in keys[1:])  # the first already had it off
+    assert set(
+        GatewayKey.objects.filter(label__startswith="bulk ").values_list("disable_experimental_betas", flat=True)
+    ) == {True}

@@ -1,0 +1,147 @@
+"""Offboarding (team admins and staff) and the staff user list."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from gateways.models import Assignment
+from portal.models import AccessToken, AuditEvent, Membership, Role
+from portal.two_factor import start_enrolment
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def token_for(user) -> str:
+    _, raw = AccessToken.issue(user, name="laptop")
+    return raw
+
+
+def api_status(raw: str, url: str = "/api/v1/me/configs/") -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client.get(url).status_code
+
+
+def downloaded(assignment, raw: str) -> None:
+    """Bob fetches his bash snippet: from then on the key's secret is on his machine."""
+    assert api_status(raw, f"/api/v1/me/configs/{assignment.id}/bash") == 200
+
+
+def test_staff_offboarding_leaves_no_token_no_assignment_and_one_event(client, staff, bob, bob_assignment, tokaify_key):
+    raw = token_for(bob)
+    downloaded(bob_assignment, raw)
+    Assignment.objects.create(key=tokaify_key, user=bob)  # assigned, never downloaded: no static copy
+    bob_browser = client.__class__()
+    bob_browser.force_login(bob)
+
+    client.force_login(staff)
+    plan = client.get("/users/bob/offboard/").content.decode()
+    assert "The account is deactivated" in plan and "Bob laptop" in plan and "Rotate now" in plan
+    assert get_user_model().objects.get(username="bob").is_active  # looking changes nothing
+
+    before = AuditEvent.objects.order_by("-id").first().id
+    done = client.post("/users/bob/offboard/")
+    page = done.content.decode()
+    assert done.status_code == 200 and "Offboarded bob" in page
+    assert f'href="/keys/{bob_assignment.key_id}/rotate/"' in page
+    assert f'data-static-copy="{tokaify_key.id}"' not in page
+
+    bob.refresh_from_db()
+    assert not bob.is_active
+    assert api_status(raw) == 401
+    assert not Assignment.objects.filter(user=bob).exists()
+    assert not Membership.objects.filter(user=bob).exists()
+    assert bob_browser.get("/setup/").status_code == 302  # the open session ended
+
+    [event] = AuditEvent.objects.filter(id__gt=before)  # one event with every consequence
+    assert (event.action, event.target, event.actor_username) == ("account.offboarded", "bob", "staff")
+    token = AccessToken.objects.get(user=bob)
+    assert event.details["deactivated"] is True
+    assert event.details["tokens_revoked"] == [token.lookup_id]
+    assert event.details["teams_left"] == ["web"]
+    assert sorted(event.details["assignments_removed"]) == sorted(
+        f"web/{k.short_fingerprint}" for k in (bob_assignment.key, tokaify_key)
+    )
+    assert [c["key"] for c in event.details["static_copies"]] == [bob_assignment.key.short_fingerprint]
+
+
+def test_a_team_admin_offboards_a_member_from_the_team(client, alice, bob, bob_assignment):
+    raw = token_for(bob)
+    downloaded(bob_assignment, raw)
+    client.force_login(alice)
+    assert 'href="/teams/web/members/bob/offboard/"' in client.get("/teams/web/").content.decode()
+    page = client.post("/teams/web/members/bob/offboard/").content.decode()
+    assert "Offboarded bob from Web" in page and "Rotate now" in page
+    assert not Membership.objects.filter(user=bob).exists()
+    assert not Assignment.objects.filter(user=bob).exists()
+    assert api_status(raw) == 401  # no team left to him, so his tokens go too
+    assert get_user_model().objects.get(username="bob").is_active  # the account itself is staff's to close
+    event = AuditEvent.objects.get(action="member.offboarded")
+    assert event.team_slug == "web" and event.details["deactivated"] is False
+    assert event.details["tokens_revoked"] and event.details["static_copies"]
+
+
+def test_a_member_of_another_team_keeps_account_tokens(client, alice, bob, bob_assignment, data_team):
+    Membership.objects.create(team=data_team, user=bob, role=Role.MEMBER)
+    raw = token_for(bob)
+    client.force_login(alice)
+    page = client.post("/teams/web/members/bob/offboard/").content.decode()
+    assert "kept: bob is in another team" in page
+    assert not Assignment.objects.filter(user=bob).exists()
+    assert api_status(raw) == 200
+    assert AuditEvent.objects.get(action="member.offboarded").details["tokens_revoked"] == []
+
+
+def test_offboarding_is_for_admins_and_staff_only(client, bob, dave, charlie, alice):
+    for user, url, status in [
+        (bob, "/teams/web/members/dave/offboard/", 403),
+        (dave, "/teams/web/members/bob/offboard/", 403),
+        (charlie, "/teams/web/members/bob/offboard/", 404),
+        (alice, "/users/bob/offboard/", 403),
+    ]:
+        client.force_login(user)
+        assert client.post(url).status_code == status, (user, url)
+    assert Membership.objects.filter(user=bob).exists() and Membership.objects.filter(user=dave).exists()
+    assert not AuditEvent.objects.filter(action__endswith="offboarded").exists()
+
+
+def test_nobody_offboards_themselves_and_the_last_admin_stays(client, alice, staff):
+    client.force_login(alice)
+    page = client.post("/teams/web/members/alice/offboard/", follow=True).content.decode()
+    assert "cannot offboard yourself" in page
+    client.force_login(staff)
+    client.post("/teams/web/members/alice/offboard/")
+    assert Membership.objects.filter(user=alice).exists()  # the team's last admin
+    assert not AuditEvent.objects.filter(action="member.offboarded").exists()
+
+
+def test_staff_user_list_searches_filters_and_shows_teams_sign_in_and_2fa(client, staff, alice, bob):
+    gone = make_user("zed")
+    gone.is_active = False
+    gone.save()
+    start_enrolment(alice).__class__.objects.filter(user=alice).update(confirmed=True)
+    client.force_login(staff)
+    page = client.get("/users/").content.decode()
+    assert 'data-user="alice"' in page and 'data-user="bob"' in page and 'data-user="zed"' not in page
+    alice_row = page.split('data-user="alice"')[1].split("</tr>")[0]
+    assert "web</a> (admin)" in alice_row and '<span class="badge good">on</span>' in alice_row
+    bob_row = page.split('data-user="bob"')[1].split("</tr>")[0]
+    assert "never" in bob_row and "off" in bob_row
+    staff_row = page.split('data-user="staff"')[1].split("</tr>")[0]
+    assert "never" not in staff_row  # force_login records the sign-in
+
+    searched = client.get("/users/?q=ALI").content.decode()
+    assert 'data-user="alice"' in searched and 'data-user="bob"' not in searched
+    inactive = client.get("/users/?state=inactive").content.decode()
+    assert 'data-user="zed"' in inactive and 'data-user="alice"' not in inactive
+    odd = client.get("/users/?state=weird&page=%C2%B2")
+    assert odd.status_code == 200 and "state must be one of" in odd.content.decode()
+
+
+def test_only_staff_see_the_user_list(client, alice):
+    client.force_login(alice)
+    assert client.get("/users/").status_code == 403
+    assert "/users/" not in client.get("/teams/").content.decode().split("<main>")[0]
