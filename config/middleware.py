@@ -1,10 +1,13 @@
-"""Project middleware: health checks answered first, no NUL character in a URL, keys kept in reach of redaction."""
+"""Project middleware: health checks answered first, no NUL character in a URL, keys kept in reach of redaction,
+and a device's key fetch answered before the page machinery."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http.response import HttpResponseBase
 
 from config.views import HEALTH_VIEWS
+from gateways.api.views import device_key
 from portal.crypto import secrets_scope
 
 
@@ -55,3 +58,27 @@ class SecretsScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         with secrets_scope():
             return self.get_response(request)
+
+
+# The path of GET /api/v1/device/key (config.api_urls mounts the API at api/v1/).
+DEVICE_KEY_PATH = "/api/v1/device/key"
+
+
+class DeviceKeyMiddleware:
+    """Answer a device's key fetch before sessions, CSRF, sign-in, two-factor, messages and lock-outs.
+
+    The fetch runs on every developer's machine every few minutes and carries its own credential
+    (a device token): the page middleware after this one has nothing to do with it and cost more
+    than the fetch itself (README, "Live keys"). It sits after the security middleware (HTTPS
+    redirect, HSTS, nosniff), the secrets' redaction scope and the NUL check, and the host is
+    checked as for any request.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.path_info != DEVICE_KEY_PATH:
+            return self.get_response(request)
+        request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it for every other request
+        return device_key(request)

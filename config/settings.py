@@ -105,6 +105,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.SecretsScopeMiddleware",
     "config.middleware.RejectNulCharactersMiddleware",
+    "config.middleware.DeviceKeyMiddleware",  # a device's key fetch: see its docstring
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

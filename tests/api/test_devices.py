@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import time_machine
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -386,3 +387,16 @@ def test_a_fetch_that_changes_nothing_costs_one_query(client, live_bob, django_a
     fetch(client, token)  # the first fetch writes
     with django_assert_num_queries(1):
         assert fetch(client, token).content.decode() == TOKENBAY_SECRET
+
+
+def test_the_early_answered_key_fetch_keeps_the_host_check_and_the_https_redirect(client, live_bob, settings):
+    """DeviceKeyMiddleware answers before the page machinery, yet ALLOWED_HOSTS and the HTTPS redirect hold."""
+    _, token = live_bob
+    assert reverse("api-device-key") == "/api/v1/device/key"  # the path the middleware answers
+    response = fetch(client, token)
+    assert response.status_code == 200 and not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
+    assert fetch(client, token, HTTP_HOST="evil.example").status_code == 400
+    settings.SECURE_SSL_REDIRECT = True
+    redirected = fetch(Client(), token)  # a new handler: SecurityMiddleware reads the setting when it starts
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
