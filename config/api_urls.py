@@ -1,5 +1,6 @@
 from django.urls import path
 
+from alerts.api import views as alert_views
 from gateways.api import views as gateway_views
 from portal.api import views
 
@@ -27,4 +28,6 @@ urlpatterns = [
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),
     path("connections/", gateway_views.ConnectionList.as_view(), name="api-connections"),
+    path("teams/<slug:slug>/channels/", alert_views.TeamChannelList.as_view(), name="api-team-channels"),
+    path("channels/<uuid:channel_id>/", alert_views.ChannelDetail.as_view(), name="api-channel"),
 ]

@@ -1,13 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
+from alerts import views as alert_views
 from gateways import views as gateway_views
 from portal import views
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="setup"), name="home"),
+    path("", gateway_views.home, name="home"),
+    path("dashboard/", gateway_views.dashboard_page, name="dashboard"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("sudo/", views.sudo, name="sudo"),
@@ -35,6 +36,10 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit"),
     path("connections/", gateway_views.connection_list, name="connections"),
+    path("teams/<slug:slug>/channels/", alert_views.channel_add, name="channel-add"),
+    path("channels/<uuid:channel_id>/remove/", alert_views.channel_remove, name="channel-remove"),
+    path("channels/<uuid:channel_id>/test/", alert_views.channel_test, name="channel-test"),
+    path("deliveries/", alert_views.delivery_list, name="deliveries"),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]

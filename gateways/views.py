@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from gateways import charts, services
+from gateways import charts, dashboard, services
 from gateways.config import formats, guide
 from gateways.config.snippets import UnrepresentableValue
 from gateways.connections import STATES, ConnectionFilters, connection_rows, connections_csv, connections_for
@@ -24,7 +25,7 @@ from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
 from portal.models import Role, Team
 from portal.pagination import MAX_PAGE, query_number
-from portal.permissions import team_with_role
+from portal.permissions import administers_a_team, team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
@@ -348,3 +349,17 @@ def connection_list(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
     }
     return render(request, "gateways/connection_list.html", context)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """Team admins and staff start on the dashboard; everyone else on My set-up."""
+    return redirect("dashboard" if administers_a_team(request.user) else "setup")
+
+
+@login_required
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """What needs attention in the teams the user administers, each row linking to where it is fixed."""
+    if not administers_a_team(request.user):
+        raise PermissionDenied("The dashboard is for team admins and staff. Your set-up is under My set-up.")
+    return render(request, "gateways/dashboard.html", {"sections": dashboard.dashboard_for(request.user)})

@@ -181,6 +181,8 @@ class Action(models.TextChoices):
     ENCRYPTION_ROTATED = "vault.rotated", "Encryption key rotated"
     AUDIT_PRUNED = "audit.pruned", "Audit trail pruned"
     AUDIT_RESEALED = "audit.resealed", "Audit trail re-signed"
+    CHANNEL_CREATED = "channel.created", "Notification channel added"
+    CHANNEL_DELETED = "channel.deleted", "Notification channel removed"
 
 
 class ImmutableAuditError(Exception):

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from portal import audit
 from portal.errors import RuleError
 from portal.models import Action, Membership, Role, Team
-from portal.signals import member_leaving
+from portal.signals import member_added, member_leaving
 
 
 def find_user(username: str):
@@ -47,6 +47,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
         audit.record(
             Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role}
         )
+        member_added.send(sender=Membership, membership=membership, actor=actor)
     elif membership.role != role:
         _refuse_last_admin(membership, new_role=role)
         old = membership.role
@@ -69,7 +70,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
     details: dict = {}
-    for _, answer in member_leaving.send(sender=Membership, membership=membership):
+    for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor):
         details.update(answer or {})
     membership.delete()
     audit.record(

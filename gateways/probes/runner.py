@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from gateways import events
 from gateways.config.builder import build_config
 from gateways.models import GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
@@ -124,6 +125,7 @@ def save_outcome(
         details=outcome.details,
     )
     now = timezone.now()
+    previous = key.last_probe_verdict
     updates = {"last_probe_verdict": outcome.verdict, "last_probe_at": now}
     if outcome.betas_fixed and key.disable_experimental_betas is not True:
         updates.update(disable_experimental_betas=True, config_changed_at=now)
@@ -144,6 +146,7 @@ def save_outcome(
         request=request,
         details={"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk},
     )
+    events.probe_recorded.send(sender=GatewayKey, key=key, previous=previous, result=result)
     return result
 
 

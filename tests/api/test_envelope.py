@@ -13,6 +13,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.mixins import ListModelMixin
 
+from alerts.services import create_channel
 from config import api_urls
 from gateways.models import ProbeResult
 from gateways.services import assign_key
@@ -31,12 +32,14 @@ def world(web, data_team, staff, alice, bob, dave, tokaify_key, tokenbay_key, bo
     mine = [assign_key(key=key, username="staff", actor=alice) for key in (tokaify_key, tokenbay_key)]
     for verdict in ("ok", "auth_failed"):
         ProbeResult.objects.create(key=tokenbay_key, gateway=tokenbay_key.gateway, verdict=verdict)
+    channels = [create_channel(team=web, kind="email", target=f"ops{n}@example.com", actor=alice) for n in range(2)]
     return {
         "slug": "web",
         "key_id": str(tokenbay_key.id),
         "assignment_id": str(mine[0].id),  # downloads are the caller's own
         "username": "bob",
         "format_name": "bash",
+        "channel_id": str(channels[0].id),
     }
 
 
@@ -94,7 +97,7 @@ def test_the_schema_documents_the_envelope_for_every_list_and_no_bare_array():
         if "results" in body.get("properties", {}):
             assert body["required"] == ["results", "next"], route
             lists.append(route)
-    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 10
+    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 11
 
 
 def all_pages(client, path: str) -> list:
