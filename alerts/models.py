@@ -46,6 +46,7 @@ class Channel(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = ChannelQuerySet.as_manager()
+    vault_sealed = True  # rotate_encryption_key re-encrypts secret_ciphertext
 
     class Meta:
         ordering = ["team", "created_at"]
@@ -56,6 +57,10 @@ class Channel(models.Model):
     @property
     def display_target(self) -> str:
         return rules.display_target(self.kind, self.target)
+
+    @property
+    def vault_label(self) -> str:
+        return f"Notification channel {self.pk} ({self.display_target})"
 
     @property
     def has_secret(self) -> bool:

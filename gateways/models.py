@@ -220,6 +220,7 @@ class GatewayKey(models.Model):
     probe_claim = models.UUIDField(null=True, blank=True, editable=False)
 
     objects = GatewayKeyQuerySet.as_manager()
+    vault_sealed = True  # rotate_encryption_key re-encrypts secret_ciphertext
 
     class Meta:
         ordering = ["team", "label"]
@@ -237,6 +238,10 @@ class GatewayKey(models.Model):
         style = self.gateway.model_id_style
         names = (*rules.KEY_MODEL_FIELDS, *rules.KEY_RULES)
         apply_rules(self, names, lambda fields: rules.clean_key_overrides(fields, style=style))
+
+    @property
+    def vault_label(self) -> str:
+        return f"Key {self.pk} ({self.label})"
 
     @property
     def short_fingerprint(self) -> str:

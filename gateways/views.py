@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -37,9 +40,15 @@ CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 @sensitive_variables("snippets", "config")
 def setup(request: HttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
-    cards = []
+    cards, notices = [], []
+    soon = timedelta(days=settings.EXPIRY_WARNING_DAYS)
     for assignment in my_assignments(request.user):
         card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
+        # Read before this visit records a fetch: "rotated since your last download" is about the one before.
+        if notice := assignment.notice(soon=soon):
+            kind, sentence = notice
+            again = assignment.last_download_format if assignment.last_download_format in formats.FORMATS else ""
+            notices.append({"assignment": assignment, "kind": kind, "sentence": sentence, "format": again})
         try:
             config = services.usable_config(assignment=assignment, format_name="page", request=request)
         except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
@@ -58,6 +67,7 @@ def setup(request: HttpRequest) -> HttpResponse:
         cards.append(card)
     context = {
         "cards": cards,
+        "notices": notices,
         "selected_tab": guide.tab_for_user_agent(request.META.get("HTTP_USER_AGENT", "")),
         "general_troubleshooting": guide.GENERAL_TROUBLESHOOTING,
     }
