@@ -32,9 +32,11 @@ from portal.crypto import DecryptionError
 
 logger = logging.getLogger(__name__)
 
-BATCH = 50
-# Longer than any batch takes (every request is bounded by NOTIFY_TIMEOUT): a claim older than this was a run that died.
-LEASE = timedelta(minutes=5)
+# Deliveries claimed at a time, per delivery sent at once: small batches let other servers share the work.
+BATCH_PER_SLOT = 5
+# At least this, and longer than any batch takes (BATCH_PER_SLOT rounds of NOTIFY_TIMEOUT at most): a claim
+# older than the lease was a run that died.
+MIN_LEASE = timedelta(minutes=5)
 EXCERPT = 200
 
 
@@ -194,13 +196,15 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
     return outcome
 
 
-def deliver_due(*, batch: int = BATCH) -> Counter:
+def deliver_due() -> Counter:
     """Tell teams of keys about to expire, then send every delivery that is due; counts by outcome."""
     outcome: Counter = Counter()
+    batch = max(1, settings.NOTIFY_CONCURRENCY) * BATCH_PER_SLOT
+    lease = max(MIN_LEASE, timedelta(seconds=2 * BATCH_PER_SLOT * (settings.NOTIFY_TIMEOUT + 1)))
     outcome["expiring"] = services.notify_expiring()
     while True:
         now = _clock()
-        token = claims.claim(Delivery.objects.due(now), now=now, lease=LEASE, limit=batch)
+        token = claims.claim(Delivery.objects.due(now), now=now, lease=lease, limit=batch)
         if token is None:
             break
         deliveries = list(
