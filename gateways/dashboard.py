@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
 from gateways.models import Assignment, GatewayKey
 from portal.models import Team
+from portal.permissions import is_staff
 
 ROWS = 20
 
@@ -36,10 +38,6 @@ class Section:
         return self.total - len(self.rows)
 
 
-def _teams(user) -> QuerySet[Team]:
-    return Team.objects.administered_by(user)
-
-
 def failing_keys(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
     """Usable keys whose last probe failed."""
     return keys.usable().exclude(last_probe_verdict__in=["", "ok"]).order_by("-last_probe_at", "label")
@@ -54,49 +52,60 @@ def expiring_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
 def unused_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
     """Usable keys older than CONNECTION_STALE_DAYS that no holder downloaded or fetched in that time."""
     cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
-    recent = Assignment.objects.filter(key=OuterRef("pk"), last_download_at__gte=cutoff)
-    return keys.usable().filter(created_at__lt=cutoff).filter(~Exists(recent)).order_by("created_at")
+    fetched = Assignment.objects.filter(last_download_at__gte=cutoff).values("key_id")
+    return keys.usable().filter(created_at__lt=cutoff).exclude(pk__in=fetched).order_by("created_at")
 
 
-def never_downloaded(assignments: QuerySet[Assignment]) -> QuerySet[Assignment]:
+def never_downloaded(assignments: QuerySet[Assignment], now) -> QuerySet[Assignment]:
     """Assignments of usable keys whose holder never downloaded the set-up, oldest first."""
-    usable = GatewayKey.objects.usable().filter(pk=OuterRef("key_id"))
-    return assignments.filter(last_download_at__isnull=True).filter(Exists(usable)).order_by("created_at")
+    unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
+    usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
+    return assignments.filter(usable, last_download_at__isnull=True).order_by("created_at")
 
 
-def pending_rollout() -> Q:
+def _count_of(assignments: QuerySet[Assignment]) -> Subquery:
+    """How many of the key's assignments match, as a column of the key."""
+    counted = assignments.filter(key=OuterRef("pk")).order_by().values("key").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def pending_rollout() -> QuerySet[Assignment]:
     """Holders still on the old secret: assigned before the rotation, with no download since.
 
     Static holders only: a download holds the secret, so until its holder downloads again it has
-    the old one. A device that fetches its set-up live (issue 11) would never be pending: exclude
-    such assignments here once the portal knows of devices.
+    the old one. A device that fetches its set-up live (issue 11) is never pending: exclude such
+    assignments here once the portal knows of devices.
     """
-    rotated = F("rotated_at")
-    before = Q(assignments__created_at__lt=rotated)
-    stale = Q(assignments__last_download_at__isnull=True) | Q(assignments__last_download_at__lt=rotated)
-    return before & stale
+    rotated = OuterRef("rotated_at")
+    stale = Q(last_download_at__isnull=True) | Q(last_download_at__lt=rotated)
+    return Assignment.objects.filter(stale, created_at__lt=rotated)
 
 
 def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
     """Rotated keys (not revoked) with holders who have not downloaded since, newest rotation first."""
     return (
         keys.filter(rotated_at__isnull=False, revoked_at__isnull=True)
-        .annotate(pending=Count("assignments", filter=pending_rollout()), holders=Count("assignments"))
+        .annotate(pending=_count_of(pending_rollout()), holders=_count_of(Assignment.objects.all()))
         .filter(pending__gt=0)
         .order_by("-rotated_at")
     )
 
 
 def _section(slug: str, title: str, fix: str, rows: QuerySet, more_url: str = "") -> Section:
-    return Section(slug, title, fix, list(rows[:ROWS]), rows.count(), more_url)
+    """The first ROWS rows, and how many there are in all."""
+    page = list(rows[:ROWS])
+    total = len(page) if len(page) < ROWS else rows.count()
+    return Section(slug, title, fix, page, total, more_url)
 
 
 def dashboard_for(user) -> list[Section]:
     """The dashboard's sections for the teams the user administers (staff: every team)."""
     now = timezone.now()
-    teams = _teams(user)
-    keys = GatewayKey.objects.filter(team__in=teams).select_related("team", "gateway")
-    assignments = Assignment.objects.filter(key__team__in=teams).select_related("user", "key__team", "key__gateway")
+    keys = GatewayKey.objects.select_related("team", "gateway")
+    assignments = Assignment.objects.select_related("user", "key__team", "key__gateway")
+    if not is_staff(user):  # staff see every team: no filter to evaluate
+        teams = Team.objects.administered_by(user)
+        keys, assignments = keys.filter(team__in=teams), assignments.filter(key__team__in=teams)
     return [
         _section(
             "failing",
@@ -120,7 +129,7 @@ def dashboard_for(user) -> list[Section]:
             "never_downloaded",
             "Assignments never downloaded",
             "Remind the holder to open My set-up, or remove the assignment.",
-            never_downloaded(assignments),
+            never_downloaded(assignments, now),
             f"{reverse('connections')}?state=never_downloaded",
         ),
         _section(

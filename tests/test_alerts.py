@@ -370,3 +370,15 @@ def test_a_test_message_reaches_only_that_channel(web, alice):
         send_test(channel=one, actor=alice)
         deliver_due()
         assert [r.json["event"] for r in receiver.received] == ["test"] and receiver.received[0].path == "/one"
+
+
+def test_probe_due_delivers_retries_even_when_no_key_is_due(web, alice, capsys):
+    with running_receiver({"/hook": "fail"}) as receiver:
+        webhook(web, receiver, "/hook", alice)
+        add_member(team=web, username=make_user("erin").username, role="member", actor=alice)
+        call_command("probe", "--due")  # no key at all: nothing to probe, the delivery's first try
+        receiver.behaviour["/hook"] = "ok"
+        with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+            call_command("probe", "--due")
+        assert [r.answered for r in receiver.at("/hook")] == [500, 204]
+    assert "No key is due for a probe." in capsys.readouterr().out
