@@ -51,3 +51,12 @@ def test_the_database_cache_works_across_connections(settings):
     caches["default"].set("shared", "from server one", 60)
     caches["default"].close()
     assert caches["default"].get("shared") == "from server one"
+
+
+def test_what_several_servers_share_is_kept_in_the_database():
+    """Sessions (and the sudo mode in them) and sign-in lock-outs: any server answers the next request."""
+    from axes.conf import settings as axes_settings
+    from django.conf import settings
+
+    assert settings.SESSION_ENGINE == "django.contrib.sessions.backends.db"
+    assert axes_settings.AXES_HANDLER == "axes.handlers.database.AxesDatabaseHandler"
