@@ -75,8 +75,11 @@ def prepare(delivery: Delivery) -> Outgoing:
         outgoing.body = messages.slack_body(notification)
     else:
         outgoing.body = messages.webhook_body(notification, delivery_id=delivery.id)
+        if delivery.channel is None:  # removed since it was claimed: never send a webhook unsigned
+            outgoing.problem = "The channel was removed."
+            return outgoing
         try:
-            secret = delivery.channel.reveal_secret() if delivery.channel else ""
+            secret = delivery.channel.reveal_secret()
         except DecryptionError as exc:
             outgoing.problem = f"The channel's secret cannot be opened: {exc}"
         else:

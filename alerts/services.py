@@ -69,7 +69,7 @@ def _create(team: Team, message: Message, *, key: GatewayKey | None, dedupe_key:
         "team": team,
         "event": message.event,
         "key": key,
-        "subject": message.subject[:200],
+        "subject": " ".join(message.subject.split())[:200],  # one line: it becomes a mail header
         "text": message.text,
         "url": message.url[:500],
         "payload": message.payload,

@@ -382,3 +382,22 @@ def test_probe_due_delivers_retries_even_when_no_key_is_due(web, alice, capsys):
             call_command("probe", "--due")
         assert [r.answered for r in receiver.at("/hook")] == [500, 204]
     assert "No key is due for a probe." in capsys.readouterr().out
+
+
+def test_a_label_with_a_line_break_still_makes_a_one_line_mail_subject(smtp, web, alice, tokenbay):
+    key = store_key(team=web, gateway=tokenbay, label="Alice\nlaptop", secret="sk-two-lines-0123456789", actor=alice)
+    create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
+    rotate_key_secret(key=key, secret="sk-two-lines-rotated-0123456789", actor=alice)
+    assert deliver_due()["sent"] == 1
+    [(_, message)] = smtp.messages
+    assert message["Subject"] == "[Gateway portal] Alice laptop was rotated"
+
+
+def test_a_webhook_whose_channel_vanished_is_never_sent_unsigned(web, alice):
+    with running_receiver() as receiver:
+        channel = webhook(web, receiver, "/hook", alice)
+        add_member(team=web, username=make_user("erin").username, role="member", actor=alice)
+        Channel.objects.filter(pk=channel.pk).delete()  # gone between the claim and the send, say
+        deliver_due()
+        assert receiver.received == []
+    assert Delivery.objects.get().last_error == "The channel was removed."
