@@ -146,3 +146,22 @@ def test_the_deliveries_page_shows_each_attempt_and_why_it_failed_to_admins_only
     assert "erin joined Web" not in client.get("/deliveries/").content.decode()
     client.force_login(bob)
     assert "erin joined Web" not in client.get("/deliveries/").content.decode()
+
+
+def test_rotating_the_vault_key_moves_channel_secrets_too(settings, alice, web, tokenbay_key, capsys):
+    import base64
+
+    from django.core.management import call_command
+
+    from portal import crypto
+    from tests.conftest import TEST_KEYRING
+
+    channel = create_channel(team=web, kind="webhook", target="https://hooks.example.com/x", secret=SECRET, actor=alice)
+    new_key = base64.urlsafe_b64encode(b"c" * 32).decode()
+    settings.PORTAL_ENCRYPTION_KEYS = f"{new_key},{TEST_KEYRING}"
+    call_command("rotate_encryption_key")
+    assert "Re-encrypted 2 secret(s)" in capsys.readouterr().out  # the key and the channel
+    settings.PORTAL_ENCRYPTION_KEYS = new_key
+    channel = Channel.objects.get(pk=channel.pk)
+    assert channel.secret_key_id == crypto.parse_keyring(new_key).primary_id
+    assert channel.reveal_secret() == SECRET
