@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch
 
 from alerts.models import Delivery, DeliveryAttempt, DeliveryQuerySet
+from portal.models import Team, TeamQuerySet
 
 
 def deliveries_for(user, *, team_slug: str = "") -> DeliveryQuerySet:
@@ -17,3 +18,8 @@ def deliveries_for(user, *, team_slug: str = "") -> DeliveryQuerySet:
         .prefetch_related(Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number")))
         .order_by("-id")
     )
+
+
+def delivery_teams(user) -> TeamQuerySet:
+    """The teams whose deliveries the user may read: those they administer (staff: all)."""
+    return Team.objects.administered_by(user)

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from alerts import services
 from alerts.forms import ChannelForm
 from alerts.models import Channel, DeliveryStatus
-from alerts.selectors import deliveries_for
+from alerts.selectors import deliveries_for, delivery_teams
 from portal.errors import RuleError
 from portal.models import Role, Team
 from portal.pagination import MAX_POSITION, query_number
@@ -91,7 +91,7 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
         "deliveries": page[:DELIVERIES_PER_PAGE],
         "next_before": page[DELIVERIES_PER_PAGE - 1].id if len(page) > DELIVERIES_PER_PAGE else None,
         "query": query.urlencode(),
-        "teams": Team.objects.administered_by(request.user),
+        "teams": delivery_teams(request.user),
         "statuses": DeliveryStatus.choices,
     }
     return render(request, "alerts/delivery_list.html", context)
