@@ -58,6 +58,7 @@ def seed(users: int, teams: int, keys: int, events: int) -> None:
                 created_at=now - timedelta(days=rng.randint(0, 400)),
                 last_probe_verdict=rng.choice(["ok", "ok", "ok", "auth_failed", ""]),
                 expires_at=now + timedelta(days=rng.randint(-30, 300)) if i % 7 == 0 else None,
+                rotated_at=now - timedelta(days=i % 60) if i % 11 == 0 else None,  # the dashboard's rollouts
             )
             key.set_secret(f"sk-seed-{i:06d}-{rng.getrandbits(64):016x}")
             key_rows.append(key)

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from alerts.api import views as alert_views
 from gateways.api import views as gateway_views
 from portal.api import invitations, views
 
@@ -41,4 +42,6 @@ urlpatterns = [
     # What devices call: no session, no personal token (see gateways.devices).
     path("device/key", gateway_views.device_key, name="api-device-key"),
     path("device/install/<str:code>", gateway_views.device_install, name="api-device-install"),
+    path("teams/<slug:slug>/channels/", alert_views.TeamChannelList.as_view(), name="api-team-channels"),
+    path("channels/<uuid:channel_id>/", alert_views.ChannelDetail.as_view(), name="api-channel"),
 ]

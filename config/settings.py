@@ -84,6 +84,16 @@ PORTAL_NAME = os.getenv("PORTAL_NAME", "the portal").strip() or "the portal"
 
 # A config download older than this many days shows as "stale" on the connections page.
 CONNECTION_STALE_DAYS = envint("CONNECTION_STALE_DAYS", 30)
+# A key expiring within this many days is on the dashboard, in a notification and on its holders' My set-up.
+EXPIRY_WARNING_DAYS = envint("EXPIRY_WARNING_DAYS", 14)
+# Notifications (alerts/): the portal's address for links in messages, and each delivery's time limit.
+PORTAL_URL = os.getenv("PORTAL_URL", "").strip().rstrip("/")
+if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
+    )
+NOTIFY_TIMEOUT = float(os.getenv("NOTIFY_TIMEOUT", "10"))
+NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -97,6 +107,7 @@ INSTALLED_APPS = [
     "axes",
     "portal",
     "gateways",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +168,34 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Made on first start, 0600 in a 0700 folder: only the portal's user may read the database.
     private_sqlite_file(DATABASES["default"]["NAME"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def cache_from_url(url: str) -> dict:
+    """Django's CACHES entry for CACHE_URL: locmem://, db://<table>, redis://host:port/db, memcached://host:port."""
+    scheme, _, rest = url.partition("://")
+    backends = {
+        "locmem": "django.core.cache.backends.locmem.LocMemCache",
+        "db": "django.core.cache.backends.db.DatabaseCache",
+        "redis": "django.core.cache.backends.redis.RedisCache",
+        "rediss": "django.core.cache.backends.redis.RedisCache",
+        "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
+    }
+    if scheme not in backends or (not rest and scheme not in ("locmem", "db")):
+        raise ImproperlyConfigured(
+            f"CACHE_URL must look like locmem://, db://portal_cache, redis://host:6379/0 or memcached://host:11211, "
+            f"not {url!r}."
+        )
+    if scheme == "locmem":
+        return {"BACKEND": backends[scheme], "LOCATION": rest or "portal"}
+    if scheme == "db":
+        return {"BACKEND": backends[scheme], "LOCATION": rest or "portal_cache"}
+    if scheme == "memcached":
+        return {"BACKEND": backends[scheme], "LOCATION": [host for host in rest.split(",") if host]}
+    return {"BACKEND": backends[scheme], "LOCATION": url}
+
+
+# One server may keep its cache in its own memory; several behind a load balancer share one (README, Alerts).
+CACHES = {"default": cache_from_url(envsecret("CACHE_URL", "locmem://").strip())}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -223,7 +262,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # why: README, "Choices"
     "SCHEMA_PATH_PREFIX": "/api/v1",
-    "ENUM_NAME_OVERRIDES": {"ProbeModeEnum": "gateways.models.ProbeMode"},
+    "ENUM_NAME_OVERRIDES": {
+        "ProbeModeEnum": "gateways.models.ProbeMode",
+        "ChannelKindEnum": "alerts.models.ChannelKind",
+    },
 }
 
 # Pages load only the portal's own script and stylesheet: no inline code, no third party.

@@ -1,10 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from config import views as project_views
 from gateways import offboarding_views
+from alerts import views as alert_views
 from gateways import views as gateway_views
 from portal import views
 from portal.account_forms import PortalAuthenticationForm
@@ -13,7 +13,8 @@ urlpatterns = [
     # Answered by config.middleware.HealthCheckMiddleware before the host check; named here for reverse().
     path("healthz", project_views.healthz, name="healthz"),
     path("readyz", project_views.readyz, name="readyz"),
-    path("", RedirectView.as_view(pattern_name="setup"), name="home"),
+    path("", gateway_views.home, name="home"),
+    path("dashboard/", gateway_views.dashboard_page, name="dashboard"),
     path(
         "login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=PortalAuthenticationForm),
@@ -56,6 +57,10 @@ urlpatterns = [
         name="member-offboard",
     ),
     path("users/<str:username>/offboard/", offboarding_views.user_offboard, name="user-offboard"),
+    path("teams/<slug:slug>/channels/", alert_views.channel_add, name="channel-add"),
+    path("channels/<uuid:channel_id>/remove/", alert_views.channel_remove, name="channel-remove"),
+    path("channels/<uuid:channel_id>/test/", alert_views.channel_test, name="channel-test"),
+    path("deliveries/", alert_views.delivery_list, name="deliveries"),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]

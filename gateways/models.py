@@ -196,6 +196,13 @@ class GatewayKeyQuerySet(models.QuerySet):
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
+    def due_for_probe(self, now) -> GatewayKeyQuerySet:
+        """Keys whose gateway's probe interval has passed since their last probe (GatewayKey.is_due_for_probe, in SQL)."""
+        due = models.Q(last_probe_at__isnull=True)
+        for gateway_id, minutes in Gateway.objects.values_list("id", "probe_interval_minutes"):
+            due |= models.Q(gateway_id=gateway_id, last_probe_at__lte=now - timedelta(minutes=minutes))
+        return self.filter(due)
+
 
 class KeyState(models.TextChoices):
     ACTIVE = "active", "Active"
@@ -235,8 +242,14 @@ class GatewayKey(models.Model):
     expiry_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)  # key.expired is in the trail
     last_probe_verdict = models.CharField(max_length=20, blank=True)
     last_probe_at = models.DateTimeField(null=True, blank=True)
+    # When the secret was last replaced: a holder who downloaded before then still has the old one.
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A scheduled probe run's hold on the key (portal.claims): two servers never probe it twice.
+    probe_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    probe_claim = models.UUIDField(null=True, blank=True, editable=False)
 
     objects = GatewayKeyQuerySet.as_manager()
+    vault_sealed = True  # rotate_encryption_key re-encrypts secret_ciphertext
 
     class Meta:
         ordering = ["team", "label"]
@@ -254,6 +267,10 @@ class GatewayKey(models.Model):
         style = self.gateway.model_id_style
         names = (*rules.KEY_MODEL_FIELDS, *rules.KEY_RULES)
         apply_rules(self, names, lambda fields: rules.clean_key_overrides(fields, style=style))
+
+    @property
+    def vault_label(self) -> str:
+        return f"Key {self.pk} ({self.label})"
 
     @property
     def short_fingerprint(self) -> str:
@@ -290,6 +307,10 @@ class GatewayKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.state == KeyState.ACTIVE
+
+    def expires_within(self, window: timedelta) -> bool:
+        """Usable now, and expiring before `window` has passed."""
+        return self.is_usable and self.expires_at is not None and self.expires_at <= timezone.now() + window
 
     def is_due_for_probe(self, now) -> bool:
         """Whether the gateway's probe interval has passed since this key's last probe."""
@@ -346,6 +367,34 @@ class Assignment(models.Model):
     def is_self_assigned(self) -> bool:
         """An admin gave the key to themselves: the one way an admin can read a key back."""
         return self.assigned_by_id is not None and self.assigned_by_id == self.user_id
+
+    @property
+    def rotated_since_download(self) -> bool:
+        """The secret changed after this holder's last download: the copy they have holds the old one."""
+        rotated = self.key.rotated_at
+        return bool(rotated and self.last_download_at and self.last_download_at < rotated)
+
+    def notice(self, *, soon: timedelta) -> tuple[str, str] | None:
+        """What the holder must know about this key, as (kind, sentence): the first of HOLDER_NOTICES that applies."""
+        key = self.key
+        if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
+            return key.state, HOLDER_NOTICES[key.state].format(key=key)
+        if self.rotated_since_download:
+            return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=key.rotated_at)
+        if key.expires_within(soon):
+            return "expiring", HOLDER_NOTICES["expiring"].format(key=key, when=key.expires_at)
+        return None
+
+
+# What a developer is told on My set-up about a key they hold, by what happened to it.
+HOLDER_NOTICES = {
+    KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
+    KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
+    KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
+    "rotated": "The key {key.label} was rotated on {when:%Y-%m-%d %H:%M} UTC, after your last download: "
+    "the set-up you have holds the old secret. Download it again.",
+    "expiring": "The key {key.label} expires on {when:%Y-%m-%d %H:%M} UTC. Ask your team admin to renew it in time.",
+}
 
 
 # An install link lives this long and works once.

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from gateways import notices, rules
+from gateways import events, notices, rules
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
 from gateways.rules import RuleError
 from portal import audit, stamps
@@ -182,11 +182,12 @@ def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpReque
     old_masked = key.masked
     key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
     _refuse_duplicate(key.team, key.fingerprint, exclude=key)
-    key.config_changed_at = timezone.now()
+    key.config_changed_at = key.rotated_at = timezone.now()
     record_key_event(
         Action.KEY_ROTATED, key, actor=actor, request=request, details={"from": old_masked, "to": key.masked}
     )
     key.save()
+    events.key_rotated.send(sender=GatewayKey, key=key, actor=actor)
     return key
 
 
@@ -237,6 +238,7 @@ def record_expirations() -> int:
                 key,
                 details={"label": key.label, "expired_at": key.expires_at.isoformat()},
             )
+            events.key_expired.send(sender=GatewayKey, key=key)
             count += 1
     return count
 

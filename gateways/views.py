@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -13,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from gateways import charts, devices, services
+from gateways import charts, dashboard, devices, services
 from gateways.config import formats, guide
 from gateways.connections import (
     STATES,
@@ -35,7 +39,7 @@ from portal.forms import MemberForm
 from portal.http import AuthenticatedHttpRequest
 from portal.models import Role, Team
 from portal.pagination import keyset_page
-from portal.permissions import team_with_role
+from portal.permissions import administers_a_team, team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
@@ -47,9 +51,15 @@ CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 @sensitive_variables("snippets", "config")
 def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
-    cards = []
+    cards, notices = [], []
+    soon = timedelta(days=settings.EXPIRY_WARNING_DAYS)
     for assignment in my_assignments(request.user):
         card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
+        # Read before this visit records a fetch: "rotated since your last download" is about the one before.
+        if notice := assignment.notice(soon=soon):
+            kind, sentence = notice
+            again = assignment.last_download_format if assignment.last_download_format in formats.FORMATS else ""
+            notices.append({"assignment": assignment, "kind": kind, "sentence": sentence, "format": again})
         try:
             config = services.usable_config(assignment=assignment, format_name="page", request=request)
         except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
@@ -74,6 +84,7 @@ def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
         "install_minutes": DEVICE_INSTALL_MINUTES,
         "portal_name": devices.portal_name(),
         "selected_tab": guide.tab_for_user_agent(user_agent),
+        "notices": notices,
         "general_troubleshooting": guide.GENERAL_TROUBLESHOOTING,
     }
     return render(request, "gateways/setup.html", context)
@@ -420,3 +431,17 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
         "query": query.urlencode(),
     }
     return render(request, "gateways/connection_list.html", context)
+
+
+@login_required
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Team admins and staff start on the dashboard; everyone else on My set-up."""
+    return redirect("dashboard" if administers_a_team(request.user) else "setup")
+
+
+@login_required
+def dashboard_page(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """What needs attention in the teams the user administers, each row linking to where it is fixed."""
+    if not administers_a_team(request.user):
+        raise PermissionDenied("The dashboard is for team admins and staff. Your set-up is under My set-up.")
+    return render(request, "gateways/dashboard.html", {"sections": dashboard.dashboard_for(request.user)})

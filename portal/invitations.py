@@ -18,6 +18,7 @@ from django.utils import timezone
 from portal import audit, mail
 from portal.errors import RuleError
 from portal.models import Action, Invitation, Membership, Role, Team
+from portal.signals import member_added
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | No
         target=user.get_username(),
         details={"invitation": invitation.pk, "email": invitation.email, "role": membership.role},
     )
+    if created:
+        member_added.send(sender=Membership, membership=membership, actor=invitation.created_by)
     return membership
 
 

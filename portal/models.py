@@ -236,6 +236,8 @@ class Action(models.TextChoices):
     TWO_FACTOR_FAILED = "auth.2fa_failed", "Failed second factor"
     MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
     USER_OFFBOARDED = "account.offboarded", "Account offboarded"
+    CHANNEL_CREATED = "channel.created", "Notification channel added"
+    CHANNEL_DELETED = "channel.deleted", "Notification channel removed"
 
 
 class ImmutableAuditError(Exception):

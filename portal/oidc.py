@@ -31,7 +31,8 @@ from portal import audit
 from portal.errors import RuleError
 from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
-from portal.signals import member_leaving
+from portal.services import end_membership
+from portal.signals import member_added
 from portal.sudo import enter_sudo_mode
 
 logger = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         membership = held.get(team.pk)
         via = {"via": "sso", "groups_claim": settings.OIDC_GROUPS_CLAIM}
         if membership is None and wanted:
-            Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
+            membership = Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
             audit.record(
                 Action.MEMBER_ADDED,
                 actor=user,
@@ -356,6 +357,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
                 target=user.get_username(),
                 details={"role": wanted, **via},
             )
+            member_added.send(sender=Membership, membership=membership, actor=user)
         elif membership is not None and wanted:
             if membership.role != wanted:
                 audit.record(
@@ -369,11 +371,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
             membership.role, membership.via_sso = wanted, True
             membership.save(update_fields=["role", "via_sso"])
         elif membership is not None and membership.via_sso:
-            details: dict = {}
-            for _, answer in member_leaving.send(sender=Membership, membership=membership):
-                if isinstance(answer, dict):
-                    details.update(answer)
-            membership.delete()
+            details = end_membership(membership, actor=user)
             audit.record(
                 Action.MEMBER_REMOVED,
                 actor=user,

@@ -26,6 +26,11 @@ def require_staff(user, denied: str) -> None:
         raise PermissionDenied(denied)
 
 
+def administers_a_team(user) -> bool:
+    """Staff, or the admin of at least one team: the people the dashboard is for."""
+    return is_staff(user) or (user.is_authenticated and Team.objects.administered_by(user).exists())
+
+
 def require_role(user, team: Team, *roles: str, denied: str = ROLE_DENIED) -> str | None:
     """The user's role in the team (staff count as admin); a 403 with `denied` when it is not one of `roles`."""
     role = team.role_of(user)

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from portal import audit
 from portal.errors import RuleError
 from portal.models import Action, Membership, Role, Team
-from portal.signals import member_leaving
+from portal.signals import member_added, member_leaving
 
 
 def find_user(username: str):
@@ -48,6 +48,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
         audit.record(
             Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role}
         )
+        member_added.send(sender=Membership, membership=membership, actor=actor)
     elif membership.role != role:
         _refuse_last_admin(membership, new_role=role)
         old = membership.role
@@ -64,16 +65,25 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
     return membership
 
 
+def end_membership(membership: Membership, *, actor) -> dict[str, object]:
+    """Delete a membership after the apps listening to member_leaving took back what they held.
+
+    Returns what they took back, for the caller's audit row. Every way out of a team goes through here.
+    """
+    details: dict[str, object] = {}
+    for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor):
+        if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
+            details.update(answer)
+    membership.delete()
+    return details
+
+
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
     _refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
-    details: dict[str, object] = {}
-    for _, answer in member_leaving.send(sender=Membership, membership=membership):
-        if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
-            details.update(answer)
-    membership.delete()
+    details = end_membership(membership, actor=actor)
     audit.record(
         Action.MEMBER_REMOVED,
         actor=actor,

@@ -29,23 +29,30 @@ def python_files(folder: str) -> list[Path]:
 @pytest.mark.parametrize("path", python_files("portal"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_portal_never_imports_gateways_or_the_project(path):
     """gateways builds on portal (teams, audit), and config wires both; never the other way round."""
-    wrong = sorted(n for n in imported_modules(path) if n.split(".")[0] in ("gateways", "config"))
+    wrong = sorted(n for n in imported_modules(path) if n.split(".")[0] in ("gateways", "alerts", "config"))
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
 
 @pytest.mark.parametrize("path", python_files("gateways"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_gateways_never_imports_the_project_package(path):
+    """alerts builds on gateways (it hears of keys through gateways.events), never the other way round."""
+    wrong = sorted(n for n in imported_modules(path) if n.split(".")[0] in ("alerts", "config"))
+    assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
+
+
+@pytest.mark.parametrize("path", python_files("alerts"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_alerts_never_imports_the_project_package(path):
     wrong = sorted(n for n in imported_modules(path) if n.split(".")[0] == "config")
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
 
-VIEW_MODULES = [p for app in ("portal", "gateways") for p in python_files(app) if p.name == "views.py"]
+VIEW_MODULES = [p for app in ("portal", "gateways", "alerts") for p in python_files(app) if p.name == "views.py"]
 
 
 @pytest.mark.parametrize("path", VIEW_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_views_call_services_and_selectors_never_other_views(path):
     """Pages and API share services, selectors and exports; neither imports the other's views."""
-    ours = (n for n in imported_modules(path) if n.split(".")[0] in ("portal", "gateways", "config"))
+    ours = (n for n in imported_modules(path) if n.split(".")[0] in ("portal", "gateways", "alerts", "config"))
     wrong = sorted(n for n in ours if n.endswith(".views") or ".views." in n)
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
@@ -56,6 +63,8 @@ def test_the_checks_above_see_the_modules_they_guard():
         "portal/api/views.py",
         "gateways/views.py",
         "gateways/api/views.py",
+        "alerts/views.py",
+        "alerts/api/views.py",
     }
     assert "gateways.models" in imported_modules(ROOT / "gateways/views.py")
 

@@ -18,6 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from gateways import events
 from gateways.config.builder import build_config
 from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
@@ -189,16 +190,20 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
             learnt[gateway.pk] = gateway
     for gateway in learnt.values():
         Gateway.objects.filter(pk=gateway.pk).update(credential_headers=gateway.credential_headers)
-    events = []
+    audit_events = []
+    transitions = []
     for (key, outcome), result in zip(batch, results, strict=True):
+        transitions.append((key, key.last_probe_verdict, result))
         key.last_probe_verdict, key.last_probe_at = outcome.verdict, now
         if key.pk in fixed:
             key.disable_experimental_betas, key.config_changed_at = True, now
             details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
-            events.append(key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details))
+            audit_events.append(key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details))
         details = {"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk}
-        events.append(key_event(Action.PROBE_RUN, key, actor=user, request=request, details=details))
-    audit.append(events)
+        audit_events.append(key_event(Action.PROBE_RUN, key, actor=user, request=request, details=details))
+    audit.append(audit_events)
+    for key, previous, result in transitions:  # alerts listen for a key that starts failing or recovers
+        events.probe_recorded.send(sender=GatewayKey, key=key, previous=previous, result=result)
     return results
 
 

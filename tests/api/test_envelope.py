@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.mixins import ListModelMixin
 
+from alerts.services import create_channel
 from config import api_urls
 from gateways.devices import create_device
 from gateways.models import GatewayKey, ProbeResult
@@ -39,12 +40,14 @@ def world(web, data_team, staff, alice, bob, dave, tokaify_key, tokenbay_key, bo
         create_invitation(team=web, email=email, role=Role.MEMBER, actor=alice)
     for assignment in mine:
         create_device(assignment=assignment, name=f"laptop {assignment.pk}", platform="linux", actor=staff)
+    channels = [create_channel(team=web, kind="email", target=f"ops{n}@example.com", actor=alice) for n in range(2)]
     return {
         "slug": "web",
         "key_id": str(tokenbay_key.id),
         "assignment_id": str(mine[0].id),  # downloads are the caller's own
         "username": "bob",
         "format_name": "bash",
+        "channel_id": str(channels[0].id),
     }
 
 
@@ -102,7 +105,7 @@ def test_the_schema_documents_the_envelope_for_every_list_and_no_bare_array():
         if "results" in body.get("properties", {}):
             assert body["required"] == ["results", "next"], route
             lists.append(route)
-    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 12
+    assert len(lists) == sum(is_list_view(p) for p in GET_ROUTES) == 13
 
 
 def all_pages(client, path: str) -> list:

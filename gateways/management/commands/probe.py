@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import sys
+from datetime import timedelta
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateways.models import GatewayKey
 from gateways.probes.runner import probe_keys_async, save_outcomes
 from gateways.services import record_expirations
+from portal import claims
+
+# Longer than a batch of probes takes (each is bounded by PROBE_DEADLINE): an older claim was a run that died.
+CLAIM_LEASE = timedelta(minutes=10)
 
 
 class Command(BaseCommand):
@@ -35,35 +41,29 @@ class Command(BaseCommand):
         expired = record_expirations()
         if expired:
             self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")
-        matching = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
+        keys = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
         if team:
-            matching = matching.filter(team__slug=team)
+            keys = keys.filter(team__slug=team)
         if gateway:
-            matching = matching.filter(gateway__slug=gateway)
-        keys = list(matching)
+            keys = keys.filter(gateway__slug=gateway)
+        self.done = 0
+        self.show_progress = sys.stderr.isatty()
         if due:
-            now = timezone.now()
-            keys = [key for key in keys if key.is_due_for_probe(now)]
+            results = self._probe_due(keys, concurrency=concurrency, stream=not no_stream)
+        else:
+            keys = list(keys)
             if not keys:
-                self.stdout.write("No key is due for a probe.")
-                return
-        if not keys:
-            raise CommandError("No usable keys match: check --team and --gateway, or store a key first.")
-
-        done = 0
-        show_progress = sys.stderr.isatty()
-
-        def progress(key, outcome):
-            nonlocal done
-            done += 1
-            if show_progress:
-                sys.stderr.write(f"\rprobed {done}/{len(keys)}")
-                sys.stderr.flush()
-
-        outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=not no_stream, on_done=progress))
-        if show_progress:
+                raise CommandError("No usable keys match: check --team and --gateway, or store a key first.")
+            results = self._probe(keys, concurrency=concurrency, stream=not no_stream)
+        if self.show_progress and self.done:
             sys.stderr.write("\n")
-        results = save_outcomes(outcomes, trigger="command")
+        if due:
+            # The schedule that probes also delivers: new failures, and retries of earlier deliveries.
+            call_command("notify", stdout=self.stderr if json else self.stdout)
+        if not results:
+            self.stdout.write("No key is due for a probe.")
+            return
+        results.sort(key=lambda r: (r.key.team.slug, r.key.label))
         failures = [r for r in results if r.verdict != "ok"]
         if json:
             self._print_json(results)
@@ -72,6 +72,39 @@ class Command(BaseCommand):
             self.stdout.write(f"{len(results) - len(failures)} ok, {len(failures)} failing, {len(results)} probed.")
         if failures:
             raise SystemExit(1)
+
+    def _progress(self, key, outcome) -> None:
+        self.done += 1
+        if self.show_progress:
+            sys.stderr.write(f"\rprobed {self.done}")
+            sys.stderr.flush()
+
+    def _probe(self, keys: list[GatewayKey], *, concurrency: int, stream: bool) -> list:
+        outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=stream, on_done=self._progress))
+        return save_outcomes(outcomes, trigger="command")
+
+    def _probe_due(self, keys, *, concurrency: int, stream: bool) -> list:
+        """Probe the due keys a batch at a time, each batch claimed first, so another server never probes them too."""
+        due = keys.due_for_probe(timezone.now())
+        batch_size = max(4 * concurrency, 20)
+        results = []
+        while True:
+            now = timezone.now()
+            token = claims.claim(
+                due,
+                now=now,
+                lease=CLAIM_LEASE,
+                limit=batch_size,
+                claimed_at="probe_claimed_at",
+                claim_field="probe_claim",
+            )
+            if token is None:
+                return results
+            try:
+                batch = list(GatewayKey.objects.filter(probe_claim=token).select_related("gateway", "team"))
+                results += self._probe(batch, concurrency=concurrency, stream=stream)
+            finally:
+                claims.release(GatewayKey, token, claimed_at="probe_claimed_at", claim_field="probe_claim")
 
     def _print_json(self, results) -> None:
         for r in results:

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from gateways.models import GatewayKey
 from portal import audit, crypto
 from portal.models import Action
+
+
+def vault_models() -> list:
+    """Every model whose rows hold a secret sealed under the keyring: gateway keys, and apps' own (`vault_sealed`)."""
+    return [model for model in apps.get_models() if getattr(model, "vault_sealed", False)]
 
 
 class Command(BaseCommand):
@@ -27,30 +32,37 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         primary = keyring.primary_id
         moved = 0
-        stored = GatewayKey.objects.exclude(secret_ciphertext="")
-        pending = stored.exclude(secret_key_id=primary)
+        for model in vault_models():
+            moved += self._rotate(model, keyring, batch_size, moved)
+        with transaction.atomic():
+            # Every secret now under the key, not only this run's share: a run that resumes after an
+            # interruption finishes earlier runs' work, and the trail should show the whole rotation.
+            total = sum(
+                model.objects.exclude(secret_ciphertext="").filter(secret_key_id=primary).count()
+                for model in vault_models()
+            )
+            audit.record(
+                Action.ENCRYPTION_ROTATED, details={"rows": total, "rows_this_run": moved, "primary_key_id": primary}
+            )
+        self.stdout.write(f"Re-encrypted {moved} secret(s) under key {primary}; all {total} stored secret(s) use it.")
+
+    def _rotate(self, model, keyring: crypto.Keyring, batch_size: int, moved_before: int) -> int:
+        """Re-encrypt one model's rows a batch at a time; returns how many moved."""
+        primary = keyring.primary_id
+        moved = 0
+        pending = model.objects.exclude(secret_ciphertext="").exclude(secret_key_id=primary)
         while True:
             # Each batch commits on its own: an interruption loses at most one batch of work, never data.
             with transaction.atomic():
                 batch = list(pending.select_for_update().order_by("pk")[:batch_size])
                 if not batch:
-                    break
-                for key in batch:
+                    return moved
+                for row in batch:
                     try:
-                        secret = key.reveal_secret()
+                        secret = row.reveal_secret()
                     except crypto.DecryptionError as exc:
-                        raise CommandError(
-                            f"Key {key.pk} ({key.label}): {exc} Nothing in this batch was changed."
-                        ) from None
-                    key.set_secret(secret)
-                GatewayKey.objects.bulk_update(batch, ["secret_ciphertext", "secret_key_id"])
+                        raise CommandError(f"{row.vault_label}: {exc} Nothing in this batch was changed.") from None
+                    row.set_secret(secret)
+                model.objects.bulk_update(batch, ["secret_ciphertext", "secret_key_id"])
                 moved += len(batch)
-            self.stderr.write(f"re-encrypted {moved} so far")
-        with transaction.atomic():
-            # Every secret now under the key, not only this run's share: a run that resumes after an
-            # interruption finishes earlier runs' work, and the trail should show the whole rotation.
-            total = stored.filter(secret_key_id=primary).count()
-            audit.record(
-                Action.ENCRYPTION_ROTATED, details={"rows": total, "rows_this_run": moved, "primary_key_id": primary}
-            )
-        self.stdout.write(f"Re-encrypted {moved} secret(s) under key {primary}; all {total} stored secret(s) use it.")
+            self.stderr.write(f"re-encrypted {moved_before + moved} so far")

@@ -1,0 +1,219 @@
+"""Send the deliveries that are due: claimed in the database, sent concurrently, every attempt recorded.
+
+A run claims a batch (portal.claims: two servers never send the same delivery), prepares each
+request from the rows (the only step that reads a channel's secret), sends them all at once with a
+time limit each (NOTIFY_TIMEOUT), so a receiver that hangs, fails or redirects holds up nobody
+else, then records each attempt and schedules a retry (alerts.models.BACKOFF) or the end.
+Webhooks go through the probes' client (gateways.probes.outbound): public addresses only
+unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.db import transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from alerts import messages, rules, services
+from alerts.models import ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
+from gateways.probes.outbound import OutboundRefused, SafeClient
+from portal import claims
+from portal.crypto import DecryptionError
+
+logger = logging.getLogger(__name__)
+
+# Deliveries claimed at a time, per delivery sent at once: small batches let other servers share the work.
+BATCH_PER_SLOT = 5
+# At least this, and longer than any batch takes (BATCH_PER_SLOT rounds of NOTIFY_TIMEOUT at most): a claim
+# older than the lease was a run that died.
+MIN_LEASE = timedelta(minutes=5)
+EXCERPT = 200
+
+
+@dataclass
+class Outgoing:
+    """One request to make, prepared from the rows before anything goes on the network."""
+
+    delivery_id: int
+    kind: str
+    target: str
+    event: str
+    body: bytes = b""
+    secret: str = field(default="", repr=False)
+    subject: str = ""
+    problem: str = ""  # why it cannot be sent at all (then nothing is)
+
+
+@dataclass(frozen=True)
+class Attempted:
+    delivery_id: int
+    succeeded: bool
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str = ""
+
+
+@sensitive_variables("secret")
+def prepare(delivery: Delivery) -> Outgoing:
+    notification = delivery.notification
+    outgoing = Outgoing(delivery.id, delivery.kind, delivery.target, notification.event)
+    if delivery.kind == ChannelKind.EMAIL:
+        outgoing.subject, text = messages.email_parts(notification, to_holder=delivery.user_id is not None)
+        outgoing.body = text.encode()
+    elif delivery.kind == ChannelKind.SLACK:
+        outgoing.body = messages.slack_body(notification)
+    else:
+        outgoing.body = messages.webhook_body(notification, delivery_id=delivery.id)
+        if delivery.channel is None:  # removed since it was claimed: never send a webhook unsigned
+            outgoing.problem = "The channel was removed."
+            return outgoing
+        try:
+            secret = delivery.channel.reveal_secret()
+        except DecryptionError as exc:
+            outgoing.problem = f"The channel's secret cannot be opened: {exc}"
+        else:
+            outgoing.secret = secret
+    return outgoing
+
+
+def _clock() -> datetime:
+    return timezone.now()
+
+
+async def _post(client: SafeClient, item: Outgoing) -> tuple[int, str]:
+    """POST the body; returns (HTTP status, a short excerpt of the answer or where it redirects)."""
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "gateway-portal-notifications",
+        "x-portal-event": item.event,
+        "x-portal-delivery": str(item.delivery_id),
+    }
+    if item.secret:
+        headers[rules.SIGNATURE_HEADER] = rules.signature(item.secret, int(time.time()), item.body)
+    async with client.stream("POST", item.target, headers=headers, content=item.body) as response:
+        if 300 <= response.status_code < 400:
+            return response.status_code, response.headers.get("location", "")[:EXCERPT]
+        excerpt = b""
+        async for chunk in response.aiter_bytes():
+            excerpt += chunk
+            if len(excerpt) >= EXCERPT:
+                break
+        return response.status_code, excerpt[:EXCERPT].decode("utf-8", "replace")
+
+
+def _send_mail(item: Outgoing) -> None:
+    connection = get_connection(timeout=settings.NOTIFY_TIMEOUT)
+    EmailMessage(item.subject, item.body.decode(), None, [item.target], connection=connection).send()
+
+
+def http_problem(status: int, excerpt: str) -> str:
+    """The sentence an answer that is not a 2xx earns on the Deliveries page."""
+    if 300 <= status < 400:
+        return (
+            f"The receiver answered HTTP {status}, a redirect{f' to {excerpt}' if excerpt else ''}. The portal "
+            "follows no redirects: give the channel its final URL."
+        )
+    return f"The receiver answered HTTP {status}{f': {excerpt}' if excerpt.strip() else ''}."
+
+
+async def _attempt(item: Outgoing, client: SafeClient, gate: asyncio.Semaphore) -> Attempted:
+    async with gate:
+        started, clock = _clock(), time.perf_counter()
+        status, error = None, ""
+        limit = settings.NOTIFY_TIMEOUT
+        try:
+            if item.problem:
+                error = item.problem
+            elif item.kind == ChannelKind.EMAIL:
+                await asyncio.wait_for(asyncio.to_thread(_send_mail, item), limit + 1)
+            else:
+                status, excerpt = await asyncio.wait_for(_post(client, item), limit)
+                if not 200 <= status < 300:
+                    error = http_problem(status, excerpt)
+        except (TimeoutError, httpx.TimeoutException):
+            error = f"No answer within {limit:g} s."
+        except OutboundRefused as exc:
+            error = str(exc)
+        except httpx.HTTPError as exc:
+            error = f"Could not reach the receiver: {exc or type(exc).__name__}."
+        except Exception as exc:  # a mail server's refusal, a socket error: recorded, and retried later
+            error = f"{type(exc).__name__}: {exc}"
+        duration = int((time.perf_counter() - clock) * 1000)
+        return Attempted(item.delivery_id, not error, started, duration, status, error[:500])
+
+
+async def send_all(items: list[Outgoing]) -> list[Attempted]:
+    """Send every item at once (up to NOTIFY_CONCURRENCY in flight), each within NOTIFY_TIMEOUT."""
+    gate = asyncio.Semaphore(max(1, settings.NOTIFY_CONCURRENCY))
+    limit = settings.NOTIFY_TIMEOUT
+    async with SafeClient(
+        connect_timeout=limit, read_timeout=limit, deadline=limit, max_connections=max(1, settings.NOTIFY_CONCURRENCY)
+    ) as client:
+        return list(await asyncio.gather(*(_attempt(item, client, gate) for item in items)))
+
+
+def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Counter:
+    """Store each attempt and the delivery's next step; a delivery whose claim was lost is left to its new holder."""
+    outcome: Counter = Counter()
+    now = _clock()
+    by_id = {a.delivery_id: a for a in attempts}
+    for delivery in deliveries:
+        attempt = by_id[delivery.id]
+        with transaction.atomic():
+            if attempt.succeeded:
+                delivery.record_success(now)
+            else:
+                delivery.record_failure(now, attempt.error)
+            kept = Delivery.objects.filter(pk=delivery.pk, claim=token).update(
+                attempts=delivery.attempts,
+                status=delivery.status,
+                next_attempt_at=delivery.next_attempt_at,
+                sent_at=delivery.sent_at,
+                last_error=delivery.last_error,
+                claimed_at=None,
+                claim=None,
+            )
+            if not kept:
+                continue
+            DeliveryAttempt.objects.create(
+                delivery=delivery,
+                number=delivery.attempts,
+                started_at=attempt.started_at,
+                duration_ms=attempt.duration_ms,
+                succeeded=attempt.succeeded,
+                status_code=attempt.status_code,
+                error=attempt.error,
+            )
+        outcome[delivery.status if delivery.status != DeliveryStatus.PENDING else "retrying"] += 1
+    return outcome
+
+
+def deliver_due() -> Counter:
+    """Tell teams of keys about to expire, then send every delivery that is due; counts by outcome."""
+    outcome: Counter = Counter()
+    batch = max(1, settings.NOTIFY_CONCURRENCY) * BATCH_PER_SLOT
+    lease = max(MIN_LEASE, timedelta(seconds=2 * BATCH_PER_SLOT * (settings.NOTIFY_TIMEOUT + 1)))
+    outcome["expiring"] = services.notify_expiring()
+    while True:
+        now = _clock()
+        token = claims.claim(Delivery.objects.due(now), now=now, lease=lease, limit=batch)
+        if token is None:
+            break
+        deliveries = list(
+            Delivery.objects.filter(claim=token).select_related("notification__team", "channel").order_by("pk")
+        )
+        items = [prepare(delivery) for delivery in deliveries]
+        attempts = asyncio.run(send_all(items))
+        outcome.update(record(deliveries, attempts, token))
+    return outcome

@@ -1,0 +1,199 @@
+"""What each event says, and the bodies each kind of channel receives. No database writes, no network.
+
+A message names a key by label, masked form and fingerprint, never by its secret; a channel's
+signing secret only ever goes into the signature header.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.urls import reverse
+
+from alerts.models import EventKind, Notification
+from gateways.models import Assignment, GatewayKey, Verdict
+
+EMAIL_PREFIX = "[Gateway portal] "
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str
+    subject: str
+    text: str
+    url: str = ""
+    payload: dict = field(default_factory=dict)
+
+
+def link(path: str) -> str:
+    """An address to act at: absolute when PORTAL_URL is set (it should be, for mail), else the path."""
+    return f"{settings.PORTAL_URL}{path}"
+
+
+def key_facts(key: GatewayKey) -> dict:
+    return {
+        "id": str(key.id),
+        "label": key.label,
+        "masked": key.masked,
+        "fingerprint": key.short_fingerprint,
+        "gateway": key.gateway.slug,
+        "state": key.state,
+    }
+
+
+def _named(key: GatewayKey) -> str:
+    return f"{key.label} ({key.masked}, fingerprint {key.short_fingerprint})"
+
+
+def _verdict_label(verdict: str) -> str:
+    return dict(Verdict.choices).get(verdict, verdict)
+
+
+def key_failing(key: GatewayKey, *, verdict: str, hint: str) -> Message:
+    return Message(
+        EventKind.KEY_FAILING,
+        f"{key.label} started failing on {key.gateway.name}: {_verdict_label(verdict)}",
+        f"The key {_named(key)} of team {key.team.name} failed its probe against {key.gateway.name}: "
+        f"{_verdict_label(verdict)}. {hint}".strip(),
+        link(reverse("key", args=[key.id])),
+        {"key": key_facts(key), "verdict": verdict},
+    )
+
+
+def key_recovered(key: GatewayKey, *, previous: str) -> Message:
+    return Message(
+        EventKind.KEY_RECOVERED,
+        f"{key.label} works again on {key.gateway.name}",
+        f"The key {_named(key)} of team {key.team.name} passed its probe against {key.gateway.name} again, "
+        f"after failing with {_verdict_label(previous)}.",
+        link(reverse("key", args=[key.id])),
+        {"key": key_facts(key), "verdict": "ok", "previous_verdict": previous},
+    )
+
+
+def key_expiring(key: GatewayKey) -> Message:
+    return Message(
+        EventKind.KEY_EXPIRING,
+        f"{key.label} expires on {key.expires_at:%Y-%m-%d}",
+        f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expires on "
+        f"{key.expires_at:%Y-%m-%d %H:%M} UTC; its holders' set-ups stop working then. Renew it on the key "
+        "page: set a later expiry, or rotate in a new secret.",
+        link(reverse("key", args=[key.id])),
+        {"key": key_facts(key), "expires_at": key.expires_at.isoformat()},
+    )
+
+
+def key_expired(key: GatewayKey) -> Message:
+    return Message(
+        EventKind.KEY_EXPIRED,
+        f"{key.label} has expired",
+        f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expired on "
+        f"{key.expires_at:%Y-%m-%d %H:%M} UTC: it yields no set-up any more. Renew it on the key page.",
+        link(reverse("key", args=[key.id])),
+        {"key": key_facts(key), "expires_at": key.expires_at.isoformat()},
+    )
+
+
+def key_rotated(key: GatewayKey, *, actor_name: str, holders: int) -> Message:
+    return Message(
+        EventKind.KEY_ROTATED,
+        f"{key.label} was rotated",
+        f"{actor_name or 'The portal'} rotated the key {key.label} of team {key.team.name} for {key.gateway.name}; "
+        f"it is now {key.masked}. {holders} holder(s) were told to download their set-up again; the "
+        "dashboard shows whose download is still older than the rotation.",
+        link(reverse("key", args=[key.id])),
+        {"key": key_facts(key), "holders": holders},
+    )
+
+
+def holder_rotation_advice(assignment: Assignment) -> str | None:
+    """What a holder must do after a rotation, or None when nothing (the hook for live devices, issue 11).
+
+    A downloaded set-up holds the secret itself, so its holder must download again. A device that
+    fetches its set-up live would need nothing: return None for it here once the portal knows of devices.
+    """
+    return (
+        "The set-up you downloaded holds the old secret, which stops working once the old secret is revoked "
+        "at the gateway. Download your set-up again from My set-up"
+    )
+
+
+def rotated_for_holder(assignment: Assignment, *, advice: str) -> Message:
+    key = assignment.key
+    return Message(
+        EventKind.KEY_ROTATED,
+        f"Download your {key.gateway.name} set-up again: key {key.label} was rotated",
+        f"The key {key.label} of team {key.team.name} for {key.gateway.name}, which you use, was given a new "
+        f"secret (now {key.masked}). {advice}.",
+        link(f"{reverse('setup')}#assignment-{assignment.id}"),
+        {"key": key_facts(key), "assignment": assignment.id},
+    )
+
+
+def member_added(*, team_name: str, username: str, role: str, actor_name: str) -> Message:
+    return Message(
+        EventKind.MEMBER_ADDED,
+        f"{username} joined {team_name}",
+        f"{actor_name or 'The portal'} added {username} to team {team_name} as {role}.",
+        "",
+        {"member": {"username": username, "role": role}},
+    )
+
+
+def member_offboarded(*, team_name: str, team_slug: str, username: str, role: str, actor_name: str) -> Message:
+    return Message(
+        EventKind.MEMBER_OFFBOARDED,
+        f"{username} left {team_name}",
+        f"{actor_name or 'The portal'} removed {username} ({role}) from team {team_name}; the keys they held "
+        "there were taken back. If they may have kept a copy, rotate those keys' secrets.",
+        link(reverse("team", args=[team_slug])),
+        {"member": {"username": username, "role": role}},
+    )
+
+
+def channel_test(*, team_name: str, actor_name: str) -> Message:
+    return Message(
+        EventKind.TEST,
+        f"Test message for {team_name}",
+        f"{actor_name} sent this to check the channel: notifications of team {team_name} arrive here.",
+    )
+
+
+# --- The bodies a channel receives --------------------------------------------------------------
+
+
+def webhook_body(notification: Notification, *, delivery_id: int) -> bytes:
+    """The generic webhook's JSON body: the event, its sentence and its facts; the same bytes on every attempt."""
+    document = {
+        "delivery": delivery_id,
+        "notification": notification.id,
+        "event": notification.event,
+        "created_at": notification.created_at.isoformat(),
+        "team": notification.team.slug,
+        "subject": notification.subject,
+        "text": notification.text,
+        "url": notification.url,
+        **notification.payload,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def slack_body(notification: Notification) -> bytes:
+    """A Slack-compatible incoming-webhook body (also read by Mattermost, Rocket.Chat, Teams' Slack connector)."""
+    text = f"*{notification.subject}*\n{notification.text}"
+    if notification.url:
+        text += f"\n<{notification.url}|Open in the portal>"
+    return json.dumps({"text": text}).encode()
+
+
+def email_parts(notification: Notification, *, to_holder: bool) -> tuple[str, str]:
+    """Subject and plain-text body of the mail."""
+    why = (
+        "You receive this because you hold this key."
+        if to_holder
+        else f"You receive this because this address is a notification channel of team {notification.team.name}."
+    )
+    body = notification.text + (f"\n\n{notification.url}" if notification.url else "") + f"\n\n-- \n{why}\n"
+    return EMAIL_PREFIX + notification.subject, body

@@ -1,0 +1,214 @@
+"""A team's notification channels, the notifications the portal makes, and their deliveries.
+
+A Notification is one message about one event (a key started failing, a member joined...),
+written in the transaction of the change. It gets one Delivery per destination: each enabled
+channel of its team, or one person's address. `manage.py notify` sends what is due and
+records every attempt; a failed one is tried again after the next step of BACKOFF, then given up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from alerts import rules
+from portal import crypto
+from portal.models import Team
+
+
+class ChannelKind(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook (JSON signed with HMAC-SHA256)"
+    SLACK = "slack", "Slack-compatible incoming webhook"
+    EMAIL = "email", "E-mail"
+
+
+class ChannelQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ChannelQuerySet:
+        """Channels of the teams the user administers or audits (staff: all)."""
+        return self.filter(team__in=Team.objects.overseen_by(user))
+
+
+class Channel(models.Model):
+    """Where a team hears of its events. The signing secret is sealed like a key's and never shown again."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, models.CASCADE, related_name="channels")
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    target = models.CharField(max_length=rules.MAX_TARGET, help_text="A URL, or an e-mail address.")
+    secret_ciphertext = models.TextField(blank=True, editable=False)
+    secret_key_id = models.CharField(max_length=8, blank=True, db_index=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ChannelQuerySet.as_manager()
+    vault_sealed = True  # rotate_encryption_key re-encrypts secret_ciphertext
+
+    class Meta:
+        ordering = ["team", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.display_target}"
+
+    @property
+    def display_target(self) -> str:
+        return rules.display_target(self.kind, self.target)
+
+    @property
+    def vault_label(self) -> str:
+        return f"Notification channel {self.pk} ({self.display_target})"
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_ciphertext)
+
+    @property
+    def associated_data(self) -> str:
+        return f"alerts.Channel:{self.id}"
+
+    def set_secret(self, secret: str) -> None:
+        """Seal the signing secret into this row, under the vault's keyring (rotate_encryption_key moves it too)."""
+        if not secret:
+            self.secret_ciphertext, self.secret_key_id = "", ""
+            return
+        self.secret_ciphertext, self.secret_key_id = crypto.get_keyring().encrypt(
+            secret, associated_data=self.associated_data
+        )
+
+    def reveal_secret(self) -> str:
+        """The signing secret, to sign a delivery with. Never log or send it."""
+        if not self.secret_ciphertext:
+            return ""
+        return crypto.get_keyring().decrypt(self.secret_ciphertext, associated_data=self.associated_data)
+
+
+class EventKind(models.TextChoices):
+    KEY_FAILING = "key.failing", "Key started failing"
+    KEY_RECOVERED = "key.recovered", "Key recovered"
+    KEY_EXPIRING = "key.expiring", "Key expires soon"
+    KEY_EXPIRED = "key.expired", "Key expired"
+    KEY_ROTATED = "key.rotated", "Key rotated"
+    MEMBER_ADDED = "member.added", "Member added"
+    MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
+    TEST = "test", "Test message"
+
+
+class Notification(models.Model):
+    """One message about one event, rendered when it happens; it holds no secret, only labels and masked forms."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="notifications")
+    event = models.CharField(max_length=20, choices=EventKind.choices)
+    key = models.ForeignKey("gateways.GatewayKey", models.SET_NULL, null=True, blank=True, related_name="+")
+    subject = models.CharField(max_length=200)
+    text = models.TextField()
+    url = models.CharField(max_length=500, blank=True)  # where to act on it
+    payload = models.JSONField(default=dict, blank=True)  # the generic webhook's body, with id and text added
+    # Set for events that must be told once, such as "expires soon" for one expiry date.
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# How long to wait after each failed attempt before the next; after the last, the delivery has failed.
+BACKOFF = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=6),
+)
+MAX_ATTEMPTS = len(BACKOFF) + 1
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def visible_to(self, user) -> DeliveryQuerySet:
+        """Deliveries of the teams the user administers (staff: all)."""
+        return self.filter(notification__team__in=Team.objects.administered_by(user))
+
+    def due(self, now: datetime) -> DeliveryQuerySet:
+        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+
+
+class Delivery(models.Model):
+    """One notification to one destination: a channel, or one person's address (a key's holder)."""
+
+    notification = models.ForeignKey(Notification, models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(Channel, models.SET_NULL, null=True, blank=True, related_name="deliveries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="+")
+    # Copied when the delivery is made, so its history reads the same after the channel goes.
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    target = models.CharField(max_length=rules.MAX_TARGET)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # A notify run's hold on the delivery (portal.claims): two servers never send it twice.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "channel"], name="one_delivery_per_channel"),
+            models.UniqueConstraint(fields=["notification", "user"], name="one_delivery_per_person"),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.notification.subject} → {self.display_target}"
+
+    @property
+    def display_target(self) -> str:
+        return rules.display_target(self.kind, self.target)
+
+    def record_success(self, now: datetime) -> None:
+        self.attempts += 1
+        self.status, self.sent_at, self.last_error = DeliveryStatus.SENT, now, ""
+
+    def record_failure(self, now: datetime, error: str) -> None:
+        """Count a failed attempt: wait the next BACKOFF step, or give up after MAX_ATTEMPTS."""
+        self.attempts += 1
+        self.last_error = error[:500]
+        if self.attempts >= MAX_ATTEMPTS:
+            self.status = DeliveryStatus.FAILED
+        else:
+            self.next_attempt_at = now + BACKOFF[self.attempts - 1]
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a delivery, for the Deliveries page."""
+
+    delivery = models.ForeignKey(Delivery, models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    succeeded = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"

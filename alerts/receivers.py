@@ -1,0 +1,53 @@
+"""Turn what gateways and portal announce into notifications (inside the announcing transaction)."""
+
+from __future__ import annotations
+
+from django.dispatch import receiver
+
+from alerts import messages, rules, services
+from gateways.events import key_expired, key_rotated, probe_recorded
+from portal.signals import member_added, member_leaving
+
+
+@receiver(probe_recorded)
+def tell_probe_transition(sender, key, previous: str, result, **kwargs) -> None:
+    if not key.is_usable:
+        return  # a probe of a revoked, disabled or expired key says so itself; nobody is paged for it
+    transition = rules.probe_transition(previous, result.verdict)
+    if transition == rules.STARTED_FAILING:
+        services.notify_team(key.team, messages.key_failing(key, verdict=result.verdict, hint=result.hint), key=key)
+    elif transition == rules.RECOVERED:
+        services.notify_team(key.team, messages.key_recovered(key, previous=previous), key=key)
+
+
+@receiver(key_rotated)
+def tell_rotation(sender, key, actor=None, **kwargs) -> None:
+    services.notify_rotation(key, actor=actor)
+
+
+@receiver(key_expired)
+def tell_expiry(sender, key, **kwargs) -> None:
+    services.notify_team(key.team, messages.key_expired(key), key=key)
+
+
+@receiver(member_added)
+def tell_new_member(sender, membership, actor=None, **kwargs) -> None:
+    message = messages.member_added(
+        team_name=membership.team.name,
+        username=membership.user.get_username(),
+        role=membership.role,
+        actor_name=actor.get_username() if actor else "",
+    )
+    services.notify_team(membership.team, message)
+
+
+@receiver(member_leaving)
+def tell_member_left(sender, membership, actor=None, **kwargs) -> None:
+    message = messages.member_offboarded(
+        team_name=membership.team.name,
+        team_slug=membership.team.slug,
+        username=membership.user.get_username(),
+        role=membership.role,
+        actor_name=actor.get_username() if actor else "",
+    )
+    services.notify_team(membership.team, message)

@@ -1,0 +1,164 @@
+"""State changes for channels and notifications, each in one transaction with what it records."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from alerts import messages, rules
+from alerts.messages import Message
+from alerts.models import Channel, ChannelKind, Delivery, DeliveryStatus, Notification
+from gateways.models import Assignment, GatewayKey
+from portal import audit
+from portal.models import Action, Team
+
+
+@sensitive_variables("secret")
+@transaction.atomic
+def create_channel(
+    *,
+    team: Team,
+    kind: str,
+    target: str,
+    secret: str = "",
+    enabled: bool = True,
+    actor,
+    request: HttpRequest | None = None,
+) -> Channel:
+    """Add a channel to the team; a webhook's secret is sealed in the vault and never shown again."""
+    kind, target, secret = rules.clean_channel(kind, target, secret, allow_private=settings.PROBE_ALLOW_PRIVATE_IPS)
+    channel = Channel(team=team, kind=kind, target=target, enabled=enabled, created_by=actor if actor else None)
+    channel.set_secret(secret)
+    channel.save()
+    audit.record(
+        Action.CHANNEL_CREATED,
+        actor=actor,
+        request=request,
+        team=team,
+        target=channel.display_target[:200],
+        details={"channel": str(channel.id), "kind": kind, "signed": channel.has_secret},
+    )
+    return channel
+
+
+@transaction.atomic
+def delete_channel(*, channel: Channel, actor, request: HttpRequest | None = None) -> None:
+    """Remove a channel; what it had still to send is cancelled, what it sent stays on the Deliveries page."""
+    channel.deliveries.filter(status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.CANCELLED, last_error="The channel was removed.", claimed_at=None, claim=None
+    )
+    audit.record(
+        Action.CHANNEL_DELETED,
+        actor=actor,
+        request=request,
+        team=channel.team,
+        target=channel.display_target[:200],
+        details={"channel": str(channel.id), "kind": channel.kind},
+    )
+    channel.delete()
+
+
+def _create(team: Team, message: Message, *, key: GatewayKey | None, dedupe_key: str | None) -> Notification | None:
+    """The notification row; None when its dedupe key was told already."""
+    fields = {
+        "team": team,
+        "event": message.event,
+        "key": key,
+        "subject": " ".join(message.subject.split())[:200],  # one line: it becomes a mail header
+        "text": message.text,
+        "url": message.url[:500],
+        "payload": message.payload,
+        "dedupe_key": dedupe_key,
+    }
+    if dedupe_key is None:
+        return Notification.objects.create(**fields)
+    try:
+        with transaction.atomic():
+            return Notification.objects.create(**fields)
+    except IntegrityError:  # another run told it first
+        return None
+
+
+@transaction.atomic
+def notify_team(
+    team: Team,
+    message: Message,
+    *,
+    key: GatewayKey | None = None,
+    dedupe_key: str | None = None,
+    channels: list[Channel] | None = None,
+) -> Notification | None:
+    """Write a notification and one delivery for each enabled channel of the team (or the channels given)."""
+    notification = _create(team, message, key=key, dedupe_key=dedupe_key)
+    if notification is None:
+        return None
+    if channels is None:
+        channels = list(Channel.objects.filter(team=team, enabled=True))
+    Delivery.objects.bulk_create(
+        [Delivery(notification=notification, channel=c, kind=c.kind, target=c.target) for c in channels]
+    )
+    return notification
+
+
+@transaction.atomic
+def notify_person(team: Team, user, message: Message, *, key: GatewayKey | None = None) -> Notification | None:
+    """Write a notification for one person, delivered by mail to their address (none without one)."""
+    notification = _create(team, message, key=key, dedupe_key=None)
+    if user.email:
+        Delivery.objects.create(notification=notification, user=user, kind=ChannelKind.EMAIL, target=user.email)
+    return notification
+
+
+def send_test(*, channel: Channel, actor) -> Notification | None:
+    """A test message to one channel, so an admin sees it arrive (or the Deliveries page says why not)."""
+    message = messages.channel_test(team_name=channel.team.name, actor_name=actor.get_username())
+    return notify_team(channel.team, message, channels=[channel])
+
+
+def notify_rotation(key: GatewayKey, *, actor) -> None:
+    """The team hears a key was rotated; each holder hears what to do about it, if anything."""
+    holders = list(Assignment.objects.filter(key=key).select_related("user", "key__team", "key__gateway"))
+    told = 0
+    for assignment in holders:
+        advice = messages.holder_rotation_advice(assignment)
+        if advice is None:
+            continue
+        notify_person(key.team, assignment.user, messages.rotated_for_holder(assignment, advice=advice), key=key)
+        told += 1
+    actor_name = actor.get_username() if actor else ""
+    notify_team(key.team, messages.key_rotated(key, actor_name=actor_name, holders=told), key=key)
+
+
+def expiry_dedupe_key(key: GatewayKey) -> str:
+    """One "expires soon" per key and expiry date: a renewed key that nears its new date is told again."""
+    return f"key.expiring:{key.id}:{key.expires_at:%Y%m%dT%H%M%S}"
+
+
+def notify_expiring(*, now: datetime | None = None) -> int:
+    """Tell each team once about each usable key that expires within EXPIRY_WARNING_DAYS; return how many."""
+    now = now or timezone.now()
+    window = now + timedelta(days=settings.EXPIRY_WARNING_DAYS)
+    keys = list(
+        GatewayKey.objects.usable()
+        .filter(expires_at__gt=now, expires_at__lte=window)
+        .select_related("team", "gateway")
+        .order_by("expires_at")
+    )
+    told_before = set(
+        Notification.objects.filter(dedupe_key__in=[expiry_dedupe_key(k) for k in keys]).values_list(
+            "dedupe_key", flat=True
+        )
+    )
+    count = 0
+    for key in keys:
+        dedupe_key = expiry_dedupe_key(key)
+        if dedupe_key not in told_before and notify_team(
+            key.team, messages.key_expiring(key), key=key, dedupe_key=dedupe_key
+        ):
+            count += 1
+    return count

@@ -1,0 +1,142 @@
+"""What needs a team admin's attention, for the dashboard: a few queries whatever the data size.
+
+Each section is one query for its first rows and one for its count, scoped to the teams the
+user administers (staff: all); every figure is a column of the key or the assignment (the
+last download and the last probe are written there when they happen), so nothing is counted
+row by row in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from gateways.models import Assignment, GatewayKey
+from portal.models import Team
+from portal.permissions import is_staff
+
+ROWS = 20
+
+
+@dataclass(frozen=True)
+class Section:
+    slug: str
+    title: str
+    fix: str  # what to do about a row, on the page it links to
+    rows: list
+    total: int
+    more_url: str = ""  # a list of all of them, where one exists
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.rows)
+
+
+def failing_keys(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
+    """Usable keys whose last probe failed."""
+    return keys.usable().exclude(last_probe_verdict__in=["", "ok"]).order_by("-last_probe_at", "label")
+
+
+def expiring_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
+    """Keys that expire within EXPIRY_WARNING_DAYS, or have expired and are still in use (not revoked)."""
+    window = now + timedelta(days=settings.EXPIRY_WARNING_DAYS)
+    return keys.filter(revoked_at__isnull=True, is_enabled=True, expires_at__lte=window).order_by("expires_at")
+
+
+def unused_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
+    """Usable keys older than CONNECTION_STALE_DAYS that no holder downloaded or fetched in that time."""
+    cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
+    fetched = Assignment.objects.filter(last_download_at__gte=cutoff).values("key_id")
+    return keys.usable().filter(created_at__lt=cutoff).exclude(pk__in=fetched).order_by("created_at")
+
+
+def never_downloaded(assignments: QuerySet[Assignment], now) -> QuerySet[Assignment]:
+    """Assignments of usable keys whose holder never downloaded the set-up, oldest first."""
+    unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
+    usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
+    return assignments.filter(usable, last_download_at__isnull=True).order_by("created_at")
+
+
+def _count_of(assignments: QuerySet[Assignment]) -> Subquery:
+    """How many of the key's assignments match, as a column of the key."""
+    counted = assignments.filter(key=OuterRef("pk")).order_by().values("key").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def pending_rollout() -> QuerySet[Assignment]:
+    """Holders still on the old secret: assigned before the rotation, with no download since.
+
+    Static holders only: a download holds the secret, so until its holder downloads again it has
+    the old one. A device that fetches its set-up live (issue 11) is never pending: exclude such
+    assignments here once the portal knows of devices.
+    """
+    rotated = OuterRef("rotated_at")
+    stale = Q(last_download_at__isnull=True) | Q(last_download_at__lt=rotated)
+    return Assignment.objects.filter(stale, created_at__lt=rotated)
+
+
+def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
+    """Rotated keys (not revoked) with holders who have not downloaded since, newest rotation first."""
+    return (
+        keys.filter(rotated_at__isnull=False, revoked_at__isnull=True)
+        .annotate(pending=_count_of(pending_rollout()), holders=_count_of(Assignment.objects.all()))
+        .filter(pending__gt=0)
+        .order_by("-rotated_at")
+    )
+
+
+def _section(slug: str, title: str, fix: str, rows: QuerySet, more_url: str = "") -> Section:
+    """The first ROWS rows, and how many there are in all."""
+    page = list(rows[:ROWS])
+    total = len(page) if len(page) < ROWS else rows.count()
+    return Section(slug, title, fix, page, total, more_url)
+
+
+def dashboard_for(user) -> list[Section]:
+    """The dashboard's sections for the teams the user administers (staff: every team)."""
+    now = timezone.now()
+    keys = GatewayKey.objects.select_related("team", "gateway")
+    assignments = Assignment.objects.select_related("user", "key__team", "key__gateway")
+    if not is_staff(user):  # staff see every team: no filter to evaluate
+        teams = Team.objects.administered_by(user)
+        keys, assignments = keys.filter(team__in=teams), assignments.filter(key__team__in=teams)
+    return [
+        _section(
+            "failing",
+            "Keys failing their last probe",
+            "Open the key, read the probe's hint, then fix the gateway or rotate the secret and probe again.",
+            failing_keys(keys),
+        ),
+        _section(
+            "expiring",
+            f"Keys expiring within {settings.EXPIRY_WARNING_DAYS} days",
+            "Set a later expiry in the key's settings, or rotate in a new secret.",
+            expiring_keys(keys, now),
+        ),
+        _section(
+            "unused",
+            f"Keys nobody fetched in {settings.CONNECTION_STALE_DAYS} days",
+            "Revoke a key nobody uses, or check that its holders still have it.",
+            unused_keys(keys, now),
+        ),
+        _section(
+            "never_downloaded",
+            "Assignments never downloaded",
+            "Remind the holder to open My set-up, or remove the assignment.",
+            never_downloaded(assignments, now),
+            f"{reverse('connections')}?state=never_downloaded",
+        ),
+        _section(
+            "rollouts",
+            "Rotations not yet rolled out",
+            "Holders who downloaded before the rotation still have the old secret; ask them to download again.",
+            incomplete_rollouts(keys),
+            f"{reverse('connections')}?state=stale",
+        ),
+    ]

@@ -1,0 +1,62 @@
+"""CACHE_URL: one setting names the cache every server shares (config/settings.py: cache_from_url)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from config.settings import cache_from_url
+from tests.test_vault import ROOT
+
+
+@pytest.mark.parametrize(
+    "url, backend, location",
+    [
+        ("locmem://", "locmem.LocMemCache", "portal"),
+        ("db://portal_cache", "db.DatabaseCache", "portal_cache"),
+        ("redis://cache.internal:6379/1", "redis.RedisCache", "redis://cache.internal:6379/1"),
+        ("rediss://:pw@cache.internal:6380/0", "redis.RedisCache", "rediss://:pw@cache.internal:6380/0"),
+        ("memcached://m1:11211,m2:11211", "memcached.PyMemcacheCache", ["m1:11211", "m2:11211"]),
+    ],
+)
+def test_each_kind_of_cache_url_names_djangos_backend(url, backend, location):
+    assert cache_from_url(url) == {"BACKEND": f"django.core.cache.backends.{backend}", "LOCATION": location}
+
+
+@pytest.mark.parametrize("url", ["mongodb://x", "redis://", "memcached://", "cache"])
+def test_a_cache_url_that_names_no_cache_is_refused_with_a_sentence(url):
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL must look like"):
+        cache_from_url(url)
+
+
+def test_start_up_stops_on_a_bad_cache_url():
+    env = {"PATH": os.environ["PATH"], "CACHE_URL": "mongodb://x", "PORTAL_DATA_DIR": str(ROOT / "data")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "CACHE_URL must look like" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_database_cache_works_across_connections(settings):
+    """db:// needs no other server: every portal server reads what another wrote."""
+    settings.CACHES = {"default": cache_from_url("db://portal_cache_test")}
+    call_command("createcachetable")
+    caches["default"].set("shared", "from server one", 60)
+    caches["default"].close()
+    assert caches["default"].get("shared") == "from server one"
+
+
+def test_what_several_servers_share_is_kept_in_the_database():
+    """Sessions (and the sudo mode in them) and sign-in lock-outs: any server answers the next request."""
+    from axes.conf import settings as axes_settings
+    from django.conf import settings
+
+    assert settings.SESSION_ENGINE == "django.contrib.sessions.backends.db"
+    assert axes_settings.AXES_HANDLER == "axes.handlers.database.AxesDatabaseHandler"
