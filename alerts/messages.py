@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.urls import reverse
@@ -81,8 +82,12 @@ def key_expiring(key: GatewayKey) -> Message:
         f"{key.expires_at:%Y-%m-%d %H:%M} UTC; its holders' set-ups stop working then. Renew it on the key "
         "page: set a later expiry, or rotate in a new secret.",
         link(reverse("key", args=[key.id])),
-        {"key": key_facts(key), "expires_at": key.expires_at.isoformat()},
+        {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
     )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def key_expired(key: GatewayKey) -> Message:
@@ -92,7 +97,7 @@ def key_expired(key: GatewayKey) -> Message:
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expired on "
         f"{key.expires_at:%Y-%m-%d %H:%M} UTC: it yields no set-up any more. Renew it on the key page.",
         link(reverse("key", args=[key.id])),
-        {"key": key_facts(key), "expires_at": key.expires_at.isoformat()},
+        {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
     )
 
 

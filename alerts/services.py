@@ -109,7 +109,7 @@ def notify_team(
 def notify_person(team: Team, user, message: Message, *, key: GatewayKey | None = None) -> Notification | None:
     """Write a notification for one person, delivered by mail to their address (none without one)."""
     notification = _create(team, message, key=key, dedupe_key=None)
-    if user.email:
+    if notification is not None and user.email:
         Delivery.objects.create(notification=notification, user=user, kind=ChannelKind.EMAIL, target=user.email)
     return notification
 

@@ -42,7 +42,7 @@ def channel_add(request: HttpRequest, slug: str) -> HttpResponse:
     team, _ = team_with_role(request.user, slug, Role.ADMIN, denied=ADMINS_ONLY)
     form = ChannelForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect(_team_page(team))
     try:
         channel = services.create_channel(team=team, actor=request.user, request=request, **form.cleaned_data)

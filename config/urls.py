@@ -2,9 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from alerts import views as alert_views
 from config import views as project_views
 from gateways import offboarding_views
-from alerts import views as alert_views
 from gateways import views as gateway_views
 from portal import views
 from portal.account_forms import PortalAuthenticationForm

@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from gateways.models import Assignment, GatewayKey
+from gateways.models import Assignment, GatewayKey, GatewayKeyQuerySet
 from portal.models import Team
 from portal.permissions import is_staff
 
@@ -38,7 +38,7 @@ class Section:
         return self.total - len(self.rows)
 
 
-def failing_keys(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
+def failing_keys(keys: GatewayKeyQuerySet) -> QuerySet[GatewayKey]:
     """Usable keys whose last probe failed."""
     return keys.usable().exclude(last_probe_verdict__in=["", "ok"]).order_by("-last_probe_at", "label")
 
@@ -49,7 +49,7 @@ def expiring_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
     return keys.filter(revoked_at__isnull=True, is_enabled=True, expires_at__lte=window).order_by("expires_at")
 
 
-def unused_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
+def unused_keys(keys: GatewayKeyQuerySet, now) -> QuerySet[GatewayKey]:
     """Usable keys older than CONNECTION_STALE_DAYS that no holder downloaded or fetched in that time."""
     cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
     fetched = Assignment.objects.filter(last_download_at__gte=cutoff).values("key_id")
@@ -63,7 +63,7 @@ def never_downloaded(assignments: QuerySet[Assignment], now) -> QuerySet[Assignm
     return assignments.filter(usable, last_download_at__isnull=True).order_by("created_at")
 
 
-def _count_of(assignments: QuerySet[Assignment]) -> Subquery:
+def _count_of(assignments: QuerySet[Assignment]) -> Coalesce:
     """How many of the key's assignments match, as a column of the key."""
     counted = assignments.filter(key=OuterRef("pk")).order_by().values("key").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)

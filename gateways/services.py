@@ -342,6 +342,7 @@ def record_config_fetch(*, assignment: Assignment, format_name: str, request: Ht
     stamps.touch(
         assignment,
         "last_download_at",
+        since=assignment.key.config_changed_at,  # a download after a change is never folded into one before it
         last_download_format=format_name,
         last_download_ip=audit.client_ip(request),
         download_count=models.F("download_count") + 1,

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
 from config.settings import cache_from_url
-from tests.test_vault import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(

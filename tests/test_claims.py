@@ -30,9 +30,8 @@ from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.services import store_key
 from portal import claims
 from portal.models import Membership, Role, Team
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKENBAY_SECRET, make_user
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, TOKENBAY_SECRET, make_user
 from tests.gateway_emulator import GatewayRules, running_emulator
-from tests.test_vault import ROOT
 from tests.webhook_receiver import running_receiver
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
@@ -65,9 +64,12 @@ def test_probe_due_leaves_a_key_another_server_is_probing(tokenbay, tokenbay_key
         GatewayKey.objects.filter(pk=tokenbay_key.pk).update(probe_claimed_at=timezone.now(), probe_claim=uuid.uuid4())
         call_command("probe", "--due")
         assert gw.message_requests() == []
+        assert not ProbeResult.objects.exists()
         with time_machine.travel(timezone.now() + timedelta(minutes=11)):  # that server died: its lease runs out
             call_command("probe", "--due")
-        assert len(gw.message_requests()) == 1
+        assert gw.message_requests()
+    # One probe (a probe may send several requests: the credential-header checks ride along).
+    assert ProbeResult.objects.filter(key=tokenbay_key).count() == 1
     key = GatewayKey.objects.get(pk=tokenbay_key.pk)
     assert key.probe_claim is None and key.last_probe_verdict == "ok"
 
@@ -165,7 +167,9 @@ def test_two_servers_probing_and_notifying_at_once_probe_each_key_once_and_send_
     assert min(probed) > 0, f"the two runs did not overlap, so this proves nothing: {probed}"
     per_key = Counter(ProbeResult.objects.values_list("key_id", flat=True))
     assert len(per_key) == KEYS and set(per_key.values()) == {1}
-    assert len(gw.message_requests()) == KEYS
+    requests = gw.message_requests()
+    secrets_seen = Counter(r.headers["authorization"] for r in requests if "authorization" in r.headers)
+    assert len(secrets_seen) == KEYS and set(secrets_seen.values()) == {1}, "a key was probed twice"
     delivered = Counter(r.headers["x-portal-delivery"] for r in receiver.received)
     assert len(delivered) == KEYS and set(delivered.values()) == {1}
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}

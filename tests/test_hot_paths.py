@@ -86,6 +86,21 @@ def test_touch_writes_a_stale_stamp_once_even_when_two_saw_it_stale(bob_assignme
     assert Assignment.objects.get(pk=bob_assignment.pk).last_download_format == "zsh"
 
 
+def test_a_download_right_after_a_rotation_is_stamped_even_within_the_minute(api, alice, bob, bob_assignment):
+    from gateways.services import rotate_key_secret
+
+    client = api(bob)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        download(client, bob_assignment, "zsh")
+        clock.shift(timedelta(seconds=10))
+        rotate_key_secret(key=bob_assignment.key, secret="sk-tokenbay-rotated-0123456789", actor=alice)
+        clock.shift(timedelta(seconds=10))
+        download(client, bob_assignment, "bash")
+    assignment = Assignment.objects.select_related("key").get(pk=bob_assignment.pk)
+    assert assignment.last_download_at > assignment.key.rotated_at
+    assert (assignment.download_count, assignment.last_download_format) == (2, "bash")
+
+
 # --- The audit queue: events written while another transaction holds the chain's head -------------
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from rest_framework import serializers
 
 from alerts import rules
 from alerts.models import Channel, ChannelKind
+from portal.models import Team
 
 
 class ChannelInputSerializer(serializers.Serializer):
@@ -23,12 +25,14 @@ class ChannelInputSerializer(serializers.Serializer):
 
 
 class ChannelOutputSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     target = serializers.CharField(
         source="display_target", read_only=True, help_text="A Slack URL shows only its start."
     )
     signed = serializers.BooleanField(source="has_secret", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by: serializers.SlugRelatedField[AbstractBaseUser] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
 
     class Meta:
         model = Channel

@@ -46,8 +46,8 @@ class TeamChannelList(generics.ListAPIView):
 
 class ChannelDetail(APIView):
     def _channel(self, request, channel_id, *roles: str) -> Channel:
-        channel = Channel.objects.visible_to(request.user).select_related("team", "created_by")
-        channel = channel.filter(pk=channel_id).first()
+        visible = Channel.objects.visible_to(request.user).select_related("team", "created_by")
+        channel = visible.filter(pk=channel_id).first()
         if channel is None:
             raise NotFound("No notification channel with that id is visible to you.")
         require_role(request.user, channel.team, *roles, denied=ADMINS_ONLY)

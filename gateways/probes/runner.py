@@ -198,7 +198,9 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
         if key.pk in fixed:
             key.disable_experimental_betas, key.config_changed_at = True, now
             details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
-            audit_events.append(key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details))
+            audit_events.append(
+                key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details)
+            )
         details = {"verdict": outcome.verdict, "status": outcome.status_code, "trigger": trigger, "probe": result.pk}
         audit_events.append(key_event(Action.PROBE_RUN, key, actor=user, request=request, details=details))
     audit.append(audit_events)

@@ -19,6 +19,8 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
+from alerts.models import Channel
+from alerts.services import create_channel
 from config import api_urls
 from gateways.devices import create_device
 from gateways.models import Assignment, Device, Gateway, GatewayKey, ProbeResult
@@ -72,6 +74,11 @@ MATRIX = {
     ("me/configs/<int:assignment_id>/devices/", "POST"):    (404,    201,   404,    404,   404),
     ("devices/", "GET"):                                    (BLIND,  SEES,  BLIND,  BLIND, BLIND),
     ("devices/<int:device_id>/", "DELETE"):                 (404,    204,   403,    204,   204),
+    # Notification channels: read by the team's admins and auditors, changed by its admins.
+    ("teams/<slug:slug>/channels/", "GET"):                 (404,    403,   200,    200,   200),
+    ("teams/<slug:slug>/channels/", "POST"):                (404,    403,   403,    201,   201),
+    ("channels/<uuid:channel_id>/", "GET"):                 (404,    404,   200,    200,   200),
+    ("channels/<uuid:channel_id>/", "DELETE"):              (404,    404,   403,    204,   204),
 }
 # fmt: on
 
@@ -96,6 +103,7 @@ BODIES = {
     ("keys/<uuid:key_id>/", "PATCH"): {"label": "Renamed"},
     ("keys/<uuid:key_id>/assignments/", "POST"): {"username": "dave"},
     ("me/configs/<int:assignment_id>/devices/", "POST"): {"name": "matrix laptop", "platform": "linux"},
+    ("teams/<slug:slug>/channels/", "POST"): {"kind": "email", "target": "matrix@example.com"},
 }
 # How to find team web's row in a list across teams.
 WEB_ROW = {
@@ -161,6 +169,7 @@ def world(web, data_team, alice, bob, dave, charlie, staff, tokenbay_key, bob_as
     invitation, _ = create_invitation(team=web, email="pending@example.com", role="member", actor=alice)
     # Made by "the system", so that bob's own audit trail stays as the audit-events row expects.
     device, _ = create_device(assignment=bob_assignment, name="bob laptop", platform="linux", actor=None)
+    channel = create_channel(team=web, kind="email", target="ops@example.com", actor=None)
     with running_emulator(GatewayRules(accept_any_key=True)) as gateway:
         Gateway.objects.filter(slug="tokenbay").update(base_url=gateway.base_url)
         yield {
@@ -172,6 +181,7 @@ def world(web, data_team, alice, bob, dave, charlie, staff, tokenbay_key, bob_as
             "format_name": "bash",
             "invitation_id": invitation.id,
             "device_id": device.id,
+            "channel_id": channel.id,
         }
 
 
@@ -196,6 +206,7 @@ def snapshot() -> tuple:
         ProbeResult.objects.count(),
         AuditEvent.objects.count(),
         list(Device.objects.order_by("pk").values_list("pk", "revoked_at")),
+        list(Channel.objects.order_by("pk").values_list("pk", "target")),
     )
 
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from gateways.models import GatewayKey
+from gateways.models import GatewayKey, GatewayKeyQuerySet, ProbeResult
 from gateways.probes.runner import probe_keys_async, save_outcomes
 from gateways.services import record_expirations
 from portal import claims
@@ -51,10 +51,10 @@ class Command(BaseCommand):
         if due:
             results = self._probe_due(keys, concurrency=concurrency, stream=not no_stream)
         else:
-            keys = list(keys)
-            if not keys:
+            matching = list(keys)
+            if not matching:
                 raise CommandError("No usable keys match: check --team and --gateway, or store a key first.")
-            results = self._probe(keys, concurrency=concurrency, stream=not no_stream)
+            results = self._probe(matching, concurrency=concurrency, stream=not no_stream)
         if self.show_progress and self.done:
             sys.stderr.write("\n")
         if due:
@@ -79,15 +79,15 @@ class Command(BaseCommand):
             sys.stderr.write(f"\rprobed {self.done}")
             sys.stderr.flush()
 
-    def _probe(self, keys: list[GatewayKey], *, concurrency: int, stream: bool) -> list:
+    def _probe(self, keys: list[GatewayKey], *, concurrency: int, stream: bool) -> list[ProbeResult]:
         outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=stream, on_done=self._progress))
         return save_outcomes(outcomes, trigger="command")
 
-    def _probe_due(self, keys, *, concurrency: int, stream: bool) -> list:
+    def _probe_due(self, keys: GatewayKeyQuerySet, *, concurrency: int, stream: bool) -> list[ProbeResult]:
         """Probe the due keys a batch at a time, each batch claimed first, so another server never probes them too."""
         due = keys.due_for_probe(timezone.now())
         batch_size = max(4 * concurrency, 20)
-        results = []
+        results: list[ProbeResult] = []
         while True:
             now = timezone.now()
             token = claims.claim(
