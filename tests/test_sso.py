@@ -144,7 +144,7 @@ def test_first_sign_in_creates_the_account_and_groups_decide_membership(
         context = browser.new_context()
         page = context.new_page()
         sign_in_at_provider(page, live_server)
-        page.wait_for_url("**/setup/")
+        page.wait_for_url("**/dashboard/")  # an admin starts on the dashboard
         context.close()
         assert Membership.objects.get(team=web_with_groups, user=carol).role == "admin"
 
@@ -264,7 +264,7 @@ def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
         context = browser.new_context()
         page = context.new_page()
         sign_in_at_provider(page, live_server)
-        page.wait_for_url("**/setup/")
+        page.wait_for_url("**/dashboard/")  # an admin starts on the dashboard
         carol = get_user_model().objects.get(email="carol@example.com")
         key = store_key(
             team=web_with_groups,

@@ -197,7 +197,13 @@ def test_the_key_endpoint_gives_the_plaintext_to_the_device_and_nobody_else(clie
     assert client.get(KEY_URL).status_code == 401
 
 
-PARAMETERS = {"slug": "web", "username": "bob", "format_name": "bash", "code": "x"}
+PARAMETERS = {
+    "slug": "web",
+    "username": "bob",
+    "format_name": "bash",
+    "code": "x",
+    "channel_id": "00000000-0000-4000-8000-000000000001",
+}
 
 
 def every_api_call():
