@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,21 +24,30 @@ from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Tea
 from portal.pagination import MAX_POSITION, query_number
 from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
-from portal.sudo import enter_sudo_mode, sudo_redirect
+from portal.sudo import SUDO_PASSWORD_FIELD, check_password, enter_sudo_mode, pending_action, sudo_redirect
 
 AUDIT_PER_PAGE = 100
 
 
 @login_required
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", SUDO_PASSWORD_FIELD)
 def sudo(request: HttpRequest) -> HttpResponse:
+    """The password prompt; when an action waits for it, the prompt posts that action with the password."""
     next_url = request.GET.get("next") or request.POST.get("next") or reverse("home")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = reverse("home")
+    pending = pending_action(request, request.GET.get("pending", "")) if request.method == "GET" else None
+    if pending:
+        context = {
+            "action": pending["path"],
+            "fields": pending["fields"],
+            "purpose": pending["purpose"],
+            "next": next_url,
+        }
+        return render(request, "portal/sudo.html", context)
     form = SudoForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = authenticate(request, username=request.user.get_username(), password=form.cleaned_data["password"])
-        if user is not None and user.pk == request.user.pk:
+        if check_password(request, form.cleaned_data["password"]):
             enter_sudo_mode(request)
             return redirect(next_url)
         form.add_error("password", "That password is not right.")
@@ -127,6 +135,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     query.pop("before", None)
     context = {
         "events": rows,
+        "rows": [audit.audit_row(event) for event in rows],
         "next_before": rows[-1].id if has_more else None,
         "query": query.urlencode(),
         "actions": Action.choices,
