@@ -12,6 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("sudo/", views.sudo, name="sudo"),
     path("setup/", gateway_views.setup, name="setup"),
+    path("setup/<int:assignment_id>/reveal/", gateway_views.setup_reveal, name="setup-reveal"),
     path("setup/<int:assignment_id>/<str:format_name>", gateway_views.setup_download, name="setup-download"),
     path("gateways/", gateway_views.gateway_list, name="gateways"),
     path("gateways/new/", gateway_views.gateway_create, name="gateway-create"),
