@@ -218,6 +218,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"ProbeModeEnum": "gateways.models.ProbeMode"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Deep links put a link inside each operation's toggle button, which screen readers cannot use.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
 }
 
 # Pages load only the portal's own script and stylesheet: no inline code, no third party.
