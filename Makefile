@@ -6,8 +6,12 @@ CLAUDE_CODE_VERSION := 2.1.330
 CLAUDE_DIR := .cache/claude-code
 CLAUDE_BIN := $(CLAUDE_DIR)/node_modules/.bin/claude
 PYTEST_ARGS ?=
+# axe-core, the accessibility checker the browser tests inject: vendored in tests/vendor/axe-core/.
+AXE_CORE_VERSION := 4.14.1
+AXE_CORE_SHA256 := 29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
+AXE_DIR := tests/vendor/axe-core
 
-.PHONY: run test lint check bench deps test-deps system-deps claude-cli clean
+.PHONY: run test lint check bench deps test-deps system-deps claude-cli clean vendor-axe screenshots
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +67,17 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.probe_fanout
 	test -f data/bench-large.sqlite3 || $(PY) -m bench.seed_large
 	$(PY) -m bench.pages
+
+## Fetch axe-core again at the pinned version (npm) into tests/vendor/axe-core/ and check it.
+vendor-axe:
+	rm -rf .cache/axe-core && mkdir -p .cache/axe-core
+	cd .cache/axe-core && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null && tar xzf axe-core-$(AXE_CORE_VERSION).tgz
+	echo "$(AXE_CORE_SHA256)  .cache/axe-core/package/axe.min.js" | sha256sum --check --quiet
+	cp .cache/axe-core/package/axe.min.js .cache/axe-core/package/LICENSE .cache/axe-core/package/LICENSE-3RD-PARTY.txt $(AXE_DIR)/
+
+## The README's screenshots (docs/*.png), from a scratch database in headless Chromium.
+screenshots: $(VENV)/.dev
+	$(PY) scripts/screenshots.py --out docs
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) staticfiles .pytest_cache .ruff_cache

@@ -94,7 +94,7 @@ def test_destructive_buttons_open_a_confirmation_and_say_what_they_remove(client
     assert 'Remove<span class="visually-hidden"> bob from Web</span>' in team
     key = client.get(f"/keys/{bob_assignment.key_id}/").content.decode()
     assert key.count('<details class="confirm">') == 2  # revoke, and bob's assignment
-    assert "Remove<span class=\"visually-hidden\"> bob's assignment</span>" in key
+    assert 'Remove<span class="visually-hidden"> bob\'s assignment</span>' in key
 
 
 # --- My set-up: viewing is not a fetch ---------------------------------------------------------------
