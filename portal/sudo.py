@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from portal.models import AccessToken
 
@@ -88,9 +89,8 @@ def sudo_redirect(request: HttpRequest, *, purpose: str = "") -> HttpResponse | 
 
 
 def _carried_fields(request: HttpRequest) -> list[list[str]]:
-    return [
-        [name, value] for name, values in request.POST.lists() if name not in CARRIED_NEVER_AGAIN for value in values
-    ]
+    skipped = CARRIED_NEVER_AGAIN | NEVER_CARRIED
+    return [[name, value] for name, values in request.POST.lists() if name not in skipped for value in values]
 
 
 def pending_action(request: HttpRequest, pending_id: str) -> dict | None:
@@ -113,11 +113,12 @@ def _confirm_with_request(request: HttpRequest, purpose: str) -> HttpResponse | 
         request.session.pop(PENDING_SESSION_KEY, None)
         return None
     # Wrong: the same prompt again, still carrying the action, with the error.
+    next_url = request.POST.get("next", "")
     context = {
         "action": request.path,
         "fields": _carried_fields(request),
         "purpose": purpose,
         "error": "That password is not right.",
-        "next": request.POST.get("next", ""),
+        "next": next_url if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}) else "",
     }
     return render(request, "portal/sudo.html", context, status=400)

@@ -62,6 +62,17 @@ def test_a_wrong_password_shows_the_prompt_again_and_does_nothing(client, alice,
     assert AuditEvent.objects.filter(action="auth.sign_in_failed").exists()  # counted like any failed password
 
 
+def test_a_wrong_password_page_carries_no_typed_secret_and_no_foreign_link(client, alice, tokaify_key):
+    client.force_login(alice)
+    response = client.post(
+        f"/keys/{tokaify_key.id}/revoke/",
+        {"sudo_password": "guess", "secret": "sk-typed-0000111122223333", "next": "javascript:alert(1)"},
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "sk-typed" not in html and "javascript:" not in html
+
+
 def test_a_pending_action_expires_and_belongs_to_its_own_prompt(client, alice, tokaify_key, time_machine):
     client.force_login(alice)
     location = client.post(f"/keys/{tokaify_key.id}/revoke/")["Location"]
