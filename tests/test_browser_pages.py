@@ -35,21 +35,19 @@ WIDEST = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingCl
   .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(-5)"""
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    # Playwright keeps an event loop running in this thread for the whole module; the tests' own ORM
-    # calls (and pytest-django's) stay synchronous, so Django's guard is lifted for this module only.
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+@pytest.fixture
+def chromium(world, monkeypatch):
+    # Started after the database is set up (`world`): a connection opened while Playwright's event loop
+    # runs is another object, without the test database's saved rows to restore. The test's own ORM
+    # calls stay synchronous, so Django's guard is lifted for the test process only.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
         )
         yield browser
         browser.close()
-    connections.close_all()
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        connections.close_all()
 
 
 @pytest.fixture
