@@ -158,7 +158,9 @@ def test_my_setup_masks_the_key_and_reveal_or_copy_record_exactly_one_fetch(live
     assert fetches("bob") == ["copy"]
     # The card now holds the key: copying another tab fetches nothing more.
     page.get_by_role("tab", name="fish").click()
-    page.locator("[data-panel=fish]").get_by_role("button", name="Copy").click()
+    fish = page.locator("[data-panel=fish]")
+    fish.get_by_role("button", name="Copy").click()
+    expect(fish.get_by_role("button", name="Copied")).to_be_visible()
     assert f"set -gx ANTHROPIC_AUTH_TOKEN '{SECRET}'" in page.evaluate("navigator.clipboard.readText()")
     assert fetches("bob") == ["copy"]
 
