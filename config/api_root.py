@@ -11,7 +11,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularSwaggerSplitView
-from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +24,7 @@ MAIN_ENDPOINTS = {
     "probes": "api-probes",
     "audit_events": "api-audit-events",
     "connections": "api-connections",
+    "devices": "api-devices",
 }
 
 
@@ -50,7 +51,8 @@ class ApiDocs(SpectacularSwaggerSplitView):
     title = "API"
 
     def handle_exception(self, exc):
-        # A person who is not signed in is sent to sign in, like on every other page.
-        if isinstance(exc, NotAuthenticated | AuthenticationFailed):
+        # A person who is not signed in is sent to sign in, like on every other page; a caller that
+        # presented a credential the API refuses (a device token, a dead access token) gets the API's answer.
+        if isinstance(exc, NotAuthenticated):
             return redirect_to_login(self.request.get_full_path())
         return super().handle_exception(exc)

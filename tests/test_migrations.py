@@ -9,8 +9,9 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-BEFORE = [("gateways", "0005_devices")]
-AFTER = [("gateways", "0006_unique_label_per_team")]
+# portal at its latest on both sides, so the historical models match the tables the test writes.
+BEFORE = [("gateways", "0005_devices"), ("portal", "0009_device_actions")]
+AFTER = [("gateways", "0006_unique_label_per_team"), ("portal", "0009_device_actions")]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

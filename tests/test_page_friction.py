@@ -14,7 +14,7 @@ from django.utils.html import escape
 from gateways import charts
 from gateways.config import guide
 from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
-from gateways.probes.probe import HINTS
+from gateways.probes.classifier import HINTS
 from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key
 from portal.models import AuditEvent, Membership, Role, Team
 from portal.sudo import PENDING_SECONDS
@@ -56,7 +56,7 @@ def test_a_wrong_password_shows_the_prompt_again_and_does_nothing(client, alice,
     response = client.post(f"/keys/{tokaify_key.id}/revoke/", {"sudo_password": "guess", "next": "/"})
     assert response.status_code == 400
     html = response.content.decode()
-    assert "That password is not right." in html and 'role="alert"' in html
+    assert "That password (or code) is not right." in html and 'role="alert"' in html
     assert f'action="/keys/{tokaify_key.id}/revoke/"' in html
     assert GatewayKey.objects.get(pk=tokaify_key.pk).state == "active"
     assert AuditEvent.objects.filter(action="auth.sign_in_failed").exists()  # counted like any failed password

@@ -9,6 +9,7 @@ from django import template
 from django.urls import reverse
 from django.utils import dateformat, timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -24,7 +25,7 @@ def nav_link(context, url_name: str, text: str, css_class: str = "") -> str:
         '<a href="{}"{}{}>{}</a>',
         url,
         format_html(' class="{}"', css_class) if css_class else "",
-        format_html(' aria-current="page"') if current else "",
+        mark_safe(' aria-current="page"') if current else "",
         text,
     )
 
