@@ -11,7 +11,8 @@ import pytest
 from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
-from gateways.models import Gateway
+from gateways.devices import create_device, install_device
+from gateways.models import Device, Gateway
 from gateways.services import assign_key, store_key
 from portal.models import AuditEvent, Membership, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
@@ -224,6 +225,37 @@ def test_revoke_remove_member_and_remove_assignment_ask_once_then_act(live_serve
     page.get_by_role("button", name="Remove bob").click()
     expect(page.get_by_role("status")).to_contain_text("bob was removed from Web")
     assert not Membership.objects.filter(team=team, user=bob).exists()
+    context.close()
+
+
+@pytest.mark.parametrize("where", ["My devices", "the key page"])
+def test_removing_a_device_asks_once_then_acts(live_server, browser, people, where):
+    """Like the other removals, without JavaScript: the first click only opens the confirmation."""
+    team, alice, bob = people
+    key = store_key(
+        team=team, gateway=Gateway.objects.get(slug="tokenbay"), label="Bob laptop", secret=SECRET, actor=alice
+    )
+    device, code = create_device(
+        assignment=assign_key(key=key, username="bob", actor=alice), name="bob desktop", platform="linux", actor=bob
+    )
+    install_device(code=code, request=None, render=lambda d, t: t)  # installed: listed on the key page too
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    if where == "My devices":
+        sign_in(page, live_server, "bob", "pw-bob")
+        page.goto(f"{live_server.url}/devices/")
+    else:
+        sign_in(page, live_server, "alice", "pw-alice")
+        page.goto(f"{live_server.url}/keys/{key.id}/")
+    page.get_by_text("Remove bob desktop").first.click()  # opens the confirmation, does nothing yet
+    confirm = page.get_by_role("button", name="Remove bob desktop")
+    expect(confirm).to_be_visible()
+    expect(page.get_by_text("Its next key fetch is refused")).to_be_visible()
+    device.refresh_from_db()
+    assert device.revoked_at is None
+    confirm.click()
+    expect(page.get_by_role("status")).to_contain_text("bob desktop is removed")
+    assert Device.objects.get(pk=device.pk).revoked_at is not None
     context.close()
 
 
