@@ -74,6 +74,10 @@ def test_devices_and_the_rollout_on_the_key_page_and_connections(live_server, br
     live = page.get_by_role("heading", name="Install on a new device")
     static = page.get_by_role("heading", name="Without the portal (static key)")
     assert live.bounding_box()["y"] < static.bounding_box()["y"]  # offered first
+    # Copying the static snippet fetches the key (viewing the page does not): bob holds a static copy too.
+    copy = page.locator("[data-snippet] [data-copy]:visible").first
+    copy.click()
+    expect(page.locator("[data-snippet] [data-copy]:visible").first).to_have_text("Copied")
     laptop, desktop = tmp_path / "laptop", tmp_path / "desktop"
     run_install(make_device_in_the_page(page, live_server, "bob laptop"), laptop)
     run_install(make_device_in_the_page(page, live_server, "bob desktop"), desktop)

@@ -89,7 +89,7 @@ async function writeClipboard(textPromise) {
 }
 
 async function copySnippet(button) {
-  const snippet = button.closest("[data-snippet]") || button.parentElement;
+  const snippet = button.closest("[data-snippet], .snippet") || button.parentElement;
   const card = button.closest("[data-assignment]");
   const textOf = () => snippet.querySelector("pre").innerText;
   const label = button.textContent;
