@@ -13,6 +13,7 @@ from gateways import notices, rules
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
 from gateways.rules import RuleError
 from portal import audit, stamps
+from portal.crypto import Secret
 from portal.models import Action, AuditEvent, Membership, Team
 from portal.services import find_user
 
@@ -357,7 +358,7 @@ def masked_config(*, assignment: Assignment):
     if not key.is_usable:
         raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
     # ASCII dots: every shell's quoting (CMD refuses non-ASCII) carries the placeholder as it is.
-    return build_config(key.gateway, key, key.masked.replace("…", "..."))
+    return build_config(key.gateway, key, Secret(key.masked.replace("…", "...")))
 
 
 def record_config_fetch(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None) -> None:

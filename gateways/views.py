@@ -441,15 +441,15 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     keys = team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label")
     if hide_revoked:
         keys = keys.filter(revoked_at__isnull=True)
-    keys = list(keys) if overseer else []
+    key_rows = list(keys) if overseer else []
     context = {
         "team": team,
         "role": role,
         "is_admin": role == Role.ADMIN,
         "memberships": team.memberships.select_related("user"),
-        "keys": keys,
+        "keys": key_rows,
         "hide_revoked": hide_revoked,
-        "failing": [k for k in keys if k.is_failing],
+        "failing": [k for k in key_rows if k.is_failing],
         "member_form": MemberForm(),
         "roles": Role.choices,
         "gateways": Gateway.objects.all(),

@@ -348,7 +348,7 @@ def _readable(value) -> str:
 
 def readable_details(details: dict, *, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """An event's details as (name, text) pairs for a page; each change in `changed` is a pair of its own."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for name, value in (details or {}).items():
         if name in skip:
             continue

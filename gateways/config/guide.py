@@ -169,7 +169,7 @@ GENERAL_TROUBLESHOOTING = [
 GENERAL_TOPICS = (("401", "403"), ("context_management",), ("model not found", "selected model"), ("take effect",))
 
 
-def troubleshooting_for(gateway) -> list[tuple[str, str]]:
+def troubleshooting_for(gateway: Gateway) -> list[tuple[str, str]]:
     """The gateway's own troubleshooting, then each general entry it does not already cover: no problem twice."""
     own = [(symptom, fix) for symptom, fix in gateway.troubleshooting_rows]
     said = " ".join(symptom.lower() for symptom, _ in own)
