@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.html import escape
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from gateways import charts
 from gateways.config import guide
@@ -17,7 +22,7 @@ from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.probes.classifier import HINTS
 from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key
 from portal.models import AuditEvent, Membership, Role, Team
-from portal.sudo import PENDING_SECONDS
+from portal.sudo import PENDING_SECONDS, SUDO_SESSION_KEY
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, confirm_password
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +54,36 @@ def test_revoke_asks_for_the_password_then_revokes_without_a_second_click(client
     assert done.status_code == 302 and done["Location"] == f"/keys/{tokaify_key.id}/"
     assert GatewayKey.objects.get(pk=tokaify_key.pk).state == "revoked"
     assert AuditEvent.objects.filter(action="key.revoked").count() == 1
+
+
+def test_an_authenticator_code_completes_a_pending_action_like_the_password(client, alice, tokaify_key):
+    device = TOTPDevice.objects.create(user=alice, name="authenticator", confirmed=True)
+    client.force_login(alice)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id  # signed in with both factors
+    session.save()
+    code = str(TOTP(device.bin_key, device.step, device.t0, device.digits).token()).zfill(6)
+    done = client.post(f"/keys/{tokaify_key.id}/revoke/", {"next": "/", "sudo_password": code})
+    assert done.status_code == 302 and GatewayKey.objects.get(pk=tokaify_key.pk).state == "revoked"
+
+
+def test_after_confirming_by_sso_the_pending_prompt_needs_one_click(client, alice, tokaify_key, settings):
+    settings.OIDC_ISSUER = "https://idp.example"
+    client.force_login(alice)
+    asked = client.post(f"/keys/{tokaify_key.id}/revoke/", {"next": f"/keys/{tokaify_key.id}/"})
+    prompt_url = asked["Location"]
+    html = client.get(prompt_url).content.decode()
+    # The SSO link comes back to this very prompt, so the action is not lost on the way.
+    assert f"/oidc/authenticate/?sudo=1&amp;next={quote(prompt_url, safe='/')}" in html
+    session = client.session
+    session[SUDO_SESSION_KEY] = time.time() + 600  # what a confirming SSO sign-in leaves (portal.oidc)
+    session.save()
+    html = client.get(prompt_url).content.decode()
+    assert 'name="sudo_password"' not in html and ">Continue</button>" in html
+    assert GatewayKey.objects.get(pk=tokaify_key.pk).state == "active"  # still one click away
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+    done = client.post(f"/keys/{tokaify_key.id}/revoke/", fields)
+    assert done.status_code == 302 and GatewayKey.objects.get(pk=tokaify_key.pk).state == "revoked"
 
 
 def test_a_wrong_password_shows_the_prompt_again_and_does_nothing(client, alice, tokaify_key):
