@@ -36,7 +36,7 @@ class Shot:
 SHOTS = [
     Shot("dashboard.png", "alice", "/", "the dashboard: what needs attention", not_at="/setup/"),
     Shot("setup.png", "bob", "/setup/", "My set-up with the key masked"),
-    Shot("key.png", "alice", "/keys/{key}/", "a key page: probes, latency history, assignees"),
+    Shot("key.png", "alice", "/keys/{key}/", "a key page: probes, latency history, assignees, live devices"),
 ]
 
 
@@ -60,6 +60,7 @@ def seed(emulator) -> dict:
     """A team with two keys and a developer; the TokenBay key probed a few times, one probe failing."""
     from django.contrib.auth import get_user_model
 
+    from gateways.devices import create_device, fetch_key, install_device
     from gateways.models import Gateway
     from gateways.probes.runner import probe_key
     from gateways.services import assign_key, store_key
@@ -86,8 +87,12 @@ def seed(emulator) -> dict:
         secret="sk-tokaify-screenshot-0123456789abcdef",
         actor=admin,
     )
-    assign_key(key=key, username="bob", actor=admin)
+    assignment = assign_key(key=key, username="bob", actor=admin)
     assign_key(key=key, username="carol", actor=admin)
+    # bob installed his laptop live (the key page lists it), carol keeps a static set-up.
+    _, code = create_device(assignment=assignment, name="bob laptop", platform="linux", actor=bob)
+    _, token = install_device(code=code, request=None, render=lambda d, t: t)
+    fetch_key(raw_token=token, request=None)  # its helper fetched the key once
     for delay, behaviour in [(0.35, "normal"), (0.2, "normal"), (0.5, "normal"), (0, "500"), (0.25, "normal")]:
         emulator.rules.delay, emulator.rules.behaviour = delay, behaviour
         probe_key(key, trigger="web", user=admin)
