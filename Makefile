@@ -10,8 +10,12 @@ OIDC_PROVIDER_VERSION := 9.13.3
 OIDC_PROVIDER_DIR := .cache/oidc-provider
 OIDC_PROVIDER_PKG := $(OIDC_PROVIDER_DIR)/node_modules/oidc-provider/package.json
 PYTEST_ARGS ?=
+# axe-core, the accessibility checker the browser tests inject: vendored in tests/vendor/axe-core/.
+AXE_CORE_VERSION := 4.14.1
+AXE_CORE_SHA256 := 29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
+AXE_DIR := tests/vendor/axe-core
 
-.PHONY: run test lint check bench deps test-deps system-deps claude-cli oidc-provider clean
+.PHONY: run test lint check bench deps test-deps system-deps claude-cli oidc-provider clean vendor-axe screenshots
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +80,17 @@ bench: $(VENV)/.dev
 	test -f data/bench-large.sqlite3 || $(PY) -m bench.seed_large
 	$(PY) -m bench.pages
 	$(PY) -m bench.key_fetch
+
+## Fetch axe-core again at the pinned version (npm) into tests/vendor/axe-core/ and check it.
+vendor-axe:
+	rm -rf .cache/axe-core && mkdir -p .cache/axe-core
+	cd .cache/axe-core && npm pack --silent axe-core@$(AXE_CORE_VERSION) >/dev/null && tar xzf axe-core-$(AXE_CORE_VERSION).tgz
+	echo "$(AXE_CORE_SHA256)  .cache/axe-core/package/axe.min.js" | sha256sum --check --quiet
+	cp .cache/axe-core/package/axe.min.js .cache/axe-core/package/LICENSE .cache/axe-core/package/LICENSE-3RD-PARTY.txt $(AXE_DIR)/
+
+## The README's screenshots (docs/*.png), from a scratch database in headless Chromium.
+screenshots: $(VENV)/.dev
+	$(PY) scripts/screenshots.py --out docs
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) $(OIDC_PROVIDER_DIR) staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -1,10 +1,13 @@
 from django.urls import path
 
 from alerts.api import views as alert_views
+from config.api_root import ApiDocs, ApiRoot
 from gateways.api import views as gateway_views
 from portal.api import invitations, views
 
 urlpatterns = [
+    path("", ApiRoot.as_view(), name="api-root"),
+    path("docs/", ApiDocs.as_view(), name="api-docs"),
     path("schema/", views.SchemaView.as_view(), name="api-schema"),
     path("gateways/", gateway_views.GatewayList.as_view(), name="api-gateways"),
     path("gateways/<slug:slug>/", gateway_views.GatewayDetail.as_view(), name="api-gateway"),

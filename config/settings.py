@@ -102,8 +102,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.forms",  # its templates, for FORM_RENDERER below
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served as the portal's own static files
     "axes",
     "portal",
     "gateways",
@@ -128,6 +130,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Forms render with the project's templates, so templates/django/forms/ can give errors role="alert".
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -266,6 +270,10 @@ SPECTACULAR_SETTINGS = {
         "ProbeModeEnum": "gateways.models.ProbeMode",
         "ChannelKindEnum": "alerts.models.ChannelKind",
     },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Deep links put a link inside each operation's toggle button, which screen readers cannot use.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
 }
 
 # Pages load only the portal's own script and stylesheet: no inline code, no third party.

@@ -23,6 +23,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("sudo/", views.sudo, name="sudo"),
     path("setup/", gateway_views.setup, name="setup"),
+    path("setup/<int:assignment_id>/reveal/", gateway_views.setup_reveal, name="setup-reveal"),
     path("setup/<int:assignment_id>/<str:format_name>", gateway_views.setup_download, name="setup-download"),
     path("setup/<int:assignment_id>/devices/", gateway_views.device_create, name="device-create"),
     path("devices/", gateway_views.device_list, name="devices"),

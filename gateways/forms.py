@@ -6,8 +6,9 @@ import json
 
 from django import forms
 from django.db import models
+from django.utils import timezone
 
-from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Device, Gateway, GatewayKey
+from gateways.models import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS, KEY_SETTING_FIELDS, Device, Gateway, GatewayKey
 from gateways.rules import EXTRA_ENV_HELP
 
 
@@ -126,11 +127,33 @@ class KeySettingsForm(InputForm):
             "timeout_ms": "API_TIMEOUT_MS override",
             "custom_headers": "Custom headers (JSON object)",
         }
-        help_texts = {"label": "Whose or what it is, e.g. 'Alice laptop'."}
+        help_texts = {"label": "Whose or what it is, e.g. 'Alice laptop'; unique in the team."}
+
+    # Shown folded under "Model overrides and advanced settings": most keys keep the gateway's defaults.
+    advanced = KEY_OVERRIDE_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        zone = timezone.get_current_timezone_name()
+        self.fields["expires_at"].label = f"Expires ({zone})"
+        self.fields[
+            "expires_at"
+        ].help_text = f"Date and time in {zone}, the portal's time zone; leave empty for a key that does not expire."
+
+    def basic_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name not in self.advanced]
+
+    def advanced_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name in self.advanced]
+
+    def advanced_has_errors(self) -> bool:
+        return any(name in self.errors for name in self.advanced)
 
 
 class KeyCreateForm(KeySettingsForm):
-    gateway = forms.ModelChoiceField(queryset=Gateway.objects.all(), to_field_name="slug")
+    gateway = forms.ModelChoiceField(
+        queryset=Gateway.objects.all(), to_field_name="slug", widget=forms.Select(attrs={"data-hints": ""})
+    )
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         strip=False,

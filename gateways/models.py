@@ -190,6 +190,12 @@ class GatewayKeyQuerySet(models.QuerySet):
         """Keys of the teams the user administers or audits (staff: all)."""
         return self.filter(team__in=Team.objects.overseen_by(user))
 
+    def failing(self) -> GatewayKeyQuerySet:
+        """Keys whose latest probe failed and still counts (GatewayKey.is_failing), in one query."""
+        return self.filter(revoked_at__isnull=True, last_probe_at__gte=models.F("config_changed_at")).exclude(
+            last_probe_verdict__in=["", "ok"]
+        )
+
     def usable(self) -> GatewayKeyQuerySet:
         now = timezone.now()
         return self.filter(revoked_at__isnull=True, is_enabled=True).filter(
@@ -255,6 +261,10 @@ class GatewayKey(models.Model):
         ordering = ["team", "label"]
         constraints = [
             models.UniqueConstraint(fields=["team", "fingerprint"], name="unique_secret_per_team"),
+            # A revoked key gives its label up, so its replacement can carry the same name.
+            models.UniqueConstraint(
+                fields=["team", "label"], condition=models.Q(revoked_at__isnull=True), name="unique_label_per_team"
+            ),
         ]
         indexes = [models.Index(fields=["gateway", "team"], name="key_gateway_team")]
 
@@ -324,6 +334,18 @@ class GatewayKey(models.Model):
         if value is None or value == "":
             return getattr(self.gateway, KEY_OVERRIDES[name])
         return value
+
+    @property
+    def current_probe_verdict(self) -> str:
+        """The latest probe's verdict, or '' when the secret or settings changed after it: it tested something else."""
+        if self.last_probe_at is None or self.last_probe_at < self.config_changed_at:
+            return ""
+        return self.last_probe_verdict
+
+    @property
+    def is_failing(self) -> bool:
+        """Failing its latest probe, which still counts: a rotation or settings change since starts over."""
+        return self.revoked_at is None and self.current_probe_verdict not in ("", "ok")
 
     @property
     def betas_disabled(self) -> bool:

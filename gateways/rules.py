@@ -104,6 +104,8 @@ def ascii_host(host: str) -> str:
     return host
 
 
+# Gateway keys are long random strings; anything shorter is a fragment (`sk-1`), not a key.
+MIN_SECRET_LENGTH = 16
 # Gateways whose guides say the key is the full `sk-…` secret.
 SK_PREFIX_ADVICE = "Use the full secret exactly as the gateway console shows it; do not remove the sk- prefix."
 
@@ -125,6 +127,12 @@ def clean_secret(secret: str, *, requires_sk_prefix: bool) -> str:
         )
     if requires_sk_prefix and not secret.startswith("sk-"):
         raise RuleError(f"This gateway's keys start with sk-. {SK_PREFIX_ADVICE}", field="secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise RuleError(
+            f"The secret is {len(secret)} characters long; gateway keys have at least {MIN_SECRET_LENGTH}. "
+            "Copy the whole key from the gateway's console, not a part of it.",
+            field="secret",
+        )
     return secret
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet
+from django.db.models import Count
+from django.urls import reverse
+
+from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
+from portal.models import Team
 
 
 def my_assignments(user) -> AssignmentQuerySet:
@@ -43,3 +47,36 @@ def team_devices(team) -> DeviceQuerySet:
 def key_devices(key) -> DeviceQuerySet:
     """The devices that hold the key live (installed, not removed, still assigned)."""
     return devices_with_context(key.devices.live())
+
+
+def first_run_checklist(user) -> list[dict] | None:
+    """The four steps from a fresh portal to a developer's set-up, for staff and team admins until all are done.
+
+    Each step is `{"text", "done", "url"}`; None when the user runs no team or everything is done.
+    """
+    teams = Team.objects.administered_by(user)
+    if not user.is_staff and not teams.exists():
+        return None
+    first_team = teams.order_by("created_at", "pk").first()
+    keys = GatewayKey.objects.filter(team__in=teams)
+    first_key = keys.filter(revoked_at__isnull=True).order_by("created_at").first()
+    crowded = teams.annotate(people=Count("memberships")).filter(people__gte=2)
+    steps = [
+        {"text": "Create a team", "done": first_team is not None, "url": reverse("teams")},
+        {
+            "text": "Store a gateway key for the team",
+            "done": first_key is not None,
+            "url": reverse("team", args=[first_team.slug]) if first_team else reverse("teams"),
+        },
+        {
+            "text": "Add the people who will use it",
+            "done": crowded.exists(),
+            "url": reverse("team", args=[first_team.slug]) if first_team else reverse("teams"),
+        },
+        {
+            "text": "Assign the key to them: it then appears on their My set-up",
+            "done": Assignment.objects.filter(key__team__in=teams).exists(),
+            "url": reverse("key", args=[first_key.id]) if first_key else reverse("teams"),
+        },
+    ]
+    return None if all(step["done"] for step in steps) else steps

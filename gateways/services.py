@@ -13,6 +13,7 @@ from gateways import events, notices, rules
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
 from gateways.rules import RuleError
 from portal import audit, stamps
+from portal.crypto import Secret
 from portal.models import Action, AuditEvent, Membership, Team
 from portal.services import find_user
 
@@ -68,7 +69,7 @@ def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpReque
 def key_event(
     action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
 ) -> AuditEvent:
-    """An audit event about a key, not yet written: its team, gateway and fingerprint (never the secret)."""
+    """An audit event about a key, not yet written: its team, gateway, fingerprint and label (never the secret)."""
     return audit.new_event(
         action,
         actor=actor,
@@ -76,7 +77,7 @@ def key_event(
         team=key.team,
         gateway_slug=key.gateway.slug,
         target=key.short_fingerprint,
-        details=details,
+        details={"label": key.label, **(details or {})},
     )
 
 
@@ -97,6 +98,18 @@ def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
         if not cleaned["label"]:
             raise RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.", field="label")
     return cleaned
+
+
+def _refuse_shared_label(team: Team, label: str, *, exclude: GatewayKey | None = None) -> None:
+    same = GatewayKey.objects.filter(team=team, label=label, revoked_at__isnull=True)
+    if exclude is not None:
+        same = same.exclude(pk=exclude.pk)
+    if same.exists():
+        raise RuleError(
+            f"{team.slug} already has a key labelled {label!r}. Give this one another label, such as "
+            f"{label + ' 2'!r}, so people can tell them apart.",
+            field="label",
+        )
 
 
 def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | None = None) -> None:
@@ -130,11 +143,13 @@ def store_key(
     key = GatewayKey(team=team, gateway=gateway, created_by=actor if actor and actor.pk else None, **cleaned)
     key.set_secret(secret)
     _refuse_duplicate(team, key.fingerprint)
+    _refuse_shared_label(team, key.label)
     try:
         with transaction.atomic():
             key.save()
-    except IntegrityError:  # the same secret saved at the same moment: the constraint decides
+    except IntegrityError:  # the same secret or label saved at the same moment: the constraints decide
         _refuse_duplicate(team, key.fingerprint)
+        _refuse_shared_label(team, key.label)
         raise
     record_key_event(
         Action.KEY_CREATED,
@@ -166,11 +181,18 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
             setattr(key, name, value)
     if not changed:
         return key
+    if "label" in changed:
+        _refuse_shared_label(key.team, key.label, exclude=key)
     if "expires_at" in changed:
         key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
     key.config_changed_at = timezone.now()
+    try:
+        with transaction.atomic():
+            key.save()
+    except IntegrityError:  # renamed to the same label at the same moment: the constraint decides
+        _refuse_shared_label(key.team, key.label, exclude=key)
+        raise
     record_key_event(Action.KEY_UPDATED, key, actor=actor, request=request, details={"changed": changed})
-    key.save()
     return key
 
 
@@ -324,6 +346,21 @@ def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequ
         raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
     secret = key.reveal_secret()
     return build_config(key.gateway, key, secret)
+
+
+def masked_config(*, assignment: Assignment):
+    """The assignee's ClaudeConfig with the key's masked form in place of the secret: for showing, not a fetch.
+
+    Raises ConfigUnavailable for a key that yields no configuration, or UnrepresentableValue (nothing is audited:
+    looking at the page is not asking for the key).
+    """
+    from gateways.config.builder import build_config
+
+    key = assignment.key
+    if not key.is_usable:
+        raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
+    # ASCII dots: every shell's quoting (CMD refuses non-ASCII) carries the placeholder as it is.
+    return build_config(key.gateway, key, Secret(key.masked.replace("…", "...")))
 
 
 def record_config_fetch(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None) -> None:

@@ -31,7 +31,7 @@ from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, K
 from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
-from gateways.selectors import key_devices, my_assignment, my_assignments, my_devices
+from gateways.selectors import first_run_checklist, key_devices, my_assignment, my_assignments, my_devices
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
@@ -43,40 +43,52 @@ from portal.permissions import administers_a_team, team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
+# What the page's Reveal and Copy buttons record as the fetch's format.
+REVEAL_PURPOSES = ("reveal", "copy")
 CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
-@login_required
-@never_cache  # the page holds the developer's key
-@sensitive_variables("snippets", "config")
-def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """My set-up: every assignment of the caller, each with a tab per shell and the guide around it."""
-    cards, notices = [], []
-    soon = timedelta(days=settings.EXPIRY_WARNING_DAYS)
+def _setup_cards(request: AuthenticatedHttpRequest, revealed: dict[int, dict[str, str]] | None = None) -> list[dict]:
+    """One card per assignment of the caller, the key masked in every snippet unless `revealed` holds its texts."""
+    revealed = revealed or {}
+    cards = []
     for assignment in my_assignments(request.user):
         card = {"assignment": assignment, "key": assignment.key, "gateway": assignment.key.gateway, "error": ""}
-        # Read before this visit records a fetch: "rotated since your last download" is about the one before.
-        if notice := assignment.notice(soon=soon):
-            kind, sentence = notice
-            again = assignment.last_download_format if assignment.last_download_format in formats.FORMATS else ""
-            notices.append({"assignment": assignment, "kind": kind, "sentence": sentence, "format": again})
         try:
-            config = services.usable_config(assignment=assignment, format_name="page", request=request)
-        except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
+            config = services.masked_config(assignment=assignment)
+        except (services.ConfigUnavailable, UnrepresentableValue) as exc:
             card["error"] = str(exc)
         else:
-            # The page shows the key inside the snippets: that is a fetch like a download.
-            services.record_config_fetch(assignment=assignment, format_name="page", request=request)
+            texts = revealed.get(assignment.pk, {})
+            card["revealed"] = bool(texts)
             card["tabs"] = []
             for tab in guide.TABS:
                 try:
-                    text, _ = formats.render(tab.format, config)
+                    text = texts.get(tab.slug) or formats.render(tab.format, config)[0]
                     card["tabs"].append({"tab": tab, "text": text, "error": ""})
                 except UnrepresentableValue as exc:
                     card["tabs"].append({"tab": tab, "text": "", "error": str(exc)})
             card["steps"] = guide.after_setup_steps(assignment.key.gateway)
             card["warnings"] = config.warnings
+            card["troubleshooting"] = guide.troubleshooting_for(assignment.key.gateway)
         cards.append(card)
+    return cards
+
+
+def _holder_notices(cards: list[dict]) -> list[dict]:
+    """What concerns the developer about each key they hold: rotated since their download, disabled, expiring..."""
+    soon = timedelta(days=settings.EXPIRY_WARNING_DAYS)
+    notices = []
+    for card in cards:
+        assignment = card["assignment"]
+        if notice := assignment.notice(soon=soon):
+            kind, sentence = notice
+            again = assignment.last_download_format if assignment.last_download_format in formats.FORMATS else ""
+            notices.append({"assignment": assignment, "kind": kind, "sentence": sentence, "format": again})
+    return notices
+
+
+def _render_setup(request: AuthenticatedHttpRequest, cards: list[dict], status: int = 200) -> HttpResponse:
     user_agent = request.META.get("HTTP_USER_AGENT", "")
     context = {
         "cards": cards,
@@ -84,10 +96,56 @@ def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
         "install_minutes": DEVICE_INSTALL_MINUTES,
         "portal_name": devices.portal_name(),
         "selected_tab": guide.tab_for_user_agent(user_agent),
-        "notices": notices,
-        "general_troubleshooting": guide.GENERAL_TROUBLESHOOTING,
+        "notices": _holder_notices(cards),
+        "checklist": first_run_checklist(request.user) if not cards else None,
     }
-    return render(request, "gateways/setup.html", context)
+    return render(request, "gateways/setup.html", context, status=status)
+
+
+@login_required
+@never_cache  # a revealed card holds the developer's key
+def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """My set-up: every assignment of the caller, each with a tab per shell, the key masked until revealed.
+
+    Viewing is not a fetch: the key leaves the portal only through Reveal, Copy (setup_reveal) or a download.
+    """
+    return _render_setup(request, _setup_cards(request))
+
+
+@login_required
+@require_POST
+@never_cache
+@sensitive_variables("config", "texts", "revealed")
+def setup_reveal(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
+    """Reveal or Copy: the card's snippets with the key, recorded as one fetch (JSON for the page's script).
+
+    Without JavaScript the Reveal button posts here and gets My set-up back with that card shown.
+    """
+    assignment = my_assignment(request.user, assignment_id)
+    if assignment is None:
+        raise Http404("No such configuration.")
+    purpose = request.POST.get("purpose", "reveal")
+    purpose = purpose if purpose in REVEAL_PURPOSES else "reveal"
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
+    try:
+        config = services.usable_config(assignment=assignment, format_name=purpose, request=request)
+    except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
+        if wants_json:
+            return JsonResponse({"detail": str(exc)}, status=409)
+        messages.error(request, str(exc))
+        return redirect("setup")
+    texts = {}
+    for tab in guide.TABS:
+        try:
+            texts[tab.slug] = formats.render(tab.format, config)[0]
+        except UnrepresentableValue:
+            continue  # that tab keeps its sentence; the others are revealed
+    services.record_config_fetch(assignment=assignment, format_name=purpose, request=request)
+    note = "Shown with your key; this counts as a download (you can see it under Connections)."
+    if wants_json:
+        return JsonResponse({"tabs": texts, "note": note})
+    messages.info(request, note)
+    return _render_setup(request, _setup_cards(request, revealed={assignment.pk: texts}))
 
 
 @login_required
@@ -164,7 +222,12 @@ def gateway_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 def gateway_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     keys = GatewayKey.objects.visible_to(request.user).filter(gateway=gateway).select_related("team")
-    probes = list(ProbeResult.objects.visible_to(request.user).filter(gateway=gateway).order_by("-created_at")[:50])
+    # A revoked key's probes say nothing about the gateway today: the headline and chart leave them out.
+    probes = list(
+        ProbeResult.objects.visible_to(request.user)
+        .filter(gateway=gateway, key__revoked_at__isnull=True)
+        .order_by("-created_at")[:50]
+    )
     context = {
         "gateway": gateway,
         "keys": keys,
@@ -241,7 +304,16 @@ def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)
-    return render(request, "gateways/key_form.html", {"form": form, "team": team, "key": None})
+    gateways = list(Gateway.objects.all())
+    selected = form["gateway"].value() or ""
+    context = {
+        "form": form,
+        "team": team,
+        "key": None,
+        "hints": [(g.slug, g.name, g.console_hint) for g in gateways if g.console_hint],
+        "selected_gateway": selected if any(g.slug == selected for g in gateways) else "",
+    }
+    return render(request, "gateways/key_form.html", context)
 
 
 @login_required
@@ -258,6 +330,7 @@ def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         "assignments": assignments,
         "assign_form": AssignForm(members=[m.user.username for m in members]),
         "settings_form": KeySettingsForm(initial=initial),
+        "gateway_name": key.gateway.name,
         "probes": probes[:10],
         "chart": charts.latency_svg(list(reversed(probes))),
         "devices": key_devices(key),
@@ -322,7 +395,7 @@ def key_toggle(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 @require_POST
 def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
-    if needs_password := sudo_redirect(request):
+    if needs_password := sudo_redirect(request, purpose=f"revoke the key {key.label!r}"):
         return needs_password
     services.revoke_key(key=key, actor=request.user, request=request)
     messages.success(request, "Key revoked: its secret is destroyed and it yields no configuration any more.")
@@ -382,21 +455,54 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
-    keys = (
-        team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label") if overseer else []
-    )
+    hide_revoked = request.GET.get("revoked") == "hide"
+    keys = team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label")
+    if hide_revoked:
+        keys = keys.filter(revoked_at__isnull=True)
+    key_rows = list(keys) if overseer else []
     context = {
         "team": team,
         "role": role,
         "is_admin": role == Role.ADMIN,
         "memberships": team.memberships.select_related("user"),
-        "keys": keys,
-        "failing": [k for k in keys if k.last_probe_verdict not in ("", "ok")],
+        "keys": key_rows,
+        "hide_revoked": hide_revoked,
+        "failing": [k for k in key_rows if k.is_failing],
         "member_form": MemberForm(),
         "roles": Role.choices,
         "gateways": Gateway.objects.all(),
     }
     return render(request, "gateways/team_detail.html", context)
+
+
+# The connections table's headers: (label, sort name or None, the direction a first click sorts in).
+CONNECTION_COLUMNS = (
+    ("Developer", "user", ""),
+    ("Team", "team", ""),
+    ("Gateway", "gateway", ""),
+    ("Key", None, ""),
+    ("Assigned since", "assigned", "-"),
+    ("Last download", "last_download", "-"),
+    ("Live devices", None, ""),
+    ("Latest probe", "verdict", ""),
+    ("Expires", "expiry", ""),
+)
+ARIA_SORT = {"": "ascending", "-": "descending"}
+
+
+def _sortable_columns(current: str, query: str) -> list[dict]:
+    """Each header with its link (a second click reverses the order) and its aria-sort when it is the sort."""
+    columns = []
+    for label, name, first in CONNECTION_COLUMNS:
+        column = {"label": label, "href": "", "aria_sort": ""}
+        if name:
+            direction = current[: len(current) - len(name)] if current.lstrip("-") == name else None
+            if direction is not None:
+                column["aria_sort"] = ARIA_SORT[direction]
+            following = ("" if direction == "-" else "-") if direction is not None else first
+            column["href"] = f"?{query}{'&' if query else ''}sort={following}{name}"
+        columns.append(column)
+    return columns
 
 
 @login_required
@@ -421,6 +527,7 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
         query.pop(name, None)
     live = live_devices_by_assignment(page.rows)
     context = {
+        "columns": _sortable_columns(filters.sort, query.urlencode()),
         "rows": [{**row, "devices": live.get(row["assignment"], [])} for row in connection_rows(page.rows)],
         "first_page": not cursor,
         "next_cursor": page.next_cursor,

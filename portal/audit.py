@@ -329,3 +329,45 @@ def filter_events(events, query):
         if raw:
             events = events.filter(**{lookup: filter_moment(name, raw)})
     return events
+
+
+def _readable(value) -> str:
+    """One detail value as a person reads it: no Python None, True or {'from': ...}."""
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        if set(value) == {"from", "to"}:
+            return f"{_readable(value['from'])} → {_readable(value['to'])}"
+        return ", ".join(f"{name}: {_readable(part)}" for name, part in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_readable(part) for part in value) or "none"
+    return str(value)
+
+
+def readable_details(details: dict, *, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """An event's details as (name, text) pairs for a page; each change in `changed` is a pair of its own."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in (details or {}).items():
+        if name in skip:
+            continue
+        if name == "changed" and isinstance(value, dict):
+            pairs.extend((field, _readable(change)) for field, change in value.items())
+        else:
+            pairs.append((name, _readable(value)))
+    return pairs
+
+
+def audit_row(event: AuditEvent) -> dict:
+    """What the audit page shows of an event: the target by name (a key's label, not its fingerprint)."""
+    details = event.details if isinstance(event.details, dict) else {}
+    label = details.get("label") if event.gateway_slug else None
+    if isinstance(label, str) and label:
+        return {
+            "event": event,
+            "target": label,
+            "target_id": event.target,
+            "details": readable_details(details, skip=("label",)),
+        }
+    return {"event": event, "target": event.target, "target_id": "", "details": readable_details(details)}

@@ -29,6 +29,17 @@ def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = No
         raise RuleError(f"A team with the slug {slug!r} already exists. Choose another slug.", field="slug")
     team = Team.objects.create(name=name, slug=slug)
     audit.record(Action.TEAM_CREATED, actor=actor, request=request, team=team, target=slug, details={"name": name})
+    if actor is not None and actor.pk:
+        # Whoever creates a team runs it first: its admin, until they hand it over.
+        Membership.objects.create(team=team, user=actor, role=Role.ADMIN)
+        audit.record(
+            Action.MEMBER_ADDED,
+            actor=actor,
+            request=request,
+            team=team,
+            target=actor.get_username(),
+            details={"role": Role.ADMIN, "reason": "created the team"},
+        )
     return team
 
 

@@ -7,19 +7,32 @@ itself the credential, issued in sudo mode and expiring on its own, so token cal
 
 from __future__ import annotations
 
+import secrets
 import time
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from portal import two_factor
 from portal.models import AccessToken
 
 SUDO_SESSION_KEY = "sudo_until"
+PENDING_SESSION_KEY = "sudo_pending"
+# How long an action waits for the password before it must be started again.
+PENDING_SECONDS = 5 * 60
+# The password field of the prompt when it posts straight to the action it confirms.
+SUDO_PASSWORD_FIELD = "sudo_password"
+# Fields whose value is a typed secret: a POST that holds one is not carried into the prompt's page.
+NEVER_CARRIED = frozenset({"secret", "password"})
+# Fields the prompt makes afresh rather than carrying over.
+CARRIED_NEVER_AGAIN = frozenset({"csrfmiddlewaretoken", SUDO_PASSWORD_FIELD})
 
 
 def in_sudo_mode(request: HttpRequest) -> bool:
@@ -46,14 +59,72 @@ def require_recent_password(request) -> None:
     )
 
 
-def sudo_redirect(request: HttpRequest) -> HttpResponse | None:
-    """A redirect to the password prompt, or None when sudo mode is on.
+def sudo_redirect(request: HttpRequest, *, purpose: str = "") -> HttpResponse | None:
+    """The password prompt, or None when sudo mode is on (or the password just came with the request).
 
     Call it after the permission check, so nobody is asked for a password to learn they may not act.
+    A POST is kept as a pending action: the prompt posts the same fields back to the same address
+    with the password and a fresh CSRF token, so the action completes without a second click.
+    `purpose` names the action on the prompt, e.g. "revoke the key Alice laptop".
     """
     if in_sudo_mode(request):
         return None
-    # A POST cannot be replayed after the password prompt: return to the page it came from.
-    next_url = request.get_full_path() if request.method == "GET" else request.POST.get("next", reverse("home"))
-    messages.info(request, "Confirm your password first; then repeat the action.")
-    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
+    if request.method == "POST" and SUDO_PASSWORD_FIELD in request.POST:
+        return _confirm_with_request(request, purpose)
+    if request.method == "GET":
+        return redirect(f"{reverse('sudo')}?{urlencode({'next': request.get_full_path()})}")
+    next_url = request.POST.get("next") or reverse("home")
+    if NEVER_CARRIED.intersection(request.POST):
+        # A typed secret is never written into a page: return to the form, to type it after the password.
+        messages.info(request, "Confirm your password first; then repeat the action.")
+        return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
+    pending_id = secrets.token_urlsafe(12)
+    request.session[PENDING_SESSION_KEY] = {
+        "id": pending_id,
+        "path": request.path,
+        "fields": _carried_fields(request),
+        "purpose": purpose,
+        "until": time.time() + PENDING_SECONDS,
+    }
+    return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url, 'pending': pending_id})}")
+
+
+def _carried_fields(request: HttpRequest) -> list[list[str]]:
+    skipped = CARRIED_NEVER_AGAIN | NEVER_CARRIED
+    return [[name, value] for name, values in request.POST.lists() if name not in skipped for value in values]
+
+
+def pending_action(request: HttpRequest, pending_id: str) -> dict | None:
+    """The POST waiting for the password under `pending_id`, if it is this session's and still fresh."""
+    pending = request.session.get(PENDING_SESSION_KEY)
+    if not pending or not pending_id or pending.get("id") != pending_id or pending.get("until", 0) < time.time():
+        return None
+    return pending
+
+
+def check_password(request: HttpRequest, secret: str) -> bool:
+    """Whether `secret` is the signed-in user's password (same backends and lock-out as signing in) or current code.
+
+    A code from the authenticator app confirms it is you as well as the password (and SSO accounts have none).
+    """
+    if two_factor.check_totp(request.user, secret) is not None:
+        return True
+    user = authenticate(request, username=request.user.get_username(), password=secret)
+    return user is not None and user.pk == request.user.pk
+
+
+def _confirm_with_request(request: HttpRequest, purpose: str) -> HttpResponse | None:
+    if check_password(request, request.POST.get(SUDO_PASSWORD_FIELD, "")):
+        enter_sudo_mode(request)
+        request.session.pop(PENDING_SESSION_KEY, None)
+        return None
+    # Wrong: the same prompt again, still carrying the action, with the error.
+    next_url = request.POST.get("next", "")
+    context = {
+        "action": request.path,
+        "fields": _carried_fields(request),
+        "purpose": purpose,
+        "error": "That password (or code) is not right.",
+        "next": next_url if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}) else "",
+    }
+    return render(request, "portal/sudo.html", context, status=400)

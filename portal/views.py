@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
@@ -18,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import audit, exports, services, two_factor
+from portal import audit, exports, services
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
@@ -27,27 +26,40 @@ from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Tea
 from portal.pagination import MAX_POSITION, query_number
 from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
-from portal.sudo import enter_sudo_mode, sudo_redirect
+from portal.sudo import (
+    SUDO_PASSWORD_FIELD,
+    check_password,
+    enter_sudo_mode,
+    in_sudo_mode,
+    pending_action,
+    sudo_redirect,
+)
 
 AUDIT_PER_PAGE = 100
 
 
 @login_required
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", SUDO_PASSWORD_FIELD)
 def sudo(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The password prompt; when an action waits for it, the prompt posts that action with the password."""
     next_url = request.GET.get("next") or request.POST.get("next") or reverse("home")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = reverse("home")
+    pending = pending_action(request, request.GET.get("pending", "")) if request.method == "GET" else None
+    if pending:
+        context = {
+            "action": pending["path"],
+            "fields": pending["fields"],
+            "purpose": pending["purpose"],
+            "next": next_url,
+            # Back from confirming by SSO: the action needs one click, no password.
+            "confirmed": in_sudo_mode(request),
+            "pending_url": request.get_full_path(),
+        }
+        return render(request, "portal/sudo.html", context)
     form = SudoForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        secret = form.cleaned_data["password"]
-        # A code from the authenticator app confirms it is you as well as the password (and SSO accounts have none).
-        confirmed = (
-            request.user
-            if two_factor.check_totp(request.user, secret) is not None
-            else authenticate(request, username=request.user.get_username(), password=secret)
-        )
-        if confirmed is not None and confirmed.pk == request.user.pk:
+        if check_password(request, form.cleaned_data["password"]):
             enter_sudo_mode(request)
             return redirect(next_url)
         form.add_error("password", "That password (or code) is not right.")
@@ -135,6 +147,7 @@ def audit_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     query.pop("before", None)
     context = {
         "events": rows,
+        "rows": [audit.audit_row(event) for event in rows],
         "next_before": rows[-1].id if has_more else None,
         "query": query.urlencode(),
         "actions": Action.choices,

@@ -74,6 +74,10 @@ def test_devices_and_the_rollout_on_the_key_page_and_connections(live_server, br
     live = page.get_by_role("heading", name="Install on a new device")
     static = page.get_by_role("heading", name="Without the portal (static key)")
     assert live.bounding_box()["y"] < static.bounding_box()["y"]  # offered first
+    # Copying the static snippet fetches the key (viewing the page does not): bob holds a static copy too.
+    copy = page.locator("[data-snippet] [data-copy]:visible").first
+    copy.click()
+    expect(page.locator("[data-snippet] [data-copy]:visible").first).to_have_text("Copied")
     laptop, desktop = tmp_path / "laptop", tmp_path / "desktop"
     run_install(make_device_in_the_page(page, live_server, "bob laptop"), laptop)
     run_install(make_device_in_the_page(page, live_server, "bob desktop"), desktop)
@@ -104,6 +108,7 @@ def test_devices_and_the_rollout_on_the_key_page_and_connections(live_server, br
     expect(row.locator("div", has_text="bob desktop")).to_contain_text("old secret")
 
     page.goto(f"{live_server.url}/keys/{key.id}/")
+    devices.get_by_text("Remove bob desktop").first.click()  # asks first, like every removal
     devices.get_by_role("button", name="Remove bob desktop").click()
     expect(page.get_by_role("status")).to_contain_text("bob desktop is removed")
     expect(devices.locator("tr", has_text="bob desktop")).to_have_count(0)

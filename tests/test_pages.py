@@ -101,10 +101,12 @@ def test_setup_page_shows_bobs_own_config_with_every_tab(client, bob, bob_assign
     for title in ["macOS/Linux zsh", "bash", "fish", "Windows PowerShell", "Windows CMD", "settings.json"]:
         assert title in html
     assert 'data-selected="powershell"' in html
-    assert f"export ANTHROPIC_AUTH_TOKEN=&#x27;{TOKENBAY_SECRET}&#x27;" in html
+    # The key is masked until Reveal or Copy: looking at the page is not a fetch.
+    assert "export ANTHROPIC_AUTH_TOKEN=&#x27;sk-...cdef&#x27;" in html
+    assert TOKENBAY_SECRET not in html
     assert "/logout" in html  # TokenBay's guide: log out of a cached Anthropic login once
     assert "context_management" in html  # troubleshooting next to the set-up
-    assert "settings.local.json" in html and "Never put it in .claude/settings.json" in html
+    assert "settings.local.json" in html and "never in .claude/settings.json" in html
     assert "Only one gateway set-up is active at a time" in html and "To switch gateways" in html
 
 

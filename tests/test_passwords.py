@@ -70,7 +70,7 @@ def test_an_unknown_address_gets_the_same_answer_and_no_mail(client, smtp):
 def test_without_mail_the_reset_page_sends_people_to_staff_who_make_a_link(client, bob, staff, settings):
     settings.EMAIL_CONFIGURED = False
     page = client.get("/password_reset/").content.decode()
-    assert "cannot send mail" in page and "<form" not in page.split("<main>")[1]
+    assert "cannot send mail" in page and "<form" not in page.split("<main")[1]
 
     client.force_login(staff)
     # Making a reset link opens the account, so it asks for the password first (sudo mode).

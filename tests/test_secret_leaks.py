@@ -165,23 +165,27 @@ def test_a_download_failing_after_the_config_is_rendered_shows_a_debug_page_with
     assert_a_debug_page_without_the_key(response, caplog, canary, "forced failure in download_response")
 
 
-def test_the_setup_page_failing_while_it_quotes_the_key_shows_a_debug_page_without_it(
-    canary_key, canary, bob, monkeypatch, caplog
+# My set-up shows the key masked; Reveal (a form without JavaScript, JSON for the page's script) quotes it.
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_revealing_the_setup_failing_while_it_quotes_the_key_shows_a_debug_page_without_it(
+    canary_key, canary, bob, monkeypatch, caplog, accept
 ):
     import gateways.config.snippets
 
+    _, assignment = canary_key
     fail_with_the_value_in_the_message(monkeypatch, gateways.config.snippets, "posix_quote", canary)
-    response = web_as(bob).get("/setup/")
+    response = web_as(bob).post(f"/setup/{assignment.id}/reveal/", {"purpose": "reveal"}, HTTP_ACCEPT=accept)
     assert_a_debug_page_without_the_key(response, caplog, canary, "Illegal value in posix_quote")
 
 
-def test_the_setup_page_failing_after_every_snippet_is_rendered_shows_a_debug_page_without_the_key(
+def test_the_revealed_setup_page_failing_after_every_snippet_is_rendered_shows_a_debug_page_without_the_key(
     canary_key, canary, bob, monkeypatch, caplog
 ):
     import gateways.views
 
+    _, assignment = canary_key
     fail_plainly(monkeypatch, gateways.views, "render")
-    response = web_as(bob).get("/setup/")
+    response = web_as(bob).post(f"/setup/{assignment.id}/reveal/", {"purpose": "reveal"})
     assert_a_debug_page_without_the_key(response, caplog, canary, "forced failure in render")
 
 

@@ -75,9 +75,10 @@ TABS = [
         "settings.json",
         "settings.json",
         "any",
-        "Save as ~/.claude/settings.json (Windows: %USERPROFILE%\\.claude\\settings.json), "
-        "or for one project as .claude/settings.local.json. Never put it in .claude/settings.json, "
-        "which is committed with the repository.",
+        "Saving this as ~/.claude/settings.json (Windows: %USERPROFILE%\\.claude\\settings.json) replaces "
+        "the file you have, with every other setting in it: if you have one, use the installer below, which "
+        "merges and keeps a backup. For one project, save it as .claude/settings.local.json (never in "
+        ".claude/settings.json, which is committed with the repository)",
         "restart claude: settings are read at start-up",
         "install.sh",
     ),
@@ -163,3 +164,18 @@ GENERAL_TROUBLESHOOTING = [
         "Variables are read only by a new terminal, and settings.json only when claude starts: reopen both.",
     ),
 ]
+# Words that name the problem each general entry above covers (same order): a gateway whose own
+# troubleshooting already names it says it in its own words, so the general entry is left out.
+GENERAL_TOPICS = (("401", "403"), ("context_management",), ("model not found", "selected model"), ("take effect",))
+
+
+def troubleshooting_for(gateway: Gateway) -> list[tuple[str, str]]:
+    """The gateway's own troubleshooting, then each general entry it does not already cover: no problem twice."""
+    own = [(symptom, fix) for symptom, fix in gateway.troubleshooting_rows]
+    said = " ".join(symptom.lower() for symptom, _ in own)
+    general = [
+        entry
+        for entry, words in zip(GENERAL_TROUBLESHOOTING, GENERAL_TOPICS, strict=True)
+        if not any(word in said for word in words)
+    ]
+    return own + general

@@ -35,7 +35,9 @@ HINTS = {
     "bad_request": "The gateway rejected the request (400). Read the excerpt: it names the field it does not accept.",
     "rate_limited": "The gateway is rate-limiting this key (429). Wait, or ask the gateway for a higher limit.",
     "gateway_error": "The gateway failed on its side (5xx). Try again later; if it lasts, contact the gateway.",
-    "timeout": "The gateway did not answer in time. Check the gateway's status, or raise API_TIMEOUT_MS for slow models.",
+    "timeout": "The gateway did not answer within the probe's time limits (PROBE_READ_TIMEOUT, PROBE_DEADLINE). "
+    "It may be down or overloaded: check its status page. If it is only slow, the portal's operator can raise "
+    "those two limits.",
     "unreachable": "The gateway cannot be reached: the host name does not resolve or the connection is refused. "
     "Check the base URL.",
     "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
@@ -24,6 +25,13 @@ class SchemaView(SpectacularAPIView):
     def handle_exception(self, exc):
         self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
         return super().handle_exception(exc)
+
+    def perform_content_negotiation(self, request, force=False):
+        # A browser accepts text/html and anything else: it would get YAML as a download. It gets JSON,
+        # which it shows. Tools that ask for a type, or ?format=, get what they ask for as before.
+        if "text/html" in request.META.get("HTTP_ACCEPT", "") and not request.query_params.get("format"):
+            return OpenApiJsonRenderer2(), OpenApiJsonRenderer2.media_type
+        return super().perform_content_negotiation(request, force)
 
 
 class TeamList(generics.ListAPIView):

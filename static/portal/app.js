@@ -1,5 +1,10 @@
-// Tabs, copy buttons and in-place probe results. The pages work without it.
+// Tabs, reveal and copy, in-place probe results, local times and the console hint. The pages work without it.
 "use strict";
+
+function csrfToken(form) {
+  const field = (form || document).querySelector("[name=csrfmiddlewaretoken]");
+  return field ? field.value : "";
+}
 
 function selectTab(container, slug) {
   container.querySelectorAll("[role=tab]").forEach((tab) => {
@@ -29,8 +34,48 @@ function setUpTabs(container) {
   });
 }
 
-async function copySnippet(button) {
-  const text = button.parentElement.querySelector("pre").innerText;
+// My set-up shows the key masked. Reveal, or the first Copy, fetches the real snippets once (the
+// server records that one fetch); after that the card holds them and Copy needs no request.
+async function revealCard(card, purpose) {
+  if (card.dataset.revealed === "true") return;
+  if (card.revealing) return card.revealing;
+  const form = card.querySelector("form[data-reveal]");
+  card.revealing = (async () => {
+    const body = new URLSearchParams({ purpose });
+    const response = await fetch(form.action, {
+      method: "POST",
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken(form) },
+      credentials: "same-origin",
+      body,
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+    for (const [slug, text] of Object.entries(answer.tabs)) {
+      card.querySelectorAll(`[data-snippet-text="${slug}"]`).forEach((code) => (code.textContent = text));
+    }
+    card.dataset.revealed = "true";
+    card.querySelectorAll("form[data-reveal]").forEach((f) => (f.hidden = true));
+    card.querySelectorAll("[data-reveal-note]").forEach((note) => (note.textContent = answer.note));
+  })();
+  try {
+    await card.revealing;
+  } finally {
+    card.revealing = null;
+  }
+}
+
+async function writeClipboard(textPromise) {
+  // ClipboardItem takes a promise, so the copy keeps the click's permission while the text is fetched.
+  if (window.ClipboardItem && navigator.clipboard && navigator.clipboard.write) {
+    try {
+      const blob = textPromise.then((text) => new Blob([text], { type: "text/plain" }));
+      await navigator.clipboard.write([new ClipboardItem({ "text/plain": blob })]);
+      return;
+    } catch (err) {
+      // fall through to the older ways below
+    }
+  }
+  const text = await textPromise;
   try {
     await navigator.clipboard.writeText(text);
   } catch (err) {
@@ -41,48 +86,129 @@ async function copySnippet(button) {
     document.execCommand("copy");
     area.remove();
   }
-  button.textContent = "Copied";
-  setTimeout(() => (button.textContent = "Copy"), 2000);
+}
+
+async function copySnippet(button) {
+  const snippet = button.closest("[data-snippet], .snippet") || button.parentElement;
+  const card = button.closest("[data-assignment]");
+  const textOf = () => snippet.querySelector("pre").innerText;
+  const label = button.textContent;
+  try {
+    const text = card ? revealCard(card, "copy").then(textOf) : Promise.resolve(textOf());
+    await writeClipboard(text);
+    button.textContent = "Copied";
+  } catch (err) {
+    button.textContent = "Copy failed";
+    const note = snippet.querySelector("[data-reveal-note]");
+    if (note) note.textContent = "The key could not be fetched: " + err.message;
+  }
+  setTimeout(() => (button.textContent = label), 2000);
+}
+
+// Times are written in the portal's zone, named; show them in the viewer's own zone instead.
+function localizeTimes(root) {
+  const format = (withSeconds) =>
+    new Intl.DateTimeFormat("en-CA", {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      ...(withSeconds ? { second: "2-digit" } : {}), hourCycle: "h23", timeZoneName: "short",
+    });
+  root.querySelectorAll("time[data-local]").forEach((time) => {
+    const moment = new Date(time.getAttribute("datetime"));
+    if (Number.isNaN(moment.getTime())) return;
+    const parts = Object.fromEntries(format(time.dataset.local === "s").formatToParts(moment).map((p) => [p.type, p.value]));
+    const seconds = parts.second ? `:${parts.second}` : "";
+    if (!time.title) time.title = time.textContent;
+    time.textContent = `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${seconds} ${parts.timeZoneName}`;
+  });
+}
+
+// After a probe, the page's own regions (latest verdict, chart, recent probes) are fetched again and swapped in.
+async function refreshRegions() {
+  const response = await fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+  if (!response.ok) return;
+  const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+  document.querySelectorAll("[data-refresh]").forEach((region) => {
+    const replacement = fresh.getElementById(region.id);
+    if (!replacement) return;
+    const node = document.importNode(replacement, true);
+    region.replaceWith(node);
+    localizeTimes(node);
+  });
 }
 
 async function runProbe(form) {
   const out = document.getElementById(form.dataset.probeTarget);
   const button = form.querySelector("button");
   button.disabled = true;
-  out.textContent = "Probing…";
+  const started = Date.now();
+  out.textContent = "Probing… ";
+  const elapsed = document.createElement("span");
+  elapsed.className = "probe-progress";
+  elapsed.setAttribute("aria-hidden", "true");
+  out.append(elapsed);
+  const tick = () => (elapsed.textContent = `${Math.floor((Date.now() - started) / 1000)} s`);
+  tick();
+  const timer = setInterval(tick, 1000);
   try {
     const response = await fetch(form.action, {
       method: "POST",
-      headers: { Accept: "application/json", "X-CSRFToken": form.querySelector("[name=csrfmiddlewaretoken]").value },
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken(form) },
       credentials: "same-origin",
     });
     const result = await response.json();
+    clearInterval(timer);
     out.innerHTML = "";
     const badge = document.createElement("span");
     badge.className = "badge " + (result.verdict === "ok" ? "good" : "bad");
     badge.dataset.verdict = result.verdict;
     badge.textContent = result.verdict;
-    out.append(badge, " ", [result.status_code && `HTTP ${result.status_code}`, result.latency_ms && `${result.latency_ms} ms`].filter(Boolean).join(" · "));
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    const facts = [result.status_code && `HTTP ${result.status_code}`, result.latency_ms && `${result.latency_ms} ms`, `took ${seconds} s`];
+    out.append(badge, " ", facts.filter(Boolean).join(" · "));
     for (const text of [result.hint, result.warning]) {
       if (!text) continue;
       const p = document.createElement("p");
       p.textContent = text;
       out.append(p);
     }
+    await refreshRegions();
   } catch (err) {
     out.textContent = "The probe could not be run: " + err;
   } finally {
+    clearInterval(timer);
     button.disabled = false;
   }
 }
 
+// The key form shows where to find a key in the console of the gateway chosen.
+function setUpHints(select) {
+  const hints = document.querySelectorAll(`[data-hint-for="${select.id}"] [data-hint]`);
+  const show = () => hints.forEach((hint) => (hint.hidden = hint.dataset.hint !== select.value));
+  select.addEventListener("change", show);
+  show();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-tabs]").forEach(setUpTabs);
-  document.querySelectorAll("[data-copy]").forEach((b) => b.addEventListener("click", () => copySnippet(b)));
+  document.querySelectorAll("[data-copy]").forEach((button) => {
+    button.hidden = false;
+    button.addEventListener("click", () => copySnippet(button));
+  });
+  document.querySelectorAll("form[data-reveal]").forEach((form) =>
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const card = form.closest("[data-assignment]");
+      revealCard(card, "reveal").catch((err) => {
+        card.querySelectorAll("[data-reveal-note]").forEach((note) => (note.textContent = "The key could not be fetched: " + err.message));
+      });
+    })
+  );
   document.querySelectorAll("form[data-probe-target]").forEach((form) =>
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       runProbe(form);
     })
   );
+  document.querySelectorAll("select[data-hints]").forEach(setUpHints);
+  localizeTimes(document);
 });

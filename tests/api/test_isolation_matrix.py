@@ -38,6 +38,8 @@ SEES, BLIND = "sees", "blind"
 # fmt: off
 MATRIX = {
     # route in config.api_urls, method:                   outsider member auditor admin  staff
+    ("", "GET"):                                            (200,    200,   200,    200,   200),
+    ("docs/", "GET"):                                       (200,    200,   200,    200,   200),
     ("schema/", "GET"):                                     (200,    200,   200,    200,   200),
     ("gateways/", "GET"):                                   (200,    200,   200,    200,   200),
     ("gateways/", "POST"):                                  (403,    403,   403,    403,   201),
@@ -117,6 +119,9 @@ WEB_ROW = {
 # The two doors a device itself uses are plain views with their own credential (a one-time install
 # code, a device token), not a role: tests/api/test_devices.py covers who gets through them.
 DEVICE_DOORS = {"device/key", "device/install/<str:code>"}
+
+# The interactive API docs (Swagger UI) are an HTML page inside the portal, not an API answer.
+BROWSER_PAGES = {"docs/"}
 
 PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 API_PREFIX = "/api/v1/"
@@ -236,6 +241,9 @@ def test_each_role_gets_what_the_matrix_says(route, method, role, world, api):
 def test_without_a_token_every_operation_is_a_401_with_a_sentence(route, method, world):
     before = snapshot()
     response = getattr(APIClient(), method.lower())(path_for(route, world), BODIES.get((route, method)), format="json")
-    assert response.status_code == 401, (method, route, response.content[:300])
-    assert response.json()["detail"]
+    if route in BROWSER_PAGES:  # a page for people: like every other page, it sends them to sign in
+        assert response.status_code == 302 and response["Location"].startswith("/login/?next=/api/v1/"), route
+    else:
+        assert response.status_code == 401, (method, route, response.content[:300])
+        assert response.json()["detail"]
     assert snapshot() == before

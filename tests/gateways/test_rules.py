@@ -76,7 +76,7 @@ def test_a_base_url_that_cannot_be_parsed_is_refused_with_a_sentence(given):
 
 
 def test_secret_is_trimmed():
-    assert clean_secret("  sk-abc123  \n", requires_sk_prefix=True) == "sk-abc123"
+    assert clean_secret("  sk-abc123-0123456789  \n", requires_sk_prefix=True) == "sk-abc123-0123456789"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_bad_secrets_are_refused_with_the_guides_advice(secret, fragment):
 
 
 def test_secret_without_prefix_is_fine_where_the_gateway_does_not_ask():
-    assert clean_secret("abc123", requires_sk_prefix=False) == "abc123"
+    assert clean_secret("abc123-0123456789", requires_sk_prefix=False) == "abc123-0123456789"
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,13 @@ def test_following_next_on_the_connections_page_shows_every_row_once_in_order(
     for i in range(4):  # equal and empty sort values on purpose: ties are cut by id
         for team, gateway, user in ((web, tokenbay, "bob"), (web, tokaify, "dave"), (data_team, tokaify, "charlie")):
             actor = charlie if team == data_team else alice
-            key = store_key(team=team, gateway=gateway, label=f"k{i}", secret=f"sk-{user}-{i}-0000000000", actor=actor)
+            key = store_key(
+                team=team,
+                gateway=gateway,
+                label=f"k{i} {gateway.slug}",
+                secret=f"sk-{user}-{i}-0000000000",
+                actor=actor,
+            )
             if i % 2:
                 GatewayKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=i), last_probe_verdict="ok")
             assignment = assign_key(key=key, username=user, actor=actor)
