@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from gateways.models import Assignment, GatewayKey, GatewayKeyQuerySet
+from gateways.models import Assignment, Device, GatewayKey, GatewayKeyQuerySet
 from portal.models import Team
 from portal.permissions import is_staff
 
@@ -53,14 +53,24 @@ def unused_keys(keys: GatewayKeyQuerySet, now) -> QuerySet[GatewayKey]:
     """Usable keys older than CONNECTION_STALE_DAYS that no holder downloaded or fetched in that time."""
     cutoff = now - timedelta(days=settings.CONNECTION_STALE_DAYS)
     fetched = Assignment.objects.filter(last_download_at__gte=cutoff).values("key_id")
-    return keys.usable().filter(created_at__lt=cutoff).exclude(pk__in=fetched).order_by("created_at")
+    fetched_live = Device.objects.filter(last_seen_at__gte=cutoff).values("key_id")
+    return (
+        keys.usable()
+        .filter(created_at__lt=cutoff)
+        .exclude(pk__in=fetched)
+        .exclude(pk__in=fetched_live)
+        .order_by("created_at")
+    )
 
 
 def never_downloaded(assignments: QuerySet[Assignment], now) -> QuerySet[Assignment]:
-    """Assignments of usable keys whose holder never downloaded the set-up, oldest first."""
+    """Assignments of usable keys whose holder never downloaded the set-up nor fetched it live, oldest first."""
     unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
     usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
-    return assignments.filter(usable, last_download_at__isnull=True).order_by("created_at")
+    fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
+    return (
+        assignments.filter(usable, last_download_at__isnull=True).exclude(Exists(fetched_live)).order_by("created_at")
+    )
 
 
 def _count_of(assignments: QuerySet[Assignment]) -> Coalesce:
@@ -72,13 +82,15 @@ def _count_of(assignments: QuerySet[Assignment]) -> Coalesce:
 def pending_rollout() -> QuerySet[Assignment]:
     """Holders still on the old secret: assigned before the rotation, with no download since.
 
-    Static holders only: a download holds the secret, so until its holder downloads again it has
-    the old one. A device that fetches its set-up live (issue 11) is never pending: exclude such
-    assignments here once the portal knows of devices.
+    A download holds the secret, so until its holder downloads again it has the old one. A holder
+    whose live device has fetched the new secret (its fingerprint is the key's) is done.
     """
     rotated = OuterRef("rotated_at")
     stale = Q(last_download_at__isnull=True) | Q(last_download_at__lt=rotated)
-    return Assignment.objects.filter(stale, created_at__lt=rotated)
+    current_live = Device.objects.live().filter(
+        assignment=OuterRef("pk"), fetched_fingerprint=OuterRef("key__fingerprint")
+    )
+    return Assignment.objects.filter(stale, created_at__lt=rotated).exclude(Exists(current_live))
 
 
 def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:

@@ -63,7 +63,7 @@ def seed(emulator) -> dict:
     from gateways.devices import create_device, fetch_key, install_device
     from gateways.models import Gateway
     from gateways.probes.runner import probe_key
-    from gateways.services import assign_key, store_key
+    from gateways.services import assign_key, rotate_key_secret, store_key
     from portal.models import Membership, Role
     from portal.services import create_team
 
@@ -80,9 +80,10 @@ def seed(emulator) -> dict:
     secret = "sk-tokenbay-screenshot-0123456789abcdef"
     emulator.rules.keys = {secret}
     key = store_key(team=team, gateway=tokenbay, label="Bob laptop", secret=secret, actor=admin)
-    store_key(
+    tokaify = Gateway.objects.get(slug="tokaify")
+    ci_runner = store_key(
         team=team,
-        gateway=Gateway.objects.get(slug="tokaify"),
+        gateway=tokaify,
         label="CI runner",
         secret="sk-tokaify-screenshot-0123456789abcdef",
         actor=admin,
@@ -97,6 +98,15 @@ def seed(emulator) -> dict:
         emulator.rules.delay, emulator.rules.behaviour = delay, behaviour
         probe_key(key, trigger="web", user=admin)
     emulator.rules.delay, emulator.rules.behaviour = 0.0, "normal"
+    # The dashboard's rows: the CI runner's secret is refused (failing), and a rotation that carol's
+    # static set-up has not caught up with (bob's laptop fetches the new secret by itself).
+    tokaify.base_url = emulator.base_url
+    tokaify.save()
+    probe_key(ci_runner, trigger="web", user=admin)
+    rotated = "sk-tokenbay-screenshot-rotated-0123456789"
+    emulator.rules.keys = {secret, rotated}
+    rotate_key_secret(key=key, secret=rotated, actor=admin)
+    fetch_key(raw_token=token, request=None)
     return {"key": key.id, "team": team.slug}
 
 

@@ -18,14 +18,16 @@ from django.contrib.auth.tokens import default_token_generator
 from django.db import connections
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect, sync_playwright
 
+from alerts.services import create_channel
 from gateways.devices import create_device, install_device
-from gateways.models import Gateway, ProbeResult
+from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.services import assign_key, revoke_key, store_key
 from portal.invitations import create_invitation
 from portal.models import Membership, Role, Team
@@ -72,7 +74,10 @@ def world():
     key = store_key(
         team=team, gateway=tokenbay, label="Bob laptop", secret="sk-tokenbay-bob-0123456789abcdef", actor=alice
     )
-    store_key(team=team, gateway=tokaify, label="CI runner", secret="sk-tokaify-ci-0123456789abcdef", actor=alice)
+    ci = store_key(team=team, gateway=tokaify, label="CI runner", secret="sk-tokaify-ci-0123456789abcdef", actor=alice)
+    # The dashboard lists it as failing; the team hears of that on an e-mail channel (Deliveries).
+    GatewayKey.objects.filter(pk=ci.pk).update(last_probe_verdict="timeout", last_probe_at=timezone.now())
+    create_channel(team=team, kind="email", target="ops@example.com", actor=alice)
     old = store_key(team=team, gateway=tokaify, label="Old", secret="sk-tokaify-old-0123456789abcdef", actor=alice)
     revoke_key(key=old, actor=alice)
     assign_key(key=key, username="bob", actor=alice)
@@ -147,6 +152,9 @@ PAGES = [
     ("alice", "/teams/web/members/bob/offboard/", "Offboard bob"),
     ("root", "/users/", "Users"),
     ("root", "/users/bob/offboard/", "Offboard bob"),
+    ("alice", "/dashboard/", "CI runner"),
+    ("root", "/dashboard/", "Dashboard"),
+    ("alice", "/deliveries/", "Deliveries"),
 ]
 # Routes that are not a page of their own to open: answers to a form (each page they answer with
 # is checked by test_pages_after_a_form_fit_a_phone_and_pass_axe), downloads, redirects, machine
@@ -156,6 +164,7 @@ NOT_OPENED = {
     "team-create", "member-add", "member-remove", "key-settings", "key-toggle", "key-revoke", "key-assign",
     "key-probe", "assignment-remove", "token-revoke", "two-factor-remove", "recovery-codes",
     "oidc-start", "oidc-callback", "invitation-accept", "invitation-withdraw", "team-groups", "user-reset-link",
+    "channel-add", "channel-remove", "channel-test",
 }  # fmt: skip
 
 

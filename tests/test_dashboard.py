@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from gateways.devices import create_device, fetch_key, install_device
 from gateways.models import Assignment, GatewayKey
 from gateways.services import assign_key, rotate_key_secret, set_key_enabled, store_key, update_key_settings
 from portal.models import Membership, Role
@@ -79,6 +80,27 @@ def test_never_downloaded_assignments_until_the_first_download(client, alice, bo
     client.get(f"/setup/{bob_assignment.id}/bash")
     client.force_login(alice)
     assert count_in(client.get("/dashboard/").content.decode(), "never_downloaded") == 0
+
+
+def test_a_holder_whose_device_fetches_live_is_neither_never_downloaded_nor_behind_a_rotation(
+    client, alice, bob, bob_assignment, tokenbay_key
+):
+    _, code = create_device(assignment=bob_assignment, name="bob laptop", platform="linux", actor=bob)
+    _, token = install_device(code=code, request=None, render=lambda device, token: token)
+    client.force_login(alice)
+    html = client.get("/dashboard/").content.decode()
+    assert "bob" in section(html, "never_downloaded")  # installed, but its helper has not asked for the key yet
+
+    fetch_key(raw_token=token, request=None)
+    html = client.get("/dashboard/").content.decode()
+    assert count_in(html, "never_downloaded") == 0
+
+    rotate_key_secret(key=tokenbay_key, secret="sk-tokenbay-rotated-0123456789", actor=alice)
+    html = client.get("/dashboard/").content.decode()
+    assert "Bob laptop" in section(html, "rollouts")  # the device still holds the old secret
+    fetch_key(raw_token=token, request=None)
+    html = client.get("/dashboard/").content.decode()
+    assert count_in(html, "rollouts") == 0
 
 
 def test_the_dashboard_shows_only_the_teams_one_administers(client, alice, charlie, staff, web, data_team, tokenbay):
