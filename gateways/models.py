@@ -213,7 +213,12 @@ class GatewayKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["team", "fingerprint"], name="unique_secret_per_team"),
         ]
-        indexes = [models.Index(fields=["gateway", "team"], name="key_gateway_team")]
+        indexes = [
+            models.Index(fields=["gateway", "team"], name="key_gateway_team"),
+            # The connections list filters and sorts by these (failing probe, expired key).
+            models.Index(fields=["last_probe_verdict"], name="key_last_verdict"),
+            models.Index(fields=["expires_at"], name="key_expires"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.masked})"
@@ -307,7 +312,12 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["key", "user"], name="unique_assignment")]
-        indexes = [models.Index(fields=["user", "key"], name="assignment_user_key")]
+        indexes = [
+            models.Index(fields=["user", "key"], name="assignment_user_key"),
+            # The connections list sorts by these (ties by id), newest or oldest first.
+            models.Index(fields=["created_at", "id"], name="assignment_assigned"),
+            models.Index(fields=["last_download_at", "id"], name="assignment_last_download"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key.label} → {self.user}"

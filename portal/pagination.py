@@ -134,7 +134,14 @@ def keyset_page(queryset: QuerySet, cursor: str | None, size: int) -> KeysetPage
     queryset = queryset.order_by(*(k.order_by() for k in keys))
     if cursor:
         queryset = queryset.filter(_after(keys, _decode(cursor, keys, signature)))
-    rows = list(queryset[: size + 1])
+    if queryset.query.select_related:
+        # Rows joined to their relations are wide: sorting thousands of them to keep a hundred costs more
+        # than sorting their ids alone and then reading the hundred.
+        ids = list(queryset.values_list("pk", flat=True)[: size + 1])
+        found = queryset.order_by().in_bulk(ids)
+        rows = [found[pk] for pk in ids]
+    else:
+        rows = list(queryset[: size + 1])
     if len(rows) <= size:
         return KeysetPage(rows, None)
     values = [k.value_of(rows[size - 1]) for k in keys]
