@@ -40,6 +40,10 @@ class Migration(migrations.Migration):
             model_name='auditevent',
             index=models.Index(fields=['actor_username', '-id'], name='audit_actor_name_recent'),
         ),
+        migrations.AddIndex(
+            model_name='auditevent',
+            index=models.Index(fields=['gateway_slug', 'action', '-id'], name='audit_gateway_action_recent'),
+        ),
         migrations.AddField(
             model_name='pendingauditevent',
             name='actor',
