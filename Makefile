@@ -70,8 +70,10 @@ check: $(VENV)/.dev
 test: test-deps lint check
 	CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(PY) -m pytest $(PYTEST_ARGS)
 
-## Benchmarks (not part of make test): they print ratios against their targets.
+## Benchmarks (not part of make test): they print ratios against their targets, on SQLite and PostgreSQL
+## (BENCH_POSTGRES_URL, default postgres://portal:portal@127.0.0.1:5432/portal, must be able to create databases).
 bench: $(VENV)/.dev
+	$(PY) -m bench.http_load
 	$(PY) -m bench.probe_fanout
 	test -f data/bench-large.sqlite3 || $(PY) -m bench.seed_large
 	$(PY) -m bench.pages

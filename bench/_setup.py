@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POSTGRES = "postgres://portal:portal@127.0.0.1:5432/portal"
 
 
 def django_on(database: Path | None = None) -> Path:
-    """Configure Django on a SQLite file (default: a new temporary one) and migrate it."""
+    """Configure Django on a SQLite file (default: a new temporary one), or on DATABASE_URL if set, and migrate it."""
     sys.path.insert(0, str(ROOT))
     database = database or Path(tempfile.mkdtemp()) / "bench.sqlite3"
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{database}")
@@ -26,3 +30,34 @@ def django_on(database: Path | None = None) -> Path:
 
     call_command("migrate", verbosity=0)
     return database
+
+
+@contextmanager
+def scratch_database(kind: str, postgres_url: str = DEFAULT_POSTGRES):
+    """Environment for a fresh database, "sqlite" or "postgresql" (created next to postgres_url), dropped after."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield {"PORTAL_DATA_DIR": folder, "DATABASE_URL": f"sqlite:///{folder}/portal.sqlite3"}
+        return
+    import psycopg
+
+    name = f"{urlsplit(postgres_url).path.lstrip('/') or 'portal'}_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            yield {
+                "DATABASE_URL": urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}")),
+                "PORTAL_DATA_DIR": folder,
+            }
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_url_default() -> str:
+    """Where to create scratch PostgreSQL databases: BENCH_POSTGRES_URL, a PostgreSQL DATABASE_URL, or the local one."""
+    url = os.getenv("DATABASE_URL", "")
+    return os.getenv("BENCH_POSTGRES_URL") or (
+        url if url.startswith(("postgres://", "postgresql://")) else DEFAULT_POSTGRES
+    )
