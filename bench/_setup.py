@@ -178,7 +178,7 @@ def gunicorn_serving(kind: str, postgres_url: str, seed: str) -> Iterator[Server
     gunicorn runs with config/gunicorn.conf.py, as the Dockerfile runs it; its access log goes
     nowhere (written as in production, read by nobody).
     """
-    with scratch_database(kind, postgres_url) as database_env:
+    with scratch_database(kind, postgres_url) as database_env, tempfile.TemporaryFile("w+") as errors:
         port = free_port()
         env = production_env(database_env, port)
         manage(env, "migrate", "--noinput")
@@ -188,8 +188,9 @@ def gunicorn_serving(kind: str, postgres_url: str, seed: str) -> Iterator[Server
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            # A file, not a pipe: nobody reads a pipe during the load, and once its buffer is full a
+            # worker thread writing a log line blocks with the logging lock held, and so do all the others.
+            stderr=errors,
         )
         try:
             deadline = time.monotonic() + 60
@@ -199,7 +200,8 @@ def gunicorn_serving(kind: str, postgres_url: str, seed: str) -> Iterator[Server
                         break
                 except OSError:
                     if server.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"gunicorn did not start: {server.stderr.read()[-2000:]}") from None
+                        errors.seek(0)
+                        raise SystemExit(f"gunicorn did not start: {errors.read()[-2000:]}") from None
                     time.sleep(0.2)
             yield Server("127.0.0.1", port, server.pid, env, seeded)
         finally:

@@ -28,7 +28,7 @@ import sys
 import time
 import tracemalloc
 
-from bench._setup import ROOT, django_on, postgres_url_default, scratch_database
+from bench._setup import ROOT, database_kinds, django_on, machine, postgres_url_default, scratch_database, spread
 
 DELAY = 0.2
 TARGET = 1.3
@@ -119,10 +119,6 @@ def peak_kib(team: str, concurrency: int) -> float:
     return (peak - before) / 1024
 
 
-def spread(values: list[float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in (min(values), statistics.median(values), max(values)))
-
-
 def one_database(args) -> bool:
     django_on()
     from django.db import connection
@@ -178,9 +174,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         raise SystemExit(0 if one_database(args) else 1)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+    print(machine())
     ok = True
-    for kind in (k.strip() for k in args.databases.split(",") if k.strip()):
+    for kind in database_kinds(args.databases):
         # Django binds to one database per process: each runs in its own, on a scratch database.
         with scratch_database(kind, args.postgres_url) as env:
             flags = ["--keys", str(args.keys), "--concurrency", str(args.concurrency), "--rounds", str(args.rounds)]
