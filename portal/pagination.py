@@ -24,6 +24,7 @@ from uuid import UUID
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, Field, Model, OrderBy, Q, QuerySet
+from django.db.models.sql.where import WhereNode
 
 from portal.errors import RuleError
 
@@ -144,20 +145,12 @@ def first_rows(queryset: QuerySet, limit: int, *, ids_first: bool | None = None)
         return list(queryset[:limit])
     ids = list(queryset.values_list("pk", flat=True)[:limit])
     # Read the rows by id alone: the list's own filters, already applied, could lead the planner astray.
-    rows = queryset.model._default_manager.using(queryset.db).order_by()
-    related = queryset.query.select_related  # False, True (every relation) or a tree of names
-    if related:
-        rows = rows.select_related() if related is True else rows.select_related(*_related_paths(related))
+    # The same queryset without its WHERE keeps what the rows carry (joins, annotations such as the
+    # connections' device counts); dropping a filter only widens it, and the ids narrow it again.
+    rows = queryset.order_by()
+    rows.query.where = WhereNode()
     found = rows.in_bulk(ids)
     return [found[pk] for pk in ids]
-
-
-def _related_paths(tree: dict, prefix: str = "") -> list[str]:
-    """select_related's tree as the paths that make it: {"key": {"team": {}}} is ["key__team"]."""
-    paths = []
-    for name, below in tree.items():
-        paths += _related_paths(below, f"{prefix}{name}__") if below else [f"{prefix}{name}"]
-    return paths
 
 
 def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first: bool | None = None) -> KeysetPage:
