@@ -23,7 +23,10 @@ class KeysetPagination(BasePagination):
 
     def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
         self.request = request
-        page = keyset_page(queryset, request.query_params.get(self.cursor_query_param), self._page_size(request))
+        cursor = request.query_params.get(self.cursor_query_param)
+        # A view with wide rows says so (`sort_ids_first = True`); joined rows count as wide anyway.
+        ids_first = getattr(view, "sort_ids_first", None)
+        page = keyset_page(queryset, cursor, self._page_size(request), ids_first=ids_first)
         self.next_cursor = page.next_cursor
         return page.rows
 

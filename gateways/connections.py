@@ -111,8 +111,10 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     elif filters.state == "expired":
         rows = rows.filter(key__expires_at__lte=now)
     field = SORTS[filters.sort.lstrip("-")]
-    order = F(field).desc(nulls_last=True) if filters.sort.startswith("-") else F(field).asc(nulls_last=True)
-    return rows.order_by(order, "id")
+    # Ties go the sort's way too, so an index on (column, id) serves either direction read backwards.
+    if filters.sort.startswith("-"):
+        return rows.order_by(F(field).desc(nulls_last=True), "-id")
+    return rows.order_by(F(field).asc(nulls_last=True), "id")
 
 
 def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:

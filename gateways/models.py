@@ -266,7 +266,12 @@ class GatewayKey(models.Model):
                 fields=["team", "label"], condition=models.Q(revoked_at__isnull=True), name="unique_label_per_team"
             ),
         ]
-        indexes = [models.Index(fields=["gateway", "team"], name="key_gateway_team")]
+        indexes = [
+            models.Index(fields=["gateway", "team"], name="key_gateway_team"),
+            # The connections list filters and sorts by these (failing probe, expired key).
+            models.Index(fields=["last_probe_verdict"], name="key_last_verdict"),
+            models.Index(fields=["expires_at"], name="key_expires"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.masked})"
@@ -359,8 +364,10 @@ class AssignmentQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self
-        overseen = Team.objects.overseen_by(user).values("pk")
-        return self.filter(models.Q(key__team__in=overseen) | models.Q(user=user))
+        # Both sides of the OR on this table's own columns, so each can use its index (key_id, user_id)
+        # instead of every assignment being joined to its key first.
+        overseen_keys = GatewayKey.objects.filter(team__in=Team.objects.overseen_by(user).values("pk")).values("pk")
+        return self.filter(models.Q(key__in=overseen_keys) | models.Q(user=user))
 
 
 class Assignment(models.Model):
@@ -380,7 +387,12 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["key", "user"], name="unique_assignment")]
-        indexes = [models.Index(fields=["user", "key"], name="assignment_user_key")]
+        indexes = [
+            models.Index(fields=["user", "key"], name="assignment_user_key"),
+            # The connections list sorts by these (ties by id), newest or oldest first.
+            models.Index(fields=["created_at", "id"], name="assignment_assigned"),
+            models.Index(fields=["last_download_at", "id"], name="assignment_last_download"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key.label} → {self.user}"
@@ -526,7 +538,7 @@ class Verdict(models.TextChoices):
 
 class ProbeResultQuerySet(models.QuerySet):
     def visible_to(self, user) -> ProbeResultQuerySet:
-        return self.filter(key__team__in=Team.objects.overseen_by(user))
+        return self.filter(key__in=GatewayKey.objects.visible_to(user).values("pk"))
 
 
 class ProbeResult(models.Model):

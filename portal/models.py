@@ -314,6 +314,8 @@ class AuditEvent(AuditContent):
             # a deleted user), newest first.
             models.Index(fields=["team_slug", "-id"], name="audit_team_slug_recent"),
             models.Index(fields=["actor_username", "-id"], name="audit_actor_name_recent"),
+            # "Probe runs on this gateway": the combination the probes' own audit rows are read by.
+            models.Index(fields=["gateway_slug", "action", "-id"], name="audit_gateway_action_recent"),
         ]
 
     def __str__(self) -> str:

@@ -23,7 +23,7 @@ from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.http import AuthenticatedHttpRequest
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
-from portal.pagination import MAX_POSITION, query_number
+from portal.pagination import MAX_POSITION, first_rows, query_number
 from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
 from portal.sudo import (
@@ -140,7 +140,7 @@ def audit_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     if before and before_id is None:
         messages.error(request, f"before must be an event id, not {before[:40]!r}; showing the newest events.")
     page = events.filter(id__lt=before_id) if before_id else events
-    rows = list(page.order_by("-id")[: AUDIT_PER_PAGE + 1])
+    rows = first_rows(page.order_by("-id"), AUDIT_PER_PAGE + 1, ids_first=True)
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
     query = request.GET.copy()

@@ -1,4 +1,4 @@
-"""Parallel writers against the portal under gunicorn: none may fail with "database is locked".
+"""Parallel writers against the portal under gunicorn: none may fail, and the audit chain takes them all.
 
 The server is real (gunicorn, several workers with threads, production settings) on its own
 database: a fresh SQLite file in a temporary data folder, or, when the suite runs on PostgreSQL,
@@ -7,6 +7,7 @@ a fresh PostgreSQL database next to the test one. Everything goes through the HT
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -26,14 +27,19 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
+from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = pytest.mark.concurrency
 
 CREATIONS = 64
 ROTATED_KEYS = 8
 ROTATIONS_PER_KEY = 6
-# Three processes of four threads each: twelve requests at once, across processes and within one.
-GUNICORN = ["--workers", "3", "--threads", "4", "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"]
+# gunicorn as deployed (config/gunicorn.conf.py), with three processes of four threads each: twelve
+# requests at once, across processes and within one. The access log is dropped: nobody reads the pipe.
+GUNICORN = [
+    *("-c", "config/gunicorn.conf.py", "--workers", "3", "--threads", "4", "--access-logfile", "/dev/null"),
+    *("--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"),
+]
 
 
 def free_port() -> int:
@@ -189,3 +195,92 @@ def test_parallel_key_creations_and_rotations_during_downloads_all_succeed(porta
             assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             for suffix in ("", "-wal", "-shm"):
                 assert stat.S_IMODE(Path(f"{database}{suffix}").stat().st_mode) == 0o600, suffix
+
+
+DEVELOPERS = 32
+DOWNLOADS_EACH = 10
+PROBED_KEYS = 40
+SEED_DEVELOPERS = """
+import json
+from django.contrib.auth import get_user_model
+from gateways.models import Gateway
+from gateways.rules import AuthScheme
+from gateways.services import assign_key, store_key
+from portal.models import AccessToken, Membership, Team
+
+boss = get_user_model().objects.get(username="boss")
+gateway = Gateway.objects.create(slug="emulator", name="Emulator", base_url="{base_url}", auth_scheme=AuthScheme.X_API_KEY)
+team, probed = Team.objects.create(name="Devs", slug="devs"), Team.objects.create(name="Probed", slug="probed")
+for t in (team, probed):
+    Membership.objects.create(team=t, user=boss, role="admin")
+for n in range({probed_keys}):
+    store_key(team=probed, gateway=gateway, label=f"probed {{n}}", secret=f"sk-probed-{{n:04d}}-0123456789", actor=boss)
+developers = []
+for n in range({developers}):
+    user = get_user_model().objects.create_user(f"dev{{n:02d}}")
+    Membership.objects.create(team=team, user=user, role="member")
+    key = store_key(team=team, gateway=gateway, label=f"dev {{n}}", secret=f"sk-dev-{{n:04d}}-0123456789", actor=boss)
+    assignment = assign_key(key=key, username=user.username, actor=boss)
+    developers.append([assignment.id, AccessToken.issue(user, name="load")[1]])
+print("SEEDED " + json.dumps(developers))
+"""
+COUNT_EVENTS = """
+import json
+from collections import Counter
+from gateways.models import ProbeResult
+from portal.models import AuditEvent, PendingAuditEvent
+events = AuditEvent.objects.filter(action__in=["config.downloaded", "probe.run"])
+probes = sorted(e.details["probe"] for e in events if e.action == "probe.run")
+print("COUNTED " + json.dumps({
+    "actions": Counter(events.values_list("action", flat=True)),
+    "downloads_per_user": Counter(e.actor_username for e in events if e.action == "config.downloaded"),
+    "probe_ids": probes == sorted(ProbeResult.objects.values_list("id", flat=True)) and len(set(probes)) == len(probes),
+    "queued": PendingAuditEvent.objects.count(),
+}))
+"""
+
+
+def test_parallel_downloads_by_many_developers_and_a_probe_run_keep_the_audit_chain_whole(portal):
+    """32 developers download at once while `manage.py probe` saves its results: every event once, the chain intact."""
+    base, _, env = portal
+    with running_emulator(GatewayRules(accept_any_key=True, delay=0.05)) as gateway:
+        seeded = manage(
+            "shell",
+            "-c",
+            SEED_DEVELOPERS.format(base_url=gateway.base_url, developers=DEVELOPERS, probed_keys=PROBED_KEYS),
+            env=env,
+        )
+        developers = json.loads(seeded.split("SEEDED ", 1)[1])
+        probe_env = {**env, "PROBE_ALLOW_PRIVATE_IPS": "True"}
+        probe = subprocess.Popen(
+            [sys.executable, "manage.py", "probe", "--team", "probed", "--concurrency", "20"],
+            cwd=ROOT,
+            env=probe_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def download(developer) -> list[int]:
+            assignment, token = developer
+            # A connection per request, like curl: a kept-alive one can meet the server closing it when idle.
+            no_reuse = httpx.Limits(max_keepalive_connections=0)
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=60, limits=no_reuse) as client:
+                return [
+                    client.get(f"/api/v1/me/configs/{assignment}/settings.json").status_code
+                    for _ in range(DOWNLOADS_EACH)
+                ]
+
+        with ThreadPoolExecutor(max_workers=DEVELOPERS) as pool:
+            statuses = [status for result in pool.map(download, developers) for status in result]
+        out, err = probe.communicate(timeout=120)
+    assert probe.returncode == 0, out[-2000:] + err[-2000:]
+    assert f"{PROBED_KEYS} ok, 0 failing" in out
+    assert Counter(statuses) == {200: DEVELOPERS * DOWNLOADS_EACH}
+    counted = json.loads(manage("shell", "-c", COUNT_EVENTS, env=env).split("COUNTED ", 1)[1])
+    assert counted["actions"] == {"config.downloaded": DEVELOPERS * DOWNLOADS_EACH, "probe.run": PROBED_KEYS}
+    assert set(counted["downloads_per_user"].values()) == {DOWNLOADS_EACH} and len(counted["downloads_per_user"]) == 32
+    assert counted["probe_ids"] is True
+    assert counted["queued"] == 0  # every event queued during the rush was chained after it
+    assert "The audit chain is intact" in manage("verify_audit", env=env)

@@ -104,6 +104,7 @@ class AuditEventList(generics.ListAPIView):
     """The audit trail, newest first; `?export=csv|jsonl` downloads every match."""
 
     serializer_class = s.AuditEventSerializer
+    sort_ids_first = True  # wide rows (details, user agent, hashes): see portal.pagination.first_rows
 
     def get_queryset(self):
         events = AuditEvent.objects.visible_to(self.request.user).order_by("-id")
