@@ -50,6 +50,6 @@ def test_an_admin_lands_on_the_dashboard_and_follows_a_row_to_the_fix(live_serve
     page.go_back()
     rollouts.get_by_role("link", name="Rolled").click()
     expect(page.get_by_role("heading", name="Assigned to")).to_be_visible()
-    expect(page.locator("main")).to_contain_text("bob")
+    expect(page.locator("main#main")).to_contain_text("bob")
     assert not [line for line in console if "Content Security Policy" in line], console
     page.close()
