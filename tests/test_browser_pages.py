@@ -183,7 +183,7 @@ def serious_violations(page) -> list[str]:
 @pytest.mark.parametrize(("who", "address", "heading"), PAGES, ids=[p[1] for p in PAGES])
 def test_every_page_fits_a_phone_and_passes_axe(live_server, chromium, world, who, address, heading):
     context, page = open_page(chromium, live_server, world, who, address, viewport=PHONE)
-    expect(page.locator("main")).to_contain_text(heading)
+    expect(page.locator("main#main")).to_contain_text(heading)  # Swagger UI adds a <main> of its own
     page.wait_for_load_state("networkidle")
     assert page.evaluate(NO_SIDEWAYS_SCROLL), f"{address} is too wide at 390 px: {page.evaluate(WIDEST)}"
     assert serious_violations(page) == [], address
