@@ -78,7 +78,8 @@ def manage(*args: str, env: dict) -> str:
 @pytest.fixture
 def portal(tmp_path):
     """A migrated portal under gunicorn, a staff account "boss" and its token: (base URL, token, env)."""
-    with server_database(tmp_path) as database_env:
+    log_path = tmp_path / "gunicorn.log"  # a pipe nobody reads during the run fills up and blocks every worker
+    with server_database(tmp_path) as database_env, log_path.open("w") as log_file:
         env = {
             "PATH": os.environ["PATH"],
             "DEBUG": "False",
@@ -104,7 +105,7 @@ def portal(tmp_path):
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}", *GUNICORN],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -117,13 +118,14 @@ def portal(tmp_path):
                         break
                 except httpx.TransportError:
                     pass
-                assert server.poll() is None, server.stdout.read()
+                assert server.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
                 time.sleep(0.1)
             yield base, token, env
         finally:
             server.terminate()
-            log = server.communicate(timeout=30)[0]
+            server.wait(timeout=30)
+            log = log_path.read_text()
             assert "database is locked" not in log, log[-3000:]
 
 
