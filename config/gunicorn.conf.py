@@ -1,8 +1,10 @@
 """gunicorn's settings for the portal: `gunicorn -c config/gunicorn.conf.py config.wsgi`.
 
-Requests spend most of their time waiting on the database (and a probe on a gateway), so each
-worker process serves several requests at once on threads (`gthread`): a process per core for
-the Python work, threads to overlap the waits. Each thread keeps its own database connection
+A process per core runs the Python; each serves requests on 2 threads (`gthread`), so that a probe
+waiting on a gateway does not hold a whole worker. More threads were measured to cost throughput
+(bench.http_load, 2 cores): a download is CPU, not waiting, and with 8 threads the one holding
+the database's write lock (SQLite) or the audit chain's head waits for the interpreter lock behind
+the others; 2 threads served 2 x the downloads of 8 on SQLite, and the same key fetches. Each thread keeps its own database connection
 (DATABASE_CONN_MAX_AGE), so PostgreSQL sees WEB_CONCURRENCY x WEB_THREADS connections at most.
 A long probe holds one thread, not the worker's heartbeat, so `timeout` does not cut it short.
 """
@@ -14,7 +16,7 @@ import os
 bind = os.getenv("BIND", "0.0.0.0:8000")
 workers = int(os.getenv("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
 worker_class = "gthread"
-threads = int(os.getenv("WEB_THREADS", "8"))
+threads = int(os.getenv("WEB_THREADS", "2"))
 timeout = 60
 graceful_timeout = 30
 keepalive = 5

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections, models, router, transaction
+from django.db import models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -36,13 +34,10 @@ from gateways.models import (
 )
 from gateways.services import record_key_event
 from portal import audit
+from portal.compiled_sql import CompiledRead
 from portal.crypto import DecryptionError, Secret
 from portal.errors import RuleError
 from portal.models import Action, TokenScope, mint_token, token_digest, token_lookup, token_matches
-
-if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.models.sql.compiler import SQLCompiler
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 INSTALL_COMMANDS = {
@@ -309,91 +304,50 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
             )
 
 
-# What a fetch reads: the device's state, its key's state and ciphertext, its owner's.
-FETCH_FIELDS: dict[type[models.Model], set[str]] = {
-    Device: {
-        "id",
-        "user_id",
-        "key_id",
-        "assignment_id",
-        "name",
-        "token_digest",
-        "revoked_at",
-        "revoked_by_username",
-        "last_seen_at",
-        "claude_version",
-        "fetched_fingerprint",
-        "fetch_audited_on",
-        "refusal_reason",
-        "refusal_audited_on",
+# What a fetch reads: the device's state, its key's state and ciphertext, its owner's. Its SQL is
+# compiled once per thread (portal.compiled_sql): this read is on every developer's path to the
+# gateway. The team and gateway an audit row names are read on the rare write path.
+_DEVICE_FOR_FETCH = CompiledRead(
+    Device,
+    where=("token_lookup_id",),
+    related=("key", "user"),
+    fields={
+        "": {
+            "id",
+            "user_id",
+            "key_id",
+            "assignment_id",
+            "name",
+            "token_digest",
+            "revoked_at",
+            "revoked_by_username",
+            "last_seen_at",
+            "claude_version",
+            "fetched_fingerprint",
+            "fetch_audited_on",
+            "refusal_reason",
+            "refusal_audited_on",
+        },
+        "key": {
+            "id",
+            "team_id",
+            "gateway_id",
+            "label",
+            "secret_ciphertext",
+            "masked",
+            "fingerprint",
+            "expires_at",
+            "is_enabled",
+            "revoked_at",
+        },
+        "user": {"id", get_user_model().USERNAME_FIELD, "is_active"},
     },
-    GatewayKey: {
-        "id",
-        "team_id",
-        "gateway_id",
-        "label",
-        "secret_ciphertext",
-        "masked",
-        "fingerprint",
-        "expires_at",
-        "is_enabled",
-        "revoked_at",
-    },
-    get_user_model(): {"id", get_user_model().USERNAME_FIELD, "is_active"},
-}
-# Each model's columns in its own field order (what Model.from_db expects), and their path from Device.
-FETCH_COLUMNS = [
-    (model, [f.attname for f in model._meta.concrete_fields if f.attname in wanted])
-    for model, wanted in FETCH_FIELDS.items()
-]
-FETCH_PATHS: dict[type[models.Model], str] = {Device: "", GatewayKey: "key__", get_user_model(): "user__"}
-
-
-class _CompiledFetch(threading.local):
-    """The fetch's SQL, compiler and column converters, made once per thread and database connection."""
-
-    connection: BaseDatabaseWrapper | None = None
-    sql = ""
-    compiler: SQLCompiler | None = None
-    converters: dict[int, Any] = {}
-
-
-_compiled = _CompiledFetch()
+)
 
 
 def device_for_fetch(lookup_id: str) -> Device | None:
-    """The device with this token lookup id, with its key and owner, for a key fetch: one SELECT.
-
-    Building the SQL costs the ORM several times what running it costs, and this read is on every
-    developer's path to the gateway, so its SQL is compiled once per thread (by the ORM, from the
-    fields above) and run with the lookup id as its one parameter. The row goes through the same
-    column converters and Model.from_db as any queryset's. The team and gateway an audit row names are
-    read on the rare write path.
-    """
-    connection = connections[router.db_for_read(Device)]
-    if _compiled.connection is not connection:
-        names = [FETCH_PATHS[model] + name for model, columns in FETCH_COLUMNS for name in columns]
-        query = Device.objects.filter(token_lookup_id="").values_list(*names).query
-        compiler = query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        if list(params) != [""]:
-            raise RuntimeError("The key fetch's query must take the lookup id as its only parameter.")
-        _compiled.converters = compiler.get_converters([column for column, _, _ in compiler.select])
-        _compiled.sql, _compiled.compiler, _compiled.connection = sql, compiler, connection
-    with connection.cursor() as cursor:
-        cursor.execute(_compiled.sql, [lookup_id])
-        rows = cursor.fetchmany(1)
-    if not rows or _compiled.compiler is None:
-        return None
-    row = next(iter(_compiled.compiler.apply_converters(rows, _compiled.converters)))
-    loaded: dict[type[models.Model], Any] = {}
-    start = 0
-    for model, columns in FETCH_COLUMNS:
-        loaded[model] = model.from_db(connection.alias, columns, row[start : start + len(columns)])
-        start += len(columns)
-    device = loaded[Device]
-    device.key, device.user = loaded[GatewayKey], loaded[get_user_model()]
-    return device
+    """The device with this token lookup id, with its key and owner (only what a fetch reads): one SELECT."""
+    return _DEVICE_FOR_FETCH.get(lookup_id)
 
 
 @sensitive_variables("raw_token", "secret")

@@ -6,6 +6,7 @@ from django.db.models import Count
 from django.urls import reverse
 
 from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
+from portal.compiled_sql import CompiledRead, fits_bigint
 from portal.models import Team
 
 
@@ -18,16 +19,20 @@ def my_assignments(user) -> AssignmentQuerySet:
     )
 
 
+# Every download starts here: its SQL is compiled once per thread (portal.compiled_sql).
+_ASSIGNMENT_WITH_KEY = CompiledRead(Assignment, where=("user_id", "pk"), related=("key", "key__gateway", "key__team"))
+
+
 def my_assignment(user, assignment_id: int) -> Assignment | None:
     """One of the user's own assignments, with what a download needs (its key, gateway and team), or None.
 
     The hottest read of the portal: no join to the user (it is the caller) and no ordering.
     """
-    try:
-        assignment = Assignment.objects.select_related("key__gateway", "key__team").get(user=user, pk=assignment_id)
-    except Assignment.DoesNotExist:
+    if not fits_bigint(assignment_id):
         return None
-    assignment.user = user
+    assignment = _ASSIGNMENT_WITH_KEY.get(user.pk, assignment_id)
+    if assignment is not None:
+        assignment.user = user
     return assignment
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from portal import audit_chain
+from portal.compiled_sql import CompiledInsert
 from portal.crypto import Keyring
 from portal.errors import RuleError
 from portal.models import AUDIT_CONTENT_FIELDS, Action, AuditChainHead, AuditEvent, PendingAuditEvent, Team
@@ -117,13 +118,16 @@ def append(events: list[AuditEvent]) -> None:
             )
         else:
             _link(last_hash, events, texts, keyring)
-        _seal_after_commit()
+        # Others queue only while a head taken with SKIP LOCKED is held; SQLite has one writer at a time.
+        if last_hash is None or connection.features.has_select_for_update_skip_locked:
+            _seal_after_commit()
 
 
 # The chain step runs on every audited request, so its three small statements are written out
 # rather than built by the ORM each time (which costs more than running them).
 HEAD_TABLE = AuditChainHead._meta.db_table
 QUEUE_TABLE = PendingAuditEvent._meta.db_table
+_INSERT_EVENT = CompiledInsert(AuditEvent)
 
 
 def _take_head() -> str | None:
@@ -146,7 +150,7 @@ def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: K
         event.hash = prev = audit_chain.link_hash_of_text(prev, text)
         event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
     if len(events) == 1:
-        events[0].save()
+        _INSERT_EVENT.insert(events[0])
     else:
         AuditEvent.objects.bulk_create(events, batch_size=SEAL_BATCH)
     with connection.cursor() as cursor:
@@ -180,10 +184,10 @@ def seal_pending() -> int:
     signature fails (forged or edited in the database) is marked rejected, never chained, and
     verify_audit names it.
     """
-    keyring = audit_chain.get_keyring()
-    queue = PendingAuditEvent.objects.filter(rejected=False)
     chained = 0
-    while _anything_queued():
+    while _anything_queued():  # the usual answer, after every audited request: nothing
+        keyring = audit_chain.get_keyring()
+        queue = PendingAuditEvent.objects.filter(rejected=False)
         with transaction.atomic():
             last_hash = _take_head()
             if last_hash is None:

@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal import audit_chain
+from portal.compiled_sql import CompiledRead
 from portal.crypto import Keyring
 
 
@@ -140,7 +141,7 @@ class AccessTokenQuerySet(models.QuerySet):
         lookup_id = token_lookup(raw, TokenScope.API)
         if lookup_id is None:
             return None
-        token = next(iter(self.select_related("user").filter(lookup_id=lookup_id).order_by()[:1]), None)
+        token = _TOKEN_WITH_USER.get(lookup_id)
         if not token_matches(token.digest if token else None, raw) or token is None:
             return None
         if not token.is_live or not token.user.is_active:
@@ -186,6 +187,10 @@ class AccessToken(models.Model):
         if self.revoked_at:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+
+# Every API request with a token starts here: its SQL is compiled once per thread (portal.compiled_sql).
+_TOKEN_WITH_USER = CompiledRead(AccessToken, where=("lookup_id",), related=("user",))
 
 
 class Action(models.TextChoices):

@@ -1,0 +1,190 @@
+"""Statements on the hottest paths, with their SQL compiled by the ORM once per thread and connection.
+
+A download or a key fetch reads one row and the rows it points to (`select_related`). Building
+that query's SQL costs the ORM several times what running it costs: every request would resolve
+the joins, quote some hundred column names and pick their converters again. A `CompiledRead`
+asks the ORM for the SQL once per thread and database connection, from an ordinary queryset, and
+then only runs it with new parameters. The row goes through the same column converters and
+`Model.from_db` as any queryset's, so the instances are the ones the ORM would have built.
+
+`CompiledInsert` does the same for the one row every audited request inserts, the audit event.
+
+Use them only where a profile shows the compilation; everywhere else a queryset is clearer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from typing import Any, Generic, TypeVar
+
+from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
+from django.db.models.sql.subqueries import InsertQuery
+
+M = TypeVar("M", bound=models.Model)
+
+# Stand-ins for the lookups' values while the SQL is compiled: distinct, so that the order of the
+# parameters in the SQL can be checked, and valid for integer and text columns alike.
+_SENTINEL_BASE = 2_000_000_000
+
+
+class _Compiled(threading.local):
+    connection: BaseDatabaseWrapper | None = None
+    sql = ""
+    compiler: SQLCompiler | None = None
+    converters: dict[int, Any] = {}
+    order: list[int] = []  # which `where` value each SQL parameter is
+
+
+class CompiledRead(Generic[M]):
+    """At most one `model` row matching `where` (all equalities), with the rows at `related` attached.
+
+    `related` names foreign-key paths as select_related does ("key", "key__gateway"); `fields`
+    limits the columns loaded for a path ("" is the model itself), all concrete fields otherwise.
+
+        read = CompiledRead(Assignment, where=("user_id", "pk"), related=("key", "key__gateway"))
+        assignment = read.get(user.pk, 42)
+    """
+
+    def __init__(
+        self,
+        model: type[M],
+        *,
+        where: Sequence[str],
+        related: Sequence[str] = (),
+        fields: dict[str, Collection[str]] | None = None,
+    ) -> None:
+        self.model = model
+        self.where = tuple(where)
+        self.related = tuple(related)
+        self.fields = fields or {}
+        # (path, model, columns) for the model and each related path; worked out at the first
+        # compile, when every app's models are loaded.
+        self.paths: list[tuple[str, type[models.Model], list[str]]] = []
+        self._compiled = _Compiled()
+
+    def get(self, *values: Any) -> M | None:
+        """The row whose `where` fields equal `values` (in order), or None."""
+        if len(values) != len(self.where):
+            raise TypeError(f"{self.model.__name__} read takes {len(self.where)} values, got {len(values)}.")
+        connection = connections[router.db_for_read(self.model)]
+        compiled = self._compiled
+        if compiled.connection is not connection:
+            self._compile(connection)
+        assert compiled.compiler is not None
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, [values[n] for n in compiled.order])
+            rows = cursor.fetchmany(1)
+        if not rows:
+            return None
+        row = next(iter(compiled.compiler.apply_converters(rows, compiled.converters)))
+        loaded: dict[str, models.Model | None] = {}
+        start = 0
+        for path, target, columns in self.paths:
+            values_here = row[start : start + len(columns)]
+            start += len(columns)
+            pk = values_here[columns.index(target._meta.pk.attname)]
+            instance = None if pk is None else target.from_db(connection.alias, columns, values_here)
+            loaded[path] = instance
+            if path:
+                parent_path, _, name = path.rpartition("__")
+                parent = loaded[parent_path]
+                if parent is not None:
+                    setattr(parent, name, instance)
+        return loaded[""]  # type: ignore[return-value]
+
+    def _compile(self, connection: BaseDatabaseWrapper) -> None:
+        if not self.paths:
+            self.paths = [self._columns(path) for path in ("", *self.related)]
+        sentinels = [_SENTINEL_BASE + n for n in range(len(self.where))]
+        names = [f"{path}__{column}" if path else column for path, _, columns in self.paths for column in columns]
+        queryset = self.model._base_manager.filter(**dict(zip(self.where, sentinels, strict=True)))
+        query = queryset.order_by().values_list(*names)[:1].query
+        compiler = query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        # The ORM orders a filter's conditions its own way: note where each `where` value goes.
+        position = {str(sentinel): n for n, sentinel in enumerate(sentinels)}
+        order = [position.get(str(param), -1) for param in params]
+        if sorted(order) != list(range(len(sentinels))):
+            raise RuntimeError(f"{self.model.__name__} read: its SQL must take each `where` value once.")
+        compiled = self._compiled
+        compiled.order = order
+        compiled.converters = compiler.get_converters([column for column, _, _ in compiler.select])
+        compiled.sql, compiled.compiler, compiled.connection = sql, compiler, connection
+
+    def _columns(self, path: str) -> tuple[str, type[models.Model], list[str]]:
+        target = _model_at(self.model, path)
+        wanted = self.fields.get(path)
+        columns = [f.attname for f in target._meta.concrete_fields if wanted is None or f.attname in wanted]
+        if target._meta.pk.attname not in columns:
+            raise ValueError(f"{path or self.model.__name__}: the loaded fields must include the primary key.")
+        return path, target, columns
+
+
+class _CompiledInsert(threading.local):
+    connection: BaseDatabaseWrapper | None = None
+    sql = ""
+    compiler: SQLInsertCompiler | None = None
+    returns_pk = False
+
+
+class CompiledInsert(Generic[M]):
+    """`obj.save()` for a new row of `model`, with no signals, its INSERT compiled once per thread and connection.
+
+    The values are prepared as the ORM prepares them (`pre_save`, `get_db_prep_save`), and the new
+    primary key is set on the object, as save() sets it.
+    """
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self._compiled = _CompiledInsert()
+
+    def insert(self, obj: M) -> None:
+        meta = self.model._meta
+        connection = connections[router.db_for_write(self.model)]
+        compiled = self._compiled
+        if compiled.connection is not connection:
+            self._compile(connection, obj)
+        compiler = compiled.compiler
+        assert compiler is not None  # set by _compile
+        params = [compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in compiler.query.fields]
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            if compiled.returns_pk:
+                pk = cursor.fetchone()[0]
+            else:
+                pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+        setattr(obj, meta.pk.attname, meta.pk.to_python(pk))
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+    def _compile(self, connection: BaseDatabaseWrapper, obj: M) -> None:
+        meta = self.model._meta
+        fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+        query = InsertQuery(self.model)
+        query.insert_values(fields, [obj])
+        compiler = query.get_compiler(connection=connection)
+        returns_pk = connection.features.can_return_columns_from_insert
+        compiler.returning_fields = [meta.pk] if returns_pk else None
+        statements = compiler.as_sql()
+        if len(statements) != 1:
+            raise RuntimeError(f"{self.model.__name__} insert: expected one statement, got {len(statements)}.")
+        compiled = self._compiled
+        compiled.sql, compiled.compiler, compiled.returns_pk = statements[0][0], compiler, returns_pk
+        compiled.connection = connection
+
+
+def fits_bigint(value: object) -> bool:
+    """Whether `value` is an int a 64-bit integer column can hold (a larger one matches no row, and breaks SQLite)."""
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
+def _model_at(model: type[models.Model], path: str) -> type[models.Model]:
+    for name in filter(None, path.split("__")):
+        field = model._meta.get_field(name)
+        if not field.many_to_one and not field.one_to_one:
+            raise ValueError(f"{name} on {model.__name__} is not a foreign key.")
+        model = field.related_model  # type: ignore[assignment]
+    return model

@@ -1,0 +1,111 @@
+"""portal.compiled_sql: the hot paths' statements give what the ORM gives, for one query each."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from gateways.models import Assignment, Device
+from gateways.selectors import my_assignment
+from portal import audit
+from portal.compiled_sql import CompiledInsert, CompiledRead, fits_bigint
+from portal.models import AccessToken, Action, AuditEvent
+
+ASSIGNMENT_WITH_KEY = CompiledRead(Assignment, where=("user_id", "pk"), related=("key", "key__gateway", "key__team"))
+
+
+def field_values(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+
+
+def test_a_compiled_read_builds_the_instances_select_related_builds(bob_assignment, bob):
+    expected = Assignment.objects.select_related("key__gateway", "key__team").get(pk=bob_assignment.pk)
+    with CaptureQueriesContext(connection) as queries:
+        got = ASSIGNMENT_WITH_KEY.get(bob.pk, bob_assignment.pk)
+        # The related rows came with it: reading them asks nothing more.
+        related = (got.key, got.key.gateway, got.key.team)
+    assert len(queries) == 1
+    assert field_values(got) == field_values(expected)
+    assert [field_values(r) for r in related] == [
+        field_values(expected.key),
+        field_values(expected.key.gateway),
+        field_values(expected.key.team),
+    ]
+    assert got._state.adding is False and got._state.db == "default"
+
+
+def test_a_compiled_read_matches_every_where_value_whatever_order_the_orm_puts_them_in(bob_assignment, bob, alice):
+    # The ORM sorts a filter's conditions (pk before user_id): each value must still meet its own column.
+    assert ASSIGNMENT_WITH_KEY.get(alice.pk, bob_assignment.pk) is None
+    assert ASSIGNMENT_WITH_KEY.get(bob.pk, bob_assignment.pk + 1000) is None
+    assert ASSIGNMENT_WITH_KEY.get(bob.pk, bob_assignment.pk).pk == bob_assignment.pk
+
+
+def test_a_compiled_read_with_some_fields_loads_only_those(bob, api):
+    _, raw = AccessToken.issue(bob, name="laptop")
+    token = AccessToken.objects.authenticate(raw)
+    read = CompiledRead(AccessToken, where=("lookup_id",), related=("user",), fields={"user": {"id", "username"}})
+    got = read.get(token.lookup_id)
+    assert (got.name, got.user.username) == ("laptop", "bob")
+    assert got.user.get_deferred_fields() >= {"email", "password"}
+    with pytest.raises(TypeError, match="takes 1 values, got 2"):
+        read.get(token.lookup_id, "extra")
+
+
+def test_a_compiled_read_leaves_a_missing_nullable_relation_as_none(db):
+    event = audit.record(Action.TEAM_CREATED, details={"name": "none"})
+    read = CompiledRead(AuditEvent, where=("pk",), related=("actor", "team"))
+    got = read.get(event.pk)
+    assert (got.actor, got.team, got.action) == (None, None, Action.TEAM_CREATED)
+
+
+def test_a_compiled_read_must_load_the_primary_key(db):
+    read = CompiledRead(AccessToken, where=("lookup_id",), related=("user",), fields={"user": {"username"}})
+    with pytest.raises(ValueError, match="must include the primary key"):
+        read.get("abc")
+
+
+def test_a_compiled_insert_stores_what_save_stores(db, alice):
+    event = audit.new_event(Action.TEAM_CREATED, actor=alice, details={"name": "\u00e9quipe", "n": 1})
+    event.prev_hash, event.hash, event.signature = "p" * 64, "h" * 64, "s"
+    CompiledInsert(AuditEvent).insert(event)
+    assert event.pk is not None and event._state.adding is False
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert field_values(stored) == field_values(event)
+
+
+def test_the_audit_chain_written_through_the_compiled_insert_verifies(bob_assignment, api, bob):
+    client = api(bob)
+    for name in ("bash", "zsh", "fish"):
+        assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/{name}").status_code == 200
+    check = audit.verify_chain()
+    assert check.broken is None
+    assert AuditEvent.objects.filter(action=Action.CONFIG_DOWNLOADED).count() == 3
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30])
+def test_an_id_no_integer_column_holds_is_no_row_not_an_error(bob, bob_assignment, api, value):
+    assert not fits_bigint(value)
+    assert my_assignment(bob, value) is None
+    response = api(bob).get(f"/api/v1/me/configs/{value}/bash")
+    assert response.status_code == 404
+    assert response.json()["detail"]  # a sentence (for a negative id, the URL matches no route at all)
+
+
+def test_the_key_fetch_read_loads_only_what_a_fetch_needs(bob_assignment, bob, api):
+    response = api(bob).post(
+        f"/api/v1/me/configs/{bob_assignment.pk}/devices/", {"name": "laptop", "platform": "linux"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    Device.objects.update(token_lookup_id="lookup1234")  # as an install leaves it
+    device = Device.objects.get()
+    from gateways.devices import device_for_fetch
+
+    with CaptureQueriesContext(connection) as queries:
+        got = device_for_fetch(device.token_lookup_id)
+        assert (got.pk, got.key.pk, got.user.pk) == (device.pk, bob_assignment.key_id, bob.pk)
+    assert len(queries) == 1
+    assert "secret_ciphertext" not in got.get_deferred_fields()
+    assert {"created_at", "platform"} <= got.get_deferred_fields()
+    assert device_for_fetch("nosuchid") is None
