@@ -4,8 +4,9 @@ A process per core runs the Python; each serves requests on 2 threads (`gthread`
 waiting on a gateway does not hold a whole worker. More threads were measured to cost throughput
 (bench.http_load, 2 cores): a download is CPU, not waiting, and with 8 threads the one holding
 the database's write lock (SQLite) or the audit chain's head waits for the interpreter lock behind
-the others; 2 threads served 2 x the downloads of 8 on SQLite (433 against 217 per second) and
-about as many key fetches (855 against 1,137); on PostgreSQL, 134 against 107 downloads. Each thread keeps its own database connection
+the others. 2 threads served 2 x the downloads of 8 on SQLite (433 against 217 per second) and
+a quarter fewer key fetches (855 against 1,137); on PostgreSQL 134 against 107 downloads and about
+as many key fetches (514 against 484). Each thread keeps its own database connection
 (DATABASE_CONN_MAX_AGE), so PostgreSQL sees WEB_CONCURRENCY x WEB_THREADS connections at most.
 A long probe holds one thread, not the worker's heartbeat, so `timeout` does not cut it short.
 """
