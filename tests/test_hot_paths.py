@@ -288,3 +288,17 @@ def test_a_list_of_joined_rows_sorts_ids_then_reads_one_page(api, staff, bob_ass
     assert len(selects) == 2
     assert "ORDER BY" in selects[0] and "gateways_gateway" not in selects[0].split("FROM")[0]  # ids only
     assert "ORDER BY" not in selects[1] and "IN (" in selects[1]  # the page's rows, by id
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="prepared statements are PostgreSQL's; CI runs this on PostgreSQL")
+def test_on_postgresql_the_hot_reads_are_prepared_after_a_few_runs(api, bob, bob_assignment):
+    # Server-side binding lets psycopg prepare a repeated statement, so PostgreSQL plans the join once.
+    assert connection.settings_dict["OPTIONS"]["server_side_binding"] is True
+    client = api(bob)
+    for _ in range(7):
+        download(client, bob_assignment)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("gateways_assignment" in s and "gateways_gatewaykey" in s for s in prepared), prepared
+    assert any("portal_accesstoken" in s for s in prepared), prepared
