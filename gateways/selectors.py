@@ -6,7 +6,7 @@ from django.db.models import Count
 from django.urls import reverse
 
 from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
-from portal.compiled_sql import CompiledRead, fits_bigint
+from portal.compiled_sql import CompiledRead
 from portal.models import Team
 
 
@@ -28,8 +28,6 @@ def my_assignment(user, assignment_id: int) -> Assignment | None:
 
     The hottest read of the portal: no join to the user (it is the caller) and no ordering.
     """
-    if not fits_bigint(assignment_id):
-        return None
     assignment = _ASSIGNMENT_WITH_KEY.get(user.pk, assignment_id)
     if assignment is not None:
         assignment.user = user

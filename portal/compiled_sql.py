@@ -60,15 +60,17 @@ class CompiledRead(Generic[M]):
         self.where = tuple(where)
         self.related = tuple(related)
         self.fields = fields or {}
-        # (path, model, columns) for the model and each related path; worked out at the first
-        # compile, when every app's models are loaded.
-        self.paths: list[tuple[str, type[models.Model], list[str]]] = []
+        # (path, model, columns, where the primary key is among them) for the model and each related
+        # path; worked out at the first compile, when every app's models are loaded.
+        self.paths: list[tuple[str, type[models.Model], list[str], int]] = []
         self._compiled = _Compiled()
 
     def get(self, *values: Any) -> M | None:
         """The row whose `where` fields equal `values` (in order), or None."""
         if len(values) != len(self.where):
             raise TypeError(f"{self.model.__name__} read takes {len(self.where)} values, got {len(values)}.")
+        if not all(fits_bigint(value) for value in values if isinstance(value, int)):
+            return None  # as the ORM answers: no row has it (and SQLite would refuse the parameter)
         connection = connections[router.db_for_read(self.model)]
         compiled = self._compiled
         if compiled.connection is not connection:
@@ -82,11 +84,10 @@ class CompiledRead(Generic[M]):
         row = next(iter(compiled.compiler.apply_converters(rows, compiled.converters)))
         loaded: dict[str, models.Model | None] = {}
         start = 0
-        for path, target, columns in self.paths:
+        for path, target, columns, pk_at in self.paths:
             values_here = row[start : start + len(columns)]
             start += len(columns)
-            pk = values_here[columns.index(target._meta.pk.attname)]
-            instance = None if pk is None else target.from_db(connection.alias, columns, values_here)
+            instance = None if values_here[pk_at] is None else target.from_db(connection.alias, columns, values_here)
             loaded[path] = instance
             if path:
                 parent_path, _, name = path.rpartition("__")
@@ -99,7 +100,7 @@ class CompiledRead(Generic[M]):
         if not self.paths:
             self.paths = [self._columns(path) for path in ("", *self.related)]
         sentinels = [_SENTINEL_BASE + n for n in range(len(self.where))]
-        names = [f"{path}__{column}" if path else column for path, _, columns in self.paths for column in columns]
+        names = [f"{path}__{column}" if path else column for path, _, columns, _ in self.paths for column in columns]
         queryset = self.model._base_manager.filter(**dict(zip(self.where, sentinels, strict=True)))
         query = queryset.order_by().values_list(*names)[:1].query
         compiler = query.get_compiler(connection=connection)
@@ -114,13 +115,13 @@ class CompiledRead(Generic[M]):
         compiled.converters = compiler.get_converters([column for column, _, _ in compiler.select])
         compiled.sql, compiled.compiler, compiled.connection = sql, compiler, connection
 
-    def _columns(self, path: str) -> tuple[str, type[models.Model], list[str]]:
+    def _columns(self, path: str) -> tuple[str, type[models.Model], list[str], int]:
         target = _model_at(self.model, path)
         wanted = self.fields.get(path)
         columns = [f.attname for f in target._meta.concrete_fields if wanted is None or f.attname in wanted]
         if target._meta.pk.attname not in columns:
             raise ValueError(f"{path or self.model.__name__}: the loaded fields must include the primary key.")
-        return path, target, columns
+        return path, target, columns, columns.index(target._meta.pk.attname)
 
 
 class _CompiledInsert(threading.local):

@@ -137,7 +137,10 @@ def token_matches(stored_digest: str | None, raw: str) -> bool:
 
 class AccessTokenQuerySet(models.QuerySet):
     def authenticate(self, raw: str) -> AccessToken | None:
-        """Return the live token for `raw`, or None; the same answer whether it exists or not."""
+        """Return the live token for `raw`, or None; the same answer whether it exists or not.
+
+        It looks among all tokens (through a read compiled once, not through this queryset's filters).
+        """
         lookup_id = token_lookup(raw, TokenScope.API)
         if lookup_id is None:
             return None
