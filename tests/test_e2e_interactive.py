@@ -33,6 +33,9 @@ TRUST = "Yes, I trust this folder"
 STALE = {"ANTHROPIC_AUTH_TOKEN": "sk-stale-token-from-an-old-gateway", "ANTHROPIC_API_KEY": "sk-stale-api-key-old"}
 CURSOR = "\u276f"  # the heavy angle Claude Code draws before the selected choice and in its prompt box
 DEADLINE = 120  # seconds for the whole first run; a normal one takes about ten
+# Screens Claude Code cannot get past on its own: after a few Enters (each one a retry) the run has failed.
+DEAD_ENDS = ("Unable to connect to Anthropic services",)
+RETRIES_AT_A_DEAD_END = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,6 +96,7 @@ def first_run(term: Terminal) -> str:
     it listens), and sent again if the screen shows it was lost.
     """
     confirmed = sent = False
+    retries = 0
     screen, last, changed_at, acted_at = "", "", time.monotonic(), 0.0
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
@@ -108,6 +112,10 @@ def first_run(term: Terminal) -> str:
         if now - changed_at < 0.8 or now - acted_at < 1.5:
             continue
         acted_at = now
+        if any(message in screen for message in DEAD_ENDS):
+            retries += 1
+            if retries > RETRIES_AT_A_DEAD_END:
+                break
         if TRUST in screen and not confirmed:
             if f"{CURSOR} {TRUST}" in screen:
                 term.keys("Enter")
