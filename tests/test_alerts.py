@@ -40,7 +40,9 @@ HOOK_SECRET = "whsec-0123456789abcdef-portal"
 
 @pytest.fixture(autouse=True)
 def _quick_deliveries(settings):
-    settings.NOTIFY_TIMEOUT = 1  # a hanging receiver costs the run one second
+    # Room for a delivery on a busy machine (CI runs two passes side by side on two cores); the one test
+    # whose receiver hangs sets its own, shorter limit.
+    settings.NOTIFY_TIMEOUT = 5
     settings.PORTAL_URL = "https://portal.example.com"
 
 
@@ -139,6 +141,9 @@ def test_mail_reaches_a_real_smtp_server_for_channels_and_for_a_rotated_keys_hol
 
 
 def test_a_500_and_a_hang_are_retried_and_stop_nobody_else_and_nothing_is_lost(web, alice, settings):
+    # Three seconds, not the one of the other tests: seven deliveries at once must each finish in time on a
+    # busy machine (CI runs two passes side by side on two cores), and the hang costs the run this once.
+    settings.NOTIFY_TIMEOUT = 3
     behaviour = {"/ok": "ok", "/fails": "fail", "/hangs": "hang", "/moved": "redirect"}
     with running_receiver(behaviour) as receiver:
         channels = {path: webhook(web, receiver, path, alice) for path in behaviour}
@@ -154,7 +159,7 @@ def test_a_500_and_a_hang_are_retried_and_stop_nobody_else_and_nothing_is_lost(w
             assert len(receiver.at(path)) == 1
         errors = {path: attempts_of(channel)[0].error for path, channel in channels.items() if path != "/ok"}
         assert "HTTP 500" in errors["/fails"] and "receiver is down" in errors["/fails"]
-        assert "No answer within 1 s" in errors["/hangs"]
+        assert "No answer within 3 s" in errors["/hangs"]
         assert "redirect to https://elsewhere.example/hook" in errors["/moved"] and "final URL" in errors["/moved"]
         assert not [r for r in receiver.received if r.path == "/hook"], "the redirect was not followed"
 
