@@ -147,10 +147,16 @@ def encoded_forms(secret: str) -> frozenset[str]:
 class Redactor:
     """Every encoding of one secret, prepared once to redact many texts (a probe's result, a page)."""
 
-    __slots__ = ("_form_widths", "_forms", "_runs_of_secret", "_secret_widths")
+    __slots__ = ("_form_widths", "_forms", "_runs_of_secret", "_secret", "_secret_widths")
 
     def __init__(self, secret: Secret | str):
-        plain = reveal(secret)
+        # The encodings are worked out on the first non-empty text: a probe that got nothing to
+        # redact (an ok answer) does not pay for them.
+        self._secret: Secret | str | None = secret
+
+    def _prepare(self) -> None:
+        plain = reveal(self._secret) if self._secret is not None else ""
+        self._secret = None
         self._forms = {gram for form in encoded_forms(plain) for gram in _grams(form)} if plain else set()
         self._form_widths = {len(gram) for gram in self._forms}
         self._runs_of_secret = _grams(plain)
@@ -161,7 +167,11 @@ class Redactor:
 
     def spans(self, text: str) -> Spans:
         """The merged spans of `text` that hold some encoding of the secret."""
-        if not self._forms or not text:
+        if not text:
+            return []
+        if self._secret is not None:
+            self._prepare()
+        if not self._forms:
             return []
         found = _runs(text, self._forms, self._form_widths)
         levels: list[_Decoded] = []

@@ -14,8 +14,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gateways.models import Assignment, GatewayKey
-from gateways.probes.runner import probe_keys_async, save_outcomes
+from gateways.models import Assignment, GatewayKey, ProbeResult
+from gateways.probes import runner
+from gateways.probes.runner import probe_and_save, probe_keys_async, save_outcomes
 from portal import audit, audit_chain, stamps
 from portal.models import Action, AuditChainHead, AuditEvent, PendingAuditEvent
 from tests.gateway_emulator import GatewayRules, running_emulator
@@ -253,6 +254,40 @@ def test_probe_results_are_saved_a_batch_at_a_time_with_one_chain_step_each(
     runs = AuditEvent.objects.filter(action=Action.PROBE_RUN).order_by("id")
     assert [e.details["probe"] for e in runs] == [r.pk for r in results]
     assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_stores_results_while_later_probes_are_still_waiting_for_answers(web, tokaify):
+    answered_at = []
+    with running_emulator(GatewayRules(accept_any_key=True, delay=0.3)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 6)
+        # Three rounds of two probes, each answer 0.3 s away; results stored two at a time.
+        results = probe_and_save(
+            keys,
+            trigger="command",
+            concurrency=2,
+            batch_size=2,
+            on_done=lambda key, outcome: answered_at.append(timezone.now()),
+        )
+    assert sorted(r.key_id for r in results) == sorted(k.pk for k in keys)
+    assert {r.verdict for r in results} == {"ok"}
+    stored_at = sorted(ProbeResult.objects.filter(key__in=keys).values_list("created_at", flat=True))
+    assert stored_at[0] < max(answered_at), "the first results waited for the last answer"
+    batches = set(GatewayKey.objects.filter(pk__in=[k.pk for k in keys]).values_list("last_probe_at", flat=True))
+    assert len(batches) == 3  # a transaction, and one step of the audit chain, per batch of two
+    assert AuditEvent.objects.filter(action=Action.PROBE_RUN).count() == 6
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_whose_fan_out_breaks_raises_instead_of_waiting_forever(web, tokaify, monkeypatch):
+    def broken_tls_context():
+        raise OSError("no certificate store")
+
+    monkeypatch.setattr(runner, "tls_context", broken_tls_context)
+    with pytest.raises(OSError, match="no certificate store"):
+        probe_and_save(many_keys(web, tokaify, 2), trigger="command")
+    assert not ProbeResult.objects.exists()
 
 
 def test_a_probe_run_that_switches_betas_off_records_it_per_key(web, tokaify):

@@ -11,6 +11,7 @@ Nothing here touches the database; gateways.probes.runner stores the outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -296,8 +297,10 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
     outcome = await _run_probe(target, client, models_cache)
-    redactor = Redactor(target.secret)
+    redactor = Redactor(target.secret)  # prepared on the first text it gets: an ok answer often has none
     for name in ("hint", "warning", "error_excerpt", "model"):
+        if name == "model" and outcome.model == target.model:
+            continue  # the portal's own setting, not something the gateway said
         setattr(outcome, name, redactor(getattr(outcome, name)))
     outcome.details = _redacted(outcome.details, redactor)
     return outcome
@@ -346,6 +349,7 @@ async def _message(target: ProbeTarget, client: SafeClient, url: str, *, context
     return _outcome(target, answer, path=_path(url), streamed=target.stream)
 
 
+@functools.lru_cache(maxsize=256)
 def _path(url: str) -> str:
     """The request's path, for the classifier; a URL httpx cannot parse has already failed as a verdict."""
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -35,6 +37,8 @@ STAGGER_SECONDS = 0.002
 MAX_STAGGER_SECONDS = 0.5
 # Results stored per transaction (and per step of the audit chain) by save_outcomes.
 SAVE_BATCH = 500
+# probe_and_save stores what has come back once this many are waiting (the rest at the end).
+STREAM_BATCH = 100
 
 
 @sensitive_variables("secret", "config")
@@ -207,6 +211,55 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
     for key, previous, result in transitions:  # alerts listen for a key that starts failing or recovers
         events.probe_recorded.send(sender=GatewayKey, key=key, previous=previous, result=result)
     return results
+
+
+def probe_and_save(
+    keys: Sequence[GatewayKey],
+    *,
+    trigger: str,
+    concurrency: int = 20,
+    stream: bool = True,
+    on_done: Callable[[GatewayKey, ProbeOutcome], None] | None = None,
+    batch_size: int = STREAM_BATCH,
+) -> list[ProbeResult]:
+    """Probe keys and store their results while the others are still in flight (manage.py probe).
+
+    The probes run on an event loop in a thread of their own, which never touches the database;
+    this thread stores each `batch_size` outcomes as they come back (see save_outcomes), so the
+    database work of a large run hides behind the network's waits instead of following them.
+    """
+    done: queue.SimpleQueue[tuple[GatewayKey, ProbeOutcome] | BaseException | None] = queue.SimpleQueue()
+
+    def finished(key: GatewayKey, outcome: ProbeOutcome) -> None:
+        if on_done:
+            on_done(key, outcome)
+        done.put((key, outcome))
+
+    def fan_out() -> None:
+        try:
+            asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=stream, on_done=finished))
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            done.put(exc)
+        else:
+            done.put(None)
+
+    thread = threading.Thread(target=fan_out, name="probes", daemon=True)
+    thread.start()
+    results: list[ProbeResult] = []
+    waiting: list[tuple[GatewayKey, ProbeOutcome]] = []
+    while True:
+        item = done.get()
+        if isinstance(item, BaseException):
+            thread.join()
+            raise item
+        if item is not None:
+            waiting.append(item)
+        if waiting and (item is None or len(waiting) >= batch_size):
+            results += save_outcomes(waiting, trigger=trigger)
+            waiting = []
+        if item is None:
+            thread.join()
+            return results
 
 
 def probe_key(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json as jsonlib
 import sys
 from datetime import timedelta
@@ -12,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateways.models import GatewayKey, GatewayKeyQuerySet, ProbeResult
-from gateways.probes.runner import probe_keys_async, save_outcomes
+from gateways.probes.runner import probe_and_save
 from gateways.services import record_expirations
 from portal import claims
 
@@ -41,7 +40,8 @@ class Command(BaseCommand):
         expired = record_expirations()
         if expired:
             self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")
-        keys = GatewayKey.objects.usable().select_related("gateway", "team").order_by("team__slug", "label")
+        # prefetch, not select_related: a few gateways and teams shared by the keys, not one copy of each per key.
+        keys = GatewayKey.objects.usable().prefetch_related("gateway", "team").order_by("team__slug", "label")
         if team:
             keys = keys.filter(team__slug=team)
         if gateway:
@@ -80,8 +80,7 @@ class Command(BaseCommand):
             sys.stderr.flush()
 
     def _probe(self, keys: list[GatewayKey], *, concurrency: int, stream: bool) -> list[ProbeResult]:
-        outcomes = asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=stream, on_done=self._progress))
-        return save_outcomes(outcomes, trigger="command")
+        return probe_and_save(keys, trigger="command", concurrency=concurrency, stream=stream, on_done=self._progress)
 
     def _probe_due(self, keys: GatewayKeyQuerySet, *, concurrency: int, stream: bool) -> list[ProbeResult]:
         """Probe the due keys a batch at a time, each batch claimed first, so another server never probes them too."""
@@ -101,7 +100,7 @@ class Command(BaseCommand):
             if token is None:
                 return results
             try:
-                batch = list(GatewayKey.objects.filter(probe_claim=token).select_related("gateway", "team"))
+                batch = list(GatewayKey.objects.filter(probe_claim=token).prefetch_related("gateway", "team"))
                 results += self._probe(batch, concurrency=concurrency, stream=stream)
             finally:
                 claims.release(GatewayKey, token, claimed_at="probe_claimed_at", claim_field="probe_claim")
