@@ -14,6 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 from gateways.devices import create_device, install_device
 from gateways.models import Device, Gateway
 from gateways.services import assign_key, store_key
+from portal.invitations import create_invitation
 from portal.models import AuditEvent, Membership, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
@@ -185,7 +186,10 @@ def test_my_setup_masks_the_key_and_reveal_or_copy_record_exactly_one_fetch(live
 
 
 def test_revoke_remove_member_and_remove_assignment_ask_once_then_act(live_server, browser, people):
-    """Without JavaScript, as the confirmations need none; the password prompt completes the revoke."""
+    """Without JavaScript, as the confirmations need none; the password prompt completes the revoke.
+
+    Withdrawing an invitation asks the same way.
+    """
     team, alice, bob = people
     key = store_key(
         team=team, gateway=Gateway.objects.get(slug="tokenbay"), label="Bob laptop", secret=SECRET, actor=alice
@@ -225,6 +229,18 @@ def test_revoke_remove_member_and_remove_assignment_ask_once_then_act(live_serve
     page.get_by_role("button", name="Remove bob").click()
     expect(page.get_by_role("status")).to_contain_text("bob was removed from Web")
     assert not Membership.objects.filter(team=team, user=bob).exists()
+
+    invitation, _ = create_invitation(team=team, email="erin@example.com", role="member", actor=alice)
+    page.goto(f"{live_server.url}/teams/web/invitations/")
+    page.get_by_text("Withdraw").first.click()  # opens the confirmation, does nothing yet
+    confirm = page.get_by_role("button", name="Withdraw the invitation for erin@example.com")
+    expect(confirm).to_be_visible()
+    invitation.refresh_from_db()
+    assert invitation.state == "pending"
+    confirm.click()
+    expect(page.get_by_role("status")).to_contain_text("The invitation for erin@example.com is withdrawn")
+    invitation.refresh_from_db()
+    assert invitation.state == "withdrawn"
     context.close()
 
 
