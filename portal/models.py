@@ -324,6 +324,8 @@ class AuditEvent(AuditContent):
             models.Index(fields=["actor_username", "-id"], name="audit_actor_name_recent"),
             # "Probe runs on this gateway": the combination the probes' own audit rows are read by.
             models.Index(fields=["gateway_slug", "action", "-id"], name="audit_gateway_action_recent"),
+            # The same with a time range, which the lists order by time (portal.audit.ordering_for).
+            models.Index(fields=["gateway_slug", "action", "-created_at", "-id"], name="audit_gateway_action_time"),
         ]
 
     def __str__(self) -> str:

@@ -139,8 +139,9 @@ def audit_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     before_id = query_number(before, maximum=MAX_POSITION)
     if before and before_id is None:
         messages.error(request, f"before must be an event id, not {before[:40]!r}; showing the newest events.")
-    page = events.filter(id__lt=before_id) if before_id else events
-    rows = first_rows(page.order_by("-id"), AUDIT_PER_PAGE + 1, ids_first=True)
+    ordering = audit.ordering_for(request.GET)
+    page = audit.before_event(events, ordering, before_id) if before_id else events
+    rows = first_rows(page.order_by(*ordering), AUDIT_PER_PAGE + 1, ids_first=True)
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
     query = request.GET.copy()

@@ -107,8 +107,9 @@ class AuditEventList(generics.ListAPIView):
     sort_ids_first = True  # wide rows (details, user agent, hashes): see portal.pagination.first_rows
 
     def get_queryset(self):
-        events = AuditEvent.objects.visible_to(self.request.user).order_by("-id")
-        return audit.filter_events(events, self.request.query_params)
+        events = AuditEvent.objects.visible_to(self.request.user)
+        query = self.request.query_params
+        return audit.filter_events(events, query).order_by(*audit.ordering_for(query))
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "actor", "action", "gateway", "since", "until")]

@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gateways.connections import ConnectionFilters, connections_for
@@ -296,3 +297,44 @@ def test_audit_page_pages_by_cursor(client, staff, alice):
     assert len(second.context["events"]) == 5
     assert second.context["next_before"] is None
     assert all(e.id < before for e in second.context["events"])
+
+
+def events_out_of_id_order(alice, count: int) -> list[AuditEvent]:
+    """Events stamped at times that do not follow their ids: each later id a minute earlier than the last."""
+    start = timezone.now() - timedelta(days=1)
+    events = []
+    for n in range(count):
+        with time_machine.travel(start + timedelta(minutes=count - n), tick=False):
+            events.append(audit.record(Action.SIGN_IN, actor=alice))
+    return events
+
+
+def test_with_a_time_range_the_audit_page_pages_newest_first_by_time_and_shows_each_event_once(client, staff, alice):
+    from portal import views
+
+    events = events_out_of_id_order(alice, views.AUDIT_PER_PAGE + 5)
+    since = (min(e.created_at for e in events) - timedelta(seconds=1)).isoformat()
+    client.force_login(staff)
+    with CaptureQueriesContext(connection) as on_the_first:
+        first = client.get("/audit/", {"actor": "alice", "since": since})
+    assert [e.id for e in first.context["events"]] == [e.id for e in events[: views.AUDIT_PER_PAGE]]
+    with CaptureQueriesContext(connection) as on_the_second:
+        second = client.get("/audit/", {"actor": "alice", "since": since, "before": first.context["next_before"]})
+    assert len(on_the_second) == len(on_the_first)  # the next page's position is found inside its one query
+    listed = [e.id for e in first.context["events"]] + [e.id for e in second.context["events"]]
+    assert listed == [e.id for e in events]  # the newest time first: here the lowest id first
+    assert second.context["next_before"] is None
+    # Without a time range the page keeps the chain's order, newest id first.
+    assert client.get("/audit/?actor=alice").context["events"][0].id == events[-1].id
+
+
+def test_with_a_time_range_the_audit_api_pages_by_time_and_each_event_comes_once(api, staff, alice):
+    events = events_out_of_id_order(alice, 7)
+    until = (max(e.created_at for e in events) + timedelta(seconds=1)).isoformat()
+    client = api(staff)
+    listed, url = [], f"/api/v1/audit-events/?actor=alice&limit=3&until={until.replace('+', '%2B')}"
+    while url:
+        page = client.get(url).json()
+        listed += [e["id"] for e in page["results"]]
+        url = page["next"]
+    assert listed == [e.id for e in events]
