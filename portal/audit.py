@@ -335,7 +335,8 @@ def before_event(events, ordering: tuple[str, ...], before_id: int):
     """The events listed after the event `before_id` in `ordering` (the audit page's Next link), in one query."""
     if ordering == BY_ID:
         return events.filter(id__lt=before_id)
-    moment = models.Subquery(AuditEvent.objects.filter(pk=before_id).values("created_at"))
+    # Read from the same list, so a position cannot be taken from an event the reader may not see.
+    moment = models.Subquery(events.filter(pk=before_id).order_by().values("created_at"))
     # The first condition alone bounds the index scan; the second drops the event and its equals in time after it.
     return events.filter(created_at__lte=moment).filter(models.Q(created_at__lt=moment) | models.Q(id__lt=before_id))
 
