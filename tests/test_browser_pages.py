@@ -158,7 +158,7 @@ PAGES = [
 ]
 # Routes that are not a page of their own to open: answers to a form (each page they answer with
 # is checked by test_pages_after_a_form_fit_a_phone_and_pass_axe), downloads, redirects, machine
-# endpoints, the invitation page its link redirects to, and the SSO round trip (an identity provider's pages; tests/test_sso.py).
+# endpoints, the invitation page its link redirects to, and the SSO round trip (an identity provider's pages; tests/portal/test_sso.py).
 NOT_OPENED = {
     "healthz", "readyz", "home", "logout", "setup-reveal", "setup-download", "device-create", "device-remove",
     "team-create", "member-add", "member-remove", "key-settings", "key-toggle", "key-revoke", "key-assign",

@@ -25,7 +25,7 @@ from portal.models import AuditEvent, ExternalIdentity, Membership, Team
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = Path(os.environ.get("OIDC_PROVIDER_DIR", ROOT / ".cache/oidc-provider"))
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CLIENT_ID, CLIENT_SECRET = "gateway-portal", "tests-only-client-secret"
