@@ -6,6 +6,17 @@ from gateways.api import views as gateway_views
 from portal.api import invitations, views
 
 urlpatterns = [
+    # A developer's set-up first: the most requested paths, and Django tries the patterns in order.
+    path("me/configs/", gateway_views.MyConfigList.as_view(), name="api-my-configs"),
+    # Before the downloads: "devices" is not a format.
+    path("me/configs/<int:assignment_id>/devices/", gateway_views.MyConfigDevices.as_view(), name="api-config-devices"),
+    path(
+        "me/configs/<int:assignment_id>/<str:format_name>",
+        gateway_views.MyConfigDownload.as_view(),
+        name="api-config-download",
+    ),
+    # The same with a trailing slash, as clients often add one.
+    path("me/configs/<int:assignment_id>/<str:format_name>/", gateway_views.MyConfigDownloadWithSlash.as_view()),
     path("", ApiRoot.as_view(), name="api-root"),
     path("docs/", ApiDocs.as_view(), name="api-docs"),
     path("schema/", views.SchemaView.as_view(), name="api-schema"),
@@ -19,16 +30,6 @@ urlpatterns = [
     path("keys/<uuid:key_id>/", gateway_views.KeyDetail.as_view(), name="api-key"),
     path("keys/<uuid:key_id>/assignments/", gateway_views.KeyAssignmentList.as_view(), name="api-key-assignments"),
     path("assignments/<int:assignment_id>/", gateway_views.AssignmentDetail.as_view(), name="api-assignment"),
-    path("me/configs/", gateway_views.MyConfigList.as_view(), name="api-my-configs"),
-    # Before the downloads: "devices" is not a format.
-    path("me/configs/<int:assignment_id>/devices/", gateway_views.MyConfigDevices.as_view(), name="api-config-devices"),
-    path(
-        "me/configs/<int:assignment_id>/<str:format_name>",
-        gateway_views.MyConfigDownload.as_view(),
-        name="api-config-download",
-    ),
-    # The same with a trailing slash, as clients often add one.
-    path("me/configs/<int:assignment_id>/<str:format_name>/", gateway_views.MyConfigDownloadWithSlash.as_view()),
     path("keys/<uuid:key_id>/probes/", gateway_views.KeyProbeList.as_view(), name="api-key-probes"),
     path("probes/", gateway_views.ProbeList.as_view(), name="api-probes"),
     path("audit-events/", views.AuditEventList.as_view(), name="api-audit-events"),

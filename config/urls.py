@@ -13,6 +13,8 @@ urlpatterns = [
     # Answered by config.middleware.HealthCheckMiddleware before the host check; named here for reverse().
     path("healthz", project_views.healthz, name="healthz"),
     path("readyz", project_views.readyz, name="readyz"),
+    # Early: the API's downloads are the most requested paths, and Django tries the patterns in order.
+    path("api/v1/", include("config.api_urls")),
     path("", gateway_views.home, name="home"),
     path("dashboard/", gateway_views.dashboard_page, name="dashboard"),
     path(
@@ -62,7 +64,6 @@ urlpatterns = [
     path("channels/<uuid:channel_id>/remove/", alert_views.channel_remove, name="channel-remove"),
     path("channels/<uuid:channel_id>/test/", alert_views.channel_test, name="channel-test"),
     path("deliveries/", alert_views.delivery_list, name="deliveries"),
-    path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
 ]
 
