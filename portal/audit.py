@@ -184,10 +184,12 @@ def seal_pending() -> int:
     signature fails (forged or edited in the database) is marked rejected, never chained, and
     verify_audit names it.
     """
+    if not _anything_queued():  # the usual answer, after every audited request
+        return 0
+    keyring = audit_chain.get_keyring()
+    queue = PendingAuditEvent.objects.filter(rejected=False)
     chained = 0
-    while _anything_queued():  # the usual answer, after every audited request: nothing
-        keyring = audit_chain.get_keyring()
-        queue = PendingAuditEvent.objects.filter(rejected=False)
+    while True:
         with transaction.atomic():
             last_hash = _take_head()
             if last_hash is None:
@@ -207,6 +209,8 @@ def seal_pending() -> int:
         if not rows:
             break
         chained += len(events)
+        if not _anything_queued():
+            break
     return chained
 
 
