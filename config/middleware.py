@@ -1,10 +1,16 @@
 """Project middleware: health checks answered first, no NUL character in a URL, keys kept in reach of redaction,
-and a device's key fetch answered before the page machinery."""
+and a device's key fetch and the API's token requests answered before the page machinery."""
 
 from __future__ import annotations
 
+import functools
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
+from rest_framework.views import APIView
 
 from config.views import HEALTH_VIEWS
 from gateways.api.views import device_key
@@ -82,3 +88,57 @@ class DeviceKeyMiddleware:
             return self.get_response(request)
         request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it for every other request
         return device_key(request)
+
+
+@functools.cache
+def _answers_without_pages(view_class) -> bool:
+    """Whether a view is a DRF view that never renders a page (HTML)."""
+    if view_class is None or not issubclass(view_class, APIView):
+        return False
+    return all(renderer.media_type != "text/html" for renderer in view_class.renderer_classes)
+
+
+# Where config.urls mounts the API.
+API_PREFIX = "/api/v1/"
+
+
+class TokenApiMiddleware:
+    """Send an API request that carries an access token straight to its view, past the page machinery.
+
+    A request with `Authorization: Bearer` and no session cookie is authenticated by its token
+    (portal.authentication), which either accepts it or answers 401, never falling back to a
+    session. So the middleware after this one has nothing to do with it: sessions and sign-in
+    find no cookie, CSRF does not apply to a DRF view, two-factor holds back sessions only,
+    messages and the sign-in lock-out do not concern the API, and CSP and X-Frame-Options protect
+    pages, not JSON and downloads (a view that can render HTML, as the API's docs, takes the usual
+    way). Skipping them cut a config download (`manage.py` users' most
+    frequent request, `make setup`'s and every script's) by about a fifth (README, "Performance").
+
+    Like DeviceKeyMiddleware, it sits after the security middleware, the secrets' redaction scope
+    and the NUL check, and checks the host. Whatever does not resolve to a DRF view, or carries a
+    session cookie, takes the usual way, so a trailing-slash redirect or a page's 404 stay as they were.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if (
+            not request.path_info.startswith(API_PREFIX)
+            or request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() != "bearer "
+            or settings.SESSION_COOKIE_NAME in request.COOKIES
+        ):
+            return self.get_response(request)
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return self.get_response(request)
+        if not _answers_without_pages(getattr(match.func, "view_class", None)):
+            return self.get_response(request)
+        request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it for every other request
+        request.resolver_match = match
+        request.user = AnonymousUser()  # until the token is read; as AuthenticationMiddleware leaves it
+        response = match.func(request, *match.args, **match.kwargs)
+        if callable(getattr(response, "render", None)):
+            response = response.render()  # a DRF Response is rendered late, as the handler would
+        return response

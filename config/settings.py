@@ -119,6 +119,7 @@ MIDDLEWARE = [
     "config.middleware.SecretsScopeMiddleware",
     "config.middleware.RejectNulCharactersMiddleware",
     "config.middleware.DeviceKeyMiddleware",  # a device's key fetch: see its docstring
+    "config.middleware.TokenApiMiddleware",  # the API with an access token: see its docstring
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -134,12 +134,16 @@ def _take_head() -> str | None:
     """The chain's last hash, its head row locked until this transaction ends; None when another holds it."""
     skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT last_hash FROM {HEAD_TABLE} WHERE id = 1{skip_locked}")  # noqa: S608
-        row = cursor.fetchone()
-    if row is None and not AuditChainHead.objects.filter(pk=1).exists():
+        # One statement tells a head another holds (no hash) from no head yet, the usual answer under load.
+        cursor.execute(
+            f"SELECT (SELECT last_hash FROM {HEAD_TABLE} WHERE id = 1{skip_locked}), "  # noqa: S608
+            f"EXISTS (SELECT 1 FROM {HEAD_TABLE} WHERE id = 1)"
+        )
+        last_hash, exists = cursor.fetchone()
+    if not exists:
         AuditChainHead.objects.get_or_create(pk=1)  # the first event ever
         return _take_head()
-    return row[0] if row else None
+    return last_hash
 
 
 def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: Keyring) -> None:

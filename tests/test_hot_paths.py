@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from gateways.models import Assignment, GatewayKey, ProbeResult
 from gateways.probes import runner
@@ -46,6 +47,37 @@ def test_a_download_costs_a_fixed_handful_of_queries(
     queue = 1 if connection.features.has_select_for_update_skip_locked else 0
     with django_assert_max_num_queries(5 + queue), django_capture_on_commit_callbacks(execute=True):
         download(client, bob_assignment)
+
+
+def test_a_token_request_skips_the_page_middleware_yet_keeps_the_host_check_and_the_https_redirect(
+    api, bob, bob_assignment, settings
+):
+    client = api(bob)
+    response = download(client, bob_assignment, "settings.json")
+    # Answered before sessions, CSRF, messages and the pages' headers (config.middleware.TokenApiMiddleware).
+    assert "Content-Security-Policy" not in response and "X-Frame-Options" not in response
+    assert not response.cookies and "Cookie" not in response.get("Vary", "")
+    assert response["Content-Type"].startswith("application/json") and response.json()["env"]
+    assert client.get(f"/api/v1/me/configs/{bob_assignment.id}/bash", HTTP_HOST="evil.example").status_code == 400
+    device = {"name": "ci runner", "platform": "linux"}  # a write needs no CSRF token with an access token
+    assert client.post(f"/api/v1/me/configs/{bob_assignment.id}/devices/", device, format="json").status_code == 201
+    refused = APIClient(HTTP_AUTHORIZATION="Bearer pat_not-a-token").get("/api/v1/me/configs/")
+    assert refused.status_code == 401 and "invalid" in refused.json()["detail"]
+    settings.SECURE_SSL_REDIRECT = True
+    redirected = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash")  # a new handler reads the setting
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
+
+
+def test_a_token_request_with_a_session_a_page_or_an_unknown_path_takes_the_usual_way(api, bob, bob_assignment):
+    client = api(bob)
+    client.force_login(bob)  # a session cookie as well: the session may matter, so every middleware runs
+    assert "Content-Security-Policy" in download(client, bob_assignment)
+    client = api(bob)
+    docs = client.get("/api/v1/docs/")  # the API's one page: its policy holds whatever the credential
+    assert docs.status_code == 200 and "Content-Security-Policy" in docs
+    assert client.get("/api/v1/teams").status_code == 301  # APPEND_SLASH, as without a token
+    missing = client.get("/api/v1/nothing-here/")
+    assert missing.status_code == 404 and missing.json()["detail"]
 
 
 def test_a_download_takes_no_waiting_lock_on_a_row_shared_by_all_users(api, bob, bob_assignment):
@@ -210,10 +242,15 @@ def test_a_download_goes_through_while_others_hold_the_head_and_the_assignment_r
         assert holding.wait(10)
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '2s'")
-        download(client, bob_assignment)
+        with CaptureQueriesContext(connection) as queries:
+            download(client, bob_assignment)
     finally:
         release.set()
         holder.join(10)
+    # Queued at no extra cost: token, assignment, the head (held), the queue's insert; after commit, the
+    # queue and the head (held still). A download that chains costs as many (see above).
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(statements) <= 6, "\n".join(sql[:90] for sql in statements)
     audit.seal_pending()
     assert AuditEvent.objects.filter(action=Action.CONFIG_DOWNLOADED).count() == 2
     assert audit.verify_chain().broken is None
