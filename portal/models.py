@@ -280,12 +280,22 @@ class AuditContent(models.Model):
     """What an audit row says: every column its hash and signature cover (audit_chain.content_of)."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # No index of their own on actor and team: AuditEvent's (actor, -id) and (team, -id) lead with them,
+    # and the queue is read by id. Every index is written by every audited request.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL,
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     actor_username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
     action = models.CharField(max_length=40, choices=Action.choices)
-    team = models.ForeignKey(Team, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False)
+    team = models.ForeignKey(
+        Team, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False, db_index=False
+    )
     team_slug = models.CharField(max_length=50, blank=True)
     gateway_slug = models.CharField(max_length=50, blank=True)
     target = models.CharField(max_length=200, blank=True)  # e.g. a key fingerprint; never a secret
