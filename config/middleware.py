@@ -111,8 +111,8 @@ class TokenApiMiddleware:
     find no cookie, CSRF does not apply to a DRF view, two-factor holds back sessions only,
     messages and the sign-in lock-out do not concern the API, and CSP and X-Frame-Options protect
     pages, not JSON and downloads (a view that can render HTML, as the API's docs, takes the usual
-    way). Skipping them cut a config download (`manage.py` users' most
-    frequent request, `make setup`'s and every script's) by about a fifth (README, "Performance").
+    way). Skipping them took a config download, the API's most frequent request, from 2.7 to
+    1.75 ms in-process (README, "Tests and benchmarks").
 
     Like DeviceKeyMiddleware, it sits after the security middleware, the secrets' redaction scope
     and the NUL check, and checks the host. Whatever does not resolve to a DRF view, or carries a
