@@ -161,10 +161,10 @@ class Server:
     seeded: object  # what the seed script printed after SEEDED, as JSON
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    """Run manage.py with env; its standard output."""
+def manage(env: dict[str, str], *args: str, root: Path = ROOT) -> str:
+    """Run manage.py (of the checkout at `root`) with env; its standard output."""
     done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, check=False
     )
     if done.returncode:
         raise SystemExit(f"manage.py {args[0]} failed: {done.stderr[-3000:]}")
@@ -172,20 +172,21 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def gunicorn_serving(kind: str, postgres_url: str, seed: str) -> Iterator[Server]:
+def gunicorn_serving(kind: str, postgres_url: str, seed: str, root: Path = ROOT) -> Iterator[Server]:
     """A scratch database, migrated and seeded by `seed` (run by `manage.py shell`), served by gunicorn.
 
     gunicorn runs with config/gunicorn.conf.py, as the Dockerfile runs it; its access log goes
-    nowhere (written as in production, read by nobody).
+    nowhere (written as in production, read by nobody). `root` is the checkout it serves
+    (bench.compare serves two).
     """
     with scratch_database(kind, postgres_url) as database_env, tempfile.TemporaryFile("w+") as errors:
         port = free_port()
         env = production_env(database_env, port)
-        manage(env, "migrate", "--noinput")
-        seeded = json.loads(manage(env, "shell", "-c", seed).split("SEEDED ", 1)[1])
+        manage(env, "migrate", "--noinput", root=root)
+        seeded = json.loads(manage(env, "shell", "-c", seed, root=root).split("SEEDED ", 1)[1])
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.DEVNULL,
             # A file, not a pipe: nobody reads a pipe during the load, and once its buffer is full a
