@@ -128,6 +128,12 @@ def append(events: list[AuditEvent]) -> None:
 HEAD_TABLE = AuditChainHead._meta.db_table
 QUEUE_TABLE = PendingAuditEvent._meta.db_table
 _INSERT_EVENT = CompiledInsert(AuditEvent)
+# On PostgreSQL the head moves in the event's INSERT (a data-modifying WITH, run once whatever the
+# INSERT reads): one round trip fewer on every audited request. SQLite has no such WITH.
+_INSERT_EVENT_MOVING_HEAD = CompiledInsert(
+    AuditEvent,
+    prefix=f"WITH moved_head AS (UPDATE {HEAD_TABLE} SET last_hash = %s WHERE id = 1) ",  # noqa: S608
+)
 
 
 def _take_head() -> str | None:
@@ -153,6 +159,9 @@ def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: K
         event.prev_hash = prev
         event.hash = prev = audit_chain.link_hash_of_text(prev, text)
         event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
+    if len(events) == 1 and connection.vendor == "postgresql":
+        _INSERT_EVENT_MOVING_HEAD.insert(events[0], prefix_params=[prev])
+        return
     if len(events) == 1:
         _INSERT_EVENT.insert(events[0])
     else:

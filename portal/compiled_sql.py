@@ -135,14 +135,16 @@ class CompiledInsert(Generic[M]):
     """`obj.save()` for a new row of `model`, with no signals, its INSERT compiled once per thread and connection.
 
     The values are prepared as the ORM prepares them (`pre_save`, `get_db_prep_save`), and the new
-    primary key is set on the object, as save() sets it.
+    primary key is set on the object, as save() sets it. `prefix` is SQL put before the INSERT, such
+    as a data-modifying WITH on PostgreSQL, whose parameters `insert()` takes as `prefix_params`.
     """
 
-    def __init__(self, model: type[M]) -> None:
+    def __init__(self, model: type[M], *, prefix: str = "") -> None:
         self.model = model
+        self.prefix = prefix
         self._compiled = _CompiledInsert()
 
-    def insert(self, obj: M) -> None:
+    def insert(self, obj: M, *, prefix_params: Sequence[Any] = ()) -> None:
         meta = self.model._meta
         connection = connections[router.db_for_write(self.model)]
         compiled = self._compiled
@@ -151,6 +153,7 @@ class CompiledInsert(Generic[M]):
         compiler = compiled.compiler
         assert compiler is not None  # set by _compile
         params = [compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in compiler.query.fields]
+        params = [*prefix_params, *params]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             if compiled.returns_pk:
@@ -173,7 +176,7 @@ class CompiledInsert(Generic[M]):
         if len(statements) != 1:
             raise RuntimeError(f"{self.model.__name__} insert: expected one statement, got {len(statements)}.")
         compiled = self._compiled
-        compiled.sql, compiled.compiler, compiled.returns_pk = statements[0][0], compiler, returns_pk
+        compiled.sql, compiled.compiler, compiled.returns_pk = self.prefix + statements[0][0], compiler, returns_pk
         compiled.connection = connection
 
 
