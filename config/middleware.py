@@ -66,8 +66,10 @@ class SecretsScopeMiddleware:
             return self.get_response(request)
 
 
-# The path of GET /api/v1/device/key (config.api_urls mounts the API at api/v1/).
-DEVICE_KEY_PATH = "/api/v1/device/key"
+# Where config.urls mounts the API.
+API_PREFIX = "/api/v1/"
+# The path of GET /api/v1/device/key.
+DEVICE_KEY_PATH = f"{API_PREFIX}device/key"
 
 
 class DeviceKeyMiddleware:
@@ -96,10 +98,6 @@ def _answers_without_pages(view_class) -> bool:
     if view_class is None or not issubclass(view_class, APIView):
         return False
     return all(renderer.media_type != "text/html" for renderer in view_class.renderer_classes)
-
-
-# Where config.urls mounts the API.
-API_PREFIX = "/api/v1/"
 
 
 class TokenApiMiddleware:

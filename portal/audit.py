@@ -159,13 +159,13 @@ def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: K
         event.prev_hash = prev
         event.hash = prev = audit_chain.link_hash_of_text(prev, text)
         event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
-    if len(events) == 1 and connection.vendor == "postgresql":
-        _INSERT_EVENT_MOVING_HEAD.insert(events[0], prefix_params=[prev])
-        return
-    if len(events) == 1:
-        _INSERT_EVENT.insert(events[0])
-    else:
+    if len(events) > 1:
         AuditEvent.objects.bulk_create(events, batch_size=SEAL_BATCH)
+    elif connection.vendor == "postgresql":
+        _INSERT_EVENT_MOVING_HEAD.insert(events[0], prefix_params=[prev])
+        return  # the head moved in the same statement
+    else:
+        _INSERT_EVENT.insert(events[0])
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {HEAD_TABLE} SET last_hash = %s WHERE id = 1", [prev])  # noqa: S608
 

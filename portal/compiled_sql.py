@@ -152,8 +152,10 @@ class CompiledInsert(Generic[M]):
             self._compile(connection, obj)
         compiler = compiled.compiler
         assert compiler is not None  # set by _compile
-        params = [compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in compiler.query.fields]
-        params = [*prefix_params, *params]
+        params = [
+            *prefix_params,
+            *(compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in compiler.query.fields),
+        ]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             if compiled.returns_pk:
