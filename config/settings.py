@@ -151,15 +151,24 @@ TEMPLATES = [
     },
 ]
 
+
 # Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
 # before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
-}
+def database_from_url(url: str) -> dict:
+    """Django's DATABASES entry for DATABASE_URL: SQLite or PostgreSQL, the two the portal is tested on."""
+    scheme, separator, _ = url.partition("://")
+    if scheme.lower() not in ("sqlite", "postgres", "postgresql", "pgsql") or not separator:
+        # Only the scheme is quoted back: the rest of a URL may hold a password.
+        found = f"its scheme is {scheme!r}" if separator else "it has no scheme such as postgres://"
+        raise ImproperlyConfigured(
+            "DATABASE_URL must look like sqlite:////var/lib/portal/portal.sqlite3 or "
+            f"postgres://user:password@host:5432/portal; {found}."
+        )
+    return dj_database_url.parse(url, conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
+
+
+# An empty DATABASE_URL (a blank line in an env file) means the default, as for every other setting.
+DATABASES = {"default": database_from_url(os.getenv("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers queue instead of failing with "database is locked": WAL lets reads run beside
     # the one writer, BEGIN IMMEDIATE takes the write lock when a transaction starts (a lock upgrade

@@ -1,4 +1,4 @@
-"""CACHE_URL: one setting names the cache every server shares (config/settings.py: cache_from_url)."""
+"""CACHE_URL and DATABASE_URL: one setting names each shared service (config/settings.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from config.settings import cache_from_url
+from config.settings import cache_from_url, database_from_url
 from tests.conftest import ROOT
 
 
@@ -60,3 +60,31 @@ def test_what_several_servers_share_is_kept_in_the_database():
 
     assert settings.SESSION_ENGINE == "django.contrib.sessions.backends.db"
     assert axes_settings.AXES_HANDLER == "axes.handlers.database.AxesDatabaseHandler"
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("mysql://portal:hunter2@db/portal", "its scheme is 'mysql'"),
+        ("portal:hunter2@db:5432/portal", "it has no scheme such as postgres://"),
+    ],
+)
+def test_a_database_url_the_portal_cannot_use_is_refused_without_quoting_its_password(url, says):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must look like") as refused:
+        database_from_url(url)
+    assert says in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_an_empty_database_url_means_the_default_sqlite_file(tmp_path):
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": "", "PORTAL_DATA_DIR": str(tmp_path)}
+    code = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str(tmp_path / "portal.sqlite3")
