@@ -154,7 +154,7 @@ TEMPLATES = [
 
 # Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
 # before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str) -> dj_database_url.DBConfig:
     """Django's DATABASES entry for DATABASE_URL: SQLite or PostgreSQL, the two the portal is tested on."""
     scheme, separator, _ = url.partition("://")
     if scheme.lower() not in ("sqlite", "postgres", "postgresql", "pgsql") or not separator:

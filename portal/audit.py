@@ -115,8 +115,8 @@ def append(events: list[AuditEvent]) -> None:
         last_hash = _take_head()
         if last_hash is None:
             rows = [_queued(event, text, keyring) for event, text in zip(events, texts, strict=True)]
-            if len(rows) == 1:  # under load, most audited requests: the ORM's bulk_create costs more than the INSERT
-                _INSERT_PENDING.insert(rows[0])
+            if len(rows) <= CompiledInsert.MAX_ROWS:  # under load, most audited requests (see _link)
+                _INSERT_PENDING.insert(*rows)
             else:
                 PendingAuditEvent.objects.bulk_create(rows)
         else:
@@ -126,8 +126,8 @@ def append(events: list[AuditEvent]) -> None:
             _seal_after_commit()
 
 
-# The chain step runs on every audited request, so its three small statements are written out
-# rather than built by the ORM each time (which costs more than running them).
+# The chain step runs on every audited request, so its small statements are written out, or
+# compiled once (CompiledInsert), rather than built by the ORM each time (which costs more than running them).
 HEAD_TABLE = AuditChainHead._meta.db_table
 QUEUE_TABLE = PendingAuditEvent._meta.db_table
 _INSERT_EVENT = CompiledInsert(AuditEvent)
@@ -169,13 +169,15 @@ def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: K
         event.prev_hash = prev
         event.hash = prev = audit_chain.link_hash_of_text(prev, text)
         event.signature, event.signing_key_id = audit_chain.sign(keyring, event.hash)
-    if len(events) > 1:
+    # A request's event, or the few a seal chains under load, in one compiled INSERT: building it
+    # with the ORM (bulk_create) would cost more than running it. Large batches (a probe run's) amortise the ORM.
+    if len(events) > CompiledInsert.MAX_ROWS:
         AuditEvent.objects.bulk_create(events, batch_size=SEAL_BATCH)
     elif connection.vendor == "postgresql":
-        _INSERT_EVENT_MOVING_HEAD.insert(events[0], prefix_params=[prev])
+        _INSERT_EVENT_MOVING_HEAD.insert(*events, prefix_params=[prev])
         return  # the head moved in the same statement
     else:
-        _INSERT_EVENT.insert(events[0])
+        _INSERT_EVENT.insert(*events)
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {HEAD_TABLE} SET last_hash = %s WHERE id = 1", [prev])  # noqa: S608
 

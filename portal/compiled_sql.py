@@ -7,7 +7,8 @@ asks the ORM for the SQL once per thread and database connection, from an ordina
 then only runs it with new parameters. The row goes through the same column converters and
 `Model.from_db` as any queryset's, so the instances are the ones the ORM would have built.
 
-`CompiledInsert` does the same for the one row every audited request inserts, the audit event.
+`CompiledInsert` does the same for the row every audited request inserts, the audit event (or the
+few a seal of the audit queue chains at once).
 
 Use them only where a profile shows the compilation; everywhere else a queryset is clearer.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
+from itertools import chain
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, models, router
@@ -126,60 +128,73 @@ class CompiledRead(Generic[M]):
 
 class _CompiledInsert(threading.local):
     connection: BaseDatabaseWrapper | None = None
-    sql = ""
-    compiler: SQLInsertCompiler | None = None
+    # By the number of rows inserted: the SQL, the compiler that prepares the values, and whether the
+    # SQL takes them a column at a time (PostgreSQL's bulk INSERT ... SELECT * FROM UNNEST(array, ...)).
+    statements: dict[int, tuple[str, SQLInsertCompiler, bool]]
     returns_pk = False
 
 
 class CompiledInsert(Generic[M]):
-    """`obj.save()` for a new row of `model`, with no signals, its INSERT compiled once per thread and connection.
+    """`obj.save()` for new rows of `model`, with no signals, its INSERT compiled once per thread and connection.
 
     The values are prepared as the ORM prepares them (`pre_save`, `get_db_prep_save`), and the new
-    primary key is set on the object, as save() sets it. `prefix` is SQL put before the INSERT, such
-    as a data-modifying WITH on PostgreSQL, whose parameters `insert()` takes as `prefix_params`.
+    primary keys are set on the objects, as save() sets them. `prefix` is SQL put before the INSERT,
+    such as a data-modifying WITH on PostgreSQL, whose parameters `insert()` takes as `prefix_params`.
+    Up to MAX_ROWS objects go in one statement, compiled once for each number of rows.
     """
+
+    MAX_ROWS = 32
 
     def __init__(self, model: type[M], *, prefix: str = "") -> None:
         self.model = model
         self.prefix = prefix
         self._compiled = _CompiledInsert()
 
-    def insert(self, obj: M, *, prefix_params: Sequence[Any] = ()) -> None:
+    def insert(self, *objs: M, prefix_params: Sequence[Any] = ()) -> None:
+        if not 1 <= len(objs) <= self.MAX_ROWS:
+            raise ValueError(f"{self.model.__name__} insert: 1 to {self.MAX_ROWS} rows at a time, not {len(objs)}.")
         meta = self.model._meta
         connection = connections[router.db_for_write(self.model)]
         compiled = self._compiled
         if compiled.connection is not connection:
-            self._compile(connection, obj)
-        compiler = compiled.compiler
-        assert compiler is not None  # set by _compile
-        params = [
-            *prefix_params,
-            *(compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in compiler.query.fields),
-        ]
+            compiled.connection, compiled.statements = connection, {}
+            compiled.returns_pk = connection.features.can_return_rows_from_bulk_insert
+        if len(objs) not in compiled.statements:
+            compiled.statements[len(objs)] = self._compile(connection, objs, compiled.returns_pk)
+        sql, compiler, by_column = compiled.statements[len(objs)]
+        fields = compiler.query.fields
+        rows = [[compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in fields] for obj in objs]
+        params = [*prefix_params, *(map(list, zip(*rows, strict=True)) if by_column else chain.from_iterable(rows))]
         with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
+            cursor.execute(sql, params)
             if compiled.returns_pk:
-                pk = cursor.fetchone()[0]
+                pks = [row[0] for row in cursor.fetchall()]
+            elif len(objs) == 1:
+                pks = [connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)]
             else:
-                pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
-        setattr(obj, meta.pk.attname, meta.pk.to_python(pk))
-        obj._state.adding = False
-        obj._state.db = connection.alias
+                pks = [None] * len(objs)  # as bulk_create leaves them where the database cannot say
+        for obj, pk in zip(objs, pks, strict=True):
+            setattr(obj, meta.pk.attname, None if pk is None else meta.pk.to_python(pk))
+            obj._state.adding = False
+            obj._state.db = connection.alias
 
-    def _compile(self, connection: BaseDatabaseWrapper, obj: M) -> None:
+    def _compile(
+        self, connection: BaseDatabaseWrapper, objs: Sequence[M], returns_pk: bool
+    ) -> tuple[str, SQLInsertCompiler, bool]:
         meta = self.model._meta
         fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
         query = InsertQuery(self.model)
-        query.insert_values(fields, [obj])
+        query.insert_values(fields, list(objs))
         compiler = query.get_compiler(connection=connection)
-        returns_pk = connection.features.can_return_columns_from_insert
         compiler.returning_fields = [meta.pk] if returns_pk else None
         statements = compiler.as_sql()
         if len(statements) != 1:
             raise RuntimeError(f"{self.model.__name__} insert: expected one statement, got {len(statements)}.")
-        compiled = self._compiled
-        compiled.sql, compiled.compiler, compiled.returns_pk = self.prefix + statements[0][0], compiler, returns_pk
-        compiled.connection = connection
+        [(sql, params)] = statements
+        by_column = len(objs) > 1 and len(params) == len(fields)
+        if not by_column and len(params) != len(fields) * len(objs):
+            raise RuntimeError(f"{self.model.__name__} insert: its SQL takes its values in an unknown shape.")
+        return self.prefix + sql, compiler, by_column
 
 
 def fits_bigint(value: object) -> bool:

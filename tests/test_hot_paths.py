@@ -177,10 +177,10 @@ def test_queued_events_are_chained_in_order_and_verify(alice, web, capsys):
     with CaptureQueriesContext(connection) as sealing:
         assert audit.seal_pending() == 3
     # Whatever the batch's size: is anything queued, the head, the rows taken off the queue as they are
-    # read, the events' insert, the head moved; then is anything queued still. (The test's own
-    # transaction makes the seal's a savepoint.)
+    # read, the events' insert, the head moved (on PostgreSQL, by the insert); then is anything queued
+    # still. (The test's own transaction makes the seal's a savepoint.)
     sent = [sql for sql in statements(sealing) if "SAVEPOINT" not in sql]
-    assert len(sent) == 6, "\n".join(sql[:90] for sql in sent)
+    assert len(sent) == (5 if ON_POSTGRESQL else 6), "\n".join(sql[:90] for sql in sent)
     assert not PendingAuditEvent.objects.exists()
     chained = AuditEvent.objects.order_by("id")
     assert [e.details.get("n") for e in chained] == [None, 0, 1, 2]

@@ -75,6 +75,26 @@ def test_a_compiled_insert_stores_what_save_stores(db, alice):
     assert field_values(stored) == field_values(event)
 
 
+def test_a_compiled_insert_of_several_rows_stores_each_in_order_in_one_statement(db, alice):
+    events = [audit.new_event(Action.TEAM_CREATED, actor=alice, details={"n": n}) for n in range(3)]
+    for n, event in enumerate(events):
+        event.prev_hash, event.hash, event.signature = "p" * 64, f"{n}" * 64, "s"
+    with CaptureQueriesContext(connection) as queries:
+        CompiledInsert(AuditEvent).insert(*events)
+    assert len(queries) == 1
+    ids = [event.pk for event in events]
+    assert None not in ids and ids == sorted(ids)
+    for event in events:
+        assert field_values(AuditEvent.objects.get(pk=event.pk)) == field_values(event)
+
+
+@pytest.mark.parametrize("count", [0, CompiledInsert.MAX_ROWS + 1])
+def test_a_compiled_insert_refuses_a_row_count_it_does_not_compile(db, alice, count):
+    events = [audit.new_event(Action.TEAM_CREATED, actor=alice) for _ in range(count)]
+    with pytest.raises(ValueError, match=f"1 to {CompiledInsert.MAX_ROWS} rows at a time, not {count}"):
+        CompiledInsert(AuditEvent).insert(*events)
+
+
 def test_the_audit_chain_written_through_the_compiled_insert_verifies(bob_assignment, api, bob):
     client = api(bob)
     for name in ("bash", "zsh", "fish"):
