@@ -152,8 +152,6 @@ TEMPLATES = [
 ]
 
 
-# Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
-# before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
 def database_from_url(url: str) -> dj_database_url.DBConfig:
     """Django's DATABASES entry for DATABASE_URL: SQLite or PostgreSQL, the two the portal is tested on."""
     scheme, separator, _ = url.partition("://")
@@ -164,6 +162,8 @@ def database_from_url(url: str) -> dj_database_url.DBConfig:
             "DATABASE_URL must look like sqlite:////var/lib/portal/portal.sqlite3 or "
             f"postgres://user:password@host:5432/portal; {found}."
         )
+    # Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
+    # before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
     return dj_database_url.parse(url, conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
 
 
