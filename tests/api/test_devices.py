@@ -250,12 +250,13 @@ def test_a_refused_fetch_says_why_in_the_portals_words(client, live_bob, alice, 
     elif why == "unassigned":
         remove_assignment(assignment=bob_assignment, actor=alice)
     elif why == "expired":
-        update_key_settings(key=key, changes={"expires_at": timezone.now() + timedelta(hours=1)}, actor=alice)
+        expires_at = timezone.now() + timedelta(hours=1)  # near midnight, that is tomorrow
+        update_key_settings(key=key, changes={"expires_at": expires_at}, actor=alice)
     else:
         remove_device(device=device, actor=alice)
     with time_machine.travel(timezone.now() + timedelta(hours=2)):
         response = fetch(client, token)
-    today = f"{timezone.localdate() if why != 'expired' else timezone.localtime(key.expires_at).date()}"
+    today = f"{timezone.localtime(expires_at).date() if why == 'expired' else timezone.localdate()}"
     expected = (
         REFUSED.get(why)
         or {
