@@ -35,7 +35,9 @@ from portal.models import AUDIT_CONTENT_FIELDS, Action, AuditChainHead, AuditEve
 
 logger = logging.getLogger(__name__)
 
-# Queued events chained per step by seal_pending: one insert, one delete, one head update.
+# Queued events chained per step by seal_pending: one DELETE … RETURNING takes them off the queue, one
+# insert chains them (moving the head on PostgreSQL; a head update follows elsewhere, and above
+# CompiledInsert.MAX_ROWS, where bulk_create writes them).
 SEAL_BATCH = 500
 
 
