@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,15 @@ from portal.models import AccessToken, Membership, Role, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 ROOT = Path(__file__).resolve().parent.parent  # the project folder, where manage.py is
+
+
+def run_manage(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`manage.py args` in a process of its own with exactly `env`, as a service starts it; its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
 TEST_AUDIT_KEYRING = base64.urlsafe_b64encode(b"a" * 32).decode()
 TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from django.core.cache import caches
@@ -12,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
 from config.settings import cache_from_url, database_from_url
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_manage
 
 
 @pytest.mark.parametrize(
@@ -37,9 +35,7 @@ def test_a_cache_url_that_names_no_cache_is_refused_with_a_sentence(url):
 
 def test_start_up_stops_on_a_bad_cache_url():
     env = {"PATH": os.environ["PATH"], "CACHE_URL": "mongodb://x", "PORTAL_DATA_DIR": str(ROOT / "data")}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_manage("check", env=env)
     assert result.returncode != 0 and "CACHE_URL must look like" in result.stderr
 
 
@@ -78,13 +74,6 @@ def test_a_database_url_the_portal_cannot_use_is_refused_without_quoting_its_pas
 def test_an_empty_database_url_means_the_default_sqlite_file(tmp_path):
     env = {"PATH": os.environ["PATH"], "DATABASE_URL": "", "PORTAL_DATA_DIR": str(tmp_path)}
     code = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_manage("shell", "-c", code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == str(tmp_path / "portal.sqlite3")

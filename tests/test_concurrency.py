@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, run_manage
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = pytest.mark.concurrency
@@ -68,9 +68,7 @@ def server_database(tmp_path):
 
 
 def manage(*args: str, env: dict) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_manage(*args, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

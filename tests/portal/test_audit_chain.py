@@ -6,8 +6,6 @@ import base64
 import hashlib
 import ipaddress
 import json
-import subprocess
-import sys
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -18,7 +16,7 @@ from django.utils import timezone
 
 from portal import audit, audit_chain, crypto
 from portal.models import Action, AuditChainHead, AuditEvent
-from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, run_manage
 
 pytestmark = pytest.mark.django_db
 
@@ -274,9 +272,7 @@ def test_production_start_up_without_an_audit_key_names_it(tmp_path):
         "PORTAL_DATA_DIR": str(tmp_path),
         "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
     }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "PORTAL_AUDIT_KEYS is not set" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -15,7 +13,7 @@ from gateways.models import GatewayKey
 from gateways.services import store_key
 from portal import crypto
 from portal.models import AuditEvent
-from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET, run_manage
 
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
 
@@ -105,12 +103,6 @@ def test_development_creates_a_key_file_once(settings, tmp_path):
     first = crypto.get_keyring()
     assert (tmp_path / "dev-data" / "encryption.key").exists()
     assert crypto.get_keyring() == first
-
-
-def run_manage(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.mark.parametrize(
