@@ -15,14 +15,19 @@ import os
 import statistics
 import sys
 import time
+from datetime import timedelta
 
 from bench import http_load
 from bench._setup import ROOT
+
+# As a helper asks, every few minutes: "last seen" is due on nearly every real fetch.
+DUE = "the whole fetch_key() seen 2 minutes ago (one UPDATE, compiled once)"
 
 
 def where_the_time_goes(raw: str, runs: int = 2000) -> list[tuple[str, float]]:
     """Microseconds per step of one fetch, in-process (no HTTP), median of `runs`."""
     from django.test import Client
+    from django.utils import timezone
 
     from gateways.devices import device_for_fetch, fetch_key
     from gateways.models import Device
@@ -31,6 +36,10 @@ def where_the_time_goes(raw: str, runs: int = 2000) -> list[tuple[str, float]]:
     lookup_id = token_lookup(raw, TokenScope.KEY_FETCH)
     device = device_for_fetch(lookup_id)
     client = Client(HTTP_HOST="127.0.0.1")
+
+    def seen_two_minutes_ago() -> None:  # untimed: makes the next fetch's "last seen" due
+        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now() - timedelta(minutes=2))
+
     steps = {
         "read the device, its key and owner (one SELECT, compiled once)": lambda: device_for_fetch(lookup_id),
         "the same read compiled by the ORM each time (.only())": lambda: list(
@@ -41,16 +50,19 @@ def where_the_time_goes(raw: str, runs: int = 2000) -> list[tuple[str, float]]:
         "check the token (SHA-256, constant-time compare)": lambda: token_matches(device.token_digest, raw),
         "open the secret (AES-256-GCM)": lambda: device.key.reveal_secret(),
         "the whole fetch_key() (no write: seen within the minute)": lambda: fetch_key(raw_token=raw, request=None),
+        DUE: lambda: fetch_key(raw_token=raw, request=None),
         "GET /api/v1/device/key through Django's middleware": lambda: client.get(
             "/api/v1/device/key", HTTP_AUTHORIZATION=f"Bearer {raw}"
         ),
         "GET /healthz through the same middleware": lambda: client.get("/healthz"),
     }
-    fetch_key(raw_token=raw, request=None)  # within the minute of the load's fetches: no write
     timings = []
     for label, step in steps.items():
+        fetch_key(raw_token=raw, request=None)  # seen within the minute: the next fetch writes nothing
         samples = []
         for _ in range(runs):
+            if label == DUE:
+                seen_two_minutes_ago()
             started = time.perf_counter()
             step()
             samples.append(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import models, transaction
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -34,7 +34,7 @@ from gateways.models import (
 )
 from gateways.services import record_key_event
 from portal import audit
-from portal.compiled_sql import CompiledRead
+from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret
 from portal.errors import RuleError
 from portal.models import Action, TokenScope, mint_token, token_digest, token_lookup, token_matches
@@ -278,23 +278,20 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
         return
     user_agent = request.META.get("HTTP_USER_AGENT", "") if request else ""
     version = CLAUDE_VERSION.search(user_agent)
-    # The same condition in the WHERE as above: of concurrent fetches, one writes and earns the audit row.
-    due = (
-        models.Q(last_seen_at__isnull=True)
-        | models.Q(last_seen_at__lt=cutoff)
-        | ~models.Q(fetched_fingerprint=fingerprint)
-        | models.Q(fetch_audited_on__isnull=True)
-        | ~models.Q(fetch_audited_on=today)
-    )
+    seen = {
+        "last_seen_at": now,
+        "last_seen_ip": audit.client_ip(request),
+        "claude_version": version.group(1) if version else device.claude_version,
+        "fetched_fingerprint": fingerprint,
+        "fetch_audited_on": today,
+    }
+    # Written only if no other fetch wrote since this one read the row: of concurrent fetches, one
+    # writes and earns the audit row.
+    if not reason:  # a plain refresh of last seen: one statement, a transaction of its own
+        _SEEN.update(device.pk, device.last_seen_at, seen)
+        return
     with transaction.atomic():
-        written = Device.objects.filter(due, pk=device.pk).update(
-            last_seen_at=now,
-            last_seen_ip=audit.client_ip(request),
-            claude_version=version.group(1) if version else device.claude_version,
-            fetched_fingerprint=fingerprint,
-            fetch_audited_on=today,
-        )
-        if written and reason:
+        if _SEEN.update(device.pk, device.last_seen_at, seen):
             record_key_event(
                 Action.DEVICE_KEY_FETCHED,
                 device.key,
@@ -303,6 +300,13 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
                 details={"device": device.pk, "name": device.name, "reason": reason, "masked": device.key.masked},
             )
 
+
+# What a fetch that is due writes (see _note_fetch): every few minutes for each device in use.
+_SEEN = CompiledUpdate(
+    Device,
+    fields=("last_seen_at", "last_seen_ip", "claude_version", "fetched_fingerprint", "fetch_audited_on"),
+    expect="last_seen_at",
+)
 
 # What a fetch reads: the device's state, its key's state and ciphertext, its owner's. Its SQL is
 # compiled once per thread (portal.compiled_sql): this read is on every developer's path to the

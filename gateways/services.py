@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -382,7 +382,7 @@ def record_config_fetch(*, assignment: Assignment, format_name: str, request: Ht
         since=assignment.key.config_changed_at,  # a download after a change is never folded into one before it
         last_download_format=format_name,
         last_download_ip=audit.client_ip(request),
-        download_count=models.F("download_count") + 1,
+        increments=("download_count",),
     )
 
 

@@ -8,7 +8,9 @@ then only runs it with new parameters. The row goes through the same column conv
 `Model.from_db` as any queryset's, so the instances are the ones the ORM would have built.
 
 `CompiledInsert` does the same for the row every audited request inserts, the audit event (or the
-few a seal of the audit queue chains at once).
+few a seal of the audit queue chains at once), and `CompiledUpdate` for the "last seen" stamps a
+developer's requests write once a minute: a device's helper asks for its key every few minutes, so
+nearly every real key fetch writes one.
 
 Use them only where a profile shows the compilation; everywhere else a queryset is clearer.
 """
@@ -23,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
-from django.db.models.sql.subqueries import InsertQuery
+from django.db.models.sql.subqueries import InsertQuery, UpdateQuery
 
 M = TypeVar("M", bound=models.Model)
 
@@ -197,9 +199,82 @@ class CompiledInsert(Generic[M]):
         return self.prefix + sql, compiler, by_column
 
 
+class _CompiledUpdate(threading.local):
+    connection: BaseDatabaseWrapper | None = None
+    # By which values are None (the ORM writes `= NULL` and `IS NULL` for them, without a parameter).
+    statements: dict[tuple[bool, ...], str]
+
+
+class CompiledUpdate(Generic[M]):
+    """Compare and set: `UPDATE model SET fields WHERE pk = %s AND expect = %s`, compiled once per thread and shape.
+
+    `update(pk, expected, values)` writes `values` (a dict of `fields`) to the row, and raises each of
+    `increments` (integer columns) by one, only if the row's `expect` column still holds `expected`:
+    the value the caller read. Of two requests that read the same row, the first writes and the
+    second changes nothing; `update` says which one it was. The values are prepared as the ORM
+    prepares them (`get_db_prep_save`, `get_db_prep_value`).
+    """
+
+    def __init__(self, model: type[M], *, fields: Sequence[str], expect: str, increments: Sequence[str] = ()) -> None:
+        self.model = model
+        self.field_names = tuple(fields)
+        self.expect_name = expect
+        self.increments = tuple(increments)
+        self._compiled = _CompiledUpdate()
+
+    def update(self, pk: Any, expected: Any, values: dict[str, Any]) -> bool:
+        """Whether the row was written (False: gone, or its `expect` column changed since it was read)."""
+        if values.keys() != set(self.field_names):
+            raise TypeError(f"{self.model.__name__} update: give exactly {', '.join(self.field_names)}.")
+        connection = connections[router.db_for_write(self.model)]
+        compiled = self._compiled
+        if compiled.connection is not connection:
+            compiled.connection, compiled.statements = connection, {}
+        shape = (expected is None, *(values[name] is None for name in self.field_names))
+        params = self._params(connection, pk, expected, values)
+        if shape not in compiled.statements:
+            compiled.statements[shape] = self._compile(connection, pk, expected, values, params)
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.statements[shape], params)
+            return cursor.rowcount > 0
+
+    def _params(self, connection: BaseDatabaseWrapper, pk: Any, expected: Any, values: dict[str, Any]) -> list[Any]:
+        meta = self.model._meta
+        params = [
+            _concrete(meta, name).get_db_prep_save(values[name], connection=connection)
+            for name in self.field_names
+            if values[name] is not None
+        ]
+        params += [1] * len(self.increments)
+        for field, value in ((meta.pk, pk), (_concrete(meta, self.expect_name), expected)):
+            if value is not None:
+                params.append(field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True))
+        return params
+
+    def _compile(
+        self, connection: BaseDatabaseWrapper, pk: Any, expected: Any, values: dict[str, Any], params: list[Any]
+    ) -> str:
+        query = UpdateQuery(self.model)
+        query.add_update_values({**values, **{name: models.F(name) + 1 for name in self.increments}})
+        query.add_q(models.Q(pk=pk) & models.Q(**{self.expect_name: expected}))
+        sql, orm_params = query.get_compiler(connection=connection).as_sql()
+        # The statement is kept for these values' shape; every later call brings its own parameters,
+        # so they must be the ones the ORM put in, in its order.
+        if list(orm_params) != params:
+            raise RuntimeError(f"{self.model.__name__} update: its SQL takes its values in an unknown order.")
+        return sql
+
+
 def fits_bigint(value: object) -> bool:
     """Whether `value` is an int a 64-bit integer column can hold (a larger one matches no row, and breaks SQLite)."""
     return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
+def _concrete(meta: Any, name: str) -> models.Field:
+    field = meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete:
+        raise ValueError(f"{name} on {meta.object_name} is not a column.")
+    return field
 
 
 def _model_at(model: type[models.Model], path: str) -> type[models.Model]:

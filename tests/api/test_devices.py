@@ -396,6 +396,20 @@ def test_a_fetch_that_changes_nothing_costs_one_query(client, live_bob, django_a
         assert fetch(client, token).content.decode() == TOKENBAY_SECRET
 
 
+def test_a_fetch_minutes_after_the_last_costs_one_read_and_one_update(client, live_bob, django_assert_num_queries):
+    """As a helper asks, every few minutes: the stamp is due, and is written in the same one statement each time."""
+    device, token = live_bob
+    now = timezone.now()
+    with time_machine.travel(now, tick=False):
+        fetch(client, token)  # the first fetch: written and audited
+    for minutes in (3, 6):
+        with time_machine.travel(now + timedelta(minutes=minutes), tick=False), django_assert_num_queries(2) as queries:
+            assert fetch(client, token).content.decode() == TOKENBAY_SECRET
+        assert queries.captured_queries[1]["sql"].startswith("UPDATE")
+        device.refresh_from_db()
+        assert device.last_seen_at == now + timedelta(minutes=minutes)
+
+
 def test_the_early_answered_key_fetch_keeps_the_host_check_and_the_https_redirect(client, live_bob, settings):
     """DeviceKeyMiddleware answers before the page machinery, yet ALLOWED_HOSTS and the HTTPS redirect hold."""
     _, token = live_bob

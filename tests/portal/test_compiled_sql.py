@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from gateways.models import Assignment, Device
 from gateways.selectors import my_assignment
 from portal import audit
-from portal.compiled_sql import CompiledInsert, CompiledRead, fits_bigint
+from portal.compiled_sql import CompiledInsert, CompiledRead, CompiledUpdate, fits_bigint
 from portal.models import AccessToken, Action, AuditEvent
 
 ASSIGNMENT_WITH_KEY = CompiledRead(Assignment, where=("user_id", "pk"), related=("key", "key__gateway", "key__team"))
@@ -129,3 +132,53 @@ def test_the_key_fetch_read_loads_only_what_a_fetch_needs(bob_assignment, bob, a
     assert "secret_ciphertext" not in got.get_deferred_fields()
     assert {"created_at", "platform"} <= got.get_deferred_fields()
     assert device_for_fetch("nosuchid") is None
+
+
+# --- CompiledUpdate: compare and set, for the "last seen" stamps -------------------------------------
+
+STAMP = CompiledUpdate(
+    Assignment,
+    fields=("last_download_at", "last_download_format"),
+    expect="last_download_at",
+    increments=("download_count",),
+)
+
+
+def test_a_compiled_update_writes_a_row_that_still_holds_what_was_read_and_only_then(bob_assignment):
+    read = Assignment.objects.get(pk=bob_assignment.pk)
+    first, second = timezone.now(), timezone.now() + timedelta(seconds=1)
+    with CaptureQueriesContext(connection) as queries:
+        # Both requests read the row before either wrote: the first writes, the second finds it changed.
+        assert STAMP.update(read.pk, read.last_download_at, {"last_download_at": first, "last_download_format": "zsh"})
+        assert not STAMP.update(
+            read.pk, read.last_download_at, {"last_download_at": second, "last_download_format": "fish"}
+        )
+    assert len(queries) == 2 and all(q["sql"].startswith("UPDATE") for q in queries.captured_queries)
+    stored = Assignment.objects.get(pk=bob_assignment.pk)
+    assert (stored.last_download_at, stored.last_download_format, stored.download_count) == (first, "zsh", 1)
+    # Compared with the value it holds now, the row is written again, and its count raised once more.
+    assert STAMP.update(read.pk, first, {"last_download_at": second, "last_download_format": "fish"})
+    stored.refresh_from_db()
+    assert (stored.last_download_at, stored.last_download_format, stored.download_count) == (second, "fish", 2)
+
+
+def test_a_compiled_update_writes_and_compares_none_as_null(bob_assignment):
+    Assignment.objects.filter(pk=bob_assignment.pk).update(last_download_at=timezone.now(), last_download_format="zsh")
+    stamp = Assignment.objects.get(pk=bob_assignment.pk).last_download_at
+    assert not STAMP.update(bob_assignment.pk, None, {"last_download_at": None, "last_download_format": "bash"})
+    assert STAMP.update(bob_assignment.pk, stamp, {"last_download_at": None, "last_download_format": "bash"})
+    stored = Assignment.objects.get(pk=bob_assignment.pk)
+    assert (stored.last_download_at, stored.last_download_format) == (None, "bash")
+    later = timezone.now()
+    assert STAMP.update(bob_assignment.pk, None, {"last_download_at": later, "last_download_format": "fish"})
+    assert Assignment.objects.get(pk=bob_assignment.pk).last_download_at == later
+
+
+def test_a_compiled_update_of_a_missing_row_writes_nothing(bob_assignment):
+    values = {"last_download_at": timezone.now(), "last_download_format": "zsh"}
+    assert not STAMP.update(bob_assignment.pk + 1000, None, values)
+
+
+def test_a_compiled_update_names_the_fields_it_takes(bob_assignment):
+    with pytest.raises(TypeError, match="give exactly last_download_at, last_download_format"):
+        STAMP.update(bob_assignment.pk, None, {"last_download_at": timezone.now()})
