@@ -255,7 +255,8 @@ class CompiledUpdate(Generic[M]):
         self, connection: BaseDatabaseWrapper, pk: Any, expected: Any, values: dict[str, Any], params: list[Any]
     ) -> str:
         query = UpdateQuery(self.model)
-        query.add_update_values({**values, **{name: models.F(name) + 1 for name in self.increments}})
+        in_order = {name: values[name] for name in self.field_names}  # the order _params prepares them in
+        query.add_update_values({**in_order, **{name: models.F(name) + 1 for name in self.increments}})
         query.add_q(models.Q(pk=pk) & models.Q(**{self.expect_name: expected}))
         sql, orm_params = query.get_compiler(connection=connection).as_sql()
         # The statement is kept for these values' shape; every later call brings its own parameters,

@@ -182,3 +182,11 @@ def test_a_compiled_update_of_a_missing_row_writes_nothing(bob_assignment):
 def test_a_compiled_update_names_the_fields_it_takes(bob_assignment):
     with pytest.raises(TypeError, match="give exactly last_download_at, last_download_format"):
         STAMP.update(bob_assignment.pk, None, {"last_download_at": timezone.now()})
+
+
+def test_a_compiled_update_takes_its_values_in_any_order(bob_assignment):
+    stamp = CompiledUpdate(Assignment, fields=("last_download_at", "last_download_format"), expect="last_download_at")
+    now = timezone.now()
+    assert stamp.update(bob_assignment.pk, None, {"last_download_format": "fish", "last_download_at": now})
+    stored = Assignment.objects.get(pk=bob_assignment.pk)
+    assert (stored.last_download_at, stored.last_download_format) == (now, "fish")
