@@ -17,6 +17,9 @@ Use them only where a profile shows the compilation; everywhere else a queryset 
 
 from __future__ import annotations
 
+import functools
+import itertools
+import re
 import threading
 from collections.abc import Collection, Sequence
 from itertools import chain
@@ -28,6 +31,32 @@ from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
 from django.db.models.sql.subqueries import InsertQuery, UpdateQuery
 
 M = TypeVar("M", bound=models.Model)
+
+# Django's SQLite cursor rewrites each %s of a statement to ? with a regular expression on every
+# execute: 25 µs for the key fetch's 1,655-character SELECT, a fifth of that read. It rewrites named
+# parameters, %(p0)s, with % formatting instead (1.5 µs), so on SQLite a compiled statement names
+# its parameters (_numbered) and is run with them as a dict (_run).
+_FORMAT_PARAMETER = re.compile(r"(?<!%)%s")
+
+
+def _numbered(connection: BaseDatabaseWrapper, sql: str) -> str:
+    if connection.vendor != "sqlite":
+        return sql
+    numbers = itertools.count()
+    return _FORMAT_PARAMETER.sub(lambda _: f"%(p{next(numbers)})s", sql)
+
+
+@functools.cache
+def _parameter_names(count: int) -> tuple[str, ...]:
+    return tuple(f"p{n}" for n in range(count))
+
+
+def _run(cursor: Any, connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> None:
+    if connection.vendor == "sqlite":
+        cursor.execute(sql, dict(zip(_parameter_names(len(params)), params, strict=True)))
+    else:
+        cursor.execute(sql, params)
+
 
 # Stand-ins for the lookups' values while the SQL is compiled: distinct, so that the order of the
 # parameters in the SQL can be checked, and valid for integer and text columns alike.
@@ -81,7 +110,7 @@ class CompiledRead(Generic[M]):
             self._compile(connection)
         assert compiled.compiler is not None
         with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, [values[n] for n in compiled.order])
+            _run(cursor, connection, compiled.sql, [values[n] for n in compiled.order])
             rows = cursor.fetchmany(1)
         if not rows:
             return None
@@ -117,7 +146,7 @@ class CompiledRead(Generic[M]):
         compiled = self._compiled
         compiled.order = order
         compiled.converters = compiler.get_converters([column for column, _, _ in compiler.select])
-        compiled.sql, compiled.compiler, compiled.connection = sql, compiler, connection
+        compiled.sql, compiled.compiler, compiled.connection = _numbered(connection, sql), compiler, connection
 
     def _columns(self, path: str) -> tuple[str, type[models.Model], list[str], int]:
         target = _model_at(self.model, path)
@@ -168,7 +197,7 @@ class CompiledInsert(Generic[M]):
         rows = [[compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in fields] for obj in objs]
         params = [*prefix_params, *(map(list, zip(*rows, strict=True)) if by_column else chain.from_iterable(rows))]
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            _run(cursor, connection, sql, params)
             if compiled.returns_pk:
                 pks = [row[0] for row in cursor.fetchall()]
             elif len(objs) == 1:
@@ -196,7 +225,7 @@ class CompiledInsert(Generic[M]):
         by_column = len(objs) > 1 and len(params) == len(fields)
         if not by_column and len(params) != len(fields) * len(objs):
             raise RuntimeError(f"{self.model.__name__} insert: its SQL takes its values in an unknown shape.")
-        return self.prefix + sql, compiler, by_column
+        return _numbered(connection, self.prefix + sql), compiler, by_column
 
 
 class _CompiledUpdate(threading.local):
@@ -235,7 +264,7 @@ class CompiledUpdate(Generic[M]):
         if shape not in compiled.statements:
             compiled.statements[shape] = self._compile(connection, pk, expected, values, params)
         with connection.cursor() as cursor:
-            cursor.execute(compiled.statements[shape], params)
+            _run(cursor, connection, compiled.statements[shape], params)
             return cursor.rowcount > 0
 
     def _params(self, connection: BaseDatabaseWrapper, pk: Any, expected: Any, values: dict[str, Any]) -> list[Any]:
@@ -263,7 +292,7 @@ class CompiledUpdate(Generic[M]):
         # so they must be the ones the ORM put in, in its order.
         if list(orm_params) != params:
             raise RuntimeError(f"{self.model.__name__} update: its SQL takes its values in an unknown order.")
-        return sql
+        return _numbered(connection, sql)
 
 
 def fits_bigint(value: object) -> bool:

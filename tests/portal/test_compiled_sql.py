@@ -190,3 +190,14 @@ def test_a_compiled_update_takes_its_values_in_any_order(bob_assignment):
     assert stamp.update(bob_assignment.pk, None, {"last_download_format": "fish", "last_download_at": now})
     stored = Assignment.objects.get(pk=bob_assignment.pk)
     assert (stored.last_download_at, stored.last_download_format) == (now, "fish")
+
+
+def test_a_compiled_statement_takes_percent_signs_and_question_marks_as_plain_values(bob_assignment):
+    """On SQLite the statements name their parameters (%(p0)s): a value is still only a value."""
+    read = CompiledRead(Assignment, where=("last_download_format",))
+    odd = "%s %(p0)s ? :p0 %%"
+    assert read.get(odd) is None
+    Assignment.objects.filter(pk=bob_assignment.pk).update(last_download_format=odd)
+    assert read.get(odd).pk == bob_assignment.pk
+    assert STAMP.update(bob_assignment.pk, None, {"last_download_at": timezone.now(), "last_download_format": odd})
+    assert Assignment.objects.get(pk=bob_assignment.pk).last_download_format == odd
