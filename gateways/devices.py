@@ -28,6 +28,7 @@ from gateways.models import (
     LAST_SEEN_EVERY_SECONDS,
     Assignment,
     Device,
+    Gateway,
     GatewayKey,
     KeyState,
     Platform,
@@ -37,7 +38,7 @@ from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret
 from portal.errors import RuleError
-from portal.models import Action, TokenScope, mint_token, token_digest, token_lookup, token_matches
+from portal.models import Action, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 INSTALL_COMMANDS = {
@@ -250,7 +251,7 @@ def _record_refusal(device: Device, reason: str, request: HttpRequest | None, to
         if changed:
             record_key_event(
                 Action.DEVICE_FETCH_REFUSED,
-                device.key,
+                _named_for_audit(device.key),
                 actor=device.user,
                 request=request,
                 details={"device": device.pk, "name": device.name, "reason": reason},
@@ -294,7 +295,7 @@ def _note_fetch(device: Device, request: HttpRequest | None, now: datetime) -> N
         if _SEEN.update(device.pk, device.last_seen_at, seen):
             record_key_event(
                 Action.DEVICE_KEY_FETCHED,
-                device.key,
+                _named_for_audit(device.key),
                 actor=device.user,
                 request=request,
                 details={"device": device.pk, "name": device.name, "reason": reason, "masked": device.key.masked},
@@ -308,9 +309,23 @@ _SEEN = CompiledUpdate(
     expect="last_seen_at",
 )
 
+# The team and gateway an audit row names, read only by a fetch that earns one (a device's first, the
+# first after a rotation, one a day, a refusal): several devices' first fetches of the day come at once.
+_TEAM_FOR_AUDIT = CompiledRead(Team, where=("pk",), fields={"": {"id", "slug"}})
+_GATEWAY_FOR_AUDIT = CompiledRead(Gateway, where=("pk",), fields={"": {"id", "slug"}})
+
+
+def _named_for_audit(key: GatewayKey) -> GatewayKey:
+    """The fetched key with its team and gateway attached, as key_event names them (two compiled reads)."""
+    for name, read in (("team", _TEAM_FOR_AUDIT), ("gateway", _GATEWAY_FOR_AUDIT)):
+        if not getattr(GatewayKey, name).is_cached(key):  # the descriptor: loaded with the key?
+            setattr(key, name, read.get(getattr(key, f"{name}_id")))
+    return key
+
+
 # What a fetch reads: the device's state, its key's state and ciphertext, its owner's. Its SQL is
 # compiled once per thread (portal.compiled_sql): this read is on every developer's path to the
-# gateway. The team and gateway an audit row names are read on the rare write path.
+# gateway. The team and gateway an audit row names are read only by a fetch that earns one (above).
 _DEVICE_FOR_FETCH = CompiledRead(
     Device,
     where=("token_lookup_id",),
