@@ -279,7 +279,11 @@ def test_a_refusal_is_audited_once_a_day_per_reason(client, live_bob, alice, bob
     assert AuditEvent.objects.filter(action="device.fetch_refused").count() == 1
     with time_machine.travel(timezone.now() + timedelta(days=1)):
         fetch(client, token)
-    assert AuditEvent.objects.filter(action="device.fetch_refused").count() == 2
+    refused = AuditEvent.objects.filter(action="device.fetch_refused")
+    assert refused.count() == 2
+    # Each row names the key's team and gateway, read for it (the fetch's own read leaves them out).
+    key = bob_assignment.key
+    assert {(e.team_id, e.team_slug, e.gateway_slug) for e in refused} == {(key.team_id, "web", "tokenbay")}
 
 
 def writes(queries) -> list[str]:
