@@ -18,11 +18,10 @@ Use them only where a profile shows the compilation; everywhere else a queryset 
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import threading
 from collections.abc import Collection, Sequence
-from itertools import chain
+from itertools import chain, count
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, models, router
@@ -42,7 +41,7 @@ _FORMAT_PARAMETER = re.compile(r"(?<!%)%s")
 def _numbered(connection: BaseDatabaseWrapper, sql: str) -> str:
     if connection.vendor != "sqlite":
         return sql
-    numbers = itertools.count()
+    numbers = count()
     return _FORMAT_PARAMETER.sub(lambda _: f"%(p{next(numbers)})s", sql)
 
 
