@@ -250,6 +250,12 @@ class CompiledUpdate(Generic[M]):
         self.increments = tuple(increments)
         self._compiled = _CompiledUpdate()
 
+    @functools.cached_property
+    def _fields(self) -> tuple[list[models.Field], models.Field]:
+        """The written fields and the compared one, looked up once (at the first update, when the models are loaded)."""
+        meta = self.model._meta
+        return [_concrete(meta, name) for name in self.field_names], _concrete(meta, self.expect_name)
+
     def update(self, pk: Any, expected: Any, values: dict[str, Any]) -> bool:
         """Whether the row was written (False: gone, or its `expect` column changed since it was read)."""
         if values.keys() != set(self.field_names):
@@ -267,14 +273,14 @@ class CompiledUpdate(Generic[M]):
             return cursor.rowcount > 0
 
     def _params(self, connection: BaseDatabaseWrapper, pk: Any, expected: Any, values: dict[str, Any]) -> list[Any]:
-        meta = self.model._meta
+        written, compared = self._fields
         params = [
-            _concrete(meta, name).get_db_prep_save(values[name], connection=connection)
-            for name in self.field_names
+            field.get_db_prep_save(values[name], connection=connection)
+            for name, field in zip(self.field_names, written, strict=True)
             if values[name] is not None
         ]
         params += [1] * len(self.increments)
-        for field, value in ((meta.pk, pk), (_concrete(meta, self.expect_name), expected)):
+        for field, value in ((self.model._meta.pk, pk), (compared, expected)):
             if value is not None:
                 params.append(field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True))
         return params

@@ -13,7 +13,7 @@ the UPDATE costs more than running it.
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -24,8 +24,12 @@ from portal.compiled_sql import CompiledUpdate
 
 STAMP_INTERVAL = timedelta(minutes=1)
 
-_updates: dict[tuple, CompiledUpdate] = {}
-_updates_lock = threading.Lock()
+
+@functools.cache
+def _stamp_update(
+    model: type[models.Model], field: str, also: tuple[str, ...], increments: tuple[str, ...]
+) -> CompiledUpdate:
+    return CompiledUpdate(model, fields=(field, *also), expect=field, increments=increments)
 
 
 def is_fresh(
@@ -55,14 +59,7 @@ def touch(
     stamp = getattr(instance, field)
     if is_fresh(stamp, now, every, since):
         return False
-    model = type(instance)
-    shape = (model, field, tuple(also), tuple(increments))
-    update = _updates.get(shape)
-    if update is None:
-        with _updates_lock:
-            update = _updates.setdefault(
-                shape, CompiledUpdate(model, fields=(field, *also), expect=field, increments=increments)
-            )
+    update = _stamp_update(type(instance), field, tuple(also), tuple(increments))
     if not update.update(instance.pk, stamp, {field: now, **also}):
         return False
     setattr(instance, field, now)
