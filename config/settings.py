@@ -182,6 +182,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Made on first start, 0600 in a 0700 folder: only the portal's user may read the database.
     private_sqlite_file(DATABASES["default"]["NAME"])
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with a health check that polls the socket before it sends SELECT 1 (config/postgresql).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
     # Parameters bound by the server, so psycopg prepares a statement run 5 times on a connection:
     # the hot paths' joins then skip PostgreSQL's planner (0.55 of the key fetch's 0.85 ms read).
     # Off behind a pooler in transaction mode (PgBouncer < 1.21), where prepared statements break.

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import time_machine
-from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -34,7 +33,7 @@ from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, TOKENBAY_SECR
 from tests.gateway_emulator import GatewayRules, running_emulator
 from tests.webhook_receiver import running_receiver
 
-ON_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+ON_POSTGRES = connection.vendor == "postgresql"
 
 
 @pytest.mark.django_db

@@ -284,3 +284,32 @@ def test_parallel_downloads_by_many_developers_and_a_probe_run_keep_the_audit_ch
     assert counted["probe_ids"] is True
     assert counted["queued"] == 0  # every event queued during the rush was chained after it
     assert "The audit chain is intact" in manage("verify_audit", env=env)
+
+
+@pytest.mark.skipif(
+    not os.getenv("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="SQLite has no server session to lose; CI runs this on PostgreSQL",
+)
+def test_requests_after_postgresql_ended_every_session_of_the_portal_all_succeed(portal):
+    """As after a database restart: each kept connection is found gone before its thread's next query (config/postgresql)."""
+    base, token, env = portal
+    import psycopg
+
+    def requests() -> Counter:
+        # Enough at once to go through every worker thread (3 processes of 4), each on its own connection.
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as api, ThreadPoolExecutor(24) as pool:
+            return Counter(pool.map(lambda _: api.get("/api/v1/teams/").status_code, range(96)))
+
+    assert requests() == {200: 96}  # every thread now keeps a connection
+    database = urlsplit(env["DATABASE_URL"]).path.lstrip("/")
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [database]
+        ).fetchone()[0]
+        assert ended >= 4, "the portal's threads should each have kept a session"
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [database]).fetchone()[0]:
+            assert time.monotonic() < deadline, "sessions still there 10 s after pg_terminate_backend"
+            time.sleep(0.05)
+    assert requests() == {200: 96}
