@@ -31,6 +31,8 @@ from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = pytest.mark.concurrency
 
+# The suite's database kind: the server gets a database of the same kind (server_database).
+ON_POSTGRESQL = os.getenv("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 CREATIONS = 64
 ROTATED_KEYS = 8
 ROTATIONS_PER_KEY = 6
@@ -51,12 +53,12 @@ def free_port() -> int:
 @contextmanager
 def server_database(tmp_path):
     """Environment for a database of the server's own, of the kind the suite runs on."""
-    url = os.getenv("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
+    if not ON_POSTGRESQL:
         yield {"PORTAL_DATA_DIR": str(tmp_path / "data")}
         return
     import psycopg
 
+    url = os.environ["DATABASE_URL"]
     name = f"{urlsplit(url).path.lstrip('/')}_load_{secrets.token_hex(4)}"
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -286,10 +288,7 @@ def test_parallel_downloads_by_many_developers_and_a_probe_run_keep_the_audit_ch
     assert "The audit chain is intact" in manage("verify_audit", env=env)
 
 
-@pytest.mark.skipif(
-    not os.getenv("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="SQLite has no server session to lose; CI runs this on PostgreSQL",
-)
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite has no server session to lose; CI runs this on PostgreSQL")
 def test_requests_after_postgresql_ended_every_session_of_the_portal_all_succeed(portal):
     """As after a database restart: each kept connection is found gone before its thread's next query (config/postgresql)."""
     base, token, env = portal
