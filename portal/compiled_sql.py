@@ -246,6 +246,7 @@ class CompiledUpdate(Generic[M]):
     def __init__(self, model: type[M], *, fields: Sequence[str], expect: str, increments: Sequence[str] = ()) -> None:
         self.model = model
         self.field_names = tuple(fields)
+        self._field_name_set = frozenset(self.field_names)  # what update() checks its values against
         self.expect_name = expect
         self.increments = tuple(increments)
         self._compiled = _CompiledUpdate()
@@ -258,7 +259,7 @@ class CompiledUpdate(Generic[M]):
 
     def update(self, pk: Any, expected: Any, values: dict[str, Any]) -> bool:
         """Whether the row was written (False: gone, or its `expect` column changed since it was read)."""
-        if values.keys() != set(self.field_names):
+        if values.keys() != self._field_name_set:
             raise TypeError(f"{self.model.__name__} update: give exactly {', '.join(self.field_names)}.")
         connection = connections[router.db_for_write(self.model)]
         compiled = self._compiled
