@@ -5,9 +5,12 @@ command (`call_command("probe", "--concurrency", "100")`: the key query, the fan
 key updates and audit events saved, the table printed) with a bare asyncio reference that sends
 the same 1,000 streamed requests to the same emulator at the same concurrency and does nothing else.
 Both are divided by the ideal ceil(keys / concurrency) x 0.2 s; min / median / max over the rounds.
+The command runs as configured (PROBE_PROCESSES: its probes shared by a process per core); each
+round also times it with its probes in a thread of its own (PROBE_PROCESSES=0), for comparison.
 
-Memory: the peak the command allocates (tracemalloc) for 250, 1,000 and 4,000 keys; the growth per
-key from one size to the next must stay under PER_KEY_LIMIT_KIB and must not grow with the size.
+Memory: the peak the command allocates (tracemalloc, probes in a thread so that it sees them) for
+250, 1,000 and 4,000 keys; the growth per key from one size to the next must stay under
+PER_KEY_LIMIT_KIB and must not grow with the size.
 
     .venv/bin/python -m bench.probe_fanout [--databases sqlite,postgresql] [--keys 1000] [--rounds 3]
 
@@ -109,11 +112,18 @@ def timed_reference(count: int, concurrency: int, base_url: str) -> float:
 
 
 def peak_kib(team: str, concurrency: int) -> float:
-    """The most memory the command held at once beyond what was held before it (tracemalloc, untimed)."""
+    """The most memory the command held at once beyond what was held before it (tracemalloc, untimed).
+
+    tracemalloc sees one process, so the probes run in a thread of this one (PROBE_PROCESSES=0):
+    the same fan-out code as in the child processes of a timed run, its memory counted with the saves'.
+    """
+    from django.test import override_settings
+
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
-    run_command(team, concurrency, all_ok=False)  # tracemalloc slows Python down: a probe may time out
+    with override_settings(PROBE_PROCESSES=0):
+        run_command(team, concurrency, all_ok=False)  # tracemalloc slows Python down: a probe may time out
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return (peak - before) / 1024
@@ -121,7 +131,11 @@ def peak_kib(team: str, concurrency: int) -> float:
 
 def one_database(args) -> bool:
     django_on()
+    from django.conf import settings
     from django.db import connection
+    from django.test import override_settings
+
+    from gateways.probes.runner import probe_processes
 
     emulator = subprocess.Popen(
         [sys.executable, "-m", "tests.gateway_emulator", "--delay", str(DELAY), "--any-key"],
@@ -136,20 +150,24 @@ def one_database(args) -> bool:
         run_command(f"bench-{args.concurrency}", args.concurrency)  # warm-up: imports, connections, caches
         timed_reference(args.concurrency, args.concurrency, base_url)
         ideal = math.ceil(args.keys / args.concurrency) * DELAY
-        portal, reference = [], []
+        portal, in_thread, reference = [], [], []
         for _ in range(args.rounds):
             portal.append(run_command(f"bench-{args.keys}", args.concurrency) / ideal)
             reference.append(timed_reference(args.keys, args.concurrency, base_url) / ideal)
+            with override_settings(PROBE_PROCESSES=0):
+                in_thread.append(run_command(f"bench-{args.keys}", args.concurrency) / ideal)
         peaks = {size: peak_kib(f"bench-{size}", args.concurrency) for size in MEMORY_SIZES}
     finally:
         emulator.terminate()
     ratio = [p / r for p, r in zip(portal, reference, strict=True)]
     passed = statistics.median(portal) <= TARGET
     print(
-        f"== {connection.vendor}: {args.keys} keys, concurrency {args.concurrency}, ideal {ideal:.1f} s, {args.rounds} rounds"
+        f"== {connection.vendor}: {args.keys} keys, concurrency {args.concurrency}, ideal {ideal:.1f} s, {args.rounds} rounds; "
+        f"probes in {probe_processes(args.keys, args.concurrency)} processes (PROBE_PROCESSES={settings.PROBE_PROCESSES})"
     )
     print(f"  manage.py probe / ideal      {spread(portal)}   target <= {TARGET}  {'PASS' if passed else 'FAIL'}")
     print(f"  bare asyncio / ideal         {spread(reference)}")
+    print(f"  probes in a thread / ideal   {spread(in_thread)}   (PROBE_PROCESSES=0)")
     print(f"  manage.py probe / bare       {spread(ratio)}")
     small, middle, large = MEMORY_SIZES
     first = (peaks[middle] - peaks[small]) / (middle - small)

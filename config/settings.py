@@ -77,6 +77,8 @@ PROBE_CONNECT_TIMEOUT = float(os.getenv("PROBE_CONNECT_TIMEOUT", "5"))
 PROBE_READ_TIMEOUT = float(os.getenv("PROBE_READ_TIMEOUT", "15"))
 PROBE_DEADLINE = float(os.getenv("PROBE_DEADLINE", "30"))
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024)
+# Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
+PROBE_PROCESSES = envint("PROBE_PROCESSES", os.cpu_count() or 1)
 
 # How the portal names itself in what devices print (a live key's helper, the installers):
 # "This device was removed from <PORTAL_NAME> by ...".

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import signal
 import threading
 from datetime import timedelta
 
@@ -19,6 +21,7 @@ from gateways.models import Assignment, GatewayKey, ProbeResult
 from gateways.probes import runner
 from gateways.probes.runner import probe_and_save, probe_keys_async, save_outcomes
 from portal import audit, audit_chain, stamps
+from portal.crypto import reveal
 from portal.models import Action, AuditChainHead, AuditEvent, PendingAuditEvent
 from tests.gateway_emulator import GatewayRules, running_emulator
 
@@ -322,7 +325,13 @@ def test_probe_results_are_saved_a_batch_at_a_time_with_one_chain_step_each(
     assert audit.verify_chain().broken is None
 
 
-def test_a_probe_run_stores_results_while_later_probes_are_still_waiting_for_answers(web, tokaify):
+# A run's probes in a thread of the command's process (PROBE_PROCESSES=0), or in child processes.
+FAN_OUTS = pytest.mark.parametrize("processes", [0, 2], ids=["thread", "processes"])
+
+
+@FAN_OUTS
+def test_a_probe_run_stores_results_while_later_probes_are_still_waiting_for_answers(web, tokaify, settings, processes):
+    settings.PROBE_PROCESSES = processes
     answered_at = []
     with running_emulator(GatewayRules(accept_any_key=True, delay=0.3)) as gw:
         tokaify.base_url = gw.base_url
@@ -346,7 +355,12 @@ def test_a_probe_run_stores_results_while_later_probes_are_still_waiting_for_ans
     assert audit.verify_chain().broken is None
 
 
-def test_a_probe_run_whose_fan_out_breaks_raises_instead_of_waiting_forever(web, tokaify, monkeypatch):
+@FAN_OUTS
+def test_a_probe_run_whose_fan_out_breaks_raises_instead_of_waiting_forever(
+    web, tokaify, monkeypatch, settings, processes
+):
+    settings.PROBE_PROCESSES = processes
+
     def broken_tls_context():
         raise OSError("no certificate store")
 
@@ -354,6 +368,99 @@ def test_a_probe_run_whose_fan_out_breaks_raises_instead_of_waiting_forever(web,
     with pytest.raises(OSError, match="no certificate store"):
         probe_and_save(many_keys(web, tokaify, 2), trigger="command")
     assert not ProbeResult.objects.exists()
+
+
+def sent_key(request) -> str:
+    return request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def test_a_probe_run_shared_by_processes_probes_and_stores_every_key_once(
+    web, tokaify, settings, monkeypatch, tmp_path
+):
+    settings.PROBE_PROCESSES = 3
+    monkeypatch.setattr(runner, "MIN_KEYS_PER_PROCESS", 1)
+    child_fan_out = runner._child_fan_out
+
+    def noting_its_process(*args):  # runs in the child: a file named after its process id
+        (tmp_path / str(os.getpid())).touch()
+        child_fan_out(*args)
+
+    monkeypatch.setattr(runner, "_child_fan_out", noting_its_process)
+    with running_emulator(GatewayRules(accept_any_key=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 7)
+        key_of = {reveal(key.reveal_secret()): key.pk for key in keys}
+        # Seven keys dealt to three processes (3, 2, 2), five probes in flight between them (2, 2, 1).
+        results = probe_and_save(keys, trigger="command", concurrency=5)
+        # The probes' messages (each process also checks the gateway's credential headers, without messages).
+        probed = sorted(
+            key_of.get(sent_key(r), "?") for r in gw.message_requests() if r.body and r.body.get("messages")
+        )
+    processes = {int(path.name) for path in tmp_path.iterdir()}
+    assert len(processes) == 3 and os.getpid() not in processes
+    assert probed == sorted(key_of.values())  # each key probed once, by whichever process had it
+    assert sorted(r.key_id for r in results) == sorted(key_of.values())
+    assert {r.verdict for r in results} == {"ok"}
+    assert set(GatewayKey.objects.filter(pk__in=key_of.values()).values_list("last_probe_verdict", flat=True)) == {"ok"}
+    runs = AuditEvent.objects.filter(action=Action.PROBE_RUN)
+    assert sorted(e.details["probe"] for e in runs) == sorted(r.pk for r in results)
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_process_that_dies_mid_run_is_named_and_what_came_back_is_kept(web, tokaify, settings, monkeypatch):
+    settings.PROBE_PROCESSES = 2
+    monkeypatch.setattr(runner, "MIN_KEYS_PER_PROCESS", 1)
+    answered = []
+
+    def kill_the_second_process(key, outcome):
+        answered.append(key.pk)
+        for child in multiprocessing.active_children():
+            if child.name == "probes-2":
+                os.kill(child.pid, signal.SIGKILL)
+
+    with running_emulator(GatewayRules(accept_any_key=True, delay=0.3)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 6)  # three each, one at a time: the second is killed at the first answer
+        with pytest.raises(runner.ProbeProcessError, match=r"probes-2 ended \(exit code -9\) before it reported"):
+            probe_and_save(keys, trigger="command", concurrency=2, on_done=kill_the_second_process)
+    assert not multiprocessing.active_children()  # the other process was stopped, not left running
+    assert answered
+    assert sorted(ProbeResult.objects.values_list("key_id", flat=True)) == sorted(answered)
+    assert AuditEvent.objects.filter(action=Action.PROBE_RUN).count() == len(answered)
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_process_is_refused_the_database_and_the_runs_connection_keeps_working(
+    web, tokaify, settings, monkeypatch
+):
+    settings.PROBE_PROCESSES = 1
+    target_for = runner.target_for
+
+    def querying_target_for(key, **options):  # what a change to the probe code might one day do
+        GatewayKey.objects.count()
+        return target_for(key, **options)
+
+    monkeypatch.setattr(runner, "target_for", querying_target_for)
+    keys = many_keys(web, tokaify, 2)
+    results = probe_and_save(keys, trigger="command")
+    # The child's query was refused before it reached the connection it shares, and the probe said why.
+    assert {r.verdict for r in results} == {"refused"}
+    assert {r.hint for r in results} == {runner.UNEXPECTED_FAILURE.format(name="SynchronousOnlyOperation")}
+    # This process's session (on PostgreSQL, the server's) is intact: it reads and writes as before.
+    assert ProbeResult.objects.filter(key__in=keys).count() == 2
+    audit.record(Action.SIGN_IN)
+    assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_takes_a_process_per_core_with_enough_keys_and_none_where_configured_so(settings):
+    settings.PROBE_PROCESSES = 2
+    assert runner.probe_processes(1, 20) == 1
+    assert runner.probe_processes(runner.MIN_KEYS_PER_PROCESS + 1, 20) == 2
+    assert runner.probe_processes(1000, 1) == 1  # a process has a probe in flight at least
+    settings.PROBE_PROCESSES = 0
+    assert runner.probe_processes(1000, 20) == 0
 
 
 def test_a_probe_run_that_switches_betas_off_records_it_per_key(web, tokaify):

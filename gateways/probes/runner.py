@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import queue
+import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -39,6 +46,8 @@ MAX_STAGGER_SECONDS = 0.5
 SAVE_BATCH = 500
 # probe_and_save stores what has come back once this many are waiting (the rest at the end).
 STREAM_BATCH = 100
+# The fewest keys worth a process of their own in probe_and_save (a fork costs milliseconds).
+MIN_KEYS_PER_PROCESS = 50
 
 
 @sensitive_variables("secret", "config")
@@ -213,6 +222,18 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
     return results
 
 
+def probe_processes(count: int, concurrency: int) -> int:
+    """How many processes share the fan-out of `count` keys; 0 means a thread of this process.
+
+    PROBE_PROCESSES (default: one per core) is the most; a process gets at least
+    MIN_KEYS_PER_PROCESS keys and one probe in flight. Without fork() (Windows), or where fork is
+    unsafe (macOS), the fan-out stays in this process.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        return 0
+    return max(0, min(settings.PROBE_PROCESSES, concurrency, math.ceil(count / MIN_KEYS_PER_PROCESS)))
+
+
 def probe_and_save(
     keys: Sequence[GatewayKey],
     *,
@@ -224,20 +245,49 @@ def probe_and_save(
 ) -> list[ProbeResult]:
     """Probe keys and store their results while the others are still in flight (manage.py probe).
 
-    The probes run on an event loop in a thread of their own, which never touches the database;
-    this thread stores each `batch_size` outcomes as they come back (see save_outcomes), so the
-    database work of a large run hides behind the network's waits instead of following them.
+    The probes run on event loops that never touch the database: in child processes, each with its
+    share of the keys and of `concurrency` (see probe_processes), or else in a thread. This thread
+    stores each `batch_size` outcomes as they come back (see save_outcomes), so the database work of
+    a large run hides behind the network's waits instead of following them. With processes, a large
+    run is not bound by the one core an event loop can use (httpx, h11 and TLS are Python), and the
+    saving does not share an interpreter lock with the probes. Only outcomes, which carry no secret
+    (run_probe redacts them), cross from a child to this process.
     """
-    done: queue.SimpleQueue[tuple[GatewayKey, ProbeOutcome] | BaseException | None] = queue.SimpleQueue()
+    keys = list(keys)
+    processes = probe_processes(len(keys), concurrency)
+    if processes:
+        arrivals = _fan_out_in_processes(keys, concurrency, stream, processes)
+    else:
+        arrivals = _fan_out_in_thread(keys, concurrency, stream)
+    results: list[ProbeResult] = []
+    waiting: list[tuple[GatewayKey, ProbeOutcome]] = []
+    try:
+        for key, outcome in arrivals:
+            if on_done:
+                on_done(key, outcome)
+            waiting.append((key, outcome))
+            if len(waiting) >= batch_size:
+                batch, waiting = waiting, []
+                results += save_outcomes(batch, trigger=trigger)
+    finally:  # also when the fan-out broke off: what came back is kept
+        if waiting:
+            results += save_outcomes(waiting, trigger=trigger)
+    return results
 
-    def finished(key: GatewayKey, outcome: ProbeOutcome) -> None:
-        if on_done:
-            on_done(key, outcome)
-        done.put((key, outcome))
+
+def _fan_out_in_thread(
+    keys: list[GatewayKey], concurrency: int, stream: bool
+) -> Iterator[tuple[GatewayKey, ProbeOutcome]]:
+    """Each key and its outcome as it comes back from an event loop in a thread of its own."""
+    done: queue.SimpleQueue[tuple[GatewayKey, ProbeOutcome] | BaseException | None] = queue.SimpleQueue()
 
     def fan_out() -> None:
         try:
-            asyncio.run(probe_keys_async(keys, concurrency=concurrency, stream=stream, on_done=finished))
+            asyncio.run(
+                probe_keys_async(
+                    keys, concurrency=concurrency, stream=stream, on_done=lambda key, out: done.put((key, out))
+                )
+            )
         except BaseException as exc:  # handed to the caller's thread, which raises it
             done.put(exc)
         else:
@@ -245,21 +295,93 @@ def probe_and_save(
 
     thread = threading.Thread(target=fan_out, name="probes", daemon=True)
     thread.start()
-    results: list[ProbeResult] = []
-    waiting: list[tuple[GatewayKey, ProbeOutcome]] = []
-    while True:
-        item = done.get()
-        if isinstance(item, BaseException):
-            thread.join()
-            raise item
-        if item is not None:
-            waiting.append(item)
-        if waiting and (item is None or len(waiting) >= batch_size):
-            results += save_outcomes(waiting, trigger=trigger)
-            waiting = []
-        if item is None:
-            thread.join()
-            return results
+    try:
+        while (item := done.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        thread.join()
+
+
+class ProbeProcessError(RuntimeError):
+    """A child process of a probe run ended before it reported all its keys."""
+
+
+def _fan_out_in_processes(
+    keys: list[GatewayKey], concurrency: int, stream: bool, processes: int
+) -> Iterator[tuple[GatewayKey, ProbeOutcome]]:
+    """Each key and its outcome as it comes back from `processes` forked children, the keys dealt out in turn."""
+    context = multiprocessing.get_context("fork")
+    readers: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
+    children = []
+    try:
+        for number in range(processes):
+            reader, writer = context.Pipe(duplex=False)
+            share = concurrency // processes + (number < concurrency % processes)
+            child = context.Process(
+                target=_child_fan_out,
+                args=(keys, range(number, len(keys), processes), share, stream, writer),
+                name=f"probes-{number + 1}",
+                daemon=True,
+            )
+            child.start()
+            writer.close()  # the child holds the other copy: when it ends, this end reads end-of-file
+            readers[reader] = child
+            children.append(child)
+        while readers:
+            for waited in multiprocessing.connection.wait(list(readers)):
+                ready = cast(multiprocessing.connection.Connection, waited)  # wait returns some of what it was given
+                try:
+                    item = ready.recv()
+                except EOFError:
+                    ended = readers.pop(ready)
+                    ended.join()
+                    raise ProbeProcessError(
+                        f"The probe process {ended.name} ended (exit code {ended.exitcode}) before it reported "
+                        "all its keys. The results that came back are saved; run the command again for the rest."
+                    ) from None
+                if item is None:
+                    readers.pop(ready).join()
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    index, outcome = item
+                    yield keys[index], outcome
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+        for reader in readers:
+            reader.close()
+
+
+def _child_fan_out(keys: list[GatewayKey], indexes: range, concurrency: int, stream: bool, writer) -> None:
+    """In a forked child: probe keys[i] for i in indexes, sending (i, outcome) to the parent as each comes back.
+
+    The child inherits the parent's database connection, socket and all: a query on it, or closing
+    it, would break the parent's session. Its code runs on the event loop, where Django refuses every
+    query (SynchronousOnlyOperation), and it ends the way multiprocessing ends a forked child, with
+    os._exit, which closes nothing.
+    """
+    position = {id(keys[index]): index for index in indexes}
+
+    def finished(key: GatewayKey, outcome: ProbeOutcome) -> None:
+        writer.send((position[id(key)], outcome))
+
+    try:
+        asyncio.run(
+            probe_keys_async([keys[i] for i in indexes], concurrency=concurrency, stream=stream, on_done=finished)
+        )
+    except BaseException as exc:
+        try:
+            writer.send(exc)
+        except Exception:  # an exception that does not pickle: its type says what it was
+            writer.send(RuntimeError(f"A probe process stopped on {type(exc).__name__}."))
+    else:
+        writer.send(None)
+    writer.close()
 
 
 def probe_key(
