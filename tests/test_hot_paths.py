@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -430,6 +431,31 @@ def test_a_probe_process_that_dies_mid_run_is_named_and_what_came_back_is_kept(w
     assert sorted(ProbeResult.objects.values_list("key_id", flat=True)) == sorted(answered)
     assert AuditEvent.objects.filter(action=Action.PROBE_RUN).count() == len(answered)
     assert audit.verify_chain().broken is None
+
+
+def test_a_probe_run_whose_save_fails_stops_its_processes_at_once(web, tokaify, settings, monkeypatch):
+    settings.PROBE_PROCESSES = 2
+    monkeypatch.setattr(runner, "MIN_KEYS_PER_PROCESS", 1)
+
+    def failing_save(outcomes, **options):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(runner, "save_outcomes", failing_save)
+    with running_emulator(GatewayRules(accept_any_key=True, delay=0.3)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 6)  # three each, one at a time
+        try:
+            probe_and_save(keys, trigger="command", concurrency=2, batch_size=1)
+        except RuntimeError as exc:
+            # Stopped before the error is handled (its traceback holds the run's frames), not when it is dropped.
+            assert str(exc) == "the database went away"
+            assert not multiprocessing.active_children()
+        else:
+            pytest.fail("the failing save was not raised")
+        time.sleep(0.5)  # a process still running would have sent its next probes by now
+        probes = [r for r in gw.message_requests() if r.body and r.body.get("messages")]
+    assert len(probes) < len(keys)
 
 
 def test_a_probe_process_is_refused_the_database_and_the_runs_connection_keeps_working(

@@ -18,7 +18,8 @@ import queue
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from typing import cast
 
 from django.conf import settings
@@ -262,13 +263,14 @@ def probe_and_save(
     results: list[ProbeResult] = []
     waiting: list[tuple[GatewayKey, ProbeOutcome]] = []
     try:
-        for key, outcome in arrivals:
-            if on_done:
-                on_done(key, outcome)
-            waiting.append((key, outcome))
-            if len(waiting) >= batch_size:
-                batch, waiting = waiting, []
-                results += save_outcomes(batch, trigger=trigger)
+        with closing(arrivals):  # a failure here stops the child processes at once
+            for key, outcome in arrivals:
+                if on_done:
+                    on_done(key, outcome)
+                waiting.append((key, outcome))
+                if len(waiting) >= batch_size:
+                    batch, waiting = waiting, []
+                    results += save_outcomes(batch, trigger=trigger)
     finally:  # also when the fan-out broke off: what came back is kept
         if waiting:
             results += save_outcomes(waiting, trigger=trigger)
@@ -277,7 +279,7 @@ def probe_and_save(
 
 def _fan_out_in_thread(
     keys: list[GatewayKey], concurrency: int, stream: bool
-) -> Iterator[tuple[GatewayKey, ProbeOutcome]]:
+) -> Generator[tuple[GatewayKey, ProbeOutcome], None, None]:
     """Each key and its outcome as it comes back from an event loop in a thread of its own."""
     done: queue.SimpleQueue[tuple[GatewayKey, ProbeOutcome] | BaseException | None] = queue.SimpleQueue()
 
@@ -295,13 +297,12 @@ def _fan_out_in_thread(
 
     thread = threading.Thread(target=fan_out, name="probes", daemon=True)
     thread.start()
-    try:
-        while (item := done.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        thread.join()
+    while (item := done.get()) is not None:
+        if isinstance(item, BaseException):
+            thread.join()
+            raise item
+        yield item  # closed here when the caller stops early: the thread finishes its probes unheard
+    thread.join()
 
 
 class ProbeProcessError(RuntimeError):
@@ -310,14 +311,15 @@ class ProbeProcessError(RuntimeError):
 
 def _fan_out_in_processes(
     keys: list[GatewayKey], concurrency: int, stream: bool, processes: int
-) -> Iterator[tuple[GatewayKey, ProbeOutcome]]:
+) -> Generator[tuple[GatewayKey, ProbeOutcome], None, None]:
     """Each key and its outcome as it comes back from `processes` forked children, the keys dealt out in turn."""
     context = multiprocessing.get_context("fork")
     readers: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
-    children = []
+    children, pipes = [], []
     try:
         for number in range(processes):
             reader, writer = context.Pipe(duplex=False)
+            pipes.append(reader)
             share = concurrency // processes + (number < concurrency % processes)
             child = context.Process(
                 target=_child_fan_out,
@@ -325,8 +327,10 @@ def _fan_out_in_processes(
                 name=f"probes-{number + 1}",
                 daemon=True,
             )
-            child.start()
-            writer.close()  # the child holds the other copy: when it ends, this end reads end-of-file
+            try:
+                child.start()
+            finally:
+                writer.close()  # the child holds the other copy: when it ends, this end reads end-of-file
             readers[reader] = child
             children.append(child)
         while readers:
@@ -353,7 +357,7 @@ def _fan_out_in_processes(
             if child.is_alive():
                 child.terminate()
             child.join()
-        for reader in readers:
+        for reader in pipes:
             reader.close()
 
 
