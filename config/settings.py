@@ -78,7 +78,10 @@ PROBE_READ_TIMEOUT = float(os.getenv("PROBE_READ_TIMEOUT", "15"))
 PROBE_DEADLINE = float(os.getenv("PROBE_DEADLINE", "30"))
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024)
 # Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
-PROBE_PROCESSES = envint("PROBE_PROCESSES", os.cpu_count() or 1)
+# One per core this process may run on, at most 4: each is a fork of the command, with memory of its
+# own as it runs, and a container's CPU quota is not what the host's core count says.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+PROBE_PROCESSES = envint("PROBE_PROCESSES", min(_CORES, 4))
 
 # How the portal names itself in what devices print (a live key's helper, the installers):
 # "This device was removed from <PORTAL_NAME> by ...".
