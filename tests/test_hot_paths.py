@@ -458,6 +458,25 @@ def test_a_probe_run_whose_save_fails_stops_its_processes_at_once(web, tokaify, 
     assert len(probes) < len(keys)
 
 
+def test_a_probe_process_whose_command_is_gone_stops_at_its_next_answer_without_a_word(web, tokaify, capfd):
+    with running_emulator(GatewayRules(accept_any_key=True, delay=0.2)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 4)
+        context = multiprocessing.get_context("fork")
+        reader, writer = context.Pipe(duplex=False)
+        args = (keys, range(len(keys)), 1, True, writer, (reader,))
+        child = context.Process(target=runner._child_fan_out, args=args)
+        child.start()
+        writer.close()
+        reader.close()  # the command is gone (killed) before the first answer
+        child.join(timeout=10)
+        probes = [r for r in gw.message_requests() if r.body and r.body.get("messages")]
+    assert child.exitcode == 0
+    assert len(probes) == 1  # one key at a time: it stopped at the first answer, with nobody to hear it
+    assert capfd.readouterr().err == ""
+
+
 def test_a_probe_process_is_refused_the_database_and_the_runs_connection_keeps_working(
     web, tokaify, settings, monkeypatch
 ):

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from typing import cast
 
 from django.conf import settings
@@ -323,7 +323,7 @@ def _fan_out_in_processes(
             share = concurrency // processes + (number < concurrency % processes)
             child = context.Process(
                 target=_child_fan_out,
-                args=(keys, range(number, len(keys), processes), share, stream, writer),
+                args=(keys, range(number, len(keys), processes), share, stream, writer, tuple(pipes)),
                 name=f"probes-{number + 1}",
                 daemon=True,
             )
@@ -361,14 +361,22 @@ def _fan_out_in_processes(
             reader.close()
 
 
-def _child_fan_out(keys: list[GatewayKey], indexes: range, concurrency: int, stream: bool, writer) -> None:
+def _child_fan_out(
+    keys: list[GatewayKey], indexes: range, concurrency: int, stream: bool, writer, readers: tuple
+) -> None:
     """In a forked child: probe keys[i] for i in indexes, sending (i, outcome) to the parent as each comes back.
+
+    `readers` are the parent's ends of the pipes made so far, this child's among them: a fork copies
+    them, and a pipe the child can read itself never tells it that the parent is gone. Closed here,
+    the child's next send after the parent's death fails (BrokenPipeError), and the child stops.
 
     The child inherits the parent's database connection, socket and all: a query on it, or closing
     it, would break the parent's session. Its code runs on the event loop, where Django refuses every
     query (SynchronousOnlyOperation), and it ends the way multiprocessing ends a forked child, with
     os._exit, which closes nothing.
     """
+    for reader in readers:
+        reader.close()
     position = {id(keys[index]): index for index in indexes}
 
     def finished(key: GatewayKey, outcome: ProbeOutcome) -> None:
@@ -378,14 +386,22 @@ def _child_fan_out(keys: list[GatewayKey], indexes: range, concurrency: int, str
         asyncio.run(
             probe_keys_async([keys[i] for i in indexes], concurrency=concurrency, stream=stream, on_done=finished)
         )
-    except BaseException as exc:
-        try:
-            writer.send(exc)
-        except Exception:  # an exception that does not pickle: its type says what it was
-            writer.send(RuntimeError(f"A probe process stopped on {type(exc).__name__}."))
+    except BaseException as exc:  # BrokenPipeError from `finished` too, when the parent is gone
+        _last_word(writer, exc)
     else:
-        writer.send(None)
+        _last_word(writer, None)
     writer.close()
+
+
+def _last_word(writer, message: BaseException | None) -> None:
+    """Tell the parent how the child ended: None when every key was reported, else what stopped it."""
+    try:
+        writer.send(message)
+    except OSError:  # BrokenPipeError: the parent is gone, and there is nobody left to tell
+        pass
+    except Exception:  # an exception that does not pickle: its type says what it was
+        with suppress(OSError):
+            writer.send(RuntimeError(f"A probe process stopped on {type(message).__name__}."))
 
 
 def probe_key(
