@@ -371,6 +371,11 @@ def test_a_probe_run_whose_fan_out_breaks_raises_instead_of_waiting_forever(
     assert not ProbeResult.objects.exists()
 
 
+def probes_sent(gateway) -> list:
+    """The probes' messages (a credential-header check also posts to /v1/messages, with no messages)."""
+    return [r for r in gateway.message_requests() if r.body and r.body.get("messages")]
+
+
 def sent_key(request) -> str:
     return request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
 
@@ -394,10 +399,7 @@ def test_a_probe_run_shared_by_processes_probes_and_stores_every_key_once(
         key_of = {reveal(key.reveal_secret()): key.pk for key in keys}
         # Seven keys dealt to three processes (3, 2, 2), five probes in flight between them (2, 2, 1).
         results = probe_and_save(keys, trigger="command", concurrency=5)
-        # The probes' messages (each process also checks the gateway's credential headers, without messages).
-        probed = sorted(
-            key_of.get(sent_key(r), "?") for r in gw.message_requests() if r.body and r.body.get("messages")
-        )
+        probed = sorted(key_of.get(sent_key(r), "?") for r in probes_sent(gw))
     processes = {int(path.name) for path in tmp_path.iterdir()}
     assert len(processes) == 3 and os.getpid() not in processes
     assert probed == sorted(key_of.values())  # each key probed once, by whichever process had it
@@ -454,8 +456,33 @@ def test_a_probe_run_whose_save_fails_stops_its_processes_at_once(web, tokaify, 
         else:
             pytest.fail("the failing save was not raised")
         time.sleep(0.5)  # a process still running would have sent its next probes by now
-        probes = [r for r in gw.message_requests() if r.body and r.body.get("messages")]
+        probes = probes_sent(gw)
     assert len(probes) < len(keys)
+
+
+def test_a_slow_save_does_not_hold_up_the_probes_still_running(web, tokaify, settings, monkeypatch):
+    settings.PROBE_PROCESSES = 1
+    save = runner.save_outcomes
+    sent_while_saving = []
+
+    def slow_first_save(outcomes, **options):  # a database that stalls until every probe is out, or 10 s
+        if not sent_while_saving:
+            stalled_until = time.monotonic() + 10
+            while len(probes_sent(gw)) < len(keys) and time.monotonic() < stalled_until:
+                time.sleep(0.05)
+            sent_while_saving.append(len(probes_sent(gw)))
+        return save(outcomes, **options)
+
+    monkeypatch.setattr(runner, "save_outcomes", slow_first_save)
+    with running_emulator(GatewayRules(accept_any_key=True)) as gw:
+        tokaify.base_url = gw.base_url
+        tokaify.save()
+        keys = many_keys(web, tokaify, 250)
+        # 200 outcomes (80 KB) come back during the first save: more than a pipe holds (64 KB), so a
+        # child whose pipe nobody read would wait on it until the save ended.
+        results = probe_and_save(keys, trigger="command", concurrency=20, batch_size=50)
+    assert sent_while_saving == [len(keys)]
+    assert len(results) == len(keys)
 
 
 def test_a_probe_process_whose_command_is_gone_stops_at_its_next_answer_without_a_word(web, tokaify, capfd):
@@ -471,7 +498,7 @@ def test_a_probe_process_whose_command_is_gone_stops_at_its_next_answer_without_
         writer.close()
         reader.close()  # the command is gone (killed) before the first answer
         child.join(timeout=10)
-        probes = [r for r in gw.message_requests() if r.body and r.body.get("messages")]
+        probes = probes_sent(gw)
     assert child.exitcode == 0
     assert len(probes) == 1  # one key at a time: it stopped at the first answer, with nobody to hear it
     assert capfd.readouterr().err == ""

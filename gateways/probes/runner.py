@@ -312,10 +312,16 @@ class ProbeProcessError(RuntimeError):
 def _fan_out_in_processes(
     keys: list[GatewayKey], concurrency: int, stream: bool, processes: int
 ) -> Generator[tuple[GatewayKey, ProbeOutcome], None, None]:
-    """Each key and its outcome as it comes back from `processes` forked children, the keys dealt out in turn."""
+    """Each key and its outcome as it comes back from `processes` forked children, the keys dealt out in turn.
+
+    A thread relays what the children send (see _relay), so a child never waits on a full pipe
+    while this thread saves: its probes' timings stay the network's.
+    """
     context = multiprocessing.get_context("fork")
-    readers: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
-    children, pipes = [], []
+    children: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
+    pipes: list[multiprocessing.connection.Connection] = []
+    arrived: queue.SimpleQueue[tuple[int, ProbeOutcome] | BaseException | None] = queue.SimpleQueue()
+    relay = threading.Thread(target=_relay, args=(children, arrived), name="probe-results", daemon=True)
     try:
         for number in range(processes):
             reader, writer = context.Pipe(duplex=False)
@@ -331,34 +337,55 @@ def _fan_out_in_processes(
                 child.start()
             finally:
                 writer.close()  # the child holds the other copy: when it ends, this end reads end-of-file
-            readers[reader] = child
-            children.append(child)
-        while readers:
-            for waited in multiprocessing.connection.wait(list(readers)):
+            children[reader] = child
+        relay.start()
+        while (item := arrived.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            index, outcome = item
+            yield keys[index], outcome
+    finally:
+        for process in children.values():
+            if process.is_alive():
+                process.terminate()  # its pipe then ends, and so does the relay
+        if relay.is_alive():
+            relay.join()
+        for process in children.values():
+            process.join()
+        for reader in pipes:
+            reader.close()
+
+
+def _relay(
+    children: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess],
+    arrived: queue.SimpleQueue,
+) -> None:
+    """Pass on what each child sends, as it comes: (index, outcome), an exception, and at the end None."""
+    running = dict(children)
+    try:
+        while running:
+            for waited in multiprocessing.connection.wait(list(running)):
                 ready = cast(multiprocessing.connection.Connection, waited)  # wait returns some of what it was given
                 try:
                     item = ready.recv()
                 except EOFError:
-                    ended = readers.pop(ready)
+                    ended = running.pop(ready)
                     ended.join()
-                    raise ProbeProcessError(
-                        f"The probe process {ended.name} ended (exit code {ended.exitcode}) before it reported "
-                        "all its keys. The results that came back are saved; run the command again for the rest."
-                    ) from None
+                    arrived.put(
+                        ProbeProcessError(
+                            f"The probe process {ended.name} ended (exit code {ended.exitcode}) before it reported "
+                            "all its keys. The results that came back are saved; run the command again for the rest."
+                        )
+                    )
+                    return
                 if item is None:
-                    readers.pop(ready).join()
-                elif isinstance(item, BaseException):
-                    raise item
+                    running.pop(ready)
                 else:
-                    index, outcome = item
-                    yield keys[index], outcome
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-            child.join()
-        for reader in pipes:
-            reader.close()
+                    arrived.put(item)
+    except BaseException as exc:  # handed to the caller's thread, which raises it
+        arrived.put(exc)
+    else:
+        arrived.put(None)
 
 
 def _child_fan_out(
