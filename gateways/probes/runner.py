@@ -226,7 +226,7 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
 def probe_processes(count: int, concurrency: int) -> int:
     """How many processes share the fan-out of `count` keys; 0 means a thread of this process.
 
-    PROBE_PROCESSES (default: one per core) is the most; a process gets at least
+    PROBE_PROCESSES (default: one per core, at most 4) is the most; a process gets at least
     MIN_KEYS_PER_PROCESS keys and one probe in flight. Without fork() (Windows), or where fork is
     unsafe (macOS), the fan-out stays in this process.
     """
