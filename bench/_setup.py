@@ -72,8 +72,16 @@ def create_postgres_database(admin_url: str, url: str) -> None:
 def drop_postgres_database(admin_url: str, url: str) -> None:
     import psycopg
 
+    name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+        # Not WITH (FORCE), which refuses to end an autovacuum worker (not our role's session) busy on a
+        # freshly loaded database: our sessions are ended, and DROP DATABASE stops autovacuum itself.
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+            [name],
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @contextmanager

@@ -66,7 +66,14 @@ def server_database(tmp_path):
         yield {"DATABASE_URL": urlunsplit(urlsplit(url)._replace(path=f"/{name}")), "PORTAL_DATA_DIR": str(tmp_path)}
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # Not WITH (FORCE): it refuses to end an autovacuum worker busy on the new database (not our
+            # role's session). Ours are ended here; DROP DATABASE stops autovacuum itself and waits for the rest.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+                [name],
+            )
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def manage(*args: str, env: dict) -> str:
