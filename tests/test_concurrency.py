@@ -21,11 +21,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from bench._setup import create_postgres_database, drop_postgres_database, postgres_database_url
 from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, run_manage
 from tests.gateway_emulator import GatewayRules, running_emulator
 
@@ -56,24 +57,13 @@ def server_database(tmp_path):
     if not ON_POSTGRESQL:
         yield {"PORTAL_DATA_DIR": str(tmp_path / "data")}
         return
-    import psycopg
-
     url = os.environ["DATABASE_URL"]
-    name = f"{urlsplit(url).path.lstrip('/')}_load_{secrets.token_hex(4)}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = postgres_database_url(url, f"load_{secrets.token_hex(4)}")
+    create_postgres_database(url, database_url)
     try:
-        yield {"DATABASE_URL": urlunsplit(urlsplit(url)._replace(path=f"/{name}")), "PORTAL_DATA_DIR": str(tmp_path)}
+        yield {"DATABASE_URL": database_url, "PORTAL_DATA_DIR": str(tmp_path)}
     finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            # Not WITH (FORCE): it refuses to end an autovacuum worker busy on the new database (not our
-            # role's session). Ours are ended here; DROP DATABASE stops autovacuum itself and waits for the rest.
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
-                [name],
-            )
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        drop_postgres_database(url, database_url)
 
 
 def manage(*args: str, env: dict) -> str:
