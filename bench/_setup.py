@@ -244,6 +244,89 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+# --- Where the CPU goes: the workers, the database server, the load generator, idle cores ---------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def database_server_pids(server: Server) -> list[int]:
+    """The local PostgreSQL server's processes when the portal uses PostgreSQL; none for SQLite, which
+    runs inside the workers (nor for a server on another machine, whose CPU this one cannot see)."""
+    if not server.env.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds used so far by each worker and database server process and by this load generator;
+    the machine's idle and total clock ticks (/proc/stat)."""
+
+    workers: dict[int, float]
+    database: dict[int, float]
+    load: float
+    idle: int
+    total: int
+
+    @classmethod
+    def read(cls, server: Server) -> CpuClock:
+        ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return cls(
+            workers={pid: cpu_seconds(pid) for pid in worker_pids(server.pid)},
+            database={pid: cpu_seconds(pid) for pid in database_server_pids(server)},
+            load=time.process_time(),
+            idle=ticks[3] + ticks[4],  # idle and iowait
+            total=sum(ticks),
+        )
+
+
+def _used(start: dict[int, float], end: dict[int, float]) -> float:
+    """CPU seconds between two readings; a process started in between counts from zero."""
+    return sum(seconds - start.get(pid, 0.0) for pid, seconds in end.items())
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU milliseconds per request (workers, database server processes, load generator) and the share of
+    the machine's cores that stayed idle: a request that waits (a lock, a sleep) leaves cores idle."""
+
+    workers_ms: float
+    database_ms: float | None  # None: no database server process here (SQLite)
+    load_ms: float
+    idle: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.workers_ms + (self.database_ms or 0.0) + self.load_ms
+
+    @classmethod
+    def between(cls, start: CpuClock, end: CpuClock, requests: int) -> CpuUse:
+        per = 1000 / max(requests, 1)
+        return cls(
+            workers_ms=_used(start.workers, end.workers) * per,
+            database_ms=_used(start.database, end.database) * per if end.database else None,
+            load_ms=(end.load - start.load) * per,
+            idle=(end.idle - start.idle) / max(end.total - start.total, 1),
+        )
+
+
 # --- The load generator: asyncio, raw HTTP/1.1, one connection per simulated client ---------------
 
 
@@ -264,6 +347,7 @@ class Tally:
     timeouts: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    cpu: CpuUse | None = None  # measured only when asked (measure(..., cpu=True))
 
     def p99_ms(self) -> float:
         ordered = sorted(self.latencies)
@@ -341,15 +425,21 @@ async def _run(server: Server, load: Load, stop_when: Callable[[Tally], bool]) -
     return tally
 
 
-def measure(server: Server, load: Load, seconds: float, warm_up: float = 1.0) -> tuple[float, Tally]:
-    """Requests/s over `seconds` after `warm_up` seconds on the same connections; the tally of the timed part."""
+def measure(
+    server: Server, load: Load, seconds: float, warm_up: float = 1.0, *, cpu: bool = False
+) -> tuple[float, Tally]:
+    """Requests/s over `seconds` after `warm_up` seconds on the same connections; the tally of the timed part,
+    with the CPU its requests used when `cpu` (reading it costs the load generator a few milliseconds)."""
     marks: dict[str, float] = {"begin": time.perf_counter()}
+    clocks: list[CpuClock] = []
     timed = Tally()
 
     def stop_when(tally: Tally) -> bool:
         now = time.perf_counter()
         if "at" not in marks and now - marks["begin"] >= warm_up:
-            marks.update(at=now, done=tally.done, errors=tally.errors, timeouts=tally.timeouts)
+            if cpu:
+                clocks.append(CpuClock.read(server))
+            marks.update(at=time.perf_counter(), done=tally.done, errors=tally.errors, timeouts=tally.timeouts)
             marks["latencies"] = len(tally.latencies)
         return "at" in marks and now - marks["at"] >= seconds
 
@@ -360,6 +450,8 @@ def measure(server: Server, load: Load, seconds: float, warm_up: float = 1.0) ->
     timed.timeouts = tally.timeouts - int(marks["timeouts"])
     timed.latencies = tally.latencies[int(marks["latencies"]) :]
     timed.statuses = tally.statuses
+    if cpu:
+        timed.cpu = CpuUse.between(clocks[0], CpuClock.read(server), timed.done)
     return timed.done / elapsed, timed
 
 

@@ -7,6 +7,12 @@ process (asyncio, raw HTTP/1.1, one connection per simulated client, kept alive 
 it. Rounds are interleaved, so every ratio compares figures measured seconds apart on the same
 machine; each line prints min / median / max over the rounds.
 
+Each measure also prints where the CPU went, from /proc: milliseconds per request in the gunicorn
+workers, in the local PostgreSQL server's processes and in the load generator, and the share of the
+cores left idle (a request waiting on a lock or a sleep leaves them idle). From one download's CPU at
+concurrency 1 follows a ceiling no schedule can pass on this machine: cores x 1000 / that CPU
+requests/s, printed against both download targets.
+
 Targets (ratios, not timings):
   downloads (issue 10): a config download at concurrency 16 >= 0.25 x /healthz at 16; 64 different
     developers downloading at once >= 3 x one at a time; zero errors and client time-outs at 64;
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 from bench._setup import (
     ROOT,
+    CpuUse,
     Load,
     Server,
     Tally,
@@ -177,6 +184,44 @@ NO_ERRORS = [("download@64", "downloads"), ("key@64", "keys")]
 MEMORY = [("downloads", "download@16", "downloads"), ("key fetches", "key@16", "keys")]
 
 
+# What CPU alone allows, if a download under load cost what one costs alone: with C cores and T ms of CPU per
+# request (workers, database server, load generator), no schedule serves more than C x 1000 / T requests/s.
+# (what, the reference whose median rate the ceiling is divided by)
+CEILINGS = [("download / healthz at 16", "healthz@16"), ("64 developers / one at a time", "download@1")]
+
+
+def print_cpu(measures: list[Measure], rates: dict[str, list[float]], tallies: dict[str, list[Tally]]) -> None:
+    """CPU per request and idle cores for each measure (median over the rounds), and the ceilings they set."""
+    cores = len(os.sched_getaffinity(0))
+    used: dict[str, CpuUse] = {}
+    print(f"  {'CPU ms per request (median):':38} {'workers + database + load generator = all':>44}   idle cores")
+    for m in measures:
+        uses = [t.cpu for t in tallies[m.name] if t.cpu is not None]
+        if not uses:
+            continue
+        databases = [u.database_ms for u in uses if u.database_ms is not None]
+        use = used[m.name] = CpuUse(
+            workers_ms=statistics.median(u.workers_ms for u in uses),
+            database_ms=statistics.median(databases) if databases else None,
+            load_ms=statistics.median(u.load_ms for u in uses),
+            idle=statistics.median(u.idle for u in uses),
+        )
+        database = "-" if use.database_ms is None else f"{use.database_ms:.2f}"
+        print(
+            f"  {m.name:38} {use.workers_ms:>14.2f} + {database:>8} + {use.load_ms:>6.2f} = {use.total_ms:>6.2f}"
+            f"   {use.idle:5.0%}"
+        )
+    alone = used.get("download@1")
+    if alone is None:
+        return
+    ceiling = cores * 1000 / alone.total_ms
+    for what, reference in CEILINGS:
+        print(
+            f"  {'CPU ceiling of ' + what:38} {ceiling / statistics.median(rates[reference]):>20.2f} x   "
+            f"({cores} cores x 1000 / {alone.total_ms:.2f} ms, download@1's CPU = {ceiling:,.0f} requests/s)"
+        )
+
+
 def fetch_audit_rows(env: dict[str, str]) -> int:
     return int(manage(env, "shell", "-c", FETCH_AUDIT_ROWS).split()[-1])
 
@@ -201,13 +246,14 @@ def bench_database(kind: str, args) -> bool:
         tallies: dict[str, list[Tally]] = {m.name: [] for m in measures}
         for _ in range(args.rounds):
             for m in measures:
-                rate, tally = measure(server, loads[m.name], args.seconds)
+                rate, tally = measure(server, loads[m.name], args.seconds, cpu=True)
                 rates[m.name].append(rate)
                 tallies[m.name].append(tally)
         print(f"  {'requests/s, p99 ms (min / median / max)':40}")
         for m in measures:
             p99 = [t.p99_ms() for t in tallies[m.name]]
             print(f"  {m.name:38} {spread(rates[m.name], 0):>20}   p99 {spread(p99, 1)}")
+        print_cpu(measures, rates, tallies)
         for what, group, top, bottom, target in RATIOS:
             if group not in groups:
                 continue
