@@ -15,6 +15,18 @@ more: about 1.08 x the downloads on SQLite and 1.2 x on PostgreSQL (three interl
 as no request waits for the interpreter lock held by another thread of its process. It is not the
 default because a probe started from a page (up to PROBE_DEADLINE) then holds a whole process, and
 the requests that process has accepted wait behind it; it suits a portal whose probes run from cron.
+
+Each process listens on its own socket (`reuse_port`, WEB_REUSE_PORT), so the kernel spreads new
+connections evenly over the processes. On one shared socket the process that wakes first takes a
+connection, so kept-alive connections opened together (a reverse proxy's, a load generator's) can all
+go to one process. Measured on 2 cores (2026-11-24), 16 connections opened at once, 20 times: on one
+shared socket 2 times all 16 went to one process and 2 times 15; with a socket per process the most
+uneven was 13 and 3. Under load (bench.http_load's scenarios on PostgreSQL) 5 of 20 measurements on
+a shared socket left 38 to 40 % of the cores idle and served half the requests (/healthz 2,104
+against 5,785 per second, key fetches 940 against 2,020); with a socket per process none of 15 did.
+Turn it off (WEB_REUSE_PORT=false) where gunicorn is handed its socket (systemd socket activation),
+which it would otherwise not use, or to have a second server on the same port fail with "address
+already in use" instead of sharing it.
 """
 
 from __future__ import annotations
@@ -28,6 +40,16 @@ threads = int(os.getenv("WEB_THREADS", "2"))
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
+
+
+def _on(name: str, default: str) -> bool:
+    value = os.getenv(name, default).strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise SystemExit(f"{name} must be true or false, not {value!r}.")
+    return value in ("1", "true", "yes", "on")
+
+
+reuse_port = _on("WEB_REUSE_PORT", "true")
 accesslog = "-"
 # The heartbeat file in memory: on a container's overlay file system a write can stall a worker.
 # (gunicorn makes it with mkstemp: a private file of a random name.)
