@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_concurrency import free_port
-from tests.test_health import PRODUCTION
+from tests.test_health import PRODUCTION, start_production_gunicorn
 
 LISTEN, ESTABLISHED = "0A", "01"
 
@@ -63,24 +63,17 @@ def healthz(connection: socket.socket) -> bytes:
 
 @pytest.fixture
 def serve(tmp_path):
-    """Start gunicorn as the image does (config/gunicorn.conf.py, production settings) with `env` added."""
+    """Start gunicorn as the image does, with settings added, and wait until each process listens."""
     servers = []
 
     def start(**extra: str) -> tuple[subprocess.Popen, int]:
         port = free_port()
-        env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path), "BIND": f"127.0.0.1:{port}", **extra}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = start_production_gunicorn(tmp_path, port, **extra)
         servers.append(server)
         workers = int(extra.get("WEB_CONCURRENCY", "1"))
         deadline = time.monotonic() + 30
         while not listening_in_every_process(server.pid, port, workers):
-            assert server.poll() is None, "gunicorn exited while starting"
+            assert server.poll() is None, server.stderr.read()
             assert time.monotonic() < deadline, "gunicorn's processes did not all start within 30 s"
             time.sleep(0.1)
         return server, port

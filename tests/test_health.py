@@ -94,19 +94,24 @@ def dockerfile_healthcheck(port: int) -> list[str]:
     return [sys.executable, *(part.replace(":8000/", f":{port}/") for part in command[1:])]
 
 
-def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_path):
-    """gunicorn as the image runs it (config/gunicorn.conf.py, production settings), checked as Docker does."""
-    port = free_port()
-    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path), "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
-    server = subprocess.Popen(
+def start_production_gunicorn(data_dir, port: int, **env: str) -> subprocess.Popen:
+    """gunicorn as the image runs it (config/gunicorn.conf.py, production settings) on 127.0.0.1:port; stderr piped."""
+    return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
         cwd=ROOT,
-        env=env,
+        env={**PRODUCTION, "PORTAL_DATA_DIR": str(data_dir), "BIND": f"127.0.0.1:{port}", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_path):
+    """gunicorn as the image runs it (config/gunicorn.conf.py, production settings), checked as Docker does."""
+    port = free_port()
+    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
+    server = start_production_gunicorn(tmp_path, port, WEB_CONCURRENCY="1")
     try:
         deadline = time.monotonic() + 30
         while subprocess.run(dockerfile_healthcheck(port), capture_output=True, timeout=10).returncode != 0:
