@@ -1,9 +1,9 @@
 """Two versions of the portal side by side: the same HTTP scenarios on both, measured alternately.
 
-On a shared or noisy machine, figures from runs minutes apart differ more than a change does (the
-README's bench.http_load table shows `/healthz` alone ranging by a factor of two). This serves the
-old and the new checkout at once, each with gunicorn and its own scratch database as
-bench.http_load sets them up, and measures a scenario on one, then the other, in ABBA order, for
+On a shared or noisy machine, figures from runs minutes apart differ more than a change does (on
+2026-11-23 `/healthz` alone ranged from 1,455 to 2,938 requests/s between rounds: docs/benchmarks.md).
+This serves the old and the new checkout at once, each with gunicorn and its own scratch database
+as bench.http_load sets them up, and measures a scenario on one, then the other, in ABBA order, for
 many short rounds: every ratio compares figures taken a second apart.
 
     .venv/bin/python -m bench.compare OLD [NEW] [--databases sqlite] [--scenarios download@16]

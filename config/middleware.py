@@ -110,7 +110,7 @@ class TokenApiMiddleware:
     messages and the sign-in lock-out do not concern the API, and CSP and X-Frame-Options protect
     pages, not JSON and downloads (a view that can render HTML, as the API's docs, takes the usual
     way). Skipping them took a config download, the API's most frequent request, from 2.7 to
-    1.75 ms in-process (README, "Tests and benchmarks").
+    1.75 ms in-process (docs/benchmarks.md).
 
     Like DeviceKeyMiddleware, it sits after the security middleware, the secrets' redaction scope
     and the NUL check, and checks the host. Whatever does not resolve to a DRF view, or carries a
