@@ -16,8 +16,9 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -183,9 +184,23 @@ def _decode(raw: str, keys: list[SortKey], signature: str) -> list:
     if not valid:
         raise RuleError(BAD_CURSOR, field="cursor")
     try:
-        return [None if v is None else k.field.to_python(v) for k, v in zip(keys, values, strict=True)]
-    except (DjangoValidationError, ValueError, TypeError):
+        return [None if v is None else _comparable(k.field.to_python(v)) for k, v in zip(keys, values, strict=True)]
+    except (DjangoValidationError, ValueError, TypeError, OverflowError):
         raise RuleError(BAD_CURSOR, field="cursor") from None
+
+
+def _comparable(value):
+    """A cursor's value as the database can compare it, or ValueError: an edited cursor may hold Infinity, a
+    number past 64 bits or a time that leaves the calendar once moved to UTC, which the database would fail on."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(value)  # every cursor this list gives out carries its offset
+        value.astimezone(UTC)  # OverflowError past year 1 or 9999
+    return value
 
 
 def _after(keys: list[SortKey], values: list) -> Q:

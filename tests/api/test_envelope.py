@@ -6,6 +6,9 @@ file: a GET that answers a bare JSON list fails, and so does a list that does no
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,7 +21,7 @@ from alerts.services import create_channel
 from config import api_urls
 from gateways.devices import create_device
 from gateways.models import GatewayKey, ProbeResult
-from gateways.services import assign_key
+from gateways.services import assign_key, store_key
 from portal.invitations import create_invitation
 from portal.models import Membership, Role
 from portal.pagination import sort_keys
@@ -155,6 +158,38 @@ def test_a_cursor_from_another_sort_is_refused(api, staff, bob_assignment, dave,
     link = client.get("/api/v1/connections/?sort=user&limit=1").json()["next"]
     cursor = parse_qs(urlsplit(link).query)["cursor"][0]
     response = client.get(f"/api/v1/connections/?sort=-expiry&cursor={cursor}")
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+
+
+def edited(link: str, *values) -> str:
+    """The cursor of a handed-out next link with its values replaced, as anyone can (it is base64 JSON)."""
+    cursor = parse_qs(urlsplit(link).query)["cursor"][0]
+    body = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    body["v"] = list(values)
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, 10**30, -(2**63) - 1])
+def test_a_cursor_edited_to_a_number_past_what_the_database_holds_is_a_400(api, staff, alice, tokaify, value):
+    for n in range(3):
+        store_key(team=alice.memberships.get().team, gateway=tokaify, label=f"k{n}", secret=f"sk-{n}" * 8, actor=alice)
+    client = api(staff)
+    link = client.get("/api/v1/audit-events/?limit=1").json()["next"]
+    response = client.get(f"/api/v1/audit-events/?cursor={edited(link, value)}")
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "2026-01-01T00:00:00"])
+def test_a_cursor_edited_to_a_time_outside_the_calendar_in_utc_is_a_400(
+    api, staff, bob_assignment, dave, alice, moment
+):
+    assign_key(key=bob_assignment.key, username="dave", actor=alice)
+    client = api(staff)
+    link = client.get("/api/v1/connections/?sort=-last_download&limit=1").json()["next"]
+    values = json.loads(base64.urlsafe_b64decode(parse_qs(urlsplit(link).query)["cursor"][0] + "==="))["v"]
+    response = client.get(f"/api/v1/connections/?sort=-last_download&cursor={edited(link, moment, *values[1:])}")
     assert response.status_code == 400
     assert response.json()["field"] == "cursor"
 
