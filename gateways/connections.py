@@ -71,7 +71,7 @@ class ConnectionFilters:
         if state and state not in STATES:
             raise RuleError(f"state must be one of {', '.join(STATES)}, not {state!r}.", field="state")
         sort = query.get("sort", "-assigned")
-        if sort.lstrip("-") not in SORTS:
+        if sort.removeprefix("-") not in SORTS:
             raise RuleError(
                 f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.", field="sort"
             )
@@ -110,7 +110,7 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         rows = rows.exclude(key__last_probe_verdict__in=["", "ok"])
     elif filters.state == "expired":
         rows = rows.filter(key__expires_at__lte=now)
-    field = SORTS[filters.sort.lstrip("-")]
+    field = SORTS[filters.sort.removeprefix("-")]
     # Ties go the sort's way too, so an index on (column, id) serves either direction read backwards.
     if filters.sort.startswith("-"):
         return rows.order_by(F(field).desc(nulls_last=True), "-id")

@@ -496,7 +496,7 @@ def _sortable_columns(current: str, query: str) -> list[dict]:
     for label, name, first in CONNECTION_COLUMNS:
         column = {"label": label, "href": "", "aria_sort": ""}
         if name:
-            direction = current[: len(current) - len(name)] if current.lstrip("-") == name else None
+            direction = current[: len(current) - len(name)] if current.removeprefix("-") == name else None
             if direction is not None:
                 column["aria_sort"] = ARIA_SORT[direction]
             following = ("" if direction == "-" else "-") if direction is not None else first

@@ -208,6 +208,18 @@ def test_connections_csv_and_sort(api, staff, web, tokenbay, alice, dave, bob_as
     assert len(body.splitlines()) == 3
 
 
+@pytest.mark.parametrize("sort", ["--user", "---assigned", "-"])
+def test_a_sort_with_more_than_one_minus_is_refused_with_the_rule(api, client, staff, bob_assignment, sort):
+    response = api(staff).get("/api/v1/connections/", {"sort": sort})
+    assert response.status_code == 400
+    assert "(prefix - to reverse)" in response.json()["detail"]
+    client.force_login(staff)
+    page = client.get("/connections/", {"sort": sort})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "prefix - to reverse" in html and "bob" in html
+
+
 def test_connections_query_count_does_not_grow(api, staff, web, tokenbay, alice, bob, django_assert_max_num_queries):
     for i in range(20):
         key = store_key(team=web, gateway=tokenbay, label=f"k{i}", secret=f"sk-n{i}-00000000000", actor=alice)
