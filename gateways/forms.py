@@ -21,12 +21,23 @@ class JSONObjectField(forms.JSONField):
     def to_python(self, value):
         if isinstance(value, str) and not value.strip():
             return {}
-        parsed = super().to_python(value)
+        try:
+            parsed = super().to_python(value)
+        except RecursionError:  # nested deeper than the parser's stack; the API's parser refuses it the same way
+            raise forms.ValidationError(
+                'This JSON is nested too deeply. Enter a flat object, like {"NAME": "value"}.', code="invalid"
+            ) from None
         if parsed is None:
             return {}
         if not isinstance(parsed, dict):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return parsed
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # shown again as typed, beside the error to_python gave
+            return forms.fields.InvalidJSONInput(data)
 
     def prepare_value(self, value):
         return json.dumps(value, indent=1, ensure_ascii=False) if isinstance(value, (dict, list)) else value

@@ -94,7 +94,7 @@ class Gateway(models.Model):
 
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
-    base_url = models.CharField(max_length=300, help_text="The API root, never ending in /v1.")
+    base_url = models.CharField(max_length=rules.BASE_URL_MAX_LENGTH, help_text="The API root, never ending in /v1.")
     auth_scheme = models.CharField(max_length=10, choices=AuthScheme.choices, default=AuthScheme.X_API_KEY)
     requires_sk_prefix = models.BooleanField(default=False, help_text="Keys are the full sk-… secret.")
     model_id_style = models.CharField(max_length=12, choices=ModelIdStyle.choices, default=ModelIdStyle.AS_IS)

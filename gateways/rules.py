@@ -40,6 +40,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+BASE_URL_MAX_LENGTH = 300  # Gateway.base_url's column
+
+
 def normalize_base_url(url: str) -> tuple[str, list[str]]:
     """Return the gateway root Claude Code should get, and notices about what was changed.
 
@@ -72,7 +75,14 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
     if re.search(r"/v1$", path, re.IGNORECASE):
         path = path[:-3].rstrip("/")
         notices.append("Removed the trailing /v1 from the base URL: Claude Code adds /v1/messages itself.")
-    return urlunsplit((parts.scheme, netloc, path, "", "")), notices
+    root = urlunsplit((parts.scheme, netloc, path, "", ""))
+    if len(root) > BASE_URL_MAX_LENGTH:
+        written = " once its host name is written in ASCII" if host != parts.hostname else ""
+        raise RuleError(
+            f"The base URL is {len(root)} characters long{written}; at most {BASE_URL_MAX_LENGTH} fit. "
+            "Give the gateway's shorter address."
+        )
+    return root, notices
 
 
 HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -434,6 +444,11 @@ def clean_troubleshooting(rows: object) -> list[list[str]]:
         symptom, fix = (part.strip() for part in row)
         if not symptom or not fix:
             raise RuleError(f"Troubleshooting entry {number} needs both a symptom and a fix.")
+        if any(unicodedata.category(ch) == "Cc" for ch in symptom + fix):
+            raise RuleError(
+                f"Troubleshooting entry {number} contains a control character (such as NUL or a tab), which the "
+                "guides cannot show. Type it again as plain text."
+            )
         cleaned.append([symptom, fix])
     return cleaned
 

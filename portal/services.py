@@ -14,7 +14,8 @@ from portal.signals import member_added, member_leaving
 
 def find_user(username: str):
     User = get_user_model()
-    user = User.objects.filter(username=username, is_active=True).first()
+    # No user name holds a NUL, and PostgreSQL refuses one in a query: it names nobody.
+    user = None if "\x00" in username else User.objects.filter(username=username, is_active=True).first()
     if user is None:
         raise RuleError(
             f"There is no active user called {username!r}. Invite them by e-mail instead (team page, Invitations).",

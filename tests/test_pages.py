@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateways.models import GatewayKey
+from gateways.models import Gateway, GatewayKey
 from portal.models import Membership
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, confirm_password
 
@@ -166,6 +166,51 @@ def test_staff_add_a_gateway_and_see_the_v1_notice(client, staff, alice):
     html = response.content.decode()
     assert "Removed the trailing /v1" in html
     assert "https://llm.corp.example/anthropic" in html
+
+
+GATEWAY_FORM = {
+    "slug": "corp",
+    "name": "Corp gateway",
+    "base_url": "https://llm.corp.example/anthropic",
+    "auth_scheme": "bearer",
+    "model_id_style": "as-is",
+    "probe_mode": "inference",
+    "probe_prompt": "ping",
+    "probe_interval_minutes": 60,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("extra_env", "[" * 100_000, "This JSON is nested too deeply"),
+        ("troubleshooting", "a\x00b :: fix", "Troubleshooting entry 1 contains a control character"),
+    ],
+)
+def test_a_gateway_form_with_input_no_parser_or_guide_can_hold_says_so(client, staff, field, value, says):
+    client.force_login(staff)
+    response = client.post("/gateways/new/", {**GATEWAY_FORM, field: value})
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert not Gateway.objects.filter(slug="corp").exists()
+
+
+def test_key_settings_with_json_nested_past_the_parser_is_a_form_error(client, alice, tokenbay_key):
+    client.force_login(alice)
+    response = client.post(
+        f"/keys/{tokenbay_key.id}/settings/", {"label": "Renamed", "custom_headers": "[" * 100_000}, follow=True
+    )
+    assert response.status_code == 200
+    assert "This JSON is nested too deeply" in response.content.decode()
+    assert GatewayKey.objects.get(pk=tokenbay_key.pk).label != "Renamed"
+
+
+def test_assigning_a_key_to_a_name_with_a_nul_says_there_is_no_such_user(client, alice, bob, tokenbay_key):
+    client.force_login(alice)
+    response = client.post(f"/keys/{tokenbay_key.id}/assign/", {"username": "b\x00ob"}, follow=True)
+    assert response.status_code == 200
+    assert "There is no active user called" in response.content.decode()
+    assert not tokenbay_key.assignments.exists()
 
 
 def test_admin_adds_a_member_with_a_role(client, alice, charlie):

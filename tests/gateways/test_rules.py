@@ -239,6 +239,24 @@ def test_troubleshooting_is_a_list_of_symptom_fix_pairs():
             clean_troubleshooting(bad)
 
 
+def test_a_base_url_that_outgrows_its_column_once_written_in_ascii_is_refused():
+    host = ".".join(["ü"] * 30) + ".io"
+    url = f"https://{host}/" + "a" * (298 - len(f"https://{host}"))
+    assert len(url) == 299  # fits as typed; each ü becomes xn--tda
+    with pytest.raises(
+        RuleError, match=r"is 4\d\d characters long once its host name is written in ASCII; at most 300"
+    ):
+        normalize_base_url(url)
+    root, _ = normalize_base_url("https://" + ".".join(["ü"] * 10) + ".io/anthropic")
+    assert root.startswith("https://xn--tda.") and root.endswith(".io/anthropic")
+
+
+def test_a_troubleshooting_entry_with_a_control_character_is_refused():
+    for symptom, fix in (("a\x00b", "fix"), ("401", "check\tthe key")):
+        with pytest.raises(RuleError, match="Troubleshooting entry 1 contains a control character"):
+            clean_troubleshooting([[symptom, fix]])
+
+
 def test_gateway_rules_name_the_field_at_fault():
     with pytest.raises(RuleError) as refused:
         clean_gateway_fields({"default_model": "a b"}, style="as-is")
