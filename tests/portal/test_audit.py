@@ -96,14 +96,24 @@ def test_prune_exports_then_removes_and_the_chain_still_verifies(alice, tmp_path
 
 
 def test_prune_refuses_bad_dates_and_existing_files(alice, tmp_path):
-    with pytest.raises(CommandError, match="must be a date"):
-        call_command("prune_audit", "--before", "last year")
+    for bad in ("last year", "2026-02-30", "2026-13-01"):
+        with pytest.raises(CommandError, match="must be a date"):
+            call_command("prune_audit", "--before", bad)
     existing = tmp_path / "x.jsonl"
     existing.write_text("keep me")
     audit.record(Action.SIGN_IN, actor=alice)
     with pytest.raises(CommandError, match="already exists"):
         call_command("prune_audit", "--before", "2999-01-01", "--output", str(existing))
     assert existing.read_text() == "keep me"
+    assert AuditEvent.objects.count() == 1
+
+
+def test_prune_into_a_folder_that_is_not_there_says_so_and_prunes_nothing(alice, tmp_path):
+    audit.record(Action.SIGN_IN, actor=alice)
+    with pytest.raises(CommandError, match=r"There is no folder .*missing to write the export in"):
+        call_command("prune_audit", "--before", "2999-01-01", "--output", str(tmp_path / "missing" / "x.jsonl"))
+    with pytest.raises(CommandError, match=r"Cannot write the export to .*: File name too long"):
+        call_command("prune_audit", "--before", "2999-01-01", "--output", str(tmp_path / ("x" * 300)))
     assert AuditEvent.objects.count() == 1
 
 

@@ -78,6 +78,14 @@ def test_issue_access_token_for_an_unknown_user_fails_with_a_sentence(db):
         call_command("issue_access_token", "ghost")
 
 
+def test_issue_access_token_with_a_name_longer_than_a_token_holds_fails_with_a_sentence(bob):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="--name is 101 characters long; a token's name holds at most 100"):
+        call_command("issue_access_token", "bob", "--name", "n" * 101)
+    assert not bob.access_tokens.exists()
+
+
 def test_expiry_is_recorded_once_and_again_after_renewal(tokaify_key, alice):
     GatewayKey.objects.filter(pk=tokaify_key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     assert record_expirations() == 1

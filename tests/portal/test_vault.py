@@ -188,3 +188,10 @@ def test_a_resumed_rotation_records_every_secret_it_covers(settings, web, tokaif
     assert "Re-encrypted 3 secret(s)" in capsys.readouterr().out
     [rotated] = AuditEvent.objects.filter(action="vault.rotated")
     assert rotated.details["rows"] == 5
+
+
+@pytest.mark.parametrize("command", ["rotate_encryption_key", "rotate_audit_key"])
+@pytest.mark.parametrize("size", ["0", "100001", "100000000000000000000"])
+def test_a_batch_size_out_of_range_is_refused_with_the_range(db, command, size):
+    with pytest.raises(CommandError, match=f"--batch-size must be from 1 to 100,000, not {size}"):
+        call_command(command, "--batch-size", size)

@@ -14,6 +14,10 @@ def vault_models() -> list:
     return [model for model in apps.get_models() if getattr(model, "vault_sealed", False)]
 
 
+# Rows a batch holds in memory and locks at once (a LIMIT past 64 bits would fail in the database).
+MAX_BATCH_SIZE = 100_000
+
+
 class Command(BaseCommand):
     help = (
         "Re-encrypt every stored secret under the first key of PORTAL_ENCRYPTION_KEYS, in batches. "
@@ -24,8 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=200)
 
     def handle(self, batch_size, **options):
-        if batch_size < 1:
-            raise CommandError("--batch-size must be 1 or more.")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE:,}, not {batch_size}.")
         try:
             keyring = crypto.get_keyring()
         except ImproperlyConfigured as exc:

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from portal.models import ACCESS_TOKEN_MAX_DAYS
+from portal.models import ACCESS_TOKEN_MAX_DAYS, AccessToken
 from portal.services import issue_token
 
 
@@ -31,6 +31,9 @@ class Command(BaseCommand):
             raise CommandError(f"There is no user called {username!r}. Create it first (manage.py createsuperuser).")
         if not user.is_active:
             raise CommandError(f"The user {username!r} is inactive; activate it before issuing a token.")
+        longest = AccessToken._meta.get_field("name").max_length
+        if name and len(name) > longest:
+            raise CommandError(f"--name is {len(name)} characters long; a token's name holds at most {longest}.")
         if days is None:
             days = settings.ACCESS_TOKEN_DEFAULT_DAYS
         if not 1 <= days <= ACCESS_TOKEN_MAX_DAYS:

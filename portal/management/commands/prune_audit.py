@@ -26,13 +26,24 @@ class Command(BaseCommand):
         parser.add_argument("--output", help="Where to write the export (default: audit-until-DATE.jsonl).")
 
     def handle(self, before, output, **options):
-        day = parse_date(before)
+        try:
+            day = parse_date(before)
+        except ValueError:  # well formed, but no such day (2026-02-30)
+            day = None
         if day is None:
             raise CommandError(f"--before must be a date like 2026-01-31, not {before!r}.")
         cutoff = timezone.make_aware(datetime.combine(day, time.min))
         path = Path(output or f"audit-until-{day.isoformat()}.jsonl")
-        if path.exists():
+        try:
+            taken = path.exists()
+        except OSError as exc:  # a name too long for the file system, say
+            raise CommandError(f"Cannot write the export to {path}: {exc.strerror}. Choose another --output.") from None
+        if taken:
             raise CommandError(f"{path} already exists; choose another --output so no export is overwritten.")
+        if not path.parent.is_dir():
+            raise CommandError(
+                f"There is no folder {path.parent} to write the export in; create it or choose another --output."
+            )
 
         with transaction.atomic():
             head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
@@ -43,7 +54,13 @@ class Command(BaseCommand):
             # Prune a contiguous run of the chain: everything up to the newest event before the cutoff.
             doomed = AuditEvent.objects.filter(id__lte=last.id).order_by("id")
             count = 0
-            with path.open("x", encoding="utf-8") as export:
+            try:
+                export_file = path.open("x", encoding="utf-8")
+            except OSError as exc:  # nothing is pruned: the transaction has only read so far
+                raise CommandError(
+                    f"Cannot write the export to {path}: {exc.strerror}. Choose another --output."
+                ) from None
+            with export_file as export:
                 for event in doomed.iterator(chunk_size=2000):
                     export.write(json.dumps(AuditEventSerializer(event).data, default=str, ensure_ascii=False) + "\n")
                     count += 1

@@ -7,6 +7,9 @@ from django.db import transaction
 from portal import audit, audit_chain
 from portal.models import Action, AuditEvent
 
+# Rows a batch holds in memory and locks at once (a LIMIT past 64 bits would fail in the database).
+MAX_BATCH_SIZE = 100_000
+
 
 class Command(BaseCommand):
     help = (
@@ -18,8 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000)
 
     def handle(self, batch_size, **options):
-        if batch_size < 1:
-            raise CommandError("--batch-size must be 1 or more.")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE:,}, not {batch_size}.")
         try:
             keyring = audit_chain.get_keyring()
         except ImproperlyConfigured as exc:
