@@ -248,6 +248,10 @@ AXES_CLIENT_IP_CALLABLE = "portal.audit.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+# A failed try's form is kept (AccessAttempt.post_data, shown in the admin) with these fields masked: a
+# wrong password at a sudo prompt comes with the action's own fields, such as a key's new secret. Every
+# field portal.sudo never carries into a page is here (tests/test_page_friction.py checks it).
+AXES_SENSITIVE_PARAMETERS = ["sudo_password", "secret", "old_password", "new_password1", "new_password2", "otp_token"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.html import escape
@@ -22,7 +23,7 @@ from gateways.models import Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.probes.classifier import HINTS
 from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key
 from portal.models import AuditEvent, Membership, Role, Team
-from portal.sudo import PENDING_SECONDS, SUDO_SESSION_KEY
+from portal.sudo import NEVER_CARRIED, PENDING_SECONDS, SUDO_PASSWORD_FIELD, SUDO_SESSION_KEY
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, confirm_password
 
 pytestmark = pytest.mark.django_db
@@ -107,6 +108,21 @@ def test_a_wrong_password_page_carries_no_typed_secret_and_no_foreign_link(clien
     assert response.status_code == 400
     assert "sk-typed" not in html
     assert 'href="javascript:' not in html  # carried as an inert field value at most, never as the Cancel link
+
+
+def test_a_wrong_password_with_a_typed_secret_keeps_neither_in_the_lockout_records(
+    client, alice, tokaify_key, settings
+):
+    """django-axes keeps a failed try's form for the admin: the guess and the action's secret are masked."""
+    client.force_login(alice)
+    client.post(
+        f"/keys/{tokaify_key.id}/rotate/",
+        {"sudo_password": "pass-alicX", "secret": "sk-typed-0000111122223333", "next": "/"},
+    )
+    kept = AccessAttempt.objects.get(username="alice").post_data
+    assert "sudo_password=" in kept and "secret=" in kept  # the fields are named, their values are not
+    assert "pass-alicX" not in kept and "sk-typed" not in kept
+    assert {SUDO_PASSWORD_FIELD, *NEVER_CARRIED} <= {"password", *settings.AXES_SENSITIVE_PARAMETERS}
 
 
 def test_a_pending_action_expires_and_belongs_to_its_own_prompt(client, alice, tokaify_key, time_machine):
