@@ -179,7 +179,7 @@ def _decode(raw: str, keys: list[SortKey], signature: str) -> list:
         cursor = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         values = cursor["v"]
         valid = cursor["o"] == signature and isinstance(values, list) and len(values) == len(keys)
-    except (ValueError, TypeError, KeyError, binascii.Error):
+    except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
         valid = False
     if not valid:
         raise RuleError(BAD_CURSOR, field="cursor")
@@ -191,10 +191,13 @@ def _decode(raw: str, keys: list[SortKey], signature: str) -> list:
 
 def _comparable(value):
     """A cursor's value as the database can compare it, or ValueError: an edited cursor may hold Infinity, a
-    number past 64 bits or a time that leaves the calendar once moved to UTC, which the database would fail on."""
+    number past 64 bits, a NUL or a time that leaves the calendar once moved to UTC, which the database would
+    fail on."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(value)
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError(value)
+    if isinstance(value, str) and "\x00" in value:  # no column holds one; PostgreSQL refuses it in a query
         raise ValueError(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:

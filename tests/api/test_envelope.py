@@ -181,6 +181,19 @@ def test_a_cursor_edited_to_a_number_past_what_the_database_holds_is_a_400(api, 
     assert response.json()["field"] == "cursor"
 
 
+def test_a_cursor_nested_past_the_json_parser_or_holding_a_nul_is_a_400(api, staff, bob_assignment, dave, alice):
+    assign_key(key=bob_assignment.key, username="dave", actor=alice)
+    client = api(staff)
+    deep = base64.urlsafe_b64encode(("[" * 100_000 + "]" * 100_000).encode()).decode().rstrip("=")
+    assert client.get(f"/api/v1/connections/?cursor={deep}").status_code == 400
+    link = client.get("/api/v1/connections/?sort=user&limit=1").json()["next"]
+    values = json.loads(base64.urlsafe_b64decode(parse_qs(urlsplit(link).query)["cursor"][0] + "==="))["v"]
+    cursor = edited(link, "a\x00", *values[1:])
+    response = client.get(f"/api/v1/connections/?sort=user&cursor={cursor}")
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+
+
 @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "2026-01-01T00:00:00"])
 def test_a_cursor_edited_to_a_time_outside_the_calendar_in_utc_is_a_400(
     api, staff, bob_assignment, dave, alice, moment
