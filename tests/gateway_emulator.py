@@ -97,6 +97,7 @@ BEHAVIOURS = {
     "400",
     "401",
     "401_echo",
+    "401_nul",
     "403",
     "403_client",
     "404_path",
@@ -372,6 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
             "500": (502, _error("api_error", "upstream provider failed")),
             "error_200": (200, _error("api_error", "upstream failed")),
+            "401_nul": (401, _error("authentication_error", "invalid\x00key")),  # JSON's \u0000
         }
         if behaviour in simple:
             status, payload = simple[behaviour]

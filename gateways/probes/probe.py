@@ -298,11 +298,15 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     """
     outcome = await _run_probe(target, client, models_cache)
     redactor = Redactor(target.secret)  # prepared on the first text it gets: an ok answer often has none
+
+    def storable(text: str) -> str:  # PostgreSQL's text and jsonb refuse NUL, which a gateway may send
+        return redactor(text).replace("\x00", "\ufffd")
+
     for name in ("hint", "warning", "error_excerpt", "model"):
         if name == "model" and outcome.model == target.model:
             continue  # the portal's own setting, not something the gateway said
-        setattr(outcome, name, redactor(getattr(outcome, name)))
-    outcome.details = _redacted(outcome.details, redactor)
+        setattr(outcome, name, storable(getattr(outcome, name)))
+    outcome.details = _redacted(outcome.details, storable)
     return outcome
 
 

@@ -431,6 +431,30 @@ def test_an_echoed_key_never_reaches_the_database_or_the_api(api, emulated, toke
     assert TOKENBAY_SECRET not in response.content.decode() + stored
 
 
+def strings(value):
+    """Every text in a value read from the database (dict keys and values, list items), at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from strings(name)
+            yield from strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings(item)
+
+
+def test_a_gateway_answering_with_a_nul_is_probed_stored_and_listed(api, emulated, tokenbay_key, alice):
+    """PostgreSQL's text and jsonb columns refuse NUL: the result keeps a replacement character instead."""
+    emulated("tokenbay", tokenbay_rules(behaviour="401_nul"))
+    response = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/probes/")
+    assert response.status_code == 201, response.content
+    assert response.json()["verdict"] == "auth_failed"
+    stored = ProbeResult.objects.get()
+    assert "invalid\ufffdkey" in stored.error_excerpt
+    assert not any("\x00" in text for text in strings(list(ProbeResult.objects.values())))
+
+
 def test_probe_command_summarises_and_exits_non_zero_on_failure(emulated, tokenbay_key, tokaify_key, capsys):
     emulated("tokenbay", tokenbay_rules())
     emulated("tokaify", GatewayRules(keys={"sk-someone-else"}))
