@@ -109,7 +109,8 @@ async def _post(client: SafeClient, item: Outgoing) -> tuple[int, str]:
             excerpt += chunk
             if len(excerpt) >= EXCERPT:
                 break
-        return response.status_code, excerpt[:EXCERPT].decode("utf-8", "replace")
+        # Stored with the attempt: PostgreSQL's text refuses NUL, which a receiver may send.
+        return response.status_code, excerpt[:EXCERPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def _send_mail(item: Outgoing) -> None:

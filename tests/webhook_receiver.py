@@ -1,7 +1,8 @@
 """Webhook receivers: a real HTTP server on 127.0.0.1 whose paths answer as told.
 
 Each path has a behaviour a test can change while it runs: "ok" (204), "fail" (500),
-"hang" (no answer until the server stops), "redirect" (302 elsewhere). Every request is kept
+"nul" (400 with a NUL byte in its answer), "hang" (no answer until the server stops), "redirect"
+(302 elsewhere). Every request is kept
 with its headers and raw body, so a test can check the signature the way a receiver would.
 """
 
@@ -37,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(length)
         behaviour = self.server.behaviour.get(self.path, "ok")
-        status = {"ok": 204, "fail": 500, "redirect": 302, "hang": None}[behaviour]
+        status = {"ok": 204, "fail": 500, "nul": 400, "redirect": 302, "hang": None}[behaviour]
         self.server.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status))
         if status is None:
             self.server.stopping.wait(60)
@@ -47,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         if status == 302:
             self.send_header("Location", "https://elsewhere.example/hook")
-        payload = b'{"error": "receiver is down"}' if status == 500 else b""
+        payload = {500: b'{"error": "receiver is down"}', 400: b"bad\x00request"}.get(status, b"")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

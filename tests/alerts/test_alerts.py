@@ -205,6 +205,18 @@ def test_retries_follow_the_backoff_then_the_delivery_fails_for_good(web, alice)
     assert [round(g.total_seconds() / 60) for g in gaps] == [1, 5, 30, 120, 360]
 
 
+def test_a_receiver_answering_with_a_nul_is_recorded_as_a_failed_attempt(web, alice):
+    with running_receiver({"/nul": "nul"}) as receiver:
+        channel = webhook(web, receiver, "/nul", alice)
+        add_member(team=web, username=make_user("erin").username, role="member", actor=alice)
+        deliver_due()
+        assert len(receiver.at("/nul")) == 1
+    [attempt] = attempts_of(channel)
+    assert "400" in attempt.error and "bad\ufffdrequest" in attempt.error
+    delivery = Delivery.objects.get(channel=channel)
+    assert delivery.status == "pending" and delivery.attempts == 1 and "\x00" not in delivery.last_error
+
+
 def test_an_address_the_portal_will_not_reach_is_refused_at_delivery(web, alice, settings):
     with running_receiver() as receiver:
         channel = webhook(web, receiver, "/internal", alice)  # allowed when it was added
