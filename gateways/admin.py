@@ -10,7 +10,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from gateways import devices
-from gateways.models import Assignment, Device, Gateway, GatewayKey, ProbeResult
+from gateways.models import KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
 
 
@@ -34,24 +34,42 @@ class GatewayAdmin(admin.ModelAdmin):
 
 
 class AssignmentInline(admin.TabularInline):
+    """Who holds the key, to read: assigning and taking back go through the key's page or the API, which
+    check team membership, audit the change and tell the team's admins when someone assigns themselves."""
+
     model = Assignment
     extra = 0
     fields = ["user", "created_at", "last_download_at", "last_download_format"]
-    readonly_fields = ["created_at", "last_download_at", "last_download_format"]
-    autocomplete_fields = ["user"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(GatewayKey)
 class GatewayKeyAdmin(admin.ModelAdmin):
-    """Secrets are stored through the portal's own pages or API, never typed in here."""
+    """A key's settings, checked by the same rules as the API; its secret and its state are not changed here.
+
+    Secrets are stored, and keys enabled, disabled and revoked, through the portal's own pages or API:
+    revoking there destroys the secret and is audited, which a date typed in here would do neither of.
+    """
 
     list_display = ["label", "team", "gateway", "masked", "short_fingerprint", "state", "expires_at"]
     list_filter = ["gateway", "is_enabled"]
     search_fields = ["label", "team__slug", "fingerprint"]
     list_select_related = ["team", "gateway"]
     exclude = ["secret_ciphertext"]
-    readonly_fields = ["id", "team", "gateway", "masked", "fingerprint", "secret_key_id", "created_at", "created_by"]
     inlines = [AssignmentInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        editable = {*KEY_SETTING_FIELDS, "secret_ciphertext"}  # the ciphertext is excluded from the form
+        return [f.name for f in self.model._meta.fields if f.name not in editable]
 
     def has_add_permission(self, request):
         return False

@@ -143,3 +143,21 @@ def test_admin_key_change_styles_model_ids_like_the_api(admin_client, tokenbay_k
 def test_the_admin_gateway_form_explains_the_allow_list(admin_client, tokaify):
     page = admin_client.get(f"/admin/gateways/gateway/{tokaify.pk}/change/").content.decode()
     assert "Anything else (PATH, NODE_OPTIONS, PROMPT_COMMAND...) is refused" in page
+
+
+def test_the_admin_shows_a_keys_state_and_holders_but_leaves_changing_them_to_the_audited_pages(
+    admin_client, bob_assignment, tokenbay_key
+):
+    url = f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/change/"
+    page = admin_client.get(url)
+    form = page.context["adminform"].form
+    assert "label" in form.fields and "model" in form.fields  # settings, under the same rules as the API
+    assert not {"revoked_at", "is_enabled", "last_probe_verdict", "rotated_at"} & set(form.fields)
+    [inline] = page.context["inline_admin_formsets"]
+    assert not inline.has_add_permission and not inline.has_change_permission and not inline.has_delete_permission
+    data = form_data(page)
+    data.update({"revoked_at_0": "2026-01-01", "revoked_at_1": "00:00:00", "is_enabled": ""})
+    assert admin_client.post(url, data).status_code == 302
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert key.revoked_at is None and key.is_enabled and key.assignments.count() == 1
+
