@@ -159,8 +159,9 @@ class Keyring:
                 "Put that key back into the keyring."
             )
         try:
+            # ValueError: a nonce cut short (a truncated row), which no tag check reaches
             plaintext = AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             raise DecryptionError(
                 f"The stored secret does not open with key {key_id}: it was altered or belongs to another row."
             ) from None

@@ -160,4 +160,3 @@ def test_the_admin_shows_a_keys_state_and_holders_but_leaves_changing_them_to_th
     assert admin_client.post(url, data).status_code == 302
     key = GatewayKey.objects.get(pk=tokenbay_key.pk)
     assert key.revoked_at is None and key.is_enabled and key.assignments.count() == 1
-

@@ -36,6 +36,15 @@ def test_secret_decrypts_with_the_same_keyring(tokaify_key):
     assert GatewayKey.objects.get(pk=tokaify_key.pk).reveal_secret() == TOKAIFY_SECRET
 
 
+@pytest.mark.parametrize("keep", [0, 4, 11])  # bytes of the nonce left after the cut
+def test_a_ciphertext_cut_short_is_a_decryption_error_not_a_crash(tokaify_key, keep):
+    version, key_id, token = tokaify_key.secret_ciphertext.split(":", 2)
+    cut = base64.urlsafe_b64encode(base64.urlsafe_b64decode(token)[:keep]).decode()
+    GatewayKey.objects.filter(pk=tokaify_key.pk).update(secret_ciphertext=f"{version}:{key_id}:{cut}")
+    with pytest.raises(crypto.DecryptionError, match="altered or belongs to another row"):
+        GatewayKey.objects.get(pk=tokaify_key.pk).reveal_secret()
+
+
 def test_ciphertext_records_the_key_version(tokaify_key):
     version, key_id, _ = tokaify_key.secret_ciphertext.split(":", 2)
     assert version == "v1"
