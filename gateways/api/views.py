@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from csp.decorators import csp_exempt
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -20,11 +22,12 @@ from gateways import devices, services
 from gateways.api import serializers as s
 from gateways.config import formats, live
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
-from gateways.models import Assignment, Gateway, ProbeResult
+from gateways.models import Assignment, Gateway, ProbeResult, Verdict
 from gateways.permissions import device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignment, my_assignments, my_devices, team_devices
 from portal.api.permissions import StaffWritesOnly
+from portal.errors import RuleError
 from portal.models import Role, TokenScope, token_scope
 from portal.permissions import require_role, team_with_role
 from portal.sudo import require_recent_password
@@ -189,12 +192,21 @@ class ProbeList(generics.ListAPIView):
     def get_queryset(self):
         probes = ProbeResult.objects.visible_to(self.request.user).select_related("gateway", "started_by")
         probes = probes.order_by("-created_at")
-        for name in ("verdict",):
-            if self.request.query_params.get(name):
-                probes = probes.filter(**{name: self.request.query_params[name]})
-        if self.request.query_params.get("key"):
-            probes = probes.filter(key_id=self.request.query_params["key"])
-        if self.request.query_params.get("gateway"):
+        query = self.request.query_params
+        if verdict := query.get("verdict"):
+            if verdict not in Verdict.values:
+                raise RuleError(
+                    f"verdict must be one of {', '.join(Verdict.values)}, not {verdict!r}.", field="verdict"
+                )
+            probes = probes.filter(verdict=verdict)
+        if key := query.get("key"):
+            try:
+                probes = probes.filter(key_id=uuid.UUID(key))
+            except ValueError:
+                raise RuleError(
+                    f"key must be a key's id, a UUID like {uuid.UUID(int=0)}, not {key!r}.", field="key"
+                ) from None
+        if query.get("gateway"):
             probes = probes.filter(gateway__slug=self.request.query_params["gateway"])
         return probes
 

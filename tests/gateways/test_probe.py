@@ -455,6 +455,19 @@ def test_a_gateway_answering_with_a_nul_is_probed_stored_and_listed(api, emulate
     assert not any("\x00" in text for text in strings(list(ProbeResult.objects.values())))
 
 
+@pytest.mark.parametrize(
+    ("query", "field", "says"),
+    [
+        ({"verdict": "bogus"}, "verdict", "verdict must be one of ok, "),
+        ({"key": "xyz"}, "key", "key must be a key's id, a UUID like 00000000-0000-0000-0000-000000000000, not 'xyz'."),
+    ],
+)
+def test_the_probe_list_names_a_filter_it_cannot_use(api, alice, query, field, says):
+    response = api(alice).get("/api/v1/probes/", query)
+    assert response.status_code == 400
+    assert response.json()["field"] == field and says in response.json()["detail"]
+
+
 def test_probe_command_summarises_and_exits_non_zero_on_failure(emulated, tokenbay_key, tokaify_key, capsys):
     emulated("tokenbay", tokenbay_rules())
     emulated("tokaify", GatewayRules(keys={"sk-someone-else"}))
