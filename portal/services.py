@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -24,8 +26,27 @@ def find_user(username: str):
     return user
 
 
+# Characters that reorder the text around them: a name holding one reads differently from what it is.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_team_name(name: str) -> str:
+    """A team's name as pages, exports and mail subjects show it: one line of visible text."""
+    name = name.strip()
+    if not name:
+        raise RuleError("The team needs a name.", field="name")
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
+        raise RuleError(
+            "The team name must be one line of text, without line breaks, control characters or characters "
+            "that reverse the text's direction.",
+            field="name",
+        )
+    return name
+
+
 @transaction.atomic
 def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = None) -> Team:
+    name = clean_team_name(name)
     if Team.objects.filter(slug=slug).exists():
         raise RuleError(f"A team with the slug {slug!r} already exists. Choose another slug.", field="slug")
     team = Team.objects.create(name=name, slug=slug)

@@ -129,6 +129,17 @@ def test_staff_create_teams_and_admins_add_members(api, staff, bob):
     assert "no active user called 'nobody'" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("name", ["Mob\nile", "Mob\u202eelib", "Mob\x07ile"])
+def test_a_team_name_that_is_not_one_line_of_plain_text_is_refused(api, client, staff, name):
+    response = api(staff).post("/api/v1/teams/", {"name": name, "slug": "mobile"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["field"] == "name" and "one line of text" in response.json()["detail"]
+    client.force_login(staff)
+    page = client.post("/teams/new/", {"name": name, "slug": "mobile"})
+    assert page.status_code == 400 and "one line of text" in page.content.decode()
+    assert not Team.objects.filter(slug="mobile").exists()
+
+
 def test_last_admin_cannot_be_demoted(api, alice):
     response = api(alice).post("/api/v1/teams/web/members/", {"username": "alice", "role": "member"}, format="json")
     assert response.status_code == 400
