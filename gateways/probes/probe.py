@@ -454,9 +454,15 @@ def _model_ids(text: str) -> list[str]:
 
 
 async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
-    """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache."""
-    if target.base_url not in cache:
-        request = send_request(
+    """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache.
+
+    The list is asked with the first key of the batch on that gateway and shared with the others (of
+    any team), so the asking key's secret is taken out before it is shared: each result is redacted
+    only against its own key.
+    """
+
+    async def listed_for_everyone() -> tuple[int, str]:
+        answer = await send_request(
             client,
             "GET",
             f"{target.base_url}/v1/models?limit=1000",
@@ -464,12 +470,15 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
             headers=_headers(target, context_management=False),
             auth=target.auth,
         )
-        cache[target.base_url] = asyncio.ensure_future(request)
+        return answer.status, redact(answer.text, target.secret)
+
+    if target.base_url not in cache:
+        cache[target.base_url] = asyncio.ensure_future(listed_for_everyone())
     try:
-        answer = await asyncio.shield(cache[target.base_url])
+        status, text = await asyncio.shield(cache[target.base_url])
     except ProbeFailure:
         return []  # no list: the aliases are tried one by one instead
-    return _model_ids(answer.text) if answer.status == 200 else []
+    return _model_ids(text) if status == 200 else []
 
 
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:

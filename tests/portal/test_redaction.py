@@ -137,3 +137,20 @@ def test_an_echoed_key_with_symbols_never_reaches_the_database_or_the_api(api, e
     assert len(rows) == 4
     assert leaks("\n".join(texts(rows)), SECRET) == []
     assert leaks(api(alice).get("/api/v1/probes/").content.decode(), SECRET) == []
+
+
+def test_a_model_list_shared_by_a_probe_batch_carries_no_other_keys_secret(emulated, web, tokenbay, alice):  # noqa: F811
+    """One batch asks a gateway for its models once, with its first key; the others get the list without that key."""
+    from gateways.probes.runner import probe_and_save
+    from gateways.services import store_key
+
+    other = "sk-bravo/Rt5+Yu8=Io3-Pa1+Sd4=Fg7"
+    emulated("tokenbay", GatewayRules(auth_scheme="bearer", keys={SECRET, other}, behaviour="echo_models"))
+    first = store_key(team=web, gateway=tokenbay, label="A", secret=SECRET, actor=alice)
+    second = store_key(team=web, gateway=tokenbay, label="B", secret=other, actor=alice)
+    probe_and_save([first, second], trigger="command", concurrency=1)
+    rows = {row["key_id"]: row for row in ProbeResult.objects.values("key_id", "details", "error_excerpt")}
+    assert rows.keys() == {first.id, second.id}
+    assert all("models" in row["details"] for row in rows.values())  # the shared list reached every result
+    stored = "\n".join(texts(list(rows.values())))
+    assert leaks(stored, SECRET) == [] and leaks(stored, other) == [], stored
