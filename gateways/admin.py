@@ -40,7 +40,7 @@ class AssignmentInline(admin.TabularInline):
     model = Assignment
     extra = 0
     fields = ["user", "created_at", "last_download_at", "last_download_format"]
-    readonly_fields = fields
+    readonly_fields = ["user", "created_at", "last_download_at", "last_download_format"]
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,7 @@ def excerpt(text: str, secret: Secret | str = "") -> str:
     return redact(flat, secret)[:EXCERPT_BYTES]
 
 
-def _redacted(value, redactor: Redactor):
+def _redacted(value, redactor: Callable[[str], str]):
     """Every text in a stored result (strings, and those inside lists and dicts) with the secret removed."""
     if isinstance(value, str):
         return redactor(value)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -31,7 +32,7 @@ class Command(BaseCommand):
             raise CommandError(f"There is no user called {username!r}. Create it first (manage.py createsuperuser).")
         if not user.is_active:
             raise CommandError(f"The user {username!r} is inactive; activate it before issuing a token.")
-        longest = AccessToken._meta.get_field("name").max_length
+        longest = cast(int, AccessToken._meta.get_field("name").max_length)
         if name and len(name) > longest:
             raise CommandError(f"--name is {len(name)} characters long; a token's name holds at most {longest}.")
         if days is None:
