@@ -424,11 +424,15 @@ def clean_extra_env(env: object) -> dict[str, str]:
     return cleaned
 
 
+TIMEOUT_MS_MIN, TIMEOUT_MS_MAX = 1000, 3_600_000
+TIMEOUT_MS_RULE = "The timeout is in milliseconds and must be between 1000 (1 s) and 3600000 (1 h)."
+
+
 def clean_timeout_ms(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 3_600_000:
-        raise RuleError("The timeout is in milliseconds and must be between 1000 (1 s) and 3600000 (1 h).")
+    if isinstance(value, bool) or not isinstance(value, int) or not TIMEOUT_MS_MIN <= value <= TIMEOUT_MS_MAX:
+        raise RuleError(TIMEOUT_MS_RULE)
     return value
 
 

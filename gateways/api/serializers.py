@@ -19,7 +19,7 @@ from gateways.models import (
     Platform,
     ProbeResult,
 )
-from gateways.rules import EXTRA_ENV_HELP
+from gateways.rules import EXTRA_ENV_HELP, TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, TIMEOUT_MS_RULE
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -56,9 +56,17 @@ TROUBLESHOOTING = serializers.ListField(
 )
 
 
+# A number past the rule's range is refused with the rule's sentence, not the column's limit.
+TIMEOUT_MS_FIELD = {
+    "min_value": TIMEOUT_MS_MIN,
+    "max_value": TIMEOUT_MS_MAX,
+    "error_messages": {"min_value": TIMEOUT_MS_RULE, "max_value": TIMEOUT_MS_RULE},
+}
+
+
 def optional(fields) -> dict:
     """Every field may be left out: a POST names what it sets, a PATCH what it changes."""
-    return {name: {"required": False} for name in fields}
+    return {name: {"required": False, **(TIMEOUT_MS_FIELD if name == "timeout_ms" else {})} for name in fields}
 
 
 class GatewayInputSerializer(serializers.ModelSerializer):

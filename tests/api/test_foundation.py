@@ -94,6 +94,8 @@ def test_patching_a_presets_base_url_keeps_its_other_rules(api, staff):
         ({"base_url": "ftp://x"}, "must start with https://"),
         ({"auth_scheme": "basic"}, "auth_scheme"),
         ({"timeout_ms": 5}, "between 1000"),
+        ({"timeout_ms": 10**30}, "between 1000 (1 s) and 3600000 (1 h)"),
+        ({"timeout_ms": 3_600_001}, "between 1000 (1 s) and 3600000 (1 h)"),
         ({"extra_env": {"ANTHROPIC_API_KEY": "x"}}, "set by the portal"),
         ({"extra_env": {"X=1; touch marker; Y": "v"}}, "not a valid environment variable name"),
         ({"extra_env": {"PROMPT_COMMAND": "touch marker"}}, "would run code"),
