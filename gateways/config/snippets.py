@@ -15,6 +15,7 @@ import json
 import re
 import textwrap
 import unicodedata
+from collections.abc import Callable
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
@@ -136,10 +137,16 @@ def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
     ]
 
 
-def render_posix(config: ClaudeConfig, rc_file: str) -> str:
-    lines = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
+def _hash_note(text: str) -> str:
+    return f"# {text}"
+
+
+def render_posix(config: ClaudeConfig, rc_file: str, note: Callable[[str], str] = _hash_note) -> str:
+    """The exports for a POSIX shell's rc file; `note` writes each line of the notes above them."""
+    header = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
+    lines = [note(line.removeprefix("# ")) for line in header]
     if unused := unused_managed(config):
-        lines += [f"# {SWITCH_NOTE}", "unset " + " ".join(unused)]
+        lines += [note(SWITCH_NOTE), "unset " + " ".join(unused)]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         lines.append(f"export {name}={posix_quote(value)}")
@@ -151,7 +158,13 @@ def render_bash(config: ClaudeConfig) -> str:
 
 
 def render_zsh(config: ClaudeConfig) -> str:
-    return render_posix(config, "~/.zshrc")
+    """As bash's, but each note is a `:` command that does nothing, with its text quoted.
+
+    zsh reads a `#` line typed or pasted at its prompt as a command (INTERACTIVE_COMMENTS is off unless
+    set), so a pasted note ran its words and a key label with an apostrophe opened a quote that swallowed
+    the exports. A `:` line is skipped alike when pasted and in ~/.zshrc.
+    """
+    return render_posix(config, "~/.zshrc", note=lambda text: f": {posix_quote(text)}")
 
 
 def render_fish(config: ClaudeConfig) -> str:

@@ -50,6 +50,8 @@ def environment_after(shell: str, snippet: str, tmp: Path, *, pasted: bool) -> d
     dump = "env -0"
     env = {"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8", "HOME": str(tmp)}
     if pasted:
+        if shell == "zsh":
+            command = [*command, "-i"]  # as at its prompt: `#` starts no comment there unless set
         result = subprocess.run(
             command, input=(snippet + dump + "\n").encode(), capture_output=True, env=env, timeout=30
         )
@@ -74,6 +76,38 @@ def test_every_value_survives_the_real_shell(shell, pasted, chosen, tmp_path):
     seen = environment_after(shell, snippet, tmp_path, pasted=pasted)
     for name, value in env.items():
         assert seen.get(name) == value, (shell, name)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("pasted", [False, True], ids=["sourced", "pasted"])
+def test_a_label_and_gateway_name_in_the_notes_never_run(shell, pasted, tmp_path):
+    """The notes name the gateway and the key's label, which admins type: pasted or sourced, they are only notes."""
+    render, _ = SHELLS[shell]
+    config = ClaudeConfig(
+        "GW (x); touch gw_ran; (y",
+        "gw",
+        "https://gw",
+        "bearer",
+        "Bob's laptop (x); touch label_ran; (y",
+        "sk-…",
+        {
+            "ANTHROPIC_BASE_URL": "https://gw",
+            "ANTHROPIC_AUTH_TOKEN": "sk-one",
+            "ANTHROPIC_API_KEY": "",
+            "ANTHROPIC_CUSTOM_HEADERS": "X-A: 1\n# a value's line, not a note",
+        },
+    )
+    _, command = SHELLS[shell]
+    env = {"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8", "HOME": str(tmp_path)}
+    seen = environment_after(shell, render(config), tmp_path, pasted=pasted)
+    assert seen["ANTHROPIC_AUTH_TOKEN"] == "sk-one" and seen["ANTHROPIC_API_KEY"] == ""
+    assert seen["ANTHROPIC_CUSTOM_HEADERS"] == "X-A: 1\n# a value's line, not a note"
+    assert not (tmp_path / "gw_ran").exists() and not (tmp_path / "label_ran").exists()
+    if pasted:
+        if shell == "zsh":
+            command = [*command, "-i"]
+        done = subprocess.run(command, input=render(config).encode(), capture_output=True, env=env, cwd=tmp_path)
+        assert b"command not found" not in done.stderr and b"unmatched" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
