@@ -72,9 +72,13 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
         netloc = host + (f":{parts.port}" if parts.port is not None else "")
         notices.append(f"Wrote the host name {parts.hostname} as {host}, the ASCII form HTTP and Claude Code send.")
     path = parts.path.rstrip("/")
-    if re.search(r"/v1$", path, re.IGNORECASE):
-        path = path[:-3].rstrip("/")
-        notices.append("Removed the trailing /v1 from the base URL: Claude Code adds /v1/messages itself.")
+    # The endpoint itself (pasted from a gateway's docs) or /v1 written twice: all of it is Claude Code's to add.
+    trailing = re.search(r"(?:/v1)+(?:/messages)?$", path, re.IGNORECASE)
+    if trailing:
+        path = path[: trailing.start()].rstrip("/")
+        notices.append(
+            f"Removed the trailing {trailing.group(0)} from the base URL: Claude Code adds /v1/messages itself."
+        )
     root = urlunsplit((parts.scheme, netloc, path, "", ""))
     if len(root) > BASE_URL_MAX_LENGTH:
         written = " once its host name is written in ASCII" if host != parts.hostname else ""
