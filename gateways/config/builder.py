@@ -79,6 +79,18 @@ def _refuse_stored(owner: str, clean: Callable[[dict[str, Any]], object], fields
         ) from None
 
 
+def _stored_root(fields: dict[str, Any]) -> None:
+    """A stored base URL must be one the rules leave as it is (https, no /v1), and the scheme one the portal knows."""
+    try:
+        kept = rules.normalize_base_url(fields["base_url"])[0] == fields["base_url"]
+    except rules.RuleError:
+        kept = False
+    if not kept:
+        raise rules.RuleError("not the root the rules would keep", field="base_url")
+    if fields["auth_scheme"] not in CREDENTIAL_VARIABLE:
+        raise rules.RuleError("not a known scheme", field="auth_scheme")
+
+
 def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeConfig:
     """Build the Claude Code environment for `key` on `gateway` (saved or not: nothing is read from the database).
 
@@ -96,6 +108,7 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeCon
         lambda fields: rules.clean_key_overrides(fields, style=style),
         {name: getattr(key, name) for name in STORED_KEY_FIELDS},
     )
+    _refuse_stored("gateway", _stored_root, {"base_url": gateway.base_url, "auth_scheme": gateway.auth_scheme})
     env: dict[str, str | Secret] = {"ANTHROPIC_BASE_URL": gateway.base_url}
     # The credential variable the gateway does not use is set to "": settings.json outranks the shell
     # only for the names it sets, and a stale key left in the shell would be sent in the other header

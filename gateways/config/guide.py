@@ -133,9 +133,10 @@ def after_setup_steps(gateway: Gateway) -> list[str]:
         'Send a short prompt, for example: Reply with "connected". '
         f"A normal answer means the path to {gateway.name} works."
     )
+    # A scheme saved around the rules has no variable: the step then names none rather than fail the page.
+    source = CREDENTIAL_VARIABLE.get(gateway.auth_scheme, "the key's variable")
     steps.append(
-        f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source "
-        f"{CREDENTIAL_VARIABLE[gateway.auth_scheme]}."
+        f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source {source}."
     )
     if not gateway.default_model:
         steps.append("Choose a model with /model inside claude.")

@@ -30,6 +30,8 @@ TAMPERED = {
     "invalid gateway model id": ("gateway", {"default_model": "$(touch marker)"}),
     "invalid key model id": ("key", {"model": "sonnet`touch marker`"}),
     "custom headers saved as a list": ("key", {"custom_headers": ["X-Team: marker"]}),
+    "base URL over plain http": ("gateway", {"base_url": "http://marker.example.com"}),
+    "base URL ending in /v1": ("gateway", {"base_url": "https://marker.example.com/v1"}),
 }
 
 
@@ -111,3 +113,14 @@ def test_a_malformed_troubleshooting_table_is_left_out_with_a_sentence(
     assert "troubleshooting table cannot be shown" in detail.content.decode()
     client.force_login(staff)
     assert client.get("/gateways/tokenbay/edit/").status_code == 200
+
+
+def test_a_gateway_with_an_auth_scheme_saved_around_the_rules_yields_no_config(tokenbay, tokenbay_key):
+    """An unknown scheme has no credential variable: a config would carry no key, so none is built."""
+    from gateways.config.builder import build_config
+    from gateways.rules import UnrepresentableValue
+
+    Gateway.objects.filter(pk=tokenbay.pk).update(auth_scheme="marker")
+    gateway = Gateway.objects.get(pk=tokenbay.pk)
+    with pytest.raises(UnrepresentableValue, match="the gateway's auth_scheme setting breaks the portal's rules"):
+        build_config(gateway, tokenbay_key, tokenbay_key.reveal_secret())
