@@ -206,8 +206,8 @@ class ProbeList(generics.ListAPIView):
                 raise RuleError(
                     f"key must be a key's id, a UUID like {uuid.UUID(int=0)}, not {key!r}.", field="key"
                 ) from None
-        if query.get("gateway"):
-            probes = probes.filter(gateway__slug=self.request.query_params["gateway"])
+        if gateway := query.get("gateway"):
+            probes = probes.filter(gateway__slug=gateway)
         return probes
 
 

@@ -15,6 +15,10 @@ from portal.api.serializers import AuditEventSerializer
 from portal.models import Action, AuditChainHead, AuditEvent
 
 
+def _unwritable(path: Path, exc: OSError) -> CommandError:
+    return CommandError(f"Cannot write the export to {path}: {exc.strerror}. Choose another --output.")
+
+
 class Command(BaseCommand):
     help = (
         "Remove audit events older than --before, after exporting them to a JSON Lines file; "
@@ -37,7 +41,7 @@ class Command(BaseCommand):
         try:
             taken = path.exists()
         except OSError as exc:  # a name too long for the file system, say
-            raise CommandError(f"Cannot write the export to {path}: {exc.strerror}. Choose another --output.") from None
+            raise _unwritable(path, exc) from None
         if taken:
             raise CommandError(f"{path} already exists; choose another --output so no export is overwritten.")
         if not path.parent.is_dir():
@@ -57,9 +61,7 @@ class Command(BaseCommand):
             try:
                 export_file = path.open("x", encoding="utf-8")
             except OSError as exc:  # nothing is pruned: the transaction has only read so far
-                raise CommandError(
-                    f"Cannot write the export to {path}: {exc.strerror}. Choose another --output."
-                ) from None
+                raise _unwritable(path, exc) from None
             with export_file as export:
                 for event in doomed.iterator(chunk_size=2000):
                     export.write(json.dumps(AuditEventSerializer(event).data, default=str, ensure_ascii=False) + "\n")
