@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._setup import worker_pids
 from tests.conftest import ROOT
 from tests.test_concurrency import free_port
 from tests.test_health import PRODUCTION, start_production_gunicorn
@@ -38,10 +39,6 @@ def socket_inodes(pid: int) -> set[int]:
         if target.startswith("socket:["):
             inodes.add(int(target[8:-1]))
     return inodes
-
-
-def worker_pids(master: int) -> list[int]:
-    return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
 def listening_in_every_process(master: int, port: int, workers: int) -> bool:

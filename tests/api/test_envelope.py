@@ -162,10 +162,15 @@ def test_a_cursor_from_another_sort_is_refused(api, staff, bob_assignment, dave,
     assert response.json()["field"] == "cursor"
 
 
-def edited(link: str, *values) -> str:
-    """The cursor of a handed-out next link with its values replaced, as anyone can (it is base64 JSON)."""
+def cursor_body(link: str) -> dict:
+    """What the cursor of a handed-out next link holds (it is base64 JSON: anyone can read and edit it)."""
     cursor = parse_qs(urlsplit(link).query)["cursor"][0]
-    body = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
+def edited(link: str, *values) -> str:
+    """The cursor of a handed-out next link with its values replaced, as anyone can."""
+    body = cursor_body(link)
     body["v"] = list(values)
     return base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
 
@@ -187,7 +192,7 @@ def test_a_cursor_nested_past_the_json_parser_or_holding_a_nul_is_a_400(api, sta
     deep = base64.urlsafe_b64encode(("[" * 100_000 + "]" * 100_000).encode()).decode().rstrip("=")
     assert client.get(f"/api/v1/connections/?cursor={deep}").status_code == 400
     link = client.get("/api/v1/connections/?sort=user&limit=1").json()["next"]
-    values = json.loads(base64.urlsafe_b64decode(parse_qs(urlsplit(link).query)["cursor"][0] + "==="))["v"]
+    values = cursor_body(link)["v"]
     cursor = edited(link, "a\x00", *values[1:])
     response = client.get(f"/api/v1/connections/?sort=user&cursor={cursor}")
     assert response.status_code == 400
@@ -201,7 +206,7 @@ def test_a_cursor_edited_to_a_time_outside_the_calendar_in_utc_is_a_400(
     assign_key(key=bob_assignment.key, username="dave", actor=alice)
     client = api(staff)
     link = client.get("/api/v1/connections/?sort=-last_download&limit=1").json()["next"]
-    values = json.loads(base64.urlsafe_b64decode(parse_qs(urlsplit(link).query)["cursor"][0] + "==="))["v"]
+    values = cursor_body(link)["v"]
     response = client.get(f"/api/v1/connections/?sort=-last_download&cursor={edited(link, moment, *values[1:])}")
     assert response.status_code == 400
     assert response.json()["field"] == "cursor"

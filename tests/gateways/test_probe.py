@@ -431,17 +431,15 @@ def test_an_echoed_key_never_reaches_the_database_or_the_api(api, emulated, toke
     assert TOKENBAY_SECRET not in response.content.decode() + stored
 
 
-def strings(value):
-    """Every text in a value read from the database (dict keys and values, list items), at any depth."""
+def texts(value) -> list[str]:
+    """Every string in a value, inside dicts and lists too."""
     if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from strings(name)
-            yield from strings(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from strings(item)
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in texts(k) + texts(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in texts(item)]
+    return []
 
 
 def test_a_gateway_answering_with_a_nul_is_probed_stored_and_listed(api, emulated, tokenbay_key, alice):
@@ -452,7 +450,7 @@ def test_a_gateway_answering_with_a_nul_is_probed_stored_and_listed(api, emulate
     assert response.json()["verdict"] == "auth_failed"
     stored = ProbeResult.objects.get()
     assert "invalid\ufffdkey" in stored.error_excerpt
-    assert not any("\x00" in text for text in strings(list(ProbeResult.objects.values())))
+    assert not any("\x00" in text for text in texts(list(ProbeResult.objects.values())))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from gateways.models import ProbeResult
 from portal.redaction import MARKER, RUN, redact
 from tests.gateway_emulator import ECHO_MODES, GatewayRules
-from tests.gateways.test_probe import emulated, probe_against  # noqa: F401 - emulated is a fixture
+from tests.gateways.test_probe import emulated, probe_against, texts  # noqa: F401 - emulated is a fixture
 
 # Every character that common escaping changes, so each encoding below differs from the raw key.
 SECRET = 'sk-echo/Qx7+Vb9=Lk"Zr4/Wm2+Tn8=Hp"Jd6'
@@ -44,17 +44,6 @@ def leaks(stored: str, secret: str) -> list[str]:
     """What a reader of `stored` could learn of the secret: the encodings found, and runs of RUN characters."""
     found = [name for name, encode in ENCODINGS.items() if encode(secret) in stored]
     return found + [secret[i : i + RUN] for i in range(len(secret) - RUN + 1) if secret[i : i + RUN] in stored]
-
-
-def texts(value) -> list[str]:
-    """Every string in a value, inside dicts and lists too."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [t for k, v in value.items() for t in texts(k) + texts(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in texts(item)]
-    return []
 
 
 # --- The redactor ------------------------------------------------------------------------------------
