@@ -373,7 +373,8 @@ ALLOWED_EXTRA_ENV = ", ".join([f"{prefix}*" for prefix in EXTRA_ENV_PREFIXES] + 
 EXTRA_ENV_HELP = (
     "A JSON object of Claude Code settings, one line of text each. Allowed names: "
     f"{ALLOWED_EXTRA_ENV}. Anything else (PATH, NODE_OPTIONS, PROMPT_COMMAND...) is refused: "
-    "it would run code on every developer's machine."
+    "it would run code on every developer's machine. Model ids (CLAUDE_CODE_SUBAGENT_MODEL, "
+    "ANTHROPIC_SMALL_FAST_MODEL) are spelled in the gateway's model id style."
 )
 
 
@@ -474,6 +475,20 @@ KEY_MODEL_FIELDS = ("model", "opus_model", "sonnet_model", "haiku_model", "custo
 # The gateway and key fields a rule governs, with the rule; every door (API, web form, Django
 # admin through Model.clean(), the config builder at render) applies this same table.
 Rule = Callable[[Any], Any]
+# Extra env names whose value is a model id: spelled in the gateway's style like the model fields.
+MODEL_EXTRA_ENV = frozenset({"ANTHROPIC_SMALL_FAST_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL"})
+
+
+def styled_extra_env(env: dict[str, str], style: str) -> dict[str, str]:
+    """Cleaned extra env with its model ids (MODEL_EXTRA_ENV) in `style`."""
+    return {
+        name: _with_field("extra_env", lambda value: styled_model_id(value, style), value)
+        if name in MODEL_EXTRA_ENV
+        else value
+        for name, value in env.items()
+    }
+
+
 GATEWAY_RULES: dict[str, Rule] = {
     "extra_env": lambda value: clean_extra_env(value or {}),
     "timeout_ms": clean_timeout_ms,
@@ -506,6 +521,8 @@ def clean_gateway_fields(fields: dict[str, Any], *, style: str) -> tuple[dict[st
     for name, rule in GATEWAY_RULES.items():
         if name in cleaned:
             cleaned[name] = _with_field(name, rule, cleaned[name])
+    if "extra_env" in cleaned:
+        cleaned["extra_env"] = styled_extra_env(cleaned["extra_env"], style)
     return cleaned, notices
 
 

@@ -135,7 +135,7 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeCon
     headers = rules.clean_custom_headers(key.custom_headers or {})
     if headers:
         env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in headers.items())
-    for name, value in rules.clean_extra_env(gateway.extra_env or {}).items():
+    for name, value in rules.styled_extra_env(rules.clean_extra_env(gateway.extra_env or {}), style).items():
         env.setdefault(name, value)
     return ClaudeConfig(
         gateway_name=gateway.name,

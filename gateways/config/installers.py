@@ -50,13 +50,21 @@ top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode()
 def refuse(message):
     sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
     sys.exit(3)
+# Strict JSON, as Claude Code reads it: Python would take NaN and Infinity, and write 1e400 back as Infinity.
+def finite(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("the number %s is too large for JSON" % text)
+    return value
+def constant(name):
+    raise ValueError("%s is not JSON" % name)
 def load(path, problem):
     if not os.path.exists(path):
         return None, None
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
-        document = json.loads(text) if text.strip() else {}
+        document = json.loads(text, parse_float=finite, parse_constant=constant) if text.strip() else {}
     except ValueError as exc:
         refuse("%s is not valid JSON (%s)." % (path, exc))
     why = problem(document)
@@ -80,7 +88,7 @@ def save(path, backup, document, old_text, newline):
         newline = old_text.endswith("\n") or not old_text
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".portal.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(document, indent=2, ensure_ascii=False) + ("\n" if newline else ""))
+        f.write(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + ("\n" if newline else ""))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 # Both files are checked before either is written: a refusal leaves both as they were.
@@ -123,7 +131,12 @@ const load = (file, problem) => {
   if (!fs.existsSync(file)) return [null, null];
   const text = fs.readFileSync(file, "utf8");
   let doc;
-  try { doc = text.trim() ? JSON.parse(text) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
+  // 1e400 parses as Infinity, which JSON.stringify would write back as null: refused like the Python merge.
+  const finite = (key, value) => {
+    if (typeof value === "number" && !Number.isFinite(value)) throw new Error("a number is too large for JSON");
+    return value;
+  };
+  try { doc = text.trim() ? JSON.parse(text, finite) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
   const why = problem(doc);
   if (why) refuse(`${file} ${why}.`);
   return [doc, text];

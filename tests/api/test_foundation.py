@@ -104,6 +104,7 @@ def test_patching_a_presets_base_url_keeps_its_other_rules(api, staff):
         ({"extra_env": {"DISABLE_TELEMETRY": "1\ntouch marker"}}, "one line of text"),
         ({"troubleshooting": [["401", "Check the key", "extra"]]}, "troubleshooting"),
         ({"default_model": "sonnet; touch marker"}, "is not a model id"),
+        ({"extra_env": {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku 4.5"}}, "is not a model id"),
     ],
 )
 def test_bad_gateway_input_is_a_400_with_detail(api, staff, body, fragment):
@@ -183,6 +184,19 @@ def test_hyphenated_model_override_is_stored_dotted_for_tokenbay(api, alice):
     body = {"gateway": "tokenbay", "label": "x", "secret": TOKENBAY_SECRET, "sonnet_model": "claude-sonnet-4-6"}
     response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
     assert response.json()["sonnet_model"] == "claude-sonnet-4.6"
+
+
+def test_model_ids_in_extra_env_are_stored_in_the_gateways_style(api, staff):
+    extra = {"CLAUDE_CODE_SUBAGENT_MODEL": "claude-haiku-4-5", "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5"}
+    response = api(staff).patch(
+        "/api/v1/gateways/tokenbay/", {"extra_env": {**extra, "MCP_TIMEOUT": "4-5"}}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["extra_env"] == {
+        "CLAUDE_CODE_SUBAGENT_MODEL": "claude-haiku-4.5",
+        "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4.5",
+        "MCP_TIMEOUT": "4-5",  # not a model id: left as written
+    }
 
 
 def test_patch_rotates_secret_and_records_it(api, alice, tokaify_key):

@@ -60,6 +60,14 @@ def test_key_overrides_win_over_gateway_defaults(tokenbay):
     assert env["ANTHROPIC_CUSTOM_HEADERS"] == "X-Team: web\nX-Env: dev"
 
 
+def test_model_ids_in_extra_env_are_spelled_the_gateways_way(tokenbay):
+    """An extra env model id saved before its gateway's style changed is written in the current style."""
+    tokenbay.extra_env = {"CLAUDE_CODE_SUBAGENT_MODEL": "claude-haiku-4-5", "DISABLE_TELEMETRY": "1"}
+    env = build_config(tokenbay, key_for(tokenbay), TOKENBAY_SECRET).env
+    assert env["CLAUDE_CODE_SUBAGENT_MODEL"] == "claude-haiku-4.5"
+    assert env["DISABLE_TELEMETRY"] == "1"
+
+
 def test_custom_model_option_comes_with_its_name(tokaify):
     key = key_for(tokaify, custom_model_option="claude-sonnet-4-5", custom_model_option_name="Sonnet via Tokaify")
     env = build_config(tokaify, key, TOKAIFY_SECRET).env

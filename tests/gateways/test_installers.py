@@ -132,7 +132,11 @@ def test_python_and_node_write_the_same_bytes(tmp_path):
 
 
 @pytest.mark.parametrize("interpreter", ["python3", "node"])
-@pytest.mark.parametrize("broken", ['{"env": {', "[1, 2]", '{"env": "not an object"}'])
+@pytest.mark.parametrize(
+    "broken",
+    ['{"env": {', "[1, 2]", '{"env": "not an object"}', '{"env": {}, "n": 1e400}', '{"env": {}, "n": NaN}'],
+    ids=["truncated", "array", "env-not-an-object", "number-too-large", "nan"],
+)
 def test_refuses_invalid_json_and_leaves_it_untouched(tmp_path, interpreter, broken):
     path = settings_file(tmp_path)
     path.parent.mkdir(parents=True)
