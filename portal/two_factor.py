@@ -153,8 +153,10 @@ def _owed_step(user) -> str | None:
     return None
 
 
-# Pages a user who still owes a second factor may open: the step itself, signing out, and static files.
-OPEN_URL_NAMES = ("two-factor-verify", "two-factor-enrol", "logout")
+# Besides static files, a user who still owes a second factor may open the page of the step owed
+# and sign out; nothing else. Not the enrol page when the step is verify: a session that knows only
+# the password (confirming it again is no obstacle) must not replace the authenticator it owes a code from.
+OPEN_URL_NAMES = ("logout",)
 OWED = {
     "two-factor-verify": "Enter the code from your authenticator app first, at {url}.",
     "two-factor-enrol": "Your role needs two-factor authentication: enrol an authenticator app at {url} first.",
@@ -171,7 +173,7 @@ class TwoFactorMiddleware:
         if request.path.startswith(settings.STATIC_URL if settings.STATIC_URL.startswith("/") else "/static/"):
             return self.get_response(request)
         step = _owed_step(request.user)
-        if step is None or request.path in {reverse(name) for name in OPEN_URL_NAMES}:
+        if step is None or request.path in {reverse(name) for name in (step, *OPEN_URL_NAMES)}:
             return self.get_response(request)
         url = reverse(step)
         if request.path.startswith("/api/"):

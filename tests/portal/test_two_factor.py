@@ -71,6 +71,23 @@ def test_enrol_then_every_sign_in_asks_for_the_code(client, bob):
         assert client.get("/api/v1/me/configs/").status_code == 200
 
 
+def test_a_session_that_owes_its_code_cannot_replace_the_authenticator(client, bob):
+    """Knowing the password is not enough: the enrol page would take it again and swap in a new app."""
+    sign_in(client, "bob")
+    enrol(client)
+    client.post("/logout/")
+    sign_in(client, "bob")  # only the password so far
+    for response in (
+        client.get("/account/two-factor/"),
+        client.post("/account/two-factor/", {"sudo_password": "pass-bob", "code": "000000"}),
+    ):
+        assert response.status_code == 302
+        assert response["Location"] == "/account/two-factor/verify/?next=%2Faccount%2Ftwo-factor%2F"
+    device = bob.totpdevice_set.get()  # the one authenticator, confirmed, and no second one prepared
+    assert device.confirmed
+    assert client.get("/setup/")["Location"].startswith("/account/two-factor/verify/")
+
+
 def test_a_recovery_code_signs_in_once(client, bob):
     sign_in(client, "bob")
     _, codes = enrol(client)
