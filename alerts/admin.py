@@ -1,13 +1,14 @@
-"""Admin pages: channels are added through the team page or the API (their rules and audit), only looked at here."""
+"""Admin pages: channels are added and removed through the team page or the API (their rules and audit), only looked at here."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
 from alerts.models import Channel, Delivery
+from portal.admin import LookOnly
 
 
-class LookOnlyAdmin(admin.ModelAdmin):
+class LookOnlyAdmin(LookOnly, admin.ModelAdmin):
     # A Slack URL is a credential and a webhook's secret is sealed: both shown as display_target / not at all.
     hidden = ("secret_ciphertext", "target")
 
@@ -16,12 +17,6 @@ class LookOnlyAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Channel)

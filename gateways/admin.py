@@ -74,6 +74,9 @@ class GatewayKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a key is revoked, never deleted: its assignments, devices and probes stay on record
+
 
 @admin.register(ProbeResult)
 class ProbeResultAdmin(admin.ModelAdmin):

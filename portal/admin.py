@@ -6,22 +6,38 @@ from portal.models import AccessToken, AuditChainHead, AuditEvent, Membership, T
 from portal.services import revoke_token
 
 
-class MembershipInline(admin.TabularInline):
+class LookOnly:
+    """An admin page to look at, not to change: the portal's pages and API make these changes.
+
+    They go through portal.services (and the apps listening to its signals), which keep the rules
+    and write the audit row: removing a member there also takes back their keys and devices, and a
+    team is created with its first admin. A row saved or deleted here would skip all of that.
+    """
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class MembershipInline(LookOnly, admin.TabularInline):
     model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(LookOnly, admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(LookOnly, admin.ModelAdmin):
     list_display = ["user", "team", "role", "created_at"]
     list_filter = ["role", "team"]
     search_fields = ["user__username", "team__slug"]

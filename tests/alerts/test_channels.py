@@ -165,3 +165,10 @@ def test_rotating_the_vault_key_moves_channel_secrets_too(settings, alice, web, 
     channel = Channel.objects.get(pk=channel.pk)
     assert channel.secret_key_id == crypto.parse_keyring(new_key).primary_id
     assert channel.reveal_secret() == SECRET
+
+
+def test_the_admin_shows_a_channel_but_removing_it_is_left_to_the_audited_pages(admin_client, alice, web):
+    channel = create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
+    assert admin_client.get(f"/admin/alerts/channel/{channel.pk}/change/").status_code == 200
+    assert admin_client.post(f"/admin/alerts/channel/{channel.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Channel.objects.filter(pk=channel.pk).exists()

@@ -160,3 +160,10 @@ def test_the_admin_shows_a_keys_state_and_holders_but_leaves_changing_them_to_th
     assert admin_client.post(url, data).status_code == 302
     key = GatewayKey.objects.get(pk=tokenbay_key.pk)
     assert key.revoked_at is None and key.is_enabled and key.assignments.count() == 1
+
+
+def test_a_key_is_not_deleted_in_the_admin(admin_client, bob_assignment, tokenbay_key):
+    """Revoked on the key's page (audited, the secret destroyed), never deleted with its history."""
+    response = admin_client.post(f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert GatewayKey.objects.filter(pk=tokenbay_key.pk).exists()
