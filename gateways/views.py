@@ -12,7 +12,6 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
@@ -36,7 +35,7 @@ from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm
-from portal.http import AuthenticatedHttpRequest
+from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Role, Team
 from portal.pagination import keyset_page
 from portal.permissions import administers_a_team, team_with_role
@@ -207,10 +206,7 @@ def device_remove(request: AuthenticatedHttpRequest, device_id: int) -> HttpResp
     device = device_for_removal(request.user, device_id)
     devices.remove_device(device=device, actor=request.user, request=request)
     messages.success(request, f"{device.name} is removed: its next key fetch is refused.")
-    next_url = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        next_url = reverse("devices")
-    return redirect(next_url)
+    return redirect(local_path(request, request.POST.get("next", "")) or reverse("devices"))
 
 
 @login_required

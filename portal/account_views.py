@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.encoding import force_bytes
-from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
+from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_static.models import StaticToken
@@ -24,7 +24,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from portal import audit, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.errors import RuleError
-from portal.http import AuthenticatedHttpRequest
+from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Action, ExternalIdentity, Membership, Role
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
@@ -39,10 +39,7 @@ def _otp_verified(request: AuthenticatedHttpRequest) -> bool:
 
 
 def _next_url(request: HttpRequest, default: str = "home") -> str:
-    wanted = request.POST.get("next") or request.GET.get("next") or ""
-    if wanted and url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()}):
-        return wanted
-    return reverse(default)
+    return local_path(request, request.POST.get("next") or request.GET.get("next") or "") or reverse(default)
 
 
 @login_required

@@ -18,9 +18,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from portal import two_factor
+from portal.http import local_path
 from portal.models import AccessToken
 
 SUDO_SESSION_KEY = "sudo_until"
@@ -119,12 +119,11 @@ def _confirm_with_request(request: HttpRequest, purpose: str) -> HttpResponse | 
         request.session.pop(PENDING_SESSION_KEY, None)
         return None
     # Wrong: the same prompt again, still carrying the action, with the error.
-    next_url = request.POST.get("next", "")
     context = {
         "action": request.path,
         "fields": _carried_fields(request),
         "purpose": purpose,
         "error": "That password (or code) is not right.",
-        "next": next_url if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}) else "",
+        "next": local_path(request, request.POST.get("next", "")),
     }
     return render(request, "portal/sudo.html", context, status=400)

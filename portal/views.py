@@ -12,7 +12,6 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -21,7 +20,7 @@ from portal import audit, exports, services
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
-from portal.http import AuthenticatedHttpRequest
+from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
 from portal.pagination import MAX_POSITION, first_rows, query_number
 from portal.permissions import is_staff, team_with_role
@@ -42,9 +41,7 @@ AUDIT_PER_PAGE = 100
 @sensitive_post_parameters("password", SUDO_PASSWORD_FIELD)
 def sudo(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The password prompt; when an action waits for it, the prompt posts that action with the password."""
-    next_url = request.GET.get("next") or request.POST.get("next") or reverse("home")
-    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        next_url = reverse("home")
+    next_url = local_path(request, request.GET.get("next") or request.POST.get("next") or "") or reverse("home")
     pending = pending_action(request, request.GET.get("pending", "")) if request.method == "GET" else None
     if pending:
         context = {

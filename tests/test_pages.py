@@ -9,6 +9,7 @@ import pytest
 from gateways.models import Gateway, GatewayKey
 from portal.models import Membership
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, confirm_password
+from tests.gateways.test_device_pages import live_device
 
 pytestmark = pytest.mark.django_db
 
@@ -348,3 +349,16 @@ def test_setup_page_shows_the_auth_scheme_warning_next_to_the_snippets(client, b
     client.force_login(bob)
     html = client.get("/setup/").content.decode()
     assert "data-config-warning>Probes saw this gateway refuse the key sent as x-api-key" in html
+
+
+@pytest.mark.parametrize("wanted", ["-1", "home", "setup-x", "https://evil.example/", "//evil.example/"])
+def test_a_next_that_is_not_a_path_on_this_site_leads_to_the_default_page(client, bob, bob_assignment, wanted):
+    """`redirect()` would read a bare word as a URL name (a 500 for `-1`, another page for `home`)."""
+    client.force_login(bob)
+    assert client.get("/account/two-factor/verify/", {"next": wanted})["Location"] == "/"
+    sudo = client.post("/sudo/", {"password": "pass-bob", "next": wanted})
+    assert sudo.status_code == 302 and sudo["Location"] == "/"
+    device, _ = live_device(bob_assignment, "bob laptop")
+    removed = client.post(f"/devices/{device.id}/remove/", {"next": wanted})
+    assert removed.status_code == 302 and removed["Location"] == "/devices/"
+    assert client.post("/sudo/", {"password": "pass-bob", "next": "/tokens/?a=1"})["Location"] == "/tokens/?a=1"
