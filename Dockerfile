@@ -18,6 +18,7 @@ COPY manage.py ./
 COPY config ./config
 COPY portal ./portal
 COPY gateways ./gateways
+COPY alerts ./alerts
 COPY templates ./templates
 COPY static ./static
 
