@@ -24,7 +24,7 @@ COPY static ./static
 
 # collectstatic imports the settings, which insist on a secret and keyrings when DEBUG is off:
 # throwaway values that exist only during this build step.
-RUN SECRET_KEY=collectstatic-only \
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=collectstatic-only \
     PORTAL_ENCRYPTION_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
     PORTAL_AUDIT_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
     python manage.py collectstatic --noinput \

@@ -60,7 +60,14 @@ if not SECRET_KEY:
     SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = [h.strip() for h in os.getenv("ALLOWED_HOSTS", "").split(",") if h.strip()]
-if DEBUG and not ALLOWED_HOSTS:
+if not ALLOWED_HOSTS:
+    if not DEBUG:
+        # Without it every page and API call is a 400 while /healthz and /readyz (which answer any
+        # host) say ok: a load balancer would keep a portal nobody can use.
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS is not set. Set it to the host names the portal is reached by, comma-separated, "
+            "like portal.example.com, when DEBUG is off."
+        )
     ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 

@@ -269,6 +269,7 @@ def test_production_start_up_without_an_audit_key_names_it(tmp_path):
         "PATH": "/usr/bin:/bin",
         "DEBUG": "False",
         "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "portal.example.com",
         "PORTAL_DATA_DIR": str(tmp_path),
         "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
     }

@@ -47,6 +47,7 @@ def test_an_existing_readable_database_is_tightened_at_start(tmp_path):
     env = {
         "DEBUG": "False",
         "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "portal.example.com",
         "PORTAL_DATA_DIR": str(data),
         "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
         "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,

@@ -120,10 +120,17 @@ def test_development_creates_a_key_file_once(settings, tmp_path):
         ({}, "PORTAL_ENCRYPTION_KEYS is not set"),
         ({"PORTAL_ENCRYPTION_KEYS": "abc"}, "is not 32 bytes"),
         ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
+        ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS is not set. Set it to the host names the portal is reached by"),
     ],
 )
 def test_production_start_up_names_the_missing_setting(tmp_path, extra, message):
-    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEBUG": "False",
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "portal.example.com",
+        "PORTAL_DATA_DIR": str(tmp_path),
+    }
     env.update(extra)
     result = run_manage("check", env=env)
     assert result.returncode != 0
@@ -134,7 +141,13 @@ def test_production_start_up_names_the_missing_setting(tmp_path, extra, message)
 
 def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
     data = tmp_path / "new" / "data"
-    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(data)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEBUG": "False",
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "portal.example.com",
+        "PORTAL_DATA_DIR": str(data),
+    }
     env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
     env["PORTAL_AUDIT_KEYS"] = TEST_AUDIT_KEYRING
     result = run_manage("migrate", "--noinput", env=env)
@@ -145,7 +158,13 @@ def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
 def test_an_unwritable_data_folder_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "PORTAL_DATA_DIR": str(blocker / "data")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEBUG": "False",
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "portal.example.com",
+        "PORTAL_DATA_DIR": str(blocker / "data"),
+    }
     env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
     result = run_manage("check", env=env)
     assert result.returncode != 0
