@@ -11,6 +11,7 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -495,8 +496,24 @@ GATEWAY_RULES: dict[str, Rule] = {
     "troubleshooting": lambda value: clean_troubleshooting(value or []),
     "probe_interval_minutes": lambda value: clean_probe_interval(value),
 }
+
+
+def clean_expiry(value: datetime | None) -> datetime | None:
+    """A key's expiry, if the database can hold it: it is stored in UTC, where 9999-12-31 23:59 in New York is past the year 9999."""
+    if value is None:
+        return None
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise RuleError(
+            "That expiry is beyond the dates the portal can store (the years 1 to 9999 in UTC); choose a nearer date."
+        ) from None
+    return value
+
+
 KEY_RULES: dict[str, Rule] = {
     "custom_headers": lambda value: clean_custom_headers(value or {}),
+    "expires_at": clean_expiry,
     "timeout_ms": clean_timeout_ms,
 }
 

@@ -206,6 +206,29 @@ def test_key_settings_with_json_nested_past_the_parser_is_a_form_error(client, a
     assert GatewayKey.objects.get(pk=tokenbay_key.pk).label != "Renamed"
 
 
+@pytest.mark.parametrize(
+    ("zone", "typed"),
+    [
+        ("America/New_York", "9999-12-31 23:59"),
+        ("Europe/Berlin", "0001-01-01 00:00"),
+        ("UTC", "9999-12-31T23:59-05:00"),
+    ],
+)
+def test_an_expiry_past_the_years_the_database_holds_in_utc_is_a_form_error(
+    client, settings, alice, tokenbay_key, zone, typed
+):
+    """Stored in UTC: the last minute of 9999 in New York would be in the year 10000."""
+    settings.TIME_ZONE = zone
+    client.force_login(alice)
+    body = {"label": "Renamed", "expires_at": typed, "disable_experimental_betas": "unknown"}
+    for url in (f"/keys/{tokenbay_key.id}/settings/", "/teams/web/keys/new/"):
+        extra = {"gateway": "tokaify", "secret": "sk-tokaify-new-0123456789abcdef"} if url.endswith("new/") else {}
+        response = client.post(url, {**body, **extra}, follow=True)
+        assert response.status_code == 200
+        assert "That expiry is beyond the dates the portal can store" in response.content.decode()
+    assert list(GatewayKey.objects.values_list("label", flat=True)) == [tokenbay_key.label]
+
+
 def test_assigning_a_key_to_a_name_with_a_nul_says_there_is_no_such_user(client, alice, bob, tokenbay_key):
     client.force_login(alice)
     response = client.post(f"/keys/{tokenbay_key.id}/assign/", {"username": "b\x00ob"}, follow=True)
