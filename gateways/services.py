@@ -117,6 +117,12 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
     if exclude is not None:
         duplicates = duplicates.exclude(pk=exclude.pk)
     existing = duplicates.first()
+    if existing and existing.revoked_at:  # its ciphertext is gone; its fingerprint stays, to refuse it again
+        raise RuleError(
+            f"This secret belonged to {existing.label!r} in {team.slug}, which was revoked: a revoked secret is "
+            "not taken back. Issue a new key at the gateway and store that one.",
+            field="secret",
+        )
     if existing:
         raise RuleError(
             f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.",

@@ -358,6 +358,18 @@ def test_unknown_api_urls_answer_json_with_a_sentence(api, bob, url):
     assert "/api/v1/schema/" in response.json()["detail"]
 
 
+def test_the_secret_of_a_revoked_key_is_refused_with_the_reason(api, alice, tokaify_key):
+    assert api(alice).delete(f"/api/v1/keys/{tokaify_key.id}/").status_code == 204
+    body = {"gateway": "tokaify", "label": "again", "secret": TOKAIFY_SECRET}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "This secret belonged to 'Alice laptop' in web, which was revoked: a revoked secret is not taken back. "
+        "Issue a new key at the gateway and store that one."
+    )
+    assert GatewayKey.objects.count() == 1
+
+
 def test_a_duplicate_that_slips_past_the_check_is_still_refused_with_a_sentence(api, alice, tokaify_key, monkeypatch):
     from gateways import services
 
