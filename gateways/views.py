@@ -317,7 +317,8 @@ def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, role = key_with_role(request.user, key_id)
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
-    members = key.team.memberships.select_related("user").exclude(user__assignments__key=key)
+    members = key.team.memberships.select_related("user").filter(user__is_active=True)
+    members = members.exclude(user__assignments__key=key)
     probes = list(key.probes.select_related("started_by").order_by("-created_at")[:50])
     initial = {name: getattr(key, name) for name in KeySettingsForm.base_fields}
     context = {

@@ -17,7 +17,13 @@ from portal.signals import member_added, member_leaving
 def find_user(username: str):
     User = get_user_model()
     # No user name holds a NUL, and PostgreSQL refuses one in a query: it names nobody.
-    user = None if "\x00" in username else User.objects.filter(username=username, is_active=True).first()
+    user = None if "\x00" in username else User.objects.filter(username=username).first()
+    if user is not None and not user.is_active:
+        raise RuleError(
+            f"{username}'s account is deactivated, so it cannot be added to a team or given a key. If they are "
+            "back, staff reactivate it first (Django admin, Users, Active).",
+            field="username",
+        )
     if user is None:
         raise RuleError(
             f"There is no active user called {username!r}. Invite them by e-mail instead (team page, Invitations).",

@@ -385,3 +385,19 @@ def test_a_next_that_is_not_a_path_on_this_site_leads_to_the_default_page(client
     removed = client.post(f"/devices/{device.id}/remove/", {"next": wanted})
     assert removed.status_code == 302 and removed["Location"] == "/devices/"
     assert client.post("/sudo/", {"password": "pass-bob", "next": "/tokens/?a=1"})["Location"] == "/tokens/?a=1"
+
+
+def test_a_deactivated_member_is_not_offered_a_key_and_is_refused_for_what_they_are(
+    client, api, alice, bob, tokenbay_key
+):
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+    client.force_login(alice)
+    choices = client.get(f"/keys/{tokenbay_key.id}/").context["assign_form"].fields["username"].choices
+    assert "bob" not in dict(choices) and "alice" in dict(choices)
+    refused = api(alice).post(f"/api/v1/keys/{tokenbay_key.id}/assignments/", {"username": "bob"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("bob's account is deactivated, so it cannot be added to a team")
+    page = client.post("/teams/web/members/", {"username": "bob", "role": "admin"}, follow=True).content.decode()
+    assert "bob&#x27;s account is deactivated" in page
+    assert not tokenbay_key.assignments.exists()
