@@ -114,9 +114,13 @@ def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -
     )
     try:
         services.remove_member(membership=membership, actor=request.user, request=request)
-        messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
     except RuleError as exc:
         messages.error(request, str(exc))
+        return redirect("team", slug=team.slug)
+    if membership.user == request.user and not is_staff(request.user):  # the team's page is no longer theirs
+        messages.success(request, f"You left {team.name}, and gave back the team's keys assigned to you.")
+        return redirect("teams")
+    messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
     return redirect("team", slug=team.slug)
 
 

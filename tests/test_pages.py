@@ -401,3 +401,12 @@ def test_a_deactivated_member_is_not_offered_a_key_and_is_refused_for_what_they_
     page = client.post("/teams/web/members/", {"username": "bob", "role": "admin"}, follow=True).content.decode()
     assert "bob&#x27;s account is deactivated" in page
     assert not tokenbay_key.assignments.exists()
+
+
+def test_an_admin_who_removes_themself_lands_on_the_teams_page(client, alice, bob, web):
+    Membership.objects.filter(team=web, user=bob).update(role="admin")  # so alice is not the last admin
+    client.force_login(alice)
+    response = client.post("/teams/web/members/alice/remove/", follow=True)
+    assert response.redirect_chain == [("/teams/", 302)]
+    assert "You left Web" in response.content.decode()
+    assert not Membership.objects.filter(team=web, user=alice).exists()
