@@ -7,6 +7,7 @@ with a sentence that says which one is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -232,8 +233,19 @@ def cache_from_url(url: str) -> dict:
     return {"BACKEND": backends[scheme], "LOCATION": url}
 
 
+def require_cache_client(url: str) -> None:
+    """Redis and memcached need a client package requirements.txt leaves out: say so at start-up, not at first use."""
+    package = {"redis": "redis", "rediss": "redis", "memcached": "pymemcache"}.get(url.partition("://")[0])
+    if package and importlib.util.find_spec(package) is None:
+        raise ImproperlyConfigured(
+            f"CACHE_URL names a {url.partition('://')[0]}:// cache, whose client is not installed: "
+            f"pip install {package} (requirements.txt leaves it out, as one server needs no shared cache)."
+        )
+
+
 # One server may keep its cache in its own memory; several behind a load balancer share one (README, Alerts).
 CACHES = {"default": cache_from_url(envsecret("CACHE_URL", "locmem://").strip())}
+require_cache_client(envsecret("CACHE_URL", "locmem://").strip())
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

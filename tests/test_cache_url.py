@@ -77,3 +77,18 @@ def test_an_empty_database_url_means_the_default_sqlite_file(tmp_path):
     result = run_manage("shell", "-c", code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == str(tmp_path / "portal.sqlite3")
+
+
+@pytest.mark.parametrize(
+    ("url", "package"), [("redis://cache.internal:6379/0", "redis"), ("memcached://m1:11211", "pymemcache")]
+)
+def test_a_cache_whose_client_is_not_installed_stops_start_up_with_a_sentence(url, package):
+    """Not at the first use of the cache (a Redis URL passed the check, a memcached one crashed it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here, so there is nothing missing to report")
+    env = {"PATH": os.environ["PATH"], "CACHE_URL": url, "PORTAL_DATA_DIR": str(ROOT / "data")}
+    result = run_manage("check", env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"whose client is not installed: pip install {package}" in result.stderr
