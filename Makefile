@@ -10,6 +10,9 @@ OIDC_PROVIDER_VERSION := 9.13.3
 OIDC_PROVIDER_DIR := .cache/oidc-provider
 OIDC_PROVIDER_PKG := $(OIDC_PROVIDER_DIR)/node_modules/oidc-provider/package.json
 PYTEST_ARGS ?=
+# Where `make run` serves: `make run PORT=8001` when 8000 is taken.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 # axe-core, the accessibility checker the browser tests inject: vendored in tests/vendor/axe-core/.
 AXE_CORE_VERSION := 4.14.1
 AXE_CORE_SHA256 := 29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
@@ -29,11 +32,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 deps: $(VENV)/.runtime
 
-## Serve the portal on http://127.0.0.1:8000 with the embedded SQLite database.
+## Serve the portal on http://127.0.0.1:8000 (HOST, PORT) with the embedded SQLite database.
 run: deps
 	$(PY) manage.py migrate --noinput
 	@echo "Create a first account with: DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=... DJANGO_SUPERUSER_EMAIL=admin@example.com $(PY) manage.py createsuperuser --noinput"
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(PY) manage.py runserver $(HOST):$(PORT)
 
 system-deps:
 	bash scripts/install-system-packages.sh

@@ -445,13 +445,19 @@ REQUIRE_2FA_FOR_ADMINS = envbool("REQUIRE_2FA_FOR_ADMINS", "False")
 OTP_TOTP_ISSUER = "Gateway portal"  # the name authenticator apps show
 # --- end of accounts ------------------------------------------------------------------------------------------
 
+LOG_LEVEL = os.getenv("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
-    # httpx logs every request at INFO; probes are recorded as ProbeResults instead.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Through the root's handler only: Django's own console handler printed each record a second time.
+        "django": {"handlers": [], "level": LOG_LEVEL},
+        "django.db.backends": {"level": "WARNING"},
+        # httpx logs every request at INFO; probes are recorded as ProbeResults instead.
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 # Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it):
