@@ -15,7 +15,7 @@ from gateways.devices import create_device, install_device
 from gateways.models import Device, Gateway
 from gateways.services import assign_key, store_key
 from portal.invitations import create_invitation
-from portal.models import AuditEvent, Membership, Team
+from portal.models import AccessToken, AuditEvent, Membership, Team
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -188,7 +188,7 @@ def test_my_setup_masks_the_key_and_reveal_or_copy_record_exactly_one_fetch(live
 def test_revoke_remove_member_and_remove_assignment_ask_once_then_act(live_server, browser, people):
     """Without JavaScript, as the confirmations need none; the password prompt completes the revoke.
 
-    Withdrawing an invitation asks the same way.
+    Withdrawing an invitation and revoking an access token ask the same way.
     """
     team, alice, bob = people
     key = store_key(
@@ -241,6 +241,18 @@ def test_revoke_remove_member_and_remove_assignment_ask_once_then_act(live_serve
     expect(page.get_by_role("status")).to_contain_text("The invitation for erin@example.com is withdrawn")
     invitation.refresh_from_db()
     assert invitation.state == "withdrawn"
+
+    token, _ = AccessToken.issue(alice, name="ci runner")
+    page.goto(f"{live_server.url}/tokens/")
+    page.get_by_text("Revoke…").first.click()  # opens the confirmation, does nothing yet
+    confirm = page.get_by_role("button", name="Revoke this token")
+    expect(confirm).to_be_visible()
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    confirm.click()
+    expect(page.get_by_role("status")).to_contain_text("Token ci runner revoked")
+    token.refresh_from_db()
+    assert token.revoked_at is not None
     context.close()
 
 
