@@ -254,6 +254,13 @@ class ChainCheck:
     broken: BrokenLink | None
     pending: int = 0  # events queued for the chain (see seal_pending), each checked against its own signature
 
+    def broken_sentence(self) -> str:
+        """Where the chain breaks, why, and how much before it holds ("" when it is intact)."""
+        if self.broken is None:
+            return ""
+        where = f"at event {self.broken.event_id}" if self.broken.event_id else "at the end of the chain"
+        return f"The audit chain is broken {where}: {self.broken.reason}. {self.checked} event(s) before it are intact."
+
 
 def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck:
     """Walk the chain oldest first, checking links, hashes and signatures; name the first broken link.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from datetime import timedelta
 
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -95,25 +97,119 @@ def test_prune_exports_then_removes_and_the_chain_still_verifies(alice, tmp_path
     assert "intact: 2 event(s)" in capsys.readouterr().out
 
 
+def record_long_ago(actor, count: int = 3) -> None:
+    with time_machine.travel(timezone.now() - timedelta(days=400), tick=False):
+        for _ in range(count):
+            audit.record(Action.SIGN_IN, actor=actor)
+
+
+TODAY = "today"  # --before the local date the test runs on: every event recorded long ago is before it
+
+
+def before(day: str) -> str:
+    return timezone.localdate().isoformat() if day == TODAY else day
+
+
 def test_prune_refuses_bad_dates_and_existing_files(alice, tmp_path):
     for bad in ("last year", "2026-02-30", "2026-13-01"):
         with pytest.raises(CommandError, match="must be a date"):
             call_command("prune_audit", "--before", bad)
     existing = tmp_path / "x.jsonl"
     existing.write_text("keep me")
-    audit.record(Action.SIGN_IN, actor=alice)
+    record_long_ago(alice, 1)
     with pytest.raises(CommandError, match="already exists"):
-        call_command("prune_audit", "--before", "2999-01-01", "--output", str(existing))
+        call_command("prune_audit", "--before", before(TODAY), "--output", str(existing))
     assert existing.read_text() == "keep me"
     assert AuditEvent.objects.count() == 1
 
 
 def test_prune_into_a_folder_that_is_not_there_says_so_and_prunes_nothing(alice, tmp_path):
-    audit.record(Action.SIGN_IN, actor=alice)
+    record_long_ago(alice, 1)
     with pytest.raises(CommandError, match=r"There is no folder .*missing to write the export in"):
-        call_command("prune_audit", "--before", "2999-01-01", "--output", str(tmp_path / "missing" / "x.jsonl"))
+        call_command("prune_audit", "--before", before(TODAY), "--output", str(tmp_path / "missing" / "x.jsonl"))
     with pytest.raises(CommandError, match=r"Cannot write the export to .*: File name too long"):
-        call_command("prune_audit", "--before", "2999-01-01", "--output", str(tmp_path / ("x" * 300)))
+        call_command("prune_audit", "--before", before(TODAY), "--output", str(tmp_path / ("x" * 300)))
+    assert AuditEvent.objects.count() == 1
+
+
+def files_under(folder) -> list:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("day", ["tomorrow", "2999-01-01"])
+def test_prune_refuses_a_cutoff_in_the_future_and_prunes_nothing(alice, tmp_path, settings, monkeypatch, day):
+    record_long_ago(alice)
+    audit.record(Action.SIGN_OUT, actor=alice)
+    monkeypatch.chdir(tmp_path)
+    if day == "tomorrow":
+        day = (timezone.localdate() + timedelta(days=1)).isoformat()
+    for output in ([], ["--output", str(tmp_path / "x.jsonl")]):
+        with pytest.raises(
+            CommandError, match=f"--before {day} is in the future: .*Give today's date or an earlier one"
+        ):
+            call_command("prune_audit", "--before", day, *output)
+    assert AuditEvent.objects.count() == 4
+    assert files_under(tmp_path) == []
+    call_command("verify_audit")
+
+
+def test_prune_refuses_a_broken_chain_names_the_event_and_prunes_nothing(alice, tmp_path, settings, capsys):
+    record_long_ago(alice)
+    audit.record(Action.SIGN_OUT, actor=alice)
+    edited = AuditEvent.objects.order_by("id")[1].id
+    # Past AuditEventQuerySet's refusal, as someone with the database's password would.
+    models.QuerySet(model=AuditEvent).filter(pk=edited).update(target="forged")
+    broken = f"The audit chain is broken at event {edited}: its content no longer matches"
+    for output in ([], ["--output", str(tmp_path / "x.jsonl")]):
+        with pytest.raises(CommandError, match=f"{broken}.* Nothing was pruned: .*Run verify_audit"):
+            call_command("prune_audit", "--before", before(TODAY), *output)
+    assert AuditEvent.objects.count() == 4
+    assert files_under(tmp_path) == []
+    with pytest.raises(CommandError, match=broken):  # the evidence is still there
+        call_command("verify_audit")
+
+
+def test_the_export_is_for_its_owner_only_and_by_default_in_the_data_folder(alice, tmp_path, settings, monkeypatch):
+    record_long_ago(alice)
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    old_umask = os.umask(0o022)  # the usual umask, which would make a plain open() 0644
+    try:
+        call_command("prune_audit", "--before", before(TODAY))
+        chosen = tmp_path / "chosen.jsonl"
+        record_long_ago(alice)
+        call_command("prune_audit", "--before", before(TODAY), "--output", str(chosen))
+    finally:
+        os.umask(old_umask)
+    export = settings.DATA_DIR / f"audit-until-{before(TODAY)}.jsonl"
+    assert len(export.read_text().splitlines()) == 3
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings.DATA_DIR.stat().st_mode) == 0o700
+    assert stat.S_IMODE(chosen.stat().st_mode) == 0o600
+    assert files_under(working) == []
+
+
+def test_a_prune_that_fails_after_the_export_keeps_the_rows_and_leaves_no_export(alice, tmp_path, monkeypatch):
+    record_long_ago(alice)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(audit, "record", refuse)
+    with pytest.raises(RuntimeError):
+        call_command("prune_audit", "--before", before(TODAY), "--output", str(tmp_path / "x.jsonl"))
+    assert AuditEvent.objects.count() == 3
+    assert files_under(tmp_path) == []
+
+
+def test_prune_before_year_one_east_of_utc_is_a_sentence(alice, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    record_long_ago(alice, 1)
+    with pytest.raises(
+        CommandError, match="--before 0001-01-01 is earlier than the first moment the database can hold"
+    ):
+        call_command("prune_audit", "--before", "0001-01-01")
     assert AuditEvent.objects.count() == 1
 
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import os
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -209,6 +210,21 @@ def test_a_kept_head_still_verifies_as_the_chain_grows(chain, alice, capsys):
 def test_expect_head_must_look_like_a_head(chain):
     with pytest.raises(CommandError, match="64-digit head"):
         call_command("verify_audit", "--expect-head", "yesterday")
+
+
+def test_an_empty_expected_head_fails_instead_of_checking_without_it(tmp_path):
+    """A scheduled `verify_audit --expect-head "$HEAD"` whose variable is unset must not report intact."""
+    env = {"PATH": os.environ["PATH"], "PORTAL_DATA_DIR": str(tmp_path)}
+    result = run_manage("verify_audit", "--expect-head", "", env=env)
+    assert result.returncode != 0
+    assert "The expected head is empty: give --expect-head the 64-digit hash after 'Head: '" in result.stderr
+    assert "intact" not in result.stdout
+
+
+def test_an_expected_head_of_spaces_is_empty_too(chain, capsys):
+    with pytest.raises(CommandError, match="The expected head is empty"):
+        call_command("verify_audit", "--expect-head", "  ")
+    assert "intact" not in capsys.readouterr().out
 
 
 # --- Rolling the audit key ------------------------------------------------------------------------

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from pathlib import Path
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -13,6 +15,7 @@ from django.utils.dateparse import parse_date
 from portal import audit
 from portal.api.serializers import AuditEventSerializer
 from portal.models import Action, AuditChainHead, AuditEvent
+from portal.private_files import make_private_dir
 
 
 def _unwritable(path: Path, exc: OSError) -> CommandError:
@@ -21,13 +24,18 @@ def _unwritable(path: Path, exc: OSError) -> CommandError:
 
 class Command(BaseCommand):
     help = (
-        "Remove audit events older than --before, after exporting them to a JSON Lines file; "
-        "the pruning is itself recorded, and verify_audit keeps working on what remains."
+        "Remove audit events older than --before, after exporting them to a JSON Lines file readable by its "
+        "owner only (0600); the pruning is itself recorded, and verify_audit keeps working on what remains. "
+        "The whole chain is verified first, as verify_audit does (a walk over every event, so on a large "
+        "trail this takes as long as verify_audit): a broken chain is not pruned, since that would remove the evidence."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--before", required=True, help="A date, YYYY-MM-DD: events before it are pruned.")
-        parser.add_argument("--output", help="Where to write the export (default: audit-until-DATE.jsonl).")
+        parser.add_argument(
+            "--output",
+            help="Where to write the export (default: audit-until-DATE.jsonl in PORTAL_DATA_DIR, a 0700 folder).",
+        )
 
     def handle(self, before, output, **options):
         try:
@@ -36,8 +44,83 @@ class Command(BaseCommand):
             day = None
         if day is None:
             raise CommandError(f"--before must be a date like 2026-01-31, not {before!r}.")
-        cutoff = timezone.make_aware(datetime.combine(day, time.min))
-        path = Path(output or f"audit-until-{day.isoformat()}.jsonl")
+        try:
+            # The database compares in UTC; east of UTC, midnight of 0001-01-01 falls in year 0.
+            cutoff = timezone.make_aware(datetime.combine(day, time.min)).astimezone(UTC)
+        except OverflowError:
+            raise CommandError(
+                f"--before {day} is earlier than the first moment the database can hold in UTC "
+                f"(time zone {settings.TIME_ZONE}); there is nothing before it to prune. Give a later date."
+            ) from None
+        if cutoff > timezone.now():
+            raise CommandError(
+                f"--before {day} is in the future: pruning up to it would remove the whole trail, "
+                "even events recorded a moment ago. Give today's date or an earlier one."
+            )
+        path = self.export_path(output, day.isoformat())
+
+        export_created = False
+        try:
+            with transaction.atomic():
+                head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+                last = AuditEvent.objects.filter(created_at__lt=cutoff).order_by("-id").first()
+                if last is None:
+                    self.stdout.write(f"No audit events before {day}; nothing pruned.")
+                    return
+                # With the head held, no event joins the chain while it is checked (writers queue meanwhile).
+                try:
+                    check = audit.verify_chain()
+                except ImproperlyConfigured as exc:
+                    raise CommandError(str(exc)) from None
+                if check.broken:
+                    raise CommandError(
+                        f"{check.broken_sentence()} Nothing was pruned: pruning would "
+                        "remove the evidence. Run verify_audit for the details and look into the break first."
+                    )
+                # Prune a contiguous run of the chain: everything up to the newest event before the cutoff.
+                doomed = AuditEvent.objects.filter(id__lte=last.id).order_by("id")
+                count = 0
+                try:
+                    # Created 0600 from the first byte; O_EXCL: never an export that was already there.
+                    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except OSError as exc:  # nothing is pruned: the transaction has only read so far
+                    raise _unwritable(path, exc) from None
+                export_created = True
+                with os.fdopen(descriptor, "w", encoding="utf-8") as export:
+                    for event in doomed.iterator(chunk_size=2000):
+                        data = AuditEventSerializer(event).data
+                        export.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+                        count += 1
+                    export.flush()
+                    os.fsync(export.fileno())
+                with connection.cursor() as cursor:
+                    cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE id <= %s", [last.id])  # noqa: S608
+                if head is not None:
+                    head.anchor_hash = last.hash
+                    head.save(update_fields=["anchor_hash"])
+                audit.record(
+                    Action.AUDIT_PRUNED,
+                    details={"before": day.isoformat(), "events": count, "export": str(path), "last_hash": last.hash},
+                )
+        except BaseException:
+            if export_created:  # rolled back: the events are still in the database, so their export goes
+                path.unlink(missing_ok=True)
+            raise
+        self.stdout.write(f"Pruned {count} event(s) before {day}; exported to {path}.")
+
+    def export_path(self, output: str | None, day: str) -> Path:
+        """The export's path, checked to be free and in an existing folder; by default in PORTAL_DATA_DIR (0700)."""
+        if output:
+            path = Path(output)
+        else:
+            path = Path(settings.DATA_DIR) / f"audit-until-{day}.jsonl"
+            try:
+                make_private_dir(path.parent)
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot create {path.parent} for the export: {exc.strerror}. "
+                    "Set PORTAL_DATA_DIR to a writable folder or choose --output."
+                ) from None
         try:
             taken = path.exists()
         except OSError as exc:  # a name too long for the file system, say
@@ -48,33 +131,4 @@ class Command(BaseCommand):
             raise CommandError(
                 f"There is no folder {path.parent} to write the export in; create it or choose another --output."
             )
-
-        with transaction.atomic():
-            head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
-            last = AuditEvent.objects.filter(created_at__lt=cutoff).order_by("-id").first()
-            if last is None:
-                self.stdout.write(f"No audit events before {day}; nothing pruned.")
-                return
-            # Prune a contiguous run of the chain: everything up to the newest event before the cutoff.
-            doomed = AuditEvent.objects.filter(id__lte=last.id).order_by("id")
-            count = 0
-            try:
-                export_file = path.open("x", encoding="utf-8")
-            except OSError as exc:  # nothing is pruned: the transaction has only read so far
-                raise _unwritable(path, exc) from None
-            with export_file as export:
-                for event in doomed.iterator(chunk_size=2000):
-                    export.write(json.dumps(AuditEventSerializer(event).data, default=str, ensure_ascii=False) + "\n")
-                    count += 1
-                export.flush()
-                os.fsync(export.fileno())
-            with connection.cursor() as cursor:
-                cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE id <= %s", [last.id])  # noqa: S608
-            if head is not None:
-                head.anchor_hash = last.hash
-                head.save(update_fields=["anchor_hash"])
-            audit.record(
-                Action.AUDIT_PRUNED,
-                details={"before": day.isoformat(), "events": count, "export": str(path), "last_hash": last.hash},
-            )
-        self.stdout.write(f"Pruned {count} event(s) before {day}; exported to {path}.")
+        return path

@@ -17,12 +17,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--expect-head",
-            default="",
             help="A head printed by an earlier run: fail unless the chain still holds it (shows truncation).",
         )
 
     def handle(self, expect_head, **options):
-        expect_head = expect_head.strip().lower()
+        # Given but empty is a scheduled `--expect-head "$HEAD"` whose variable is unset: checking without
+        # the anchor would report intact even after the tail it guards was deleted.
+        if expect_head is not None and not expect_head.strip():
+            raise CommandError(
+                "The expected head is empty: give --expect-head the 64-digit hash after 'Head: ' in an earlier "
+                "verify_audit's output (check that the variable holding it is set), "
+                "or leave the option out to check without an anchor."
+            )
+        expect_head = (expect_head or "").strip().lower()
         if expect_head and not re.fullmatch(r"[0-9a-f]{64}", expect_head):
             raise CommandError("--expect-head must be the 64-digit head a previous verify_audit printed.")
         try:
@@ -30,11 +37,7 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
         if check.broken:
-            where = f"at event {check.broken.event_id}" if check.broken.event_id else "at the end of the chain"
-            raise CommandError(
-                f"The audit chain is broken {where}: {check.broken.reason}. "
-                f"{check.checked} event(s) before it are intact."
-            )
+            raise CommandError(check.broken_sentence())
         self.stdout.write(f"The audit chain is intact: {check.checked} event(s) checked.")
         if check.pending:
             self.stdout.write(f"{check.pending} more wait to be chained, each with a valid signature of its own.")
