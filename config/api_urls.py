@@ -46,6 +46,8 @@ urlpatterns = [
     # What devices call: no session, no personal token (see gateways.devices).
     path("device/key", gateway_views.device_key, name="api-device-key"),
     path("device/install/<str:code>", gateway_views.device_install, name="api-device-install"),
+    # A link cut short before its code: refused by the view like any unknown link (a script for sh).
+    path("device/install/", gateway_views.device_install, {"code": ""}),
     path("teams/<slug:slug>/channels/", alert_views.TeamChannelList.as_view(), name="api-team-channels"),
     path("channels/<uuid:channel_id>/", alert_views.ChannelDetail.as_view(), name="api-channel"),
 ]

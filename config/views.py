@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
@@ -18,10 +19,15 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+# A 404 may be piped into sh (`curl … | sh`): the path is repeated only when no shell would act on it.
+PLAIN_PATH = re.compile(r"[A-Za-z0-9/._-]{1,200}")
+
+
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if _is_api(request):
+        where = request.path if PLAIN_PATH.fullmatch(request.path) else "that address"
         return JsonResponse(
-            {"detail": f"There is nothing at {request.path}. The API is described at /api/v1/schema/."}, status=404
+            {"detail": f"There is nothing at {where}. The API is described at /api/v1/schema/."}, status=404
         )
     return render(request, "404.html", status=404)
 

@@ -23,6 +23,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from gateways.config.formats import SHELL_SCRIPT
 from gateways.models import (
     DEVICE_INSTALL_MINUTES,
     LAST_SEEN_EVERY_SECONDS,
@@ -41,9 +42,13 @@ from portal.errors import RuleError
 from portal.models import Action, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
+# curl asks for a shell script, so that a refused link answers one that prints why and exits 1 (see
+# gateways.api.views.device_install); -f still keeps any error page out of sh. PowerShell asks for
+# nothing: irm shows a refusal's sentence as its error and iex runs nothing.
+SH_INSTALL_COMMAND = f"curl -fsSL -H 'Accept: {SHELL_SCRIPT}' '{{url}}' | sh"
 INSTALL_COMMANDS = {
-    Platform.LINUX: "curl -fsSL '{url}' | sh",
-    Platform.MACOS: "curl -fsSL '{url}' | sh",
+    Platform.LINUX: SH_INSTALL_COMMAND,
+    Platform.MACOS: SH_INSTALL_COMMAND,
     Platform.WINDOWS: "irm '{url}' | iex",
 }
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from portal import stamps
 from portal.models import AccessToken, TokenScope, token_scope
 
-INVALID = "The access token is invalid, expired or revoked. Issue a new one with `manage.py issue_access_token`."
+# A refusal may be piped into sh (`curl … /install.sh | sh`), so its sentences hold no character a
+# shell acts on inside the JSON's double quotes: no backtick, $, backslash or !.
+INVALID = "The access token is invalid, expired or revoked. Make a new one on the Access tokens page: {url}"
 # A device token (TokenScope.KEY_FETCH) fetches its device's key and does nothing else.
 WRONG_SCOPE = (
     "This is a device token: it can only fetch its device's key (GET /api/v1/device/key). "
@@ -31,7 +34,7 @@ class AccessTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(WRONG_SCOPE)
         token = AccessToken.objects.authenticate(raw)
         if token is None:
-            raise exceptions.AuthenticationFailed(INVALID)
+            raise exceptions.AuthenticationFailed(INVALID.format(url=request.build_absolute_uri(reverse("tokens"))))
         stamps.touch(token, "last_used_at")
         return token.user, token
 
@@ -46,4 +49,8 @@ class AccessTokenScheme(OpenApiAuthenticationExtension):
     name = "accessToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A token from `manage.py issue_access_token`."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal access token from the portal's Access tokens page (/tokens/).",
+        }

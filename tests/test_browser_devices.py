@@ -50,7 +50,7 @@ def make_device_in_the_page(page, live_server, name: str) -> str:
     card.get_by_label("System").select_option("linux")
     card.get_by_role("button", name="Make the install command").click()
     box = page.locator("[data-install-command]")
-    expect(box).to_contain_text("curl -fsSL '")
+    expect(box).to_contain_text("curl -fsSL -H 'Accept: text/x-shellscript' '")
     box.get_by_role("button", name="Copy").click()
     expect(box.get_by_role("button", name="Copied")).to_be_visible()
     command = page.evaluate("navigator.clipboard.readText()").strip()

@@ -1,4 +1,4 @@
-"""End to end: the real Claude Code CLI with a live key, installed by `curl -fsSL <install_url> | sh`.
+"""End to end: the real Claude Code CLI with a live key, installed by the command the API gives (`curl … | sh`).
 
 The portal runs (live_server); the gateway is the emulator, reading the credential headers the
 way real gateways do (x-api-key first, Bearer first, or refusing two different keys). The scratch
@@ -97,7 +97,7 @@ def test_claude_answers_with_the_live_key_in_each_header_mode(portal, tmp_path, 
     with running_emulator(rules(mode, slug)) as gw:
         portal.connect(gw.base_url, slug)
         command = portal.new_device()
-        assert command.startswith("curl -fsSL '") and command.endswith("' | sh")
+        assert command.startswith("curl -fsSL -H 'Accept: text/x-shellscript' '") and command.endswith("' | sh")
         home = install(tmp_path, command)
 
         result = claude(home)
@@ -108,7 +108,7 @@ def test_claude_answers_with_the_live_key_in_each_header_mode(portal, tmp_path, 
             assert call.headers["authorization"] == f"Bearer {SECRET}"
         assert not files_holding(home, SECRET), "the secret was written under HOME"
 
-        url = command.split("'")[1]
+        url = command.split("'")[3]
         again = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", url], capture_output=True, text=True, timeout=30)
         assert again.stdout.startswith("This install link was already used on ")
         assert again.stdout.endswith("\n410")

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET
@@ -401,7 +402,32 @@ def device_install(request: HttpRequest, code: str) -> HttpResponse:
     try:
         _, script = devices.install_device(code=code, request=request, render=render)
     except devices.DeviceRefused as exc:
-        return _text(str(exc), exc.status)
+        return _install_refused(request, str(exc), exc.status)
     except UnrepresentableValue as exc:
-        return _text(str(exc), 422)
+        return _install_refused(request, str(exc), 422)
     return _text(script, 200, content_type)
+
+
+def _asks_for_shell_script(request: HttpRequest) -> bool:
+    """Whether Accept names text/x-shellscript itself, as only the documented curl command does (*/* does not)."""
+    ranges = request.headers.get("Accept", "").split(",")
+    return any(part.split(";")[0].strip().lower() == formats.SHELL_SCRIPT for part in ranges)
+
+
+def _install_refused(request: HttpRequest, sentence: str, status_code: int) -> HttpResponse:
+    """A refused install link: its 4xx and sentence, or, for `curl … | sh`, a script that prints it and exits 1.
+
+    `curl -f` drops the body of a 4xx, so `curl -fsSL <url> | sh` showed only "error: 410" and sh,
+    given nothing, exited 0. Dropping -f, or --fail-with-body, would hand sh any error page (a
+    proxy's 502 HTML) to run, so -f stays and a refusal must come as a 200 for curl to pass it on.
+    The 200 goes only to a request that asks for a shell script by name (the documented command
+    sends Accept: text/x-shellscript); a browser, a plain `curl` and PowerShell's irm, which
+    shows a 4xx body as its error so that iex runs nothing (a script's `exit` would close
+    the window), all get the true status. The script says the same sentence, quoted, and fails.
+    """
+    if _asks_for_shell_script(request):
+        response = _text(live.render_install_refusal_sh(sentence), 200, formats.SHELL_SCRIPT)
+    else:
+        response = _text(sentence, status_code)
+    patch_vary_headers(response, ["Accept"])
+    return response

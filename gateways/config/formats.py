@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,6 +10,10 @@ from django.http import HttpResponse
 
 from gateways.config import installers, snippets
 from gateways.config.builder import ClaudeConfig
+
+# Also what the live-key install command asks for: see gateways.devices.SH_INSTALL_COMMAND.
+SHELL_SCRIPT = "text/x-shellscript"
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
 
 
 @dataclass(frozen=True)
@@ -25,20 +30,27 @@ FORMATS: dict[str, Format] = {
         Format("settings.json", snippets.render_settings_json, "application/json", "settings.json"),
         # The same content, named for one project's .claude/ folder (personal, never committed).
         Format("settings.local.json", snippets.render_settings_json, "application/json", "settings.local.json"),
-        Format("bash", snippets.render_bash, "text/x-shellscript", "claude-{slug}.bash"),
-        Format("zsh", snippets.render_zsh, "text/x-shellscript", "claude-{slug}.zsh"),
+        Format("bash", snippets.render_bash, SHELL_SCRIPT, "claude-{slug}.bash"),
+        Format("zsh", snippets.render_zsh, SHELL_SCRIPT, "claude-{slug}.zsh"),
         Format("fish", snippets.render_fish, "text/plain", "claude-{slug}.fish"),
         Format("powershell", snippets.render_powershell, "text/plain", "claude-{slug}.ps1"),
         Format("cmd", snippets.render_cmd, "text/plain", "claude-{slug}.cmd"),
-        Format("install.sh", installers.render_install_sh, "text/x-shellscript", "install-claude-{slug}.sh"),
+        Format("install.sh", installers.render_install_sh, SHELL_SCRIPT, "install-claude-{slug}.sh"),
         Format("install.ps1", installers.render_install_ps1, "text/plain", "install-claude-{slug}.ps1"),
     ]
 }
 
 
 class UnknownFormat(LookupError):
+    """A format name no renderer has; the sentence repeats the name only when it is plain.
+
+    The refusal may be piped into sh (`curl … /{format} | sh`), where a `$(…)` or backtick in the
+    name, repeated inside the JSON's double quotes, would run.
+    """
+
     def __init__(self, name: str):
-        super().__init__(f"There is no format {name!r}. Formats: {', '.join(FORMATS)}.")
+        shown = repr(name) if PLAIN_NAME.fullmatch(name) else "by that name"
+        super().__init__(f"There is no format {shown}. Formats: {', '.join(FORMATS)}.")
 
 
 def render(name: str, config: ClaudeConfig) -> tuple[str, Format]:

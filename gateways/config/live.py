@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
+from gateways.config.formats import SHELL_SCRIPT
 from gateways.config.installers import MERGE_JS, MERGE_PY, _b64json
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
 from gateways.rules import MANAGED_ENV, Platform
@@ -189,7 +190,7 @@ def _token_file_text(setup: LiveSetup) -> str:
 
 
 def render_device_install_sh(setup: LiveSetup) -> str:
-    """The installer `curl -fsSL <install_url> | sh` runs: helper, token, settings.json, ~/.claude.json."""
+    """The installer the install command pipes into sh: helper, token, settings.json, ~/.claude.json."""
     config = setup.config
     helper = render_helper_sh(setup)
     if HELPER_END in helper:
@@ -360,10 +361,18 @@ Write-Host 'Next: open a new terminal, run claude, and send a short prompt. A ro
 
 
 INSTALLERS = {
-    Platform.LINUX: (render_device_install_sh, "text/x-shellscript"),
-    Platform.MACOS: (render_device_install_sh, "text/x-shellscript"),
+    Platform.LINUX: (render_device_install_sh, SHELL_SCRIPT),
+    Platform.MACOS: (render_device_install_sh, SHELL_SCRIPT),
     Platform.WINDOWS: (render_device_install_ps1, "text/plain"),
 }
+
+
+def render_install_refusal_sh(sentence: str) -> str:
+    """What sh runs for a refused install link: the portal's sentence on stderr, then exit 1.
+
+    printf, not echo: dash's echo would turn a backslash in the sentence into an escape.
+    """
+    return f"printf '%s\\n' {posix_quote(sentence)} >&2\nexit 1\n"
 
 
 def render_device_installer(setup: LiveSetup) -> tuple[str, str]:

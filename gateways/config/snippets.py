@@ -168,9 +168,19 @@ def render_zsh(config: ClaudeConfig) -> str:
 
 
 def render_fish(config: ClaudeConfig) -> str:
+    """fish lines that end with status 0 when they worked, sourced or pasted.
+
+    A `set` that succeeds keeps the status before it, so the exports ended with the status of
+    `set -e` on an unset variable, 4: `source file; and claude` skipped claude and a paste left
+    `[4]` at the prompt. A variable is erased only when set (an `if` whose test fails returns 0),
+    or a `true` starts from 0 when nothing is erased; a `set` that fails (a read-only variable)
+    still sets its own status, which the successful ones after it keep.
+    """
     lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
     if unused := unused_managed(config):
-        lines += [f"# {SWITCH_NOTE}", *(f"set -e {name}" for name in unused)]
+        lines += [f"# {SWITCH_NOTE}", *(f"if set -q {name}; set -e {name}; end" for name in unused)]
+    else:
+        lines.append("true  # start from status 0: a fish set that works keeps the status before it")
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         lines.append(f"set -gx {name} {fish_quote(value)}")

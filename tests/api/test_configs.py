@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from gateways.config.formats import FORMATS
 from gateways.models import Assignment
-from portal.models import AuditEvent
+from gateways.services import revoke_key
+from portal.models import AccessToken, AuditEvent
 from tests.conftest import TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +126,64 @@ def test_download_url_works_with_a_trailing_slash(api, bob, bob_assignment):
     response = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/settings.json/")
     assert response.status_code == 200
     assert json.loads(response.content)["env"]["ANTHROPIC_AUTH_TOKEN"] == TOKENBAY_SECRET
+
+
+def piped_into_sh(body: bytes, folder: Path) -> None:
+    """Run an answer as `curl … | sh` without -f would, in dash and in bash as sh, with a `manage.py` that tells."""
+    trap = folder / "bin"
+    trap.mkdir(exist_ok=True)
+    (trap / "manage.py").write_text(f'#!/bin/sh\ntouch "{folder}/manage_ran"\n')
+    (trap / "manage.py").chmod(0o755)
+    env = {"PATH": f"{trap}:{os.environ['PATH']}", "LC_ALL": "C.UTF-8", "HOME": str(folder)}
+    for shell in ("dash", "bash"):
+        subprocess.run([shell], input=body, cwd=folder, env=env, capture_output=True, timeout=30)
+
+
+def refusal_of(why: str, bob, bob_assignment, tokenbay_key, alice):
+    url = f"/api/v1/me/configs/{bob_assignment.id}/install.sh"
+    client = APIClient()
+    if why == "revoked token":
+        token, raw = AccessToken.issue(bob, name="old")
+        token.revoked_at = timezone.now()
+        token.save()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client.get(url)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.issue(bob, name='t')[1]}")
+    if why == "revoked key":
+        revoke_key(key=tokenbay_key, actor=alice)
+        return client.get(url)
+    if why == "unknown address with $()":
+        response = client.get("/api/v1/me/conf" + quote("$(touch format_ran)", safe="") + "/")
+        assert "There is nothing at that address" in response.json()["detail"]  # the API's 404 handler
+        return response
+    name = {"format with $()": "x$(touch format_ran)", "format with backticks": "x`touch format_ran`"}[why]
+    response = client.get(f"/api/v1/me/configs/{bob_assignment.id}/" + quote(name, safe=""))
+    assert "no format by that name" in response.json()["detail"]  # the view's answer, not the router's
+    return response
+
+
+@pytest.mark.shell
+@pytest.mark.parametrize(
+    "why", ["revoked token", "revoked key", "format with $()", "format with backticks", "unknown address with $()"]
+)
+def test_a_refused_download_piped_into_sh_runs_nothing(api, bob, alice, bob_assignment, tokenbay_key, why, tmp_path):
+    """The README's `curl … | sh`: a refusal's JSON reaches sh when curl runs without -f."""
+    response = refusal_of(why, bob, bob_assignment, tokenbay_key, alice)
+    assert response.status_code in (401, 404, 410)
+    detail = response.json()["detail"]
+    assert not set("`$\\") & set(detail), detail
+    piped_into_sh(response.content, tmp_path)
+    assert not (tmp_path / "manage_ran").exists() and not (tmp_path / "format_ran").exists()
+
+
+def test_an_expired_or_revoked_token_is_sent_to_the_access_tokens_page(bob):
+    token, raw = AccessToken.issue(bob, name="old")
+    AccessToken.objects.filter(pk=token.pk).update(expires_at=timezone.now())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.get("/api/v1/me/configs/")
+    assert response.status_code == 401
+    assert response.json()["detail"] == (
+        "The access token is invalid, expired or revoked. Make a new one on the Access tokens page: "
+        "http://testserver/tokens/"
+    )

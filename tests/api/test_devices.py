@@ -69,8 +69,8 @@ def live_bob(api, client, bob, bob_assignment):
 def test_a_developer_makes_a_device_and_gets_a_one_time_install_command(api, bob, bob_assignment):
     before = timezone.now()
     for platform, command in (
-        ("linux", "curl -fsSL '{}' | sh"),
-        ("macos", "curl -fsSL '{}' | sh"),
+        ("linux", "curl -fsSL -H 'Accept: text/x-shellscript' '{}' | sh"),
+        ("macos", "curl -fsSL -H 'Accept: text/x-shellscript' '{}' | sh"),
         ("windows", "irm '{}' | iex"),
     ):
         response = api(bob).post(
@@ -167,6 +167,47 @@ def test_a_made_up_or_altered_link_is_a_404(api, client, bob, bob_assignment):
     assert altered.status_code == 404
     assert "not one the portal made" in altered.content.decode()
     assert Device.objects.get(pk=made["id"]).token_lookup_id is None
+
+
+SH_ACCEPT = {"HTTP_ACCEPT": "text/x-shellscript"}  # what the documented `curl … | sh` sends
+
+
+@pytest.mark.parametrize(
+    ("accept", "who"),
+    [
+        ({}, "no Accept (PowerShell's irm)"),
+        ({"HTTP_ACCEPT": "*/*"}, "plain curl"),
+        ({"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}, "a browser"),
+    ],
+)
+def test_a_refused_install_link_keeps_its_status_for_anyone_not_asking_for_a_script(
+    api, client, bob, bob_assignment, accept, who
+):
+    """irm shows a 4xx body as its error and iex runs nothing; a script's `exit 1` would close the window."""
+    made = make_device(api, bob, bob_assignment, platform="windows")
+    install(client, made)
+    again = client.get(path_of(made["install_url"]), **accept)
+    assert again.status_code == 410, who
+    assert again.content.decode().startswith("This install link was already used on ")
+    assert "exit" not in again.content.decode() and again["Content-Type"] == "text/plain; charset=utf-8"
+    assert "Accept" in again["Vary"]
+
+
+def test_a_refused_install_link_answers_the_sh_command_a_script_that_says_why_and_fails(
+    api, client, bob, bob_assignment
+):
+    made = make_device(api, bob, bob_assignment)
+    install(client, made)
+    again = client.get(path_of(made["install_url"]), **SH_ACCEPT)
+    assert again.status_code == 200  # curl -f passes it on to sh
+    assert again["Content-Type"] == "text/x-shellscript; charset=utf-8"
+    assert again["Cache-Control"] == "no-store" and "Accept" in again["Vary"]
+    script = again.content.decode()
+    assert script.startswith("printf '%s\\n' 'This install link was already used on ")
+    assert script.endswith("' >&2\nexit 1\n")
+    for cut in ("/api/v1/device/install/0123456789ab_nothing", "/api/v1/device/install/"):
+        unknown = client.get(cut, **SH_ACCEPT)
+        assert unknown.status_code == 200 and "not one the portal made" in unknown.content.decode(), cut
 
 
 def test_a_windows_device_gets_the_powershell_installer(api, client, bob, bob_assignment):

@@ -118,7 +118,7 @@ WEB_ROW = {
 }
 # The two doors a device itself uses are plain views with their own credential (a one-time install
 # code, a device token), not a role: tests/api/test_devices.py covers who gets through them.
-DEVICE_DOORS = {"device/key", "device/install/<str:code>"}
+DEVICE_DOORS = {"device/key", "device/install/<str:code>", "device/install/"}
 
 # The interactive API docs (Swagger UI) are an HTML page inside the portal, not an API answer.
 BROWSER_PAGES = {"docs/"}

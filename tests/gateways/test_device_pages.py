@@ -39,7 +39,10 @@ def test_making_a_device_shows_its_command_once(client, bob, bob_assignment):
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     text = response.content.decode()
-    command = re.search(r"curl -fsSL &#x27;(http://testserver/api/v1/device/install/[\w-]+)&#x27; \| sh", text)
+    command = re.search(
+        r"curl -fsSL -H &#x27;Accept: text/x-shellscript&#x27; &#x27;(http://testserver/api/v1/device/install/[\w-]+)&#x27; \| sh",
+        text,
+    )
     assert command, text
     device = Device.objects.get(name="work laptop")
     assert device.user == bob and device.platform == "macos" and device.installed_at is None

@@ -1,4 +1,4 @@
-"""The live-key installer and helper, run for real: `curl -fsSL <install_url> | sh` against the running portal.
+"""The live-key installer and helper, run for real: the install command (`curl … | sh`) against the running portal.
 
 Each runs in dash (Debian's /bin/sh) and in bash as sh (macOS's /bin/sh), with a PATH that holds
 only the tools wanted: curl, wget only (node edits the JSON), or python3 only. The fetch tools are
@@ -8,6 +8,7 @@ The Windows installer and helper cannot run here: table tests check what they sa
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from django.utils import timezone
 
 from gateways.config import live
 from gateways.config.builder import ClaudeConfig
-from gateways.devices import create_device, remove_device
+from gateways.devices import SH_INSTALL_COMMAND, create_device, install_command, remove_device
 from gateways.models import Device, Gateway
-from gateways.services import assign_key, store_key
+from gateways.services import assign_key, revoke_key, store_key
 from portal.models import Membership, Team
 
 pytestmark = [pytest.mark.shell, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -38,7 +40,7 @@ BASICS = ["cat", "sed", "tr", "date", "mkdir", "chmod", "mv", "rm"]
 FETCHERS = {"curl": ["curl", "python3"], "wget": ["wget", "node"], "python3": ["python3"]}
 SHELLS = {"dash": "/usr/bin/dash", "bash": "/bin/bash"}
 DOWNLOAD = {  # how a developer with only that tool pipes the installer into sh
-    "curl": "/usr/bin/curl -fsSL '{url}' | sh",
+    "curl": "/usr/bin/" + SH_INSTALL_COMMAND,  # the documented command
     "wget": "/usr/bin/wget -qO- '{url}' | sh",
     "python3": "'{python}' -c 'import sys,urllib.request as u;sys.stdout.write(u.urlopen(sys.argv[1]).read().decode())' "
     "'{url}' | sh",
@@ -203,6 +205,72 @@ def test_the_install_url_answers_once(portal, tmp_path):
     assert run(DOWNLOAD["curl"].format(url=url), home=home, path=path).returncode == 0
     again = subprocess.run(["curl", "-sS", url], capture_output=True, text=True, timeout=30)
     assert again.stdout.startswith("This install link was already used on ")
+
+
+def spoil(why: str, device: Device, url: str, alice) -> str:
+    """Make the install link `url` refused for `why`; return the URL to use."""
+    if why == "used":
+        Device.objects.filter(pk=device.pk).update(installed_at=timezone.now())
+    elif why == "expired":
+        Device.objects.filter(pk=device.pk).update(install_expires_at=timezone.now() - timedelta(minutes=1))
+    elif why == "revoked":
+        revoke_key(key=device.key, actor=alice)
+    elif why == "malformed":
+        return url.rsplit("_", 1)[0] + "_cut-short"
+    return url
+
+
+@pytest.mark.parametrize("why", ["used", "expired", "malformed", "revoked"])
+@pytest.mark.parametrize("shell", list(SHELLS))
+def test_a_refused_install_link_fails_the_documented_command_with_the_portals_sentence(
+    portal, tmp_path, settings, shell, why
+):
+    """`curl -f` drops a 4xx body: the command showed "error: 410" and sh, given nothing, exited 0."""
+    settings.PORTAL_NAME = 'Acme\'s $(touch "$HOME/ran") `touch "$HOME/ran"` portal'
+    device, url = portal()
+    url = spoil(why, device, url, portal.alice)
+    home = tmp_path / "home"
+    home.mkdir()
+    path, _ = tool_dir(tmp_path, shell, "curl")
+
+    result = run(install_command(url, "linux"), home=home, path=path)
+
+    plain = subprocess.run(["curl", "-sS", "-w", "%{http_code}", url], capture_output=True, text=True, timeout=30)
+    sentence, status = plain.stdout[:-3], plain.stdout[-3:]
+    assert status in {"403", "404", "410"}  # to anything else the link answers its true status
+    assert "Acme's $(touch" in sentence
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", sentence)
+    assert not (home / "ran").exists() and not (home / ".claude").exists()
+
+
+def test_an_error_page_in_front_of_the_portal_never_runs(tmp_path):
+    """A proxy's error page, even one that reads as commands, stays out of sh: the command keeps curl -f."""
+    body = b'touch "$HOME/ran"\n<html><body>502 Bad Gateway</body></html>\n'
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        path, _ = tool_dir(tmp_path, "dash", "curl")
+        url = f"http://127.0.0.1:{server.server_port}/api/v1/device/install/0123456789ab_x"
+        result = run(install_command(url, "linux"), home=home, path=path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "502" in result.stderr
+    assert not (home / "ran").exists()
 
 
 # The Windows installer and helper: what each must say, since PowerShell cannot run here.

@@ -119,6 +119,39 @@ def test_an_empty_value_is_really_set_and_empty(shell, tmp_path):
     assert seen["ANTHROPIC_API_KEY"] == ""
 
 
+THEN = {"bash": " && ", "zsh": " && ", "fish": "; and "}
+STATUS = {"bash": "$?", "zsh": "$?", "fish": "$status"}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("pasted", [False, True], ids=["sourced", "pasted"])
+@pytest.mark.parametrize("erases", [True, False], ids=["erasing-unset-variables", "erasing-nothing"])
+def test_a_snippet_that_worked_ends_with_status_zero(shell, pasted, erases, tmp_path):
+    """`source file; and claude` runs claude, and a paste leaves no `[4]` at the prompt, even after a failed command.
+
+    fish's `set -e` of an unset variable returns 4, and a `set` that works keeps the status before it.
+    """
+    render, command = SHELLS[shell]
+    env = {"ANTHROPIC_BASE_URL": "https://gw", "ANTHROPIC_AUTH_TOKEN": "sk-one"}
+    if not erases:
+        env = dict.fromkeys(sorted(MANAGED_ENV), "1")
+    snippet = render(config_with(env))
+    script = tmp_path / f"snippet.{shell}"
+    script.write_text(snippet, encoding="utf-8")
+    run_env = {"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8", "HOME": str(tmp_path)}
+    if pasted:
+        if shell == "zsh":
+            command = [*command, "-i"]
+        typed = f"false\n{snippet}echo status={STATUS[shell]}\n"
+        result = subprocess.run(command, input=typed.encode(), capture_output=True, env=run_env, timeout=30)
+        assert "status=0" in result.stdout.decode(), result.stdout.decode() + result.stderr.decode()
+    else:
+        line = f"false; source {script}{THEN[shell]}echo ran"
+        result = subprocess.run([*command, "-c", line], capture_output=True, env=run_env, timeout=30)
+        assert result.stdout.decode().strip() == "ran", result.stderr.decode()
+        assert result.returncode == 0
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_nul_character_is_refused_with_a_reason(shell):
     render, _ = SHELLS[shell]
