@@ -72,7 +72,7 @@ def first_run_checklist(user) -> list[dict] | None:
             "url": reverse("team", args=[first_team.slug]) if first_team else reverse("teams"),
         },
         {
-            "text": "Add the people who will use it",
+            "text": "Invite the people who will use it (or add those who already have an account)",
             "done": crowded.exists(),
             "url": reverse("team", args=[first_team.slug]) if first_team else reverse("teams"),
         },

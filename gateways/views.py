@@ -548,4 +548,7 @@ def dashboard_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     """What needs attention in the teams the user administers, each row linking to where it is fixed."""
     if not administers_a_team(request.user):
         raise PermissionDenied("The dashboard is for team admins and staff. Your set-up is under My set-up.")
-    return render(request, "gateways/dashboard.html", {"sections": dashboard.dashboard_for(request.user)})
+    sections = dashboard.dashboard_for(request.user)
+    # A quiet dashboard may be a fresh portal: then the steps to a first set-up come first.
+    checklist = None if any(s.total for s in sections) else first_run_checklist(request.user)
+    return render(request, "gateways/dashboard.html", {"sections": sections, "checklist": checklist})

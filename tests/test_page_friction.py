@@ -362,6 +362,9 @@ def test_the_team_page_has_one_add_a_key_button_and_hides_revoked_keys(client, a
 def test_a_fresh_superuser_creates_a_team_runs_it_and_sees_the_checklist(client):
     root = get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
     client.force_login(root)
+    first = client.get("/", follow=True)  # where signing in lands: the dashboard, for staff
+    assert first.redirect_chain == [("/dashboard/", 302)]
+    assert "Getting started" in first.content.decode() and 'href="/teams/">Create a team</a>' in first.content.decode()
     setup = client.get("/setup/").content.decode()
     assert "Getting started" in setup and "Ask an admin of your team" not in setup
     assert "No teams yet. Create the first one below" in client.get("/teams/").content.decode()
@@ -371,6 +374,7 @@ def test_a_fresh_superuser_creates_a_team_runs_it_and_sees_the_checklist(client)
     assert AuditEvent.objects.filter(action="member.added", target="root").exists()
     steps = client.get("/setup/").context["checklist"]
     assert [s["done"] for s in steps] == [True, False, False, False]
+    assert client.get("/dashboard/").context["checklist"] == steps
 
 
 def test_someone_in_no_team_is_told_whom_to_ask(client, db):
