@@ -273,7 +273,9 @@ def test_probe_due_delivers_what_its_probes_found(web, alice, tokenbay, tokenbay
             call_command("probe", "--due")
         [request] = receiver.at("/hook")
     assert request.json["event"] == "key.failing" and request.json["key"]["label"] == "Bob laptop"
-    assert "1 sent" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 sent" in out
+    assert out.index("1 failing, 1 probed.") < out.index("1 sent")  # printed in the order it happened
 
 
 def test_expiry_is_told_once_per_expiry_date_and_again_after_renewal(web, alice, tokenbay_key):

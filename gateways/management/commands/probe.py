@@ -57,19 +57,19 @@ class Command(BaseCommand):
             results = self._probe(matching, concurrency=concurrency, stream=not no_stream)
         if self.show_progress and self.done:
             sys.stderr.write("\n")
-        if due:
-            # The schedule that probes also delivers: new failures, and retries of earlier deliveries.
-            call_command("notify", stdout=self.stderr if json else self.stdout)
-        if not results:
-            self.stdout.write("No key is due for a probe.")
-            return
         results.sort(key=lambda r: (r.key.team.slug, r.key.label))
         failures = [r for r in results if r.verdict != "ok"]
-        if json:
+        if not results:
+            self.stdout.write("No key is due for a probe.")
+        elif json:
             self._print_json(results)
         else:
             self._print_table(results)
             self.stdout.write(f"{len(results) - len(failures)} ok, {len(failures)} failing, {len(results)} probed.")
+        if due:
+            # The schedule that probes also delivers, after the probes (as printed): new failures, and
+            # retries of earlier deliveries.
+            call_command("notify", stdout=self.stderr if json else self.stdout)
         if failures:
             raise SystemExit(1)
 
