@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from gateways import devices
 from gateways.models import KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
+from portal.admin import LookOnly
 
 
 @admin.register(Gateway)
@@ -33,23 +34,12 @@ class GatewayAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, help_texts=self.help_texts, **kwargs)
 
 
-class AssignmentInline(admin.TabularInline):
+class AssignmentInline(LookOnly, admin.TabularInline):
     """Who holds the key, to read: assigning and taking back go through the key's page or the API, which
     check team membership, audit the change and tell the team's admins when someone assigns themselves."""
 
     model = Assignment
-    extra = 0
     fields = ["user", "created_at", "last_download_at", "last_download_format"]
-    readonly_fields = ["user", "created_at", "last_download_at", "last_download_format"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(GatewayKey)

@@ -9,9 +9,9 @@ from portal.services import revoke_token
 class LookOnly:
     """An admin page to look at, not to change: the portal's pages and API make these changes.
 
-    They go through portal.services (and the apps listening to its signals), which keep the rules
-    and write the audit row: removing a member there also takes back their keys and devices, and a
-    team is created with its first admin. A row saved or deleted here would skip all of that.
+    They go through each app's services, which keep the rules and write the audit row: removing a
+    member there also takes back their keys and devices (the apps listening to portal's signals),
+    and a team is created with its first admin. A row saved or deleted here would skip all of that.
     """
 
     def has_add_permission(self, request, obj=None):

@@ -30,6 +30,12 @@ def run_manage(*args: str, env: dict, timeout: float = 60) -> subprocess.Complet
     )
 
 
+def production_env(data_dir, **settings: str) -> dict[str, str]:
+    """DEBUG off with a secret and a host, for run_manage: add the keyrings a test needs (or leaves out)."""
+    env = {"PATH": "/usr/bin:/bin", "DEBUG": "False", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "portal.example.com"}
+    return {**env, "PORTAL_DATA_DIR": str(data_dir), **settings}
+
+
 TEST_KEYRING = base64.urlsafe_b64encode(b"k" * 32).decode()
 TEST_AUDIT_KEYRING = base64.urlsafe_b64encode(b"a" * 32).decode()
 TOKAIFY_SECRET = "sk-tokaify-alice-0123456789abcdef"

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from portal import audit, audit_chain, crypto
 from portal.models import Action, AuditChainHead, AuditEvent
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, run_manage
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, production_env, run_manage
 
 pytestmark = pytest.mark.django_db
 
@@ -281,14 +281,7 @@ def test_development_creates_an_audit_key_file_once(settings, tmp_path):
 
 
 def test_production_start_up_without_an_audit_key_names_it(tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DEBUG": "False",
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "portal.example.com",
-        "PORTAL_DATA_DIR": str(tmp_path),
-        "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
-    }
+    env = production_env(tmp_path, PORTAL_ENCRYPTION_KEYS=TEST_KEYRING)
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "PORTAL_AUDIT_KEYS is not set" in result.stderr

@@ -148,22 +148,12 @@ def test_a_model_list_shared_by_a_probe_batch_carries_no_other_keys_secret(emula
 @pytest.mark.parametrize("debug", ["True", "False"])
 def test_a_log_record_is_printed_once_and_log_level_holds_back_the_rest(tmp_path, debug):
     """One console handler, the root's: Django's own printed each record of `django.*` again with DEBUG on."""
-    import os
-
-    from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, run_manage
+    from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, production_env, run_manage
 
     emit = "import logging; logging.getLogger('django.request').warning('marker-w'); "
     emit += "logging.getLogger('django.request').info('marker-i')"
-    env = {
-        "PATH": os.environ["PATH"],
-        "DEBUG": debug,
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "portal.example.com",
-        "PORTAL_ENCRYPTION_KEYS": TEST_KEYRING,
-        "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING,
-        "PORTAL_DATA_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
+    keyrings = {"PORTAL_ENCRYPTION_KEYS": TEST_KEYRING, "PORTAL_AUDIT_KEYS": TEST_AUDIT_KEYRING}
+    env = production_env(tmp_path, DEBUG=debug, LOG_LEVEL="WARNING", **keyrings)
     result = run_manage("shell", "-c", emit, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("marker-w") == 1

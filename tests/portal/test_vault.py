@@ -13,7 +13,7 @@ from gateways.models import GatewayKey
 from gateways.services import store_key
 from portal import crypto
 from portal.models import AuditEvent
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET, run_manage
+from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, TOKAIFY_SECRET, production_env, run_manage
 
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).decode()
 
@@ -124,14 +124,7 @@ def test_development_creates_a_key_file_once(settings, tmp_path):
     ],
 )
 def test_production_start_up_names_the_missing_setting(tmp_path, extra, message):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DEBUG": "False",
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "portal.example.com",
-        "PORTAL_DATA_DIR": str(tmp_path),
-    }
-    env.update(extra)
+    env = production_env(tmp_path, **extra)
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert result.stderr.startswith("Configuration error: ")
@@ -141,15 +134,7 @@ def test_production_start_up_names_the_missing_setting(tmp_path, extra, message)
 
 def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
     data = tmp_path / "new" / "data"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DEBUG": "False",
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "portal.example.com",
-        "PORTAL_DATA_DIR": str(data),
-    }
-    env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
-    env["PORTAL_AUDIT_KEYS"] = TEST_AUDIT_KEYRING
+    env = production_env(data, PORTAL_ENCRYPTION_KEYS=TEST_KEYRING, PORTAL_AUDIT_KEYS=TEST_AUDIT_KEYRING)
     result = run_manage("migrate", "--noinput", env=env)
     assert result.returncode == 0, result.stderr
     assert (data / "portal.sqlite3").exists()
@@ -158,14 +143,7 @@ def test_production_start_up_creates_the_data_folder_for_sqlite(tmp_path):
 def test_an_unwritable_data_folder_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "DEBUG": "False",
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "portal.example.com",
-        "PORTAL_DATA_DIR": str(blocker / "data"),
-    }
-    env["PORTAL_ENCRYPTION_KEYS"] = TEST_KEYRING
+    env = production_env(blocker / "data", PORTAL_ENCRYPTION_KEYS=TEST_KEYRING)
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "cannot be created" in result.stderr and "PORTAL_DATA_DIR" in result.stderr
