@@ -26,7 +26,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from alerts import messages, rules, services
 from alerts.models import ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
-from gateways.probes.outbound import OutboundRefused, SafeClient
+from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
 from portal import claims
 from portal.crypto import DecryptionError
 
@@ -104,11 +104,7 @@ async def _post(client: SafeClient, item: Outgoing) -> tuple[int, str]:
     async with client.stream("POST", item.target, headers=headers, content=item.body) as response:
         if 300 <= response.status_code < 400:
             return response.status_code, response.headers.get("location", "")[:EXCERPT]
-        excerpt = b""
-        async for chunk in response.aiter_bytes():
-            excerpt += chunk
-            if len(excerpt) >= EXCERPT:
-                break
+        excerpt, _ = await read_limited(response, EXCERPT)
         # Stored with the attempt: PostgreSQL's text refuses NUL, which a receiver may send.
         return response.status_code, excerpt[:EXCERPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
 

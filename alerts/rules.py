@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from gateways.probes.outbound import is_public
 from portal.errors import RuleError
 
 MAX_TARGET = 500
@@ -44,10 +45,10 @@ def clean_url(target: str, *, allow_private: bool) -> str:
             "Put no user name or password in the URL; a webhook is signed with its secret instead.", field="target"
         )
     try:
-        address = ipaddress.ip_address(parts.hostname)
+        ipaddress.ip_address(parts.hostname)
     except ValueError:
         return target  # a name: checked when it resolves, at each delivery (gateways.probes.outbound)
-    if not allow_private and not address.is_global:
+    if not allow_private and not is_public(parts.hostname):  # the same judgement as at each delivery
         raise RuleError(
             f"{parts.hostname} is a private, loopback or reserved address; the portal only sends to public "
             "addresses (PROBE_ALLOW_PRIVATE_IPS allows others).",

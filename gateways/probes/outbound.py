@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+import zlib
 from contextlib import asynccontextmanager
 
 import httpx
@@ -29,7 +30,8 @@ IPV4_IN_LAST_32_BITS = tuple(
     ipaddress.IPv6Network(network) for network in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
 )
 # Local-use NAT64 (RFC 8215): the IPv4 address may sit anywhere in it, and it is never a public host.
-NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"),)
+# Site-local (RFC 3879 deprecated it, but old networks still route it): `is_global` calls it public.
+NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -91,16 +93,34 @@ class SafeClient:
             pool=self.deadline,
         )
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, limits=limits, transport=transport, trust_env=False, verify=verify
-        )
+        self._options = {
+            "timeout": timeout,
+            "follow_redirects": False,
+            "limits": limits,
+            "transport": transport,
+            "trust_env": False,
+            "verify": verify,
+        }
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._resolved: dict[tuple[str, int], str] = {}
 
     async def __aenter__(self) -> SafeClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        """A connection pool per host name.
+
+        httpx pools connections by the address it connects to, which here is the checked IP: one
+        pool for two gateways behind one address (a CDN, an SNI-routing proxy) would send the
+        second gateway's key over a connection whose certificate was verified for the first.
+        """
+        if host not in self._clients:
+            self._clients[host] = httpx.AsyncClient(**self._options)
+        return self._clients[host]
 
     async def resolve(self, host: str, port: int) -> str:
         """The address to connect to, after checking every address the name resolves to."""
@@ -127,9 +147,38 @@ class SafeClient:
         target = httpx.URL(url)
         port = target.port or (443 if target.scheme == "https" else 80)
         address = await self.resolve(target.host, port)
-        headers = {**(headers or {}), "host": target.netloc.decode("ascii")}
+        # Only encodings read_limited unpacks a bounded piece at a time.
+        headers = {"accept-encoding": "gzip, deflate", **(headers or {}), "host": target.netloc.decode("ascii")}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        async with self._client.stream(
+        async with self._client_for(target.host).stream(
             method, target.copy_with(host=address), headers=headers, extensions=extensions, **kwargs
         ) as response:
             yield response
+
+
+async def read_limited(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the decoded body, and whether there was more.
+
+    Gateways behind a CDN often gzip their answers, so the limit applies after decoding; and the
+    body is unpacked at most `limit` bytes at a time, since httpx unpacks each network read whole
+    (one 64 KiB read of gzip can hold a gigabyte of zeros). An encoding other than gzip or deflate
+    (asked for by nobody here) is kept as it came.
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    # 32 + MAX_WBITS reads a gzip or a zlib header, as servers label either "deflate".
+    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip", "deflate") else None
+    body = bytearray()
+    try:
+        async for raw in response.aiter_raw():
+            if decoder is None:
+                body += raw
+            else:
+                pending = raw
+                while pending and len(body) <= limit:
+                    body += decoder.decompress(pending, limit + 1 - len(body))
+                    pending = decoder.unconsumed_tail
+            if len(body) > limit:
+                return bytes(body[:limit]), True
+    except zlib.error:
+        return bytes(body[:limit]), len(body) > limit  # what unpacked before the damage
+    return bytes(body), False

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from gateways.probes.classifier import CLAUDE_CODE_VERSION, classify_response, hint_for
-from gateways.probes.outbound import OutboundRefused, SafeClient
+from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
 from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
 from portal.crypto import Secret, reveal
 from portal.redaction import Redactor, redact
@@ -210,18 +210,9 @@ async def _send(client: SafeClient, method: str, url: str, **kwargs) -> Answer:
     started = time.perf_counter()
     async with client.stream(method, url, **kwargs) as response:
         ttfb = int((time.perf_counter() - started) * 1000)
-        body = bytearray()
-        truncated = False
-        # Decoded bytes: gateways behind a CDN often gzip their answers. The limit applies after
-        # decoding, so a small compressed body cannot unpack into an unbounded one.
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= client.max_bytes:
-                truncated = True
-                del body[client.max_bytes :]
-                break
+        body, truncated = await read_limited(response, client.max_bytes)
     latency = int((time.perf_counter() - started) * 1000)
-    return Answer(response.status_code, response.headers, bytes(body), ttfb, latency, truncated)
+    return Answer(response.status_code, response.headers, body, ttfb, latency, truncated)
 
 
 class ProbeFailure(Exception):

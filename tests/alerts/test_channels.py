@@ -60,6 +60,8 @@ def test_a_slack_url_is_a_credential_and_shows_only_its_start(api, alice):
         ({"kind": "webhook", "target": "https://x.example:99999/", "secret": SECRET}, "target", "is not a URL"),
         ({"kind": "webhook", "target": "http://10.0.0.8/hook", "secret": SECRET}, "target", "private, loopback"),
         ({"kind": "slack", "target": "http://[::1]/hook"}, "target", "private, loopback"),
+        ({"kind": "webhook", "target": "http://[fec0::1]/hook", "secret": SECRET}, "target", "private, loopback"),
+        ({"kind": "webhook", "target": "http://[::ffff:127.0.0.1]/", "secret": SECRET}, "target", "private, loopback"),
     ],
 )
 def test_bad_channels_are_refused_with_a_sentence(api, alice, settings, payload, field, sentence):

@@ -20,6 +20,7 @@ WRAPPED_PRIVATE = [
     "2002:7f00:1::",  # 6to4
     "2002:a9fe:a9fe::1",  # 6to4 to 169.254.169.254, the cloud metadata address
     "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "fec0::1",  # site-local: deprecated, still routed inside old networks
 ]
 
 
