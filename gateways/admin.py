@@ -9,15 +9,17 @@ from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
 
-from gateways import devices
-from gateways.models import KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
+from gateways import devices, services
+from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
 from portal.admin import LookOnly
 
 
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
-    """Gateway.clean() applies the rules of the API and the web form (gateways.rules) to every save here."""
+    """Gateway.clean() applies the rules of the API and the web form (gateways.rules) to every save here,
+    and the save goes through the same services: audited, and a changed base URL makes the keys' earlier
+    downloads stale and their next probe look at the new address's headers again."""
 
     list_display = ["name", "slug", "base_url", "auth_scheme", "model_id_style", "is_preset"]
     search_fields = ["name", "slug"]
@@ -32,6 +34,20 @@ class GatewayAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: Gateway | None = None, change: bool = False, **kwargs: Any
     ) -> type[forms.ModelForm[Gateway]]:
         return super().get_form(request, obj, change=change, help_texts=self.help_texts, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Gateway | None = None) -> list[str]:
+        # The slug names the gateway in keys, downloaded file names and audit rows: set once, when added.
+        return [*self.readonly_fields, "slug"] if obj else list(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Gateway, form: forms.ModelForm, change: bool) -> None:
+        fields = {name: getattr(obj, name) for name in GATEWAY_FIELDS}  # as Gateway.clean() left them
+        if change:
+            changes = {name: value for name, value in fields.items() if name in form.changed_data}
+            services.update_gateway(
+                gateway=Gateway.objects.get(pk=obj.pk), changes=changes, actor=request.user, request=request
+            )
+        else:
+            obj.pk = services.create_gateway(slug=obj.slug, actor=request.user, request=request, **fields)[0].pk
 
 
 class AssignmentInline(LookOnly, admin.TabularInline):

@@ -13,6 +13,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from gateways.models import Gateway, GatewayKey
+from portal.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +168,22 @@ def test_a_key_is_not_deleted_in_the_admin(admin_client, bob_assignment, tokenba
     response = admin_client.post(f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert GatewayKey.objects.filter(pk=tokenbay_key.pk).exists()
+
+
+def test_an_admin_gateway_change_is_audited_and_makes_earlier_downloads_stale(admin_client, tokenbay, tokenbay_key):
+    """As on the gateway pages and the API: the keys go to the new address, so the change is on record."""
+    url = f"/admin/gateways/gateway/{tokenbay.pk}/change/"
+    data = form_data(admin_client.get(url))
+    data["base_url"] = "https://eu.tokenbay.com"
+    assert admin_client.post(url, data).status_code == 302
+    event = AuditEvent.objects.get(action="gateway.updated")
+    assert event.details["changed"] == {
+        "base_url": {"from": "https://api.tokenbay.com", "to": "https://eu.tokenbay.com"}
+    }
+    assert event.actor_username == "root"  # the admin_client fixture's superuser
+    assert GatewayKey.objects.get(pk=tokenbay_key.pk).config_changed_at is not None
+    add = form_data(admin_client.get("/admin/gateways/gateway/add/"))
+    add.update(slug="corp", name="Corp", base_url="https://llm.corp.example", probe_prompt="ping")
+    assert admin_client.post("/admin/gateways/gateway/add/", add).status_code == 302
+    assert AuditEvent.objects.filter(action="gateway.created", target="corp").exists()
+    assert "slug" not in admin_client.get(url).context["adminform"].form.fields  # set once, when added
