@@ -106,6 +106,8 @@ def claim(invitation: Invitation, user) -> bool:
 @transaction.atomic
 def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | None = None) -> Membership:
     """Make `user` a member of the invitation's team with its role, and use the invitation up."""
+    if refusal := invitation.refusal():  # its maker may have lost admin since the page was opened
+        raise RuleError(refusal)
     if not claim(invitation, user):
         invitation.refresh_from_db()
         raise RuleError(invitation.refusal() or "This invitation cannot be used any more.")
@@ -145,6 +147,12 @@ def create_account(*, username: str, email: str, password: str | None, via: str,
     User = get_user_model()
     if User.objects.filter(username__iexact=username).exists():
         raise RuleError(f"The user name {username!r} is taken. Choose another.", field="username")
+    if email and User.objects.filter(email__iexact=email).exists():
+        # A second account would make the address match two at the first SSO sign-in, which refuses both.
+        raise RuleError(
+            f"An account with the address {email} exists already. Sign in with it, then open the invitation "
+            "again to join with that account (staff can send a password reset link if it is forgotten)."
+        )
     try:
         with transaction.atomic():
             user = User.objects.create_user(username, email=email, password=password)

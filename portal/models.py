@@ -466,11 +466,23 @@ class Invitation(models.Model):
 
     def refusal(self) -> str | None:
         """Why this link no longer works, as a sentence for the person who opened it; None while it does."""
+        if self.state == "pending" and not self.inviter_may_still_invite():
+            return (
+                f"This invitation was made by someone who is no longer an admin of {self.team.name}, so it "
+                "cannot be used. Ask one of the team's admins for a new one."
+            )
         return {
             "accepted": "This invitation was already used. Sign in instead, or ask the team's admin for a new one.",
             "withdrawn": "This invitation was withdrawn by the team's admin. Ask them for a new one if you need it.",
             "expired": "This invitation has expired. Ask the team's admin for a new one.",
         }.get(self.state)
+
+    def inviter_may_still_invite(self) -> bool:
+        """An invitation grants what its maker could: it lapses when they leave, are deactivated or lose admin."""
+        inviter = self.created_by
+        if inviter is None or not inviter.is_active:
+            return False
+        return inviter.is_staff or Membership.objects.filter(team_id=self.team_id, user=inviter, role=Role.ADMIN).exists()
 
 
 class ExternalIdentity(models.Model):

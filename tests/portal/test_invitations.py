@@ -119,6 +119,46 @@ def test_withdrawn_and_expired_links_get_a_sentence(api, alice, client):
     assert "not valid" in forged.content.decode()
 
 
+@pytest.mark.parametrize("lapse", ["demoted", "removed", "deactivated"])
+def test_an_invitation_lapses_when_its_maker_is_no_longer_an_admin(api, alice, bob, client, lapse, web):
+    """It grants what its maker could: an admin invitation must not outlive the admin who made it."""
+    made = api(alice).post(URL, {"email": "kim@example.com", "role": "admin"}, format="json").json()
+    opened_before = client.get(path_of(made["accept_url"]))  # the page was open while the maker lost admin
+    assert opened_before.status_code == 302
+    Membership.objects.filter(team=web, user=bob).update(role="admin")  # so alice is not the last admin
+    if lapse == "demoted":
+        Membership.objects.filter(team=web, user=alice).update(role="member")
+    elif lapse == "removed":
+        Membership.objects.filter(team=web, user=alice).delete()
+    else:
+        get_user_model().objects.filter(pk=alice.pk).update(is_active=False)
+    sentence = "This invitation was made by someone who is no longer an admin of Web, so it cannot be used."
+    response = client.post(
+        "/invitations/accept/",
+        {
+            "action": "create",
+            "username": "kim",
+            "password1": "a-long-fresh-password-42",
+            "password2": "a-long-fresh-password-42",
+        },
+    )
+    assert response.status_code == 410 and sentence in response.content.decode()
+    assert client.get(path_of(made["accept_url"])).status_code == 410
+    assert not get_user_model().objects.filter(username="kim").exists()  # no account, so no membership either
+
+
+def test_an_invitation_does_not_make_a_second_account_with_an_address_in_use(api, alice, charlie, client):
+    charlie.email = "charlie@example.com"
+    charlie.save(update_fields=["email"])
+    made = api(alice).post(URL, {"email": "Charlie@example.com"}, format="json").json()
+    response = create_account_through(client, made["accept_url"], "charlie-two")
+    assert response.status_code == 200
+    assert (
+        "An account with the address Charlie@example.com exists already. Sign in with it" in response.content.decode()
+    )
+    assert not get_user_model().objects.filter(username="charlie-two").exists()
+
+
 def test_a_link_opened_in_one_browser_is_used_once_even_if_two_accept(api, alice, client, django_user_model):
     link = api(alice).post(URL, {"email": "jo@example.com"}, format="json").json()["accept_url"]
     client.get(path_of(link))
