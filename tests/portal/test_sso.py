@@ -227,6 +227,7 @@ def test_sso_needs_an_invitation_or_a_group_then_the_invitation_link_works(brows
 
     team = Team.objects.create(name="Data", slug="data")  # no SSO groups
     admin = get_user_model().objects.create_user("dana", "dana@example.com", "pw-dana")
+    Membership.objects.create(team=team, user=admin, role="admin")  # an invitation grants what its maker may
     with sso():
         page = browser.new_page()
         sign_in_at_provider(page, live_server)
