@@ -22,7 +22,7 @@ from gateways.models import Assignment
 from portal import audit
 from portal.errors import RuleError
 from portal.models import AccessToken, Action, Membership, Team
-from portal.services import _refuse_last_admin
+from portal.services import refuse_last_admin
 
 
 @dataclass
@@ -92,7 +92,7 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
         raise RuleError("You cannot offboard yourself. Ask another admin or staff member.")
     if plan.team is not None:
         for membership in plan.memberships:
-            _refuse_last_admin(membership, new_role=None)
+            refuse_last_admin(membership, new_role=None)
     AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
     Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()
     Membership.objects.filter(pk__in=[m.pk for m in plan.memberships]).delete()

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -18,6 +19,7 @@ from portal.account_forms import AccountCreationForm, InvitationForm
 from portal.errors import RuleError
 from portal.invitations import INVITATION_SESSION_KEY
 from portal.models import Invitation, Role, Team
+from portal.oidc import invitation_sign_in_url
 from portal.permissions import team_with_role
 
 UNKNOWN_LINK = (
@@ -117,7 +119,13 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
                 return _joined(request, invitation)
         except RuleError as exc:
             form.add_error("username" if exc.field == "username" else None, str(exc))
-    context = {"invitation": invitation, "form": form, "passwords_allowed": passwords_allowed}
+    context = {
+        "invitation": invitation,
+        "form": form,
+        "passwords_allowed": passwords_allowed,
+        # A sign-in started from this page, and only from it, joins this invitation (portal.oidc).
+        "sso_url": invitation_sign_in_url(request, next_url=reverse("team", args=[invitation.team.slug])),
+    }
     return render(request, "portal/invitation_accept.html", context)
 
 

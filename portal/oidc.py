@@ -4,23 +4,32 @@ mozilla-django-oidc runs the protocol (state, nonce, PKCE, code exchange, JWKS).
 out: endpoints from the issuer's discovery document, the ID token's issuer and audience checks, accounts matched
 by subject or verified e-mail (never by a display name), invitations, and team memberships that follow the
 groups claim at every sign-in. Every refusal is a page with a sentence (`SSOError`), never a 500.
+
+What a sign-in was started for (to confirm it is you for sudo mode, or to join the team of the invitation page
+it was started from) is kept with that sign-in's `state`, never loose in the session: an answer only ever grants
+what its own start asked for, so an earlier or unrelated answer delivered later cannot turn sudo mode on or
+accept an invitation the browser merely opened.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import quote
+from dataclasses import asdict, dataclass
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import jwt
 import requests
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.generic import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
@@ -31,7 +40,7 @@ from portal import audit
 from portal.errors import RuleError
 from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
-from portal.services import end_membership
+from portal.services import end_membership, refuse_last_admin
 from portal.signals import member_added
 from portal.sudo import enter_sudo_mode
 
@@ -41,16 +50,78 @@ DISCOVERY_SECONDS = 3600
 TIMEOUT = 10
 # Asymmetric algorithms only: an ID token signed with the client secret (HS256) or unsigned is refused.
 SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-SUDO_VIA_SSO_KEY = "oidc_sudo"
+# Where a sign-in's start is kept: inside mozilla-django-oidc's entry for its state (which it drops once answered).
+START_KEY = "portal_start"
+# How much earlier than the sudo start the provider's clock may put the new sign-in (auth_time).
+AUTH_TIME_SKEW_SECONDS = 30
 _discovered: dict[str, tuple[float, dict]] = {}
 
 
 class SSOError(Exception):
     """A sign-in with SSO is refused; the message says why and what to do."""
 
-    def __init__(self, message: str, *, status: int = 400):
+    def __init__(self, message: str, *, status: int = 400, target: str = ""):
         super().__init__(message)
         self.status = status
+        self.target = target  # the account concerned, for the audit row (never shown to the person)
+
+
+@dataclass
+class SignInStart:
+    """What one sign-in was started for, kept with its state; the ID token's auth_time is added at the answer."""
+
+    started_at: float
+    sudo_for: int | None = None  # the signed-in account that asked to confirm it is them (sudo mode)
+    invitation: str = ""  # the token of the invitation whose page started this sign-in
+    auth_time: float | None = None
+
+
+def sudo_refusal(start: SignInStart, account_pk: int | None) -> str | None:
+    """Why this answer does not turn sudo mode on for the account it signed in (and stayed in), as a sentence.
+
+    None when it does: the sign-in was started to confirm it is that account, and the provider says the person
+    signed in there after that start (auth_time), not that it answered from its remembered session.
+    """
+    if start.sudo_for is None:
+        return "Sudo mode is not on: this sign-in was not started to confirm it is you. Confirm again."
+    if account_pk is None or start.sudo_for != account_pk:
+        return (
+            "Sudo mode is not on: you signed in at the identity provider as someone else than the account that "
+            "asked to confirm it is you."
+        )
+    auth_time = start.auth_time
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        return (
+            "Sudo mode is not on: the identity provider did not say when you signed in (its ID token has no "
+            "auth_time), so the portal cannot tell that you signed in again. Ask staff to check the provider."
+        )
+    if auth_time < start.started_at - AUTH_TIME_SKEW_SECONDS:
+        return (
+            "Sudo mode is not on: the identity provider answered with an earlier sign-in instead of asking you to "
+            "sign in again. Confirm again; if it lasts, ask staff to check the provider honours prompt=login."
+        )
+    return None
+
+
+def _invitation_proof(session_key: str | None, token: str) -> str:
+    """Only the accept page of this browser's session can know it: an attacker knows the token, not the session."""
+    return salted_hmac("portal.oidc.invitation", f"{session_key}:{token}", algorithm="sha256").hexdigest()
+
+
+def invitation_sign_in_url(request: HttpRequest, *, next_url: str) -> str:
+    """The accept page's "Sign in with SSO" link: the sign-in it starts joins the invitation this session opened."""
+    token = request.session.get(INVITATION_SESSION_KEY, "")
+    query = {"invitation": _invitation_proof(request.session.session_key, token), "next": next_url}
+    return f"{reverse('oidc-start')}?{urlencode(query)}"
+
+
+def _invitation_asked_for(request: HttpRequest) -> str:
+    """The invitation token this start joins: the session's, when the start came with its accept page's proof."""
+    token = request.session.get(INVITATION_SESSION_KEY, "")
+    proof = request.GET.get("invitation", "")
+    if token and proof and constant_time_compare(proof, _invitation_proof(request.session.session_key, token)):
+        return token
+    return ""
 
 
 def oidc_setting(name: str, *default):
@@ -233,7 +304,9 @@ class SSOBackend(OIDCAuthenticationBackend):
 
     def get_or_create_user(self, access_token, id_token, payload):
         claims = self.get_userinfo(access_token, id_token, payload)
-        return sign_in_from_claims(self.request, claims)
+        start = getattr(self.request, "sso_start", None) or SignInStart(started_at=time.time())
+        start.auth_time = payload.get("auth_time")  # from the signed ID token only, never from userinfo
+        return sign_in_from_claims(self.request, claims, invitation_token=start.invitation)
 
 
 def verified_email(claims: dict) -> str:
@@ -269,15 +342,18 @@ def role_from_groups(team: Team, groups: set[str]) -> str | None:
 
 
 @transaction.atomic
-def sign_in_from_claims(request: HttpRequest, claims: dict):
+def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token: str = ""):
     """The account for these claims: found by subject, else by verified e-mail, else made for an invitation or a
-    team group. Then its invitations are accepted and its team memberships follow the groups claim."""
+    team group. Then its invitations are accepted and its team memberships follow the groups claim.
+
+    `invitation_token` is the invitation whose accept page started this sign-in; one the browser merely opened
+    (its token in the session) is never accepted by a sign-in started elsewhere.
+    """
     User = get_user_model()
     subject = str(claims.get("sub", ""))
     email = verified_email(claims)
     groups = groups_from(claims)
-    link_token = request.session.get(INVITATION_SESSION_KEY, "")
-    opened = Invitation.objects.find(link_token) if link_token else None
+    opened = Invitation.objects.find(invitation_token) if invitation_token else None
     identity = (
         ExternalIdentity.objects.select_related("user").filter(issuer=settings.OIDC_ISSUER, subject=subject).first()
     )
@@ -293,6 +369,15 @@ def sign_in_from_claims(request: HttpRequest, claims: dict):
         matches = list(User.objects.filter(email__iexact=email)[:2])
         if len(matches) > 1:
             raise SSOError(f"Several accounts here use {email}. Ask staff to give each its own address.", status=403)
+        if matches and ExternalIdentity.objects.filter(user=matches[0], issuer=settings.OIDC_ISSUER).exists():
+            # Another account at the provider signs in to it already: an address reused or handed on there must
+            # not take it over, and staff decide which of the two it is.
+            raise SSOError(
+                f"The account here for {email} already signs in with another account at the identity provider, "
+                "so the portal does not link yours to it. Ask staff to sort out which account is yours.",
+                status=403,
+                target=matches[0].get_username(),
+            )
         if matches:
             user = matches[0]
         else:
@@ -327,7 +412,7 @@ def sign_in_from_claims(request: HttpRequest, claims: dict):
 
 
 def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
-    """The invitation this browser opened, and every pending one for the verified address."""
+    """The invitation whose page started this sign-in, and every pending one for the verified address."""
     invitations = list(Invitation.objects.pending().filter(email__iexact=email)) if email else []
     if opened is not None and opened.state == "pending" and opened.pk not in {i.pk for i in invitations}:
         invitations.append(opened)
@@ -336,7 +421,7 @@ def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitati
             accept_invitation(invitation=invitation, user=user, request=request)
         except RuleError:
             continue  # used by a parallel request a moment ago: nothing left to do
-    if opened is not None:
+    if opened is not None and Invitation.objects.find(request.session.get(INVITATION_SESSION_KEY, "")) == opened:
         request.session.pop(INVITATION_SESSION_KEY, None)
 
 
@@ -359,6 +444,8 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
             )
             member_added.send(sender=Membership, membership=membership, actor=user)
         elif membership is not None and wanted:
+            if membership.role != wanted and _kept_as_last_admin(request, membership, wanted, via):
+                continue
             if membership.role != wanted:
                 audit.record(
                     Action.MEMBER_ROLE_CHANGED,
@@ -371,6 +458,8 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
             membership.role, membership.via_sso = wanted, True
             membership.save(update_fields=["role", "via_sso"])
         elif membership is not None and membership.via_sso:
+            if _kept_as_last_admin(request, membership, None, via):
+                continue
             details = end_membership(membership, actor=user)
             audit.record(
                 Action.MEMBER_REMOVED,
@@ -380,6 +469,45 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
                 target=user.get_username(),
                 details={**details, **via},
             )
+
+
+def _kept_as_last_admin(request: HttpRequest, membership: Membership, wanted: str | None, via: dict) -> bool:
+    """True (audited, logged) when the groups would remove or demote the team's last admin, which is kept instead.
+
+    A team without an admin cannot be run or handed over; the same rule as for a change by hand
+    (services.refuse_last_admin), but a sign-in must not fail because of it.
+    """
+    if membership.role != Role.ADMIN or wanted == Role.ADMIN:
+        return False
+    Team.objects.select_for_update().filter(pk=membership.team_id).first()  # two admins leaving at once: one stays
+    try:
+        refuse_last_admin(membership, new_role=wanted)
+    except RuleError:
+        pass
+    else:
+        return False
+    user, team = membership.user, membership.team
+    logger.warning(
+        "SSO groups of %s would %s the last admin of team %s; kept as admin.",
+        user.get_username(),
+        "demote" if wanted else "remove",
+        team.slug,
+    )
+    audit.record(
+        Action.MEMBER_ROLE_CHANGED,
+        actor=user,
+        request=request,
+        team=team,
+        target=user.get_username(),
+        details={
+            "from": membership.role,
+            "to": membership.role,
+            "groups_wanted": wanted or "none",
+            "kept": "last admin of the team: make someone else admin first",
+            **via,
+        },
+    )
+    return True
 
 
 class SSOStartView(OIDCAuthenticationRequestView):
@@ -398,12 +526,21 @@ class SSOStartView(OIDCAuthenticationRequestView):
         except SSOError as exc:
             return failure_page(request, str(exc), exc.status)
         self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
-        request.session[SUDO_VIA_SSO_KEY] = request.GET.get("sudo") == "1" and request.user.is_authenticated
-        return super().get(request)
+        sudo = request.GET.get("sudo") == "1" and request.user.is_authenticated
+        self.start = SignInStart(
+            started_at=time.time(),
+            sudo_for=request.user.pk if sudo else None,
+            invitation=_invitation_asked_for(request),
+        )
+        response = super().get(request)
+        state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
+        request.session["oidc_states"][state][START_KEY] = asdict(self.start)
+        request.session.modified = True
+        return response
 
     def get_extra_params(self, request) -> dict:
         # Sudo mode must be a fresh sign-in at the provider, not its remembered session.
-        return {"prompt": "login", "max_age": "0"} if request.session.get(SUDO_VIA_SSO_KEY) else {}
+        return {"prompt": "login", "max_age": "0"} if self.start.sudo_for is not None else {}
 
 
 class SSOCallbackView(OIDCAuthenticationCallbackView):
@@ -437,22 +574,37 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
                 f"({settings.OIDC_ISSUER}). The sign-in is refused.",
                 403,
             )
+        kept = states[state].get(START_KEY) or {}
+        request.sso_start = SignInStart(
+            started_at=float(kept.get("started_at", 0)),
+            sudo_for=kept.get("sudo_for"),
+            invitation=str(kept.get("invitation", "")),
+        )
         try:
             return super().get(request)
         except SSOError as exc:
-            return self._refuse(str(exc), exc.status)
+            return self._refuse(str(exc), exc.status, target=exc.target)
 
-    def _refuse(self, message: str, status: int = 400) -> HttpResponse:
-        audit.record(Action.SIGN_IN_FAILED, request=self.request, details={"via": "sso", "reason": message[:300]})
+    def _refuse(self, message: str, status: int = 400, target: str = "") -> HttpResponse:
+        audit.record(
+            Action.SIGN_IN_FAILED,
+            request=self.request,
+            target=target,
+            details={"via": "sso", "reason": message[:300]},
+        )
         return failure_page(self.request, message, status)
 
     def login_failure(self):
         return self._refuse("The sign-in with SSO did not complete. Sign in again from the start.")
 
     def login_success(self):
-        sudo = self.request.session.pop(SUDO_VIA_SSO_KEY, False)
+        start = self.request.sso_start
         same_user = self.request.user.is_authenticated and self.request.user.pk == self.user.pk
         response = super().login_success()
-        if sudo and same_user:
-            enter_sudo_mode(self.request)
+        if start.sudo_for is not None:
+            refusal = sudo_refusal(start, self.user.pk if same_user else None)
+            if refusal is None:
+                enter_sudo_mode(self.request)
+            else:
+                messages.warning(self.request, refusal)
         return response

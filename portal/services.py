@@ -89,7 +89,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
         )
         member_added.send(sender=Membership, membership=membership, actor=actor)
     elif membership.role != role:
-        _refuse_last_admin(membership, new_role=role)
+        refuse_last_admin(membership, new_role=role)
         old = membership.role
         membership.role = role
         membership.save(update_fields=["role"])
@@ -120,7 +120,7 @@ def end_membership(membership: Membership, *, actor) -> dict[str, object]:
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
-    _refuse_last_admin(membership, new_role=None)
+    refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
     details = end_membership(membership, actor=actor)
     audit.record(
@@ -133,7 +133,8 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
     )
 
 
-def _refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
+def refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
+    """A RuleError when this change (a new role, or None for leaving) would leave the team without an admin."""
     if membership.role != Role.ADMIN or new_role == Role.ADMIN:
         return
     admins = Membership.objects.filter(team=membership.team, role=Role.ADMIN).exclude(pk=membership.pk)

@@ -148,7 +148,10 @@ def test_first_sign_in_creates_the_account_and_groups_decide_membership(
         context.close()
         assert Membership.objects.get(team=web_with_groups, user=carol).role == "admin"
 
-        # The IdP takes both groups away: the next sign-in removes her from the team, and says so in the trail.
+        # The IdP takes both groups away: the next sign-in removes her from the team, and says so in the trail
+        # (the team keeps an admin: the groups never remove its last one).
+        dana = get_user_model().objects.create_user("dana", "dana@example.com", "pw-dana")
+        Membership.objects.create(team=web_with_groups, user=dana, role="admin")
         idp.set_claims("carol", groups=["sales"])
         context = browser.new_context()
         page = context.new_page()
