@@ -482,7 +482,9 @@ class Invitation(models.Model):
         inviter = self.created_by
         if inviter is None or not inviter.is_active:
             return False
-        return inviter.is_staff or Membership.objects.filter(team_id=self.team_id, user=inviter, role=Role.ADMIN).exists()
+        return (
+            inviter.is_staff or Membership.objects.filter(team_id=self.team_id, user=inviter, role=Role.ADMIN).exists()
+        )
 
 
 class ExternalIdentity(models.Model):

@@ -15,6 +15,7 @@ import socket
 import ssl
 import zlib
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 from django.conf import settings
@@ -93,14 +94,15 @@ class SafeClient:
             pool=self.deadline,
         )
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._options = {
-            "timeout": timeout,
-            "follow_redirects": False,
-            "limits": limits,
-            "transport": transport,
-            "trust_env": False,
-            "verify": verify,
-        }
+        self._new_client = partial(
+            httpx.AsyncClient,
+            timeout=timeout,
+            follow_redirects=False,
+            limits=limits,
+            transport=transport,
+            trust_env=False,
+            verify=verify,
+        )
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._resolved: dict[tuple[str, int], str] = {}
 
@@ -119,7 +121,7 @@ class SafeClient:
         second gateway's key over a connection whose certificate was verified for the first.
         """
         if host not in self._clients:
-            self._clients[host] = httpx.AsyncClient(**self._options)
+            self._clients[host] = self._new_client()
         return self._clients[host]
 
     async def resolve(self, host: str, port: int) -> str:
