@@ -434,26 +434,14 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         via = {"via": "sso", "groups_claim": settings.OIDC_GROUPS_CLAIM}
         if membership is None and wanted:
             membership = Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
-            audit.record(
-                Action.MEMBER_ADDED,
-                actor=user,
-                request=request,
-                team=team,
-                target=user.get_username(),
-                details={"role": wanted, **via},
-            )
+            _record_for_groups(request, user, team, Action.MEMBER_ADDED, {"role": wanted, **via})
             member_added.send(sender=Membership, membership=membership, actor=user)
         elif membership is not None and wanted:
             if membership.role != wanted and _kept_as_last_admin(request, membership, wanted, via):
                 continue
             if membership.role != wanted:
-                audit.record(
-                    Action.MEMBER_ROLE_CHANGED,
-                    actor=user,
-                    request=request,
-                    team=team,
-                    target=user.get_username(),
-                    details={"from": membership.role, "to": wanted, **via},
+                _record_for_groups(
+                    request, user, team, Action.MEMBER_ROLE_CHANGED, {"from": membership.role, "to": wanted, **via}
                 )
             membership.role, membership.via_sso = wanted, True
             membership.save(update_fields=["role", "via_sso"])
@@ -461,14 +449,12 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
             if _kept_as_last_admin(request, membership, None, via):
                 continue
             details = end_membership(membership, actor=user)
-            audit.record(
-                Action.MEMBER_REMOVED,
-                actor=user,
-                request=request,
-                team=team,
-                target=user.get_username(),
-                details={**details, **via},
-            )
+            _record_for_groups(request, user, team, Action.MEMBER_REMOVED, {**details, **via})
+
+
+def _record_for_groups(request: HttpRequest, user, team: Team, action: str, details: dict) -> None:
+    """The audit row of a membership change the groups claim made at `user`'s sign-in."""
+    audit.record(action, actor=user, request=request, team=team, target=user.get_username(), details=details)
 
 
 def _kept_as_last_admin(request: HttpRequest, membership: Membership, wanted: str | None, via: dict) -> bool:
@@ -493,13 +479,12 @@ def _kept_as_last_admin(request: HttpRequest, membership: Membership, wanted: st
         "demote" if wanted else "remove",
         team.slug,
     )
-    audit.record(
+    _record_for_groups(
+        request,
+        user,
+        team,
         Action.MEMBER_ROLE_CHANGED,
-        actor=user,
-        request=request,
-        team=team,
-        target=user.get_username(),
-        details={
+        {
             "from": membership.role,
             "to": membership.role,
             "groups_wanted": wanted or "none",
