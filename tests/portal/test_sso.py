@@ -257,12 +257,18 @@ def test_sso_needs_an_invitation_or_a_group_then_the_invitation_link_works(brows
     assert invitation.state == "accepted" and invitation.accepted_by == carol
 
 
-def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
-    browser, live_server, sso, web_with_groups
-):
+def team_key(team, admin):
+    """A key of the team's, for sudo-mode tests: rotating it asks to confirm it is you."""
     from gateways.models import Gateway
     from gateways.services import store_key
 
+    tokenbay = Gateway.objects.get(slug="tokenbay")
+    return store_key(team=team, gateway=tokenbay, label="Team key", secret="sk-sso-sudo-0123456789", actor=admin)
+
+
+def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
+    browser, live_server, sso, web_with_groups
+):
     with sso() as idp:
         idp.set_claims("carol", groups=["eng-leads"])
         context = browser.new_context()
@@ -270,13 +276,7 @@ def test_an_sso_account_confirms_sudo_mode_by_signing_in_at_the_provider_again(
         sign_in_at_provider(page, live_server)
         page.wait_for_url("**/dashboard/")  # an admin starts on the dashboard
         carol = get_user_model().objects.get(email="carol@example.com")
-        key = store_key(
-            team=web_with_groups,
-            gateway=Gateway.objects.get(slug="tokenbay"),
-            label="Team key",
-            secret="sk-sso-sudo-0123456789",
-            actor=carol,
-        )
+        key = team_key(web_with_groups, carol)
         page.goto(f"{live_server.url}/keys/{key.id}/rotate/")
         page.wait_for_url("**/sudo/?next=*")
         page.get_by_role("link", name="confirm by signing in with SSO again").click()

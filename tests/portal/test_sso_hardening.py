@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 from portal import oidc
 from portal.invitations import INVITATION_SESSION_KEY, create_invitation
 from portal.models import Action, AuditEvent, ExternalIdentity, Invitation, Membership, Role
-from tests.portal.test_sso import browser, sign_in_at_provider, sso, web_with_groups  # noqa: F401
+from tests.portal.test_sso import browser, sign_in_at_provider, sso, team_key, web_with_groups  # noqa: F401
 
 ISSUER = "https://idp.example.com"
 CLIENT_ID = "gateway-portal"
@@ -321,9 +321,6 @@ def test_a_held_plain_answer_opened_after_a_sudo_start_does_not_open_sudo_mode_i
     sso,  # noqa: F811
     web_with_groups,  # noqa: F811
 ):
-    from gateways.models import Gateway
-    from gateways.services import store_key
-
     with sso(HOLD_CALLBACK="1") as idp:
         idp.set_claims("carol", groups=["eng-leads"])
         context = browser.new_context()
@@ -333,13 +330,7 @@ def test_a_held_plain_answer_opened_after_a_sudo_start_does_not_open_sudo_mode_i
         page.locator("#callback").click()
         page.wait_for_url("**/dashboard/")
         carol = get_user_model().objects.get(email="carol@example.com")
-        key = store_key(
-            team=web_with_groups,
-            gateway=Gateway.objects.get(slug="tokenbay"),
-            label="Team key",
-            secret="sk-sso-sudo-0123456789",
-            actor=carol,
-        )
+        key = team_key(web_with_groups, carol)
         page.goto(f"{live_server.url}/oidc/authenticate/")  # the provider's live session answers at once
         plain_answer = _held_answer(page)
         page.goto(f"{live_server.url}/oidc/authenticate/?sudo=1")  # abandoned at the provider's password page
