@@ -167,14 +167,19 @@ async def read_limited(response: httpx.Response, limit: int) -> tuple[bytes, boo
     (asked for by nobody here) is kept as it came.
     """
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    # 32 + MAX_WBITS reads a gzip or a zlib header, as servers label either "deflate".
+    # 32 + MAX_WBITS reads a gzip or a zlib header, as servers label either "deflate"; some send
+    # "deflate" with no header at all (raw), which the first bytes tell.
     decoder = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip", "deflate") else None
     body = bytearray()
+    first = True
     try:
         async for raw in response.aiter_raw():
             if decoder is None:
                 body += raw
             else:
+                if first and encoding == "deflate" and not _zlib_header(raw):
+                    decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                first = first and not raw
                 pending = raw
                 while pending and len(body) <= limit:
                     body += decoder.decompress(pending, limit + 1 - len(body))
@@ -184,3 +189,10 @@ async def read_limited(response: httpx.Response, limit: int) -> tuple[bytes, boo
     except zlib.error:
         return bytes(body[:limit]), len(body) > limit  # what unpacked before the damage
     return bytes(body), False
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether data starts like a zlib stream (RFC 1950: deflate method, header check) or a gzip one."""
+    if data[:2] == b"\x1f\x8b":
+        return True
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
