@@ -106,7 +106,7 @@ async def _post(client: SafeClient, item: Outgoing) -> tuple[int, str]:
             return response.status_code, response.headers.get("location", "")[:EXCERPT]
         excerpt, _ = await read_limited(response, EXCERPT)
         # Stored with the attempt: PostgreSQL's text refuses NUL, which a receiver may send.
-        return response.status_code, excerpt[:EXCERPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
+        return response.status_code, excerpt.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def _send_mail(item: Outgoing) -> None:

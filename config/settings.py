@@ -235,17 +235,19 @@ def cache_from_url(url: str) -> dict:
 
 def require_cache_client(url: str) -> None:
     """Redis and memcached need a client package requirements.txt leaves out: say so at start-up, not at first use."""
-    package = {"redis": "redis", "rediss": "redis", "memcached": "pymemcache"}.get(url.partition("://")[0])
+    scheme = url.partition("://")[0]
+    package = {"redis": "redis", "rediss": "redis", "memcached": "pymemcache"}.get(scheme)
     if package and importlib.util.find_spec(package) is None:
         raise ImproperlyConfigured(
-            f"CACHE_URL names a {url.partition('://')[0]}:// cache, whose client is not installed: "
+            f"CACHE_URL names a {scheme}:// cache, whose client is not installed: "
             f"pip install {package} (requirements.txt leaves it out, as one server needs no shared cache)."
         )
 
 
 # One server may keep its cache in its own memory; several behind a load balancer share one (README, Alerts).
-CACHES = {"default": cache_from_url(envsecret("CACHE_URL", "locmem://").strip())}
-require_cache_client(envsecret("CACHE_URL", "locmem://").strip())
+_cache_url = envsecret("CACHE_URL", "locmem://").strip()  # read once; lower case: not a setting of its own
+CACHES = {"default": cache_from_url(_cache_url)}
+require_cache_client(_cache_url)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

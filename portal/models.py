@@ -482,9 +482,7 @@ class Invitation(models.Model):
         inviter = self.created_by
         if inviter is None or not inviter.is_active:
             return False
-        return (
-            inviter.is_staff or Membership.objects.filter(team_id=self.team_id, user=inviter, role=Role.ADMIN).exists()
-        )
+        return Team.objects.administered_by(inviter).filter(pk=self.team_id).exists()
 
 
 class ExternalIdentity(models.Model):

@@ -77,13 +77,12 @@ class SignInStart:
 
 
 def sudo_refusal(start: SignInStart, account_pk: int | None) -> str | None:
-    """Why this answer does not turn sudo mode on for the account it signed in (and stayed in), as a sentence.
+    """Why the answer to a sudo start (`start.sudo_for` set) does not turn sudo mode on for the account it
+    signed in (and stayed in), as a sentence.
 
     None when it does: the sign-in was started to confirm it is that account, and the provider says the person
     signed in there after that start (auth_time), not that it answered from its remembered session.
     """
-    if start.sudo_for is None:
-        return "Sudo mode is not on: this sign-in was not started to confirm it is you. Confirm again."
     if account_pk is None or start.sudo_for != account_pk:
         return (
             "Sudo mode is not on: you signed in at the identity provider as someone else than the account that "
@@ -406,6 +405,8 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
     except IntegrityError:
         raise SSOError("You signed in twice at the same moment. Sign in again.") from None
     _accept_invitations(request, user, email, opened)
+    if opened is not None and request.session.get(INVITATION_SESSION_KEY) == invitation_token:
+        request.session.pop(INVITATION_SESSION_KEY, None)  # this browser's invitation is used up
     if groups is not None:
         sync_memberships(request, user, groups)
     return user
@@ -421,8 +422,6 @@ def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitati
             accept_invitation(invitation=invitation, user=user, request=request)
         except RuleError:
             continue  # used by a parallel request a moment ago: nothing left to do
-    if opened is not None and Invitation.objects.find(request.session.get(INVITATION_SESSION_KEY, "")) == opened:
-        request.session.pop(INVITATION_SESSION_KEY, None)
 
 
 def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
