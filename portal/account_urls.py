@@ -9,6 +9,8 @@ from portal import account_views, invitation_views, oidc
 
 urlpatterns = [
     path("account/", account_views.account, name="account"),
+    path("account/confirm-email/", account_views.email_confirmation_send, name="email-confirmation-send"),
+    path("account/confirm-email/<str:token>/", account_views.email_confirm, name="email-confirm"),
     path("account/two-factor/", account_views.two_factor_enrol, name="two-factor-enrol"),
     path("account/two-factor/verify/", account_views.two_factor_verify, name="two-factor-verify"),
     path("account/two-factor/remove/", account_views.two_factor_remove, name="two-factor-remove"),
@@ -40,4 +42,5 @@ urlpatterns = [
     path("teams/<slug:slug>/sso-groups/", account_views.team_groups, name="team-groups"),
     path("users/", account_views.user_list, name="users"),
     path("users/<str:username>/reset-link/", account_views.user_reset_link, name="user-reset-link"),
+    path("users/<str:username>/confirm-email/", account_views.user_confirm_email, name="user-confirm-email"),
 ]

@@ -21,11 +21,11 @@ from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal import audit, services, two_factor
+from portal import audit, invitations, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.errors import RuleError
 from portal.http import AuthenticatedHttpRequest, local_path
-from portal.models import Action, ExternalIdentity, Membership, Role
+from portal.models import Action, ExternalIdentity, Membership, Role, UnconfirmedEmail
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
@@ -53,8 +53,42 @@ def account(request: AuthenticatedHttpRequest) -> HttpResponse:
         "identities": ExternalIdentity.objects.filter(user=user),
         "memberships": Membership.objects.filter(user=user).select_related("team"),
         "two_factor_required": settings.REQUIRE_2FA_FOR_ADMINS and two_factor.is_admin_anywhere(user),
+        "email_unconfirmed": invitations.email_unconfirmed(user),
     }
     return render(request, "portal/account.html", context)
+
+
+@login_required
+@require_POST
+def email_confirmation_send(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Mail the account's own address the link that confirms it (see UnconfirmedEmail)."""
+    try:
+        invitations.send_confirmation(user=request.user, request=request)
+    except RuleError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"A link went to {request.user.email}. Open it while signed in as {request.user.get_username()} "
+            f"within {settings.INVITATION_DAYS} days to confirm the address.",
+        )
+    return redirect("account")
+
+
+@login_required
+@never_cache  # the page's address holds the link's token
+def email_confirm(request: AuthenticatedHttpRequest, token: str) -> HttpResponse:
+    """The mailed link: a button that confirms the address (a mail scanner opening the link confirms nothing)."""
+    if refusal := invitations.confirmation_refusal(request.user, token):
+        return render(request, "portal/email_confirm.html", {"refusal": refusal}, status=400)
+    if request.method == "POST":
+        if invitations.confirm_email(user=request.user, actor=request.user, via="mailed link", request=request):
+            messages.success(request, f"{request.user.email} is confirmed: you can sign in with SSO now too.")
+        else:
+            messages.info(request, f"{request.user.email} was confirmed already.")
+        return redirect("account")
+    context = {"unconfirmed": invitations.email_unconfirmed(request.user)}
+    return render(request, "portal/email_confirm.html", context)
 
 
 @login_required
@@ -154,6 +188,8 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     def form_valid(self, form):
         response = super().form_valid(form)
         audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
+        # The link went to the account's address, or staff handed it over: either way the address is vouched for.
+        invitations.confirm_email(user=form.user, actor=form.user, via="password reset", request=self.request)
         return response
 
 
@@ -182,6 +218,7 @@ def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     users = users.annotate(
         has_2fa=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
         has_sso=Exists(ExternalIdentity.objects.filter(user=OuterRef("pk"))),
+        email_unconfirmed=Exists(UnconfirmedEmail.objects.filter(user=OuterRef("pk"), email__iexact=OuterRef("email"))),
     ).prefetch_related(Prefetch("memberships", queryset=Membership.objects.select_related("team")))
     page = Paginator(users, USERS_PER_PAGE).get_page(request.GET.get("page"))
     params = request.GET.copy()
@@ -213,6 +250,21 @@ def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpRes
     hours = settings.PASSWORD_RESET_TIMEOUT // 3600
     context = {"subject": user, "link": request.build_absolute_uri(path), "hours": hours}
     return render(request, "portal/reset_link.html", context)
+
+
+@login_required
+@require_POST
+def user_confirm_email(request: AuthenticatedHttpRequest, username: str) -> HttpResponse:
+    """Staff vouch that an account's address is its owner's, when the portal sends no mail (sudo mode)."""
+    _staff_only(request)
+    user = get_object_or_404(get_user_model(), username=username)
+    if needs_password := sudo_redirect(request):
+        return needs_password
+    if invitations.confirm_email(user=user, actor=request.user, via="staff", request=request):
+        messages.success(request, f"{user.email} is confirmed as {username}'s address; SSO may sign in to it now.")
+    else:
+        messages.info(request, f"{username}'s address needed no confirming.")
+    return redirect(_next_url(request, "users"))
 
 
 @login_required

@@ -113,9 +113,11 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
                         password=form.cleaned_data["password1"],
                         via="invitation",
                         request=request,
+                        email_confirmed=False,  # holding the link does not show the mailbox is yours
                     )
                     invitations.accept_invitation(invitation=invitation, user=user, request=request)
                 login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                _ask_to_confirm(request, user)
                 return _joined(request, invitation)
         except RuleError as exc:
             form.add_error("username" if exc.field == "username" else None, str(exc))
@@ -127,6 +129,21 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
         "sso_url": invitation_sign_in_url(request, next_url=reverse("team", args=[invitation.team.slug])),
     }
     return render(request, "portal/invitation_accept.html", context)
+
+
+def _ask_to_confirm(request: HttpRequest, user) -> None:
+    """Mail the new account's address its confirmation link, or say how it gets confirmed without mail.
+
+    Only single sign-on needs the address confirmed: without it, nothing is sent (the account page offers the link).
+    """
+    if not settings.OIDC_ISSUER:
+        return
+    try:
+        invitations.send_confirmation(user=user, request=request)
+    except RuleError as exc:
+        messages.info(request, f"Your address is not confirmed yet, so SSO cannot sign in to this account. {exc}")
+    else:
+        messages.info(request, f"A link went to {user.email}: open it to confirm your address (SSO needs it).")
 
 
 def _joined(request: HttpRequest, invitation: Invitation) -> HttpResponse:

@@ -246,6 +246,7 @@ class Action(models.TextChoices):
     USER_OFFBOARDED = "account.offboarded", "Account offboarded"
     CHANNEL_CREATED = "channel.created", "Notification channel added"
     CHANNEL_DELETED = "channel.deleted", "Notification channel removed"
+    EMAIL_CONFIRMED = "account.email_confirmed", "E-mail address confirmed"
 
 
 class ImmutableAuditError(Exception):
@@ -500,3 +501,23 @@ class ExternalIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} at {self.issuer} ({self.user})"
+
+
+class UnconfirmedEmail(models.Model):
+    """An account's address that only the holder of an invitation link vouches for, until its owner confirms it.
+
+    Whoever opens an invitation link may make an account with the invited address without showing that the
+    mailbox is theirs (links get forwarded). Until the address is confirmed (a link mailed to it, a password
+    reset through it, or staff), a first SSO sign-in with that address does not enter the account: otherwise
+    someone holding another person's link could prepare the account that person's SSO sign-in lands in.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, models.CASCADE, primary_key=True, related_name="unconfirmed_email"
+    )
+    email = models.EmailField()  # the account's address when it was marked; a changed address is staff's word
+    created_at = models.DateTimeField(default=timezone.now)
+    link_sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.email} (not confirmed)"

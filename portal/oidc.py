@@ -38,7 +38,13 @@ from requests.auth import HTTPBasicAuth
 
 from portal import audit
 from portal.errors import RuleError
-from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
+from portal.invitations import (
+    INVITATION_SESSION_KEY,
+    accept_invitation,
+    create_account,
+    email_unconfirmed,
+    unique_username,
+)
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
 from portal.signals import member_added
@@ -374,6 +380,16 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
             raise SSOError(
                 f"The account here for {email} already signs in with another account at the identity provider, "
                 "so the portal does not link yours to it. Ask staff to sort out which account is yours.",
+                status=403,
+                target=matches[0].get_username(),
+            )
+        if matches and email_unconfirmed(matches[0]):
+            # Made from an invitation link by whoever held it: the address is not shown to be its holder's,
+            # so the address's owner must not land in (and so share) an account someone else may have prepared.
+            raise SSOError(
+                f"An account here uses {email}, but it was made from an invitation link and its address is not "
+                "confirmed yet, so single sign-on does not sign in to it. If the account is yours, sign in with its "
+                "password and confirm the address from your account page; if it is not, ask staff.",
                 status=403,
                 target=matches[0].get_username(),
             )

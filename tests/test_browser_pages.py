@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
+from django.core import signing
 from django.db import connections
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
@@ -29,8 +30,8 @@ from alerts.services import create_channel
 from gateways.devices import create_device, install_device
 from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.services import assign_key, revoke_key, store_key
-from portal.invitations import create_invitation
-from portal.models import Membership, Role, Team
+from portal.invitations import CONFIRMATION_SALT, create_invitation
+from portal.models import Membership, Role, Team, UnconfirmedEmail
 from portal.sudo import SUDO_SESSION_KEY
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -98,7 +99,23 @@ def world():
     carol = users.create_user("carol", "carol@example.com", "pw-carol")
     TOTPDevice.objects.create(user=carol, name="authenticator", confirmed=True)
     reset = f"{urlsafe_base64_encode(force_bytes(bob.pk))}/{default_token_generator.make_token(bob)}"
-    return {"alice": alice, "bob": bob, "root": staff, "carol": carol, "key": key, "invite": invitation, "reset": reset}
+    # bob made his account from an invitation link: his address waits for him to confirm it.
+    UnconfirmedEmail.objects.create(user=bob, email=bob.email)
+    confirm = signing.dumps([bob.pk, bob.email], salt=CONFIRMATION_SALT)
+    return {
+        "alice": alice,
+        "bob": bob,
+        "root": staff,
+        "carol": carol,
+        "key": key,
+        "invite": invitation,
+        "reset": reset,
+        "confirm": confirm,
+    }
+
+
+def address_of(world, address: str) -> str:
+    return address.format(key=world["key"].id, invite=world["invite"], reset=world["reset"], confirm=world["confirm"])
 
 
 def session_cookie(live_server, user, *, sudo: bool = False) -> dict:
@@ -139,6 +156,7 @@ PAGES = [
     ("bob", "/devices/", "bob laptop"),
     ("bob", "/account/", "Your account"),
     ("bob", "/account/two-factor/", "Set up two-factor authentication"),
+    ("bob", "/account/confirm-email/{confirm}/", "Confirm bob@example.com"),
     ("carol", "/account/two-factor/verify/", "Two-factor code"),
     ("bob", "/password_change/", "Change your password"),
     ("bob", "/password_change/done/", "Password changed"),
@@ -164,6 +182,7 @@ NOT_OPENED = {
     "team-create", "member-add", "member-remove", "key-settings", "key-toggle", "key-revoke", "key-assign",
     "key-probe", "assignment-remove", "token-revoke", "two-factor-remove", "recovery-codes",
     "oidc-start", "oidc-callback", "invitation-accept", "invitation-withdraw", "team-groups", "user-reset-link",
+    "email-confirmation-send", "user-confirm-email",
     "channel-add", "channel-remove", "channel-test",
 }  # fmt: skip
 
@@ -173,7 +192,7 @@ def open_page(browser, live_server, world, who, address, *, viewport, color_sche
     if who:
         context.add_cookies([session_cookie(live_server, world[who], sudo="rotate" in address)])
     page = context.new_page()
-    page.goto(live_server.url + address.format(key=world["key"].id, invite=world["invite"], reset=world["reset"]))
+    page.goto(live_server.url + address_of(world, address))
     return context, page
 
 
@@ -232,7 +251,7 @@ def test_every_page_of_the_site_is_checked(world):
     """A new page has to join PAGES (or say in NOT_OPENED why it is not opened by itself)."""
     opened = set()
     for _, address, _ in PAGES:
-        path = address.format(key=world["key"].id, invite=world["invite"], reset=world["reset"]).split("?")[0]
+        path = address_of(world, address).split("?")[0]
         if path not in ("/no-such-page/", "/invitations/no-such-invitation/"):
             opened.add(resolve(path).url_name)
     routes = set(page_routes())

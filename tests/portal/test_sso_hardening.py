@@ -2,19 +2,17 @@
 second provider account's way into a linked account or a team left without an admin.
 
 The fast tests drive the portal's real start and callback views; the provider's side is played by signing ID
-tokens with a key the test holds (the portal still checks signature, issuer, audience, nonce and expiry). The
-browser tests at the end use the real provider of tests/portal/test_sso.py.
+tokens with a key the test holds (tests/portal/sso_answers.py). The browser tests at the end use the real
+provider of tests/portal/test_sso.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.test import RequestFactory
 from playwright.sync_api import expect
@@ -22,83 +20,8 @@ from playwright.sync_api import expect
 from portal import oidc
 from portal.invitations import INVITATION_SESSION_KEY, create_invitation
 from portal.models import Action, AuditEvent, ExternalIdentity, Invitation, Membership, Role
+from tests.portal.sso_answers import deliver, signed_in, sso_sign_in, start
 from tests.portal.test_sso import browser, sign_in_at_provider, sso, team_key, web_with_groups  # noqa: F401
-
-ISSUER = "https://idp.example.com"
-CLIENT_ID = "gateway-portal"
-SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-class Provider:
-    """The identity provider's answers: a code per sign-in, standing for an ID token signed with SIGNING_KEY."""
-
-    def __init__(self):
-        self.id_tokens: dict[str, str] = {}
-
-    def answer(self, authorization_url: str, *, sub: str, email: str, **claims) -> str:
-        """The code the provider sends back for the sign-in started at `authorization_url`."""
-        asked = {k: v[0] for k, v in parse_qs(urlsplit(authorization_url).query).items()}
-        now = int(time.time())
-        payload = {
-            "iss": ISSUER,
-            "aud": CLIENT_ID,
-            "iat": now,
-            "exp": now + 300,
-            "nonce": asked["nonce"],
-            "sub": sub,
-            "email": email,
-            "email_verified": True,
-            "auth_time": now,
-            **claims,
-        }
-        code = f"code-{len(self.id_tokens)}"
-        self.id_tokens[code] = jwt.encode(
-            {k: v for k, v in payload.items() if v is not None}, SIGNING_KEY, algorithm="RS256"
-        )
-        return code
-
-
-@pytest.fixture
-def provider(settings, monkeypatch):
-    settings.OIDC_ISSUER = ISSUER
-    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = CLIENT_ID, "tests-only-client-secret"
-    idp = Provider()
-    document = {
-        "issuer": ISSUER,
-        "authorization_endpoint": f"{ISSUER}/auth",
-        "token_endpoint": f"{ISSUER}/token",
-        "jwks_uri": f"{ISSUER}/jwks",
-    }
-    monkeypatch.setattr(oidc, "discovery", lambda: document)
-    monkeypatch.setattr(
-        oidc.SSOBackend, "get_token", lambda self, payload: {"id_token": idp.id_tokens[payload["code"]]}
-    )
-    monkeypatch.setattr(oidc.SSOBackend, "retrieve_matching_jwk", lambda self, token: SIGNING_KEY.public_key())
-    return idp
-
-
-def start(client, **query) -> str:
-    """Press a "Sign in with SSO" link; returns where the portal sends the browser (the provider's page)."""
-    response = client.get("/oidc/authenticate/" + (f"?{urlencode(query)}" if query else ""))
-    assert response.status_code == 302
-    return response["Location"]
-
-
-def deliver(client, authorization_url: str, code: str):
-    """Open the provider's answer to the sign-in started at `authorization_url`."""
-    state = parse_qs(urlsplit(authorization_url).query)["state"][0]
-    return client.get("/oidc/callback/", {"code": code, "state": state})
-
-
-def sso_sign_in(client, provider, *, sub: str, email: str, **query):
-    url = start(client, **query)
-    return deliver(client, url, provider.answer(url, sub=sub, email=email))
-
-
-def signed_in(client) -> str | None:
-    user_id = client.session.get("_auth_user_id")
-    return get_user_model().objects.get(pk=user_id).username if user_id else None
-
 
 # 1. Sudo mode: only the answer to the start that asked for it, and only from a fresh sign-in at the provider.
 
