@@ -445,6 +445,8 @@ if OIDC_ONLY and not OIDC_ISSUER:
 # Staff and team admins must enrol a second factor (TOTP) before they can do anything else.
 REQUIRE_2FA_FOR_ADMINS = envbool("REQUIRE_2FA_FOR_ADMINS", "False")
 OTP_TOTP_ISSUER = "Gateway portal"  # the name authenticator apps show
+# django-otp's own admin pages would show each user's authenticator secret and recovery codes to superusers.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # --- end of accounts ------------------------------------------------------------------------------------------
 
 LOG_LEVEL = os.getenv("LOG_LEVEL", "INFO")

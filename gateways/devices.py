@@ -37,7 +37,7 @@ from gateways.models import (
 from gateways.services import record_key_event
 from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
-from portal.crypto import DecryptionError, Secret
+from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
 from portal.models import Action, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 
@@ -154,6 +154,7 @@ def create_device(
         raise refusal(key.state, Device(key=key, user=assignment.user))
     lookup_id = secrets.token_hex(6)
     code = f"{lookup_id}_{secrets.token_urlsafe(24)}"
+    remember(code)
     device = Device.objects.create(
         user=assignment.user,
         key=key,

@@ -28,12 +28,19 @@ class PortalPasswordResetForm(PasswordResetForm):
         return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
 
 
+class UnfilledTextInput(forms.TextInput):
+    """A text box never filled in again after a refusal: a recovery code refused by throttling is still good."""
+
+    def format_value(self, value):
+        return None
+
+
 class CodeForm(forms.Form):
     code = forms.CharField(
         max_length=20,
         label="Code",
         help_text="The 6-digit code from your authenticator app, or one of your recovery codes.",
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        widget=UnfilledTextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
     )
 
 

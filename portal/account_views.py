@@ -23,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import audit, invitations, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
+from portal.crypto import remember
 from portal.errors import RuleError
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Action, ExternalIdentity, Membership, Role, UnconfirmedEmail
@@ -118,6 +119,7 @@ def two_factor_enrol(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 @login_required
+@never_cache  # a refused code is not kept in a cache
 def two_factor_verify(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The second step of a sign-in: a code from the authenticator, or a recovery code."""
     next_url = _next_url(request)
@@ -239,12 +241,10 @@ def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpRes
     if not user.is_active:
         messages.error(request, f"{username} is deactivated; a reset link would not let them in.")
         return redirect("users")
+    token = default_token_generator.make_token(user)
+    remember(token)
     path = reverse(
-        "password_reset_confirm",
-        kwargs={
-            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
-            "token": default_token_generator.make_token(user),
-        },
+        "password_reset_confirm", kwargs={"uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": token}
     )
     audit.record(Action.PASSWORD_RESET_LINK, actor=request.user, request=request, target=username)
     hours = settings.PASSWORD_RESET_TIMEOUT // 3600

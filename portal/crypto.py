@@ -114,6 +114,15 @@ def secrets_in_reach() -> list[str]:
     return list({secret._value for secret in [*alive, *made]})
 
 
+def remember(text: str) -> None:
+    """Keep a one-time secret that is no key in reach of the redaction until this request ends, as if the vault
+    had opened it: a new access token, an invitation's or an install link's token, recovery codes, a reset token,
+    a key typed in to be stored. Its error page and log lines then show markers in its place, whatever holds it.
+    """
+    if text:
+        Secret(text)
+
+
 @contextmanager
 def secrets_scope() -> Iterator[None]:
     """Keep every Secret made inside in reach of the redaction until the block ends (one request).
@@ -138,6 +147,7 @@ class Keyring:
 
     def encrypt(self, plaintext: str, *, associated_data: str) -> tuple[str, str]:
         """Return (ciphertext text, id of the key that made it)."""
+        remember(plaintext)  # a key typed in to be stored was never opened by the vault
         key_id, key = self.keys[0]
         nonce = os.urandom(NONCE_BYTES)
         sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), associated_data.encode())

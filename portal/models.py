@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from portal import audit_chain
 from portal.compiled_sql import CompiledRead
-from portal.crypto import Keyring
+from portal.crypto import Keyring, remember
 
 
 class Role(models.TextChoices):
@@ -113,7 +113,9 @@ def token_digest(raw: str) -> str:
 def mint_token(scope: str) -> tuple[str, str]:
     """A new random token of `scope`: (lookup id, plaintext). Store the lookup id and token_digest(plaintext)."""
     lookup_id = secrets.token_hex(6)
-    return lookup_id, f"{TOKEN_PREFIXES[scope]}_{lookup_id}_{secrets.token_urlsafe(32)}"
+    raw = f"{TOKEN_PREFIXES[scope]}_{lookup_id}_{secrets.token_urlsafe(32)}"
+    remember(raw)
+    return lookup_id, raw
 
 
 def token_lookup(raw: str, scope: str) -> str | None:
@@ -444,6 +446,7 @@ class Invitation(models.Model):
         """Create an invitation and return it with its link token, which is never stored."""
         lookup_id = secrets.token_hex(6)
         raw = f"{INVITATION_PREFIX}_{lookup_id}_{secrets.token_urlsafe(32)}"
+        remember(raw)
         invitation = cls.objects.create(
             team=team,
             email=email,

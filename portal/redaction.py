@@ -20,13 +20,17 @@ import logging
 import re
 from urllib.parse import quote, quote_plus
 
+from django.template.context import BaseContext
 from django.template.defaultfilters import pprint
 from django.utils.datastructures import MultiValueDict
 from django.utils.safestring import SafeString, mark_safe
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+from rest_framework.serializers import BaseSerializer
 
 from portal.crypto import Secret, reveal, secrets_in_reach
 
+# The password of scheme://user:password@host, as in EMAIL_URL, DATABASE_URL or a redis LOCATION.
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.IGNORECASE)
 # Shorter runs are too common to mean anything; longer ones would let a useful piece through.
 RUN = 8
 # A key holds no space (gateways.rules.clean_secret), so no run of a key can cross this marker.
@@ -233,6 +237,14 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
     def is_active(self, request) -> bool:
         return True
 
+    def cleanse_setting(self, key, value):
+        """Also the password in a URL-shaped setting or environment variable (EMAIL_URL, DATABASE_URL, a cache's
+        LOCATION), which Django's names (API, TOKEN, KEY, SECRET, PASS, SIGNATURE) do not catch."""
+        value = super().cleanse_setting(key, value)
+        if type(value) is str:  # not a lazy object that only says it is one
+            value = URL_PASSWORD.sub(rf"\1{self.cleansed_substitute}@", value)
+        return value
+
     def _cleanse_entries(self, value):
         if isinstance(value, dict) and not isinstance(value, MultiValueDict):  # those are cleansed above
             return {
@@ -241,6 +253,11 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
                 else self._cleanse_entries(item)
                 for name, item in value.items()
             }
+        if isinstance(value, BaseContext):  # a template's context prints every dict it holds
+            return [self._cleanse_entries(layer) for layer in value.dicts]
+        if isinstance(value, BaseSerializer):  # its repr quotes the data it was given (a key typed in, say)
+            data = getattr(value, "initial_data", None)
+            return f"<{type(value).__name__}(data={pprint(self._cleanse_entries(data))})>"
         return value
 
     def get_cleansed_multivaluedict(self, request, multivaluedict):

@@ -21,6 +21,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import audit
+from portal.crypto import remember
 from portal.models import Action, Membership, Role
 
 RECOVERY_CODE_COUNT = 10
@@ -86,13 +87,18 @@ def verify_session(request: HttpRequest, code: str) -> bool:
 def start_enrolment(user) -> TOTPDevice:
     """An unconfirmed authenticator to show as a QR code; the same one until it is confirmed."""
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
-    return device or TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
+    device = device or TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
+    remember(device.key)  # the page shows it (QR code, base32): it is in reach of the redaction, as hex and base32
+    remember(secret_for_typing(device).replace(" ", ""))
+    return device
 
 
 def _new_recovery_codes(user) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
     codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
+    for code in codes:
+        remember(code)
     StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
     return codes
 
