@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal import audit, invitations, services, two_factor
+from portal import audit, email_confirmation, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.crypto import remember
 from portal.errors import RuleError
@@ -54,7 +54,7 @@ def account(request: AuthenticatedHttpRequest) -> HttpResponse:
         "identities": ExternalIdentity.objects.filter(user=user),
         "memberships": Membership.objects.filter(user=user).select_related("team"),
         "two_factor_required": settings.REQUIRE_2FA_FOR_ADMINS and two_factor.is_admin_anywhere(user),
-        "email_unconfirmed": invitations.email_unconfirmed(user),
+        "email_unconfirmed": email_confirmation.email_unconfirmed(user),
     }
     return render(request, "portal/account.html", context)
 
@@ -64,7 +64,7 @@ def account(request: AuthenticatedHttpRequest) -> HttpResponse:
 def email_confirmation_send(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Mail the account's own address the link that confirms it (see UnconfirmedEmail)."""
     try:
-        invitations.send_confirmation(user=request.user, request=request)
+        email_confirmation.send_confirmation(user=request.user, request=request)
     except RuleError as exc:
         messages.error(request, str(exc))
     else:
@@ -80,15 +80,15 @@ def email_confirmation_send(request: AuthenticatedHttpRequest) -> HttpResponse:
 @never_cache  # the page's address holds the link's token
 def email_confirm(request: AuthenticatedHttpRequest, token: str) -> HttpResponse:
     """The mailed link: a button that confirms the address (a mail scanner opening the link confirms nothing)."""
-    if refusal := invitations.confirmation_refusal(request.user, token):
+    if refusal := email_confirmation.confirmation_refusal(request.user, token):
         return render(request, "portal/email_confirm.html", {"refusal": refusal}, status=400)
     if request.method == "POST":
-        if invitations.confirm_email(user=request.user, actor=request.user, via="mailed link", request=request):
+        if email_confirmation.confirm_email(user=request.user, actor=request.user, via="mailed link", request=request):
             messages.success(request, f"{request.user.email} is confirmed: you can sign in with SSO now too.")
         else:
             messages.info(request, f"{request.user.email} was confirmed already.")
         return redirect("account")
-    context = {"unconfirmed": invitations.email_unconfirmed(request.user)}
+    context = {"unconfirmed": email_confirmation.email_unconfirmed(request.user)}
     return render(request, "portal/email_confirm.html", context)
 
 
@@ -191,7 +191,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
         # The link went to the account's address, or staff handed it over: either way the address is vouched for.
-        invitations.confirm_email(user=form.user, actor=form.user, via="password reset", request=self.request)
+        email_confirmation.confirm_email(user=form.user, actor=form.user, via="password reset", request=self.request)
         return response
 
 
@@ -260,7 +260,7 @@ def user_confirm_email(request: AuthenticatedHttpRequest, username: str) -> Http
     user = get_object_or_404(get_user_model(), username=username)
     if needs_password := sudo_redirect(request):
         return needs_password
-    if invitations.confirm_email(user=user, actor=request.user, via="staff", request=request):
+    if email_confirmation.confirm_email(user=user, actor=request.user, via="staff", request=request):
         messages.success(request, f"{user.email} is confirmed as {username}'s address; SSO may sign in to it now.")
     else:
         messages.info(request, f"{username}'s address needed no confirming.")

@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import invitations
+from portal import email_confirmation, invitations
 from portal.account_forms import AccountCreationForm, InvitationForm
 from portal.errors import RuleError
 from portal.invitations import INVITATION_SESSION_KEY
@@ -139,7 +139,7 @@ def _ask_to_confirm(request: HttpRequest, user) -> None:
     if not settings.OIDC_ISSUER:
         return
     try:
-        invitations.send_confirmation(user=user, request=request)
+        email_confirmation.send_confirmation(user=user, request=request)
     except RuleError as exc:
         messages.info(request, f"Your address is not confirmed yet, so SSO cannot sign in to this account. {exc}")
     else:

@@ -37,14 +37,9 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from requests.auth import HTTPBasicAuth
 
 from portal import audit
+from portal.email_confirmation import email_unconfirmed
 from portal.errors import RuleError
-from portal.invitations import (
-    INVITATION_SESSION_KEY,
-    accept_invitation,
-    create_account,
-    email_unconfirmed,
-    unique_username,
-)
+from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
 from portal.signals import member_added

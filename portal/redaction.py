@@ -254,7 +254,7 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
                 for name, item in value.items()
             }
         if isinstance(value, BaseContext):  # a template's context prints every dict it holds
-            return [self._cleanse_entries(layer) for layer in value.dicts]
+            return [self._cleanse_entries(layer) for layer in getattr(value, "dicts", [])]
         if isinstance(value, BaseSerializer):  # its repr quotes the data it was given (a key typed in, say)
             data = getattr(value, "initial_data", None)
             return f"<{type(value).__name__}(data={pprint(self._cleanse_entries(data))})>"

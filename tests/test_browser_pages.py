@@ -30,7 +30,8 @@ from alerts.services import create_channel
 from gateways.devices import create_device, install_device
 from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.services import assign_key, revoke_key, store_key
-from portal.invitations import CONFIRMATION_SALT, create_invitation
+from portal.email_confirmation import CONFIRMATION_SALT
+from portal.invitations import create_invitation
 from portal.models import Membership, Role, Team, UnconfirmedEmail
 from portal.sudo import SUDO_SESSION_KEY
 

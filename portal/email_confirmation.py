@@ -1,0 +1,86 @@
+"""Confirming an account's address: an address typed into an invitation's sign-up form waits for its owner
+(UnconfirmedEmail), and single sign-on does not enter the account by it until then."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from portal import audit, mail
+from portal.errors import RuleError
+from portal.models import Action, UnconfirmedEmail
+
+# Links that confirm an account's address (see UnconfirmedEmail): signed, for one account and address, and
+# they last as long as an invitation. One may be mailed every few minutes, so nobody can flood the mailbox.
+CONFIRMATION_SALT = "portal.email-confirmation"
+CONFIRMATION_RESEND_AFTER = timedelta(minutes=5)
+
+
+def email_unconfirmed(user) -> bool:
+    """Whether the account's address still waits for its owner to confirm it (a changed address is staff's word)."""
+    return bool(user.email) and UnconfirmedEmail.objects.filter(user=user, email__iexact=user.email).exists()
+
+
+def confirmation_url(request: HttpRequest, user) -> str:
+    token = signing.dumps([user.pk, user.email.lower()], salt=CONFIRMATION_SALT)
+    return request.build_absolute_uri(reverse("email-confirm", args=[token]))
+
+
+@transaction.atomic
+def send_confirmation(*, user, request: HttpRequest) -> None:
+    """Mail the account's address a link that confirms it; a RuleError says why not."""
+    mark = UnconfirmedEmail.objects.select_for_update().filter(user=user, email__iexact=user.email).first()
+    if mark is None or not user.email:
+        raise RuleError(f"Your address {user.email or '(none)'} needs no confirming.")
+    if not settings.EMAIL_CONFIGURED:
+        raise RuleError("This portal sends no mail, so it cannot send you the link. Ask staff to confirm your address.")
+    now = timezone.now()
+    if mark.link_sent_at and now - mark.link_sent_at < CONFIRMATION_RESEND_AFTER:
+        minutes = int(CONFIRMATION_RESEND_AFTER.total_seconds() // 60)
+        raise RuleError(
+            f"A link went to {user.email} less than {minutes} minutes ago: look for it (spam folders too), "
+            "or ask for another one after that."
+        )
+    context = {"user": user, "link": confirmation_url(request, user), "days": settings.INVITATION_DAYS}
+    subject = "Confirm your address on the gateway portal"
+    if not mail.send(to=user.email, subject=subject, template="portal/mail/confirm_email.txt", context=context):
+        raise RuleError("The mail server did not take the mail. Try again later, or ask staff to confirm your address.")
+    mark.link_sent_at = now
+    mark.save(update_fields=["link_sent_at"])
+
+
+def confirmation_refusal(user, token: str) -> str | None:
+    """Why this link does not confirm the signed-in account's address, as a sentence; None when it does."""
+    try:
+        user_pk, email = signing.loads(token, salt=CONFIRMATION_SALT, max_age=timedelta(days=settings.INVITATION_DAYS))
+    except signing.SignatureExpired:
+        return "This confirmation link has expired. Send yourself a new one from your account page."
+    except signing.BadSignature:
+        return (
+            "This confirmation link is not valid: check that it was copied whole, or send yourself a new one "
+            "from your account page."
+        )
+    if user_pk != user.pk:
+        return "This link confirms another account's address. Sign out, then sign in as that account to use it."
+    if email != user.email.lower():
+        return "This link was sent to an address this account no longer uses. Send a new one from your account page."
+    return None
+
+
+@transaction.atomic
+def confirm_email(*, user, actor, via: str, request: HttpRequest | None = None) -> bool:
+    """The account's address is its owner's (a mailed link opened, a reset through it, or staff's word); audited.
+
+    False when there was nothing to confirm.
+    """
+    removed, _ = UnconfirmedEmail.objects.filter(user=user).delete()
+    if removed:
+        details = {"email": user.email, "via": via}
+        audit.record(Action.EMAIL_CONFIRMED, actor=actor, request=request, target=user.get_username(), details=details)
+    return bool(removed)
