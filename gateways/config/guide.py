@@ -129,6 +129,10 @@ def after_setup_steps(gateway: Gateway) -> list[str]:
         "Run claude in your project folder. The first time in a folder it asks whether you trust it, with "
         '"No, exit" preselected: choose "Yes, I trust this folder". The installers leave this question to you.'
     )
+    if not gateway.default_model:
+        # Before the prompt, as the guides do: without a model Claude Code asks for its own default id,
+        # which the gateway may not serve ("There's an issue with the selected model").
+        steps.append("Choose a model with /model inside claude, before the first prompt.")
     steps.append(
         'Send a short prompt, for example: Reply with "connected". '
         f"A normal answer means the path to {gateway.name} works."
@@ -138,8 +142,6 @@ def after_setup_steps(gateway: Gateway) -> list[str]:
     steps.append(
         f"Run /status inside claude: the base URL should read {gateway.base_url} and the auth source {source}."
     )
-    if not gateway.default_model:
-        steps.append("Choose a model with /model inside claude.")
     return steps
 
 

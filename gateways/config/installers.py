@@ -5,8 +5,12 @@ hooks, plugins, other env), back the old file up first, create it when missing, 
 explain when it is not valid JSON, and warn about conflicting variables in the shell.
 
 Variables the portal manages (gateways.rules.MANAGED_ENV) that the new config does not set
-are removed from `env`: a leftover ANTHROPIC_AUTH_TOKEN from another gateway would otherwise
-win over the new ANTHROPIC_API_KEY.
+are written as "" (settings_env): settings.json outranks the shell only for the names it sets, so
+a model id, header or key exported by another gateway's snippet would otherwise still reach the
+new gateway, and Claude Code 2.1.330 treats "" as unset (its default model, no extra header, the
+default timeout). CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS is the exception (KEPT_ENV): it stays
+as the developer left it. A static installer also removes the portal's own apiKeyHelper, which a
+live device wrote: its key would go out beside the new one.
 
 They also merge two answers into ~/.claude.json, Claude Code's own state file, with the same
 care: `hasCompletedOnboarding: true`, because the first-run onboarding contacts
@@ -32,7 +36,42 @@ from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote, warning_comments
 from gateways.rules import MANAGED_ENV
 
-CONFLICT_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
+# Kept when a new set-up does not set it: the portal's own troubleshooting tells developers to add it
+# to settings.json, and it is harmless on any gateway.
+KEPT_ENV = frozenset({"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"})
+# What an installer owns in settings.json's env: each name is the new set-up's value or "".
+REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
+# The same names, checked in the shell and in the shell profiles: an old snippet's exports.
+CONFLICT_VARIABLES = REPLACED_ENV
+
+# The apiKeyHelper commands a live device's installer writes (gateways.config.live). Claude Code runs the
+# helper with /bin/sh, so the path is expanded where it runs and settings.json stays the same on every
+# machine (and byte for byte after a rotation); on Windows it runs it with cmd, which needs PowerShell
+# spelled out (-File: no profile, no prompt).
+HELPER_SH = "portal-key-helper.sh"
+HELPER_PS1 = "portal-key-helper.ps1"
+SH_HELPER_COMMAND = f'sh "${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}/{HELPER_SH}"'
+PS1_HELPER_COMMAND = 'powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{path}"'
+# What a static installer's merge does with an apiKeyHelper it finds: it removes the portal's own, whose
+# key Claude Code would send beside the new one (measured: x-api-key and Bearer, two different keys),
+# and only warns about any other, without repeating its command (it may hold a secret).
+HELPER_REMOVED = (
+    "removed apiKeyHelper, a live device's key helper from an earlier set-up: Claude Code would send its key "
+    "beside this one. Remove that device under My devices in the portal, so its token stops working."
+)
+HELPER_KEPT = (
+    "has an apiKeyHelper the portal did not write, kept as it is: Claude Code may send what it "
+    "prints as a second key beside this set-up's. Remove it unless this gateway needs it."
+)
+STATIC_HELPERS = {"remove": [SH_HELPER_COMMAND], "removed": HELPER_REMOVED, "kept": HELPER_KEPT}
+
+
+def settings_env(config: ClaudeConfig) -> dict[str, str]:
+    """The env an installer writes: the config's, then "" for every replaced name the config does not set."""
+    env = dict(config.env)
+    for name in REPLACED_ENV:
+        env.setdefault(name, "")
+    return env
 
 
 def _b64json(value: object) -> str:
@@ -47,6 +86,8 @@ def decode(name):
 new_env, managed, suffix = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_APPROVE")
 # Top-level settings the set-up owns beside env, such as a live key's apiKeyHelper (e30= is {}).
 top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode())
+# A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say (e30= is {}).
+helpers = json.loads(base64.b64decode(os.environ.get("PORTAL_HELPERS", "e30=")).decode())
 def refuse(message):
     sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
     sys.exit(3)
@@ -97,10 +138,14 @@ state, state_text = load(state_path, state_problem)
 if settings is None:
     settings = {"$schema": os.environ["PORTAL_SCHEMA"]}
 env = settings.setdefault("env", {})
-removed = sorted(k for k in env if k in managed and k not in new_env)
-for k in removed:
+# Also reported: a value replaced by "" (the name is kept so that it outranks the shell).
+removed = sorted(k for k in env if k in managed and env[k] != "" and new_env.get(k, "") == "")
+for k in [k for k in env if k in managed and k not in new_env]:
     del env[k]
 env.update(new_env)
+helper = settings.get("apiKeyHelper") if helpers else None
+if helper is not None and helper in helpers["remove"]:
+    del settings["apiKeyHelper"]
 settings.update(top)
 state = {} if state is None else state
 state["hasCompletedOnboarding"] = True
@@ -114,6 +159,11 @@ save(settings_path, settings_backup, settings, settings_text, True)
 save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
+if helper is not None:
+    if helper in helpers["remove"]:
+        print(helpers["removed"])
+    else:
+        sys.stderr.write("warning: %s %s\n" % (settings_path, helpers["kept"]))
 """
 
 MERGE_JS = r"""
@@ -122,6 +172,8 @@ const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slic
 const dec = (v) => JSON.parse(Buffer.from(v, "base64").toString("utf8"));
 const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED), suffix = dec(process.env.PORTAL_APPROVE);
 const top = process.env.PORTAL_TOP ? dec(process.env.PORTAL_TOP) : {};  // e.g. a live key's apiKeyHelper
+// A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say.
+const helpers = process.env.PORTAL_HELPERS ? dec(process.env.PORTAL_HELPERS) : null;
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const refuse = (message) => {
   process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
@@ -165,9 +217,14 @@ let [settings, settingsText] = load(settingsPath, settingsProblem);
 let [state, stateText] = load(statePath, stateProblem);
 if (settings === null) settings = { $schema: process.env.PORTAL_SCHEMA };
 settings.env = settings.env || {};
-const removed = Object.keys(settings.env).filter((k) => managed.includes(k) && !(k in newEnv)).sort();
-for (const k of removed) delete settings.env[k];
+// Also reported: a value replaced by "" (the name is kept so that it outranks the shell).
+const removed = Object.keys(settings.env)
+  .filter((k) => managed.includes(k) && settings.env[k] !== "" && (newEnv[k] === undefined || newEnv[k] === ""))
+  .sort();
+for (const k of Object.keys(settings.env)) if (managed.includes(k) && !(k in newEnv)) delete settings.env[k];
 Object.assign(settings.env, newEnv);
+const helper = helpers ? settings.apiKeyHelper ?? null : null;
+if (helper !== null && helpers.remove.includes(helper)) delete settings.apiKeyHelper;
 Object.assign(settings, top);
 state = state === null ? {} : state;
 state.hasCompletedOnboarding = true;
@@ -180,6 +237,10 @@ if (suffix) {
 save(settingsPath, settingsBackup, settings, settingsText, true);
 save(statePath, stateBackup, state, stateText, false);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
+if (helper !== null) {
+  if (helpers.remove.includes(helper)) console.log(helpers.removed);
+  else process.stderr.write(`warning: ${settingsPath} ${helpers.kept}\n`);
+}
 """
 
 
@@ -193,15 +254,22 @@ def _state_notes(config: ClaudeConfig) -> list[str]:
 
 NEXT_STEP = (
     "Next: open a new terminal, run claude in your project folder, answer Yes to the folder-trust question, "
-    "and send a short prompt to check the connection."
+    "{model}and send a short prompt to check the connection."
 )
+# Without ANTHROPIC_MODEL Claude Code asks for its own default id, which the gateway may not serve.
+CHOOSE_MODEL = "choose a model with /model, "
+
+
+def next_step(config: ClaudeConfig, text: str = NEXT_STEP) -> str:
+    """The installer's last line; /model comes before the first prompt when the set-up names no model."""
+    return text.format(model="" if config.env.get("ANTHROPIC_MODEL") else CHOOSE_MODEL)
 
 
 def render_install_sh(config: ClaudeConfig) -> str:
-    for name, value in config.env.items():
+    env = settings_env(config)
+    for name, value in env.items():
         _refuse_unsafe(name, value)
-    expected = {name: config.env.get(name) for name in CONFLICT_VARIABLES}
-    conflict_checks = "\n".join(f'check_conflict {name} "{_b64json(expected[name])}"' for name in CONFLICT_VARIABLES)
+    conflict_checks = "\n".join(f"check_conflict {name}" for name in CONFLICT_VARIABLES)
     state_notes = "\n".join(f"echo {posix_quote('  ' + note)}" for note in _state_notes(config))
     comments = "".join(line + "\n" for line in warning_comments(config, "#"))
     warnings = "".join(f"echo {posix_quote('warning: ' + warning)} >&2\n" for warning in config.warnings)
@@ -212,11 +280,12 @@ def render_install_sh(config: ClaudeConfig) -> str:
 # Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
 {comments}set -eu
 
-PORTAL_ENV='{_b64json(config.env)}'
-PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
+PORTAL_ENV='{_b64json(env)}'
+PORTAL_MANAGED='{_b64json(REPLACED_ENV)}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
 PORTAL_APPROVE='{_b64json(config.approved_key_suffix)}'
-export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE
+PORTAL_HELPERS='{_b64json(STATIC_HELPERS)}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE PORTAL_HELPERS
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
@@ -247,20 +316,16 @@ echo "In $state:"
 
 warned=0
 check_conflict() {{
-  # $1: variable name; $2: base64 JSON of the value the portal set (null when it sets none).
+  # settings.json sets every name checked (to "" when this set-up has no value), so it wins for Claude Code.
   eval "is_set=\\${{$1+yes}}"
   [ "$is_set" = yes ] || return 0
-  case "$1:$2" in
-    ANTHROPIC_AUTH_TOKEN:bnVsbA==) reason="it takes precedence over the key the portal just set" ;;
-    *) reason="settings.json wins over it for Claude Code, but other tools still see the old value" ;;
-  esac
-  echo "warning: $1 is exported in this shell; $reason. Remove it from your shell profile." >&2
+  echo "warning: $1 is exported in this shell; settings.json wins over it for Claude Code, but other tools still see the old value. Remove it from your shell profile." >&2
   warned=1
 }}
 {conflict_checks}
 for rc in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.zshrc" "$HOME/.zprofile" "$HOME/.config/fish/config.fish"; do
   [ -f "$rc" ] || continue
-  lines=$(grep -n -E 'ANTHROPIC_(API_KEY|AUTH_TOKEN|BASE_URL)' "$rc" 2>/dev/null | cut -d: -f1 | tr '\\n' ' ')
+  lines=$(grep -n -E '{"|".join(CONFLICT_VARIABLES)}' "$rc" 2>/dev/null | cut -d: -f1 | tr '\\n' ' ')
   if [ -n "$lines" ]; then
     echo "warning: $rc sets Claude Code variables on line(s) $lines- remove them so only the portal's set-up applies." >&2
     warned=1
@@ -268,13 +333,17 @@ for rc in "$HOME/.bashrc" "$HOME/.bash_profile" "$HOME/.profile" "$HOME/.zshrc" 
 done
 [ "$warned" = 1 ] && echo "After cleaning up, open a new terminal." >&2
 {warnings}
-echo {posix_quote(NEXT_STEP)}
+echo {posix_quote(next_step(config))}
 """
 
 
 def render_install_ps1(config: ClaudeConfig) -> str:
-    for name, value in config.env.items():
+    env = settings_env(config)
+    for name, value in env.items():
         _refuse_unsafe(name, value)
+    conflicts = ", ".join(f"'{name}'" for name in CONFLICT_VARIABLES)
+    # -like, where * is the only wildcard here: the device's folder is wherever its installer ran.
+    portal_helper = PS1_HELPER_COMMAND.replace("{path}", "*\\" + HELPER_PS1)
     state_notes = "\n".join(f"Write-Host {powershell_quote('  ' + note)}" for note in _state_notes(config))
     comments = "".join(line + "\n" for line in warning_comments(config, "#"))
     warnings = "".join(f"Write-Warning {powershell_quote(warning)}\n" for warning in config.warnings)
@@ -315,8 +384,8 @@ function Save-Json([string]$path, $doc, [bool]$existed) {{
   $json = ConvertTo-Json -InputObject $doc -Depth 64
   [System.IO.File]::WriteAllText($path, $json + "`n", (New-Object System.Text.UTF8Encoding $false))
 }}
-$newEnv = Decode-Json '{_b64json(config.env)}'
-$managed = @(Decode-Json '{_b64json(sorted(MANAGED_ENV))}')
+$newEnv = Decode-Json '{_b64json(env)}'
+$managed = @(Decode-Json '{_b64json(REPLACED_ENV)}')
 # The last 20 characters of ANTHROPIC_API_KEY, as Claude Code stores an approved key; empty for Bearer gateways.
 $approve = Decode-Text '{base64.b64encode(config.approved_key_suffix.encode()).decode()}'
 $dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
@@ -346,13 +415,25 @@ if (-not $doc.PSObject.Properties['env']) {{
 }}
 $envBlock = $doc.env
 foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
-  if ($managed -contains $name -and -not $newEnv.PSObject.Properties[$name]) {{
-    $envBlock.PSObject.Properties.Remove($name)
+  if ($managed -notcontains $name) {{ continue }}
+  $kept = $newEnv.PSObject.Properties[$name]
+  # Also reported: a value replaced by "" (the name is kept so that it outranks the environment).
+  if ("$($envBlock.$name)" -and -not ($kept -and "$($kept.Value)")) {{
     Write-Host "removed $name, left over from an earlier set-up"
   }}
+  if (-not $kept) {{ $envBlock.PSObject.Properties.Remove($name) }}
 }}
 foreach ($p in $newEnv.PSObject.Properties) {{
   $envBlock | Add-Member -NotePropertyName $p.Name -NotePropertyValue $p.Value -Force
+}}
+$helperNote = $null
+if ($doc.PSObject.Properties['apiKeyHelper']) {{
+  if ("$($doc.apiKeyHelper)" -like '{portal_helper}') {{
+    $doc.PSObject.Properties.Remove('apiKeyHelper')
+    $helperNote = {powershell_quote(HELPER_REMOVED)}
+  }} else {{
+    Write-Warning ("$settings " + {powershell_quote(HELPER_KEPT)})
+  }}
 }}
 
 $stateExisted = $null -ne $stateDoc
@@ -373,16 +454,17 @@ if ($approve) {{
 
 Save-Json $settings $doc $settingsExisted
 Save-Json $state $stateDoc $stateExisted
+if ($helperNote) {{ Write-Host $helperNote }}
 Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
 Write-Host "In ${{state}}:"
 {state_notes}
 
-foreach ($name in @('ANTHROPIC_API_KEY', 'ANTHROPIC_AUTH_TOKEN', 'ANTHROPIC_BASE_URL')) {{
+foreach ($name in @({conflicts})) {{
   $user = [Environment]::GetEnvironmentVariable($name, 'User')
   $proc = [Environment]::GetEnvironmentVariable($name, 'Process')
   if ($user -or $proc) {{
     Write-Warning "$name is set in your Windows environment. Remove it (Settings > Environment Variables) so only this set-up applies, then open a new terminal."
   }}
 }}
-{warnings}Write-Host {powershell_quote(NEXT_STEP)}
+{warnings}Write-Host {powershell_quote(next_step(config))}
 """

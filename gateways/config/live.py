@@ -4,7 +4,8 @@ Pure: a LiveSetup in, script text out. The installer (sh for macOS and Linux, Po
 Windows) writes the helper and the device token into ~/.claude/ (private), and merges into
 ~/.claude/settings.json with the static installer's merge code (installers.MERGE_PY / MERGE_JS):
 `apiKeyHelper` pointing at the helper, the gateway's non-secret env, and ANTHROPIC_API_KEY and
-ANTHROPIC_AUTH_TOKEN set to "" so stale shell exports cannot outrank the helper. The secret
+ANTHROPIC_AUTH_TOKEN set to "" so stale shell exports cannot outrank the helper (like every other
+managed name the gateway does not set: installers.settings_env). The secret
 itself never touches the disk: the helper prints it to Claude Code and nothing else.
 
 The helper carries the portal's address itself (Claude Code does not pass settings.json's env
@@ -20,23 +21,32 @@ from typing import TYPE_CHECKING
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
 from gateways.config.formats import SHELL_SCRIPT
-from gateways.config.installers import MERGE_JS, MERGE_PY, _b64json
+from gateways.config.installers import (
+    HELPER_PS1,
+    HELPER_SH,
+    MERGE_JS,
+    MERGE_PY,
+    PS1_HELPER_COMMAND,
+    REPLACED_ENV,
+    SH_HELPER_COMMAND,
+    _b64json,
+    next_step,
+    settings_env,
+)
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
-from gateways.rules import MANAGED_ENV, Platform
+from gateways.rules import Platform
 from portal.crypto import Secret, reveal
 
 if TYPE_CHECKING:
     from gateways.models import Gateway, GatewayKey
 
-HELPER_SH = "portal-key-helper.sh"
-HELPER_PS1 = "portal-key-helper.ps1"
+# HELPER_SH, HELPER_PS1 and their apiKeyHelper commands live in installers: a static installer removes them.
 TOKEN_FILE = "portal-device-token"
-# Claude Code runs apiKeyHelper with /bin/sh, so the path is expanded where it runs and
-# settings.json stays the same on every machine (and byte for byte after a rotation).
-SH_HELPER_COMMAND = f'sh "${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}/{HELPER_SH}"'
-# On Windows Claude Code runs it with cmd, which needs PowerShell spelled out (-File: no profile, no prompt).
-PS1_HELPER_COMMAND = 'powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{path}"'
 BLANKED = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+DEVICE_NEXT_STEP = (
+    "Next: open a new terminal, run claude, {model}and send a short prompt. "
+    "A rotated key reaches this device by itself."
+)
 
 
 @dataclass(frozen=True)
@@ -204,8 +214,8 @@ def render_device_install_sh(setup: LiveSetup) -> str:
 set -eu
 umask 077
 
-PORTAL_ENV='{_b64json(config.env)}'
-PORTAL_MANAGED='{_b64json(sorted(MANAGED_ENV))}'
+PORTAL_ENV='{_b64json(settings_env(config))}'
+PORTAL_MANAGED='{_b64json(REPLACED_ENV)}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
 PORTAL_TOP='{_b64json({"apiKeyHelper": SH_HELPER_COMMAND})}'
 PORTAL_APPROVE='{_b64json(None)}'
@@ -255,7 +265,7 @@ for name in ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN; do
     echo "note: $name is exported in this shell; settings.json sets it to \\"\\" for Claude Code, so the key from {_comment(setup.portal_name)} wins." >&2
   fi
 done
-echo "Next: open a new terminal, run claude, and send a short prompt. A rotated key reaches this device by itself."
+echo {posix_quote(next_step(config, DEVICE_NEXT_STEP))}
 """
 
 
@@ -269,9 +279,9 @@ def render_device_install_ps1(setup: LiveSetup) -> str:
     """The installer `irm <install_url> | iex` runs in PowerShell: the same set-up as the sh one."""
     config = setup.config
     env_lines = "\n".join(
-        f"  {powershell_quote(name)} = {powershell_quote(value)}" for name, value in config.env.items()
+        f"  {powershell_quote(name)} = {powershell_quote(value)}" for name, value in settings_env(config).items()
     )
-    managed = ", ".join(powershell_quote(name) for name in sorted(MANAGED_ENV))
+    managed = ", ".join(powershell_quote(name) for name in REPLACED_ENV)
     helper = render_helper_ps1(setup)
     return f"""# Claude Code -> {_comment(config.gateway_name)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
 # Writes a helper and this device's token into %USERPROFILE%\\.claude\\ (readable by you only), points apiKeyHelper
@@ -340,10 +350,10 @@ $newEnv = [ordered]@{{
 $managed = @({managed})
 $envBlock = $doc.env
 foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
-  if ($managed -contains $name -and -not $newEnv.Contains($name)) {{
-    $envBlock.PSObject.Properties.Remove($name)
-    Write-Host "removed $name, left over from an earlier set-up"
-  }}
+  if ($managed -notcontains $name) {{ continue }}
+  # Also reported: a value replaced by "" (the name is kept so that it outranks the environment).
+  if ("$($envBlock.$name)" -and -not "$($newEnv[$name])") {{ Write-Host "removed $name, left over from an earlier set-up" }}
+  if (-not $newEnv.Contains($name)) {{ $envBlock.PSObject.Properties.Remove($name) }}
 }}
 foreach ($name in $newEnv.Keys) {{ Set-Property $envBlock $name $newEnv[$name] }}
 Set-Property $doc 'apiKeyHelper' ('{PS1_HELPER_COMMAND.replace("{path}", "' + $helper + '")}')
@@ -355,7 +365,7 @@ Write-Host "Claude Code on this device now fetches its key for {_comment(config.
 & powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper | Out-Null
 if ($LASTEXITCODE -eq 0) {{ Write-Host 'Checked: the helper fetched the key.' }}
 else {{ Write-Warning 'The helper could not fetch the key yet (the line above says why).' }}
-Write-Host 'Next: open a new terminal, run claude, and send a short prompt. A rotated key reaches this device by itself.'
+Write-Host {powershell_quote(next_step(config, DEVICE_NEXT_STEP))}
 }}
 """
 

@@ -7,6 +7,11 @@ file. Quoting is one function per shell; a value that a shell cannot carry uncha
 Each shell script first clears the variables the portal manages that this set-up does not
 set, so pasting gateway B's snippet after gateway A's leaves exactly B's set-up: no stale
 ANTHROPIC_AUTH_TOKEN sent as a second key, no model ids spelled A's way.
+
+A snippet cannot undo an installer, though: ~/.claude/settings.json outranks exported variables,
+and its apiKeyHelper sends a key of its own. So each shell script first looks into that file and,
+when it sets ANTHROPIC_BASE_URL or apiKeyHelper, says on stderr that the installer is the way to
+switch: by name only, never a value, and without failing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,17 @@ from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
 
 SWITCH_NOTE = "Only one gateway set-up is active at a time: first clear what another portal set-up may have left."
+# What makes settings.json win over a snippet, searched for by content (JSON key names, with their quotes).
+SETTINGS_WIN_NAMES = ("ANTHROPIC_BASE_URL", "apiKeyHelper")
+SETTINGS_WIN_PATTERN = '"(' + "|".join(SETTINGS_WIN_NAMES) + ')"'
+
+
+def settings_win_warning(installer: str) -> str:
+    """What a snippet says, after the settings file's path, when that file would outrank it."""
+    return (
+        "sets ANTHROPIC_BASE_URL or apiKeyHelper, which Claude Code prefers to these variables: this snippet "
+        f"does not switch gateways. Run this gateway's {installer} instead; it replaces them."
+    )
 
 
 def unused_managed(config: ClaudeConfig) -> list[str]:
@@ -145,6 +161,11 @@ def render_posix(config: ClaudeConfig, rc_file: str, note: Callable[[str], str] 
     """The exports for a POSIX shell's rc file; `note` writes each line of the notes above them."""
     header = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
     lines = [note(line.removeprefix("# ")) for line in header]
+    settings = '"${CLAUDE_CONFIG_DIR:-$HOME/.claude}"'
+    lines.append(
+        f"if grep -qsE {posix_quote(SETTINGS_WIN_PATTERN)} {settings}/settings.json; then "
+        f"printf 'warning: %s/settings.json %s\\n' {settings} {posix_quote(settings_win_warning('install.sh'))} >&2; fi"
+    )
     if unused := unused_managed(config):
         lines += [note(SWITCH_NOTE), "unset " + " ".join(unused)]
     for name, value in config.env.items():
@@ -177,6 +198,13 @@ def render_fish(config: ClaudeConfig) -> str:
     still sets its own status, which the successful ones after it keep.
     """
     lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
+    # begin/end keeps `set -l` inside; an `if` whose test fails ends with status 0.
+    lines.append(
+        "begin; set -l settings ~/.claude/settings.json; "
+        "set -q CLAUDE_CONFIG_DIR; and set settings $CLAUDE_CONFIG_DIR/settings.json; "
+        f"if grep -qsE {fish_quote(SETTINGS_WIN_PATTERN)} $settings; "
+        f"printf 'warning: %s %s\\n' $settings {fish_quote(settings_win_warning('install.sh'))} >&2; end; end"
+    )
     if unused := unused_managed(config):
         lines += [f"# {SWITCH_NOTE}", *(f"if set -q {name}; set -e {name}; end" for name in unused)]
     else:
@@ -194,6 +222,18 @@ def render_powershell(config: ClaudeConfig) -> str:
         "Paste into PowerShell: it saves the variables for your user and sets them in this window. "
         "Open a new terminal afterwards.",
     )
+    # & { }: its variable stays in the script block, not in the developer's session.
+    lines += [
+        "& {",
+        "  $dir = if ($env:CLAUDE_CONFIG_DIR) { $env:CLAUDE_CONFIG_DIR } else { Join-Path $HOME '.claude' }",
+        "  $settings = Join-Path $dir 'settings.json'",
+        f"  $why = {powershell_quote(settings_win_warning('install.ps1'))}",
+        "  if ((Test-Path -LiteralPath $settings) -and "
+        f"(Select-String -LiteralPath $settings -Pattern {powershell_quote(SETTINGS_WIN_PATTERN)} -Quiet)) {{",
+        '    Write-Warning "$settings $why"',
+        "  }",
+        "}",
+    ]
     if unused := unused_managed(config):
         names = ", ".join(f"'{name}'" for name in unused)
         lines += [
@@ -219,6 +259,15 @@ def render_powershell(config: ClaudeConfig) -> str:
 
 def render_cmd(config: ClaudeConfig) -> str:
     lines = [line.replace("#", "REM", 1) for line in _header(config, "#", "Paste into CMD, then open a new terminal.")]
+    # findstr by name (a quote would need escaping). The echo text names no path: a ( ) & | < > ^ in an
+    # expanded folder name would end the if block. An undefined %CLAUDE_CONFIG_DIR% stays literal when
+    # pasted, but only in the branch that is not taken.
+    found = " ".join(f'/C:"{name}"' for name in SETTINGS_WIN_NAMES)
+    echo = f"echo warning: your Claude Code settings.json {settings_win_warning('install.ps1')} 1>&2"
+    lines.append(
+        f'if defined CLAUDE_CONFIG_DIR (findstr /L {found} "%CLAUDE_CONFIG_DIR%\\settings.json" >nul 2>&1 && {echo}) '
+        f'else (findstr /L {found} "%USERPROFILE%\\.claude\\settings.json" >nul 2>&1 && {echo})'
+    )
     if unused := unused_managed(config):
         # One line per name: a FOR loop would need %N pasted but %%N in a file.
         lines.append(f"REM {SWITCH_NOTE}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateways.config.builder import ClaudeConfig
-from gateways.config.installers import render_install_sh
+from gateways.config.installers import REPLACED_ENV, render_install_sh
 
 pytestmark = pytest.mark.shell
 
@@ -93,7 +93,7 @@ def test_creates_the_file_when_missing(tmp_path, interpreter):
     assert result.returncode == 0, result.stderr
     path = settings_file(tmp_path)
     document = json.loads(path.read_text())
-    assert document["env"] == ENV
+    assert document["env"] == {**dict.fromkeys(REPLACED_ENV, ""), **ENV}  # "": a stale export cannot win
     assert document["$schema"].startswith("https://json.schemastore.org/")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert SECRET not in result.stdout + result.stderr
@@ -110,7 +110,14 @@ def test_merges_env_and_keeps_everything_else_byte_for_byte(tmp_path, interprete
     assert result.returncode == 0, result.stderr
 
     expected = json.loads(original)
-    expected["env"] = {"DISABLE_TELEMETRY": "1", "ANTHROPIC_BASE_URL": "https://api.tokenbay.com", **ENV}
+    blanks = {name: "" for name in REPLACED_ENV if name not in ENV}
+    expected["env"] = {
+        "DISABLE_TELEMETRY": "1",
+        "ANTHROPIC_BASE_URL": "https://api.tokenbay.com",
+        "ANTHROPIC_MODEL": "",
+        **ENV,
+        **blanks,
+    }
     assert path.read_text() == claude_style(expected)
     assert "removed ANTHROPIC_MODEL" in result.stdout
     backups = list(path.parent.glob("settings.json.bak.*"))
@@ -179,8 +186,9 @@ def test_an_x_api_key_setup_removes_a_leftover_bearer_token(tmp_path):
     new_env = {"ANTHROPIC_BASE_URL": "https://api.tokaify.com", "ANTHROPIC_API_KEY": "sk-tokaify"}
     result = run_installer(tmp_path, text=script(new_env), extra_env={"ANTHROPIC_AUTH_TOKEN": "sk-exported"})
     assert result.returncode == 0
-    assert json.loads(path.read_text())["env"] == new_env
-    assert "takes precedence over the key the portal just set" in result.stderr
+    assert json.loads(path.read_text())["env"] == {**dict.fromkeys(REPLACED_ENV, ""), **new_env}
+    assert "removed ANTHROPIC_AUTH_TOKEN" in result.stdout
+    assert "ANTHROPIC_AUTH_TOKEN is exported in this shell; settings.json wins over it" in result.stderr
 
 
 def test_install_ps1_carries_the_env_as_base64_and_merges(tmp_path):
