@@ -401,7 +401,11 @@ def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
 @transaction.atomic
 def remove_device(*, device: Device, actor, request: HttpRequest | None = None) -> Device:
     """Revoke a device at once: its next fetch is refused with who removed it and when."""
-    device = Device.objects.select_for_update().select_related("key__gateway", "key__team", "user").get(pk=device.pk)
+    device = (
+        Device.objects.select_for_update(of=("self",))  # the device's row, not its key's, team's or user's
+        .select_related("key__gateway", "key__team", "user")
+        .get(pk=device.pk)
+    )
     if device.revoked_at:
         return device
     device.revoked_at = timezone.now()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -16,7 +17,7 @@ from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme, ModelIdStyle, Platfo
 from gateways.rules import GATEWAY_MODEL_FIELDS as GATEWAY_MODEL_FIELDS  # declared beside their rules
 from gateways.rules import KEY_MODEL_FIELDS as KEY_MODEL_FIELDS
 from portal import crypto
-from portal.models import Team
+from portal.models import Team, validate_lowercase_slug
 
 # The fields staff may set on a gateway, in the order the API shows them; the form and the
 # serializers are built from this tuple.
@@ -92,7 +93,7 @@ def apply_rules(instance: models.Model, names, clean) -> None:
 class Gateway(models.Model):
     """A service that speaks the Anthropic Messages protocol, with its own rules for Claude Code."""
 
-    slug = models.SlugField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True, validators=[validate_lowercase_slug])
     name = models.CharField(max_length=100)
     base_url = models.CharField(max_length=rules.BASE_URL_MAX_LENGTH, help_text="The API root, never ending in /v1.")
     auth_scheme = models.CharField(max_length=10, choices=AuthScheme.choices, default=AuthScheme.X_API_KEY)
@@ -126,6 +127,14 @@ class Gateway(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # No two slugs that differ only in case: people read Tokaify and tokaify as one gateway.
+            models.UniqueConstraint(
+                Lower("slug"),
+                name="gateway_slug_lowercase_unique",
+                violation_error_message="A gateway with this slug in another case already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

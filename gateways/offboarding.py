@@ -22,7 +22,7 @@ from gateways.models import Assignment
 from portal import audit
 from portal.errors import RuleError
 from portal.models import AccessToken, Action, Membership, Team
-from portal.services import refuse_last_admin
+from portal.services import end_membership, refuse_last_admin
 
 
 @dataclass
@@ -86,16 +86,30 @@ def for_account(user) -> Offboarding:
 
 @transaction.atomic
 def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) -> dict:
-    """Carry out the plan; returns the consequences, which one audit event records."""
+    """Carry out the plan; returns the consequences, which one audit event records.
+
+    The memberships are locked first, as remove_member locks one, then read again with the assignments:
+    what a removal or an assignment at the same moment changed is what is taken back and recorded.
+    """
     user = plan.user
     if user.pk == actor.pk:
         raise RuleError("You cannot offboard yourself. Ask another admin or staff member.")
+    held = (
+        Membership.objects.filter(user=user)
+        if plan.team is None
+        else Membership.objects.filter(user=user, team=plan.team)
+    )
+    plan.memberships = list(held.select_for_update(of=("self",)).select_related("team").order_by("pk"))
+    plan.assignments = _assignments(user=user) if plan.team is None else _assignments(key__team=plan.team, user=user)
     if plan.team is not None:
         for membership in plan.memberships:
             refuse_last_admin(membership, new_role=None)
     AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
     Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()
-    Membership.objects.filter(pk__in=[m.pk for m in plan.memberships]).delete()
+    for membership in plan.memberships:
+        # Every way out of a team goes through end_membership, so the team's channels hear of it;
+        # its details (the assignments) are in this offboarding's one audit event already.
+        end_membership(membership, actor=actor)
     if plan.deactivates and user.is_active:
         user.is_active = False
         user.save(update_fields=["is_active"])

@@ -15,7 +15,14 @@ from gateways.rules import RuleError
 from portal import audit, stamps
 from portal.crypto import Secret
 from portal.models import Action, AuditEvent, Membership, Team
-from portal.services import find_user
+from portal.services import clean_slug, find_user
+
+
+def _refuse_taken_gateway_slug(slug: str) -> None:
+    # Case-insensitive: a slug stored before slugs were lowercase still takes its lowercase form.
+    taken = Gateway.objects.filter(slug__iexact=slug).values_list("slug", flat=True).first()
+    if taken is not None:
+        raise RuleError(f"A gateway with the slug {taken!r} already exists. Choose another slug.", field="slug")
 
 
 @transaction.atomic
@@ -23,10 +30,15 @@ def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fi
     unknown = set(fields).difference(GATEWAY_FIELDS)
     if unknown:
         raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
-    if Gateway.objects.filter(slug=slug).exists():
-        raise RuleError(f"A gateway with the slug {slug!r} already exists. Choose another slug.", field="slug")
+    slug = clean_slug(slug)
+    _refuse_taken_gateway_slug(slug)
     cleaned, notices = rules.clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
-    gateway = Gateway.objects.create(slug=slug, **cleaned)
+    try:
+        with transaction.atomic():
+            gateway = Gateway.objects.create(slug=slug, **cleaned)
+    except IntegrityError:  # the same slug added at the same moment: the constraint decides
+        _refuse_taken_gateway_slug(slug)
+        raise
     audit.record(
         Action.GATEWAY_CREATED,
         actor=actor,
@@ -168,8 +180,12 @@ def store_key(
 
 
 def _changeable_key(key: GatewayKey) -> GatewayKey:
-    """The key's row, locked for the change; a revoked key is never changed again."""
-    key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
+    """The key's row, locked for the change; a revoked key is never changed again.
+
+    Only the key's row (of=self): locking its team and gateway too would hold up every new key of the
+    team, whose row refers to them, and deadlock with one being stored with the secret this change sets.
+    """
+    key = GatewayKey.objects.select_for_update(of=("self",)).select_related("gateway", "team").get(pk=key.pk)
     if key.revoked_at:
         raise RuleError("This key is revoked; store a new key instead of changing it.")
     return key
@@ -211,10 +227,15 @@ def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpReque
     key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
     _refuse_duplicate(key.team, key.fingerprint, exclude=key)
     key.config_changed_at = key.rotated_at = timezone.now()
+    try:
+        with transaction.atomic():
+            key.save()
+    except IntegrityError:  # the same secret stored at the same moment: the constraint decides
+        _refuse_duplicate(key.team, key.fingerprint, exclude=key)
+        raise
     record_key_event(
         Action.KEY_ROTATED, key, actor=actor, request=request, details={"from": old_masked, "to": key.masked}
     )
-    key.save()
     events.key_rotated.send(sender=GatewayKey, key=key, actor=actor)
     return key
 
@@ -234,7 +255,7 @@ def set_key_enabled(*, key: GatewayKey, enabled: bool, actor, request: HttpReque
 @transaction.atomic
 def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) -> GatewayKey:
     """Revoke for good: the ciphertext is destroyed, so no later download can carry it."""
-    key = GatewayKey.objects.select_for_update().select_related("gateway", "team").get(pk=key.pk)
+    key = GatewayKey.objects.select_for_update(of=("self",)).select_related("gateway", "team").get(pk=key.pk)
     if key.revoked_at:
         return key
     key.revoked_at = timezone.now()
@@ -274,7 +295,9 @@ def record_expirations() -> int:
 @transaction.atomic
 def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | None = None) -> Assignment:
     user = find_user(username)
-    if not Membership.objects.filter(team=key.team, user=user).exists():
+    # The membership stays locked until the assignment is in: a removal of the member at the same moment
+    # (portal.services.remove_member locks the same row) waits and takes it back, or this finds them gone.
+    if Membership.objects.select_for_update().filter(team=key.team, user=user).first() is None:
         raise RuleError(f"{username} is not a member of {key.team.slug}. Add them to the team first.", field="username")
     if key.revoked_at:
         raise RuleError("This key is revoked and cannot be assigned.")

@@ -8,7 +8,9 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from portal import audit_chain
@@ -47,9 +49,15 @@ class TeamQuerySet(models.QuerySet):
         return self.with_role(user, Role.ADMIN, Role.AUDITOR)
 
 
+def validate_lowercase_slug(slug: str) -> None:
+    """Slugs are lowercase, so that no two differ only in case (web and WEB read as one)."""
+    if slug != slug.lower():
+        raise ValidationError(f"Use lowercase letters in the slug: {slug.lower()!r}, not {slug!r}.")
+
+
 class Team(models.Model):
     name = models.CharField(max_length=100)
-    slug = models.SlugField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True, validators=[validate_lowercase_slug])
     created_at = models.DateTimeField(default=timezone.now)
     # Single sign-on: members of these identity-provider groups join the team (see portal/oidc.py).
     sso_member_group = models.CharField(max_length=200, blank=True)
@@ -59,6 +67,14 @@ class Team(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # No two slugs that differ only in case: people read WEB and web as one team.
+            models.UniqueConstraint(
+                Lower("slug"),
+                name="team_slug_lowercase_unique",
+                violation_error_message="A team with this slug in another case already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -5,12 +5,13 @@ from __future__ import annotations
 import unicodedata
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from portal import audit
 from portal.errors import RuleError
-from portal.models import Action, Membership, Role, Team
+from portal.models import Action, Membership, Role, Team, validate_lowercase_slug
 from portal.signals import member_added, member_leaving
 
 
@@ -50,12 +51,33 @@ def clean_team_name(name: str) -> str:
     return name
 
 
+def clean_slug(slug: str) -> str:
+    """A team's or gateway's slug, as validate_lowercase_slug wants it."""
+    try:
+        validate_lowercase_slug(slug)
+    except ValidationError as exc:
+        raise RuleError(exc.messages[0], field="slug") from None
+    return slug
+
+
+def _refuse_taken_team_slug(slug: str) -> None:
+    # Case-insensitive: a slug stored before slugs were lowercase still takes its lowercase form.
+    taken = Team.objects.filter(slug__iexact=slug).values_list("slug", flat=True).first()
+    if taken is not None:
+        raise RuleError(f"A team with the slug {taken!r} already exists. Choose another slug.", field="slug")
+
+
 @transaction.atomic
 def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = None) -> Team:
     name = clean_team_name(name)
-    if Team.objects.filter(slug=slug).exists():
-        raise RuleError(f"A team with the slug {slug!r} already exists. Choose another slug.", field="slug")
-    team = Team.objects.create(name=name, slug=slug)
+    slug = clean_slug(slug)
+    _refuse_taken_team_slug(slug)
+    try:
+        with transaction.atomic():
+            team = Team.objects.create(name=name, slug=slug)
+    except IntegrityError:  # the same slug created at the same moment: the constraint decides
+        _refuse_taken_team_slug(slug)
+        raise
     audit.record(Action.TEAM_CREATED, actor=actor, request=request, team=team, target=slug, details={"name": name})
     if actor is not None and actor.pk:
         # Whoever creates a team runs it first: its admin, until they hand it over.
@@ -120,8 +142,14 @@ def end_membership(membership: Membership, *, actor) -> dict[str, object]:
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
-    refuse_last_admin(membership, new_role=None)
     team, user = membership.team, membership.user
+    # Locked first: a second removal at the same moment (a double submit, two admins) waits here and finds
+    # the member gone, and a key being assigned to them (gateways.services.assign_key) is taken back too.
+    current = Membership.objects.select_for_update().filter(pk=membership.pk).first()
+    if current is None:
+        raise RuleError(f"{user.get_username()} is no longer a member of {team.slug}.")
+    membership.role = current.role
+    refuse_last_admin(membership, new_role=None)
     details = end_membership(membership, actor=actor)
     audit.record(
         Action.MEMBER_REMOVED,
@@ -137,6 +165,9 @@ def refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
     """A RuleError when this change (a new role, or None for leaving) would leave the team without an admin."""
     if membership.role != Role.ADMIN or new_role == Role.ADMIN:
         return
+    # Every change of a team's admins locks its row first (portal.oidc too), after the membership's:
+    # of two admins removing each other at once, the second waits and then sees the first gone.
+    Team.objects.select_for_update().filter(pk=membership.team_id).first()
     admins = Membership.objects.filter(team=membership.team, role=Role.ADMIN).exclude(pk=membership.pk)
     if not admins.exists():
         raise RuleError("This is the team's last admin. Make someone else admin first.")

@@ -20,10 +20,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing, suppress
+from functools import reduce
+from operator import or_
 from typing import cast
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Q, Value, When
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -147,13 +150,46 @@ def save_outcomes(
 ) -> list[ProbeResult]:
     """Store probe results in batches: per batch one transaction, one insert of results and one chain step.
 
-    A key's latest verdict is set with one UPDATE per verdict, which touches the probe's columns
+    The keys' latest verdicts are set with one UPDATE per batch, which touches the probe's columns
     only: an admin's change to the key during a long run is never overwritten.
     """
     results: list[ProbeResult] = []
     for start in range(0, len(outcomes), batch_size):
         results.extend(_save_batch(outcomes[start : start + batch_size], trigger, user, request))
     return results
+
+
+def _grouped(verdicts: dict[int, str]) -> dict[str, list[int]]:
+    """Key ids by verdict."""
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for key_id, verdict in verdicts.items():
+        grouped[verdict].append(key_id)
+    return grouped
+
+
+def _set_verdicts(verdicts: dict[int, str], loaded: dict[int, str], now) -> dict[int, str]:
+    """Set each key's latest verdict; returns the verdict each held just before, which alerts compare with.
+
+    Compare-and-set: one UPDATE sets the keys that still hold the verdict they were loaded with. Another
+    save may have changed a key since (an admin's 'Probe now' while a run waited on the network): such a
+    key is read again under lock and set after, so a key that starts failing or recovers is told once.
+    """
+
+    def new_verdict() -> Case:
+        return Case(*(When(pk__in=ids, then=Value(verdict)) for verdict, ids in _grouped(verdicts).items()))
+
+    unchanged = reduce(or_, (Q(pk__in=ids, last_probe_verdict=v) for v, ids in _grouped(loaded).items()))
+    if GatewayKey.objects.filter(unchanged).update(last_probe_verdict=new_verdict(), last_probe_at=now) == len(loaded):
+        return dict(loaded)
+    changed = dict(
+        GatewayKey.objects.select_for_update()
+        .filter(pk__in=verdicts)
+        .exclude(last_probe_at=now)  # set just now by the UPDATE above
+        .order_by("pk")
+        .values_list("pk", "last_probe_verdict")
+    )
+    GatewayKey.objects.filter(pk__in=changed).update(last_probe_verdict=new_verdict(), last_probe_at=now)
+    return {**loaded, **changed}
 
 
 @transaction.atomic
@@ -181,11 +217,9 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
         ]
     )
     now = timezone.now()
-    by_verdict: dict[str, list] = defaultdict(list)
-    for key, outcome in batch:
-        by_verdict[outcome.verdict].append(key.pk)
-    for verdict, key_ids in by_verdict.items():
-        GatewayKey.objects.filter(pk__in=key_ids).update(last_probe_verdict=verdict, last_probe_at=now)
+    held_before = _set_verdicts(
+        {key.pk: outcome.verdict for key, outcome in batch}, {key.pk: key.last_probe_verdict for key, _ in batch}, now
+    )
     fixed = {key.pk for key, outcome in batch if outcome.betas_fixed and key.disable_experimental_betas is not True}
     if fixed:
         GatewayKey.objects.filter(pk__in=fixed).update(disable_experimental_betas=True, config_changed_at=now)
@@ -207,7 +241,8 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
     audit_events = []
     transitions = []
     for (key, outcome), result in zip(batch, results, strict=True):
-        transitions.append((key, key.last_probe_verdict, result))
+        transitions.append((key, held_before.get(key.pk, key.last_probe_verdict), result))
+        held_before[key.pk] = outcome.verdict
         key.last_probe_verdict, key.last_probe_at = outcome.verdict, now
         if key.pk in fixed:
             key.disable_experimental_betas, key.config_changed_at = True, now
