@@ -4,10 +4,17 @@ and a device's key fetch and the API's token requests answered before the page m
 from __future__ import annotations
 
 import functools
+import json
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+)
 from django.http.response import HttpResponseBase
 from django.urls import Resolver404, resolve
 from rest_framework.views import APIView
@@ -92,6 +99,41 @@ class DeviceKeyMiddleware:
         return device_key(request)
 
 
+def _takes(match, method: str) -> bool | None:
+    """Whether a resolved view takes this method; None for a plain function view, which does not say."""
+    view_class = getattr(match.func, "view_class", None)
+    return None if view_class is None else hasattr(view_class, method.lower())
+
+
+def api_slash_redirect(request: HttpRequest) -> HttpResponse | None:
+    """A 308 to the API address with its trailing slash, for a write sent to it without one.
+
+    CommonMiddleware's APPEND_SLASH answers a POST, PUT or PATCH with a 500 page under DEBUG and
+    otherwise with a 301, which clients follow as a GET: the write was lost. A 308 keeps the method
+    and the body. A GET keeps APPEND_SLASH's 301, which loses nothing. A path that resolves without
+    the slash is redirected only if its view refuses the method and the slashed one takes it, as a
+    POST to me/configs/{id}/devices, which would be a download of the format "devices".
+    """
+    path, method = request.path_info, request.method or ""
+    if not (path + "/").startswith(API_PREFIX) or path.endswith("/") or method in ("GET", "HEAD"):
+        return None
+    try:
+        slashed = resolve(path + "/")
+    except Resolver404:
+        return None
+    try:
+        match = resolve(path)
+    except Resolver404:
+        pass
+    else:
+        if _takes(match, method) is not False or not _takes(slashed, method):
+            return None
+    request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it for every other request
+    location = request.get_full_path(force_append_slash=True)
+    body = json.dumps({"detail": f"API addresses end with a slash: send this {method} to {location}."})
+    return HttpResponsePermanentRedirect(location, preserve_request=True, content=body, content_type="application/json")
+
+
 @functools.cache
 def _answers_without_pages(view_class) -> bool:
     """Whether a view is a DRF view that never renders a page (HTML)."""
@@ -114,13 +156,17 @@ class TokenApiMiddleware:
 
     Like DeviceKeyMiddleware, it sits after the security middleware, the secrets' redaction scope
     and the NUL check, and checks the host. Whatever does not resolve to a DRF view, or carries a
-    session cookie, takes the usual way, so a trailing-slash redirect or a page's 404 stay as they were.
+    session cookie, takes the usual way, so a trailing-slash redirect or a page's 404 stay as they were;
+    but first, with a token or without, an API write sent without its trailing slash gets a 308 to the
+    address with it (api_slash_redirect), before CommonMiddleware could lose it.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if (redirect := api_slash_redirect(request)) is not None:
+            return redirect
         if (
             not request.path_info.startswith(API_PREFIX)
             or request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() != "bearer "

@@ -310,6 +310,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.pagination.KeysetPagination",
     "EXCEPTION_HANDLER": "config.handlers.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # ?format= is an ordinary query parameter, ignored like any unknown one; DRF's default made any
+    # endpoint a bare 404 with it. The schema alone reads it (portal.api.views.SchemaView).
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gateway portal API",

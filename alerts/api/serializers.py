@@ -31,7 +31,7 @@ class ChannelOutputSerializer(serializers.ModelSerializer):
     )
     signed = serializers.BooleanField(source="has_secret", read_only=True)
     created_by: serializers.SlugRelatedField[AbstractBaseUser] = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
 
     class Meta:

@@ -173,7 +173,7 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
     key_label = serializers.CharField(source="key.label", read_only=True)
     masked = serializers.CharField(source="key.masked", read_only=True)
     state = serializers.CharField(source="key.state", read_only=True)
-    expires_at = serializers.DateTimeField(source="key.expires_at", read_only=True)
+    expires_at = serializers.DateTimeField(source="key.expires_at", read_only=True, allow_null=True)
     formats = serializers.SerializerMethodField()
 
     class Meta:
@@ -204,7 +204,9 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
 class ProbeResultOutputSerializer(serializers.ModelSerializer):
     key = serializers.UUIDField(source="key_id", read_only=True)
     gateway: serializers.SlugRelatedField[Gateway] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = ProbeResult

@@ -13,8 +13,16 @@ from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, permissions, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -168,10 +176,28 @@ class MyConfigList(generics.ListAPIView):
         return my_assignments(self.request.user)
 
 
+REFUSAL = inline_serializer("Refusal", {"detail": drf_serializers.CharField(help_text="A sentence for a person.")})
+# What a download answers, in every media type its formats use (gateways.config.formats).
+DOWNLOAD_RESPONSES: dict[int | tuple[int, str], OpenApiResponse] = {
+    **{
+        (200, content_type): OpenApiResponse(
+            OpenApiTypes.OBJECT if content_type == "application/json" else OpenApiTypes.STR,
+            description="The configuration, as a file in the format asked for.",
+        )
+        for content_type in sorted({fmt.content_type for fmt in formats.FORMATS.values()})
+    },
+    404: OpenApiResponse(REFUSAL, description="Unknown format or assignment."),
+    410: OpenApiResponse(REFUSAL, description="The key is revoked, disabled or expired: it yields no configuration."),
+    422: OpenApiResponse(REFUSAL, description="The set-up holds a value this format cannot write."),
+}
+
+
 class MyConfigDownload(APIView):
-    @extend_schema(
-        responses={(200, "text/plain"): str, 404: OpenApiResponse(description="Unknown format or assignment.")}
-    )
+    # Django would answer HEAD with get(), which records a download (its count, its time, an audit row)
+    # and delivers nothing: HEAD gets a 405, as on the web page.
+    http_method_names = [m for m in APIView.http_method_names if m != "head"]
+
+    @extend_schema(responses=DOWNLOAD_RESPONSES)
     def get(self, request, assignment_id, format_name):
         assignment = my_assignment(request.user, assignment_id)
         if assignment is None:
@@ -282,6 +308,7 @@ class ConnectionList(generics.ListAPIView):
 
 class MyConfigDevices(APIView):
     @extend_schema(request=s.DeviceInputSerializer, responses={201: s.DeviceCreatedSerializer})
+    @sensitive_variables("code", "url", "answer")  # the one-time install code, and the link and answer that hold it
     def post(self, request, assignment_id):
         """Make a device for one of your configurations: a one-time install link (15 minutes) and its command."""
         assignment = my_assignment(request.user, assignment_id)

@@ -70,7 +70,7 @@ class TeamUpdateSerializer(serializers.Serializer):
 
 class InvitationSerializer(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug", read_only=True)
-    invited_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    invited_by = serializers.CharField(source="created_by.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Invitation

@@ -7,6 +7,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,8 +20,17 @@ from portal.permissions import team_with_role
 from portal.selectors import teams_with_members
 
 
+class FormatParamNegotiation(DefaultContentNegotiation):
+    """Content negotiation that also reads ?format=json|yaml, which the rest of the API ignores (URL_FORMAT_OVERRIDE)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return super().select_renderer(request, renderers, format_suffix or request.query_params.get("format"))
+
+
 class SchemaView(SpectacularAPIView):
     """The OpenAPI schema, for signed-in callers; a refusal is JSON `{"detail": ...}` like every error."""
+
+    content_negotiation_class = FormatParamNegotiation
 
     def handle_exception(self, exc):
         self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
