@@ -5,7 +5,9 @@ request from the rows (the only step that reads a channel's secret), sends them 
 time limit each (NOTIFY_TIMEOUT), so a receiver that hangs, fails or redirects holds up nobody
 else, then records each attempt and schedules a retry (alerts.models.BACKOFF) or the end.
 Webhooks go through the probes' client (gateways.probes.outbound): public addresses only
-unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings.
+unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings, and
+fails with a sentence while none are set (EMAIL_CONFIGURED). A channel's deliveries go oldest first,
+one at a time (DeliveryQuerySet.due); when one goes through, the rest of that channel's are due at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ BATCH_PER_SLOT = 5
 # older than the lease was a run that died.
 MIN_LEASE = timedelta(minutes=5)
 EXCERPT = 200
+NO_MAIL = (
+    "This portal sends no mail; set EMAIL_URL (or EMAIL_HOST) and restart it, and the next try sends this. "
+    "Until then, use a webhook or Slack channel."
+)
 
 
 @dataclass
@@ -71,6 +77,8 @@ def prepare(delivery: Delivery) -> Outgoing:
     if delivery.kind == ChannelKind.EMAIL:
         outgoing.subject, text = messages.email_parts(notification, to_holder=delivery.user_id is not None)
         outgoing.body = text.encode()
+        if not settings.EMAIL_CONFIGURED:  # Django's fallback backend would drop it and call that sent
+            outgoing.problem = NO_MAIL
     elif delivery.kind == ChannelKind.SLACK:
         outgoing.body = messages.slack_body(notification)
     else:
@@ -183,6 +191,8 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
             )
             if not kept:
                 continue
+            if attempt.succeeded:
+                delivery.release_followers(now)
             DeliveryAttempt.objects.create(
                 delivery=delivery,
                 number=delivery.attempts,

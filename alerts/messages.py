@@ -12,6 +12,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from alerts.models import EventKind, Notification
 from gateways.models import Assignment, GatewayKey, Verdict
@@ -74,12 +75,24 @@ def key_recovered(key: GatewayKey, *, previous: str) -> Message:
     )
 
 
+def _expiry(key: GatewayKey) -> datetime:
+    """The key's expiry in the portal's zone (TIME_ZONE), whoever's request made the message."""
+    if key.expires_at is None:
+        raise ValueError(f"The key {key.label} has no expiry to tell of.")
+    return timezone.localtime(key.expires_at, timezone.get_default_timezone())
+
+
+def _when(moment: datetime) -> str:
+    """`2026-11-23 14:05 CET`: a time with its zone named, as the pages print it."""
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+
+
 def key_expiring(key: GatewayKey) -> Message:
     return Message(
         EventKind.KEY_EXPIRING,
-        f"{key.label} expires on {key.expires_at:%Y-%m-%d}",
+        f"{key.label} expires on {_expiry(key):%Y-%m-%d}",
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expires on "
-        f"{key.expires_at:%Y-%m-%d %H:%M} UTC; its holders' set-ups stop working then. Renew it on the key "
+        f"{_when(_expiry(key))}; its holders' set-ups stop working then. Renew it on the key "
         "page: set a later expiry, or rotate in a new secret.",
         link(reverse("key", args=[key.id])),
         {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
@@ -95,30 +108,38 @@ def key_expired(key: GatewayKey) -> Message:
         EventKind.KEY_EXPIRED,
         f"{key.label} has expired",
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expired on "
-        f"{key.expires_at:%Y-%m-%d %H:%M} UTC: it yields no set-up any more. Renew it on the key page.",
+        f"{_when(_expiry(key))}: it yields no set-up any more. Renew it on the key page.",
         link(reverse("key", args=[key.id])),
         {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
     )
 
 
-def key_rotated(key: GatewayKey, *, actor_name: str, holders: int) -> Message:
+def key_rotated(key: GatewayKey, *, actor_name: str, holders: int, live_holders: int = 0) -> Message:
+    """`holders` were told to download again; `live_holders` only use live devices, which need nothing."""
+    live = (
+        f" {live_holders} holder(s) use only live devices, which fetch the new secret themselves."
+        if live_holders
+        else ""
+    )
     return Message(
         EventKind.KEY_ROTATED,
         f"{key.label} was rotated",
         f"{actor_name or 'The portal'} rotated the key {key.label} of team {key.team.name} for {key.gateway.name}; "
         f"it is now {key.masked}. {holders} holder(s) were told to download their set-up again; the "
-        "dashboard shows whose download is still older than the rotation.",
+        f"dashboard shows whose download is still older than the rotation.{live}",
         link(reverse("key", args=[key.id])),
-        {"key": key_facts(key), "holders": holders},
+        {"key": key_facts(key), "holders": holders, "live_holders": live_holders},
     )
 
 
-def holder_rotation_advice(assignment: Assignment) -> str | None:
-    """What a holder must do after a rotation, or None when nothing (the hook for live devices, issue 11).
+def holder_rotation_advice(assignment: Assignment, *, has_live_device: bool) -> str | None:
+    """What a holder must do after a rotation, or None when nothing.
 
-    A downloaded set-up holds the secret itself, so its holder must download again. A device that
-    fetches its set-up live would need nothing: return None for it here once the portal knows of devices.
+    A downloaded set-up holds the secret itself, so its holder must download again. A live device
+    fetches the secret when Claude Code asks, so a holder who only uses live devices has nothing to do.
     """
+    if has_live_device and assignment.last_download_at is None:
+        return None
     return (
         "The set-up you downloaded holds the old secret, which stops working once the old secret is revoked "
         "at the gateway. Download your set-up again from My set-up"
@@ -185,9 +206,14 @@ def webhook_body(notification: Notification, *, delivery_id: int) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
+def slack_escaped(text: str) -> str:
+    """Slack's mrkdwn reads <...> as a link or mention and & as an entity: those three go as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_body(notification: Notification) -> bytes:
     """A Slack-compatible incoming-webhook body (also read by Mattermost, Rocket.Chat, Teams' Slack connector)."""
-    text = f"*{notification.subject}*\n{notification.text}"
+    text = f"*{slack_escaped(notification.subject)}*\n{slack_escaped(notification.text)}"
     if notification.url:
         text += f"\n<{notification.url}|Open in the portal>"
     return json.dumps({"text": text}).encode()

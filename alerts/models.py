@@ -4,6 +4,7 @@ A Notification is one message about one event (a key started failing, a member j
 written in the transaction of the change. It gets one Delivery per destination: each enabled
 channel of its team, or one person's address. `manage.py notify` sends what is due and
 records every attempt; a failed one is tried again after the next step of BACKOFF, then given up.
+A channel's deliveries go out one after another, oldest first (DeliveryQuerySet.due).
 """
 
 from __future__ import annotations
@@ -142,7 +143,17 @@ class DeliveryQuerySet(models.QuerySet):
         return self.filter(notification__team__in=Team.objects.administered_by(user))
 
     def due(self, now: datetime) -> DeliveryQuerySet:
-        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        """Pending deliveries whose time has come, except those behind an older pending one to the same channel.
+
+        A channel hears its news in the order it happened: after an outage a receiver gets "started
+        failing" before "works again", never the reverse, whatever each one's retry schedule says.
+        """
+        older_pending = Delivery.objects.filter(
+            channel=models.OuterRef("channel"), status=DeliveryStatus.PENDING, pk__lt=models.OuterRef("pk")
+        )
+        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now).exclude(
+            models.Exists(older_pending)
+        )
 
 
 class Delivery(models.Model):
@@ -184,6 +195,16 @@ class Delivery(models.Model):
     def record_success(self, now: datetime) -> None:
         self.attempts += 1
         self.status, self.sent_at, self.last_error = DeliveryStatus.SENT, now, ""
+
+    def release_followers(self, now: datetime) -> int:
+        """The channel answered: what waits for it is due now, not at the end of its own backoff."""
+        if self.channel_id is None:
+            return 0
+        return (
+            Delivery.objects.filter(channel_id=self.channel_id, status=DeliveryStatus.PENDING, next_attempt_at__gt=now)
+            .exclude(pk=self.pk)
+            .update(next_attempt_at=now)
+        )
 
     def record_failure(self, now: datetime, error: str) -> None:
         """Count a failed attempt: wait the next BACKOFF step, or give up after MAX_ATTEMPTS."""

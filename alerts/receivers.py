@@ -30,13 +30,24 @@ def tell_expiry(sender, key, **kwargs) -> None:
     services.notify_team(key.team, messages.key_expired(key), key=key)
 
 
+def _who_did_it(membership, actor) -> str:
+    """The name the message gives the change: the person who made it, or the SSO groups that did.
+
+    A change the groups claim made at a sign-in has no actor (portal.oidc.sync_memberships): it is
+    not the signed-in person's own act, though the audit row names whose sign-in it was.
+    """
+    if actor is not None:
+        return actor.get_username()
+    return "The portal (SSO groups)" if membership.via_sso else ""
+
+
 @receiver(member_added)
 def tell_new_member(sender, membership, actor=None, **kwargs) -> None:
     message = messages.member_added(
         team_name=membership.team.name,
         username=membership.user.get_username(),
         role=membership.role,
-        actor_name=actor.get_username() if actor else "",
+        actor_name=_who_did_it(membership, actor),
     )
     services.notify_team(membership.team, message)
 
@@ -48,6 +59,6 @@ def tell_member_left(sender, membership, actor=None, **kwargs) -> None:
         team_slug=membership.team.slug,
         username=membership.user.get_username(),
         role=membership.role,
-        actor_name=actor.get_username() if actor else "",
+        actor_name=_who_did_it(membership, actor),
     )
     services.notify_team(membership.team, message)

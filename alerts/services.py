@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib import messages as flash
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -13,9 +16,16 @@ from django.views.decorators.debug import sensitive_variables
 from alerts import messages, rules
 from alerts.messages import Message
 from alerts.models import Channel, ChannelKind, Delivery, DeliveryStatus, Notification
-from gateways.models import Assignment, GatewayKey
+from gateways.models import Assignment, Device, GatewayKey
 from portal import audit
 from portal.models import Action, Team
+
+logger = logging.getLogger(__name__)
+
+NO_MAIL_CHANNEL = (
+    "This portal sends no mail: deliveries to this e-mail channel fail until EMAIL_URL (or EMAIL_HOST) is set "
+    "and the portal restarted. Add a webhook or Slack channel to hear of events meanwhile."
+)
 
 
 @sensitive_variables("secret")
@@ -43,6 +53,11 @@ def create_channel(
         target=channel.display_target[:200],
         details={"channel": str(channel.id), "kind": kind, "signed": channel.has_secret},
     )
+    if kind == ChannelKind.EMAIL and not settings.EMAIL_CONFIGURED:
+        # Kept (mail may be set up next), but said at once: each delivery to it fails until then.
+        logger.warning("E-mail channel %s added to team %s while the portal sends no mail.", channel.pk, team.slug)
+        if isinstance(request, HttpRequest):  # a page; the API's caller sees it on the Deliveries page
+            flash.warning(request, NO_MAIL_CHANNEL, fail_silently=True)
     return channel
 
 
@@ -122,16 +137,24 @@ def send_test(*, channel: Channel, actor) -> Notification | None:
 
 def notify_rotation(key: GatewayKey, *, actor) -> None:
     """The team hears a key was rotated; each holder hears what to do about it, if anything."""
-    holders = list(Assignment.objects.filter(key=key).select_related("user", "key__team", "key__gateway"))
-    told = 0
+    live = Device.objects.live().filter(assignment=OuterRef("pk"))
+    holders = list(
+        Assignment.objects.filter(key=key)
+        .annotate(has_live_device=Exists(live))
+        .select_related("user", "key__team", "key__gateway")
+    )
+    told = live_only = 0
     for assignment in holders:
-        advice = messages.holder_rotation_advice(assignment)
+        advice = messages.holder_rotation_advice(assignment, has_live_device=assignment.has_live_device)
         if advice is None:
+            live_only += 1
             continue
         notify_person(key.team, assignment.user, messages.rotated_for_holder(assignment, advice=advice), key=key)
         told += 1
     actor_name = actor.get_username() if actor else ""
-    notify_team(key.team, messages.key_rotated(key, actor_name=actor_name, holders=told), key=key)
+    notify_team(
+        key.team, messages.key_rotated(key, actor_name=actor_name, holders=told, live_holders=live_only), key=key
+    )
 
 
 def expiry_dedupe_key(key: GatewayKey) -> str:

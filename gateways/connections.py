@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from gateways.models import Assignment, Device
+from gateways.models import Assignment, Device, GatewayKey
 from portal import exports
 from portal.errors import RuleError
 
@@ -107,7 +107,8 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     elif filters.state == "stale":
         rows = rows.filter(Q(last_download_at__lt=F("key__config_changed_at")) | Q(last_download_at__lt=stale_cutoff()))
     elif filters.state == "failing":
-        rows = rows.exclude(key__last_probe_verdict__in=["", "ok"])
+        # The key's failing() rule: a probe older than the last rotation or settings change tested something else.
+        rows = rows.filter(key__in=GatewayKey.objects.failing())
     elif filters.state == "expired":
         rows = rows.filter(key__expires_at__lte=now)
     field = SORTS[filters.sort.removeprefix("-")]

@@ -39,8 +39,8 @@ class Section:
 
 
 def failing_keys(keys: GatewayKeyQuerySet) -> QuerySet[GatewayKey]:
-    """Usable keys whose last probe failed."""
-    return keys.usable().exclude(last_probe_verdict__in=["", "ok"]).order_by("-last_probe_at", "label")
+    """Usable keys whose last probe failed and still counts: a rotation or settings change since starts over."""
+    return keys.usable().failing().order_by("-last_probe_at", "label")
 
 
 def expiring_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:

@@ -445,7 +445,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         if membership is None and wanted:
             membership = Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
             _record_for_groups(request, user, team, Action.MEMBER_ADDED, {"role": wanted, **via})
-            member_added.send(sender=Membership, membership=membership, actor=user)
+            member_added.send(sender=Membership, membership=membership, actor=None)  # the groups did it
         elif membership is not None and wanted:
             if membership.role != wanted and _kept_as_last_admin(request, membership, wanted, via):
                 continue
@@ -458,7 +458,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         elif membership is not None and membership.via_sso:
             if _kept_as_last_admin(request, membership, None, via):
                 continue
-            details = end_membership(membership, actor=user)
+            details = end_membership(membership, actor=None)  # the groups did it; the audit row names the sign-in
             _record_for_groups(request, user, team, Action.MEMBER_REMOVED, {**details, **via})
 
 

@@ -71,6 +71,7 @@ def smtp(settings):
     controller.start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", controller.port, False
+    settings.EMAIL_CONFIGURED = True  # as EMAIL_HOST makes it at start-up (config/settings.py)
     yield inbox
     controller.stop()
 

@@ -33,6 +33,8 @@ def key(team, gateway, label: str, actor, **fields) -> GatewayKey:
     stored = store_key(
         team=team, gateway=gateway, label=label, secret=f"sk-dash-{label.replace(' ', '-')}-0123456789", actor=actor
     )
+    if "last_probe_at" in fields:  # a probe of this secret: no earlier than the secret was stored
+        fields.setdefault("config_changed_at", min(fields["last_probe_at"], stored.config_changed_at))
     if fields:
         GatewayKey.objects.filter(pk=stored.pk).update(**fields)
     return GatewayKey.objects.get(pk=stored.pk)

@@ -280,7 +280,9 @@ def test_connection_rows_answer_who_has_what(api, staff, bob_assignment, tokenba
 def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_assignment):
     failing = store_key(team=web, gateway=tokaify, label="failing", secret="sk-failing-0000000000", actor=alice)
     assign_key(key=failing, username="bob", actor=alice)
-    GatewayKey.objects.filter(pk=failing.pk).update(last_probe_verdict="auth_failed", expires_at=timezone.now())
+    GatewayKey.objects.filter(pk=failing.pk).update(
+        last_probe_verdict="auth_failed", last_probe_at=timezone.now(), expires_at=timezone.now()
+    )
     api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash")
     client = api(staff)
 
