@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -55,6 +55,7 @@ COLUMNS = (
     "expires_at",
     "live_devices",
     "live_devices_current",
+    "last_live_fetch_at",
 )
 
 
@@ -96,6 +97,9 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         live_devices=_count(live),
         # Devices whose last fetch carried the key's present secret: they fetched since the last rotation.
         live_devices_current=_count(live.filter(fetched_fingerprint=OuterRef("key__fingerprint"))),
+        last_live_fetch_at=Subquery(
+            live.order_by().values("assignment").annotate(at=Max("last_seen_at")).values("at")[:1]
+        ),
     )
     if filters.team:
         rows = rows.filter(key__team__slug=filters.team)
@@ -103,9 +107,17 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         rows = rows.filter(key__gateway__slug=filters.gateway)
     now = timezone.now()
     if filters.state == "never_downloaded":
-        rows = rows.filter(last_download_at__isnull=True)
+        # A device's fetch counts as a download, as on the dashboard (dashboard.never_downloaded).
+        fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
+        rows = rows.filter(last_download_at__isnull=True).exclude(Exists(fetched_live))
     elif filters.state == "stale":
-        rows = rows.filter(Q(last_download_at__lt=F("key__config_changed_at")) | Q(last_download_at__lt=stale_cutoff()))
+        # A stale download, or a live device still on the secret before the last rotation (the dashboard's rollout).
+        behind = live.exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
+        rows = rows.filter(
+            Q(last_download_at__lt=F("key__config_changed_at"))
+            | Q(last_download_at__lt=stale_cutoff())
+            | Exists(behind)
+        )
     elif filters.state == "failing":
         # The key's failing() rule: a probe older than the last rotation or settings change tested something else.
         rows = rows.filter(key__in=GatewayKey.objects.failing())
@@ -162,4 +174,5 @@ def _row(assignment: Assignment, cutoff) -> dict:
         # Annotated by connections_for().
         "live_devices": getattr(assignment, "live_devices", 0),
         "live_devices_current": getattr(assignment, "live_devices_current", 0),
+        "last_live_fetch_at": getattr(assignment, "last_live_fetch_at", None),
     }

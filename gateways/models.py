@@ -457,8 +457,19 @@ class DeviceQuerySet(models.QuerySet):
         return self.filter(models.Q(key__team__in=overseen) | models.Q(user=user))
 
     def live(self) -> DeviceQuerySet:
-        """Installed, not removed, and still holding its assignment: the devices that fetch the key."""
-        return self.filter(installed_at__isnull=False, revoked_at__isnull=True, assignment__isnull=False)
+        """Installed, not removed, still holding its assignment, of a usable key: the devices that fetch the key.
+
+        A device of a disabled, expired or revoked key has every fetch refused, so it is not counted live.
+        """
+        unexpired = models.Q(key__expires_at__isnull=True) | models.Q(key__expires_at__gt=timezone.now())
+        return self.filter(
+            unexpired,
+            installed_at__isnull=False,
+            revoked_at__isnull=True,
+            assignment__isnull=False,
+            key__revoked_at__isnull=True,
+            key__is_enabled=True,
+        )
 
 
 class Device(models.Model):
@@ -509,7 +520,7 @@ class Device(models.Model):
 
     @property
     def is_live(self) -> bool:
-        return bool(self.installed_at and not self.revoked_at and self.assignment_id)
+        return self.state == "live"
 
     @property
     def has_current_secret(self) -> bool:
@@ -523,7 +534,8 @@ class Device(models.Model):
         if not self.assignment_id:
             return "unassigned"
         if self.installed_at:
-            return "live"
+            # Its fetches are refused while the key is disabled, expired or revoked (key_state says which).
+            return "live" if self.key.state == KeyState.ACTIVE else "refused"
         return "expired" if self.install_expires_at <= timezone.now() else "waiting"
 
 

@@ -254,6 +254,9 @@ class ConnectionSerializer(serializers.Serializer):
     live_devices_current = serializers.IntegerField(
         help_text="Of those, the ones that fetched since the last rotation."
     )
+    last_live_fetch_at = serializers.DateTimeField(
+        allow_null=True, help_text="When one of those devices last fetched the key (null: none has)."
+    )
 
 
 class DeviceInputSerializer(serializers.ModelSerializer):
@@ -291,6 +294,7 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
     key_label = serializers.CharField(source="key.label", read_only=True)
     user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     state = serializers.CharField(read_only=True)
+    key_state = serializers.CharField(source="key.state", read_only=True)
     last_seen = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     has_current_secret = serializers.BooleanField(read_only=True)
     revoked_by = serializers.CharField(source="revoked_by_username", read_only=True)
@@ -307,6 +311,7 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
             "key",
             "key_label",
             "state",
+            "key_state",
             "created_at",
             "install_expires_at",
             "installed_at",
