@@ -14,7 +14,8 @@ from alerts import services
 from alerts.forms import ChannelForm
 from alerts.models import Channel, DeliveryStatus
 from alerts.selectors import deliveries_for, delivery_teams
-from portal.errors import RuleError
+from portal import handover
+from portal.errors import RuleError, add_to_form
 from portal.models import Role, Team
 from portal.pagination import MAX_POSITION, query_number
 from portal.permissions import require_role, team_with_role
@@ -39,17 +40,20 @@ def _channel(request: HttpRequest, channel_id) -> Channel:
 @require_POST
 @sensitive_post_parameters("secret")
 def channel_add(request: HttpRequest, slug: str) -> HttpResponse:
+    """Add a channel; a refusal returns to the team page with what was typed (never the secret) and why."""
     team, _ = team_with_role(request.user, slug, Role.ADMIN, denied=ADMINS_ONLY)
     form = ChannelForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
-        return redirect(_team_page(team))
-    try:
-        channel = services.create_channel(team=team, actor=request.user, request=request, **form.cleaned_data)
-    except RuleError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Channel added: {channel}. Send a test to see it arrive.")
+    if form.is_valid():
+        try:
+            channel = services.create_channel(team=team, actor=request.user, request=request, **form.cleaned_data)
+        except RuleError as exc:
+            add_to_form(form, exc)
+        else:
+            messages.success(request, f"Channel added: {channel}. Send a test to see it arrive.")
+            return redirect(_team_page(team))
+    if form.data.get("secret") and "secret" not in form.errors:
+        form.add_error("secret", "Type the signing secret again: a refused form never keeps it.")
+    handover.keep_refused_form(request, form, page=reverse("team", args=[team.slug]), leave_out=("secret",))
     return redirect(_team_page(team))
 
 

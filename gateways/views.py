@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from gateways import charts, dashboard, devices, services
 from gateways.config import formats, guide
@@ -31,6 +31,7 @@ from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignme
 from gateways.permissions import device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import first_run_checklist, key_devices, my_assignment, my_assignments, my_devices
+from portal import handover
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
@@ -148,6 +149,7 @@ def setup_reveal(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpR
 
 
 @login_required
+@require_GET  # a HEAD would run the download and count it, delivering nothing
 def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format_name: str) -> HttpResponse:
     assignment = my_assignment(request.user, assignment_id)
     if assignment is None or format_name not in formats.FORMATS:
@@ -161,14 +163,18 @@ def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format
 
 
 @login_required
-@require_POST
 @never_cache  # the page holds a one-time install link
-@sensitive_variables("code", "url", "command")
+@sensitive_variables("code", "url", "command", "made")
 def device_create(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
-    """Install on a new device: make its one-time install link and show the command to paste, once."""
+    """Install on a new device: POST makes its one-time install link; the GET it redirects to shows it, once.
+
+    The redirect makes a reload of the install page a GET, which cannot make a second device.
+    """
     assignment = my_assignment(request.user, assignment_id)
     if assignment is None:
         raise Http404("No such configuration.")
+    if request.method != "POST":
+        return _device_install_page(request, assignment)
     form = DeviceForm(request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
@@ -184,7 +190,22 @@ def device_create(request: AuthenticatedHttpRequest, assignment_id: int) -> Http
     except RuleError as exc:
         messages.error(request, str(exc))
         return redirect("setup")
-    url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
+    handover.keep_shown_once(request, _install_purpose(assignment), {"device": device.pk, "code": code})
+    return redirect("device-create", assignment_id=assignment.pk)
+
+
+def _install_purpose(assignment: Assignment) -> str:
+    return f"device-install:{assignment.pk}"
+
+
+@sensitive_variables("code", "url", "command", "made")
+def _device_install_page(request: AuthenticatedHttpRequest, assignment: Assignment) -> HttpResponse:
+    made = handover.take_shown_once(request, _install_purpose(assignment))
+    device = assignment.devices.filter(pk=made["device"]).first() if made else None
+    if made is None or device is None:
+        messages.info(request, "An install command is shown once. Make a new one below; unused ones expire.")
+        return redirect("setup")
+    url = request.build_absolute_uri(reverse("api-device-install", args=[made["code"]]))
     context = {
         "device": device,
         "assignment": assignment,
@@ -315,6 +336,13 @@ def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 @login_required
 def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, role = key_with_role(request.user, key_id)
+    return _render_key_page(request, key, role)
+
+
+def _render_key_page(
+    request: AuthenticatedHttpRequest, key: GatewayKey, role: str | None, assign_refused: tuple[str, str] | None = None
+) -> HttpResponse:
+    """The key page; `assign_refused` is (the name picked, the sentence why) when Assign was just refused."""
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
     members = key.team.memberships.select_related("user").filter(user__is_active=True)
@@ -326,6 +354,8 @@ def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         "is_admin": is_admin,
         "assignments": assignments,
         "assign_form": AssignForm(members=[m.user.username for m in members]),
+        "assign_picked": assign_refused[0] if assign_refused else "",
+        "assign_error": assign_refused[1] if assign_refused else "",
         "settings_form": KeySettingsForm(initial=initial),
         "gateway_name": key.gateway.name,
         "probes": probes[:10],
@@ -333,7 +363,7 @@ def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         "devices": key_devices(key),
         "rollout": devices.rollout(key),
     }
-    return render(request, "gateways/key_detail.html", context)
+    return render(request, "gateways/key_detail.html", context, status=400 if assign_refused else 200)
 
 
 @login_required
@@ -402,12 +432,14 @@ def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_assign(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
-    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
+    """Assign the key; a refusal shows the key page again with the name picked and the reason under it."""
+    key, role = key_with_role(request.user, key_id, Role.ADMIN)
+    username = request.POST.get("username", "")
     try:
-        services.assign_key(key=key, username=request.POST.get("username", ""), actor=request.user, request=request)
-        messages.success(request, f"Assigned to {request.POST.get('username')}.")
+        services.assign_key(key=key, username=username, actor=request.user, request=request)
     except RuleError as exc:
-        messages.error(request, str(exc))
+        return _render_key_page(request, key, role, assign_refused=(username, str(exc)))
+    messages.success(request, f"Assigned to {username}.")
     return redirect("key", key_id=key.id)
 
 
@@ -465,7 +497,7 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         "keys": key_rows,
         "hide_revoked": hide_revoked,
         "failing": [k for k in key_rows if k.is_failing],
-        "member_form": MemberForm(),
+        "member_form": handover.take_refused_form(request, MemberForm, page=request.path) or MemberForm(),
         "roles": Role.choices,
         "gateways": Gateway.objects.all(),
     }

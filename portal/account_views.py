@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal import audit, email_confirmation, services, two_factor
+from portal import audit, email_confirmation, handover, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.crypto import remember
 from portal.errors import RuleError
@@ -31,6 +31,7 @@ from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
 
 USERS_PER_PAGE = 100
+RECOVERY_CODES = "recovery-codes"
 USER_STATES = {"active": {"is_active": True}, "inactive": {"is_active": False}, "all": {}}
 
 
@@ -105,7 +106,7 @@ def two_factor_enrol(request: AuthenticatedHttpRequest) -> HttpResponse:
         codes = two_factor.confirm_enrolment(request=request, device=device, code=form.cleaned_data["code"])
         if codes is not None:
             messages.success(request, "Two-factor authentication is on: sign-ins now ask for a code.")
-            return render(request, "portal/recovery_codes.html", {"codes": codes, "next": _next_url(request)})
+            return _show_recovery_codes_once(request, codes, _next_url(request))
         form.add_error("code", "That code is not right. Type the newest code your app shows (and check its clock).")
     context = {
         "form": form,
@@ -143,10 +144,22 @@ def two_factor_remove(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect("account")
 
 
+def _show_recovery_codes_once(request: AuthenticatedHttpRequest, codes: list[str], next_url: str) -> HttpResponse:
+    """Redirect to the codes' page, so a reload of it is a GET and cannot make a second set."""
+    handover.keep_shown_once(request, RECOVERY_CODES, {"codes": codes, "next": next_url})
+    return redirect("recovery-codes")
+
+
 @login_required
-@require_POST
 @never_cache
 def recovery_codes_renew(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST makes a new set of recovery codes; the GET it redirects to shows them, once."""
+    if request.method != "POST":
+        made = handover.take_shown_once(request, RECOVERY_CODES)
+        if made is None:
+            messages.info(request, "Recovery codes are shown once. If you lost them, make new ones here.")
+            return redirect("account")
+        return render(request, "portal/recovery_codes.html", made)
     if not two_factor.has_second_factor(request.user):
         messages.error(request, "Enrol an authenticator app first; recovery codes come with it.")
         return redirect("account")
@@ -154,7 +167,7 @@ def recovery_codes_renew(request: AuthenticatedHttpRequest) -> HttpResponse:
         return needs_password
     codes = two_factor.renew_recovery_codes(request=request)
     messages.success(request, "New recovery codes made; the old ones no longer work.")
-    return render(request, "portal/recovery_codes.html", {"codes": codes, "next": reverse("account")})
+    return _show_recovery_codes_once(request, codes, reverse("account"))
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from operator import attrgetter
 
 from django.conf import settings
@@ -338,14 +338,21 @@ def resign_batch(keyring: Keyring, batch_size: int) -> int:
     return len(batch)
 
 
-def filter_moment(name: str, raw: str) -> datetime:
-    """A `since`/`until` value as an aware datetime: a date (midnight UTC) or a date and time."""
+def filter_moment(name: str, raw: str, *, whole_day: bool = False) -> datetime:
+    """A `since`/`until` value as an aware datetime: a date and time as it is; a date at its first moment.
+
+    A bare date is a day in the portal's TIME_ZONE. With `whole_day` it stands for the midnight that ends it,
+    so that `until` a date (a strict cut) includes that day, as a person picking "Until 23 November" means;
+    a date and time stays exact (the API's paging relies on it).
+    """
     sentence = f"{name} must be a date or time like 2026-11-23 or 2026-11-23T14:00:00Z, not {raw!r}"
     try:
-        moment = parse_datetime(raw)
-        if moment is None:
-            day = parse_date(raw)
-            moment = datetime.combine(day, time.min, tzinfo=UTC) if day else None
+        # A date first: parse_datetime reads a bare date too, as its first moment.
+        day = parse_date(raw)
+        if day is not None:
+            moment: datetime | None = datetime.combine(day + timedelta(days=1) if whole_day else day, time.min)
+        else:
+            moment = parse_datetime(raw)
         if moment is not None:
             if timezone.is_naive(moment):
                 moment = timezone.make_aware(moment)
@@ -389,10 +396,10 @@ def filter_events(events, query):
         events = events.filter(action=query["action"])
     if query.get("gateway"):
         events = events.filter(gateway_slug=query["gateway"])
-    for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
+    for name, lookup, whole_day in (("since", "created_at__gte", False), ("until", "created_at__lt", True)):
         raw = query.get(name, "")
         if raw:
-            events = events.filter(**{lookup: filter_moment(name, raw)})
+            events = events.filter(**{lookup: filter_moment(name, raw, whole_day=whole_day)})
     return events
 
 

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import audit, exports, services
+from portal import audit, exports, handover, services
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
@@ -35,6 +35,7 @@ from portal.sudo import (
 )
 
 AUDIT_PER_PAGE = 100
+NEW_TOKEN = "new-access-token"
 
 
 @login_required
@@ -90,19 +91,23 @@ def team_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    """Add a member or change a role; a refusal returns to the team page with what was typed and why."""
     team, _ = team_with_role(request.user, slug, Role.ADMIN)
     form = MemberForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give a user name and a role.")
-    else:
+    if form.is_valid():
         try:
             services.add_member(team=team, actor=request.user, request=request, **form.cleaned_data)
+        except RuleError as exc:
+            add_to_form(form, exc)
+        else:
             messages.success(
                 request, f"{form.cleaned_data['username']} is now {form.cleaned_data['role']} of {team.name}."
             )
-        except RuleError as exc:
-            messages.error(request, str(exc))
-    return redirect("team", slug=team.slug)
+            return redirect("team", slug=team.slug)
+    # The team page is gateways' (it lists keys), so the refused form travels there through the session.
+    team_page = reverse("team", args=[team.slug])
+    handover.keep_refused_form(request, form, page=team_page)
+    return redirect(team_page)
 
 
 @login_required
@@ -167,14 +172,16 @@ def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST" and (needs_password := sudo_redirect(request)):
         return needs_password
     form = TokenForm(request.POST or None)
-    new_token = None
     if request.method == "POST" and form.is_valid():
         days = form.cleaned_data["days"] or settings.ACCESS_TOKEN_DEFAULT_DAYS
         expires_at = timezone.now() + timedelta(days=days)
         _, new_token = services.issue_token(
             user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
         )
-        form = TokenForm()
+        # Shown by the GET this redirects to, so a reload of that page cannot make a second token.
+        handover.keep_shown_once(request, NEW_TOKEN, new_token)
+        return redirect("tokens")
+    new_token = handover.take_shown_once(request, NEW_TOKEN) if request.method == "GET" else None
     tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at")
     return render(request, "portal/tokens.html", {"tokens": tokens, "form": form, "new_token": new_token})
 

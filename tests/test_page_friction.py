@@ -146,7 +146,9 @@ def test_a_new_token_is_made_right_after_the_password(client, alice):
     client.force_login(alice)
     location = client.post("/tokens/", {"name": "laptop", "days": 7, "next": "/tokens/"})["Location"]
     assert "pending=" in location
-    response = client.post("/tokens/", {"name": "laptop", "days": 7, "next": "/tokens/", "sudo_password": "pass-alice"})
+    response = client.post(
+        "/tokens/", {"name": "laptop", "days": 7, "next": "/tokens/", "sudo_password": "pass-alice"}, follow=True
+    )
     assert "Your new token" in response.content.decode()
 
 

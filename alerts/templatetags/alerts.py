@@ -6,9 +6,19 @@ from django import template
 
 from alerts.forms import ChannelForm
 from alerts.models import Channel
+from portal import handover
 from portal.models import Role
 
 register = template.Library()
+
+
+def _channel_form(context, team) -> ChannelForm:
+    """A new form, or the one just refused (alerts.views.channel_add) with what was typed and why."""
+    request = context.get("request")
+    refused = request and handover.take_refused_form(
+        request, ChannelForm, page=request.path, make=lambda data: ChannelForm(data, auto_id="channel_%s")
+    )
+    return refused or ChannelForm(auto_id="channel_%s")
 
 
 @register.inclusion_tag("alerts/team_channels.html", takes_context=True)
@@ -21,6 +31,6 @@ def team_channels(context, team, role: str | None) -> dict:
         "shown": overseer,
         "is_admin": role == Role.ADMIN,
         "channels": channels,
-        "form": ChannelForm(auto_id="channel_%s"),
+        "form": _channel_form(context, team) if role == Role.ADMIN else None,
         "csrf_token": context.get("csrf_token"),
     }

@@ -78,7 +78,7 @@ def test_making_a_token_on_the_web_asks_for_the_password_first(client, bob):
     assert not AccessToken.objects.filter(user=bob).exists()
 
     confirm_password(client, bob)
-    assert "Your new token" in client.post("/tokens/", {"name": "laptop", "days": 30}).content.decode()
+    assert "Your new token" in client.post("/tokens/", {"name": "laptop", "days": 30}, follow=True).content.decode()
     assert AccessToken.objects.filter(user=bob, name="laptop").exists()
 
 

@@ -35,7 +35,9 @@ def test_setup_offers_the_live_install_first_and_keeps_the_static_snippets(clien
 
 def test_making_a_device_shows_its_command_once(client, bob, bob_assignment):
     client.force_login(bob)
-    response = client.post(f"/setup/{bob_assignment.id}/devices/", {"name": "work laptop", "platform": "macos"})
+    response = client.post(
+        f"/setup/{bob_assignment.id}/devices/", {"name": "work laptop", "platform": "macos"}, follow=True
+    )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     text = response.content.decode()

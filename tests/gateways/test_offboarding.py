@@ -43,7 +43,7 @@ def test_staff_offboarding_leaves_no_token_no_assignment_and_one_event(client, s
     assert get_user_model().objects.get(username="bob").is_active  # looking changes nothing
 
     before = AuditEvent.objects.order_by("-id").first().id
-    done = client.post("/users/bob/offboard/")
+    done = client.post("/users/bob/offboard/", follow=True)
     page = done.content.decode()
     assert done.status_code == 200 and "Offboarded bob" in page
     assert f'href="/keys/{bob_assignment.key_id}/rotate/"' in page
@@ -73,7 +73,7 @@ def test_a_team_admin_offboards_a_member_from_the_team(client, alice, bob, bob_a
     downloaded(bob_assignment, raw)
     client.force_login(alice)
     assert 'href="/teams/web/members/bob/offboard/"' in client.get("/teams/web/").content.decode()
-    page = client.post("/teams/web/members/bob/offboard/").content.decode()
+    page = client.post("/teams/web/members/bob/offboard/", follow=True).content.decode()
     assert "Offboarded bob from Web" in page and "Rotate now" in page
     assert not Membership.objects.filter(user=bob).exists()
     assert not Assignment.objects.filter(user=bob).exists()
@@ -88,7 +88,7 @@ def test_a_member_of_another_team_keeps_account_tokens(client, alice, bob, bob_a
     Membership.objects.create(team=data_team, user=bob, role=Role.MEMBER)
     raw = token_for(bob)
     client.force_login(alice)
-    page = client.post("/teams/web/members/bob/offboard/").content.decode()
+    page = client.post("/teams/web/members/bob/offboard/", follow=True).content.decode()
     assert "kept: bob is in another team" in page
     assert not Assignment.objects.filter(user=bob).exists()
     assert api_status(raw) == 200

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 def test_a_developer_makes_a_token_sees_it_once_and_uses_it(client, bob, bob_assignment):
     client.force_login(bob)
     confirm_password(client, bob)
-    page = client.post("/tokens/", {"name": "laptop install", "days": 30}).content.decode()
+    page = client.post("/tokens/", {"name": "laptop install", "days": 30}, follow=True).content.decode()
     token = AccessToken.objects.get(user=bob)
     raw = re.search(rf"ptl_{token.lookup_id}_[A-Za-z0-9_-]+", page).group(0)
     assert token.expires_at is not None

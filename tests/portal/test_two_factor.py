@@ -33,7 +33,7 @@ def enrol(client) -> tuple[bytes, list[str]]:
     assert 'src="data:image/svg+xml' in page  # the QR code, inline (the CSP allows data: images only)
     typed = re.search(r"data-totp-secret>([A-Z2-7 ]+)<", page).group(1).replace(" ", "")
     key = b32decode(typed + "=" * (-len(typed) % 8))
-    done = client.post("/account/two-factor/", {"code": code_from(key)})
+    done = client.post("/account/two-factor/", {"code": code_from(key)}, follow=True)
     assert done.status_code == 200
     codes = re.search(r"data-recovery-codes>([^<]+)<", done.content.decode()).group(1).split()
     return key, codes
