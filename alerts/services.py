@@ -6,7 +6,6 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib import messages as flash
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
@@ -54,10 +53,8 @@ def create_channel(
         details={"channel": str(channel.id), "kind": kind, "signed": channel.has_secret},
     )
     if kind == ChannelKind.EMAIL and not settings.EMAIL_CONFIGURED:
-        # Kept (mail may be set up next), but said at once: each delivery to it fails until then.
+        # Kept (mail may be set up next); the page says so at once, and each delivery fails with NO_MAIL_CHANNEL.
         logger.warning("E-mail channel %s added to team %s while the portal sends no mail.", channel.pk, team.slug)
-        if isinstance(request, HttpRequest):  # a page; the API's caller sees it on the Deliveries page
-            flash.warning(request, NO_MAIL_CHANNEL, fail_silently=True)
     return channel
 
 

@@ -190,7 +190,7 @@ def device_create(request: AuthenticatedHttpRequest, assignment_id: int) -> Http
     except RuleError as exc:
         messages.error(request, str(exc))
         return redirect("setup")
-    handover.keep_shown_once(request, _install_purpose(assignment), {"device": device.pk, "code": code})
+    handover.keep_shown_once(request, _install_purpose(assignment), {"device": device.pk, "code": code}, secrets=[code])
     return redirect("device-create", assignment_id=assignment.pk)
 
 

@@ -146,7 +146,7 @@ def two_factor_remove(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _show_recovery_codes_once(request: AuthenticatedHttpRequest, codes: list[str], next_url: str) -> HttpResponse:
     """Redirect to the codes' page, so a reload of it is a GET and cannot make a second set."""
-    handover.keep_shown_once(request, RECOVERY_CODES, {"codes": codes, "next": next_url})
+    handover.keep_shown_once(request, RECOVERY_CODES, {"codes": codes, "next": next_url}, secrets=codes)
     return redirect("recovery-codes")
 
 

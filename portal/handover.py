@@ -17,7 +17,7 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest
 
-from portal.crypto import DecryptionError, get_keyring
+from portal.crypto import DecryptionError, get_keyring, remember
 
 SHOWN_ONCE_KEY = "portal.shown_once"
 REFUSED_FORM_KEY = "portal.refused_form"
@@ -30,9 +30,14 @@ def _binding(request: HttpRequest, purpose: str) -> str:
     return f"portal.handover:{purpose}:{getattr(request.user, 'pk', '')}"
 
 
-def keep_shown_once(request: HttpRequest, purpose: str, value: Any) -> None:
-    """Keep `value` (JSON-able) for the next page to show once; it is encrypted while it waits."""
-    ciphertext, _ = get_keyring().encrypt(json.dumps(value), associated_data=_binding(request, purpose))
+def keep_shown_once(request: HttpRequest, purpose: str, value: Any, *, secrets: Collection[str]) -> None:
+    """Keep `value` (JSON-able) for the next page to show once; it is encrypted while it waits.
+
+    `secrets` are the one-time secrets in it: the request that shows them keeps them in reach of the
+    redaction (portal.crypto.remember), as the one that made them did.
+    """
+    kept = json.dumps({"value": value, "secrets": list(secrets)})
+    ciphertext, _ = get_keyring().encrypt(kept, associated_data=_binding(request, purpose))
     request.session[f"{SHOWN_ONCE_KEY}.{purpose}"] = ciphertext
 
 
@@ -42,9 +47,12 @@ def take_shown_once(request: HttpRequest, purpose: str) -> Any | None:
     if not ciphertext:
         return None
     try:
-        return json.loads(get_keyring().decrypt(ciphertext, associated_data=_binding(request, purpose)))
+        kept = json.loads(get_keyring().decrypt(ciphertext, associated_data=_binding(request, purpose)))
     except (DecryptionError, ValueError):
         return None  # kept under a key since dropped from the keyring: as good as read
+    for secret in kept["secrets"]:
+        remember(secret)
+    return kept["value"]
 
 
 def keep_refused_form(request: HttpRequest, form: forms.Form, *, page: str, leave_out: Collection[str] = ()) -> None:

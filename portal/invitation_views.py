@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from portal import email_confirmation, invitations
+from portal import email_confirmation, handover, invitations
 from portal.account_forms import AccountCreationForm, InvitationForm
 from portal.errors import RuleError
 from portal.invitations import INVITATION_SESSION_KEY
@@ -22,6 +22,7 @@ from portal.models import Invitation, Role, Team
 from portal.oidc import invitation_sign_in_url
 from portal.permissions import team_with_role
 
+NEW_INVITATION = "new-invitation"
 UNKNOWN_LINK = (
     "This invitation link is not valid: check that it was copied whole, or ask the team's admin for a new one."
 )
@@ -48,11 +49,14 @@ def team_invitations(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             link = invitations.accept_url(request, raw)
             emailed = invitations.send_invitation(invitation, link)
-            return render(
-                request,
-                "portal/invitation_created.html",
-                {"team": team, "invitation": invitation, "link": link, "emailed": emailed},
-            )
+            # Shown by the GET this redirects to, once: a reload does not invite again (nor refuse a second time).
+            shown = {"id": invitation.pk, "link": link, "emailed": emailed}
+            handover.keep_shown_once(request, NEW_INVITATION, shown, secrets=[raw])
+            return redirect("team-invitations", slug=team.slug)
+    made = handover.take_shown_once(request, NEW_INVITATION) if request.method == "GET" else None
+    if made and (invitation := Invitation.objects.filter(pk=made["id"], team=team).first()):
+        context = {"team": team, "invitation": invitation, "link": made["link"], "emailed": made["emailed"]}
+        return render(request, "portal/invitation_created.html", context)
     pending = Invitation.objects.pending().filter(team=team).select_related("created_by")
     return render(request, "portal/team_invitations.html", {"team": team, "form": form, "pending": pending})
 

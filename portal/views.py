@@ -179,7 +179,7 @@ def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
             user=request.user, name=form.cleaned_data["name"], expires_at=expires_at, request=request
         )
         # Shown by the GET this redirects to, so a reload of that page cannot make a second token.
-        handover.keep_shown_once(request, NEW_TOKEN, new_token)
+        handover.keep_shown_once(request, NEW_TOKEN, new_token, secrets=[new_token])
         return redirect("tokens")
     new_token = handover.take_shown_once(request, NEW_TOKEN) if request.method == "GET" else None
     tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at")
