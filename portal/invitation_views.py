@@ -54,8 +54,8 @@ def team_invitations(request: HttpRequest, slug: str) -> HttpResponse:
             handover.keep_shown_once(request, NEW_INVITATION, shown, secrets=[raw])
             return redirect("team-invitations", slug=team.slug)
     made = handover.take_shown_once(request, NEW_INVITATION) if request.method == "GET" else None
-    if made and (invitation := Invitation.objects.filter(pk=made["id"], team=team).first()):
-        context = {"team": team, "invitation": invitation, "link": made["link"], "emailed": made["emailed"]}
+    if made and (shown_invitation := Invitation.objects.filter(pk=made["id"], team=team).first()):
+        context = {"team": team, "invitation": shown_invitation, "link": made["link"], "emailed": made["emailed"]}
         return render(request, "portal/invitation_created.html", context)
     pending = Invitation.objects.pending().filter(team=team).select_related("created_by")
     return render(request, "portal/team_invitations.html", {"team": team, "form": form, "pending": pending})
