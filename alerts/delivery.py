@@ -6,8 +6,9 @@ time limit each (NOTIFY_TIMEOUT), so a receiver that hangs, fails or redirects h
 else, then records each attempt and schedules a retry (alerts.models.BACKOFF) or the end.
 Webhooks go through the probes' client (gateways.probes.outbound): public addresses only
 unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings, and
-fails with a sentence while none are set (EMAIL_CONFIGURED). A channel's deliveries go oldest first,
-one at a time (DeliveryQuerySet.due); when one goes through, the rest of that channel's are due at once.
+fails with a sentence while none are set (EMAIL_CONFIGURED). Once a delivery to a channel fails, the
+channel's newer ones wait behind it, so they arrive in order (DeliveryQuerySet.due); when it goes
+through, the rest of that channel's are due at once.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A Notification is one message about one event (a key started failing, a member j
 written in the transaction of the change. It gets one Delivery per destination: each enabled
 channel of its team, or one person's address. `manage.py notify` sends what is due and
 records every attempt; a failed one is tried again after the next step of BACKOFF, then given up.
-A channel's deliveries go out one after another, oldest first (DeliveryQuerySet.due).
+Once a delivery to a channel fails, the channel's newer ones wait behind it (DeliveryQuerySet.due).
 """
 
 from __future__ import annotations
@@ -143,13 +143,18 @@ class DeliveryQuerySet(models.QuerySet):
         return self.filter(notification__team__in=Team.objects.administered_by(user))
 
     def due(self, now: datetime) -> DeliveryQuerySet:
-        """Pending deliveries whose time has come, except those behind an older pending one to the same channel.
+        """Pending deliveries whose time has come, except those behind an older one to the same channel that failed
+        and waits for its retry.
 
         A channel hears its news in the order it happened: after an outage a receiver gets "started
-        failing" before "works again", never the reverse, whatever each one's retry schedule says.
+        failing" before "works again", never the reverse, whatever each one's retry schedule says. A
+        channel that answers gets its deliveries side by side, as many as a run sends at once.
         """
         older_pending = Delivery.objects.filter(
-            channel=models.OuterRef("channel"), status=DeliveryStatus.PENDING, pk__lt=models.OuterRef("pk")
+            channel=models.OuterRef("channel"),
+            status=DeliveryStatus.PENDING,
+            attempts__gt=0,
+            pk__lt=models.OuterRef("pk"),
         )
         return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now).exclude(
             models.Exists(older_pending)

@@ -101,7 +101,9 @@ def test_a_newer_delivery_waits_behind_an_older_one_to_the_same_channel(web, ali
             send_test(channel=other, actor=alice)
             deliver_due()
         older, newer = Delivery.objects.filter(channel=channel).order_by("pk")
-        assert (older.attempts, newer.attempts) == (1, 0)  # nothing overtakes the one the receiver refused
+        assert (older.attempts, newer.attempts) == (1, 1)  # sent side by side while the channel looked healthy
+        # From then on nothing overtakes the older one the receiver refused.
+        assert list(Delivery.objects.filter(channel=channel).due(start + timedelta(hours=1))) == [older]
         assert Delivery.objects.get(channel=other).status == DeliveryStatus.SENT  # another channel is not held up
         receiver.behaviour["/hook"] = "ok"
         with time_machine.travel(start + timedelta(minutes=1, seconds=5)):
