@@ -136,10 +136,10 @@ def confirm_password(client, user) -> None:
     assert response.status_code == 302, "the password was not accepted"
 
 
-def api_client_for(user) -> APIClient:
+def api_client_for(user, **client_options) -> APIClient:
     """A client that authenticates like a script would: with a personal access token."""
     _, raw = AccessToken.issue(user, name="tests")
-    client = APIClient()
+    client = APIClient(**client_options)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
 

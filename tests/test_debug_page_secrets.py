@@ -20,7 +20,6 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import totp
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from rest_framework.test import APIClient
 
 import alerts.services
 import gateways.services
@@ -28,10 +27,10 @@ import gateways.views
 from gateways import devices, events
 from gateways.services import store_key
 from portal import invitations, services, two_factor
-from portal.models import AccessToken
 from portal.sudo import SUDO_SESSION_KEY
 from tests.conftest import confirm_password
 from tests.portal.test_redaction import leaks
+from tests.test_secret_leaks import api_as, web_as
 
 pytestmark = pytest.mark.django_db
 
@@ -57,19 +56,6 @@ def failing_pages(settings):
 @pytest.fixture
 def canary() -> str:
     return f"sk-{secrets.token_hex(16)}"
-
-
-def web_as(user) -> Client:
-    client = Client(raise_request_exception=False)
-    client.force_login(user)
-    return client
-
-
-def api_as(user) -> APIClient:
-    _, raw = AccessToken.issue(user, name="leak tests")
-    client = APIClient(raise_request_exception=False)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 def capture(monkeypatch, module, name, pick) -> list:

@@ -6,7 +6,6 @@ pages through Django's test client; time moved with time_machine.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,6 +31,7 @@ from gateways.services import (
 from portal.models import AuditEvent, Membership, Role
 from tests.conftest import TOKENBAY_SECRET, make_user
 from tests.gateway_emulator import GatewayRules, running_emulator
+from tests.gateways.test_dashboard import count_in, section
 from tests.smtp_server import body
 from tests.webhook_receiver import running_receiver
 
@@ -44,16 +44,6 @@ BERLIN = ZoneInfo("Europe/Berlin")
 def _quick(settings):
     settings.NOTIFY_TIMEOUT = 5
     settings.PORTAL_URL = "https://portal.example.com"
-
-
-def section(html: str, slug: str) -> str:
-    match = re.search(rf'<section[^>]*data-section="{slug}".*?</section>', html, re.S)
-    assert match, f"no {slug} section"
-    return match.group(0)
-
-
-def count_in(html: str, slug: str) -> int:
-    return int(re.search(r"data-count>(\d+)<", section(html, slug)).group(1))
 
 
 def first_lines(receiver, path: str) -> list[str]:

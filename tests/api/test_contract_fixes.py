@@ -21,20 +21,13 @@ from gateways.services import assign_key, revoke_key
 from portal.invitations import create_invitation
 from portal.models import AccessToken, AuditEvent, Role, Team
 from tests.api.schema_check import errors, served_schema
-from tests.conftest import make_user
+from tests.conftest import api_client_for, make_user
 from tests.portal.test_redaction import leaks
 
 pytestmark = pytest.mark.django_db
 
 
 # --- A write sent without its trailing slash --------------------------------------------------------------
-
-
-def token_client(user, **kwargs) -> APIClient:
-    _, raw = AccessToken.issue(user, name="contract tests")
-    client = APIClient(**kwargs)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 def session_client(user) -> APIClient:
@@ -57,7 +50,7 @@ def test_a_write_without_its_trailing_slash_is_a_308_to_the_address_with_it(
         ("post", "/api/v1/teams/web/members", {"username": "bob", "role": "auditor"}, "/api/v1/teams/web/members/"),
         ("delete", f"/api/v1/keys/{tokenbay_key.id}", None, f"/api/v1/keys/{tokenbay_key.id}/"),
     ]
-    client = token_client(staff, raise_request_exception=False) if door == "token" else session_client(staff)
+    client = api_client_for(staff, raise_request_exception=False) if door == "token" else session_client(staff)
     for method, path, body, slashed in writes:
         response = getattr(client, method)(path, body, format="json")
         assert response.status_code == 308, (method, path, response.status_code, response.content[:200])
@@ -84,7 +77,7 @@ def test_a_client_that_follows_redirects_gets_its_write_done_without_the_trailin
 
 
 def test_a_device_posted_without_the_trailing_slash_is_sent_to_the_devices_address(bob, bob_assignment):
-    client = token_client(bob)
+    client = api_client_for(bob)
     path = f"/api/v1/me/configs/{bob_assignment.id}/devices"
     response = client.post(path, {"name": "pc", "platform": "linux"}, format="json")
     assert response.status_code == 308 and response["Location"] == path + "/"
@@ -94,7 +87,7 @@ def test_a_device_posted_without_the_trailing_slash_is_sent_to_the_devices_addre
 
 
 def test_a_get_without_its_trailing_slash_keeps_its_redirect_and_a_download_keeps_its_405(bob, bob_assignment):
-    client = token_client(bob)
+    client = api_client_for(bob)
     assert client.get("/api/v1/teams").status_code == 301  # APPEND_SLASH: a GET loses nothing
     refused = client.post(f"/api/v1/me/configs/{bob_assignment.id}/bash", {}, format="json")
     assert refused.status_code == 405 and refused.json()["detail"]  # a download takes no POST, slash or not
@@ -280,7 +273,7 @@ def test_a_device_creation_failing_after_the_code_is_made_stars_it_in_the_views_
     monkeypatch.setattr(devices, "create_device", remember_the_code)
     monkeypatch.setattr(devices, "remember", lambda text: None)
     monkeypatch.setattr(gateways.api.views, "Response", FailingResponse)
-    client = token_client(bob, raise_request_exception=False)
+    client = api_client_for(bob, raise_request_exception=False)
     response = client.post(
         f"/api/v1/me/configs/{bob_assignment.id}/devices/",
         {"name": "pc", "platform": "linux"},
