@@ -23,8 +23,9 @@ COPY templates ./templates
 COPY static ./static
 
 # collectstatic imports the settings, which insist on a secret and keyrings when DEBUG is off:
-# throwaway values that exist only during this build step.
-RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=collectstatic-only \
+# throwaway values that exist only during this build step. The database in memory: the settings would
+# otherwise create /data/portal.sqlite3 as root, 0600, which the portal's user could not open at start.
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=collectstatic-only DATABASE_URL=sqlite:///:memory: \
     PORTAL_ENCRYPTION_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
     PORTAL_AUDIT_KEYS=$(python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())") \
     python manage.py collectstatic --noinput \

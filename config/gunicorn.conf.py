@@ -33,23 +33,37 @@ from __future__ import annotations
 
 import os
 
-bind = os.getenv("BIND", "0.0.0.0:8000")
-workers = int(os.getenv("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
-worker_class = "gthread"
-threads = int(os.getenv("WEB_THREADS", "2"))
-timeout = 60
-graceful_timeout = 30
-keepalive = 5
+
+def _text(name: str, default: str) -> str:
+    """NAME, or the default when it is unset or blank (a blank line in an env file), as in config/settings.py."""
+    return os.getenv(name, "").strip() or default
+
+
+def _count(name: str, default: int) -> int:
+    value = _text(name, str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"{name} must be a whole number of 1 or more, not {value!r}.")
+    return int(value)
 
 
 def _on(name: str, default: str) -> bool:
-    value = os.getenv(name, default).strip().lower()
+    value = _text(name, default).lower()
     if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         raise SystemExit(f"{name} must be true or false, not {value!r}.")
     return value in ("1", "true", "yes", "on")
 
 
+bind = _text("BIND", "0.0.0.0:8000")
+workers = _count("WEB_CONCURRENCY", max(2, os.cpu_count() or 1))
+worker_class = "gthread"
+threads = _count("WEB_THREADS", 2)
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
 reuse_port = _on("WEB_REUSE_PORT", "true")
+# No control socket (gunicornc): gunicorn 25+ makes one in $HOME/.gunicorn/, which the image's user cannot
+# write (HOME=/app, owned by root), and logged an error at every start. Signals still reload and stop it.
+control_socket_disable = True
 accesslog = "-"
 # The heartbeat file in memory: on a container's overlay file system a write can stall a worker.
 # (gunicorn makes it with mkstemp: a private file of a random name.)

@@ -8,9 +8,12 @@ with a sentence that says which one is missing.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import math
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -21,11 +24,16 @@ from portal.private_files import private_sqlite_file
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def envstr(name: str, default: str) -> str:
+    """NAME, or the default when it is unset or blank (a blank line in an env file), as for every setting."""
+    return os.getenv(name, "").strip() or default
+
+
 def envbool(name: str, default: str) -> bool:
-    value = os.getenv(name, default).strip().lower()
+    value = envstr(name, default).lower()
     if value in ("1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off", ""):
+    if value in ("0", "false", "no", "off"):
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
 
@@ -40,6 +48,19 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.getenv(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):  # "nan" and "inf" parse, but are no length of time
+        raise ImproperlyConfigured(f"{name} must be a number, like 10 or 2.5, not {value!r}.")
+    return number
+
+
 def envsecret(name: str, default: str = "") -> str:
     """Read NAME, or the contents of the file named by NAME_FILE (container secrets)."""
     path = os.getenv(f"{name}_FILE")
@@ -48,11 +69,14 @@ def envsecret(name: str, default: str = "") -> str:
             return Path(path).read_text().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE points at {path}, which cannot be read: {exc}.") from None
-    return os.getenv(name, default)
+    value = os.getenv(name, "")
+    return value if value.strip() else default  # a secret's own spaces are kept
 
 
-DEBUG = envbool("DEBUG", "True")
-DATA_DIR = Path(os.getenv("PORTAL_DATA_DIR", BASE_DIR / "data"))
+# Unset: development, as `make run` needs. Blank (a line left empty in a production env file): off, the one
+# setting whose default is not the safe reading of a blank, so a blank line never turns on the debug pages.
+DEBUG = envbool("DEBUG", "True" if os.getenv("DEBUG") is None else "False")
+DATA_DIR = Path(envstr("PORTAL_DATA_DIR", str(BASE_DIR / "data")))
 
 SECRET_KEY = envsecret("SECRET_KEY")
 if not SECRET_KEY:
@@ -81,9 +105,9 @@ PORTAL_AUDIT_KEYS = envsecret("PORTAL_AUDIT_KEYS")
 
 # Probes refuse private, loopback and link-local addresses unless this is on.
 PROBE_ALLOW_PRIVATE_IPS = envbool("PROBE_ALLOW_PRIVATE_IPS", "False")
-PROBE_CONNECT_TIMEOUT = float(os.getenv("PROBE_CONNECT_TIMEOUT", "5"))
-PROBE_READ_TIMEOUT = float(os.getenv("PROBE_READ_TIMEOUT", "15"))
-PROBE_DEADLINE = float(os.getenv("PROBE_DEADLINE", "30"))
+PROBE_CONNECT_TIMEOUT = envfloat("PROBE_CONNECT_TIMEOUT", 5.0)
+PROBE_READ_TIMEOUT = envfloat("PROBE_READ_TIMEOUT", 15.0)
+PROBE_DEADLINE = envfloat("PROBE_DEADLINE", 30.0)
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024)
 # Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
 # One per core this process may run on, at most 4: each is a fork of the command, with memory of its
@@ -105,7 +129,7 @@ if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(
         f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
     )
-NOTIFY_TIMEOUT = float(os.getenv("NOTIFY_TIMEOUT", "10"))
+NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0)
 NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10)
 
 INSTALLED_APPS = [
@@ -181,7 +205,8 @@ def database_from_url(url: str) -> dj_database_url.DBConfig:
 
 
 # An empty DATABASE_URL (a blank line in an env file) means the default, as for every other setting.
-DATABASES = {"default": database_from_url(os.getenv("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
+# A secret like the others: it holds the database's password (DATABASE_URL_FILE).
+DATABASES = {"default": database_from_url(envsecret("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers queue instead of failing with "database is locked": WAL lets reads run beside
     # the one writer, BEGIN IMMEDIATE takes the write lock when a transaction starts (a lock upgrade
@@ -261,7 +286,7 @@ AUTHENTICATION_BACKENDS = [
 # After AXES_FAILURE_LIMIT failed sign-ins for one user name from one address, further tries are
 # refused for AXES_COOLOFF_HOURS; `manage.py axes_reset` lifts a lock early.
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10)
-AXES_COOLOFF_TIME = float(os.getenv("AXES_COOLOFF_HOURS", "1"))
+AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", 1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client's address as the audit trail resolves it (behind a trusted proxy, the address the proxy
 # reports, not REMOTE_ADDR): otherwise everyone behind one proxy shares one lock per user name.
@@ -278,13 +303,19 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
+try:
+    ZoneInfo(TIME_ZONE)  # Django only finds out at the first time it writes
+except (ZoneInfoNotFoundError, ValueError, OSError):
+    raise ImproperlyConfigured(
+        f"TIME_ZONE must name a zone of the tz database, like UTC or Europe/Berlin, not {TIME_ZONE!r}."
+    ) from None
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "staticfiles"))
+STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -422,7 +453,7 @@ elif not EMAIL_BACKEND:
     quiet = f"django.core.mail.backends.{'console' if DEBUG else 'dummy'}.EmailBackend"
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else quiet
 EMAIL_TIMEOUT = 10
-DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24) * 3600
 
 # An invitation link works once, for this many days.
@@ -452,7 +483,10 @@ OTP_TOTP_ISSUER = "Gateway portal"  # the name authenticator apps show
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # --- end of accounts ------------------------------------------------------------------------------------------
 
-LOG_LEVEL = os.getenv("LOG_LEVEL", "INFO")
+_log_level = envstr("LOG_LEVEL", "INFO")
+LOG_LEVEL = _log_level.upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {_log_level!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

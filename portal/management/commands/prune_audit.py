@@ -57,8 +57,6 @@ class Command(BaseCommand):
                 f"--before {day} is in the future: pruning up to it would remove the whole trail, "
                 "even events recorded a moment ago. Give today's date or an earlier one."
             )
-        path = self.export_path(output, day.isoformat())
-
         export_created = False
         try:
             with transaction.atomic():
@@ -67,6 +65,8 @@ class Command(BaseCommand):
                 if last is None:
                     self.stdout.write(f"No audit events before {day}; nothing pruned.")
                     return
+                # Only now: cron's next run for the same date finds its own export there, with nothing to add.
+                path = self.export_path(output, day.isoformat())
                 # With the head held, no event joins the chain while it is checked (writers queue meanwhile).
                 try:
                     check = audit.verify_chain()
