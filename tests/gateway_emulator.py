@@ -16,6 +16,11 @@ Every mode accepts the same key sent in both headers (what `apiKeyHelper` does).
 
 `claude_code_only` is claude-relay-service's key restriction: 403 `client_validation_error`
 unless the request looks like Claude Code (see `_client_denial`).
+
+A model it does not serve gets the answer of the gateway named by `model_error` (MODEL_ERRORS), word
+for word: Anthropic's 404, or New API's 503 `model_not_found`. `key_models` gives each key its own
+models, as New API's per-token model limits do: `/v1/models` lists the asking key's, and another
+model is refused with New API's 403.
 Used by the probe tests, the Claude Code end-to-end test and bench/probe_fanout.py.
 """
 
@@ -133,6 +138,26 @@ CLIENT_VALIDATION_ERROR = json.dumps(
 ).encode()
 
 
+# A model the gateway does not serve, as each answers it: (status, body with {model}).
+MODEL_ERRORS = {
+    # Anthropic (and relays that pass its answer through, such as claude-relay-service).
+    "anthropic": (404, {"type": "error", "error": {"type": "not_found_error", "message": "model: {model}"}}),
+    # New API, middleware/distributor.go: no channel serves the model in the token's group.
+    "new-api": (
+        503,
+        {
+            "error": {
+                "code": "model_not_found",
+                "message": "No available channel for model {model} under group default (distributor)",
+                "type": "new_api_error",
+            }
+        },
+    ),
+}
+# New API's refusal of a model outside the token's model limits (distributor.token_model_forbidden).
+TOKEN_MODEL_FORBIDDEN = {"error": {"message": "This token has no access to model {model}", "type": "new_api_error"}}
+
+
 @dataclass
 class GatewayRules:
     auth_scheme: str = "x-api-key"  # or "bearer"
@@ -140,6 +165,8 @@ class GatewayRules:
     header_mode: str = ""  # one of HEADER_MODES, see the module docstring
     claude_code_only: bool = False  # 403 client_validation_error unless the request looks like Claude Code
     models: set[str] | None = None  # None: any model is served
+    model_error: str = "anthropic"  # whose answer an unserved model gets, one of MODEL_ERRORS
+    key_models: dict[str, set[str]] | None = None  # each key's own models (New API's token model limits)
     reject_context_management: bool = False
     serve_models_list: bool = True
     behaviour: str = "normal"
@@ -158,6 +185,11 @@ class SeenRequest:
 
 def _error(kind: str, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def _filled(body: dict, model: str) -> bytes:
+    """A model error's body with the model named where the gateway names it."""
+    return json.dumps(body).replace("{model}", json.dumps(model)[1:-1]).encode()
 
 
 def _valid_user_id(user_id: object) -> bool:
@@ -285,13 +317,23 @@ class _Handler(BaseHTTPRequestHandler):
             if not rules.serve_models_list:
                 self._send(404, _error("not_found_error", "Not found: /v1/models"))
                 return
-            ids = sorted(rules.models or {"claude-sonnet-4.6"})
+            ids = sorted(self._served(rules) or {"claude-sonnet-4.6"})
             self._send(200, json.dumps({"data": [{"id": i, "type": "model"} for i in ids], "has_more": False}).encode())
             return
         if path == "/v1/messages/count_tokens":
             self._send(200, b'{"input_tokens": 12}')
             return
         self._messages(rules, body)
+
+    def _presented_key(self) -> str:
+        bearer = self.headers.get("authorization", "")
+        return self.headers.get("x-api-key") or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
+
+    def _served(self, rules: GatewayRules) -> set[str] | None:
+        """The models this request's key may use: its own under `key_models`, else the gateway's."""
+        if rules.key_models is not None:
+            return rules.key_models.get(self._presented_key(), set())
+        return rules.models
 
     def _auth_denial(self, rules: GatewayRules) -> str:
         x_api_key = self.headers.get("x-api-key")
@@ -338,8 +380,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, _error("invalid_request_error", "context_management: Extra inputs are not permitted"))
             return
         model = str(body.get("model", ""))
+        if rules.key_models is not None and model not in self._served(rules):
+            self._send(403, _filled(TOKEN_MODEL_FORBIDDEN, model))
+            return
         if rules.models is not None and model not in rules.models:
-            self._send(404, _error("not_found_error", f"model: {model} not found"))
+            status, error = MODEL_ERRORS[rules.model_error]
+            self._send(status, _filled(error, model))
             return
         if body.get("stream"):
             # Like real gateways: server-sent events in chunks, on a connection that stays open.
@@ -369,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
             "403": (403, _error("permission_error", "This token is disabled or out of balance")),
             "403_client": (403, CLIENT_VALIDATION_ERROR),
             "404_path": (404, b'{"message": "Not Found"}'),
-            "404_model": (404, _error("not_found_error", "model: claude-nope not found")),
+            "404_model": (404, _filled(MODEL_ERRORS["anthropic"][1], "claude-nope")),
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
             "500": (502, _error("api_error", "upstream provider failed")),
             "error_200": (200, _error("api_error", "upstream failed")),

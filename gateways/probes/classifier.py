@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -19,8 +20,12 @@ CLAUDE_CODE_VERSION = "2.1.330"
 
 HINTS = {
     "ok": "The gateway answered like Claude Code expects.",
+    # The x-api-key guide's (Tokaify's) whole advice for a 401 or 403; New API answers 401 for a token that
+    # is disabled, expired or out of quota, not only for a wrong one.
     "auth_failed": "The gateway refused the key (401). Check that the key is the full secret with its sk- prefix, "
-    "copied in one piece from the gateway's console.",
+    "copied in one piece from the gateway's console; whether the key is disabled, expired or out of balance (or "
+    "quota) on the gateway; whether the model is allowed for this key; and whether an IP restriction blocks the "
+    "request.",
     "forbidden": "The gateway knows the key but refuses it (403): it may be disabled, expired or out of balance, "
     "the model may not be allowed for this key, or an IP restriction may block the request.",
     "client_restricted": "The key is valid but locked to Claude Code: the gateway answered 403 client_validation_error "
@@ -40,11 +45,38 @@ HINTS = {
     "those two limits.",
     "unreachable": "The gateway cannot be reached: the host name does not resolve or the connection is refused. "
     "Check the base URL.",
-    "tls_error": "The TLS connection failed: the gateway's certificate is not valid for this host name.",
+    "tls_error": "The TLS connection failed: the gateway's certificate may come from an authority the portal "
+    "does not trust, have expired, or name another host, or the address may not speak TLS at all. The excerpt "
+    "says which.",
     "bad_response": "The gateway answered 200 but not with a Messages answer Claude Code can use.",
     "refused": "The portal refused to send this request: the address is private, loopback or link-local, or the "
     "base URL or a custom header cannot travel in an HTTP request. The excerpt says which.",
 }
+# TLS failures told apart by the words of the TLS library's error; the first match wins, else HINTS["tls_error"].
+TLS_HINTS = (
+    (
+        ("unable to get local issuer", "self-signed", "self signed", "unable to verify the first"),
+        "The TLS connection failed: the gateway's certificate comes from an authority the portal does not trust "
+        "(self-signed, or a company's private CA). Check that the base URL is the gateway's public address; if the "
+        "private CA is right, the portal's operator can trust it by setting SSL_CERT_FILE to a PEM bundle that holds "
+        "it and the public authorities.",
+    ),
+    (
+        ("certificate has expired", "certificate is not yet valid"),
+        "The TLS connection failed: the gateway's certificate has expired (or is not yet valid). The gateway must "
+        "renew it; if it looks current, check the portal server's clock.",
+    ),
+    (
+        ("hostname mismatch", "ip address mismatch", "not valid for"),
+        "The TLS connection failed: the gateway's certificate is not valid for this host name. Use the host name "
+        "the gateway documents, not an IP address or another alias.",
+    ),
+    (
+        ("wrong version number", "record layer failure", "packet length too long", "unknown protocol", "http request"),
+        "The TLS connection failed: the address does not speak TLS; it probably serves plain HTTP on this port. "
+        "Check the base URL's scheme (https://) and port.",
+    ),
+)
 # The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
 BEARER_AUTH_HINT = (
     "The gateway refused the Bearer token (401). Check that the key is the full sk- secret. On developers' machines, "
@@ -52,20 +84,27 @@ BEARER_AUTH_HINT = (
 )
 
 
-def _error_message(text: str) -> str:
-    """The sentence an error answer carries, wherever the gateway put it; else the text itself."""
+def _error_fields(text: str) -> tuple[str, str, str]:
+    """(type, code, message) of an error answer, wherever the gateway put them; else ("", "", the text)."""
     try:
         body = json.loads(text)
     except ValueError:
-        return text
+        return "", "", text
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
-            return f"{error.get('type', '')}: {error.get('message', '')}"
+            return str(error.get("type") or ""), str(error.get("code") or ""), str(error.get("message") or "")
         for said in (error, body.get("message"), body.get("detail")):
             if isinstance(said, str):
-                return said
-    return text
+                return "", "", said
+    return "", "", text
+
+
+def _error_message(text: str) -> str:
+    """The sentence an error answer carries, with its type or code (OpenAI-shaped gateways send a code)."""
+    kind, code, message = _error_fields(text)
+    label = kind or code
+    return f"{label}: {message}" if label else message
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any] | None]]:
@@ -95,6 +134,46 @@ def _looks_like_model_problem(message: str) -> bool:
     )
 
 
+def _model_not_served(text: str) -> bool:
+    """The exact answers of gateways for a model they do not serve, whatever the status.
+
+    Anthropic: 404 not_found_error "model: <id>". New API: 503 code model_not_found, "No available
+    channel for model <id> under group <group> (distributor)" (middleware/distributor.go).
+    """
+    kind, code, message = _error_fields(text)
+    if kind == "not_found_error" and message.startswith("model:"):
+        return True
+    return code == "model_not_found" or "no available channel for model" in message.lower()
+
+
+# The paths the probe appends to the base URL: a redirect to one of them points at the API root before it.
+API_PATHS = ("/v1/messages/count_tokens", "/v1/messages", "/v1/models")
+
+
+def _redirect_detail(status: int, location: str) -> str:
+    """Where a redirect leads, and the base URL it suggests: the Location without the API path the probe asked for."""
+    if not location:
+        return f"The gateway redirects ({status}) to another address; the base URL is not the gateway's API root."
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # a Location no URL parser takes (an unclosed [ in the host): nothing to suggest
+        parts = None
+    path = parts.path.rstrip("/") if parts else ""
+    for api_path in API_PATHS:
+        if parts and path.endswith(api_path):
+            root = urlunsplit((parts.scheme, parts.netloc, path.removesuffix(api_path), "", ""))
+            if not parts.netloc:
+                root = f"{root or '/'} on the same host"
+            return (
+                f"The gateway redirects ({status}) to {location}: use {root} as the base URL "
+                "(Claude Code appends /v1/messages itself)."
+            )
+    return (
+        f"The gateway redirects ({status}) to {location}, which is not its Messages API: the base URL is not the "
+        "gateway's API root."
+    )
+
+
 def classify_response(
     status: int, headers: Mapping[str, str], text: str, *, path: str = "/v1/messages", streamed: bool = True
 ) -> tuple[str, str]:
@@ -105,11 +184,10 @@ def classify_response(
     if "/v1/v1/" in path:
         return "wrong_base_url", "The request path has /v1 twice: the base URL must not end in /v1."
     if 300 <= status < 400:
-        location = headers.get("location", "")
-        return (
-            "wrong_base_url",
-            f"The gateway redirects ({status}) to {location or 'another address'}; use the address it points to as the base URL.",
-        )
+        return "wrong_base_url", _redirect_detail(status, headers.get("location", ""))
+    # Before the status branches: New API says it with a 503, which is no outage, Anthropic with a 404.
+    if status >= 400 and status not in (401, 403) and _model_not_served(text):
+        return "model_not_found", message
     if status == 401:
         return "auth_failed", message
     if status == 403:
@@ -141,7 +219,8 @@ def classify_response(
     except ValueError:
         return "bad_response", "The 200 answer is not JSON."
     if isinstance(body, dict) and body.get("error"):
-        verdict = "model_not_found" if _looks_like_model_problem(_error_message(text)) else "bad_response"
+        model_problem = _model_not_served(text) or _looks_like_model_problem(_error_message(text))
+        verdict = "model_not_found" if model_problem else "bad_response"
         return verdict, f"The 200 answer carries an error: {_error_message(text)}"
     if not isinstance(body, dict) or body.get("type") != "message" or not isinstance(body.get("content"), list):
         return "bad_response", "The 200 answer is not a Messages answer (no type=message with content)."
@@ -157,7 +236,7 @@ def _classify_stream(text: str) -> tuple[str, str]:
             message = f"{error.get('type', '')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
             if "overloaded" in message or "api_error" in message:
                 return "gateway_error", f"The stream carried an error: {message}"
-            if _looks_like_model_problem(message):
+            if _model_not_served(json.dumps(data)) or _looks_like_model_problem(message):
                 return "model_not_found", f"The stream carried an error: {message}"
             return "bad_response", f"The stream carried an error: {message}"
     if "message_start" not in names:
@@ -173,8 +252,17 @@ def _classify_stream(text: str) -> tuple[str, str]:
     return "ok", ""
 
 
-def hint_for(verdict: str, auth_scheme: str) -> str:
-    """The guide's advice for a verdict; bearer gateways have their own for auth trouble."""
+def hint_for(verdict: str, auth_scheme: str, detail: str = "") -> str:
+    """The guide's advice for a verdict; bearer gateways have their own for auth trouble.
+
+    `detail` (what went wrong, in the words of the answer or the error) picks the advice for a
+    TLS failure's cause where it names one.
+    """
     if verdict == "auth_failed" and auth_scheme == AuthScheme.BEARER:
         return BEARER_AUTH_HINT
+    if verdict == "tls_error":
+        lowered = detail.lower()
+        for needles, hint in TLS_HINTS:
+            if any(needle in lowered for needle in needles):
+                return hint
     return HINTS[verdict]

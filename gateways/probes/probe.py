@@ -25,7 +25,7 @@ import httpx
 
 from gateways.probes.classifier import CLAUDE_CODE_VERSION, classify_response, hint_for
 from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
-from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme
+from gateways.rules import SCHEME_FACT, SCHEME_HEADER, AuthScheme, fingerprint
 from portal.crypto import Secret, reveal
 from portal.redaction import Redactor, redact
 
@@ -41,8 +41,20 @@ ANTHROPIC_VERSION = "2023-06-01"
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14"
 CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_tool_uses_20250919"}]}
-# What Claude Code asks for when no model is configured (measured on 2.1.330).
-CLAUDE_CODE_DEFAULT_MODEL = "claude-opus-5-5"
+# Claude Code's model aliases and the ids they stand for, measured on 2.1.330 (print mode, requests
+# captured on 127.0.0.1): each alias takes the model its ANTHROPIC_DEFAULT_*_MODEL names, else the
+# CLI's own id. Matched trimmed and in any case; "best" is opus, "opusplan" is sonnet outside plan
+# mode. A "[1m]" suffix (the 1M-context variant) is not part of the id sent.
+MODEL_ALIASES = {
+    "opus": ("ANTHROPIC_DEFAULT_OPUS_MODEL", "claude-opus-5-5"),
+    "sonnet": ("ANTHROPIC_DEFAULT_SONNET_MODEL", "claude-sonnet-5-5"),
+    "haiku": ("ANTHROPIC_DEFAULT_HAIKU_MODEL", "claude-haiku-5-5"),
+    "best": ("ANTHROPIC_DEFAULT_OPUS_MODEL", "claude-opus-5-5"),
+    "opusplan": ("ANTHROPIC_DEFAULT_SONNET_MODEL", "claude-sonnet-5-5"),
+}
+# What Claude Code asks for when ANTHROPIC_MODEL is unset or empty.
+CLAUDE_CODE_DEFAULT_ALIAS = "opus"
+ONE_MILLION_SUFFIX = "[1m]"
 EXCERPT_BYTES = 300
 UNEXPECTED_FAILURE = (
     "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
@@ -273,19 +285,20 @@ def alias_models(env: dict[str, str]) -> dict[str, str]:
 
 
 def resolve_model(env: dict[str, str], probe_model: str = "") -> str:
-    """The model id Claude Code would send: aliases resolve through ANTHROPIC_DEFAULT_*_MODEL."""
-    model = probe_model or env.get("ANTHROPIC_MODEL", "")
-    aliases = alias_models(env)
-    if model in aliases:
-        return aliases[model] or model
-    return model or CLAUDE_CODE_DEFAULT_MODEL
+    """The model id Claude Code would send (MODEL_ALIASES): the gateway's probe model, else ANTHROPIC_MODEL, else opus."""
+    model = (probe_model or env.get("ANTHROPIC_MODEL", "")).strip() or CLAUDE_CODE_DEFAULT_ALIAS
+    alias = MODEL_ALIASES.get(model.lower().removesuffix(ONE_MILLION_SUFFIX))
+    if alias:
+        variable, own_id = alias
+        model = env.get(variable, "").strip() or own_id
+    return model.removesuffix(ONE_MILLION_SUFFIX)
 
 
 async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict | None = None) -> ProbeOutcome:
     """Probe one key: one message (or reachability check), the betas retry, the model aliases, the credential headers.
 
-    `models_cache` lets a batch of probes ask each gateway once, instead of once per key, for what
-    belongs to the gateway: its model list and which credential headers it accepts.
+    `models_cache` lets a batch of probes ask once for what they share: each key's model list (asked
+    once per key and gateway) and which credential headers a gateway accepts (once per gateway).
     Whatever the gateway sent back (an error, a model list, a redirect) is stored without the secret.
     """
     outcome = await _run_probe(target, client, models_cache)
@@ -359,7 +372,7 @@ def _failed(target: ProbeTarget, failure: ProbeFailure, *, kind: str = "inferenc
     return ProbeOutcome(
         failure.verdict,
         model=target.model,
-        hint=hint_for(failure.verdict, target.auth_scheme),
+        hint=hint_for(failure.verdict, target.auth_scheme, failure.detail),
         error_excerpt=excerpt(failure.detail, target.secret),
         kind=kind,
     )
@@ -383,7 +396,7 @@ def _outcome(
         ttfb_ms=answer.ttfb_ms,
         latency_ms=answer.latency_ms,
         model=target.model,
-        hint=hint_for(verdict, target.auth_scheme),
+        hint=hint_for(verdict, target.auth_scheme, detail),
         error_excerpt=excerpt(detail if verdict != "ok" else "", target.secret) if verdict != "ok" else "",
         kind=kind,
     )
@@ -445,15 +458,15 @@ def _model_ids(text: str) -> list[str]:
         return []
 
 
-async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
-    """The gateway's model ids from GET /v1/models, or [] where it offers none; asked once per cache.
+async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
+    """The model ids GET /v1/models lists for this key, or [] where the gateway offers none; asked once per cache.
 
-    The list is asked with the first key of the batch on that gateway and shared with the others (of
-    any team), so the asking key's secret is taken out before it is shared: each result is redacted
-    only against its own key.
+    Per key, not per gateway: New API and the one-api forks list the models of the asking token (its
+    model limits, its group), so one key's list says nothing about another's. The cache holds the
+    key's fingerprint, never the key, and the text without the secret.
     """
 
-    async def listed_for_everyone() -> tuple[int, str]:
+    async def listed_for_this_key() -> tuple[int, str]:
         answer = await send_request(
             client,
             "GET",
@@ -464,10 +477,11 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
         )
         return answer.status, redact(answer.text, target.secret)
 
-    if target.base_url not in cache:
-        cache[target.base_url] = asyncio.ensure_future(listed_for_everyone())
+    slot = ("models", target.base_url, target.auth_scheme, fingerprint(reveal(target.secret)))
+    if slot not in cache:
+        cache[slot] = asyncio.ensure_future(listed_for_this_key())
     try:
-        status, text = await asyncio.shield(cache[target.base_url])
+        status, text = await asyncio.shield(cache[slot])
     except ProbeFailure:
         return []  # no list: the aliases are tried one by one instead
     return _model_ids(text) if status == 200 else []
@@ -476,7 +490,7 @@ async def _gateway_models(target: ProbeTarget, client: SafeClient, cache: dict) 
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
     """Report configured aliases the gateway does not serve; list its models where it offers them."""
     aliases = {alias: model for alias, model in target.alias_models.items() if model}
-    listed = await _gateway_models(target, client, cache)
+    listed = await _key_models(target, client, cache)
     if listed:
         outcome.details["models"] = listed[:50]
         missing = {alias: model for alias, model in aliases.items() if model not in listed}

@@ -116,7 +116,7 @@ async def probe_keys_async(
     for index in range(len(keys)):
         queue.put_nowait(index)
     context = tls_context()
-    models_cache: dict = {}  # each gateway's model list, asked once per batch
+    models_cache: dict = {}  # each key's model list (gateways list a token's own), and each gateway's header facts
 
     async def worker(position: int) -> None:
         await asyncio.sleep(min(position * STAGGER_SECONDS, MAX_STAGGER_SECONDS))

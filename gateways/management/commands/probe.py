@@ -60,7 +60,8 @@ class Command(BaseCommand):
         results.sort(key=lambda r: (r.key.team.slug, r.key.label))
         failures = [r for r in results if r.verdict != "ok"]
         if not results:
-            self.stdout.write("No key is due for a probe.")
+            # With --json, stdout holds JSON lines only (one per probed key: none), so cron's jq never chokes.
+            (self.stderr if json else self.stdout).write("No key is due for a probe.")
         elif json:
             self._print_json(results)
         else:
