@@ -458,12 +458,14 @@ def _model_ids(text: str) -> list[str]:
         return []
 
 
-async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict) -> list[str]:
-    """The model ids GET /v1/models lists for this key, or [] where the gateway offers none; asked once per cache.
+async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict, *, per_key: bool) -> list[str]:
+    """The model ids GET /v1/models lists, or [] where the gateway offers none; asked once per cache slot.
 
-    Per key, not per gateway: New API and the one-api forks list the models of the asking token (its
-    model limits, its group), so one key's list says nothing about another's. The cache holds the
-    key's fingerprint, never the key, and the text without the secret.
+    `per_key` when the list decides a warning (the set-up names models): New API and the one-api forks
+    list the models of the asking token (its model limits, its group), so one key's list says nothing
+    about another's. Otherwise the list is only shown ("Models the gateway lists"), and one per gateway
+    and batch spares a request per key. The cache holds the key's fingerprint, never the key, and the
+    text without the secret.
     """
 
     async def listed_for_this_key() -> tuple[int, str]:
@@ -477,7 +479,9 @@ async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict) -> l
         )
         return answer.status, redact(answer.text, target.secret)
 
-    slot = ("models", target.base_url, target.auth_scheme, fingerprint(reveal(target.secret)))
+    slot: tuple = ("models", target.base_url, target.auth_scheme)
+    if per_key:
+        slot += (fingerprint(reveal(target.secret)),)
     if slot not in cache:
         cache[slot] = asyncio.ensure_future(listed_for_this_key())
     try:
@@ -490,7 +494,7 @@ async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict) -> l
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
     """Report configured aliases the gateway does not serve; list its models where it offers them."""
     aliases = {alias: model for alias, model in target.alias_models.items() if model}
-    listed = await _key_models(target, client, cache)
+    listed = await _key_models(target, client, cache, per_key=bool(aliases))
     if listed:
         outcome.details["models"] = listed[:50]
         missing = {alias: model for alias, model in aliases.items() if model not in listed}
