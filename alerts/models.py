@@ -156,9 +156,9 @@ class DeliveryQuerySet(models.QuerySet):
             attempts__gt=0,
             pk__lt=models.OuterRef("pk"),
         )
-        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now).exclude(
-            models.Exists(older_pending)
-        )
+        # A test carries no news to keep in order, and "Send a test" must show at once whether a channel is back.
+        held = models.Exists(older_pending) & ~models.Q(notification__event=EventKind.TEST)
+        return self.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now).exclude(held)
 
 
 class Delivery(models.Model):

@@ -112,7 +112,7 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         rows = rows.filter(last_download_at__isnull=True).exclude(Exists(fetched_live))
     elif filters.state == "stale":
         # A stale download, or a live device still on the secret before the last rotation (the dashboard's rollout).
-        behind = live.exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
+        behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
         rows = rows.filter(
             Q(last_download_at__lt=F("key__config_changed_at"))
             | Q(last_download_at__lt=stale_cutoff())

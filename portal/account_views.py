@@ -203,8 +203,14 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     def form_valid(self, form):
         response = super().form_valid(form)
         audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
-        # The link went to the account's address, or staff handed it over: either way the address is vouched for.
-        email_confirmation.confirm_email(user=form.user, actor=form.user, via="password reset", request=self.request)
+        # The link went to the account's address, or staff handed it over: either way the address is vouched for,
+        # and an account made from an invitation link is its owner's now, without what the link's holder set up.
+        if email_confirmation.reclaim_by_reset(user=form.user, request=self.request) is not None:
+            messages.info(
+                self.request,
+                "Your address is confirmed. Access tokens, devices and the second factor set up in this account "
+                "before the reset were removed: whoever used your invitation link may have made them.",
+            )
         return response
 
 

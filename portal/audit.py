@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
 
 from django.conf import settings
@@ -349,6 +349,8 @@ def filter_moment(name: str, raw: str, *, whole_day: bool = False) -> datetime:
     try:
         # A date first: parse_datetime reads a bare date too, as its first moment.
         day = parse_date(raw)
+        if day is not None and whole_day and day == date.max:
+            return datetime.max.replace(tzinfo=UTC)  # until the end of the last day there is: no bound at all
         if day is not None:
             moment: datetime | None = datetime.combine(day + timedelta(days=1) if whole_day else day, time.min)
         else:

@@ -1,5 +1,5 @@
-"""Confirming an account's address: an address typed into an invitation's sign-up form waits for its owner
-(UnconfirmedEmail), and single sign-on does not enter the account by it until then."""
+"""Confirming an account's address: the invited address of an account whoever held the invitation link made
+waits for its owner (UnconfirmedEmail), and single sign-on does not enter the account by it until then."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal import audit, mail
+from portal import audit, mail, two_factor
 from portal.errors import RuleError
-from portal.models import Action, UnconfirmedEmail
+from portal.models import AccessToken, Action, UnconfirmedEmail
+from portal.signals import account_reclaimed
 
 # Links that confirm an account's address (see UnconfirmedEmail): signed, for one account and address, and
 # they last as long as an invitation. One may be mailed every few minutes, so nobody can flood the mailbox.
@@ -84,3 +85,26 @@ def confirm_email(*, user, actor, via: str, request: HttpRequest | None = None) 
         details = {"email": user.email, "via": via}
         audit.record(Action.EMAIL_CONFIRMED, actor=actor, request=request, target=user.get_username(), details=details)
     return bool(removed)
+
+
+@transaction.atomic
+def reclaim_by_reset(*, user, request: HttpRequest) -> dict | None:
+    """A password reset through the unconfirmed address of an account made from an invitation link: the address's
+    owner takes the account back. The address is confirmed, and what the link's holder may have set up is taken
+    away: access tokens, the second factor, devices (the password change already ended other sessions).
+
+    Returns what was taken away, or None when the address was confirmed already (nothing to take back).
+    """
+    if not email_unconfirmed(user):
+        return None
+    now = timezone.now()
+    tokens = AccessToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+    second_factor = two_factor.remove_second_factor(user=user, actor=user, request=request)
+    taken: dict = {"access_tokens_revoked": tokens, "second_factor_removed": second_factor}
+    for _, answer in account_reclaimed.send(sender=UnconfirmedEmail, user=user, request=request):
+        if isinstance(answer, dict):
+            taken.update(answer)
+    UnconfirmedEmail.objects.filter(user=user).delete()
+    details = {"email": user.email, "via": "password reset", **taken}
+    audit.record(Action.EMAIL_CONFIRMED, actor=user, request=request, target=user.get_username(), details=details)
+    return taken

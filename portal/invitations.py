@@ -153,8 +153,8 @@ def create_account(
 ):
     """A new active account; without a password it can only sign in with SSO.
 
-    `email_confirmed=False` when nobody has shown the address to be theirs (typed in an invitation's sign-up
-    form): SSO then does not enter the account by it until it is confirmed (UnconfirmedEmail).
+    `email_confirmed=False` when nobody has shown the address to be theirs (the invited address, taken by
+    whoever holds the link): SSO then does not enter the account by it until it is confirmed (UnconfirmedEmail).
     """
     User = get_user_model()
     if User.objects.filter(username__iexact=username).exists():

@@ -18,7 +18,7 @@ import html
 import json
 import logging
 import re
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from django.template.context import BaseContext
 from django.template.defaultfilters import pprint
@@ -29,8 +29,33 @@ from rest_framework.serializers import BaseSerializer
 
 from portal.crypto import Secret, reveal, secrets_in_reach
 
-# The password of scheme://user:password@host, as in EMAIL_URL, DATABASE_URL or a redis LOCATION.
-URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.IGNORECASE)
+# A URL in a setting (EMAIL_URL, DATABASE_URL, a redis LOCATION): its password is read as URL parsers read it.
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def hide_url_passwords(text: str, substitute: str) -> str:
+    """`text` with the password of each scheme://user:password@host in it replaced by `substitute`.
+
+    The user info ends at the host's last @, as urlsplit (and dj-database-url, Django's mail URL) read it:
+    a user name that is an e-mail address, or an @ in the password, hides nothing.
+    """
+
+    def hide(match: re.Match) -> str:
+        url = match.group(0)
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError:
+            return url
+        if password is None:
+            return url
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:{substitute}@{host}"))
+
+    return URL.sub(hide, text)
+
+
 # Shorter runs are too common to mean anything; longer ones would let a useful piece through.
 RUN = 8
 # A key holds no space (gateways.rules.clean_secret), so no run of a key can cross this marker.
@@ -242,7 +267,7 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
         LOCATION), which Django's names (API, TOKEN, KEY, SECRET, PASS, SIGNATURE) do not catch."""
         value = super().cleanse_setting(key, value)
         if type(value) is str:  # not a lazy object that only says it is one
-            value = URL_PASSWORD.sub(rf"\1{self.cleansed_substitute}@", value)
+            value = hide_url_passwords(value, self.cleansed_substitute)
         return value
 
     def _cleanse_entries(self, value):

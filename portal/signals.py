@@ -14,6 +14,10 @@ from portal.models import Action
 member_leaving = Signal()
 # Sent with `membership=` and `actor=` inside the transaction that adds a user to a team (not on a role change).
 member_added = Signal()
+# Sent with `user=` and `request=` inside the transaction in which the owner of an account's unconfirmed address
+# takes the account back by a password reset (portal.email_confirmation.reclaim_by_reset). A receiver removes
+# what the link's holder may have set up there and returns a dict saying what (gateways: the devices).
+account_reclaimed = Signal()
 
 
 @receiver(user_logged_in)

@@ -235,6 +235,27 @@ def test_passwords_inside_url_settings_and_the_environment_are_not_on_the_page(s
     assert "smtp://mailer:********************@mail.example.com" in body  # the rest of the address stays readable
 
 
+@pytest.mark.parametrize(
+    ("shape", "setting"),
+    [
+        ("smtp://mailer@example.com:{pw}@mail.example.com:587?tls=true", "EMAIL_URL"),  # the user is an address
+        ("postgres://portal:pw@{pw}@db:5432/portal", "DATABASE_URL"),  # an @ in the password
+    ],
+)
+def test_a_url_password_is_hidden_however_its_user_info_is_written(settings, bob, monkeypatch, shape, setting):
+    password = secrets.token_hex(8)
+    url = shape.format(pw=password)
+    settings.DEBUG = True
+    fail_plainly(monkeypatch, gateways.views, "render")
+    extra = {"DATABASE_URL": url} if setting == "DATABASE_URL" else {}
+    if setting == "EMAIL_URL":
+        settings.EMAIL_URL = url
+    response = web_as(bob).get("/setup/", **extra)
+    body = response.content.decode()
+    assert response.status_code == 500 and "forced failure in render" in body
+    assert password not in body
+
+
 # 4. The admin, and a refused code.
 
 

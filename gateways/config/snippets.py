@@ -201,7 +201,7 @@ def render_fish(config: ClaudeConfig) -> str:
     # begin/end keeps `set -l` inside; an `if` whose test fails ends with status 0.
     lines.append(
         "begin; set -l settings ~/.claude/settings.json; "
-        "set -q CLAUDE_CONFIG_DIR; and set settings $CLAUDE_CONFIG_DIR/settings.json; "
+        'test -n "$CLAUDE_CONFIG_DIR"; and set settings $CLAUDE_CONFIG_DIR/settings.json; '
         f"if grep -qsE {fish_quote(SETTINGS_WIN_PATTERN)} $settings; "
         f"printf 'warning: %s %s\\n' $settings {fish_quote(settings_win_warning('install.sh'))} >&2; end; end"
     )

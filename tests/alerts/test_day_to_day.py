@@ -25,6 +25,7 @@ from gateways.services import (
     deliver_config,
     record_expirations,
     rotate_key_secret,
+    set_key_enabled,
     store_key,
     update_key_settings,
 )
@@ -88,6 +89,7 @@ def test_a_newer_delivery_waits_behind_an_older_one_to_the_same_channel(web, ali
         with time_machine.travel(start):
             for sender in ("first", "second"):
                 notify_team(web, messages.channel_test(team_name="Web", actor_name=sender), channels=[channel])
+            Notification.objects.update(event="key.failing")  # news, which keeps its order (a test would not wait)
             send_test(channel=other, actor=alice)
             deliver_due()
         older, newer = Delivery.objects.filter(channel=channel).order_by("pk")
@@ -307,3 +309,36 @@ def test_a_member_added_by_hand_is_still_told_with_the_admins_name(web, alice):
     make_user("frank")
     add_member(team=web, username="frank", role=Role.MEMBER, actor=alice)
     assert Notification.objects.get(event="member.added").text.startswith("alice added frank to team Web")
+
+
+def test_send_a_test_goes_out_at_the_next_notify_run_even_behind_a_failed_delivery(client, web, alice):
+    """After an outage the admin fixes the receiver and presses "Send a test": the page promises the next run."""
+    start = timezone.now()
+    with running_receiver({"/hook": "fail"}) as receiver:
+        channel = create_channel(team=web, kind="slack", target=receiver.url("/hook"), actor=alice)
+        with time_machine.travel(start):
+            notify_team(web, messages.channel_test(team_name="Web", actor_name="earlier news"), channels=[channel])
+            Notification.objects.update(event="key.failing")  # news, which keeps its order
+            deliver_due()
+        for minutes in (2, 8):
+            with time_machine.travel(start + timedelta(minutes=minutes)):
+                deliver_due()  # third failure: the next try is 30 minutes away
+        receiver.behaviour["/hook"] = "ok"  # the admin fixed the receiver
+        with time_machine.travel(start + timedelta(minutes=9)):
+            client.force_login(alice)
+            answer = client.post(f"/channels/{channel.id}/test/", follow=True)
+            assert "waits for the next `manage.py notify` run" in answer.content.decode()
+            deliver_due()  # the next run
+        test = Delivery.objects.filter(channel=channel).order_by("pk").last()
+        assert test.status == DeliveryStatus.SENT
+        older = Delivery.objects.filter(channel=channel).order_by("pk").first()
+        assert older.status == DeliveryStatus.SENT  # the test's success let the waiting news go at once
+
+
+def test_rotating_a_disabled_key_does_not_tell_a_live_only_holder_to_download(alice, bob, bob_assignment):
+    """A leaked key: disable it, rotate in the new secret, enable it again. bob only uses a live device."""
+    _, code = create_device(assignment=bob_assignment, name="bob laptop", platform="linux", actor=bob)
+    install_device(code=code, request=None, render=lambda d, t: t)
+    key = set_key_enabled(key=GatewayKey.objects.get(pk=bob_assignment.key_id), enabled=False, actor=alice)
+    rotate_key_secret(key=key, secret="sk-tokenbay-rotated-0123456789abcdef", actor=alice)
+    assert not Delivery.objects.filter(user=bob).exists()  # his device fetches the new secret once enabled

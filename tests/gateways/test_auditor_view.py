@@ -99,3 +99,10 @@ def test_a_device_whose_every_fetch_is_refused_is_not_reported_live(
     assert not Device.objects.live().exists()
     client.force_login(bob)
     assert f"refused: key {expected_state}" in client.get("/devices/").content.decode()
+
+
+def test_a_device_that_has_not_fetched_yet_does_not_make_a_never_rotated_row_stale(
+    api, client, bob, dave, bob_assignment
+):
+    live_device(api, client, bob, bob_assignment)  # installed; its first fetch is still to come
+    assert users_in(api, dave, "stale") == []

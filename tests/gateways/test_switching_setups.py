@@ -416,3 +416,15 @@ def test_tokaifys_installer_also_says_to_choose_a_model_before_the_prompt(tmp_pa
         said = sh(script, home).stdout
         assert 0 <= said.find("choose a model with /model") < said.find("send a short prompt"), said
     assert "/model" not in sh(render_install_sh(tokenbay), home).stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_an_empty_claude_config_dir_means_the_settings_json_in_the_home_folder(shell, tmp_path):
+    """install.sh writes to ${CLAUDE_CONFIG_DIR:-$HOME/.claude}, and Claude Code reads ~/.claude when it is empty."""
+    home = tmp_path / "home"
+    write_settings(home, {"env": {"ANTHROPIC_BASE_URL": "https://api.tokenbay.com"}})
+    _, _, config = config_for("tokaify", "https://api.tokaify.com", TOKAIFY_KEY)
+    render, command = SHELLS[shell]
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CLAUDE_CONFIG_DIR": ""}
+    ran = subprocess.run(command, input=render(config), capture_output=True, text=True, env=env, timeout=30)
+    assert "settings.json sets ANTHROPIC_BASE_URL or apiKeyHelper" in ran.stderr, (ran.stdout, ran.stderr)

@@ -15,8 +15,12 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from rest_framework.test import APIClient
 
-from portal.models import Action, AuditEvent, ExternalIdentity, UnconfirmedEmail
+from gateways.devices import create_device, install_device
+from gateways.services import assign_key
+from portal.models import AccessToken, Action, AuditEvent, ExternalIdentity, UnconfirmedEmail
 from tests.conftest import confirm_password
 from tests.portal.sso_answers import signed_in, sso_sign_in
 from tests.portal.test_invitations import URL, create_account_through, path_of
@@ -143,8 +147,17 @@ def test_without_mail_staff_confirm_the_address_in_sudo_mode(erin_link, provider
     assert "Confirm address" not in client.get("/users/").content.decode()
 
 
-def test_a_password_reset_through_the_address_confirms_it(erin_link, provider, smtp):
+def test_a_password_reset_through_the_address_confirms_it_and_takes_back_what_the_links_holder_set_up(
+    erin_link, provider, smtp, tokenbay_key, alice
+):
     made_from_link(erin_link, "mallory")
+    mallory = get_user_model().objects.get(username="mallory")
+    # What mallory prepares while holding the account: a token, an authenticator, a device with the team's key.
+    _, raw = AccessToken.issue(mallory, name="kept for later")
+    TOTPDevice.objects.create(user=mallory, name="authenticator", confirmed=True)
+    assignment = assign_key(key=tokenbay_key, username="mallory", actor=alice)
+    _, code = create_device(assignment=assignment, name="mallory's laptop", platform="linux", actor=mallory)
+    device, device_token = install_device(code=code, request=None, render=lambda d, t: t)
     browser = Client()
     browser.post("/password_reset/", {"email": ERIN})
     [reset] = [m for m in smtp.to(ERIN) if "reset" in m["Subject"].lower()]
@@ -153,10 +166,18 @@ def test_a_password_reset_through_the_address_confirms_it(erin_link, provider, s
     password = "erins-own-new-password-42"
     done = browser.post(form.redirect_chain[-1][0], {"new_password1": password, "new_password2": password})
     assert done.status_code == 302
-    mallory = get_user_model().objects.get(username="mallory")
+    mallory.refresh_from_db()
     assert mallory.check_password(password)  # erin holds the account now, and mallory's password is gone
     assert not UnconfirmedEmail.objects.filter(user=mallory).exists()
-    assert AuditEvent.objects.get(action=Action.EMAIL_CONFIRMED).details["via"] == "password reset"
+    confirmed = AuditEvent.objects.get(action=Action.EMAIL_CONFIRMED).details
+    assert confirmed["via"] == "password reset" and confirmed["access_tokens_revoked"] == 1
+    assert confirmed["second_factor_removed"] is True and confirmed["devices_removed"] == [device.pk]
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert token_client.get("/api/v1/me/configs/").status_code == 401
+    assert not TOTPDevice.objects.filter(user=mallory).exists()
+    assert Client().get("/api/v1/device/key", HTTP_AUTHORIZATION=f"Bearer {device_token}").status_code == 403
+    assert sso_sign_in(Client(), provider, sub="erin-at-the-provider", email=ERIN).status_code == 302  # erin's now
 
 
 def test_accounts_made_by_staff_or_by_sso_need_no_confirming(provider, client, alice, erin_link):
