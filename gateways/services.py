@@ -15,14 +15,7 @@ from gateways.rules import RuleError
 from portal import audit, stamps
 from portal.crypto import Secret
 from portal.models import Action, AuditEvent, Membership, Team
-from portal.services import clean_slug, find_user
-
-
-def _refuse_taken_gateway_slug(slug: str) -> None:
-    # Case-insensitive: a slug stored before slugs were lowercase still takes its lowercase form.
-    taken = Gateway.objects.filter(slug__iexact=slug).values_list("slug", flat=True).first()
-    if taken is not None:
-        raise RuleError(f"A gateway with the slug {taken!r} already exists. Choose another slug.", field="slug")
+from portal.services import clean_slug, find_user, refuse_taken_slug
 
 
 @transaction.atomic
@@ -31,13 +24,13 @@ def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fi
     if unknown:
         raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
     slug = clean_slug(slug)
-    _refuse_taken_gateway_slug(slug)
+    refuse_taken_slug(Gateway, slug)
     cleaned, notices = rules.clean_gateway_fields(fields, style=fields.get("model_id_style", "as-is"))
     try:
         with transaction.atomic():
             gateway = Gateway.objects.create(slug=slug, **cleaned)
     except IntegrityError:  # the same slug added at the same moment: the constraint decides
-        _refuse_taken_gateway_slug(slug)
+        refuse_taken_slug(Gateway, slug)
         raise
     audit.record(
         Action.GATEWAY_CREATED,

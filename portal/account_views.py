@@ -239,7 +239,7 @@ def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     users = users.annotate(
         has_2fa=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
         has_sso=Exists(ExternalIdentity.objects.filter(user=OuterRef("pk"))),
-        email_unconfirmed=Exists(UnconfirmedEmail.objects.filter(user=OuterRef("pk"), email__iexact=OuterRef("email"))),
+        email_unconfirmed=Exists(UnconfirmedEmail.objects.standing().filter(user=OuterRef("pk"))),
     ).prefetch_related(Prefetch("memberships", queryset=Membership.objects.select_related("team")))
     page = Paginator(users, USERS_PER_PAGE).get_page(request.GET.get("page"))
     params = request.GET.copy()

@@ -24,8 +24,8 @@ CONFIRMATION_RESEND_AFTER = timedelta(minutes=5)
 
 
 def email_unconfirmed(user) -> bool:
-    """Whether the account's address still waits for its owner to confirm it (a changed address is staff's word)."""
-    return bool(user.email) and UnconfirmedEmail.objects.filter(user=user, email__iexact=user.email).exists()
+    """Whether the account's address still waits for its owner to confirm it."""
+    return bool(user.email) and UnconfirmedEmail.objects.standing().filter(user=user).exists()
 
 
 def confirmation_url(request: HttpRequest, user) -> str:
@@ -36,7 +36,7 @@ def confirmation_url(request: HttpRequest, user) -> str:
 @transaction.atomic
 def send_confirmation(*, user, request: HttpRequest) -> None:
     """Mail the account's address a link that confirms it; a RuleError says why not."""
-    mark = UnconfirmedEmail.objects.select_for_update().filter(user=user, email__iexact=user.email).first()
+    mark = UnconfirmedEmail.objects.standing().select_for_update(of=("self",)).filter(user=user).first()
     if mark is None or not user.email:
         raise RuleError(f"Your address {user.email or '(none)'} needs no confirming.")
     if not settings.EMAIL_CONFIGURED:
@@ -75,15 +75,16 @@ def confirmation_refusal(user, token: str) -> str | None:
 
 
 @transaction.atomic
-def confirm_email(*, user, actor, via: str, request: HttpRequest | None = None) -> bool:
-    """The account's address is its owner's (a mailed link opened, a reset through it, or staff's word); audited.
+def confirm_email(*, user, actor, via: str, request: HttpRequest | None = None, details: dict | None = None) -> bool:
+    """The account's address is its owner's (a mailed link opened, a reset through it, or staff's word); audited,
+    with `details` (what a reset took back) beside the address and the way.
 
     False when there was nothing to confirm.
     """
     removed, _ = UnconfirmedEmail.objects.filter(user=user).delete()
     if removed:
-        details = {"email": user.email, "via": via}
-        audit.record(Action.EMAIL_CONFIRMED, actor=actor, request=request, target=user.get_username(), details=details)
+        recorded = {"email": user.email, "via": via, **(details or {})}
+        audit.record(Action.EMAIL_CONFIRMED, actor=actor, request=request, target=user.get_username(), details=recorded)
     return bool(removed)
 
 
@@ -104,7 +105,5 @@ def reclaim_by_reset(*, user, request: HttpRequest) -> dict | None:
     for _, answer in account_reclaimed.send(sender=UnconfirmedEmail, user=user, request=request):
         if isinstance(answer, dict):
             taken.update(answer)
-    UnconfirmedEmail.objects.filter(user=user).delete()
-    details = {"email": user.email, "via": "password reset", **taken}
-    audit.record(Action.EMAIL_CONFIRMED, actor=user, request=request, target=user.get_username(), details=details)
+    confirm_email(user=user, actor=user, via="password reset", request=request, details=taken)
     return taken

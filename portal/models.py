@@ -522,6 +522,12 @@ class ExternalIdentity(models.Model):
         return f"{self.subject} at {self.issuer} ({self.user})"
 
 
+class UnconfirmedEmailQuerySet(models.QuerySet):
+    def standing(self) -> UnconfirmedEmailQuerySet:
+        """Marks still on the account's address (staff changing the address is their word for the new one)."""
+        return self.filter(email__iexact=models.F("user__email"))
+
+
 class UnconfirmedEmail(models.Model):
     """An account's address that only the holder of an invitation link vouches for, until its owner confirms it.
 
@@ -537,6 +543,8 @@ class UnconfirmedEmail(models.Model):
     email = models.EmailField()  # the account's address when it was marked; a changed address is staff's word
     created_at = models.DateTimeField(default=timezone.now)
     link_sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = UnconfirmedEmailQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"{self.email} (not confirmed)"

@@ -473,11 +473,8 @@ def _kept_as_last_admin(request: HttpRequest, membership: Membership, wanted: st
     A team without an admin cannot be run or handed over; the same rule as for a change by hand
     (services.refuse_last_admin), but a sign-in must not fail because of it.
     """
-    if membership.role != Role.ADMIN or wanted == Role.ADMIN:
-        return False
-    Team.objects.select_for_update().filter(pk=membership.team_id).first()  # two admins leaving at once: one stays
     try:
-        refuse_last_admin(membership, new_role=wanted)
+        refuse_last_admin(membership, new_role=wanted)  # it locks the team: of two admins leaving at once, one stays
     except RuleError:
         pass
     else:

@@ -6,7 +6,7 @@ import unicodedata
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 
 from portal import audit
@@ -60,23 +60,25 @@ def clean_slug(slug: str) -> str:
     return slug
 
 
-def _refuse_taken_team_slug(slug: str) -> None:
+def refuse_taken_slug(model: type[models.Model], slug: str) -> None:
+    """A RuleError when a team or gateway (`model`) has this slug already, in any case."""
     # Case-insensitive: a slug stored before slugs were lowercase still takes its lowercase form.
-    taken = Team.objects.filter(slug__iexact=slug).values_list("slug", flat=True).first()
+    taken = model._default_manager.filter(slug__iexact=slug).values_list("slug", flat=True).first()
     if taken is not None:
-        raise RuleError(f"A team with the slug {taken!r} already exists. Choose another slug.", field="slug")
+        noun = model._meta.verbose_name
+        raise RuleError(f"A {noun} with the slug {taken!r} already exists. Choose another slug.", field="slug")
 
 
 @transaction.atomic
 def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = None) -> Team:
     name = clean_team_name(name)
     slug = clean_slug(slug)
-    _refuse_taken_team_slug(slug)
+    refuse_taken_slug(Team, slug)
     try:
         with transaction.atomic():
             team = Team.objects.create(name=name, slug=slug)
     except IntegrityError:  # the same slug created at the same moment: the constraint decides
-        _refuse_taken_team_slug(slug)
+        refuse_taken_slug(Team, slug)
         raise
     audit.record(Action.TEAM_CREATED, actor=actor, request=request, team=team, target=slug, details={"name": name})
     if actor is not None and actor.pk:
