@@ -130,8 +130,10 @@ class KeysetPage:
     next_cursor: str | None  # None on the last page
 
 
-def ordering_signature(keys: list[SortKey]) -> str:
-    return hashlib.sha256(",".join(f"{k.path}:{k.descending}" for k in keys).encode()).hexdigest()[:12]
+def ordering_signature(model: type[Model], keys: list[SortKey]) -> str:
+    """What a cursor is good for: one list (its model) in one order. Lists of different rows can share an order."""
+    text = ",".join([model._meta.label, *(f"{k.path}:{k.descending}" for k in keys)])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def first_rows(queryset: QuerySet, limit: int, *, ids_first: bool | None = None) -> list:
@@ -157,7 +159,7 @@ def first_rows(queryset: QuerySet, limit: int, *, ids_first: bool | None = None)
 def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first: bool | None = None) -> KeysetPage:
     """The `size` rows after `cursor` (from the start without one); a cursor this list did not give out is a RuleError."""
     keys = sort_keys(queryset)
-    signature = ordering_signature(keys)
+    signature = ordering_signature(queryset.model, keys)
     queryset = queryset.order_by(*(k.order_by() for k in keys))
     if cursor:
         queryset = queryset.filter(_after(keys, _decode(cursor, keys, signature)))
@@ -170,7 +172,7 @@ def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first:
 def cursor_after(keys: list[SortKey], row: Model) -> str:
     """The cursor of the page that starts after `row`."""
     values = [k.value_of(row) for k in keys]
-    text = json.dumps({"o": ordering_signature(keys), "v": values}, default=_jsonable, separators=(",", ":"))
+    text = json.dumps({"o": ordering_signature(type(row), keys), "v": values}, default=_jsonable, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
@@ -191,14 +193,16 @@ def _decode(raw: str, keys: list[SortKey], signature: str) -> list:
 
 def _comparable(value):
     """A cursor's value as the database can compare it, or ValueError: an edited cursor may hold Infinity, a
-    number past 64 bits, a NUL or a time that leaves the calendar once moved to UTC, which the database would
+    number past 64 bits, a NUL, half a surrogate pair or a time that leaves the calendar once moved to UTC, which the database would
     fail on."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(value)
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
         raise ValueError(value)
-    if isinstance(value, str) and "\x00" in value:  # no column holds one; PostgreSQL refuses it in a query
-        raise ValueError(value)
+    if isinstance(value, str):
+        if "\x00" in value:  # no column holds one; PostgreSQL refuses it in a query
+            raise ValueError(value)
+        value.encode()  # UnicodeEncodeError, a ValueError, for a lone surrogate ("\ud800"), which no driver can send
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(value)  # every cursor this list gives out carries its offset
