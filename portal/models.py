@@ -80,16 +80,20 @@ class Team(models.Model):
         return self.name
 
     def role_of(self, user) -> str | None:
-        """The user's role here (staff count as admin), from prefetched memberships when there are."""
+        """The user's role here, from prefetched memberships when there are.
+
+        Staff count as admin, even where they also hold a plainer membership (say, to be given a key):
+        the visibility querysets above show them every team's keys, so their role must let them act on them.
+        """
         if not user.is_authenticated:
             return None
+        if user.is_staff:
+            return Role.ADMIN
         if "memberships" in getattr(self, "_prefetched_objects_cache", {}):
             membership = next((m for m in self.memberships.all() if m.user_id == user.pk), None)
         else:
             membership = self.memberships.filter(user=user).first()
-        if membership:
-            return membership.role
-        return Role.ADMIN if user.is_staff else None
+        return membership.role if membership else None
 
 
 class Membership(models.Model):
@@ -265,6 +269,7 @@ class Action(models.TextChoices):
     CHANNEL_CREATED = "channel.created", "Notification channel added"
     CHANNEL_DELETED = "channel.deleted", "Notification channel removed"
     EMAIL_CONFIRMED = "account.email_confirmed", "E-mail address confirmed"
+    ACCOUNT_UPDATED = "account.updated", "Account changed in the admin site"
 
 
 class ImmutableAuditError(Exception):
@@ -301,9 +306,11 @@ class AuditContent(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No index of their own on actor and team: AuditEvent's (actor, -id) and (team, -id) lead with them,
     # and the queue is read by id. Every index is written by every audited request.
+    # DO_NOTHING: a signed row must not change when its user or team is deleted (SET_NULL would
+    # rewrite actor_id and break the chain); the names below keep who it was.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
-        models.SET_NULL,
+        models.DO_NOTHING,
         null=True,
         blank=True,
         related_name="+",
@@ -313,7 +320,7 @@ class AuditContent(models.Model):
     actor_username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
     action = models.CharField(max_length=40, choices=Action.choices)
     team = models.ForeignKey(
-        Team, models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False, db_index=False
+        Team, models.DO_NOTHING, null=True, blank=True, related_name="+", db_constraint=False, db_index=False
     )
     team_slug = models.CharField(max_length=50, blank=True)
     gateway_slug = models.CharField(max_length=50, blank=True)

@@ -400,3 +400,19 @@ def test_an_odd_cursor_on_the_audit_page_starts_at_the_newest(client, staff, cha
     page = client.get("/audit/", {"before": before, "action": Action.TEAM_CREATED})
     assert page.status_code == 200
     assert len(page.context["events"]) == 5
+
+
+def test_deleting_a_user_or_a_team_leaves_their_signed_rows_as_they_were(bob, web, capsys):
+    """A deleted user's or team's rows keep their ids and names: rewriting them would read as forgery."""
+    audit.record(Action.SIGN_IN, actor=bob)
+    audit.record(Action.TEAM_UPDATED, actor=bob, team=web)
+    bob_id, web_id = bob.pk, web.pk
+    bob.delete()
+    web.delete()
+    rows = AuditEvent.objects.order_by("id")
+    assert [(e.actor_id, e.actor_username, e.team_id, e.team_slug) for e in rows][-2:] == [
+        (bob_id, "bob", None, ""),
+        (bob_id, "bob", web_id, "web"),
+    ]
+    call_command("verify_audit")
+    assert "intact" in capsys.readouterr().out
