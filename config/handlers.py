@@ -49,4 +49,7 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = {"detail": " ".join(_flatten(fields)), "errors": exc.detail}
+        named = [name for name in fields if name not in ("non_field_errors", "detail")]
+        if len(named) == 1 and len(fields) == 1:  # one input at fault, as a RuleError names it
+            response.data["field"] = named[0]
     return response

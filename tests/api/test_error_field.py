@@ -1,0 +1,28 @@
+"""README, The API: an error names the input at fault in "field" when there is one, whoever refused it."""
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": "X", "slug": "Bad Slug"}, "slug"),  # refused by the serializer's field
+        ({"name": "X"}, "slug"),  # missing
+    ],
+)
+def test_a_serializer_refusing_one_input_names_it(api, staff, body, field):
+    response = api(staff).post("/api/v1/teams/", body, format="json")
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["field"] == field
+    assert answer["detail"].startswith(f"{field}: ")
+    assert list(answer["errors"]) == [field]
+
+
+def test_two_inputs_at_fault_are_both_in_errors_and_neither_is_the_field(api, staff):
+    response = api(staff).post("/api/v1/teams/", {"slug": "Bad Slug"}, format="json")
+    assert response.status_code == 400
+    answer = response.json()
+    assert "field" not in answer
+    assert set(answer["errors"]) == {"name", "slug"}
+    assert "name: " in answer["detail"] and "slug: " in answer["detail"]
