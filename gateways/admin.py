@@ -13,6 +13,7 @@ from gateways import devices, services
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
 from portal.admin import LookOnly
+from portal.errors import RuleError, add_to_form
 
 
 @admin.register(Gateway)
@@ -58,14 +59,31 @@ class AssignmentInline(LookOnly, admin.TabularInline):
     fields = ["user", "created_at", "last_download_at", "last_download_format"]
 
 
+class GatewayKeySettingsForm(forms.ModelForm):
+    """The admin's key form, refusing what the key's page refuses before the service is asked to save."""
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        label = self.cleaned_data.get("label")
+        if label and "label" in self.changed_data:
+            try:
+                services._refuse_shared_label(self.instance.team, label, exclude=self.instance)
+            except RuleError as exc:
+                add_to_form(self, exc)
+        return self.cleaned_data
+
+
 @admin.register(GatewayKey)
 class GatewayKeyAdmin(admin.ModelAdmin):
-    """A key's settings, checked by the same rules as the API; its secret and its state are not changed here.
+    """A key's settings, saved through the same service as the key's page: checked by the same rules, audited
+    (`key.updated`), and making earlier downloads stale. Its secret and its state are not changed here.
 
     Secrets are stored, and keys enabled, disabled and revoked, through the portal's own pages or API:
     revoking there destroys the secret and is audited, which a date typed in here would do neither of.
+    A revoked key is only looked at: the service changes it no more.
     """
 
+    form = GatewayKeySettingsForm
     list_display = ["label", "team", "gateway", "masked", "short_fingerprint", "state", "expires_at"]
     list_filter = ["gateway", "is_enabled"]
     search_fields = ["label", "team__slug", "fingerprint"]
@@ -80,8 +98,18 @@ class GatewayKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.revoked_at)
+
     def has_delete_permission(self, request, obj=None):
         return False  # a key is revoked, never deleted: its assignments, devices and probes stay on record
+
+    def save_model(self, request: HttpRequest, obj: GatewayKey, form: forms.ModelForm, change: bool) -> None:
+        # The values as GatewayKey.clean() left them; the service writes the row and its audit event.
+        changes = {name: getattr(obj, name) for name in KEY_SETTING_FIELDS if name in form.changed_data}
+        services.update_key_settings(
+            key=GatewayKey.objects.get(pk=obj.pk), changes=changes, actor=request.user, request=request
+        )
 
 
 @admin.register(ProbeResult)

@@ -19,6 +19,7 @@ def key_with_role(
     return key, require_role(user, key.team, *roles, denied=denied)
 
 
+ASSIGNMENT_REMOVAL_DENIED = "Only the team's admins can remove an assignment."
 DEVICE_REMOVAL_DENIED = "Only the device's owner or the team's admins can remove a device."
 
 

@@ -28,7 +28,7 @@ from gateways.connections import (
 )
 from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
 from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
-from gateways.permissions import device_for_removal, key_with_role
+from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import first_run_checklist, key_devices, my_assignment, my_assignments, my_devices
 from portal import handover
@@ -39,7 +39,7 @@ from portal.forms import MemberForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Role, Team
 from portal.pagination import keyset_page
-from portal.permissions import administers_a_team, team_with_role
+from portal.permissions import administers_a_team, require_role, team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
@@ -446,13 +446,15 @@ def key_assign(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def assignment_remove(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
+    """As DELETE /api/v1/assignments/{id}/: 404 unless visible (one's own is), 403 unless the team's admin."""
     assignment = get_object_or_404(
-        Assignment.objects.select_related("key__team", "key__gateway", "user"), pk=assignment_id
+        Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user"),
+        pk=assignment_id,
     )
-    key, _ = key_with_role(request.user, assignment.key_id, Role.ADMIN)
+    require_role(request.user, assignment.key.team, Role.ADMIN, denied=ASSIGNMENT_REMOVAL_DENIED)
     services.remove_assignment(assignment=assignment, actor=request.user, request=request)
     messages.success(request, f"{assignment.user.username} no longer has this key.")
-    return redirect("key", key_id=key.id)
+    return redirect("key", key_id=assignment.key_id)
 
 
 @login_required

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm, UserCreationForm
+from django.contrib.auth import authenticate
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm, UserCreationForm
+from django.http import HttpRequest
 
 from portal.models import Role
 
@@ -26,6 +28,22 @@ class PortalPasswordResetForm(PasswordResetForm):
     def get_users(self, email):
         users = super().get_users(email)
         return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
+
+
+class PortalPasswordChangeForm(PasswordChangeForm):
+    """The old password is checked like a sign-in: django-axes counts a wrong one, refuses it while the account is
+    locked out, and the audit trail records it as a failed sign-in; otherwise a signed-in browser could guess it."""
+
+    def __init__(self, user, *args, request: HttpRequest, **kwargs) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        old_password = self.cleaned_data["old_password"]
+        confirmed = authenticate(self.request, username=self.user.get_username(), password=old_password)
+        if confirmed is None or confirmed.pk != self.user.pk:
+            raise forms.ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
+        return old_password
 
 
 class UnfilledTextInput(forms.TextInput):

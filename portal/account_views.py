@@ -22,7 +22,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import audit, email_confirmation, handover, services, two_factor
-from portal.account_forms import CodeForm, PortalPasswordResetForm, TeamGroupsForm
+from portal.account_forms import CodeForm, PortalPasswordChangeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.crypto import remember
 from portal.errors import RuleError
 from portal.http import AuthenticatedHttpRequest, local_path
@@ -172,6 +172,11 @@ def recovery_codes_renew(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 class PasswordChangeView(auth_views.PasswordChangeView):
     """Django's view in the portal's look; audited. An SSO-only account has no password to change."""
+
+    form_class = PortalPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
 
     def dispatch(self, request, *args, **kwargs):
         if request.user.is_authenticated and not request.user.has_usable_password():

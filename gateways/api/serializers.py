@@ -47,6 +47,20 @@ class GatewayOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class GatewayWrittenSerializer(GatewayOutputSerializer):
+    """A gateway as creating or editing it answers: with what the portal changed in what was sent, and why."""
+
+    notices = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text='What the portal changed in the values sent, e.g. "Removed the trailing /v1 ...".',
+    )
+
+    class Meta(GatewayOutputSerializer.Meta):
+        fields = [*GATEWAY_OUTPUT_FIELDS, "notices"]
+        read_only_fields = fields
+
+
 # JSON fields as the API takes them: typed, so the schema says what goes in.
 ENV_OBJECT = serializers.DictField(
     child=serializers.CharField(allow_blank=True), required=False, help_text=EXTRA_ENV_HELP

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 
 from csp.decorators import csp_exempt
 from django.db import transaction
@@ -11,8 +13,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -32,7 +34,7 @@ from gateways.api import serializers as s
 from gateways.config import formats, live
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
 from gateways.models import Assignment, Gateway, ProbeResult, Verdict
-from gateways.permissions import device_for_removal, key_with_role
+from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignment, my_assignments, my_devices, team_devices
 from portal.api.permissions import StaffWritesOnly
@@ -50,7 +52,7 @@ class GatewayList(generics.ListAPIView):
     permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
     staff_only = CATALOGUE_STAFF_ONLY
 
-    @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayOutputSerializer})
+    @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayWrittenSerializer})
     def post(self, request):
         data = s.GatewayInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -70,7 +72,7 @@ class GatewayDetail(APIView):
     def get(self, request, slug):
         return Response(s.GatewayOutputSerializer(get_object_or_404(Gateway, slug=slug)).data)
 
-    @extend_schema(request=s.GatewayInputSerializer, responses=s.GatewayOutputSerializer)
+    @extend_schema(request=s.GatewayInputSerializer, responses=s.GatewayWrittenSerializer)
     def patch(self, request, slug):
         gateway = get_object_or_404(Gateway, slug=slug)
         data = s.GatewayInputSerializer(data=request.data, partial=True)
@@ -163,7 +165,7 @@ class AssignmentDetail(APIView):
         assignment = Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user")
         assignment = get_object_or_404(assignment, pk=assignment_id)
         require_role(
-            request.user, assignment.key.team, Role.ADMIN, denied="Only the team's admins can remove an assignment."
+            request.user, assignment.key.team, Role.ADMIN, denied=ASSIGNMENT_REMOVAL_DENIED
         )
         services.remove_assignment(assignment=assignment, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -376,6 +378,24 @@ def _text(body: str, status_code: int, content_type: str = "text/plain") -> Http
     return response
 
 
+def _get_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Refuse any method but GET (HEAD too: a HEAD at the install link would use it up) with a sentence.
+
+    Django's require_GET answers an empty text/html 405, and a write without a CSRF cookie, as curl
+    sends it, would get the CSRF page first; these doors change nothing on anything but a GET.
+    """
+
+    @functools.wraps(view)
+    def get_only(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method != "GET":
+            response = _text(f'Method "{request.method}" not allowed: this address answers GET only.', 405)
+            response["Allow"] = "GET"
+            return response
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(get_only)
+
+
 HTTP_BEARER = "Bearer"  # the HTTP authorization scheme, not a gateway's AuthScheme
 NO_DEVICE_TOKEN = (
     "Send this device's token as Authorization: Bearer <token>; the helper the install command wrote does."
@@ -386,7 +406,7 @@ API_TOKEN_HERE = (
 
 
 @csp_exempt()  # plain text, never a page: no policy to build on every developer's fetch
-@require_GET
+@_get_only
 @sensitive_variables("raw", "secret")
 def device_key(request: HttpRequest) -> HttpResponse:
     """GET /api/v1/device/key: the device token in, the key's plaintext out (text/plain, no-store)."""
@@ -405,8 +425,8 @@ def device_key(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@csp_exempt()  # type: ignore[arg-type]  # django-csp types a view as taking the request alone
-@require_GET
+@csp_exempt()  # plain text: the installer is a script, never a page
+@_get_only
 @sensitive_variables("code", "token")
 def device_install(request: HttpRequest, code: str) -> HttpResponse:
     """GET <install_url>: once, the installer for the device's platform, with its new token inside."""
