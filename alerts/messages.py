@@ -12,10 +12,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.urls import reverse
-from django.utils import timezone
 
 from alerts.models import EventKind, Notification
 from gateways.models import Assignment, GatewayKey, Verdict
+from portal.times import in_portal_zone, written_time
 
 EMAIL_PREFIX = "[Gateway portal] "
 
@@ -79,12 +79,7 @@ def _expiry(key: GatewayKey) -> datetime:
     """The key's expiry in the portal's zone (TIME_ZONE), whoever's request made the message."""
     if key.expires_at is None:
         raise ValueError(f"The key {key.label} has no expiry to tell of.")
-    return timezone.localtime(key.expires_at, timezone.get_default_timezone())
-
-
-def _when(moment: datetime) -> str:
-    """`2026-11-23 14:05 CET`: a time with its zone named, as the pages print it."""
-    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+    return in_portal_zone(key.expires_at)
 
 
 def key_expiring(key: GatewayKey) -> Message:
@@ -92,7 +87,7 @@ def key_expiring(key: GatewayKey) -> Message:
         EventKind.KEY_EXPIRING,
         f"{key.label} expires on {_expiry(key):%Y-%m-%d}",
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expires on "
-        f"{_when(_expiry(key))}; its holders' set-ups stop working then. Renew it on the key "
+        f"{written_time(_expiry(key))}; its holders' set-ups stop working then. Renew it on the key "
         "page: set a later expiry, or rotate in a new secret.",
         link(reverse("key", args=[key.id])),
         {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
@@ -108,7 +103,7 @@ def key_expired(key: GatewayKey) -> Message:
         EventKind.KEY_EXPIRED,
         f"{key.label} has expired",
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expired on "
-        f"{_when(_expiry(key))}: it yields no set-up any more. Renew it on the key page.",
+        f"{written_time(_expiry(key))}: it yields no set-up any more. Renew it on the key page.",
         link(reverse("key", args=[key.id])),
         {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
     )

@@ -38,14 +38,23 @@ def envbool(name: str, default: str) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}.")
 
 
-def envint(name: str, default: int) -> int:
+def envint(name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+    """NAME as a whole number from `low` to `high` (either may be left open), checked at start-up: a lifetime
+    of 0, or a count of days past the calendar, would start cleanly and fail later, page by page."""
     value = os.getenv(name, "").strip()
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        if low is not None and high is not None:
+            allowed = f"from {low} to {high}"
+        else:
+            allowed = f"{low} or more" if low is not None else f"{high} or less"
+        raise ImproperlyConfigured(f"{name} must be {allowed}, not {number}.")
+    return number
 
 
 def envfloat(name: str, default: float) -> float:
@@ -108,21 +117,22 @@ PROBE_ALLOW_PRIVATE_IPS = envbool("PROBE_ALLOW_PRIVATE_IPS", "False")
 PROBE_CONNECT_TIMEOUT = envfloat("PROBE_CONNECT_TIMEOUT", 5.0)
 PROBE_READ_TIMEOUT = envfloat("PROBE_READ_TIMEOUT", 15.0)
 PROBE_DEADLINE = envfloat("PROBE_DEADLINE", 30.0)
-PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024)
+PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024, low=1024)
 # Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
 # One per core this process may run on, at most 4: each is a fork of the command, with memory of its
 # own as it runs, and a container's CPU quota is not what the host's core count says.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-PROBE_PROCESSES = envint("PROBE_PROCESSES", min(_CORES, 4))
+PROBE_PROCESSES = envint("PROBE_PROCESSES", min(_CORES, 4), low=0)
 
 # How the portal names itself in what devices print (a live key's helper, the installers):
 # "This device was removed from <PORTAL_NAME> by ...".
 PORTAL_NAME = os.getenv("PORTAL_NAME", "the portal").strip() or "the portal"
 
-# A config download older than this many days shows as "stale" on the connections page.
-CONNECTION_STALE_DAYS = envint("CONNECTION_STALE_DAYS", 30)
+# A config download older than this many days shows as "stale" on the connections page. At most ten
+# years, as for the day counts below: a date this far back or ahead must stay inside the calendar.
+CONNECTION_STALE_DAYS = envint("CONNECTION_STALE_DAYS", 30, low=1, high=3650)
 # A key expiring within this many days is on the dashboard, in a notification and on its holders' My set-up.
-EXPIRY_WARNING_DAYS = envint("EXPIRY_WARNING_DAYS", 14)
+EXPIRY_WARNING_DAYS = envint("EXPIRY_WARNING_DAYS", 14, low=1, high=3650)
 # Notifications (alerts/): the portal's address for links in messages, and each delivery's time limit.
 PORTAL_URL = os.getenv("PORTAL_URL", "").strip().rstrip("/")
 if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
@@ -130,7 +140,7 @@ if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
         f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
     )
 NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0)
-NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10)
+NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10, low=1)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -189,24 +199,40 @@ TEMPLATES = [
 ]
 
 
-def database_from_url(url: str) -> dj_database_url.DBConfig:
-    """Django's DATABASES entry for DATABASE_URL: SQLite or PostgreSQL, the two the portal is tested on."""
+def database_from_url(url: str, name: str = "DATABASE_URL") -> dj_database_url.DBConfig:
+    """Django's DATABASES entry for DATABASE_URL: SQLite or PostgreSQL, the two the portal is tested on.
+
+    `name` says where the URL came from in a refusal (DATABASE_URL or DATABASE_URL_FILE). Only the scheme is
+    ever quoted back: the rest of a URL may hold a password.
+    """
     scheme, separator, _ = url.partition("://")
     if scheme.lower() not in ("sqlite", "postgres", "postgresql", "pgsql") or not separator:
-        # Only the scheme is quoted back: the rest of a URL may hold a password.
         found = f"its scheme is {scheme!r}" if separator else "it has no scheme such as postgres://"
         raise ImproperlyConfigured(
-            "DATABASE_URL must look like sqlite:////var/lib/portal/portal.sqlite3 or "
+            f"{name} must look like sqlite:////var/lib/portal/portal.sqlite3 or "
             f"postgres://user:password@host:5432/portal; {found}."
         )
     # Connections are kept for DATABASE_CONN_MAX_AGE seconds (0: a new one per request) and checked
     # before reuse: opening a PostgreSQL connection costs more than a config download's own queries.
-    return dj_database_url.parse(url, conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
+    max_age = envint("DATABASE_CONN_MAX_AGE", 60, low=0)
+    try:
+        return dj_database_url.parse(url, conn_max_age=max_age, conn_health_checks=True)
+    except ValueError:  # dj_database_url.ParseError: urllib could not split it (a stray '#', '@' or '/', a bad port)
+        raise ImproperlyConfigured(
+            f"{name} is not a URL the portal can read: percent-encode special characters in the user name and "
+            "password (# as %23, @ as %40, / as %2F, : as %3A, % as %25) and check that the port is a number "
+            "from 1 to 65535."
+        ) from None
 
 
 # An empty DATABASE_URL (a blank line in an env file) means the default, as for every other setting.
 # A secret like the others: it holds the database's password (DATABASE_URL_FILE).
-DATABASES = {"default": database_from_url(envsecret("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
+DATABASES = {
+    "default": database_from_url(
+        envsecret("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}",
+        "DATABASE_URL_FILE" if os.getenv("DATABASE_URL_FILE") else "DATABASE_URL",
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers queue instead of failing with "database is locked": WAL lets reads run beside
     # the one writer, BEGIN IMMEDIATE takes the write lock when a transaction starts (a lock upgrade
@@ -285,7 +311,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 # After AXES_FAILURE_LIMIT failed sign-ins for one user name from one address, further tries are
 # refused for AXES_COOLOFF_HOURS; `manage.py axes_reset` lifts a lock early.
-AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10)
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10, low=1)
 AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", 1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client's address as the audit trail resolves it (behind a trusted proxy, the address the proxy
@@ -326,7 +352,7 @@ STORAGES = {
 }
 
 # Request bodies (forms, and the API's JSON) up to 1 MiB: nothing here needs more.
-DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, low=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -383,18 +409,16 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", str(not DEBUG))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "False")
-SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0, low=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "False")
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("USE_X_FORWARDED_PROTO", "False") else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Re-authentication ("sudo mode") lasts this long before a sensitive action asks again.
-SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60)
+SUDO_MODE_SECONDS = envint("SUDO_MODE_SECONDS", 15 * 60, low=60, high=24 * 3600)
 # A new access token expires after this many days unless its maker chooses (up to 3650).
-ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90)
-if not 1 <= ACCESS_TOKEN_DEFAULT_DAYS <= 3650:
-    raise ImproperlyConfigured(f"ACCESS_TOKEN_DEFAULT_DAYS must be from 1 to 3650, not {ACCESS_TOKEN_DEFAULT_DAYS}.")
+ACCESS_TOKEN_DEFAULT_DAYS = envint("ACCESS_TOKEN_DEFAULT_DAYS", 90, low=1, high=3650)
 
 # Django's error page and error e-mails, with every key in reach removed, DEBUG on or off.
 DEFAULT_EXCEPTION_REPORTER = "portal.redaction.SecretSafeExceptionReporter"
@@ -440,7 +464,7 @@ def parse_email_url(url: str) -> dict:
 # console in development and dropped in production, and pages show the links a mail would carry.
 EMAIL_URL = envsecret("EMAIL_URL")
 EMAIL_HOST = os.getenv("EMAIL_HOST", "")
-EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_PORT = envint("EMAIL_PORT", 25, low=1, high=65535)
 EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
@@ -454,10 +478,11 @@ elif not EMAIL_BACKEND:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else quiet
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
-PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24) * 3600
+# A reset link works for at least an hour (0 would make every link dead on arrival), at most a year.
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24, low=1, high=365 * 24) * 3600
 
 # An invitation link works once, for this many days.
-INVITATION_DAYS = envint("INVITATION_DAYS", 7)
+INVITATION_DAYS = envint("INVITATION_DAYS", 7, low=1, high=3650)
 
 # Single sign-on with OpenID Connect (authorization code with PKCE); endpoints come from the issuer's discovery
 # document. mozilla-django-oidc does the protocol; portal/oidc.py reads these names and adds discovery, issuer and
@@ -504,6 +529,4 @@ LOGGING = {
 # Behind a reverse proxy, take the client address from X-Forwarded-For (audit rows record it):
 # the entry TRUSTED_PROXY_COUNT places from the right, which the proxies in front appended.
 USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR", "False")
-TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1)
-if TRUSTED_PROXY_COUNT < 1:
-    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more: the number of proxies in front of the portal.")
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1, low=1)

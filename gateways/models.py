@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,6 +18,7 @@ from gateways.rules import GATEWAY_MODEL_FIELDS as GATEWAY_MODEL_FIELDS  # decla
 from gateways.rules import KEY_MODEL_FIELDS as KEY_MODEL_FIELDS
 from portal import crypto
 from portal.models import Team, validate_lowercase_slug
+from portal.times import written_time
 
 # The fields staff may set on a gateway, in the order the API shows them; the form and the
 # serializers are built from this tuple.
@@ -215,8 +216,22 @@ class GatewayKeyQuerySet(models.QuerySet):
         """Keys whose gateway's probe interval has passed since their last probe (GatewayKey.is_due_for_probe, in SQL)."""
         due = models.Q(last_probe_at__isnull=True)
         for gateway_id, minutes in Gateway.objects.values_list("id", "probe_interval_minutes"):
-            due |= models.Q(gateway_id=gateway_id, last_probe_at__lte=now - timedelta(minutes=minutes))
+            due |= models.Q(gateway_id=gateway_id, last_probe_at__lte=probed_by_then(now, minutes))
         return self.filter(due)
+
+
+# A probe's time is stamped when its answer is saved, a moment (up to a probe's time limit) after its run
+# began; the timer's next run, one interval later, then starts a moment short of a full interval after that
+# stamp. Without slack that run finds the key not yet due, and a key is probed every interval plus one
+# timer period (5 minutes on the README's timer: 10 instead of 5, 65 instead of 60). The slack is at most a
+# minute, and at most half the interval, so a key is never probed twice within half its interval.
+PROBE_DUE_SLACK = timedelta(minutes=1)
+
+
+def probed_by_then(now: datetime, interval_minutes: int) -> datetime:
+    """The latest last-probe time at which a key of this interval is due at `now`: the one rule of "due"."""
+    interval = timedelta(minutes=interval_minutes)
+    return now - interval + min(PROBE_DUE_SLACK, interval / 2)
 
 
 class KeyState(models.TextChoices):
@@ -340,7 +355,7 @@ class GatewayKey(models.Model):
         """Whether the gateway's probe interval has passed since this key's last probe."""
         if self.last_probe_at is None:
             return True
-        return (now - self.last_probe_at).total_seconds() >= self.gateway.probe_interval_minutes * 60
+        return self.last_probe_at <= probed_by_then(now, self.gateway.probe_interval_minutes)
 
     def setting(self, name: str):
         """The key's own value of an override (KEY_OVERRIDES), else its gateway's default."""
@@ -422,10 +437,10 @@ class Assignment(models.Model):
         key = self.key
         if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
-        if self.rotated_since_download:
-            return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=key.rotated_at)
-        if key.expires_within(soon):
-            return "expiring", HOLDER_NOTICES["expiring"].format(key=key, when=key.expires_at)
+        if key.rotated_at and self.rotated_since_download:
+            return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=written_time(key.rotated_at))
+        if key.expires_at and key.expires_within(soon):
+            return "expiring", HOLDER_NOTICES["expiring"].format(key=key, when=written_time(key.expires_at))
         return None
 
 
@@ -434,9 +449,9 @@ HOLDER_NOTICES = {
     KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
     KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
-    "rotated": "The key {key.label} was rotated on {when:%Y-%m-%d %H:%M} UTC, after your last download: "
+    "rotated": "The key {key.label} was rotated on {when}, after your last download: "
     "the set-up you have holds the old secret. Download it again.",
-    "expiring": "The key {key.label} expires on {when:%Y-%m-%d %H:%M} UTC. Ask your team admin to renew it in time.",
+    "expiring": "The key {key.label} expires on {when}. Ask your team admin to renew it in time.",
 }
 
 

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from gateways.models import Assignment
 from portal.models import Membership, Role
+from portal.times import written_time
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def self_assignment_message(assignment: Assignment, *, team_url: str) -> tuple[s
     subject = f"{who} assigned the key {key.label!r} to themselves in {key.team.name}"
     body = (
         f"{who}, an admin of {key.team.name}, assigned a team key to themselves on "
-        f"{assignment.created_at:%Y-%m-%d %H:%M} UTC. They can now download it, secret included.\n\n"
+        f"{written_time(assignment.created_at)}. They can now download it, secret included.\n\n"
         f"Key: {key.label} ({key.masked}, fingerprint {key.short_fingerprint}) for {key.gateway.name}\n"
         f"Team page: {team_url}\n\n"
         "If this was not agreed, remove the assignment and rotate the key's secret at the gateway "
