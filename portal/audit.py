@@ -8,15 +8,20 @@ Nobody waits for the head. An event is prepared in full before the head is asked
 in canonical form), and the head is taken with SKIP LOCKED: when it is free, the event is linked,
 signed and inserted on the spot, and the head holds nothing else. When another transaction holds
 it (concurrent writers on PostgreSQL), the event is queued instead, in `PendingAuditEvent`, signed
-over its content, still in the caller's transaction. After each commit the writer chains whatever
-is queued, oldest first, in one step (`seal_pending`); if the head is busy again, its holder does it
-after its own commit. So under load the chain grows in batches, and no request waits on another's
+over its content and a nonce of its own, still in the caller's transaction. After each commit the
+writer chains whatever is queued, oldest first, in one step (`seal_pending`); if the head is busy
+again, its holder does it after its own commit. So under load the chain grows in batches, and no request waits on another's
 commit flushing to disk. SQLite admits one writer at a time, so there every event is chained at once.
+
+The nonce goes into the chain with the event: a queued row is chained only if no other queued row and
+no chained event carries its nonce, so a copy of a queue row (made in the database, or kept and put
+back after its event was chained) is never chained a second time, and verify_audit names it.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
@@ -131,14 +136,17 @@ def append(events: list[AuditEvent]) -> None:
 # The chain step runs on every audited request, so its small statements are written out, or
 # compiled once (CompiledInsert), rather than built by the ORM each time (which costs more than running them).
 HEAD_TABLE = AuditChainHead._meta.db_table
+EVENT_TABLE = AuditEvent._meta.db_table
 QUEUE_TABLE = PendingAuditEvent._meta.db_table
 _INSERT_EVENT = CompiledInsert(AuditEvent)
 _INSERT_PENDING = CompiledInsert(PendingAuditEvent)
 # The oldest queued events, taken off the queue by the statement that reads them. Only the head's
-# holder runs it, so no two sealers take the same rows; a rollback puts them back.
+# holder runs it, so no two sealers take the same rows; a rollback puts them back. With each, the
+# chained event that already carries its nonce, if any (a copy put back): no statement of its own.
 _TAKE_QUEUED = (
     f"DELETE FROM {QUEUE_TABLE} WHERE id IN "  # noqa: S608
-    f"(SELECT id FROM {QUEUE_TABLE} WHERE rejected = %s ORDER BY id LIMIT %s) RETURNING *"
+    f"(SELECT id FROM {QUEUE_TABLE} WHERE rejected = %s ORDER BY id LIMIT %s) "
+    f"RETURNING *, (SELECT MIN(id) FROM {EVENT_TABLE} WHERE {EVENT_TABLE}.nonce = {QUEUE_TABLE}.nonce) AS chained_as"
 )
 # On PostgreSQL the head moves in the event's INSERT (a data-modifying WITH, run once whatever the
 # INSERT reads): one round trip fewer on every audited request. SQLite has no such WITH.
@@ -191,9 +199,25 @@ def _anything_queued() -> bool:
 
 
 def _queued(event: AuditEvent, text: str, keyring: Keyring) -> PendingAuditEvent:
-    signature, key_id = audit_chain.sign_pending(keyring, text)
+    """The queue row for an event whose content is `text`, with a new nonce its signature covers too."""
+    nonce = secrets.token_hex(16)
+    signature, key_id = audit_chain.sign_pending(keyring, text, nonce)
     content = {name: getattr(event, name) for name in AUDIT_CONTENT_FIELDS}
+    content["nonce"] = nonce
     return PendingAuditEvent(**content, signature=signature, signing_key_id=key_id)
+
+
+def _copy_problem(row: PendingAuditEvent, chained_as: int | None, first_with: dict[str, int]) -> str | None:
+    """Why a queued row is a copy of another event (its nonce is taken), as a sentence fragment; None when not.
+
+    `first_with` maps each nonce seen so far, rows taken in order of id, to its first queue row.
+    """
+    if chained_as is not None:
+        return f"its nonce is already on chained event {chained_as}: it is a copy of an event chained before"
+    first = first_with.setdefault(row.nonce or "", row.id)
+    if first != row.id:
+        return f"its nonce is also on queue row {first}: it is a copy of that queued event"
+    return None
 
 
 def _seal_after_commit() -> None:
@@ -208,8 +232,8 @@ def seal_pending() -> int:
 
     Stops when the queue is empty or another transaction holds the head: that holder runs this
     again after its commit, so a queued event waits for one writer at most. A queued row whose
-    signature fails (forged or edited in the database) is marked rejected, never chained, and
-    verify_audit names it.
+    signature fails (forged or edited in the database), or whose nonce another queued row or a
+    chained event has (a copy), is marked rejected, never chained, and verify_audit names it.
     """
     if not _anything_queued():  # the usual answer, after every audited request
         return 0
@@ -221,11 +245,19 @@ def seal_pending() -> int:
             if last_hash is None:
                 break
             rows = sorted(PendingAuditEvent.objects.raw(_TAKE_QUEUED, [False, SEAL_BATCH]), key=attrgetter("id"))
-            problems = {row.id: audit_chain.pending_problem(keyring, row) for row in rows}
+            first_with: dict[str, int] = {}  # the oldest of copies in a batch is chained, the others refused
+            problems = {
+                # chained_as: a column _TAKE_QUEUED returns with each row
+                row.id: audit_chain.pending_problem(keyring, row) or _copy_problem(row, row.chained_as, first_with)  # type: ignore[attr-defined]
+                for row in rows
+            }
             good = [row for row in rows if problems[row.id] is None]
             bad = [row for row in rows if problems[row.id] is not None]
             if bad:  # back on the queue, marked, for verify_audit to name
-                logger.error("Queued audit events %s fail their signature and were not chained.", [r.id for r in bad])
+                logger.error(
+                    "Queued audit events were not chained: %s.",
+                    "; ".join(f"queue row {row.id}: {problems[row.id]}" for row in bad),
+                )
                 for row in bad:
                     row.rejected = True
                 PendingAuditEvent.objects.bulk_create(bad)
@@ -303,10 +335,15 @@ def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck
             "or pruned since (then check against a head recorded after the last prune)",
         )
     pending = 0
+    # Queued rows whose nonce a chained event carries: copies of events chained before (one query, by the index).
+    queued_nonces = PendingAuditEvent.objects.filter(nonce__isnull=False).values("nonce")
+    chained_as = dict(AuditEvent.objects.filter(nonce__in=queued_nonces).values_list("nonce", "id"))
+    first_with: dict[str, int] = {}
     for row in PendingAuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
-        problem = (
-            "it was refused on its way into the chain" if row.rejected else audit_chain.pending_problem(keyring, row)
-        )
+        problem = audit_chain.pending_problem(keyring, row) or _copy_problem(row, chained_as.get(row.nonce), first_with)
+        if row.rejected:
+            refused = "it was refused on its way into the chain"
+            problem = f"{refused}: {problem}" if problem else refused
         if problem and broken is None:
             broken = BrokenLink(0, f"an event waiting to be chained (queue row {row.id}) does not hold: {problem}")
         pending += 1

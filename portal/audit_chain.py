@@ -12,7 +12,9 @@ written while PostgreSQL re-formats an `inet` and a `jsonb`, so every value is p
 canonical form before hashing, both when a row is written and when it is checked.
 
 An event queued while another writer holds the chain's head (portal/audit.py) is signed over its
-content alone, under its own context, until it is chained.
+content and a random nonce, under its own context, until it is chained. The content alone would let
+a copy of the queue row pass as a second event: the nonce makes each queued event one of a kind, and
+the chain keeps it (covered by the hash) so that a copy put back after the event was chained shows too.
 
 Pure functions over any object with the row's attributes, so the data migration that first
 signed the chain uses them as well as the model.
@@ -81,9 +83,13 @@ def canonical_json(value) -> str:
     return json.dumps(_canonical_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def content_of(row) -> dict:
-    """Every column of an audit row but its id (the link to the previous row orders it) and its seal."""
-    return {
+def content_of(row, *, with_nonce: bool = True) -> dict:
+    """Every column of an audit row but its id (the link to the previous row orders it) and its seal.
+
+    The nonce of an event that was queued is there only when the row has one, so every event chained
+    directly, or before nonces existed, hashes as it always did.
+    """
+    content = {
         "created_at": hashed_moment(row.created_at),
         "actor_id": row.actor_id,
         "actor": row.actor_username,
@@ -96,6 +102,10 @@ def content_of(row) -> dict:
         "user_agent": row.user_agent,
         "details": row.details,
     }
+    nonce = getattr(row, "nonce", None)  # the historical models of older migrations have no such column
+    if with_nonce and nonce is not None:
+        content["nonce"] = nonce
+    return content
 
 
 def link_hash(prev_hash: str, content: dict) -> str:
@@ -146,16 +156,25 @@ def signature_problem(
     return None
 
 
-def pending_digest(content_text: str) -> str:
-    """What a queued event's signature covers: its content alone, as it has no place in the chain yet."""
-    return hashlib.sha256(content_text.encode()).hexdigest()
+def pending_digest(content_text: str, nonce: str) -> str:
+    """What a queued event's signature covers: its content (without the nonce) and its nonce.
+
+    The caller has the content in canonical form already (audit.append prepares it before it knows
+    whether the event is queued), so the nonce is joined to it rather than put inside it.
+    """
+    return hashlib.sha256(f"{nonce}\n{content_text}".encode()).hexdigest()
 
 
-def sign_pending(keyring: crypto.Keyring, content_text: str) -> tuple[str, str]:
-    return sign(keyring, pending_digest(content_text), PENDING_CONTEXT)
+def sign_pending(keyring: crypto.Keyring, content_text: str, nonce: str) -> tuple[str, str]:
+    return sign(keyring, pending_digest(content_text, nonce), PENDING_CONTEXT)
 
 
 def pending_problem(keyring: crypto.Keyring, row) -> str | None:
     """Why a queued event's signature does not hold over what it stores now; None when it does."""
-    digest = pending_digest(canonical_json(content_of(row)))
+    if not row.nonce:
+        return (
+            "it carries no nonce, which the portal gives every queued event: it was written without the "
+            "portal (a copy of a queued row?), or by a portal server older than the database"
+        )
+    digest = pending_digest(canonical_json(content_of(row, with_nonce=False)), row.nonce)
     return signature_problem(keyring, row.signing_key_id, digest, row.signature, PENDING_CONTEXT)

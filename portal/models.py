@@ -328,9 +328,19 @@ class AuditContent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # Random, given to an event when it is queued (audit._queued) and kept when it is chained: each queued
+    # event is one of a kind, so a copy of its queue row shows (audit_chain.pending_problem). None on an
+    # event chained directly, which no copy can reach the chain through; the hash covers it only when set.
+    # NULL, not "": adding the column then rewrites no row of a large chain, and those rows stay out of its index.
+    nonce = models.CharField(max_length=32, null=True, blank=True, editable=False)  # noqa: DJ001
 
     class Meta:
         abstract = True
+
+
+def _nonce_once(name: str) -> models.UniqueConstraint:
+    """A nonce on one row at most. Partial: rows without one (most of the chain) are not in the index."""
+    return models.UniqueConstraint(fields=["nonce"], condition=models.Q(nonce__isnull=False), name=name)
 
 
 # The columns of AuditContent by attribute name, for copying an event between the queue and the chain.
@@ -363,6 +373,7 @@ class AuditEvent(AuditContent):
             # The same with a time range, which the lists order by time (portal.audit.ordering_for).
             models.Index(fields=["gateway_slug", "action", "-created_at", "-id"], name="audit_gateway_action_time"),
         ]
+        constraints = [_nonce_once("audit_nonce_once")]  # an event that waited in the queue is chained once
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username or 'system'} {self.action}"
@@ -393,8 +404,9 @@ class AuditEvent(AuditContent):
 class PendingAuditEvent(AuditContent):
     """An event written while another writer held the chain's head; `audit.seal_pending` chains it moments later.
 
-    It carries a signature of its own over its content (audit_chain.sign_pending), so a queued row
-    cannot be forged or edited on its way into the chain; one that fails is marked rejected, never chained.
+    It carries a signature of its own over its content and nonce (audit_chain.sign_pending), so a queued
+    row cannot be forged or edited on its way into the chain, nor copied into it twice; one that fails is
+    marked rejected, never chained.
     """
 
     created_at = models.DateTimeField(default=timezone.now)  # a queue: read by id, never by time
@@ -404,6 +416,7 @@ class PendingAuditEvent(AuditContent):
 
     class Meta:
         indexes = [models.Index(fields=["rejected", "id"], name="pending_audit_queue")]
+        constraints = [_nonce_once("pending_audit_nonce_once")]
 
     def __str__(self) -> str:
         return f"pending {self.action} of {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -40,5 +40,8 @@ class Command(BaseCommand):
             raise CommandError(check.broken_sentence())
         self.stdout.write(f"The audit chain is intact: {check.checked} event(s) checked.")
         if check.pending:
-            self.stdout.write(f"{check.pending} more wait to be chained, each with a valid signature of its own.")
+            self.stdout.write(
+                f"{check.pending} more wait to be chained, each with a valid signature of its own "
+                "and a nonce no other event carries (none is a copy)."
+            )
         self.stdout.write(f"Head: {check.head or '(empty chain)'}")
