@@ -309,7 +309,7 @@ class GatewayKey(models.Model):
 
     @property
     def vault_label(self) -> str:
-        return f"Key {self.pk} ({self.label})"
+        return f"Key {self.pk} ({rules.one_line(self.label)})"  # printed by rotate_encryption_key
 
     @property
     def short_fingerprint(self) -> str:

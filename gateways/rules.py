@@ -21,6 +21,12 @@ import idna
 from portal.errors import RuleError as RuleError
 
 
+def one_line(text: str) -> str:
+    """Stored text (a key label may hold a line break) as a terminal or a log shows it: control characters,
+    line breaks and escape sequences included, become spaces, so one row stays one row."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
 class UnrepresentableValue(RuleError):
     """A configuration cannot be written as it stands: a value a format cannot carry unchanged, or
     stored data that breaks the rules (a name outside the extra-env allow-list, a malformed model id).

@@ -535,6 +535,12 @@ class SSOStartView(OIDCAuthenticationRequestView):
         return {"prompt": "login", "max_age": "0"} if self.start.sudo_for is not None else {}
 
 
+NOT_STARTED_HERE = (
+    "This sign-in answer does not belong to a sign-in started in this browser (its state does not "
+    "match), so it is refused. Sign in again from the start."
+)
+
+
 class SSOCallbackView(OIDCAuthenticationCallbackView):
     """/oidc/callback/: the identity provider's answer. Anything wrong is a page that says what, never a 500."""
 
@@ -545,18 +551,19 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             raise Http404("Single sign-on is not configured here.")
         states = request.session.get("oidc_states") or {}
         state = request.GET.get("state", "")
+        if state and state not in states:
+            # Before the error branch: an error answer's text is shown and recorded only for a sign-in this
+            # browser started, or anyone could mail a link that puts their words on the portal's page.
+            return self._refuse(NOT_STARTED_HERE)
         if request.GET.get("error"):
+            if not state:
+                return self._refuse(NOT_STARTED_HERE)
             states.pop(state, None)
             request.session["oidc_states"] = states
             reason = request.GET.get("error_description") or request.GET.get("error")
             return self._refuse(f"The identity provider did not sign you in: {reason[:300]}.", 403)
         if not request.GET.get("code") or not state:
             return self._refuse("The identity provider's answer carries no sign-in code. Sign in again from the start.")
-        if state not in states:
-            return self._refuse(
-                "This sign-in answer does not belong to a sign-in started in this browser (its state does not "
-                "match), so it is refused. Sign in again from the start."
-            )
         answered_by = request.GET.get("iss")  # RFC 9207: providers that send it name themselves in the answer
         if answered_by is not None and answered_by.rstrip("/") != settings.OIDC_ISSUER:
             states.pop(state, None)

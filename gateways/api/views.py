@@ -164,9 +164,7 @@ class AssignmentDetail(APIView):
     def delete(self, request, assignment_id):
         assignment = Assignment.objects.visible_to(request.user).select_related("key__team", "key__gateway", "user")
         assignment = get_object_or_404(assignment, pk=assignment_id)
-        require_role(
-            request.user, assignment.key.team, Role.ADMIN, denied=ASSIGNMENT_REMOVAL_DENIED
-        )
+        require_role(request.user, assignment.key.team, Role.ADMIN, denied=ASSIGNMENT_REMOVAL_DENIED)
         services.remove_assignment(assignment=assignment, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -299,8 +297,11 @@ class ConnectionList(generics.ListAPIView):
         + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
     )
     def get(self, request, *args, **kwargs):
-        if request.query_params.get("export") == "csv":
+        export = request.query_params.get("export")
+        if export == "csv":
             return connections_csv(self.get_queryset())
+        if export is not None:  # as the audit list: a format asked for and not given is a refusal, not JSON
+            raise RuleError(f"export must be csv, not {export!r}.", field="export")
         return super().get(request, *args, **kwargs)
 
     def list(self, request, *args, **kwargs):

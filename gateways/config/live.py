@@ -34,7 +34,7 @@ from gateways.config.installers import (
     settings_env,
 )
 from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
-from gateways.rules import Platform
+from gateways.rules import Platform, one_line
 from portal.crypto import Secret, reveal
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def live_config(gateway: Gateway, key: GatewayKey) -> ClaudeConfig:
 
 def _line(text: str) -> str:
     """Text for a sentence the scripts print: one line, no control characters."""
-    return "".join(ch if ch.isprintable() else " " for ch in text)[:200]
+    return one_line(text)[:200]
 
 
 def render_helper_sh(setup: LiveSetup) -> str:

@@ -26,3 +26,11 @@ def test_two_inputs_at_fault_are_both_in_errors_and_neither_is_the_field(api, st
     assert "field" not in answer
     assert set(answer["errors"]) == {"name", "slug"}
     assert "name: " in answer["detail"] and "slug: " in answer["detail"]
+
+
+@pytest.mark.parametrize("export", ["jsonl", "xml", ""])
+def test_a_connections_export_in_a_format_the_list_has_not_is_refused(api, staff, export):
+    """As the audit list answers it: a file asked for and not given is a 400, not the JSON list."""
+    response = api(staff).get("/api/v1/connections/", {"export": export})
+    assert response.status_code == 400
+    assert response.json() == {"detail": f"export must be csv, not {export!r}.", "field": "export"}

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from gateways.models import GatewayKey, GatewayKeyQuerySet, ProbeResult
 from gateways.probes.runner import probe_and_save
+from gateways.rules import one_line
 from gateways.services import record_expirations
 from portal import claims
 
@@ -127,7 +128,7 @@ class Command(BaseCommand):
             (
                 r.key.team.slug,
                 r.gateway.slug,
-                r.key.label[:30],
+                one_line(r.key.label)[:30],  # a label may hold a line break, or a terminal's escape
                 r.verdict,
                 str(r.status_code or "-"),
                 str(r.latency_ms or "-"),
