@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from django import forms
 from django.contrib.auth import get_user_model
 
 from gateways.models import Gateway, GatewayKey
 from portal.models import AuditEvent
+from tests.admin_forms import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -23,27 +23,6 @@ def admin_client(client, db):
     user = get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
     client.force_login(user)
     return client
-
-
-def form_data(response) -> dict:
-    """What a browser would post back from an admin page, unchanged."""
-    form = response.context["adminform"].form
-    data = {}
-    for name, field in form.fields.items():
-        value = form[name].value()
-        if isinstance(field.widget, forms.MultiWidget):
-            for index, part in enumerate(field.widget.decompress(value)):
-                data[f"{name}_{index}"] = "" if part is None else str(part)
-        elif isinstance(value, bool):
-            if value:
-                data[name] = "on"
-        else:
-            data[name] = "" if value is None else value
-    for inline in response.context["inline_admin_formsets"]:
-        management = inline.formset.management_form
-        for name in management.fields:
-            data[management.add_prefix(name)] = management[name].value()
-    return data
 
 
 HOSTILE_GATEWAY_FIELDS = [

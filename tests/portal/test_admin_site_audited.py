@@ -7,7 +7,6 @@ audit row in the same transaction as the change; accounts are offboarded on the 
 from __future__ import annotations
 
 import pytest
-from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -18,6 +17,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from gateways import services as key_services
 from gateways.models import GatewayKey
 from portal.models import Action, AuditEvent
+from tests.admin_forms import form_data
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, make_user
 
 pytestmark = pytest.mark.django_db
@@ -45,31 +45,6 @@ def assert_chain_intact(capsys) -> None:
     capsys.readouterr()
     call_command("verify_audit")
     assert "intact" in capsys.readouterr().out
-
-
-def form_data(page) -> dict:
-    """The admin form's current values, as a browser posts them back unchanged."""
-    form = page.context["adminform"].form
-    data: dict = {}
-    for name, field in form.fields.items():
-        if field.disabled:
-            continue
-        value = form[name].value()
-        if isinstance(field.widget, forms.MultiWidget):
-            for index, part in enumerate(field.widget.decompress(value)):
-                data[f"{name}_{index}"] = "" if part is None else str(part)
-        elif isinstance(value, bool):
-            if value:
-                data[name] = "on"
-        elif isinstance(value, (list, tuple)):
-            data[name] = [getattr(item, "pk", item) for item in value]
-        else:
-            data[name] = "" if value is None else value
-    for inline in page.context["inline_admin_formsets"]:
-        management = inline.formset.management_form
-        for name in management.fields:
-            data[management.add_prefix(name)] = management[name].value()
-    return data
 
 
 def enrol(user) -> TOTPDevice:

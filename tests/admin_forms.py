@@ -1,0 +1,30 @@
+"""What a browser posts back from a Django admin page it was shown, unchanged: the tests change one field of it."""
+
+from __future__ import annotations
+
+from django import forms
+
+
+def form_data(page) -> dict:
+    """The admin form's current values, as a browser posts them back unchanged."""
+    form = page.context["adminform"].form
+    data: dict = {}
+    for name, field in form.fields.items():
+        if field.disabled:
+            continue
+        value = form[name].value()
+        if isinstance(field.widget, forms.MultiWidget):
+            for index, part in enumerate(field.widget.decompress(value)):
+                data[f"{name}_{index}"] = "" if part is None else str(part)
+        elif isinstance(value, bool):
+            if value:
+                data[name] = "on"
+        elif isinstance(value, (list, tuple)):
+            data[name] = [getattr(item, "pk", item) for item in value]
+        else:
+            data[name] = "" if value is None else value
+    for inline in page.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[management.add_prefix(name)] = management[name].value()
+    return data
