@@ -32,6 +32,9 @@ already in use" instead of sharing it.
 from __future__ import annotations
 
 import os
+import re
+
+from gunicorn.glogging import Logger
 
 
 def _text(name: str, default: str) -> str:
@@ -65,6 +68,29 @@ reuse_port = _on("WEB_REUSE_PORT", "true")
 # write (HOME=/app, owned by root), and logged an error at every start. Signals still reload and stop it.
 control_socket_disable = True
 accesslog = "-"
+
+# Addresses that carry a one-time secret in their path: an invitation, a password reset, an e-mail
+# confirmation, a device's install link. Each works until it is used (days, for an invitation), and
+# gunicorn writes the request line after the portal's own log redaction has ended: it keeps the path.
+ONE_TIME_PATH = re.compile(
+    r"(/invitations/(?!accept/)|/reset/[^/?#\s]+/(?!set-password/)|/account/confirm-email/|/api/v1/device/install/)"
+    r"[^/?#\s]+"
+)
+HIDDEN = "[one-time code hidden]"
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger with the one-time codes of ONE_TIME_PATH hidden in the access line (and its Referer)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "U", "f", "{referer}i"):
+            if isinstance(atoms.get(name), str):
+                atoms[name] = ONE_TIME_PATH.sub(rf"\g<1>{HIDDEN}", atoms[name])
+        return atoms
+
+
+logger_class = AccessLogger
 # The heartbeat file in memory: on a container's overlay file system a write can stall a worker.
 # (gunicorn makes it with mkstemp: a private file of a random name.)
 if os.path.isdir("/dev/shm"):  # noqa: S108
