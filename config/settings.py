@@ -78,6 +78,11 @@ def envsecret(name: str, default: str = "") -> str:
             return Path(path).read_text().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE points at {path}, which cannot be read: {exc}.") from None
+        except UnicodeDecodeError:  # raw bytes (`openssl rand 32 > file`); the error would quote one of them
+            raise ImproperlyConfigured(
+                f"{name}_FILE points at {path}, which is not text: write the secret in it as text "
+                "(for a keyring, what `python manage.py generate_encryption_key` prints)."
+            ) from None
     value = os.getenv(name, "")
     return value if value.strip() else default  # a secret's own spaces are kept
 

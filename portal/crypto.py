@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import weakref
 from collections.abc import Iterator
@@ -186,6 +187,10 @@ def key_id_for(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:8]
 
 
+# A key as generate_encryption_key writes it: 32 bytes in URL-safe base64, 43 characters and its padding.
+KEY_TEXT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]=?")
+
+
 @lru_cache(maxsize=8)
 def parse_keyring(value: str, setting: str = "PORTAL_ENCRYPTION_KEYS") -> Keyring:
     """Parse a keyring setting's text (the vault's, or the audit chain's); raise ImproperlyConfigured with a sentence."""
@@ -197,15 +202,15 @@ def parse_keyring(value: str, setting: str = "PORTAL_ENCRYPTION_KEYS") -> Keyrin
         )
     keys = []
     for position, entry in enumerate(entries, start=1):
-        try:
-            key = base64.urlsafe_b64decode(entry.encode())
-        except (ValueError, binascii.Error):
-            key = b""
-        if len(key) != 32:
+        # Strictly: the lenient decoder skips what is not base64 and stops at the first "=", so two keys
+        # run together (a space or a line between them, not a comma) would read as the first alone.
+        if not KEY_TEXT.fullmatch(entry):
+            separated = " Separate keys with commas." if len(entry) > 44 else ""
             raise ImproperlyConfigured(
-                f"Key number {position} in {setting} is not 32 bytes of URL-safe base64. "
+                f"Key number {position} in {setting} is not 32 bytes of URL-safe base64.{separated} "
                 "Make a valid one with `python manage.py generate_encryption_key`."
             )
+        key = base64.urlsafe_b64decode(entry.rstrip("=") + "=")
         keys.append((key_id_for(key), key))
     return Keyring(tuple(keys))
 
