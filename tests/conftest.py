@@ -169,3 +169,19 @@ def smtp(settings):
     settings.EMAIL_CONFIGURED = True
     yield inbox
     controller.stop()
+
+
+@pytest.fixture
+def migrator():
+    """A MigrationExecutor for a test that takes the schema back to an older migration.
+
+    Such a test runs outside a transaction (transaction=True), so nothing rolls its schema back: whatever
+    happens in it, the schema ends at the latest migrations again, or every test after it would run
+    against old tables (a column added since, missing).
+    """
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    yield MigrationExecutor(connection)
+    latest = MigrationExecutor(connection)
+    latest.migrate(latest.loader.graph.leaf_nodes())

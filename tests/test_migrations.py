@@ -9,14 +9,15 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-# portal at its latest on both sides, so the historical models match the tables the test writes.
+# portal as it stood when gateways 0007 was written, on both sides; the `migrator` fixture brings every app
+# back to its latest migration afterwards.
 BEFORE = [("gateways", "0006_rotation_and_probe_claims"), ("portal", "0010_channel_actions")]
 AFTER = [("gateways", "0007_unique_label_per_team"), ("portal", "0010_channel_actions")]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_labels_shared_before_the_constraint_are_numbered_in_creation_order():
-    executor = MigrationExecutor(connection)
+def test_labels_shared_before_the_constraint_are_numbered_in_creation_order(migrator):
+    executor = migrator
     executor.migrate(BEFORE)
     apps = executor.loader.project_state(BEFORE).apps
     Team, Gateway, GatewayKey = (

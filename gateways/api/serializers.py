@@ -105,8 +105,18 @@ class KeySettingsSerializer(serializers.ModelSerializer):
         extra_kwargs = optional(fields)
 
 
+class GatewaySlugField(serializers.SlugRelatedField):
+    """A gateway named by its slug. A NUL character, which no slug holds, is refused before the query: PostgreSQL
+    fails on one in a query (a 500) where SQLite finds nothing."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("No gateway's slug holds a NUL character (\\u0000): remove it.")
+        return super().to_internal_value(data)
+
+
 class KeyCreateSerializer(KeySettingsSerializer):
-    gateway = serializers.SlugRelatedField(slug_field="slug", queryset=Gateway.objects.all())
+    gateway = GatewaySlugField(slug_field="slug", queryset=Gateway.objects.all())
     secret = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096)
 
     class Meta(KeySettingsSerializer.Meta):

@@ -34,3 +34,12 @@ def test_a_connections_export_in_a_format_the_list_has_not_is_refused(api, staff
     response = api(staff).get("/api/v1/connections/", {"export": export})
     assert response.status_code == 400
     assert response.json() == {"detail": f"export must be csv, not {export!r}.", "field": "export"}
+
+
+def test_a_gateway_slug_with_a_nul_character_is_refused_with_a_sentence(api, alice, web, tokenbay):
+    """PostgreSQL fails on a NUL in a query: the refusal must come before it (found by tests/api/test_schema_fuzz.py)."""
+    body = {"gateway": "token\u0000bay", "label": "CI", "secret": "sk-nul-slug-00000000000000"}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["field"] == "gateway"
+    assert "NUL" in response.json()["detail"]

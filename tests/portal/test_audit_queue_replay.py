@@ -183,8 +183,8 @@ def legacy_pending_signature(keyring, content_text: str) -> tuple[str, str]:
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_a_chain_and_queue_from_before_nonces_verify_and_seal_after_the_upgrade(capsys):
-    executor = MigrationExecutor(connection)
+def test_a_chain_and_queue_from_before_nonces_verify_and_seal_after_the_upgrade(capsys, migrator):
+    executor = migrator
     executor.migrate([BEFORE_NONCES])
     old = executor.loader.project_state([BEFORE_NONCES]).apps
     Event, Pending, Head = (
