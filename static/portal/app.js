@@ -17,11 +17,25 @@ function selectTab(container, slug) {
   });
 }
 
+// The server writes the shells as panels, each under its own heading, so they all work without this.
+// Here they become tabs: the list is shown, the headings give way to the tab names, one panel shows.
 function setUpTabs(container) {
-  const tabs = [...container.querySelectorAll("[role=tab]")];
-  if (!tabs.length) return;
+  const list = container.querySelector("[data-tablist]");
+  const tabs = [...container.querySelectorAll("[data-tab]")];
+  if (!list || !tabs.length) return;
+  list.setAttribute("role", "tablist");
+  list.hidden = false;
+  tabs.forEach((tab) => {
+    tab.setAttribute("role", "tab");
+    const panel = document.getElementById(tab.getAttribute("aria-controls"));
+    if (!panel) return;
+    panel.setAttribute("role", "tabpanel");
+    panel.setAttribute("aria-labelledby", tab.id);
+    panel.querySelectorAll("[data-panel-title]").forEach((title) => (title.hidden = true));
+  });
   const wanted = container.dataset.selected;
   selectTab(container, tabs.some((t) => t.dataset.tab === wanted) ? wanted : tabs[0].dataset.tab);
+  container.querySelectorAll("[data-tabs-hint]").forEach((hint) => (hint.hidden = false));
   tabs.forEach((tab, i) => {
     tab.addEventListener("click", () => selectTab(container, tab.dataset.tab));
     tab.addEventListener("keydown", (event) => {
@@ -48,7 +62,7 @@ async function revealCard(card, purpose) {
       credentials: "same-origin",
       body,
     });
-    const answer = await response.json();
+    const answer = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
     for (const [slug, text] of Object.entries(answer.tabs)) {
       card.querySelectorAll(`[data-snippet-text="${slug}"]`).forEach((code) => (code.textContent = text));
@@ -88,21 +102,47 @@ async function writeClipboard(textPromise) {
   }
 }
 
+// Where a copy is announced: the snippet's note (a status region), or one made for it on pages without a note.
+function copyNote(button) {
+  const snippet = button.closest("[data-snippet], .snippet") || button.parentElement;
+  let note = snippet.querySelector("[data-reveal-note], [data-copy-note]");
+  if (!note) {
+    note = document.createElement("span");
+    note.className = "visually-hidden";
+    note.setAttribute("role", "status");
+    note.dataset.copyNote = "";
+    button.after(note);
+  }
+  return note;
+}
+
 async function copySnippet(button) {
   const snippet = button.closest("[data-snippet], .snippet") || button.parentElement;
   const card = button.closest("[data-assignment]");
   const textOf = () => snippet.querySelector("pre").innerText;
-  const label = button.textContent;
+  const note = copyNote(button);
+  // The button's own markup (with its visually-hidden words) is kept aside and put back after the message.
+  if (!button.label) button.label = [...button.childNodes];
+  clearTimeout(button.restore);
   try {
     const text = card ? revealCard(card, "copy").then(textOf) : Promise.resolve(textOf());
     await writeClipboard(text);
     button.textContent = "Copied";
+    note.textContent = "Copied to the clipboard.";
   } catch (err) {
     button.textContent = "Copy failed";
-    const note = snippet.querySelector("[data-reveal-note]");
-    if (note) note.textContent = "The key could not be fetched: " + err.message;
+    note.textContent = (card ? "The key could not be fetched: " : "The copy failed: ") + err.message;
   }
-  setTimeout(() => (button.textContent = label), 2000);
+  button.restore = setTimeout(() => {
+    button.replaceChildren(...button.label);
+    button.label = null;
+  }, 2000);
+}
+
+// After a refused form, focus goes to the first field at fault, so a keyboard user starts where the fix is.
+function focusFirstError() {
+  const field = document.querySelector("[aria-invalid=true]");
+  if (field) field.focus();
 }
 
 // Times are written in the portal's zone, named; show them in the viewer's own zone instead.
@@ -191,6 +231,7 @@ function setUpHints(select) {
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-tabs]").forEach(setUpTabs);
   document.querySelectorAll("[data-copy]").forEach((button) => {
+    copyNote(button);
     button.hidden = false;
     button.addEventListener("click", () => copySnippet(button));
   });
@@ -211,4 +252,5 @@ document.addEventListener("DOMContentLoaded", () => {
   );
   document.querySelectorAll("select[data-hints]").forEach(setUpHints);
   localizeTimes(document);
+  focusFirstError();
 });
