@@ -57,7 +57,7 @@ def team_invitations(request: HttpRequest, slug: str) -> HttpResponse:
     if made and (shown_invitation := Invitation.objects.filter(pk=made["id"], team=team).first()):
         context = {"team": team, "invitation": shown_invitation, "link": made["link"], "emailed": made["emailed"]}
         return render(request, "portal/invitation_created.html", context)
-    pending = Invitation.objects.pending().filter(team=team).select_related("created_by")
+    pending = Invitation.objects.usable().filter(team=team).select_related("created_by")
     return render(request, "portal/team_invitations.html", {"team": team, "form": form, "pending": pending})
 
 

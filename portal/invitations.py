@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -52,11 +54,20 @@ def create_invitation(
     if Membership.objects.filter(team=team, user__email__iexact=email, user__is_active=True).exists():
         raise RuleError(f"{email} already belongs to a member of {team.name}.", field="email")
     Team.objects.select_for_update().filter(pk=team.pk).first()  # one pending invitation per address, even in a race
-    if Invitation.objects.pending().filter(team=team, email__iexact=email).exists():
+    if Invitation.objects.usable().filter(team=team, email__iexact=email).exists():
         raise RuleError(
             f"{email} already has a pending invitation to {team.name}. Withdraw it first to send a new link.",
             field="email",
         )
+    # One whose maker is no longer an admin has lapsed: the new link replaces it for good, so it cannot come
+    # back to life (a second link to the same team) should its maker be made admin again.
+    withdraw_for_address(
+        team=team,
+        emails=[email],
+        actor=actor,
+        request=request,
+        reason="replaced by a new invitation; this one had lapsed (its maker is no longer an admin of the team)",
+    )
     expires_at = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
     invitation, raw = Invitation.issue(team=team, email=email, role=role, created_by=actor, expires_at=expires_at)
     audit.record(
@@ -97,9 +108,45 @@ def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest |
     )
 
 
+def withdraw_for_address(
+    *,
+    team: Team,
+    emails: Iterable[str],
+    actor,
+    reason: str,
+    request: HttpRequest | None = None,
+    details: dict | None = None,
+) -> list[Invitation]:
+    """Withdraw the team's pending invitations for these addresses (lapsed ones too), one audit row each.
+
+    Called whenever a membership is made (by hand, by invitation, by SSO groups) or ends: a member needs no
+    invitation, and one left standing would bring them back, perhaps as admin, after they left.
+    """
+    addresses = Q()
+    for email in {e.strip() for e in emails if e and e.strip()}:
+        addresses |= Q(email__iexact=email)
+    if not addresses:
+        return []
+    withdrawn = []
+    for invitation in Invitation.objects.pending().filter(addresses, team=team).order_by("pk"):
+        # One by one, conditionally: a link used at this moment is accepted, not also withdrawn.
+        if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
+            continue
+        audit.record(
+            Action.INVITATION_WITHDRAWN,
+            actor=actor,
+            request=request,
+            team=team,
+            target=invitation.email,
+            details={"invitation": invitation.pk, "reason": reason, **(details or {})},
+        )
+        withdrawn.append(invitation)
+    return withdrawn
+
+
 def claim(invitation: Invitation, user) -> bool:
-    """Mark the invitation used by `user`, once: False if another request used, withdrew or outlived it first."""
-    claimed = Invitation.objects.pending().filter(pk=invitation.pk).update(accepted_at=timezone.now(), accepted_by=user)
+    """Mark the invitation used by `user`, once: False if another request used, withdrew, outlived or lapsed it first."""
+    claimed = Invitation.objects.usable().filter(pk=invitation.pk).update(accepted_at=timezone.now(), accepted_by=user)
     return claimed == 1
 
 
@@ -124,6 +171,13 @@ def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | No
         team=invitation.team,
         target=user.get_username(),
         details={"invitation": invitation.pk, "email": invitation.email, "role": membership.role},
+    )
+    withdraw_for_address(
+        team=invitation.team,
+        emails=[user.email, invitation.email],
+        actor=user,
+        request=request,
+        reason=f"{user.get_username()} joined the team with another invitation",
     )
     if created:
         member_added.send(sender=Membership, membership=membership, actor=invitation.created_by)

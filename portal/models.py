@@ -437,7 +437,24 @@ INVITATION_PREFIX = "inv"
 
 class InvitationQuerySet(models.QuerySet):
     def pending(self) -> InvitationQuerySet:
+        """Not used, withdrawn or expired yet; a pending one may still have lapsed (see usable)."""
         return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=timezone.now())
+
+    def inviter_may_still_invite(self) -> InvitationQuerySet:
+        """Those whose maker could still make them: an active account, admin of the team (staff are, of every team).
+
+        The one rule behind Invitation.refusal, the pending lists, the duplicate check and SSO's new accounts.
+        """
+        admin = Membership.objects.filter(
+            team=models.OuterRef("team"), user=models.OuterRef("created_by"), role=Role.ADMIN
+        )
+        return self.filter(created_by__is_active=True).filter(
+            models.Q(created_by__is_staff=True) | models.Exists(admin)
+        )
+
+    def usable(self) -> InvitationQuerySet:
+        """Pending invitations whose link still works: what the lists show and what SSO makes an account for."""
+        return self.pending().inviter_may_still_invite()
 
     def find(self, raw: str) -> Invitation | None:
         """The invitation for a link's token, in any state, or None; the same work whether it exists or not."""
@@ -519,10 +536,7 @@ class Invitation(models.Model):
 
     def inviter_may_still_invite(self) -> bool:
         """An invitation grants what its maker could: it lapses when they leave, are deactivated or lose admin."""
-        inviter = self.created_by
-        if inviter is None or not inviter.is_active:
-            return False
-        return Team.objects.administered_by(inviter).filter(pk=self.team_id).exists()
+        return Invitation.objects.filter(pk=self.pk).inviter_may_still_invite().exists()
 
 
 class ExternalIdentity(models.Model):

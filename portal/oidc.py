@@ -39,7 +39,13 @@ from requests.auth import HTTPBasicAuth
 from portal import audit
 from portal.email_confirmation import email_unconfirmed
 from portal.errors import RuleError
-from portal.invitations import INVITATION_SESSION_KEY, accept_invitation, create_account, unique_username
+from portal.invitations import (
+    INVITATION_SESSION_KEY,
+    accept_invitation,
+    create_account,
+    unique_username,
+    withdraw_for_address,
+)
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
 from portal.signals import member_added
@@ -391,8 +397,9 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
         if matches:
             user = matches[0]
         else:
-            invited = Invitation.objects.pending().filter(email__iexact=email).exists() or (
-                opened is not None and opened.state == "pending"
+            # A lapsed invitation (its maker no longer an admin) opens nothing, here as on its page.
+            invited = Invitation.objects.usable().filter(email__iexact=email).exists() or (
+                opened is not None and opened.refusal() is None
             )
             grouped = groups and any(role_from_groups(t, groups) for t in teams_with_groups())
             if not invited and not grouped:
@@ -425,8 +432,8 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
 
 def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
     """The invitation whose page started this sign-in, and every pending one for the verified address."""
-    invitations = list(Invitation.objects.pending().filter(email__iexact=email)) if email else []
-    if opened is not None and opened.state == "pending" and opened.pk not in {i.pk for i in invitations}:
+    invitations = list(Invitation.objects.usable().filter(email__iexact=email).select_related("team")) if email else []
+    if opened is not None and opened.refusal() is None and opened.pk not in {i.pk for i in invitations}:
         invitations.append(opened)
     for invitation in invitations:
         try:
@@ -445,6 +452,16 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
         if membership is None and wanted:
             membership = Membership.objects.create(team=team, user=user, role=wanted, via_sso=True)
             _record_for_groups(request, user, team, Action.MEMBER_ADDED, {"role": wanted, **via})
+            # The groups decide the role from now on: an invitation from before must not raise it, nor bring
+            # the person back once the groups no longer name them.
+            withdraw_for_address(
+                team=team,
+                emails=[user.email],
+                actor=user,
+                request=request,
+                reason=f"{user.get_username()} joined the team through its SSO groups",
+                details=via,
+            )
             member_added.send(sender=Membership, membership=membership, actor=None)  # the groups did it
         elif membership is not None and wanted:
             if membership.role != wanted and _kept_as_last_admin(request, membership, wanted, via):

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from portal import audit
 from portal.errors import RuleError
+from portal.invitations import withdraw_for_address
 from portal.models import Action, Membership, Role, Team, validate_lowercase_slug
 from portal.signals import member_added, member_leaving
 
@@ -125,18 +126,36 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
             target=username,
             details={"from": old, "to": role},
         )
+    # The role chosen here is the one they hold: an invitation from before (the mail was slow) must not raise it
+    # at their next sign-in, nor bring them back after they are removed.
+    withdraw_for_address(
+        team=team,
+        emails=[user.email],
+        actor=actor,
+        request=request,
+        reason=f"{username} was added to the team by hand",
+    )
     return membership
 
 
-def end_membership(membership: Membership, *, actor) -> dict[str, object]:
+def end_membership(membership: Membership, *, actor, request: HttpRequest | None = None) -> dict[str, object]:
     """Delete a membership after the apps listening to member_leaving took back what they held.
 
-    Returns what they took back, for the caller's audit row. Every way out of a team goes through here.
+    Returns what they took back, for the caller's audit row. Every way out of a team goes through here, and
+    withdraws the team's pending invitations for the leaver's address: none brings them back.
     """
     details: dict[str, object] = {}
     for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor):
         if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
             details.update(answer)
+    user = membership.user
+    withdraw_for_address(
+        team=membership.team,
+        emails=[user.email],
+        actor=actor,
+        request=request,
+        reason=f"{user.get_username()} left the team",
+    )
     membership.delete()
     return details
 
@@ -152,7 +171,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
         raise RuleError(f"{user.get_username()} is no longer a member of {team.slug}.")
     membership.role = current.role
     refuse_last_admin(membership, new_role=None)
-    details = end_membership(membership, actor=actor)
+    details = end_membership(membership, actor=actor, request=request)
     audit.record(
         Action.MEMBER_REMOVED,
         actor=actor,

@@ -28,7 +28,7 @@ class TeamInvitationList(generics.ListAPIView):
 
     def get_queryset(self):
         team = _admin_team(self.request, self.kwargs["slug"])
-        pending = Invitation.objects.pending().filter(team=team).select_related("team", "created_by")
+        pending = Invitation.objects.usable().filter(team=team).select_related("team", "created_by")
         return pending.order_by("-created_at")
 
     @extend_schema(request=s.InvitationInputSerializer, responses={201: s.InvitationCreatedSerializer})
@@ -43,7 +43,9 @@ class TeamInvitationList(generics.ListAPIView):
         # Shown this once and never stored: the serializer reads them off the instance.
         setattr(invitation, "accept_url", link)  # noqa: B010
         setattr(invitation, "emailed", invitations.send_invitation(invitation, link))  # noqa: B010
-        return Response(s.InvitationCreatedSerializer(invitation).data, status=status.HTTP_201_CREATED)
+        response = Response(s.InvitationCreatedSerializer(invitation).data, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"  # the link works once: no cache may keep it
+        return response
 
 
 class TeamInvitationDetail(APIView):

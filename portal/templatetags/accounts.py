@@ -18,7 +18,7 @@ def team_accounts(context) -> dict:
     return {
         "team": team,
         "is_admin": is_admin,
-        "pending": Invitation.objects.pending().filter(team=team).count() if is_admin else 0,
+        "pending": Invitation.objects.usable().filter(team=team).count() if is_admin else 0,
         "groups_form": TeamGroupsForm(
             initial={"sso_member_group": team.sso_member_group, "sso_admin_group": team.sso_admin_group}
         ),

@@ -130,6 +130,7 @@ def world(web, staff, alice, bob, dave, tokaify_key, tokenbay_key, bob_assignmen
     gone = make_user("gone")
     web.memberships.create(user=gone, role=Role.ADMIN)
     create_invitation(team=web, email="erin@example.com", role=Role.MEMBER, actor=gone)
+    create_invitation(team=web, email="frank@example.com", role=Role.MEMBER, actor=alice)  # gone's lapses: unlisted
     channel = create_channel(team=web, kind="email", target="ops@example.com", actor=gone)
     gone.delete()
     return {"channel": channel, "key": tokenbay_key, "assignment": bob_assignment, "device": device}
