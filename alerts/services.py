@@ -60,7 +60,12 @@ def create_channel(
 
 @transaction.atomic
 def delete_channel(*, channel: Channel, actor, request: HttpRequest | None = None) -> None:
-    """Remove a channel; what it had still to send is cancelled, what it sent stays on the Deliveries page."""
+    """Remove a channel; what it had still to send is cancelled, what it sent stays on the Deliveries page.
+
+    Once: a second removal sent at the same moment (a double click, a retry) finds it gone and records nothing.
+    """
+    if Channel.objects.select_for_update().filter(pk=channel.pk).first() is None:
+        return
     channel.deliveries.filter(status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.CANCELLED, last_error="The channel was removed.", claimed_at=None, claim=None
     )

@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from portal import audit
 from portal.errors import RuleError
 from portal.invitations import withdraw_for_address
-from portal.models import Action, Membership, Role, Team, validate_lowercase_slug
+from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
 from portal.signals import member_added, member_leaving
 
 
@@ -216,12 +216,14 @@ def issue_token(*, user, name: str = "", expires_at=None, actor=None, request: H
 
 @transaction.atomic
 def revoke_token(*, token, actor, request: HttpRequest | None = None) -> None:
+    """Revoke the token, once: a second revocation sent at the same moment (a double click, a retry), whose
+    `token` was read before this one committed, changes and records nothing."""
     from django.utils import timezone
 
-    if token.revoked_at:
+    now = timezone.now()
+    if not AccessToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
         return
-    token.revoked_at = timezone.now()
-    token.save(update_fields=["revoked_at"])
+    token.revoked_at = now
     audit.record(
         Action.TOKEN_REVOKED,
         actor=actor,
