@@ -39,7 +39,7 @@ from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
-from portal.models import Action, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
+from portal.models import Action, Membership, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 # curl asks for a shell script, so that a refused link answers one that prints why and exits 1 (see
@@ -147,9 +147,18 @@ def install_command(url: str, platform: str) -> str:
 def create_device(
     *, assignment: Assignment, name: str, platform: str, actor, request: HttpRequest | None = None
 ) -> tuple[Device, str]:
-    """Make a device and its one-time install code; returns (device, code). The code is shown once."""
+    """Make a device and its one-time install code; returns (device, code). The code is shown once.
+
+    The caller read the assignment before this transaction began, so it is locked and read again here, after
+    the owner's membership (locked first, as assign_key does): a removal at this moment (remove_member and
+    offboarding lock the membership, remove_assignment the assignment) either waits, then takes the new
+    device's assignment back with the rest, or has already removed it, and the request gets the sentence.
+    """
     name, platform = clean_device(name, platform)
     key = assignment.key
+    Membership.objects.select_for_update().filter(team_id=key.team_id, user_id=assignment.user_id).first()
+    if not Assignment.objects.select_for_update().filter(pk=assignment.pk).exists():
+        raise refusal("unassigned", Device(key=key, user=assignment.user))
     if not key.is_usable:
         raise refusal(key.state, Device(key=key, user=assignment.user))
     lookup_id = secrets.token_hex(6)

@@ -474,7 +474,8 @@ class DeviceQuerySet(models.QuerySet):
     def live(self) -> DeviceQuerySet:
         """Installed, not removed, still holding its assignment, of a usable key: the devices that fetch the key.
 
-        A device of a disabled, expired or revoked key has every fetch refused, so it is not counted live.
+        A device of a disabled, expired or revoked key, or of a deactivated account, has every fetch refused
+        (gateways.devices.refusal_reason), so it is not counted live: the SQL form of Device.state's "live".
         """
         unexpired = models.Q(key__expires_at__isnull=True) | models.Q(key__expires_at__gt=timezone.now())
         return self.filter(
@@ -484,6 +485,7 @@ class DeviceQuerySet(models.QuerySet):
             assignment__isnull=False,
             key__revoked_at__isnull=True,
             key__is_enabled=True,
+            user__is_active=True,
         )
 
 
@@ -549,8 +551,9 @@ class Device(models.Model):
         if not self.assignment_id:
             return "unassigned"
         if self.installed_at:
-            # Its fetches are refused while the key is disabled, expired or revoked (key_state says which).
-            return "live" if self.key.state == KeyState.ACTIVE else "refused"
+            # Its fetches are refused while the key is disabled, expired or revoked (key_state says which), or
+            # while its owner's account is deactivated; DeviceQuerySet.live() is the same rule in SQL.
+            return "live" if self.key.state == KeyState.ACTIVE and self.user.is_active else "refused"
         return "expired" if self.install_expires_at <= timezone.now() else "waiting"
 
 

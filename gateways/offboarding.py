@@ -89,21 +89,23 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
     """Carry out the plan; returns the consequences, which one audit event records.
 
     The memberships are locked first, as remove_member locks one, then read again with the assignments:
-    what a removal or an assignment at the same moment changed is what is taken back and recorded.
+    what a removal or an assignment at the same moment changed is what is taken back and recorded. All of
+    the person's memberships are locked, not only this team's, and whether the tokens go is decided again
+    under that lock: of two teams offboarding the same person at once, the second waits for the first and
+    then finds no team left to them, so the tokens go.
     """
     user = plan.user
     if user.pk == actor.pk:
         raise RuleError("You cannot offboard yourself. Ask another admin or staff member.")
-    held = (
-        Membership.objects.filter(user=user)
-        if plan.team is None
-        else Membership.objects.filter(user=user, team=plan.team)
-    )
-    plan.memberships = list(held.select_for_update(of=("self",)).select_related("team").order_by("pk"))
+    held = Membership.objects.filter(user=user).select_for_update(of=("self",)).select_related("team").order_by("pk")
+    locked = list(held)
+    plan.memberships = locked if plan.team is None else [m for m in locked if m.team_id == plan.team.pk]
     plan.assignments = _assignments(user=user) if plan.team is None else _assignments(key__team=plan.team, user=user)
     if plan.team is not None:
+        plan.keeps_tokens = user.is_staff or len(locked) > len(plan.memberships)
         for membership in plan.memberships:
             refuse_last_admin(membership, new_role=None)
+    plan.tokens = [] if plan.keeps_tokens else _live_tokens(user)
     AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
     Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()
     for membership in plan.memberships:

@@ -324,6 +324,11 @@ def remove_member_assignments(*, team: Team, user) -> list[str]:
 def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | None = None) -> None:
     key = assignment.key
     username = assignment.user.get_username()
+    # Locked before the delete reads the assignment's devices: one being made at this moment
+    # (gateways.devices.create_device locks the same row) is in first, and loses its assignment with the rest.
+    # Gone already: another request removed it at the same moment (a double click), done and recorded once.
+    if Assignment.objects.select_for_update().filter(pk=assignment.pk).first() is None:
+        return
     assignment.delete()
     record_key_event(
         Action.ASSIGNMENT_REMOVED,

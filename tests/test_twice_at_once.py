@@ -33,3 +33,14 @@ def test_a_channel_removed_twice_at_once_is_recorded_once(web, alice):
     alert_services.delete_channel(channel=second, actor=alice)
     assert not Channel.objects.filter(pk=channel.pk).exists()
     assert AuditEvent.objects.filter(action=Action.CHANNEL_DELETED).count() == 1
+
+
+def test_an_assignment_removed_twice_at_once_is_recorded_once(bob_assignment, alice):
+    from gateways import services as gateway_services
+    from gateways.models import Assignment
+
+    first, second = Assignment.objects.get(pk=bob_assignment.pk), Assignment.objects.get(pk=bob_assignment.pk)
+    gateway_services.remove_assignment(assignment=first, actor=alice)
+    gateway_services.remove_assignment(assignment=second, actor=alice)
+    assert not Assignment.objects.filter(pk=bob_assignment.pk).exists()
+    assert AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED).count() == 1
