@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
 
@@ -281,10 +281,11 @@ class BrokenLink:
 
 @dataclass(frozen=True)
 class ChainCheck:
-    checked: int  # events found intact before the first broken link
+    checked: int  # events found intact before the first broken link (up to the head, when intact)
     head: str  # hash of the newest intact event: an anchor to keep outside the database
     broken: BrokenLink | None
     pending: int = 0  # events queued for the chain (see seal_pending), each checked against its own signature
+    later: int = 0  # events chained while the check ran, after the head it read: links and signatures checked
 
     def broken_sentence(self) -> str:
         """Where the chain breaks, why, and how much before it holds ("" when it is intact)."""
@@ -300,42 +301,25 @@ def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck
     `expect_head` is a head printed by an earlier check and kept outside the database: the chain
     must still hold it, so deleting its tail or truncating it shows even though every remaining
     row is intact.
+
+    It takes no lock (verify_audit runs on a schedule beside the portal, and on SQLite a lock would
+    stop every writer), so events are chained while it reads: the head is read first, and the walk
+    must reach it; events after it were chained since, and are checked for links and signatures, but
+    are the next check's to count. prune_audit calls this with the head held, so nothing moves then.
     """
     keyring = audit_chain.get_keyring()
-    head = AuditChainHead.objects.filter(pk=1).first()
-    anchor = head.anchor_hash if head else ""
-    # A chain that starts after an anchor must say why: a signed audit.pruned event names it.
-    anchor_named = not anchor
-    expected_found = not expect_head or (expect_head == anchor)
-    expected_prev = anchor
-    checked = first_id = 0
-    problem: str | None
-    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
-        first_id = first_id or event.id
-        if event.prev_hash != expected_prev:
-            problem = "its link to the previous event does not match"
-        else:
-            problem = event.seal_problem(keyring)
-        if problem:
-            return ChainCheck(checked, expected_prev, BrokenLink(event.id, problem))
-        if event.action == Action.AUDIT_PRUNED and event.details.get("last_hash") == anchor:
-            anchor_named = True
-        expected_found = expected_found or event.hash == expect_head
-        expected_prev = event.hash
-        checked += 1
-    broken = None
-    if (head.last_hash if head else "") != expected_prev:
-        broken = BrokenLink(0, "events at the end of the chain are missing")
-    elif not anchor_named:
-        broken = BrokenLink(first_id, "the chain starts after events that no recorded prune_audit run removed")
-    elif not expected_found:
-        broken = BrokenLink(
-            0,
-            f"the expected head {expect_head} is not in the chain: events up to it were deleted, "
-            "or pruned since (then check against a head recorded after the last prune)",
-        )
+    for _attempt in range(3):
+        head = AuditChainHead.objects.filter(pk=1).first()
+        anchor = head.anchor_hash if head else ""
+        check = _walk_chain(head, keyring, expect_head, batch_size)
+        # A prune_audit run that committed after the head was read moved the chain's start: walk again.
+        if check.broken is None or _head_now()[1] == anchor:
+            break
     pending = 0
+    broken = check.broken
     # Queued rows whose nonce a chained event carries: copies of events chained before (one query, by the index).
+    # It reads the queue and the chain in one statement, after the walk, so an event sealed meanwhile (taken
+    # off the queue and chained in one transaction) is seen in one of them, never both, never neither.
     queued_nonces = PendingAuditEvent.objects.filter(nonce__isnull=False).values("nonce")
     chained_as = dict(AuditEvent.objects.filter(nonce__in=queued_nonces).values_list("nonce", "id"))
     first_with: dict[str, int] = {}
@@ -347,7 +331,65 @@ def verify_chain(*, expect_head: str = "", batch_size: int = 2000) -> ChainCheck
         if problem and broken is None:
             broken = BrokenLink(0, f"an event waiting to be chained (queue row {row.id}) does not hold: {problem}")
         pending += 1
-    return ChainCheck(checked, expected_prev, broken, pending)
+    return replace(check, broken=broken, pending=pending)
+
+
+def _head_now() -> tuple[str, str]:
+    """The chain's (last hash, anchor) as they are now, ("", "") without a head row."""
+    row = AuditChainHead.objects.values_list("last_hash", "anchor_hash").filter(pk=1).first()
+    return row or ("", "")
+
+
+def _walk_chain(head: AuditChainHead | None, keyring: Keyring, expect_head: str, batch_size: int) -> ChainCheck:
+    """verify_chain's walk of the chained events, up to `head` as read before it and past it (see verify_chain)."""
+    anchor = head.anchor_hash if head else ""
+    last_hash = head.last_hash if head else ""
+    # A chain that starts after an anchor must say why: a signed audit.pruned event names it.
+    anchor_named = not anchor
+    expected_found = not expect_head or (expect_head == anchor)
+    expected_prev = upto = anchor
+    reached = last_hash == anchor  # a head with no event after the anchor (an empty chain) is reached at once
+    after_head: list[str] = []  # hashes of the events chained since the head was read, oldest first
+    checked = first_id = 0
+    problem: str | None
+    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=batch_size):
+        first_id = first_id or event.id
+        if event.prev_hash != expected_prev:
+            problem = "its link to the previous event does not match"
+        else:
+            problem = event.seal_problem(keyring)
+        if problem:
+            return ChainCheck(checked + len(after_head), expected_prev, BrokenLink(event.id, problem))
+        if event.action == Action.AUDIT_PRUNED and event.details.get("last_hash") == anchor:
+            anchor_named = True
+        expected_found = expected_found or event.hash == expect_head
+        expected_prev = event.hash
+        if reached:
+            after_head.append(event.hash)
+        else:
+            checked += 1
+            upto = event.hash
+            reached = event.hash == last_hash
+    broken = None
+    if not reached:  # the head names an event the walk never met: the newest events were deleted
+        broken = BrokenLink(0, "events at the end of the chain are missing")
+    # A writer moves the head in the transaction that chains its events, so once they are visible the
+    # head is past them. Still at them (or before): the head was moved back, or events added without it.
+    elif after_head and _head_now()[0] in (last_hash, *after_head[:-1]):
+        broken = BrokenLink(
+            0, "its head is behind its newest events: it was moved back, or events were added without it"
+        )
+    elif not anchor_named:
+        broken = BrokenLink(first_id, "the chain starts after events that no recorded prune_audit run removed")
+    elif not expected_found:
+        broken = BrokenLink(
+            0,
+            f"the expected head {expect_head} is not in the chain: events up to it were deleted, "
+            "or pruned since (then check against a head recorded after the last prune)",
+        )
+    if broken is not None:
+        return ChainCheck(checked + len(after_head), expected_prev, broken)
+    return ChainCheck(checked, upto, None, later=len(after_head))
 
 
 class AuditChainError(Exception):

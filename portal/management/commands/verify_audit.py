@@ -39,6 +39,11 @@ class Command(BaseCommand):
         if check.broken:
             raise CommandError(check.broken_sentence())
         self.stdout.write(f"The audit chain is intact: {check.checked} event(s) checked.")
+        if check.later:  # chained by the portal while this ran: the next run reaches them through its head
+            self.stdout.write(
+                f"{check.later} event(s) chained while it ran follow the head below; their links and signatures "
+                "hold, and the next run checks them up to its own head."
+            )
         if check.pending:
             self.stdout.write(
                 f"{check.pending} more wait to be chained, each with a valid signature of its own "
