@@ -450,6 +450,13 @@ def parse_email_url(url: str) -> dict:
         )
     query = parse_qs(parts.query)
     tls = query.get("tls", ["false"])[0].lower() in ("1", "true", "yes", "on") or parts.scheme == "submission"
+    if tls and parts.scheme == "smtps":
+        # Refused, not ignored: smtps:// speaks TLS from the first byte (port 465) and ?tls=true asks for STARTTLS
+        # on a plain connection (587); Django refuses both at the first mail, and only the operator knows which.
+        raise ImproperlyConfigured(
+            "EMAIL_URL asks for TLS twice: smtps:// is TLS from the start (usually port 465) and ?tls=true is "
+            "STARTTLS (usually port 587). Use smtps://host:465 without ?tls=true, or smtp://host:587?tls=true."
+        )
     try:
         port = parts.port or ports[parts.scheme]
     except ValueError:
@@ -481,6 +488,21 @@ if EMAIL_URL:
 elif not EMAIL_BACKEND:
     quiet = f"django.core.mail.backends.{'console' if DEBUG else 'dummy'}.EmailBackend"
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else quiet
+# Both are refused by Django only at the first mail, after the invitation or reset it reports is saved: say so now.
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured(
+        "EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be True: set EMAIL_USE_SSL for a server that speaks TLS from "
+        "the start (usually port 465), or EMAIL_USE_TLS for STARTTLS (usually port 587)."
+    )
+# smtplib sends the user name and password of every AUTH method (PLAIN, LOGIN, CRAM-MD5) as ASCII only, so such a
+# password could never sign in: every mail would fail. The message names no character of it.
+_smtp = EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend"
+if _smtp and not (EMAIL_HOST_USER + EMAIL_HOST_PASSWORD).isascii():
+    raise ImproperlyConfigured(
+        "The SMTP user name or password (EMAIL_URL, or EMAIL_HOST_USER and EMAIL_HOST_PASSWORD) has a character "
+        "outside ASCII, which Python's smtplib cannot send: the mail server would never accept a mail. Choose an "
+        "ASCII password for the portal's mail account."
+    )
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 # A reset link works for at least an hour (0 would make every link dead on arrival), at most a year.

@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from gateways.models import Assignment
+from portal.http import public_url
 from portal.models import Membership, Role
 from portal.times import written_time
 
@@ -60,9 +61,7 @@ def notify_self_assignment(assignment: Assignment, request: HttpRequest | None =
         logger.warning("Nobody could be told that %s assigned a key to themselves.", assignment.user)
         return
     path = reverse("team", kwargs={"slug": assignment.key.team.slug})
-    subject, body = self_assignment_message(
-        assignment, team_url=request.build_absolute_uri(path) if request is not None else path
-    )
+    subject, body = self_assignment_message(assignment, team_url=public_url(request, path))
     try:
         send_mail(subject, body, None, recipients)
     except Exception:  # the act is already committed and audited; the notice must not turn it into a 500

@@ -29,6 +29,14 @@ class PortalPasswordResetForm(PasswordResetForm):
         users = super().get_users(email)
         return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
 
+    def save(self, *args, **kwargs) -> None:
+        """The mailed link at PORTAL_URL when it is set, like every other mailed link (portal.http.public_url),
+        not at the host name the request came in by."""
+        if settings.PORTAL_URL:
+            scheme, _, address = settings.PORTAL_URL.partition("://")
+            kwargs.update(domain_override=address, use_https=scheme == "https")
+        super().save(*args, **kwargs)
+
 
 class PortalPasswordChangeForm(PasswordChangeForm):
     """The old password is checked like a sign-in: django-axes counts a wrong one, refuses it while the account is

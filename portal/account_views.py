@@ -25,7 +25,7 @@ from portal import audit, email_confirmation, handover, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordChangeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.crypto import remember
 from portal.errors import RuleError
-from portal.http import AuthenticatedHttpRequest, local_path
+from portal.http import AuthenticatedHttpRequest, local_path, public_url
 from portal.models import Action, ExternalIdentity, Membership, Role, UnconfirmedEmail
 from portal.permissions import team_with_role
 from portal.sudo import sudo_redirect
@@ -277,7 +277,7 @@ def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpRes
     )
     audit.record(Action.PASSWORD_RESET_LINK, actor=request.user, request=request, target=username)
     hours = settings.PASSWORD_RESET_TIMEOUT // 3600
-    context = {"subject": user, "link": request.build_absolute_uri(path), "hours": hours}
+    context = {"subject": user, "link": public_url(request, path), "hours": hours}  # handed to someone else
     return render(request, "portal/reset_link.html", context)
 
 

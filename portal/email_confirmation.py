@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from portal import audit, mail, two_factor
 from portal.errors import RuleError
+from portal.http import public_url
 from portal.models import AccessToken, Action, UnconfirmedEmail
 from portal.signals import account_reclaimed
 
@@ -30,7 +31,7 @@ def email_unconfirmed(user) -> bool:
 
 def confirmation_url(request: HttpRequest, user) -> str:
     token = signing.dumps([user.pk, user.email.lower()], salt=CONFIRMATION_SALT)
-    return request.build_absolute_uri(reverse("email-confirm", args=[token]))
+    return public_url(request, reverse("email-confirm", args=[token]))
 
 
 @transaction.atomic

@@ -49,13 +49,16 @@ def team_invitations(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             link = invitations.accept_url(request, raw)
             emailed = invitations.send_invitation(invitation, link)
+            # With mail set up the admin expects it went: a failure is said (distinct from mail being off).
+            mail_failed = settings.EMAIL_CONFIGURED and not emailed
             # Shown by the GET this redirects to, once: a reload does not invite again (nor refuse a second time).
-            shown = {"id": invitation.pk, "link": link, "emailed": emailed}
+            shown = {"id": invitation.pk, "link": link, "emailed": emailed, "mail_failed": mail_failed}
             handover.keep_shown_once(request, NEW_INVITATION, shown, secrets=[raw])
             return redirect("team-invitations", slug=team.slug)
     made = handover.take_shown_once(request, NEW_INVITATION) if request.method == "GET" else None
     if made and (shown_invitation := Invitation.objects.filter(pk=made["id"], team=team).first()):
         context = {"team": team, "invitation": shown_invitation, "link": made["link"], "emailed": made["emailed"]}
+        context["mail_failed"] = made.get("mail_failed", False)
         return render(request, "portal/invitation_created.html", context)
     pending = Invitation.objects.usable().filter(team=team).select_related("created_by")
     return render(request, "portal/team_invitations.html", {"team": team, "form": form, "pending": pending})

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from portal import audit, mail
 from portal.errors import RuleError
+from portal.http import public_url
 from portal.models import Action, Invitation, Membership, Role, Team, UnconfirmedEmail
 from portal.signals import member_added
 
@@ -30,7 +31,7 @@ INVITATION_SESSION_KEY = "invitation_token"
 
 def accept_url(request: HttpRequest, raw: str) -> str:
     """The link an invitee opens: absolute, with the token in it (shown once, never stored)."""
-    return request.build_absolute_uri(reverse("invitation-open", args=[raw]))
+    return public_url(request, reverse("invitation-open", args=[raw]))
 
 
 def normalize_email(email: str) -> str:
@@ -95,9 +96,12 @@ def send_invitation(invitation: Invitation, accept_url: str) -> bool:
 
 @transaction.atomic
 def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest | None = None) -> None:
-    if invitation.state != "pending":
+    """Stop a pending invitation's link; a second withdrawal (a double click, a retry) is refused, not recorded again."""
+    # Conditional, inside the transaction: `invitation` was read before it, and another request may have withdrawn
+    # (or someone accepted) it since.
+    if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
+        invitation.refresh_from_db()
         raise RuleError(f"This invitation is {invitation.state} already; there is nothing to withdraw.")
-    Invitation.objects.filter(pk=invitation.pk).update(withdrawn_at=timezone.now())
     audit.record(
         Action.INVITATION_WITHDRAWN,
         actor=actor,

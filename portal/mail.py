@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import smtplib
 
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
@@ -12,11 +11,17 @@ logger = logging.getLogger(__name__)
 
 
 def send(*, to: str, subject: str, template: str, context: dict) -> bool:
-    """Send one plain-text mail; False (and a log line without the body, which may hold a link) if it failed."""
+    """Send one plain-text mail; False (and a log line without the body, which may hold a link) if it failed.
+
+    Any exception, not just a network or SMTP one: the change the mail reports is already saved, and settings
+    Django refuses only at the first mail (a non-ASCII password smtplib cannot send, say) must not make it a 500.
+    """
     body = render_to_string(template, context)
     try:
         send_mail(subject, body, None, [to])
-    except (OSError, smtplib.SMTPException) as exc:
-        logger.warning("A mail to %s could not be sent: %s", to, exc)
+    except Exception as exc:
+        # A UnicodeError's text quotes the character it stopped at, which may be one of the SMTP password's.
+        reason = type(exc).__name__ if isinstance(exc, UnicodeError) else f"{type(exc).__name__}: {exc}"
+        logger.warning("A mail to %s could not be sent: %s", to, reason)
         return False
     return True
