@@ -16,7 +16,8 @@ They also merge two answers into ~/.claude.json, Claude Code's own state file, w
 care: `hasCompletedOnboarding: true`, because the first-run onboarding contacts
 api.anthropic.com and stops where that host cannot be reached, and, for x-api-key gateways,
 the key's last 20 characters in `customApiKeyResponses.approved` (and out of `rejected`):
-what answering Yes to "Detected a custom API key" stores, a question whose default is No.
+what answering Yes to "Detected a custom API key" stores, a question whose default is No. A Bearer
+set-up also removes `primaryApiKey` (FORGOTTEN_STATE), an Anthropic Console login's key.
 Both files are checked before either is written, so a refusal changes nothing. A live key's
 installer (gateways.config.live) reuses the merge, adding top-level settings (its apiKeyHelper)
 in PORTAL_TOP.
@@ -33,12 +34,16 @@ import base64
 import json
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote, warning_comments
+from gateways.config.snippets import (
+    KEPT_ENV,  # kept when a new set-up does not set it
+    _comment,
+    _refuse_unsafe,
+    posix_quote,
+    powershell_quote,
+    warning_comments,
+)
 from gateways.rules import MANAGED_ENV
 
-# Kept when a new set-up does not set it: the portal's own troubleshooting tells developers to add it
-# to settings.json, and it is harmless on any gateway.
-KEPT_ENV = frozenset({"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"})
 # What an installer owns in settings.json's env: each name is the new set-up's value or "".
 REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
 # The same names, checked in the shell and in the shell profiles: an old snippet's exports.
@@ -64,6 +69,24 @@ HELPER_KEPT = (
     "prints as a second key beside this set-up's. Remove it unless this gateway needs it."
 )
 STATIC_HELPERS = {"remove": [SH_HELPER_COMMAND], "removed": HELPER_REMOVED, "kept": HELPER_KEPT}
+# What a Bearer set-up's merge removes from ~/.claude.json, and why (said with the name, never the value).
+# An Anthropic Console /login leaves its key there as primaryApiKey, and Claude Code 2.1.330 sends it as
+# x-api-key beside ANTHROPIC_AUTH_TOKEN's Bearer token (measured, print and interactive mode), which
+# ANTHROPIC_API_KEY="" does not stop: TokenBay refuses the pair with 401. For an x-api-key set-up the key
+# stays: ANTHROPIC_API_KEY outranks the cached login for that header (measured: only the gateway key goes
+# out), and a developer who goes back to Anthropic keeps the login. A live device's helper outranks it for
+# both headers (measured), so gateways.config.live leaves it too.
+FORGOTTEN_STATE = {
+    "primaryApiKey": (
+        "the key of an earlier Anthropic Console login, which Claude Code would send as x-api-key beside this "
+        "gateway's token. The backup of that file keeps it; run /login in claude to use Anthropic directly again."
+    )
+}
+
+
+def forgotten_state(config: ClaudeConfig) -> dict[str, str]:
+    """The ~/.claude.json keys this set-up's merge removes: a Console login's key when the key is a Bearer token."""
+    return FORGOTTEN_STATE if config.env.get("ANTHROPIC_AUTH_TOKEN") else {}
 
 
 def settings_env(config: ClaudeConfig) -> dict[str, str]:
@@ -88,6 +111,8 @@ new_env, managed, suffix = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decod
 top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode())
 # A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say (e30= is {}).
 helpers = json.loads(base64.b64decode(os.environ.get("PORTAL_HELPERS", "e30=")).decode())
+# A Bearer set-up's: ~/.claude.json keys to remove, each with why (FORGOTTEN_STATE; e30= is {}).
+forget = json.loads(base64.b64decode(os.environ.get("PORTAL_FORGET", "e30=")).decode())
 def refuse(message):
     sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
     sys.exit(3)
@@ -149,6 +174,9 @@ if helper is not None and helper in helpers["remove"]:
 settings.update(top)
 state = {} if state is None else state
 state["hasCompletedOnboarding"] = True
+forgotten = sorted(k for k in forget if k in state)
+for k in forgotten:
+    del state[k]
 if suffix:
     answers = state.setdefault("customApiKeyResponses", {})
     approved = answers.setdefault("approved", [])
@@ -159,6 +187,8 @@ save(settings_path, settings_backup, settings, settings_text, True)
 save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
+for k in forgotten:
+    print("removed %s from %s: %s" % (k, state_path, forget[k]))
 if helper is not None:
     if helper in helpers["remove"]:
         print(helpers["removed"])
@@ -174,6 +204,8 @@ const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MAN
 const top = process.env.PORTAL_TOP ? dec(process.env.PORTAL_TOP) : {};  // e.g. a live key's apiKeyHelper
 // A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say.
 const helpers = process.env.PORTAL_HELPERS ? dec(process.env.PORTAL_HELPERS) : null;
+// A Bearer set-up's: ~/.claude.json keys to remove, each with why (FORGOTTEN_STATE).
+const forget = process.env.PORTAL_FORGET ? dec(process.env.PORTAL_FORGET) : {};
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const refuse = (message) => {
   process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
@@ -228,6 +260,8 @@ if (helper !== null && helpers.remove.includes(helper)) delete settings.apiKeyHe
 Object.assign(settings, top);
 state = state === null ? {} : state;
 state.hasCompletedOnboarding = true;
+const forgotten = Object.keys(forget).filter((k) => Object.prototype.hasOwnProperty.call(state, k)).sort();
+for (const k of forgotten) delete state[k];
 if (suffix) {
   const answers = (state.customApiKeyResponses = state.customApiKeyResponses || {});
   answers.approved = answers.approved || [];
@@ -237,6 +271,7 @@ if (suffix) {
 save(settingsPath, settingsBackup, settings, settingsText, true);
 save(statePath, stateBackup, state, stateText, false);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
+for (const k of forgotten) console.log(`removed ${k} from ${statePath}: ${forget[k]}`);
 if (helper !== null) {
   if (helpers.remove.includes(helper)) console.log(helpers.removed);
   else process.stderr.write(`warning: ${settingsPath} ${helpers.kept}\n`);
@@ -285,7 +320,8 @@ PORTAL_MANAGED='{_b64json(REPLACED_ENV)}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
 PORTAL_APPROVE='{_b64json(config.approved_key_suffix)}'
 PORTAL_HELPERS='{_b64json(STATIC_HELPERS)}'
-export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE PORTAL_HELPERS
+PORTAL_FORGET='{_b64json(forgotten_state(config))}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_APPROVE PORTAL_HELPERS PORTAL_FORGET
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
@@ -347,6 +383,13 @@ def render_install_ps1(config: ClaudeConfig) -> str:
     state_notes = "\n".join(f"Write-Host {powershell_quote('  ' + note)}" for note in _state_notes(config))
     comments = "".join(line + "\n" for line in warning_comments(config, "#"))
     warnings = "".join(f"Write-Warning {powershell_quote(warning)}\n" for warning in config.warnings)
+    forget = "".join(
+        f"if ($stateDoc.PSObject.Properties['{name}']) {{\n"
+        f"  $stateDoc.PSObject.Properties.Remove('{name}')\n"
+        f'  $forgotten += "removed {name} from ${{state}}: " + {powershell_quote(why)}\n'
+        "}\n"
+        for name, why in forgotten_state(config).items()
+    )
     return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
 # into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
@@ -439,7 +482,8 @@ if ($doc.PSObject.Properties['apiKeyHelper']) {{
 $stateExisted = $null -ne $stateDoc
 if (-not $stateExisted) {{ $stateDoc = New-Object PSObject }}
 $stateDoc | Add-Member -NotePropertyName hasCompletedOnboarding -NotePropertyValue $true -Force
-if ($approve) {{
+$forgotten = @()
+{forget}if ($approve) {{
   if (-not $stateDoc.PSObject.Properties['customApiKeyResponses']) {{
     $stateDoc | Add-Member -NotePropertyName customApiKeyResponses -NotePropertyValue (New-Object PSObject)
   }}
@@ -455,6 +499,7 @@ if ($approve) {{
 Save-Json $settings $doc $settingsExisted
 Save-Json $state $stateDoc $stateExisted
 if ($helperNote) {{ Write-Host $helperNote }}
+foreach ($note in $forgotten) {{ Write-Host $note }}
 Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
 Write-Host "In ${{state}}:"
 {state_notes}

@@ -8,10 +8,11 @@ Each shell script first clears the variables the portal manages that this set-up
 set, so pasting gateway B's snippet after gateway A's leaves exactly B's set-up: no stale
 ANTHROPIC_AUTH_TOKEN sent as a second key, no model ids spelled A's way.
 
-A snippet cannot undo an installer, though: ~/.claude/settings.json outranks exported variables,
-and its apiKeyHelper sends a key of its own. So each shell script first looks into that file and,
-when it sets ANTHROPIC_BASE_URL or apiKeyHelper, says on stderr that the installer is the way to
-switch: by name only, never a value, and without failing.
+A snippet cannot undo an installer or a hand-made settings.json, though: ~/.claude/settings.json's
+env outranks exported variables for every name it sets (even set to ""), and its apiKeyHelper sends a
+key of its own. So each shell script first looks into that file and, when it sets apiKeyHelper or any
+variable the portal manages, says on stderr that the installer is the way to switch: by name only,
+never a value, and without failing.
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
 
 SWITCH_NOTE = "Only one gateway set-up is active at a time: first clear what another portal set-up may have left."
-# What makes settings.json win over a snippet, searched for by content (JSON key names, with their quotes).
-SETTINGS_WIN_NAMES = ("ANTHROPIC_BASE_URL", "apiKeyHelper")
+# Kept as the developer left it, by installers and by the snippets' check: the portal's own troubleshooting
+# tells developers to add it to settings.json, and it is harmless on any gateway.
+KEPT_ENV = frozenset({"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"})
+# What makes settings.json win over a snippet, searched for by content (JSON key names, with their quotes):
+# its env outranks exported variables for every name it sets, so an old key goes out beside the snippet's
+# (measured: a settings.json ANTHROPIC_API_KEY as x-api-key next to the Bearer token) and an old model id wins.
+SETTINGS_WIN_NAMES = ("ANTHROPIC_BASE_URL", "apiKeyHelper", *sorted(MANAGED_ENV - KEPT_ENV - {"ANTHROPIC_BASE_URL"}))
 SETTINGS_WIN_PATTERN = '"(' + "|".join(SETTINGS_WIN_NAMES) + ')"'
 
 
 def settings_win_warning(installer: str) -> str:
-    """What a snippet says, after the settings file's path, when that file would outrank it."""
+    """What a snippet says, after the settings file's path, when that file would outrank it.
+
+    No parenthesis, ampersand or percent sign: CMD echoes this inside an if ( ... ) block.
+    """
     return (
-        "sets ANTHROPIC_BASE_URL or apiKeyHelper, which Claude Code prefers to these variables: this snippet "
-        f"does not switch gateways. Run this gateway's {installer} instead; it replaces them."
+        "sets ANTHROPIC_BASE_URL or apiKeyHelper or another variable the portal manages, such as a key or a "
+        "model id, and Claude Code prefers that file to these variables: this snippet does not switch gateways. "
+        f"Run this gateway's {installer} instead, which replaces them, or remove them from that file."
     )
 
 

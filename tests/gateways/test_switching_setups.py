@@ -287,7 +287,7 @@ def test_a_snippet_reads_settings_json_where_claude_config_dir_points(shell, tmp
 def test_windows_snippets_check_settings_json_by_content():
     _, _, config = config_for("tokaify", "https://api.tokaify.com", TOKAIFY_KEY)
     powershell = render_powershell(config)
-    assert "Select-String -LiteralPath $settings -Pattern '\"(ANTHROPIC_BASE_URL|apiKeyHelper)\"' -Quiet" in powershell
+    assert "Select-String -LiteralPath $settings -Pattern '\"(ANTHROPIC_BASE_URL|apiKeyHelper|" in powershell
     assert "$env:CLAUDE_CONFIG_DIR" in powershell and "Write-Warning" in powershell and "install.ps1" in powershell
     cmd = render_cmd(config)
     assert 'findstr /L /C:"ANTHROPIC_BASE_URL" /C:"apiKeyHelper"' in cmd
