@@ -12,6 +12,13 @@ default timeout). CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS is the exception (KEPT_
 as the developer left it. A static installer also removes the portal's own apiKeyHelper, which a
 live device wrote: its key would go out beside the new one.
 
+A gateway's extra env (any allowed name outside MANAGED_ENV) is recorded by name in settings.json's
+top-level `portalExtraEnv` (EXTRA_ENV_RECORD; Claude Code 2.1.330 ignores a key it does not know,
+checked in print mode). The next install removes the recorded names its set-up no longer sets, so a
+setting staff take out of a gateway, or the previous gateway's, leaves the file; a name the portal
+did not record (the developer's own, or one an installer from before the record wrote) is kept.
+Removed, not "": the shell's own value, if the developer exports one, is theirs (the merge names it).
+
 They also merge two answers into ~/.claude.json, Claude Code's own state file, with the same
 care: `hasCompletedOnboarding: true`, because the first-run onboarding contacts
 api.anthropic.com and stops where that host cannot be reached, and, for x-api-key gateways,
@@ -48,6 +55,8 @@ from gateways.rules import MANAGED_ENV
 REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
 # The same names, checked in the shell and in the shell profiles: an old snippet's exports.
 CONFLICT_VARIABLES = REPLACED_ENV
+# settings.json's top-level key listing the extra-env names an installer wrote, for the next one to take back.
+EXTRA_ENV_RECORD = "portalExtraEnv"
 
 # The apiKeyHelper commands a live device's installer writes (gateways.config.live). Claude Code runs the
 # helper with /bin/sh, so the path is expanded where it runs and settings.json stays the same on every
@@ -97,6 +106,16 @@ def settings_env(config: ClaudeConfig) -> dict[str, str]:
     return env
 
 
+def extra_env_names(config: ClaudeConfig) -> list[str]:
+    """The names an installer records: the config's extra env, the variables outside MANAGED_ENV."""
+    return sorted(name for name in config.env if name not in MANAGED_ENV)
+
+
+def _ps_list(names: list[str]) -> str:
+    """A PowerShell array of allow-listed names (A-Z, 0-9, _: nothing to quote)."""
+    return "@(" + ", ".join(f"'{name}'" for name in names) + ")"
+
+
 def _b64json(value: object) -> str:
     return base64.b64encode(json.dumps(value, ensure_ascii=False).encode()).decode()
 
@@ -107,6 +126,8 @@ settings_path, settings_backup, state_path, state_backup = sys.argv[1:5]
 def decode(name):
     return json.loads(base64.b64decode(os.environ[name]).decode())
 new_env, managed, suffix = decode("PORTAL_ENV"), decode("PORTAL_MANAGED"), decode("PORTAL_APPROVE")
+# The top-level key recording the extra env written (EXTRA_ENV_RECORD), and the names left as they are (KEPT_ENV).
+RECORD, KEPT = __RECORD_AND_KEPT__
 # Top-level settings the set-up owns beside env, such as a live key's apiKeyHelper (e30= is {}).
 top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode())
 # A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say (e30= is {}).
@@ -167,7 +188,18 @@ env = settings.setdefault("env", {})
 removed = sorted(k for k in env if k in managed and env[k] != "" and new_env.get(k, "") == "")
 for k in [k for k in env if k in managed and k not in new_env]:
     del env[k]
+# The extra env an earlier installer recorded and this set-up no longer sets leaves; a broken record is ignored.
+recorded = settings.get(RECORD)
+recorded = [k for k in recorded if isinstance(k, str)] if isinstance(recorded, list) else []
+extra = sorted(k for k in new_env if k not in managed and k not in KEPT)
+taken_back = sorted(k for k in set(recorded) if k in env and k not in new_env and k not in managed and k not in KEPT)
+for k in taken_back:
+    del env[k]
 env.update(new_env)
+if extra:
+    settings[RECORD] = extra
+else:
+    settings.pop(RECORD, None)
 helper = settings.get("apiKeyHelper") if helpers else None
 if helper is not None and helper in helpers["remove"]:
     del settings["apiKeyHelper"]
@@ -187,6 +219,11 @@ save(settings_path, settings_backup, settings, settings_text, True)
 save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
+for k in taken_back:
+    print("removed %s, which this set-up no longer sets" % k)
+    if k in os.environ:
+        sys.stderr.write("warning: %s is still exported in this shell, and Claude Code will use it: remove it "
+                         "from your shell profile, then open a new terminal.\n" % k)
 for k in forgotten:
     print("removed %s from %s: %s" % (k, state_path, forget[k]))
 if helper is not None:
@@ -194,13 +231,15 @@ if helper is not None:
         print(helpers["removed"])
     else:
         sys.stderr.write("warning: %s %s\n" % (settings_path, helpers["kept"]))
-"""
+""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)]))
 
 MERGE_JS = r"""
 const fs = require("fs"), path = require("path");
 const [settingsPath, settingsBackup, statePath, stateBackup] = process.argv.slice(-4);
 const dec = (v) => JSON.parse(Buffer.from(v, "base64").toString("utf8"));
 const newEnv = dec(process.env.PORTAL_ENV), managed = dec(process.env.PORTAL_MANAGED), suffix = dec(process.env.PORTAL_APPROVE);
+// The top-level key recording the extra env written (EXTRA_ENV_RECORD), and the names left as they are (KEPT_ENV).
+const [RECORD, KEPT] = __RECORD_AND_KEPT__;
 const top = process.env.PORTAL_TOP ? dec(process.env.PORTAL_TOP) : {};  // e.g. a live key's apiKeyHelper
 // A static installer's: the portal's own apiKeyHelper commands, to remove, and what to say.
 const helpers = process.env.PORTAL_HELPERS ? dec(process.env.PORTAL_HELPERS) : null;
@@ -254,7 +293,17 @@ const removed = Object.keys(settings.env)
   .filter((k) => managed.includes(k) && settings.env[k] !== "" && (newEnv[k] === undefined || newEnv[k] === ""))
   .sort();
 for (const k of Object.keys(settings.env)) if (managed.includes(k) && !(k in newEnv)) delete settings.env[k];
+// The extra env an earlier installer recorded and this set-up no longer sets leaves; a broken record is ignored.
+const recorded = Array.isArray(settings[RECORD]) ? settings[RECORD].filter((k) => typeof k === "string") : [];
+const own = (object, k) => Object.prototype.hasOwnProperty.call(object, k);
+const extra = Object.keys(newEnv).filter((k) => !managed.includes(k) && !KEPT.includes(k)).sort();
+const takenBack = [...new Set(recorded)]
+  .filter((k) => own(settings.env, k) && !own(newEnv, k) && !managed.includes(k) && !KEPT.includes(k))
+  .sort();
+for (const k of takenBack) delete settings.env[k];
 Object.assign(settings.env, newEnv);
+if (extra.length) settings[RECORD] = extra;
+else delete settings[RECORD];
 const helper = helpers ? settings.apiKeyHelper ?? null : null;
 if (helper !== null && helpers.remove.includes(helper)) delete settings.apiKeyHelper;
 Object.assign(settings, top);
@@ -271,12 +320,18 @@ if (suffix) {
 save(settingsPath, settingsBackup, settings, settingsText, true);
 save(statePath, stateBackup, state, stateText, false);
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
+for (const k of takenBack) {
+  console.log(`removed ${k}, which this set-up no longer sets`);
+  if (own(process.env, k))
+    process.stderr.write(`warning: ${k} is still exported in this shell, and Claude Code will use it: remove it ` +
+      "from your shell profile, then open a new terminal.\n");
+}
 for (const k of forgotten) console.log(`removed ${k} from ${statePath}: ${forget[k]}`);
 if (helper !== null) {
   if (helpers.remove.includes(helper)) console.log(helpers.removed);
   else process.stderr.write(`warning: ${settingsPath} ${helpers.kept}\n`);
 }
-"""
+""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)]))
 
 
 def _state_notes(config: ClaudeConfig) -> list[str]:
@@ -429,6 +484,8 @@ function Save-Json([string]$path, $doc, [bool]$existed) {{
 }}
 $newEnv = Decode-Json '{_b64json(env)}'
 $managed = @(Decode-Json '{_b64json(REPLACED_ENV)}')
+# The extra env this set-up writes, recorded in settings.json for the next installer to take back.
+$extra = @(Decode-Json '{_b64json(extra_env_names(config))}')
 # The last 20 characters of ANTHROPIC_API_KEY, as Claude Code stores an approved key; empty for Bearer gateways.
 $approve = Decode-Text '{base64.b64encode(config.approved_key_suffix.encode()).decode()}'
 $dir = if ($env:CLAUDE_CONFIG_DIR) {{ $env:CLAUDE_CONFIG_DIR }} else {{ Join-Path $HOME '.claude' }}
@@ -466,8 +523,26 @@ foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
   }}
   if (-not $kept) {{ $envBlock.PSObject.Properties.Remove($name) }}
 }}
+# The extra env an earlier installer recorded and this set-up no longer sets leaves; a broken record is ignored.
+$recorded = @()
+if ($doc.PSObject.Properties['{EXTRA_ENV_RECORD}'] -and $doc.{EXTRA_ENV_RECORD} -is [System.Array]) {{
+  $recorded = @($doc.{EXTRA_ENV_RECORD} | Where-Object {{ $_ -is [string] }})
+}}
+$takenBack = @()
+foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
+  # Case-sensitive (-ccontains): environment names in settings.json are.
+  if ($recorded -cnotcontains $name -or $newEnv.PSObject.Properties[$name] -or $managed -ccontains $name) {{ continue }}
+  if ({_ps_list(sorted(KEPT_ENV))} -ccontains $name) {{ continue }}
+  $envBlock.PSObject.Properties.Remove($name)
+  $takenBack += $name
+}}
 foreach ($p in $newEnv.PSObject.Properties) {{
   $envBlock | Add-Member -NotePropertyName $p.Name -NotePropertyValue $p.Value -Force
+}}
+if ($extra.Count) {{
+  $doc | Add-Member -NotePropertyName '{EXTRA_ENV_RECORD}' -NotePropertyValue $extra -Force
+}} elseif ($doc.PSObject.Properties['{EXTRA_ENV_RECORD}']) {{
+  $doc.PSObject.Properties.Remove('{EXTRA_ENV_RECORD}')
 }}
 $helperNote = $null
 if ($doc.PSObject.Properties['apiKeyHelper']) {{
@@ -499,6 +574,12 @@ $forgotten = @()
 Save-Json $settings $doc $settingsExisted
 Save-Json $state $stateDoc $stateExisted
 if ($helperNote) {{ Write-Host $helperNote }}
+foreach ($name in $takenBack) {{
+  Write-Host "removed $name, which this set-up no longer sets"
+  if ([Environment]::GetEnvironmentVariable($name, 'User') -or [Environment]::GetEnvironmentVariable($name, 'Process')) {{
+    Write-Warning "$name is still set in your Windows environment, and Claude Code will use it: remove it (Settings > Environment Variables), then open a new terminal."
+  }}
+}}
 foreach ($note in $forgotten) {{ Write-Host $note }}
 Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
 Write-Host "In ${{state}}:"

@@ -8,6 +8,13 @@ Each shell script first clears the variables the portal manages that this set-up
 set, so pasting gateway B's snippet after gateway A's leaves exactly B's set-up: no stale
 ANTHROPIC_AUTH_TOKEN sent as a second key, no model ids spelled A's way.
 
+A gateway's extra env (names outside MANAGED_ENV) is not cleared: a snippet cannot know what an older
+snippet exported, and the allow-list is prefixes, not a list to clear. bash, zsh and fish keep nothing:
+a setting staff removed is gone from the next new terminal once the old lines in the rc file are
+replaced with the new ones, as the header asks, and lasts only in a terminal where the old snippet ran.
+PowerShell and CMD store the variables for the user, so there it stays until removed under
+Environment Variables. The installers do take it back (installers.EXTRA_ENV_RECORD).
+
 A snippet cannot undo an installer or a hand-made settings.json, though: ~/.claude/settings.json's
 env outranks exported variables for every name it sets (even set to ""), and its apiKeyHelper sends a
 key of its own. So each shell script first looks into that file and, when it sets apiKeyHelper or any
