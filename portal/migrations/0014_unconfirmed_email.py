@@ -6,31 +6,166 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-class Migration(migrations.Migration):
+def refuse_dropping_standing_marks(apps, schema_editor):
+    """Going back drops the table of addresses not confirmed yet: refused while a mark still stands.
 
+    Gone, the address would count as confirmed after the next upgrade, and a first SSO sign-in with it would enter
+    an account whoever held the invitation link prepared: the hole this table closes.
+    """
+    from django.core.management.base import CommandError
+
+    marks = apps.get_model("portal", "UnconfirmedEmail").objects.using(schema_editor.connection.alias)
+    standing = sorted(marks.filter(email__iexact=models.F("user__email")).values_list("user__username", flat=True))
+    if standing:
+        raise CommandError(
+            f"Cannot go back before portal 0014: the e-mail address of {len(standing)} account(s) is not confirmed "
+            f"({', '.join(standing[:10])}{', ...' if len(standing) > 10 else ''}). Going back would forget that, and "
+            "a later upgrade would trust those addresses for single sign-on. Have them confirmed (a mailed link, a "
+            "password reset, or staff on the Users page) first."
+        )
+
+
+class Migration(migrations.Migration):
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('portal', '0013_audit_drop_fk_indexes'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("portal", "0013_audit_drop_fk_indexes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UnconfirmedEmail',
+            name="UnconfirmedEmail",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='unconfirmed_email', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('email', models.EmailField(max_length=254)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('link_sent_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="unconfirmed_email",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("email", models.EmailField(max_length=254)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("link_sent_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
+        # After CreateModel, so that going back runs it first, before the table is dropped.
+        migrations.RunPython(migrations.RunPython.noop, refuse_dropping_standing_marks),
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('auth.sign_in', 'Signed in'), ('auth.sign_in_failed', 'Failed sign-in'), ('auth.sign_out', 'Signed out'), ('team.created', 'Team created'), ('member.added', 'Member added'), ('member.role_changed', 'Member role changed'), ('member.removed', 'Member removed'), ('gateway.created', 'Gateway created'), ('gateway.updated', 'Gateway updated'), ('key.created', 'Key created'), ('key.updated', 'Key settings changed'), ('key.rotated', 'Key secret rotated'), ('key.disabled', 'Key disabled'), ('key.enabled', 'Key enabled'), ('key.revoked', 'Key revoked'), ('key.expired', 'Key expired'), ('assignment.created', 'Key assigned'), ('assignment.self_assigned', 'Key assigned to oneself'), ('assignment.removed', 'Assignment removed'), ('config.downloaded', 'Configuration downloaded'), ('config.refused', 'Configuration refused'), ('probe.run', 'Probe run'), ('probe.changed_setting', 'Probe changed a key setting'), ('device.created', 'Device install link made'), ('device.installed', 'Device installed'), ('device.removed', 'Device removed'), ('device.key_fetched', 'Device fetched its key'), ('device.fetch_refused', 'Device key fetch refused'), ('token.issued', 'Access token issued'), ('token.revoked', 'Access token revoked'), ('vault.rotated', 'Encryption key rotated'), ('audit.pruned', 'Audit trail pruned'), ('audit.resealed', 'Audit trail re-signed'), ('team.updated', 'Team settings changed'), ('invitation.created', 'Invitation sent'), ('invitation.withdrawn', 'Invitation withdrawn'), ('invitation.accepted', 'Invitation accepted'), ('account.created', 'Account created'), ('account.password_changed', 'Password changed'), ('account.reset_link_made', 'Password reset link made'), ('account.2fa_enabled', 'Two-factor enrolled'), ('account.2fa_disabled', 'Two-factor removed'), ('account.recovery_codes_renewed', 'Recovery codes renewed'), ('auth.2fa_failed', 'Failed second factor'), ('member.offboarded', 'Member offboarded'), ('account.offboarded', 'Account offboarded'), ('channel.created', 'Notification channel added'), ('channel.deleted', 'Notification channel removed'), ('account.email_confirmed', 'E-mail address confirmed')], max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("auth.sign_in", "Signed in"),
+                    ("auth.sign_in_failed", "Failed sign-in"),
+                    ("auth.sign_out", "Signed out"),
+                    ("team.created", "Team created"),
+                    ("member.added", "Member added"),
+                    ("member.role_changed", "Member role changed"),
+                    ("member.removed", "Member removed"),
+                    ("gateway.created", "Gateway created"),
+                    ("gateway.updated", "Gateway updated"),
+                    ("key.created", "Key created"),
+                    ("key.updated", "Key settings changed"),
+                    ("key.rotated", "Key secret rotated"),
+                    ("key.disabled", "Key disabled"),
+                    ("key.enabled", "Key enabled"),
+                    ("key.revoked", "Key revoked"),
+                    ("key.expired", "Key expired"),
+                    ("assignment.created", "Key assigned"),
+                    ("assignment.self_assigned", "Key assigned to oneself"),
+                    ("assignment.removed", "Assignment removed"),
+                    ("config.downloaded", "Configuration downloaded"),
+                    ("config.refused", "Configuration refused"),
+                    ("probe.run", "Probe run"),
+                    ("probe.changed_setting", "Probe changed a key setting"),
+                    ("device.created", "Device install link made"),
+                    ("device.installed", "Device installed"),
+                    ("device.removed", "Device removed"),
+                    ("device.key_fetched", "Device fetched its key"),
+                    ("device.fetch_refused", "Device key fetch refused"),
+                    ("token.issued", "Access token issued"),
+                    ("token.revoked", "Access token revoked"),
+                    ("vault.rotated", "Encryption key rotated"),
+                    ("audit.pruned", "Audit trail pruned"),
+                    ("audit.resealed", "Audit trail re-signed"),
+                    ("team.updated", "Team settings changed"),
+                    ("invitation.created", "Invitation sent"),
+                    ("invitation.withdrawn", "Invitation withdrawn"),
+                    ("invitation.accepted", "Invitation accepted"),
+                    ("account.created", "Account created"),
+                    ("account.password_changed", "Password changed"),
+                    ("account.reset_link_made", "Password reset link made"),
+                    ("account.2fa_enabled", "Two-factor enrolled"),
+                    ("account.2fa_disabled", "Two-factor removed"),
+                    ("account.recovery_codes_renewed", "Recovery codes renewed"),
+                    ("auth.2fa_failed", "Failed second factor"),
+                    ("member.offboarded", "Member offboarded"),
+                    ("account.offboarded", "Account offboarded"),
+                    ("channel.created", "Notification channel added"),
+                    ("channel.deleted", "Notification channel removed"),
+                    ("account.email_confirmed", "E-mail address confirmed"),
+                ],
+                max_length=40,
+            ),
         ),
         migrations.AlterField(
-            model_name='pendingauditevent',
-            name='action',
-            field=models.CharField(choices=[('auth.sign_in', 'Signed in'), ('auth.sign_in_failed', 'Failed sign-in'), ('auth.sign_out', 'Signed out'), ('team.created', 'Team created'), ('member.added', 'Member added'), ('member.role_changed', 'Member role changed'), ('member.removed', 'Member removed'), ('gateway.created', 'Gateway created'), ('gateway.updated', 'Gateway updated'), ('key.created', 'Key created'), ('key.updated', 'Key settings changed'), ('key.rotated', 'Key secret rotated'), ('key.disabled', 'Key disabled'), ('key.enabled', 'Key enabled'), ('key.revoked', 'Key revoked'), ('key.expired', 'Key expired'), ('assignment.created', 'Key assigned'), ('assignment.self_assigned', 'Key assigned to oneself'), ('assignment.removed', 'Assignment removed'), ('config.downloaded', 'Configuration downloaded'), ('config.refused', 'Configuration refused'), ('probe.run', 'Probe run'), ('probe.changed_setting', 'Probe changed a key setting'), ('device.created', 'Device install link made'), ('device.installed', 'Device installed'), ('device.removed', 'Device removed'), ('device.key_fetched', 'Device fetched its key'), ('device.fetch_refused', 'Device key fetch refused'), ('token.issued', 'Access token issued'), ('token.revoked', 'Access token revoked'), ('vault.rotated', 'Encryption key rotated'), ('audit.pruned', 'Audit trail pruned'), ('audit.resealed', 'Audit trail re-signed'), ('team.updated', 'Team settings changed'), ('invitation.created', 'Invitation sent'), ('invitation.withdrawn', 'Invitation withdrawn'), ('invitation.accepted', 'Invitation accepted'), ('account.created', 'Account created'), ('account.password_changed', 'Password changed'), ('account.reset_link_made', 'Password reset link made'), ('account.2fa_enabled', 'Two-factor enrolled'), ('account.2fa_disabled', 'Two-factor removed'), ('account.recovery_codes_renewed', 'Recovery codes renewed'), ('auth.2fa_failed', 'Failed second factor'), ('member.offboarded', 'Member offboarded'), ('account.offboarded', 'Account offboarded'), ('channel.created', 'Notification channel added'), ('channel.deleted', 'Notification channel removed'), ('account.email_confirmed', 'E-mail address confirmed')], max_length=40),
+            model_name="pendingauditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("auth.sign_in", "Signed in"),
+                    ("auth.sign_in_failed", "Failed sign-in"),
+                    ("auth.sign_out", "Signed out"),
+                    ("team.created", "Team created"),
+                    ("member.added", "Member added"),
+                    ("member.role_changed", "Member role changed"),
+                    ("member.removed", "Member removed"),
+                    ("gateway.created", "Gateway created"),
+                    ("gateway.updated", "Gateway updated"),
+                    ("key.created", "Key created"),
+                    ("key.updated", "Key settings changed"),
+                    ("key.rotated", "Key secret rotated"),
+                    ("key.disabled", "Key disabled"),
+                    ("key.enabled", "Key enabled"),
+                    ("key.revoked", "Key revoked"),
+                    ("key.expired", "Key expired"),
+                    ("assignment.created", "Key assigned"),
+                    ("assignment.self_assigned", "Key assigned to oneself"),
+                    ("assignment.removed", "Assignment removed"),
+                    ("config.downloaded", "Configuration downloaded"),
+                    ("config.refused", "Configuration refused"),
+                    ("probe.run", "Probe run"),
+                    ("probe.changed_setting", "Probe changed a key setting"),
+                    ("device.created", "Device install link made"),
+                    ("device.installed", "Device installed"),
+                    ("device.removed", "Device removed"),
+                    ("device.key_fetched", "Device fetched its key"),
+                    ("device.fetch_refused", "Device key fetch refused"),
+                    ("token.issued", "Access token issued"),
+                    ("token.revoked", "Access token revoked"),
+                    ("vault.rotated", "Encryption key rotated"),
+                    ("audit.pruned", "Audit trail pruned"),
+                    ("audit.resealed", "Audit trail re-signed"),
+                    ("team.updated", "Team settings changed"),
+                    ("invitation.created", "Invitation sent"),
+                    ("invitation.withdrawn", "Invitation withdrawn"),
+                    ("invitation.accepted", "Invitation accepted"),
+                    ("account.created", "Account created"),
+                    ("account.password_changed", "Password changed"),
+                    ("account.reset_link_made", "Password reset link made"),
+                    ("account.2fa_enabled", "Two-factor enrolled"),
+                    ("account.2fa_disabled", "Two-factor removed"),
+                    ("account.recovery_codes_renewed", "Recovery codes renewed"),
+                    ("auth.2fa_failed", "Failed second factor"),
+                    ("member.offboarded", "Member offboarded"),
+                    ("account.offboarded", "Account offboarded"),
+                    ("channel.created", "Notification channel added"),
+                    ("channel.deleted", "Notification channel removed"),
+                    ("account.email_confirmed", "E-mail address confirmed"),
+                ],
+                max_length=40,
+            ),
         ),
     ]

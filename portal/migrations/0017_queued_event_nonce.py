@@ -5,7 +5,8 @@ The columns are nullable and have no default: adding them rewrites neither table
 queue were signed over their content alone; each whose signature holds gets a nonce and a signature over
 both. One that is a copy (of an earlier queued row, or of an event already chained: the same content to
 the microsecond) or whose signature fails is marked rejected, never laundered, and verify_audit names it.
-It needs PORTAL_AUDIT_KEYS only when the queue holds rows. Going back drops the columns.
+It needs PORTAL_AUDIT_KEYS only when the queue holds rows. Going back drops the columns, and is refused while any
+event carries a nonce (see refuse_dropping_nonces_in_use).
 """
 
 import hashlib
@@ -45,6 +46,25 @@ def sign_queued_events_with_a_nonce(apps, schema_editor):
         row.save(update_fields=["rejected", "nonce", "signature", "signing_key_id"])
 
 
+def refuse_dropping_nonces_in_use(apps, schema_editor):
+    """Going back drops the nonce columns: refused while an event carries one, which its hash or signature covers.
+
+    Without its nonce such an event's hash (chained) or signature (queued) can never be checked again, and the
+    chain would read as forged for good. Only a portal that never queued an event can go back.
+    """
+    from django.core.management.base import CommandError
+
+    alias = schema_editor.connection.alias
+    chained = apps.get_model("portal", "AuditEvent").objects.using(alias).filter(nonce__isnull=False).count()
+    queued = apps.get_model("portal", "PendingAuditEvent").objects.using(alias).filter(nonce__isnull=False).count()
+    if chained or queued:
+        raise CommandError(
+            f"Cannot go back before portal 0017: {chained} chained and {queued} queued audit event(s) carry a nonce "
+            "that their hash or signature covers, so without the column the audit chain could never be verified "
+            "again. Stay on this release (the code before it cannot check these events either)."
+        )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("portal", "0016_audit_rows_outlive_users"),
@@ -74,5 +94,5 @@ class Migration(migrations.Migration):
                 condition=models.Q(("nonce__isnull", False)), fields=("nonce",), name="pending_audit_nonce_once"
             ),
         ),
-        migrations.RunPython(sign_queued_events_with_a_nonce, migrations.RunPython.noop),
+        migrations.RunPython(sign_queued_events_with_a_nonce, refuse_dropping_nonces_in_use),
     ]
