@@ -10,6 +10,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from gateways import devices, services
+from gateways.forms import GatewayAdminForm
 from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Device, Gateway, GatewayKey, ProbeResult
 from gateways.rules import EXTRA_ENV_HELP
 from portal.admin import LookOnly
@@ -20,8 +21,10 @@ from portal.errors import RuleError, add_to_form
 class GatewayAdmin(admin.ModelAdmin):
     """Gateway.clean() applies the rules of the API and the web form (gateways.rules) to every save here,
     and the save goes through the same services: audited, and a changed base URL makes the keys' earlier
-    downloads stale and their next probe look at the new address's headers again."""
+    downloads stale and their next probe look at the new address's headers again. The form carries the
+    gateway's updated_at, so a form opened before another change cannot put the old values back."""
 
+    form = GatewayAdminForm
     list_display = ["name", "slug", "base_url", "auth_scheme", "model_id_style", "is_preset"]
     search_fields = ["name", "slug"]
     readonly_fields = ["is_preset", "created_at", "updated_at"]
@@ -39,6 +42,13 @@ class GatewayAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Gateway | None = None) -> list[str]:
         # The slug names the gateway in keys, downloaded file names and audit rows: set once, when added.
         return [*self.readonly_fields, "slug"] if obj else list(self.readonly_fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Gateway | None = None) -> bool:
+        """Never here: a deletion would leave no audit row (every other gateway change has one), a preset
+        such as TokenBay would be gone for good (only a migration adds presets), and the API has no DELETE
+        for gateways either. Its probes would go with it, and its audit rows would name a slug no longer
+        in the catalogue."""
+        return False
 
     def save_model(self, request: HttpRequest, obj: Gateway, form: forms.ModelForm, change: bool) -> None:
         fields = {name: getattr(obj, name) for name in GATEWAY_FIELDS}  # as Gateway.clean() left them

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from django import forms
 from django.db import models
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from gateways import services
 from gateways.models import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS, KEY_SETTING_FIELDS, Device, Gateway, GatewayKey
 from gateways.rules import EXTRA_ENV_HELP
+from portal.errors import RuleError, add_to_form
 
 
 class JSONObjectField(forms.JSONField):
@@ -73,6 +77,34 @@ class TroubleshootingField(forms.CharField):
         return value
 
 
+class OpenedAtField(forms.CharField):
+    """The gateway's updated_at when its form was shown, posted back with every field: a save over a
+    change made since would put the old values back, so services.refuse_changed_since refuses it."""
+
+    widget = forms.HiddenInput
+    default_error_messages = {
+        "required": "This form does not say which version of the gateway it showed: reload the page and make your "
+        "change again.",
+        "invalid": "This form's record of when the gateway last changed is garbled: reload the page and make your "
+        "change again.",
+    }
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            parsed = parse_datetime(text)
+        except ValueError:  # well formed but out of range, like month 13
+            parsed = None
+        if parsed is None or timezone.is_naive(parsed):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return parsed
+
+    def prepare_value(self, value):
+        return value.isoformat() if isinstance(value, datetime) else value
+
+
 def input_formfield(field: models.Field, **kwargs) -> forms.Field | None:
     """The form field for a model field, as these input forms want it."""
     if field.has_default() and callable(field.default):
@@ -115,6 +147,35 @@ class GatewayForm(InputForm):
         super().__init__(*args, **kwargs)
         if editing:
             self.fields["slug"].disabled = True
+            # Only when editing: a new gateway has no earlier version to save over.
+            self.fields["opened_at"] = OpenedAtField()
+
+    def gateway_fields(self) -> dict:
+        """The gateway's fields as typed, for the service (not the slug once set, nor the version shown)."""
+        return {name: value for name, value in self.cleaned_data.items() if name in GATEWAY_FIELDS}
+
+
+class GatewayAdminForm(forms.ModelForm):
+    """The admin's gateway form, which posts every field back: refused when the gateway changed since it
+    was shown. The admin validates and saves in one transaction, so the row locked here stays as checked."""
+
+    opened_at = OpenedAtField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["opened_at"].required = True
+            self.fields["opened_at"].initial = self.instance.updated_at
+
+    def clean(self) -> dict:
+        super().clean()
+        opened_at = self.cleaned_data.get("opened_at")
+        if self.instance.pk and opened_at:
+            try:
+                services.refuse_changed_since(Gateway.objects.select_for_update().get(pk=self.instance.pk), opened_at)
+            except RuleError as exc:
+                add_to_form(self, exc)
+        return self.cleaned_data
 
 
 class KeySettingsForm(InputForm):

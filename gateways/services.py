@@ -43,31 +43,79 @@ def create_gateway(*, slug: str, actor, request: HttpRequest | None = None, **fi
     return gateway, notices
 
 
+def refuse_changed_since(gateway: Gateway, opened_at: datetime) -> None:
+    """Refuse a form posted back over a change saved after it was shown: it would put the old values back.
+
+    `gateway` is the row as read under lock; `opened_at` its updated_at when the form was shown.
+    """
+    if gateway.updated_at == opened_at:
+        return
+    last = (
+        AuditEvent.objects.filter(action=Action.GATEWAY_UPDATED, gateway_slug=gateway.slug)
+        .only("actor_username", "created_at", "details")
+        .order_by("-id")
+        .first()
+    )
+    if last is None:
+        what = f"{gateway.name} was changed"
+    else:
+        fields = ", ".join(last.details.get("changed") or {}) or "its settings"
+        when = timezone.localtime(last.created_at).strftime("%Y-%m-%d %H:%M %Z")
+        what = f"{last.actor_username or 'someone'} changed {fields} at {when}"
+    raise RuleError(
+        f"Another change was saved since you opened this page: {what}. Nothing was saved: reload it to see "
+        "that change, then make yours again."
+    )
+
+
 @transaction.atomic
-def update_gateway(*, gateway: Gateway, changes: dict, actor, request: HttpRequest | None = None) -> list[str]:
-    """Change only the given fields; a preset keeps every rule that is not named."""
+def update_gateway(
+    *,
+    gateway: Gateway,
+    changes: dict,
+    actor,
+    request: HttpRequest | None = None,
+    opened_at: datetime | None = None,
+) -> list[str]:
+    """Change only the given fields; a preset keeps every rule that is not named.
+
+    The row is read again under lock and only the fields that differ are written: `gateway` may have
+    been read before another change was saved, and writing all of it back would undo that change
+    unrecorded. A form that posts every field back passes the updated_at it showed as `opened_at`
+    (refuse_changed_since). `gateway` is left as saved.
+    """
     unknown = set(changes).difference(GATEWAY_FIELDS)
     if unknown:
         raise RuleError(f"Unknown gateway fields: {', '.join(sorted(unknown))}.")
-    style = changes.get("model_id_style", gateway.model_id_style)
+    current = Gateway.objects.select_for_update().get(pk=gateway.pk)
+    if opened_at is not None:
+        refuse_changed_since(current, opened_at)
+    style = changes.get("model_id_style", current.model_id_style)
     cleaned, notices = rules.clean_gateway_fields(changes, style=style)
-    before = {name: getattr(gateway, name) for name in cleaned}
-    for name, value in cleaned.items():
-        setattr(gateway, name, value)
-    changed = {name: {"from": before[name], "to": value} for name, value in cleaned.items() if before[name] != value}
-    if "base_url" in changed:
-        gateway.credential_headers = {}  # seen at another address: the next probe looks again
-    gateway.save()
+    changed = {
+        name: {"from": getattr(current, name), "to": value}
+        for name, value in cleaned.items()
+        if getattr(current, name) != value
+    }
     if changed:
-        GatewayKey.objects.filter(gateway=gateway).update(config_changed_at=timezone.now())
+        for name, value in cleaned.items():
+            setattr(current, name, value)
+        written = [*changed, "updated_at"]
+        if "base_url" in changed:
+            current.credential_headers = {}  # seen at another address: the next probe looks again
+            written.append("credential_headers")
+        current.save(update_fields=written)
+        GatewayKey.objects.filter(gateway=current).update(config_changed_at=timezone.now())
         audit.record(
             Action.GATEWAY_UPDATED,
             actor=actor,
             request=request,
-            gateway_slug=gateway.slug,
-            target=gateway.slug,
+            gateway_slug=current.slug,
+            target=current.slug,
             details={"changed": changed},
         )
+    for field in Gateway._meta.concrete_fields:
+        setattr(gateway, field.attname, getattr(current, field.attname))
     return notices
 
 

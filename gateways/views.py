@@ -243,12 +243,17 @@ def gateway_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
     probes = list(
         ProbeResult.objects.visible_to(request.user)
         .filter(gateway=gateway, key__revoked_at__isnull=True)
+        .select_related("key")
         .order_by("-created_at")[:50]
     )
+    # The headline follows the key table's rule (GatewayKey.current_probe_verdict): a probe from before its
+    # key's secret or settings last changed (a new base URL, say) tested something else, so it is left out.
+    # A key's newest probe is the one its verdict comes from, so the first with a verdict is the latest that counts.
+    latest = next((probe for probe in probes if probe.key.current_probe_verdict), None)
     context = {
         "gateway": gateway,
         "keys": keys,
-        "latest": probes[0] if probes else None,
+        "latest": latest,
         "chart": charts.latency_svg(list(reversed(probes))),
         "steps": guide.after_setup_steps(gateway),
     }
@@ -256,14 +261,20 @@ def gateway_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse
 
 
 def _gateway_form_save(request: AuthenticatedHttpRequest, form: GatewayForm, gateway: Gateway | None) -> Gateway | None:
-    fields = {name: value for name, value in form.cleaned_data.items() if name != "slug"}
+    fields = form.gateway_fields()
     try:
         if gateway is None:
             gateway, notices = services.create_gateway(
                 slug=form.cleaned_data["slug"], actor=request.user, request=request, **fields
             )
         else:
-            notices = services.update_gateway(gateway=gateway, changes=fields, actor=request.user, request=request)
+            notices = services.update_gateway(
+                gateway=gateway,
+                changes=fields,
+                actor=request.user,
+                request=request,
+                opened_at=form.cleaned_data["opened_at"],  # the form posts every field back
+            )
     except RuleError as exc:
         add_to_form(form, exc)
         return None
@@ -289,6 +300,7 @@ def gateway_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 def gateway_edit(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, slug=slug)
     initial = {name: getattr(gateway, name) for name in GatewayForm.base_fields}
+    initial["opened_at"] = gateway.updated_at  # posted back: a save over a change made since is refused
     form = GatewayForm(request.POST or None, initial=initial, editing=True)
     if request.method == "POST" and form.is_valid() and _gateway_form_save(request, form, gateway):
         messages.success(request, f"Gateway {gateway.name} saved.")
