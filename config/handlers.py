@@ -16,11 +16,15 @@ from portal.errors import RuleError
 logger = logging.getLogger(__name__)
 
 
+# Keys of a ValidationError's detail that name no input: the body as a whole, or a model's rule.
+NOT_FIELDS = ("non_field_errors", "detail")
+
+
 def _flatten(detail, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         out = []
         for field, value in detail.items():
-            label = "" if field in ("non_field_errors", "detail") else f"{field}: "
+            label = "" if field in NOT_FIELDS else f"{field}: "
             out += _flatten(value, prefix + label)
         return out
     if isinstance(detail, list):
@@ -48,8 +52,12 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = {"detail": " ".join(_flatten(fields)), "errors": exc.detail}
-        named = [name for name in fields if name not in ("non_field_errors", "detail")]
+        response.data = {"detail": " ".join(_flatten(fields))}
+        # `errors` is each refused field's sentences (a dict's or a list's flattened, "X-B: ..."), as the
+        # README says; a refusal of the body as a whole names no field, so it is in `detail` alone.
+        named = {name: _flatten(value) for name, value in fields.items() if name not in NOT_FIELDS}
+        if named:
+            response.data["errors"] = named
         if len(named) == 1 and len(fields) == 1:  # one input at fault, as a RuleError names it
-            response.data["field"] = named[0]
+            response.data["field"] = next(iter(named))
     return response

@@ -383,6 +383,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # why: README, "Choices"
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Every operation's refusals, in the one shape config.handlers gives them (config/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "ProbeModeEnum": "gateways.models.ProbeMode",
         "ChannelKindEnum": "alerts.models.ChannelKind",

@@ -95,8 +95,9 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     live = Device.objects.live().filter(assignment=OuterRef("pk"))
     rows = rows.annotate(
         live_devices=_count(live),
-        # Devices whose last fetch carried the key's present secret: they fetched since the last rotation.
-        live_devices_current=_count(live.filter(fetched_fingerprint=OuterRef("key__fingerprint"))),
+        # Devices with nothing left to do: they fetched since the last rotation and were installed since the key's
+        # settings or its gateway's last changed (DeviceQuerySet.current).
+        live_devices_current=_count(live.current()),
         last_live_fetch_at=Subquery(
             live.order_by().values("assignment").annotate(at=Max("last_seen_at")).values("at")[:1]
         ),
@@ -111,12 +112,14 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
         rows = rows.filter(last_download_at__isnull=True).exclude(Exists(fetched_live))
     elif filters.state == "stale":
-        # A stale download, or a live device still on the secret before the last rotation (the dashboard's rollout).
+        # A stale download, a live device still on the secret before the last rotation (the dashboard's rollout),
+        # or one installed before the key's settings or its gateway's last changed (it must run the installer again).
         behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
         rows = rows.filter(
             Q(last_download_at__lt=F("key__config_changed_at"))
             | Q(last_download_at__lt=stale_cutoff())
             | Exists(behind)
+            | Exists(live.needing_reinstall())
         )
     elif filters.state == "failing":
         # The key's failing() rule: a probe older than the last rotation or settings change tested something else.

@@ -432,12 +432,20 @@ def remove_device(*, device: Device, actor, request: HttpRequest | None = None) 
 
 
 def rollout(key: GatewayKey) -> dict:
-    """After a rotation: how many live devices already hold the new secret, and who holds a static copy."""
-    live = list(key.devices.live().values_list("fetched_fingerprint", flat=True))
+    """After a rotation or a settings change: how many live devices are done, and who must download again.
+
+    `current` counts the live devices holding the new secret and installed since the key's settings or its
+    gateway's last changed; `reinstall` those installed before (their settings.json holds the old settings).
+    """
+    live = list(key.devices.live().only("key_id", "installed_at", "fetched_fingerprint"))
+    for device in live:
+        device.key = key
+    reinstall = sum(device.needs_reinstall for device in live)
+    current = sum(device.has_current_secret and not device.needs_reinstall for device in live)
     static = (
         key.assignments.filter(last_download_at__isnull=False, last_download_at__lt=key.config_changed_at)
         .values("user")
         .distinct()
         .count()
     )
-    return {"live": len(live), "current": sum(fp == key.fingerprint for fp in live), "static_stale": static}
+    return {"live": len(live), "current": current, "reinstall": reinstall, "static_stale": static}

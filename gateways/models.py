@@ -439,6 +439,8 @@ class Assignment(models.Model):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
         if key.rotated_at and self.rotated_since_download:
             return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=written_time(key.rotated_at))
+        if self.last_download_at and self.last_download_at < key.config_changed_at:
+            return "changed", HOLDER_NOTICES["changed"].format(key=key, when=written_time(key.config_changed_at))
         if key.expires_at and key.expires_within(soon):
             return "expiring", HOLDER_NOTICES["expiring"].format(key=key, when=written_time(key.expires_at))
         return None
@@ -451,6 +453,9 @@ HOLDER_NOTICES = {
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
     "rotated": "The key {key.label} was rotated on {when}, after your last download: "
     "the set-up you have holds the old secret. Download it again.",
+    "changed": "The settings of the key {key.label} or of its gateway changed on {when}, after your last download: "
+    "the set-up you have still holds the old ones. Download it again, and on a device that fetches the key live, "
+    "run the install command again.",
     "expiring": "The key {key.label} expires on {when}. Ask your team admin to renew it in time.",
 }
 
@@ -487,6 +492,25 @@ class DeviceQuerySet(models.QuerySet):
             key__is_enabled=True,
             user__is_active=True,
         )
+
+    def needing_reinstall(self) -> DeviceQuerySet:
+        """Installed before the key's settings or its gateway's last changed: the SQL form of Device.needs_reinstall."""
+        return self.filter(_needs_reinstall())
+
+    def current(self) -> DeviceQuerySet:
+        """Holding the key's present secret, installed since its settings last changed: nothing left to do."""
+        changed = models.F("key__config_changed_at")
+        since = models.Q(installed_at__gte=changed) | models.Q(key__rotated_at=changed)
+        return self.filter(since, fetched_fingerprint=models.F("key__fingerprint"))
+
+
+def _needs_reinstall() -> models.Q:
+    # A rotation stamps config_changed_at with rotated_at, so a change after the last rotation (or with none)
+    # is one of settings; rotated_at is never later than config_changed_at.
+    changed = models.F("key__config_changed_at")
+    return models.Q(installed_at__lt=changed) & (
+        models.Q(key__rotated_at__isnull=True) | models.Q(key__rotated_at__lt=changed)
+    )
 
 
 class Device(models.Model):
@@ -538,6 +562,17 @@ class Device(models.Model):
     @property
     def is_live(self) -> bool:
         return self.state == "live"
+
+    @property
+    def needs_reinstall(self) -> bool:
+        """Installed before the key's settings or its gateway's last changed: its settings.json holds the old ones.
+
+        The helper fetches only the key, so a new base URL, auth scheme, model id or variable reaches the device
+        when its install command runs again. A rotation alone (config_changed_at stamped with rotated_at) reaches
+        it at the next fetch. DeviceQuerySet.needing_reinstall() is the same rule in SQL.
+        """
+        changed, rotated = self.key.config_changed_at, self.key.rotated_at
+        return bool(self.installed_at and self.installed_at < changed and (rotated is None or rotated < changed))
 
     @property
     def has_current_secret(self) -> bool:

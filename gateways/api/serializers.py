@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from gateways.config.formats import FORMATS
@@ -20,6 +23,7 @@ from gateways.models import (
     ProbeResult,
 )
 from gateways.rules import EXTRA_ENV_HELP, TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, TIMEOUT_MS_RULE
+from portal.api.serializers import LowercaseSlugField
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -86,14 +90,29 @@ def optional(fields) -> dict:
 class GatewayInputSerializer(serializers.ModelSerializer):
     """Fields a staff member may set; the catalogue rules (gateways.rules) run in the service."""
 
+    # The service answers a taken or upper-case slug with a sentence; a PATCH repeats the gateway's own slug.
+    slug = LowercaseSlugField(max_length=50, required=False)
     extra_env = ENV_OBJECT
     troubleshooting = TROUBLESHOOTING
 
     class Meta:
         model = Gateway
         fields = ("slug", *GATEWAY_FIELDS)
-        # The service answers a taken slug with a sentence; a PATCH repeats the gateway's own slug.
-        extra_kwargs = {**optional(fields), "slug": {"required": False, "validators": []}}
+        extra_kwargs = optional(GATEWAY_FIELDS)
+
+
+# What a new gateway must name; the view refuses each one missing with a sentence that names it.
+GATEWAY_REQUIRED_ON_CREATE = ("slug", "name", "base_url")
+
+
+@extend_schema_serializer(component_name="GatewayInput")  # the name POST's body had before it said what is required
+class GatewayCreateSerializer(GatewayInputSerializer):
+    """POST's request schema: GatewayInputSerializer, with what a new gateway must name required."""
+
+    slug = LowercaseSlugField(max_length=50)
+
+    class Meta(GatewayInputSerializer.Meta):
+        extra_kwargs = {**optional(GATEWAY_FIELDS), **{n: {"required": True} for n in GATEWAY_REQUIRED_ON_CREATE[1:]}}
 
 
 class KeySettingsSerializer(serializers.ModelSerializer):
@@ -184,6 +203,16 @@ class AssignmentOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class HolderNoticeSerializer(serializers.Serializer):
+    """What My set-up tells the holder about the key (gateways.models.Assignment.notice)."""
+
+    kind = serializers.ChoiceField(
+        choices=["revoked", "disabled", "expired", "rotated", "changed", "expiring"],
+        help_text="rotated or changed: the downloaded set-up predates the change; download it again.",
+    )
+    sentence = serializers.CharField(help_text="The sentence My set-up shows.")
+
+
 class ConfigOutputSerializer(serializers.ModelSerializer):
     """One of the caller's configurations: what it is and where to download it."""
 
@@ -199,6 +228,7 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
     state = serializers.CharField(source="key.state", read_only=True)
     expires_at = serializers.DateTimeField(source="key.expires_at", read_only=True, allow_null=True)
     formats = serializers.SerializerMethodField()
+    notice = serializers.SerializerMethodField()
 
     class Meta:
         model = Assignment
@@ -213,8 +243,14 @@ class ConfigOutputSerializer(serializers.ModelSerializer):
             "expires_at",
             "last_download_at",
             "formats",
+            "notice",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(HolderNoticeSerializer(allow_null=True))
+    def get_notice(self, assignment) -> dict | None:
+        notice = assignment.notice(soon=timedelta(days=settings.EXPIRY_WARNING_DAYS))
+        return {"kind": notice[0], "sentence": notice[1]} if notice else None
 
     def get_formats(self, assignment) -> dict[str, str]:
         request = self.context.get("request")
@@ -276,7 +312,8 @@ class ConnectionSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
     live_devices = serializers.IntegerField(help_text="Devices that fetch this key live (installed, not removed).")
     live_devices_current = serializers.IntegerField(
-        help_text="Of those, the ones that fetched since the last rotation."
+        help_text="Of those, the ones that fetched since the last rotation and were installed since the key's "
+        "settings or its gateway's last changed."
     )
     last_live_fetch_at = serializers.DateTimeField(
         allow_null=True, help_text="When one of those devices last fetched the key (null: none has)."
@@ -291,7 +328,7 @@ class DeviceInputSerializer(serializers.ModelSerializer):
         fields = ("name", "platform")
         # The service trims and checks the name (gateways.devices.clean_device), with its own sentences.
         extra_kwargs = {
-            "name": {"max_length": 200, "allow_blank": True},
+            "name": {"max_length": 100, "allow_blank": True},  # the service's limit (clean_device)
             "platform": {
                 "required": True,
                 "error_messages": {"invalid_choice": f'must be one of {", ".join(Platform.values)}, not "{{input}}".'},
@@ -321,6 +358,11 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
     key_state = serializers.CharField(source="key.state", read_only=True)
     last_seen = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     has_current_secret = serializers.BooleanField(read_only=True)
+    needs_reinstall = serializers.BooleanField(
+        read_only=True,
+        help_text="Installed before the key's settings or its gateway's last changed: its settings.json holds the "
+        "old ones, so run the install command again.",
+    )
     revoked_by = serializers.CharField(source="revoked_by_username", read_only=True)
 
     class Meta:
@@ -343,6 +385,7 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
             "last_seen_ip",
             "claude_version",
             "has_current_secret",
+            "needs_reinstall",
             "revoked_at",
             "revoked_by",
         ]

@@ -29,6 +29,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.schema import list_or_export, refusal
 from gateways import devices, services
 from gateways.api import serializers as s
 from gateways.config import formats, live
@@ -52,14 +53,14 @@ class GatewayList(generics.ListAPIView):
     permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
     staff_only = CATALOGUE_STAFF_ONLY
 
-    @extend_schema(request=s.GatewayInputSerializer, responses={201: s.GatewayWrittenSerializer})
+    @extend_schema(request=s.GatewayCreateSerializer, responses={201: s.GatewayWrittenSerializer})
     def post(self, request):
         data = s.GatewayInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
-        for required in ("slug", "name", "base_url"):
+        for required in s.GATEWAY_REQUIRED_ON_CREATE:
             if not fields.get(required):
-                return Response({"detail": f"{required} is required to add a gateway."}, status=400)
+                raise RuleError(f"{required} is required to add a gateway.", field=required)
         gateway, notices = services.create_gateway(actor=request.user, request=request, **fields)
         return Response({**s.GatewayOutputSerializer(gateway).data, "notices": notices}, status=201)
 
@@ -79,7 +80,7 @@ class GatewayDetail(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         if changes.pop("slug", gateway.slug) != gateway.slug:
-            return Response({"detail": "A gateway's slug cannot change; it is part of every config URL."}, status=400)
+            raise RuleError("A gateway's slug cannot change; it is part of every config URL.", field="slug")
         notices = services.update_gateway(gateway=gateway, changes=changes, actor=request.user, request=request)
         return Response({**s.GatewayOutputSerializer(gateway).data, "notices": notices})
 
@@ -295,6 +296,9 @@ class ConnectionList(generics.ListAPIView):
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")]
         + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
+        responses=list_or_export(
+            s.ConnectionSerializer, {"text/csv": "?export=csv: a header row, then one row per connection."}
+        ),
     )
     def get(self, request, *args, **kwargs):
         export = request.query_params.get("export")
@@ -354,7 +358,14 @@ class DeviceList(generics.ListAPIView):
         )
         return team_devices(team)
 
-    @extend_schema(parameters=[OpenApiParameter("team", str, description="A team's slug: its devices, not yours.")])
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str, description="A team's slug: its devices, not yours.")],
+        responses={
+            200: s.DeviceOutputSerializer,
+            403: refusal(403, "With ?team=, a team you are not an admin or auditor of."),
+            404: refusal(404, "With ?team=, no team of yours has that slug."),
+        },
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 

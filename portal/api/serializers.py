@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.models import AuditEvent, Invitation, Membership, Role, Team
 
 
+@extend_schema_field({"type": "string", "pattern": "^[-a-z0-9_]+$"})
+class LowercaseSlugField(serializers.SlugField):
+    """A team's or gateway's slug. The schema says lowercase; the service refuses upper case with its own
+    sentence, which names the lowercase slug to use (portal.services.clean_slug)."""
+
+
 class TeamCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    slug = serializers.SlugField(max_length=50)
+    slug = LowercaseSlugField(max_length=50)
 
 
 class MemberSerializer(serializers.ModelSerializer):

@@ -12,6 +12,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.schema import list_or_export
 from portal import audit, exports, services
 from portal.api import serializers as s
 from portal.api.permissions import StaffWritesOnly
@@ -123,7 +124,14 @@ class AuditEventList(generics.ListAPIView):
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "actor", "action", "gateway", "since", "until")]
-        + [EXPORT_PARAM]
+        + [EXPORT_PARAM],
+        responses=list_or_export(
+            s.AuditEventSerializer,
+            {
+                "text/csv": "?export=csv: a header row, then one row per event.",
+                "application/x-ndjson": "?export=jsonl: one JSON object per line.",
+            },
+        ),
     )
     def get(self, request, *args, **kwargs):
         export = request.query_params.get("export")

@@ -1,12 +1,14 @@
 """Real API answers checked against the OpenAPI 3.0 schema the portal serves at /api/v1/schema/.
 
 What a generated client reads: a field the schema says is never null, a status or a media type it
-does not list, is a client that breaks on a real answer.
+does not list, a field it does not declare, is a client that breaks on a real answer. Request bodies
+are checked the same way: a body the request schema accepts is one a client will send.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import jsonschema
@@ -32,6 +34,34 @@ def _to_json_schema(node):
     return node
 
 
+def _closed(node):
+    """Objects that declare their properties refuse any other (a strict client's model has no slot for it)."""
+    if isinstance(node, list):
+        return [_closed(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _closed(v) for k, v in node.items()}
+    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    return node
+
+
+def _validator(schema: dict, node: dict) -> jsonschema.Draft7Validator:
+    """A validator for `node`, a part of `schema` that may $ref its components."""
+    root = _closed(_to_json_schema(copy.deepcopy(schema)))
+    wrapped = {**_closed(_to_json_schema(copy.deepcopy(node))), "components": root["components"]}
+    return jsonschema.Draft7Validator(wrapped, format_checker=jsonschema.FormatChecker())
+
+
+def _body(response) -> bytes:
+    """A response's body, streamed (a CSV export) or not; reading a stream uses it up, so read it once."""
+    if getattr(response, "streaming", False):
+        content = b"".join(response.streaming_content)
+        response.streaming_content = [content]
+        return content
+    return response.content
+
+
 def operation(schema: dict, method: str, path: str) -> tuple[str, dict]:
     """The path template and operation that `method path` (a real path, without query) is an instance of."""
     for template, operations in schema["paths"].items():
@@ -48,17 +78,29 @@ def errors(schema: dict, method: str, path: str, response) -> list[str]:
     if documented is None:
         return [f"{method} {template}: status {response.status_code} is not documented ({sorted(op['responses'])})"]
     content = documented.get("content") or {}
-    media_type = response["Content-Type"].split(";")[0] if response.content else None
+    body = _body(response)
+    media_type = response["Content-Type"].split(";")[0] if body else None
     if media_type is None:
         return [] if not content else [f"{method} {template}: an empty {response.status_code}, documented with a body"]
     if media_type not in content:
         return [f"{method} {template}: {response.status_code} {media_type} is not documented ({sorted(content)})"]
     if media_type != "application/json":
         return []
-    root = _to_json_schema(copy.deepcopy(schema))
-    wrapped = {**_to_json_schema(copy.deepcopy(content[media_type]["schema"])), "components": root["components"]}
-    validator = jsonschema.Draft7Validator(wrapped)
+    validator = _validator(schema, content[media_type]["schema"])
     return [
         f"{method} {template}: at /{'/'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in validator.iter_errors(response.json())
+        for e in validator.iter_errors(json.loads(body))
+    ]
+
+
+def request_errors(schema: dict, method: str, path: str, body) -> list[str]:
+    """What in a request body the documented request schema refuses (undeclared fields too)."""
+    template, op = operation(schema, method, path.split("?")[0])
+    documented = op.get("requestBody")
+    if documented is None:
+        return [] if body in (None, {}) else [f"{method} {template}: no request body is documented"]
+    validator = _validator(schema, documented["content"]["application/json"]["schema"])
+    return [
+        f"{method} {template}: at /{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(body)
     ]
