@@ -16,11 +16,11 @@ from gateways.models import Device, Gateway
 from gateways.services import assign_key, store_key
 from portal.invitations import create_invitation
 from portal.models import AccessToken, AuditEvent, Membership, Team
+from tests.chromium import launch
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 SECRET = "sk-browser-0123456789abcd"
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", "")) if os.environ.get("SCREENSHOT_DIR") else None
 
@@ -31,10 +31,7 @@ def browser(monkeypatch):
     # are still synchronous, so Django's guard is lifted for the test process only.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        chromium = launch(p)
         yield chromium
         chromium.close()
         # Database work done while Playwright runs may open a connection in Playwright's context,

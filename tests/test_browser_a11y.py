@@ -6,7 +6,6 @@ focus lands after a refused form; and that every aria-describedby names an eleme
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -21,10 +20,10 @@ from gateways.config.guide import TABS
 from gateways.models import Assignment, Gateway, GatewayKey
 from gateways.services import assign_key, store_key
 from portal.models import Membership, Role, Team
+from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 PHONE = {"width": 375, "height": 812}
 LINUX = "Mozilla/5.0 (X11; Linux x86_64) Chrome/156"
 NO_SIDEWAYS_SCROLL = "document.documentElement.scrollWidth <= window.innerWidth"
@@ -41,9 +40,7 @@ def chromium(monkeypatch):
     # Requested after the test's data fixtures, so their rows exist before Playwright's event loop runs.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        browser = launch(p)
         yield browser
         browser.close()
         connections.close_all()

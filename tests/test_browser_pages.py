@@ -7,7 +7,6 @@ light and the dark colour scheme.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -34,10 +33,10 @@ from portal.email_confirmation import CONFIRMATION_SALT
 from portal.invitations import create_invitation
 from portal.models import Membership, Role, Team, UnconfirmedEmail
 from portal.sudo import SUDO_SESSION_KEY
+from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
@@ -54,9 +53,7 @@ def chromium(world, monkeypatch):
     # calls stay synchronous, so Django's guard is lifted for the test process only.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        browser = launch(p)
         yield browser
         browser.close()
         connections.close_all()

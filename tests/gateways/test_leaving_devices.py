@@ -9,23 +9,14 @@ import pytest
 
 from gateways import offboarding
 from gateways.api import views as api_views
-from gateways.devices import DeviceRefused, create_device, fetch_key, install_device, rollout
+from gateways.devices import DeviceRefused, fetch_key, rollout
 from gateways.models import Device
 from gateways.services import assign_key, rotate_key_secret
 from portal import services as portal_services
 from portal.models import AccessToken, AuditEvent, Membership, Role
+from tests.gateways.test_device_pages import NEW_SECRET, live_device
 
 pytestmark = pytest.mark.django_db
-
-NEW_SECRET = "sk-tokenbay-rotated-0123456789abcdef"
-
-
-def live_device(assignment, name: str) -> tuple[Device, str]:
-    """A device installed and fetching, as its installer and helper would leave it."""
-    device, code = create_device(assignment=assignment, name=name, platform="linux", actor=assignment.user)
-    device, token = install_device(code=code, request=None, render=lambda d, t: t)
-    fetch_key(raw_token=token, request=None)
-    return device, token
 
 
 def set_active(user, active: bool) -> None:

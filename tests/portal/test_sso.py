@@ -22,12 +22,12 @@ from playwright.sync_api import expect, sync_playwright
 
 from portal import oidc
 from portal.models import AuditEvent, ExternalIdentity, Membership, Team
+from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = Path(os.environ.get("OIDC_PROVIDER_DIR", ROOT / ".cache/oidc-provider"))
-CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CLIENT_ID, CLIENT_SECRET = "gateway-portal", "tests-only-client-secret"
 CAROL = {"email": "carol@example.com", "email_verified": True, "name": "Carol Jones", "groups": ["eng"]}
 
@@ -77,9 +77,7 @@ def running_provider(tmp_path: Path, redirect_uri: str, **options):
 def browser(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        chromium = launch(p)
         yield chromium
         chromium.close()
         connections.close_all()
