@@ -6,8 +6,7 @@ than on each view, where a new endpoint would forget them.
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse
+from portal.api.schema import REFUSALS
 
 ERROR = {
     "type": "object",
@@ -24,14 +23,6 @@ ERROR = {
     "required": ["detail"],
 }
 
-REFUSALS = {
-    400: "The request is refused: `detail` says why, `field` and `errors` say which input.",
-    401: "No credentials, or an access token that is invalid, expired or revoked.",
-    403: "Signed in, but your role does not allow this.",
-    404: "Nothing with that id or slug is visible to you.",
-    413: "The request body is larger than the API accepts.",
-    415: "The body is not JSON: send Content-Type: application/json.",
-}
 WRITES = ("post", "put", "patch", "delete")
 
 
@@ -62,17 +53,3 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 responses.setdefault(str(code), {"description": REFUSALS[code], "content": body})
             operation["responses"] = dict(sorted(responses.items()))
     return result
-
-
-def refusal(status: int, description: str = "") -> OpenApiResponse:
-    """A refusal a view documents itself, where the hook cannot tell it happens (a role checked on a filter)."""
-    return OpenApiResponse({"$ref": "#/components/schemas/Error"}, description=description or REFUSALS[status])
-
-
-def list_or_export(serializer, exports: dict[str, str]) -> dict:
-    """A list's 200: a JSON page, or with `?export=` a file in each media type the exports answer (`exports`)."""
-    page = OpenApiResponse(serializer, description="A page of the list; with ?export=, every match as a file.")
-    files = {
-        (200, media_type): OpenApiResponse(OpenApiTypes.STR, description=what) for media_type, what in exports.items()
-    }
-    return {(200, "application/json"): page, **files}

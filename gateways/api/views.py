@@ -29,7 +29,6 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.schema import list_or_export, refusal
 from gateways import devices, services
 from gateways.api import serializers as s
 from gateways.config import formats, live
@@ -39,6 +38,7 @@ from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, 
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignment, my_assignments, my_devices, team_devices
 from portal.api.permissions import StaffWritesOnly
+from portal.api.schema import list_or_export, refusal
 from portal.errors import RuleError
 from portal.models import Role, TokenScope, token_scope
 from portal.permissions import require_role, team_with_role

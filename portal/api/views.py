@@ -12,10 +12,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.schema import list_or_export
 from portal import audit, exports, services
 from portal.api import serializers as s
 from portal.api.permissions import StaffWritesOnly
+from portal.api.schema import list_or_export
 from portal.models import AuditEvent, Membership, Role
 from portal.permissions import team_with_role
 from portal.selectors import teams_with_members
