@@ -220,11 +220,12 @@ class GatewayKeyQuerySet(models.QuerySet):
         return self.filter(due)
 
 
-# A probe's time is stamped when its answer is saved, a moment (up to a probe's time limit) after its run
-# began; the timer's next run, one interval later, then starts a moment short of a full interval after that
-# stamp. Without slack that run finds the key not yet due, and a key is probed every interval plus one
-# timer period (5 minutes on the README's timer: 10 instead of 5, 65 instead of 60). The slack is at most a
-# minute, and at most half the interval, so a key is never probed twice within half its interval.
+# A probe's time is when the probe started (gateways.probes.runner), a moment after its run began (the
+# command's start-up, the keys before it in the run); the timer's next run, one interval later, then starts
+# a moment short of a full interval after that stamp. Without slack that run finds the key not yet due, and
+# a key is probed every interval plus one timer period (5 minutes on the README's timer: 10 instead of 5,
+# 65 instead of 60). The slack is at most a minute, and at most half the interval, so a key is never probed
+# twice within half its interval.
 PROBE_DUE_SLACK = timedelta(minutes=1)
 
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -114,6 +115,8 @@ class ProbeOutcome:
     kind: str = "inference"
     details: dict = field(default_factory=dict)
     betas_fixed: bool = False  # context_management was rejected and the retry without it worked
+    # When the runner read the key and gateway it tested (runner.target_for): the settings it speaks for.
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

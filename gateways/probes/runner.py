@@ -20,9 +20,11 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing, suppress
+from datetime import datetime
 from functools import reduce
 from operator import or_
 from typing import cast
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
@@ -36,7 +38,7 @@ from gateways.config.builder import build_config
 from gateways.models import Gateway, GatewayKey, ProbeResult
 from gateways.probes.outbound import SafeClient, tls_context
 from gateways.probes.probe import UNEXPECTED_FAILURE, ProbeOutcome, ProbeTarget, alias_models, resolve_model, run_probe
-from gateways.rules import RuleError
+from gateways.rules import RuleError, styled_model_id
 from gateways.services import key_event
 from portal import audit
 from portal.crypto import DecryptionError
@@ -64,7 +66,8 @@ def target_for(key: GatewayKey, *, stream: bool = True, retry_betas: bool = True
         base_url=gateway.base_url,
         auth_scheme=gateway.auth_scheme,
         secret=secret,
-        model=resolve_model(env, gateway.probe_model),
+        # Spelt as the set-ups spell it: staff may have changed the style since probe_model was saved.
+        model=resolve_model(env, styled_model_id(gateway.probe_model, gateway.model_id_style)),
         prompt=gateway.probe_prompt,
         mode=gateway.probe_mode,
         stream=stream,
@@ -82,6 +85,16 @@ def _unusable_outcome(key: GatewayKey, reason: str) -> ProbeOutcome:
 
 async def _probe_one(
     key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict, retry_betas: bool = True
+) -> ProbeOutcome:
+    """Probe the key as loaded, dated when its settings were read: save_outcomes compares that with later edits."""
+    started_at = timezone.now()
+    outcome = await _probe_settings(key, client, stream, models_cache, retry_betas)
+    outcome.started_at = started_at
+    return outcome
+
+
+async def _probe_settings(
+    key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict, retry_betas: bool
 ) -> ProbeOutcome:
     if not key.is_usable:
         return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
@@ -159,42 +172,69 @@ def save_outcomes(
     return results
 
 
-def _grouped(verdicts: dict[int, str]) -> dict[str, list[int]]:
+def _grouped(verdicts: dict[UUID, str]) -> dict[str, list[UUID]]:
     """Key ids by verdict."""
-    grouped: dict[str, list[int]] = defaultdict(list)
+    grouped: dict[str, list[UUID]] = defaultdict(list)
     for key_id, verdict in verdicts.items():
         grouped[verdict].append(key_id)
     return grouped
 
 
-def _set_verdicts(verdicts: dict[int, str], loaded: dict[int, str], now) -> dict[int, str]:
-    """Set each key's latest verdict; returns the verdict each held just before, which alerts compare with.
+def _as_loaded(key: GatewayKey) -> Q:
+    """The key's row as it was when the key was loaded: its settings, and the latest probe it held."""
+    held = Q(last_probe_at__isnull=True) if key.last_probe_at is None else Q(last_probe_at=key.last_probe_at)
+    return Q(pk=key.pk, config_changed_at=key.config_changed_at, last_probe_verdict=key.last_probe_verdict) & held
 
-    Compare-and-set: one UPDATE sets the keys that still hold the verdict they were loaded with. Another
-    save may have changed a key since (an admin's 'Probe now' while a run waited on the network): such a
-    key is read again under lock and set after, so a key that starts failing or recovers is told once.
+
+def _set_verdicts(probed: dict[UUID, tuple[GatewayKey, str, datetime]]) -> dict[UUID, str]:
+    """Make each probe (key, verdict, started) its key's latest verdict where it still counts.
+
+    Returns the verdict each key so set held just before, which alerts compare with; a key left out
+    keeps its verdict, and the probe is history only. A probe counts when the key's settings are
+    those it was loaded with (config_changed_at, which update_gateway stamps on every key of an
+    edited gateway) and no probe that started after it has been saved: else it tested an old address
+    or key, or is not the latest. last_probe_at is the probe's start, as current_probe_verdict compares it.
+
+    Compare-and-set: one UPDATE sets the keys whose rows are still as loaded. Another save or an
+    edit may have come between (an admin's 'Probe now' while a run waited on the network): such a
+    key is read again under lock and decided then, so a key that starts failing or recovers is told once.
     """
 
-    def new_verdict() -> Case:
-        return Case(*(When(pk__in=ids, then=Value(verdict)) for verdict, ids in _grouped(verdicts).items()))
+    def verdicts_of(ids) -> dict:
+        chosen = {pk: probed[pk] for pk in ids}
+        grouped = _grouped({pk: verdict for pk, (_, verdict, _) in chosen.items()})
+        return {
+            "last_probe_verdict": Case(*(When(pk__in=pks, then=Value(verdict)) for verdict, pks in grouped.items())),
+            "last_probe_at": Case(*(When(pk=pk, then=Value(started)) for pk, (_, _, started) in chosen.items())),
+        }
 
-    unchanged = reduce(or_, (Q(pk__in=ids, last_probe_verdict=v) for v, ids in _grouped(loaded).items()))
-    if GatewayKey.objects.filter(unchanged).update(last_probe_verdict=new_verdict(), last_probe_at=now) == len(loaded):
-        return dict(loaded)
-    changed = dict(
-        GatewayKey.objects.select_for_update()
-        .filter(pk__in=verdicts)
-        .exclude(last_probe_at=now)  # set just now by the UPDATE above
-        .order_by("pk")
-        .values_list("pk", "last_probe_verdict")
-    )
-    GatewayKey.objects.filter(pk__in=changed).update(last_probe_verdict=new_verdict(), last_probe_at=now)
-    return {**loaded, **changed}
+    fresh = [key for key, _, started in probed.values() if key.last_probe_at is None or key.last_probe_at < started]
+    if fresh and len(fresh) == len(probed):
+        if GatewayKey.objects.filter(reduce(or_, map(_as_loaded, fresh))).update(**verdicts_of(probed)) == len(probed):
+            return {key.pk: key.last_probe_verdict for key in fresh}
+    elif fresh:
+        GatewayKey.objects.filter(reduce(or_, map(_as_loaded, fresh))).update(**verdicts_of(k.pk for k in fresh))
+    rows = GatewayKey.objects.select_for_update().filter(pk__in=probed).order_by("pk")
+    held_before: dict[UUID, str] = {}
+    later = []
+    for pk, held, held_at, changed_at in rows.values_list(
+        "pk", "last_probe_verdict", "last_probe_at", "config_changed_at"
+    ):
+        key, verdict, started = probed[pk]
+        if held_at == started and held == verdict and changed_at == key.config_changed_at:
+            held_before[pk] = key.last_probe_verdict  # set by the UPDATE above, which found it as loaded
+        elif changed_at == key.config_changed_at and (held_at is None or held_at < started):
+            held_before[pk] = held  # another probe was saved since: this one started after it
+            later.append(pk)
+    if later:
+        GatewayKey.objects.filter(pk__in=later).update(**verdicts_of(later))
+    return held_before
 
 
 @transaction.atomic
 def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[ProbeResult]:
     started_by = user if user and user.is_authenticated else None
+    now = timezone.now()  # for an outcome that does not say when its probe started
     results = ProbeResult.objects.bulk_create(
         [
             ProbeResult(
@@ -212,38 +252,30 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
                 trigger=trigger,
                 started_by=started_by,
                 details=outcome.details,
+                created_at=outcome.started_at or now,
             )
             for key, outcome in batch
         ]
     )
-    now = timezone.now()
+    latest = {key.pk: (key, outcome) for key, outcome in batch}  # a key twice in a batch: its last probe
     held_before = _set_verdicts(
-        {key.pk: outcome.verdict for key, outcome in batch}, {key.pk: key.last_probe_verdict for key, _ in batch}, now
+        {pk: (key, outcome.verdict, outcome.started_at or now) for pk, (key, outcome) in latest.items()}
     )
-    fixed = {key.pk for key, outcome in batch if outcome.betas_fixed and key.disable_experimental_betas is not True}
+    counted = set(held_before)  # the keys whose verdict this batch set; the others keep theirs
+    fixed = {
+        key.pk
+        for key, outcome in latest.values()
+        if key.pk in counted and outcome.betas_fixed and key.disable_experimental_betas is not True
+    }
     if fixed:
         GatewayKey.objects.filter(pk__in=fixed).update(disable_experimental_betas=True, config_changed_at=now)
-    # What probes learnt of each gateway's credential headers (gateways.rules.SCHEME_FACT): one write per gateway.
-    learnt: dict[int, Gateway] = {}
-    for (key, outcome), result in zip(batch, results, strict=True):
-        facts = outcome.details.get("credential_headers")
-        if facts:
-            gateway = key.gateway
-            gateway.credential_headers = {
-                **(gateway.credential_headers or {}),
-                **facts,
-                "seen_at": now.isoformat(),
-                "probe": result.pk,
-            }
-            learnt[gateway.pk] = gateway
-    for gateway in learnt.values():
-        Gateway.objects.filter(pk=gateway.pk).update(credential_headers=gateway.credential_headers)
+    _record_credential_headers(batch, results, now)
     audit_events = []
     transitions = []
     for (key, outcome), result in zip(batch, results, strict=True):
-        transitions.append((key, held_before.get(key.pk, key.last_probe_verdict), result))
-        held_before[key.pk] = outcome.verdict
-        key.last_probe_verdict, key.last_probe_at = outcome.verdict, now
+        if key.pk in counted and latest[key.pk][1] is outcome:
+            transitions.append((key, held_before[key.pk], result))
+            key.last_probe_verdict, key.last_probe_at = outcome.verdict, result.created_at
         if key.pk in fixed:
             key.disable_experimental_betas, key.config_changed_at = True, now
             details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
@@ -256,6 +288,27 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
     for key, previous, result in transitions:  # alerts listen for a key that starts failing or recovers
         events.probe_recorded.send(sender=GatewayKey, key=key, previous=previous, result=result)
     return results
+
+
+def _record_credential_headers(batch, results: list[ProbeResult], now: datetime) -> None:
+    """Store what probes learnt of each gateway's credential headers (rules.SCHEME_FACT): one write per gateway.
+
+    Written only while the gateway has the address and auth scheme the probes were sent with: update_gateway
+    clears the facts of an old address, and a probe that was on its way there must not bring them back.
+    """
+    learnt: dict[tuple[int, str, str], tuple[dict, list[Gateway]]] = {}
+    for (key, outcome), result in zip(batch, results, strict=True):
+        facts = outcome.details.get("credential_headers")
+        if facts:
+            gateway = key.gateway
+            probed_as = (gateway.pk, gateway.base_url, gateway.auth_scheme)
+            seen, gateways = learnt.setdefault(probed_as, ({**(gateway.credential_headers or {})}, []))
+            seen.update(facts, seen_at=now.isoformat(), probe=result.pk)
+            gateways.append(gateway)
+    for (pk, base_url, auth_scheme), (seen, gateways) in learnt.items():
+        if Gateway.objects.filter(pk=pk, base_url=base_url, auth_scheme=auth_scheme).update(credential_headers=seen):
+            for gateway in gateways:
+                gateway.credential_headers = seen
 
 
 def probe_processes(count: int, concurrency: int) -> int:

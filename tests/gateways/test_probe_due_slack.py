@@ -1,7 +1,7 @@
 """`probe --due` on the README's five-minute timer probes each key once per its gateway's interval.
 
-A probe's answer is saved (and `last_probe_at` stamped) a moment after its run started, so the next run,
-one interval later, starts a moment short of a full interval after that stamp: the due check allows for it.
+A key's `last_probe_at` is when its probe started, a moment after its run started, so the next run, one
+interval later, starts a moment short of a full interval after that stamp: the due check allows for it.
 """
 
 from datetime import UTC, datetime, timedelta
