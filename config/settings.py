@@ -523,6 +523,12 @@ OIDC_GROUPS_CLAIM = os.getenv("OIDC_GROUPS_CLAIM", "").strip() or "groups"
 OIDC_SCOPES = os.getenv("OIDC_SCOPES", "").strip() or "openid email profile"
 OIDC_ONLY = envbool("OIDC_ONLY", "False")
 OIDC_REQUIRE_EMAIL_VERIFIED = envbool("OIDC_REQUIRE_EMAIL_VERIFIED", "True")
+# The most one answer of the identity provider (discovery, keys, token, userinfo) may take, whole (portal/oidc.py).
+OIDC_DEADLINE_SECONDS = envfloat("OIDC_DEADLINE_SECONDS", 10.0)
+if not 0 < OIDC_DEADLINE_SECONDS <= 120:
+    raise ImproperlyConfigured(
+        f"OIDC_DEADLINE_SECONDS must be more than 0 and at most 120, not {OIDC_DEADLINE_SECONDS}."
+    )
 if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
     raise ImproperlyConfigured("OIDC_ISSUER is set, so OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set too.")
 if OIDC_ISSUER and not DEBUG and not OIDC_ISSUER.startswith("https://"):

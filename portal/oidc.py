@@ -13,13 +13,16 @@ accept an invitation the browser merely opened.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jwt
 import requests
+import urllib3
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -30,6 +33,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.encoding import smart_str
 from django.views.generic import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
@@ -54,7 +58,11 @@ from portal.sudo import enter_sudo_mode
 logger = logging.getLogger(__name__)
 
 DISCOVERY_SECONDS = 3600
-TIMEOUT = 10
+TIMEOUT = 10  # seconds per read of one answer, at most; OIDC_DEADLINE_SECONDS bounds the whole answer
+# The provider's discovery document, keys, token and userinfo answers are a few KiB; more is not read.
+ANSWER_MAX_BYTES = 1024 * 1024
+# The key type each signing algorithm needs, to pick the one key for an ID token that names none (no kid).
+KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 # Asymmetric algorithms only: an ID token signed with the client secret (HS256) or unsigned is refused.
 SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 # Where a sign-in's start is kept: inside mozilla-django-oidc's entry for its state (which it drops once answered).
@@ -62,6 +70,8 @@ START_KEY = "portal_start"
 # How much earlier than the sudo start the provider's clock may put the new sign-in (auth_time).
 AUTH_TIME_SKEW_SECONDS = 30
 _discovered: dict[str, tuple[float, dict]] = {}
+KEYS_UNUSABLE = "The ID token's signature cannot be checked against the provider's keys"
+OTHER_AUDIENCE = "The ID token was made for another application, not this portal."
 
 
 class SSOError(Exception):
@@ -130,6 +140,89 @@ def _invitation_asked_for(request: HttpRequest) -> str:
     return ""
 
 
+@dataclass
+class ProviderAnswer:
+    """One answer of the identity provider, read whole within the deadline and the size cap."""
+
+    status: int
+    body: bytes
+
+    def json(self):
+        """The answer as JSON; ValueError when it is not."""
+        return json.loads(self.body)
+
+
+def deadline_seconds() -> float:
+    return float(settings.OIDC_DEADLINE_SECONDS)
+
+
+def provider_answer(method: str, url: str, *, what: str, **kwargs) -> ProviderAnswer:
+    """Ask the identity provider, waiting at most OIDC_DEADLINE_SECONDS for the whole answer and reading at most
+    ANSWER_MAX_BYTES of it.
+
+    requests' own timeout bounds each read, not the answer: a provider (or anything on its path) that sends a byte
+    every few seconds, or sends without end, would hold the web thread serving the sign-in. Slow or huge is an
+    SSOError with a sentence; an unreachable provider or a broken answer is a requests.RequestException, for the
+    caller to put in its own words.
+    """
+    seconds = deadline_seconds()
+    ends = time.monotonic() + seconds
+    too_slow = SSOError(
+        f"The identity provider took longer than {seconds:g} seconds to answer ({what}), so the portal stopped "
+        "waiting. Try again; if it lasts, ask staff to check the provider.",
+        status=502,
+    )
+    too_big = SSOError(
+        f"The identity provider's answer ({what}) is larger than {ANSWER_MAX_BYTES // 1024} KiB, so the portal "
+        "did not read it. Ask staff to check the provider.",
+        status=502,
+    )
+    per_read = min(TIMEOUT, seconds)
+    try:
+        response = requests.request(method, url, stream=True, timeout=(per_read, per_read), **kwargs)
+    except requests.Timeout:
+        if time.monotonic() >= ends:
+            logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
+            raise too_slow from None
+        raise
+    with response:
+        announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > ANSWER_MAX_BYTES:
+            logger.warning("OIDC %s at %s announced %s bytes.", what, url, announced)
+            raise too_big
+        body = bytearray()
+        while True:
+            left = ends - time.monotonic()
+            if left <= 0:
+                logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
+                raise too_slow
+            _limit_next_read(response, min(per_read, left))
+            try:
+                # read1 returns what has arrived, so a dribbling answer comes back here to meet the deadline.
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                if time.monotonic() >= ends:
+                    logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
+                    raise too_slow from None
+                raise requests.ConnectionError(f"reading the answer failed: {exc}") from None
+            if not chunk:
+                return ProviderAnswer(status=response.status_code, body=bytes(body))
+            body += chunk
+            if len(body) > ANSWER_MAX_BYTES:
+                logger.warning("OIDC %s at %s sent more than %d bytes.", what, url, ANSWER_MAX_BYTES)
+                raise too_big
+
+
+def _limit_next_read(response: requests.Response, seconds: float) -> None:
+    """No single read may outlast the deadline either, where the connection still holds its socket (kept alive).
+
+    Otherwise a read waits at most min(TIMEOUT, deadline), so the answer still ends within twice the deadline.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
+
+
 def oidc_setting(name: str, *default):
     """mozilla-django-oidc's settings, answered from the portal's own names (OIDC_ISSUER, OIDC_CLIENT_ID...)."""
     ours = {
@@ -163,9 +256,10 @@ def discovery() -> dict:
         return cached[1]
     url = f"{issuer}/.well-known/openid-configuration"
     try:
-        response = requests.get(url, timeout=TIMEOUT)
-        response.raise_for_status()
-        document = response.json()
+        answer = provider_answer("GET", url, what="its discovery document")
+        if answer.status != 200:
+            raise requests.HTTPError(f"HTTP {answer.status}")
+        document = answer.json()
     except (requests.RequestException, ValueError) as exc:
         logger.warning("OIDC discovery at %s failed: %s", url, exc)
         raise SSOError(
@@ -183,8 +277,20 @@ def discovery() -> dict:
     missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not document.get(k)]
     if missing:
         raise SSOError(f"The identity provider's discovery document has no {', '.join(missing)}.", status=502)
+    endpoints = ("authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint")
+    garbled = [k for k in endpoints if k in document and not _is_web_address(document[k])]
+    if garbled:
+        raise SSOError(
+            f"The identity provider's discovery document gives no web address for {', '.join(garbled)}. "
+            "Ask staff to check the provider.",
+            status=502,
+        )
     _discovered[issuer] = (time.monotonic(), document)
     return document
+
+
+def _is_web_address(value: object) -> bool:
+    return isinstance(value, str) and urlsplit(value).scheme in ("http", "https") and bool(urlsplit(value).netloc)
 
 
 def failure_page(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
@@ -223,7 +329,9 @@ class SSOBackend(OIDCAuthenticationBackend):
         if "client_secret_basic" in methods:
             auth = HTTPBasicAuth(quote(data["client_id"], safe=""), quote(data.pop("client_secret"), safe=""))
         try:
-            response = requests.post(self.OIDC_OP_TOKEN_ENDPOINT, data=data, auth=auth, timeout=TIMEOUT)
+            response = provider_answer(
+                "POST", self.OIDC_OP_TOKEN_ENDPOINT, what="the sign-in code exchange", data=data, auth=auth
+            )
         except requests.RequestException as exc:
             logger.warning("OIDC token request failed: %s", exc)
             raise SSOError(
@@ -233,7 +341,7 @@ class SSOBackend(OIDCAuthenticationBackend):
             answer = response.json()
         except ValueError:
             answer = {}
-        if response.status_code != 200 or not isinstance(answer, dict):
+        if response.status != 200 or not isinstance(answer, dict):
             error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
             if error == "invalid_grant":
                 raise SSOError(
@@ -241,7 +349,7 @@ class SSOBackend(OIDCAuthenticationBackend):
                     "Sign in again from the start."
                 )
             raise SSOError(
-                f"The identity provider refused to finish the sign-in ({error or f'HTTP {response.status_code}'}). "
+                f"The identity provider refused to finish the sign-in ({error or f'HTTP {response.status}'}). "
                 "Ask staff to check the portal's client settings.",
                 status=502,
             )
@@ -268,16 +376,29 @@ class SSOBackend(OIDCAuthenticationBackend):
                 leeway=60,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_iss": False},
             )
-        except (SuspiciousOperation, requests.RequestException, jwt.InvalidKeyError, KeyError):
-            raise SSOError(
-                "The ID token's signature cannot be checked against the provider's keys.", status=502
-            ) from None
+        except (SuspiciousOperation, requests.RequestException, jwt.InvalidKeyError, jwt.PyJWKError, KeyError):
+            raise SSOError(f"{KEYS_UNUSABLE}.", status=502) from None
         except jwt.ExpiredSignatureError:
             raise SSOError("The ID token has expired. Sign in again.") from None
         except jwt.InvalidAudienceError:
-            raise SSOError("The ID token was made for another application, not this portal.", status=403) from None
+            raise SSOError(OTHER_AUDIENCE, status=403) from None
         except jwt.PyJWTError as exc:
             raise SSOError(f"The ID token does not check out ({exc}).", status=403) from None
+        # OIDC Core 3.1.3.7: an ID token also made for another client is refused (the portal trusts none but
+        # itself), and so is one that another client asked for (azp).
+        audience = payload["aud"]
+        audiences = audience if isinstance(audience, list) else [audience]
+        if not audiences or any(a != settings.OIDC_CLIENT_ID for a in audiences):
+            raise SSOError(OTHER_AUDIENCE, status=403)
+        if "azp" in payload and payload["azp"] != settings.OIDC_CLIENT_ID:
+            raise SSOError(OTHER_AUDIENCE, status=403)
+        if not str(payload["sub"]).strip():
+            # An empty subject would be linked to the account and then find it for anyone else's empty subject.
+            raise SSOError(
+                "The identity provider's ID token names no one (its sub claim is empty), so the portal cannot tell "
+                "which account is yours. Ask staff to check the provider.",
+                status=403,
+            )
         issuer = str(payload.get("iss", "")).rstrip("/")
         if issuer != settings.OIDC_ISSUER:
             raise SSOError(
@@ -289,6 +410,43 @@ class SSOBackend(OIDCAuthenticationBackend):
             raise SSOError("The ID token belongs to another sign-in (its nonce does not match). Sign in again.")
         return payload
 
+    def retrieve_matching_jwk(self, token):
+        """The provider's key that signed `token`: the one named by its kid, or with no kid the only key that
+        fits its algorithm. The key set is read like every answer of the provider (deadline, size cap)."""
+        url = self.OIDC_OP_JWKS_ENDPOINT
+        answer = provider_answer("GET", url, what="its signing keys")
+        if answer.status != 200:
+            raise requests.HTTPError(f"HTTP {answer.status}")
+        try:
+            document = answer.json()
+        except ValueError:
+            raise SSOError(f"{KEYS_UNUSABLE}: its key set at {url} is not JSON.", status=502) from None
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise SSOError(
+                f"{KEYS_UNUSABLE}: its key set at {url} is not a list of keys. Ask staff to check the provider.",
+                status=502,
+            )
+        header = jwt.get_unverified_header(token)
+        algorithm = smart_str(header.get("alg"))
+        kty = KEY_TYPES.get(algorithm[:2])
+        fitting = [
+            k
+            for k in keys
+            if k.get("use", "sig") == "sig" and k.get("alg", algorithm) == algorithm and k.get("kty") == kty
+        ]
+        if "kid" in header:
+            fitting = [k for k in fitting if k.get("kid") == smart_str(header["kid"])]
+        if not fitting:
+            raise SSOError(f"{KEYS_UNUSABLE}: none of its keys fits the ID token.", status=502)
+        if len(fitting) > 1:
+            raise SSOError(
+                f"{KEYS_UNUSABLE}: several of its keys fit the ID token, which names none of them (no kid). "
+                "Ask staff to check the provider.",
+                status=502,
+            )
+        return jwt.PyJWK(fitting[0], algorithm=algorithm)
+
     def get_userinfo(self, access_token, id_token, payload) -> dict:
         """The ID token's claims, completed by the userinfo endpoint for the same subject."""
         claims = dict(payload)
@@ -296,9 +454,12 @@ class SSOBackend(OIDCAuthenticationBackend):
         if not endpoint or not access_token:
             return claims
         try:
-            response = requests.get(endpoint, headers={"Authorization": f"Bearer {access_token}"}, timeout=TIMEOUT)
-            response.raise_for_status()
-            info = response.json()
+            answer = provider_answer(
+                "GET", endpoint, what="who you are (userinfo)", headers={"Authorization": f"Bearer {access_token}"}
+            )
+            if answer.status != 200:
+                raise requests.HTTPError(f"HTTP {answer.status}")
+            info = answer.json()
         except (requests.RequestException, ValueError):
             raise SSOError(
                 "The identity provider did not say who you are (userinfo failed). Try again.", status=502
@@ -531,9 +692,12 @@ class SSOStartView(OIDCAuthenticationRequestView):
         if not settings.OIDC_ISSUER:
             raise Http404("Single sign-on is not configured here.")
         try:
-            self.OIDC_OP_AUTH_ENDPOINT = discovery()["authorization_endpoint"]
+            endpoint = urlsplit(discovery()["authorization_endpoint"])
         except SSOError as exc:
+            audit.record(Action.SIGN_IN_FAILED, request=request, details={"via": "sso", "reason": str(exc)[:300]})
             return failure_page(request, str(exc), exc.status)
+        # mozilla-django-oidc appends "?<its query>"; the endpoint's own query is merged back in below.
+        self.OIDC_OP_AUTH_ENDPOINT = urlunsplit(endpoint._replace(query="", fragment=""))
         self.OIDC_RP_CLIENT_ID = settings.OIDC_CLIENT_ID
         sudo = request.GET.get("sudo") == "1" and request.user.is_authenticated
         self.start = SignInStart(
@@ -542,6 +706,7 @@ class SSOStartView(OIDCAuthenticationRequestView):
             invitation=_invitation_asked_for(request),
         )
         response = super().get(request)
+        response["Location"] = with_own_query(response["Location"], endpoint.query)
         state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
         request.session["oidc_states"][state][START_KEY] = asdict(self.start)
         request.session.modified = True
@@ -550,6 +715,16 @@ class SSOStartView(OIDCAuthenticationRequestView):
     def get_extra_params(self, request) -> dict:
         # Sudo mode must be a fresh sign-in at the provider, not its remembered session.
         return {"prompt": "login", "max_age": "0"} if self.start.sudo_for is not None else {}
+
+
+def with_own_query(location: str, own_query: str) -> str:
+    """The sign-in address with the authorization endpoint's own query kept (RFC 6749 3.1), the portal's
+    parameters winning where both name one."""
+    parts = urlsplit(location)
+    asked = parse_qsl(parts.query, keep_blank_values=True)
+    named = {name for name, _ in asked}
+    own = [(name, value) for name, value in parse_qsl(own_query, keep_blank_values=True) if name not in named]
+    return urlunsplit(parts._replace(query=urlencode(own + asked)))
 
 
 NOT_STARTED_HERE = (
