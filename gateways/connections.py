@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Case, Count, Exists, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -32,7 +32,7 @@ SORTS = {
     "gateway": "key__gateway__slug",
     "assigned": "created_at",
     "last_download": "last_download_at",
-    "verdict": "key__last_probe_verdict",
+    "verdict": "current_verdict",  # annotated by connections_for(): the verdict the row shows
     "expiry": "key__expires_at",
 }
 # The columns of a row, in the order of the CSV and the API.
@@ -84,6 +84,36 @@ def stale_cutoff():
     return timezone.now() - timedelta(days=settings.CONNECTION_STALE_DAYS)
 
 
+def never_downloaded(now: datetime) -> Q:
+    """Assignments of a usable key whose holder never downloaded the set-up nor fetched it live.
+
+    A key that no longer works (disabled, expired, revoked) has nothing to download: its holder is not
+    reminded, on the dashboard or in the list it links to.
+    """
+    unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
+    usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
+    fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
+    return usable & Q(~Exists(fetched_live), last_download_at__isnull=True)
+
+
+def behind_the_rotation() -> Q:
+    """Assignments whose holder still has the secret the key's last rotation replaced.
+
+    A download from before the rotation holds the old secret, and so does a live device whose last fetch
+    was of a secret that is no longer the key's; a holder who never downloaded holds none. One rule for the
+    dashboard's rollouts and the stale filter, as the key page's rollout counts them (devices.rollout).
+    """
+    live = Device.objects.live().filter(assignment=OuterRef("pk"))
+    behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
+    return Q(last_download_at__lt=F("key__rotated_at")) | Q(Exists(behind))
+
+
+def current_verdict() -> Case:
+    """The key's current_probe_verdict in SQL: '' when its secret or settings changed after the last probe."""
+    counts = Q(key__last_probe_at__isnull=False, key__last_probe_at__gte=F("key__config_changed_at"))
+    return Case(When(counts, then=F("key__last_probe_verdict")), default=Value(""))
+
+
 def _count(devices: QuerySet[Device]):
     """How many of `devices` there are, as a column of the row (a subquery, so the list stays one query)."""
     counted = devices.order_by().values("assignment").annotate(n=Count("pk")).values("n")[:1]
@@ -101,6 +131,7 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         last_live_fetch_at=Subquery(
             live.order_by().values("assignment").annotate(at=Max("last_seen_at")).values("at")[:1]
         ),
+        current_verdict=current_verdict(),
     )
     if filters.team:
         rows = rows.filter(key__team__slug=filters.team)
@@ -108,24 +139,23 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         rows = rows.filter(key__gateway__slug=filters.gateway)
     now = timezone.now()
     if filters.state == "never_downloaded":
-        # A device's fetch counts as a download, as on the dashboard (dashboard.never_downloaded).
-        fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
-        rows = rows.filter(last_download_at__isnull=True).exclude(Exists(fetched_live))
+        rows = rows.filter(never_downloaded(now))  # as the dashboard counts them
     elif filters.state == "stale":
-        # A stale download, a live device still on the secret before the last rotation (the dashboard's rollout),
-        # or one installed before the key's settings or its gateway's last changed (it must run the installer again).
-        behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
+        # A stale download, a holder still on the secret before the last rotation (the dashboard's rollout),
+        # or a live device installed before the key's settings or its gateway's last changed (it must run the
+        # installer again). A download before the rotation is also one before config_changed_at.
         rows = rows.filter(
             Q(last_download_at__lt=F("key__config_changed_at"))
             | Q(last_download_at__lt=stale_cutoff())
-            | Exists(behind)
+            | behind_the_rotation()
             | Exists(live.needing_reinstall())
         )
     elif filters.state == "failing":
-        # The key's failing() rule: a probe older than the last rotation or settings change tested something else.
+        # The key's failing() rule: a usable key whose probe since the last rotation or settings change failed.
         rows = rows.filter(key__in=GatewayKey.objects.failing())
     elif filters.state == "expired":
-        rows = rows.filter(key__expires_at__lte=now)
+        # KeyState.EXPIRED: a revoked or disabled key says so first, whatever its expiry.
+        rows = rows.filter(key__revoked_at__isnull=True, key__is_enabled=True, key__expires_at__lte=now)
     field = SORTS[filters.sort.removeprefix("-")]
     # Ties go the sort's way too, so an index on (column, id) serves either direction read backwards.
     if filters.sort.startswith("-"):
@@ -171,7 +201,7 @@ def _row(assignment: Assignment, cutoff) -> dict:
         "last_download_format": assignment.last_download_format,
         "last_download_ip": assignment.last_download_ip,
         "download_stale": bool(downloaded and (downloaded < key.config_changed_at or downloaded < cutoff)),
-        "latest_verdict": key.last_probe_verdict,
+        "latest_verdict": key.current_probe_verdict,  # as the filters, the key and the team pages count it
         "latest_probe_at": key.last_probe_at,
         "expires_at": key.expires_at,
         # Annotated by connections_for().

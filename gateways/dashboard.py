@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
+from gateways import connections
 from gateways.models import Assignment, Device, GatewayKey, GatewayKeyQuerySet
 from portal.models import Team
 from portal.permissions import is_staff
@@ -39,8 +40,8 @@ class Section:
 
 
 def failing_keys(keys: GatewayKeyQuerySet) -> QuerySet[GatewayKey]:
-    """Usable keys whose last probe failed and still counts: a rotation or settings change since starts over."""
-    return keys.usable().failing().order_by("-last_probe_at", "label")
+    """Keys failing their last probe (GatewayKey.is_failing): usable, probed since the last rotation or change."""
+    return keys.failing().order_by("-last_probe_at", "label")
 
 
 def expiring_keys(keys: QuerySet[GatewayKey], now) -> QuerySet[GatewayKey]:
@@ -64,13 +65,8 @@ def unused_keys(keys: GatewayKeyQuerySet, now) -> QuerySet[GatewayKey]:
 
 
 def never_downloaded(assignments: QuerySet[Assignment], now) -> QuerySet[Assignment]:
-    """Assignments of usable keys whose holder never downloaded the set-up nor fetched it live, oldest first."""
-    unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
-    usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
-    fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
-    return (
-        assignments.filter(usable, last_download_at__isnull=True).exclude(Exists(fetched_live)).order_by("created_at")
-    )
+    """Assignments of usable keys never downloaded nor fetched live (connections.never_downloaded), oldest first."""
+    return assignments.filter(connections.never_downloaded(now)).order_by("created_at")
 
 
 def _count_of(assignments: QuerySet[Assignment]) -> Coalesce:
@@ -80,17 +76,8 @@ def _count_of(assignments: QuerySet[Assignment]) -> Coalesce:
 
 
 def pending_rollout() -> QuerySet[Assignment]:
-    """Holders still on the old secret: assigned before the rotation, with no download since.
-
-    A download holds the secret, so until its holder downloads again it has the old one. A holder
-    whose live device has fetched the new secret (its fingerprint is the key's) is done.
-    """
-    rotated = OuterRef("rotated_at")
-    stale = Q(last_download_at__isnull=True) | Q(last_download_at__lt=rotated)
-    current_live = Device.objects.live().filter(
-        assignment=OuterRef("pk"), fetched_fingerprint=OuterRef("key__fingerprint")
-    )
-    return Assignment.objects.filter(stale, created_at__lt=rotated).exclude(Exists(current_live))
+    """Holders still on the old secret (connections.behind_the_rotation), as the stale list and the key page say."""
+    return Assignment.objects.filter(connections.behind_the_rotation())
 
 
 def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:

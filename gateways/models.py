@@ -201,9 +201,11 @@ class GatewayKeyQuerySet(models.QuerySet):
         return self.filter(team__in=Team.objects.overseen_by(user))
 
     def failing(self) -> GatewayKeyQuerySet:
-        """Keys whose latest probe failed and still counts (GatewayKey.is_failing), in one query."""
-        return self.filter(revoked_at__isnull=True, last_probe_at__gte=models.F("config_changed_at")).exclude(
-            last_probe_verdict__in=["", "ok"]
+        """Usable keys whose latest probe failed and still counts (GatewayKey.is_failing), in one query."""
+        return (
+            self.usable()
+            .filter(last_probe_at__gte=models.F("config_changed_at"))
+            .exclude(last_probe_verdict__in=["", "ok"])
         )
 
     def usable(self) -> GatewayKeyQuerySet:
@@ -374,8 +376,11 @@ class GatewayKey(models.Model):
 
     @property
     def is_failing(self) -> bool:
-        """Failing its latest probe, which still counts: a rotation or settings change since starts over."""
-        return self.revoked_at is None and self.current_probe_verdict not in ("", "ok")
+        """Usable and failing its latest probe, which still counts: a rotation or settings change since starts over.
+
+        A disabled, expired or revoked key is not failing: its state says more, and the portal does not probe it.
+        """
+        return self.is_usable and self.current_probe_verdict not in ("", "ok")
 
     @property
     def betas_disabled(self) -> bool:

@@ -50,7 +50,7 @@ BAD_CURSOR = "The cursor is not one this list gave out; follow the list's own ne
 
 @dataclass(frozen=True)
 class SortKey:
-    """One column of a list's ordering: a field path such as `key__team__slug`."""
+    """One column of a list's ordering: a field path such as `key__team__slug`, or an annotation's name."""
 
     path: str
     descending: bool
@@ -109,7 +109,11 @@ def sort_keys(queryset: QuerySet) -> list[SortKey]:
             path, descending = item.expression.name, item.descending
         else:
             raise ImproperlyConfigured(f"A paginated list cannot be ordered by {item!r}.")
-        field, nullable = _resolve(queryset.model, path)
+        annotation = queryset.query.annotations.get(path)
+        if annotation is not None:  # a computed column, such as the connections' current verdict
+            field, nullable = annotation.output_field, True
+        else:
+            field, nullable = _resolve(queryset.model, path)
         keys.append(SortKey(path, descending, field, nullable))
         if field.primary_key and "__" not in path:
             return keys

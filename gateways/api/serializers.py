@@ -177,6 +177,13 @@ class KeyOutputSerializer(serializers.ModelSerializer):
             "last_probe_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "last_probe_verdict": {
+                "help_text": "The verdict of the key's last probe, as it was saved. It no longer counts when "
+                "config_changed_at is later than last_probe_at (the probe tested an old secret or settings): "
+                "the pages and the connections report then show no verdict, and the key is not failing."
+            }
+        }
 
 
 class AssignmentInputSerializer(serializers.Serializer):
@@ -307,7 +314,10 @@ class ConnectionSerializer(serializers.Serializer):
     last_download_format = serializers.CharField()
     last_download_ip = serializers.CharField(allow_null=True)
     download_stale = serializers.BooleanField()
-    latest_verdict = serializers.CharField()
+    latest_verdict = serializers.CharField(
+        help_text="The key's latest probe verdict while it still counts: empty when the key was never probed or "
+        "its secret or settings changed since (as the failing filter and the key page count it)."
+    )
     latest_probe_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
     live_devices = serializers.IntegerField(help_text="Devices that fetch this key live (installed, not removed).")

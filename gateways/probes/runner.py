@@ -83,6 +83,11 @@ def _unusable_outcome(key: GatewayKey, reason: str) -> ProbeOutcome:
     return ProbeOutcome("refused", hint=reason, kind=key.gateway.probe_mode)
 
 
+def _refused_as_unusable(key: GatewayKey, outcome: ProbeOutcome) -> bool:
+    """The portal refused to probe the key because it is disabled, expired or revoked (see _probe_settings)."""
+    return outcome.verdict == "refused" and not key.is_usable
+
+
 async def _probe_one(
     key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict, retry_betas: bool = True
 ) -> ProbeOutcome:
@@ -97,7 +102,9 @@ async def _probe_settings(
     key: GatewayKey, client: SafeClient, stream: bool, models_cache: dict, retry_betas: bool
 ) -> ProbeOutcome:
     if not key.is_usable:
-        return _unusable_outcome(key, f"The key is {key.state}; the portal does not probe it.")
+        return _unusable_outcome(
+            key, f"The key is {key.state}; the portal does not probe it, and its latest verdict stands."
+        )
     try:
         target = target_for(key, stream=stream, retry_betas=retry_betas)
         return await run_probe(target, client, models_cache)
@@ -257,7 +264,9 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
             for key, outcome in batch
         ]
     )
-    latest = {key.pk: (key, outcome) for key, outcome in batch}  # a key twice in a batch: its last probe
+    # A key twice in a batch: its last probe. The portal's refusal to probe a key that is not usable is no
+    # verdict on the key or its gateway: history only, so the key is not failing once it is usable again.
+    latest = {key.pk: (key, outcome) for key, outcome in batch if not _refused_as_unusable(key, outcome)}
     held_before = _set_verdicts(
         {pk: (key, outcome.verdict, outcome.started_at or now) for pk, (key, outcome) in latest.items()}
     )
