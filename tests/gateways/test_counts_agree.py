@@ -15,6 +15,7 @@ from gateways.models import Assignment, GatewayKey, ProbeResult
 from gateways.services import assign_key, revoke_key, rotate_key_secret, set_key_enabled, store_key
 from portal.models import Membership, Role
 from tests.conftest import make_user
+from tests.gateways.test_dashboard import count_in, section
 
 pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)
@@ -26,16 +27,6 @@ def key(team, gateway, label, actor, **fields) -> GatewayKey:
     if fields:
         GatewayKey.objects.filter(pk=stored.pk).update(**fields)
     return GatewayKey.objects.get(pk=stored.pk)
-
-
-def section(html: str, slug: str) -> str:
-    match = re.search(rf'<section[^>]*data-section="{slug}".*?</section>', html, re.S)
-    assert match, f"no {slug} section"
-    return match.group(0)
-
-
-def count_in(html: str, slug: str) -> int:
-    return int(re.search(r"data-count>(\d+)<", section(html, slug)).group(1))
 
 
 def csv_rows(response) -> list[dict]:
