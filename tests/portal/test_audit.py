@@ -280,7 +280,10 @@ def test_connection_rows_answer_who_has_what(api, staff, bob_assignment, tokenba
 def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_assignment):
     failing = store_key(team=web, gateway=tokaify, label="failing", secret="sk-failing-0000000000", actor=alice)
     assign_key(key=failing, username="bob", actor=alice)
-    GatewayKey.objects.filter(pk=failing.pk).update(
+    GatewayKey.objects.filter(pk=failing.pk).update(last_probe_verdict="auth_failed", last_probe_at=timezone.now())
+    expired = store_key(team=web, gateway=tokaify, label="expired", secret="sk-expired-0000000000", actor=alice)
+    assign_key(key=expired, username="bob", actor=alice)
+    GatewayKey.objects.filter(pk=expired.pk).update(
         last_probe_verdict="auth_failed", last_probe_at=timezone.now(), expires_at=timezone.now()
     )
     api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/bash")
@@ -289,8 +292,9 @@ def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_a
     def users(state):
         return [r["key_label"] for r in client.get(f"/api/v1/connections/?state={state}").json()["results"]]
 
+    # An expired key is expired, not failing, and its holders are not asked to download it (usable keys only).
     assert users("failing") == ["failing"]
-    assert users("expired") == ["failing"]
+    assert users("expired") == ["expired"]
     assert users("never_downloaded") == ["failing"]
     assert users("stale") == []
     GatewayKey.objects.filter(pk=bob_assignment.key_id).update(config_changed_at=timezone.now() + timedelta(seconds=1))
