@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from gateways.models import Assignment, Device, GatewayKey
+from gateways.models import Assignment, Device, GatewayKey, probe_counts, usable_key
 from portal import exports
 from portal.errors import RuleError
 
@@ -90,10 +90,8 @@ def never_downloaded(now: datetime) -> Q:
     A key that no longer works (disabled, expired, revoked) has nothing to download: its holder is not
     reminded, on the dashboard or in the list it links to.
     """
-    unexpired = Q(key__expires_at__isnull=True) | Q(key__expires_at__gt=now)
-    usable = Q(key__revoked_at__isnull=True, key__is_enabled=True) & unexpired
     fetched_live = Device.objects.filter(assignment=OuterRef("pk"), last_seen_at__isnull=False)
-    return usable & Q(~Exists(fetched_live), last_download_at__isnull=True)
+    return usable_key("key__", now) & Q(~Exists(fetched_live), last_download_at__isnull=True)
 
 
 def behind_the_rotation() -> Q:
@@ -110,8 +108,7 @@ def behind_the_rotation() -> Q:
 
 def current_verdict() -> Case:
     """The key's current_probe_verdict in SQL: '' when its secret or settings changed after the last probe."""
-    counts = Q(key__last_probe_at__isnull=False, key__last_probe_at__gte=F("key__config_changed_at"))
-    return Case(When(counts, then=F("key__last_probe_verdict")), default=Value(""))
+    return Case(When(probe_counts("key__"), then=F("key__last_probe_verdict")), default=Value(""))
 
 
 def _count(devices: QuerySet[Device]):

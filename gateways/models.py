@@ -195,6 +195,21 @@ class Gateway(models.Model):
         )
 
 
+def usable_key(prefix: str = "", now: datetime | None = None) -> models.Q:
+    """A usable key (GatewayKey.is_usable) in SQL: not revoked, enabled, not expired at `now`.
+
+    `prefix` reaches the key from another model (`key__` from an assignment or a device).
+    """
+    now = now or timezone.now()
+    unexpired = models.Q(**{f"{prefix}expires_at__isnull": True}) | models.Q(**{f"{prefix}expires_at__gt": now})
+    return models.Q(**{f"{prefix}revoked_at__isnull": True, f"{prefix}is_enabled": True}) & unexpired
+
+
+def probe_counts(prefix: str = "") -> models.Q:
+    """The key's latest probe still counts (GatewayKey.current_probe_verdict): made since its last rotation or change."""
+    return models.Q(**{f"{prefix}last_probe_at__gte": models.F(f"{prefix}config_changed_at")})
+
+
 class GatewayKeyQuerySet(models.QuerySet):
     def visible_to(self, user) -> GatewayKeyQuerySet:
         """Keys of the teams the user administers or audits (staff: all)."""
@@ -202,17 +217,10 @@ class GatewayKeyQuerySet(models.QuerySet):
 
     def failing(self) -> GatewayKeyQuerySet:
         """Usable keys whose latest probe failed and still counts (GatewayKey.is_failing), in one query."""
-        return (
-            self.usable()
-            .filter(last_probe_at__gte=models.F("config_changed_at"))
-            .exclude(last_probe_verdict__in=["", "ok"])
-        )
+        return self.usable().filter(probe_counts()).exclude(last_probe_verdict__in=["", "ok"])
 
     def usable(self) -> GatewayKeyQuerySet:
-        now = timezone.now()
-        return self.filter(revoked_at__isnull=True, is_enabled=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
-        )
+        return self.filter(usable_key())
 
     def due_for_probe(self, now) -> GatewayKeyQuerySet:
         """Keys whose gateway's probe interval has passed since their last probe (GatewayKey.is_due_for_probe, in SQL)."""
@@ -488,14 +496,11 @@ class DeviceQuerySet(models.QuerySet):
         A device of a disabled, expired or revoked key, or of a deactivated account, has every fetch refused
         (gateways.devices.refusal_reason), so it is not counted live: the SQL form of Device.state's "live".
         """
-        unexpired = models.Q(key__expires_at__isnull=True) | models.Q(key__expires_at__gt=timezone.now())
         return self.filter(
-            unexpired,
+            usable_key("key__"),
             installed_at__isnull=False,
             revoked_at__isnull=True,
             assignment__isnull=False,
-            key__revoked_at__isnull=True,
-            key__is_enabled=True,
             user__is_active=True,
         )
 
