@@ -10,11 +10,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.urls import reverse
 
 from alerts.models import EventKind, Notification
 from gateways.models import Assignment, GatewayKey, Verdict
+from portal.http import public_url
 from portal.times import in_portal_zone, written_time
 
 EMAIL_PREFIX = "[Gateway portal] "
@@ -31,7 +31,7 @@ class Message:
 
 def link(path: str) -> str:
     """An address to act at: absolute when PORTAL_URL is set (it should be, for mail), else the path."""
-    return f"{settings.PORTAL_URL}{path}"
+    return public_url(None, path)  # no request: a notification is sent by `manage.py notify`
 
 
 def key_facts(key: GatewayKey) -> dict:
