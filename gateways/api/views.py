@@ -214,7 +214,18 @@ class MyConfigDownload(APIView):
         return formats.download_response(text, fmt, assignment.key.gateway.slug)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("verdict", str, enum=list(Verdict.values), description="Only probes with this verdict."),
+            OpenApiParameter("key", uuid.UUID, description="Only the probes of this key (its id)."),
+            OpenApiParameter("gateway", str, description="Only the probes of this gateway (its slug)."),
+        ]
+    )
+)
 class ProbeList(generics.ListAPIView):
+    """Probes of the keys of the teams you administer or audit (staff: all), newest first."""
+
     serializer_class = s.ProbeResultOutputSerializer
 
     def get_queryset(self):
@@ -314,18 +325,33 @@ class ConnectionList(generics.ListAPIView):
 
 
 class MyConfigDevices(APIView):
-    @extend_schema(request=s.DeviceInputSerializer, responses={201: s.DeviceCreatedSerializer})
+    @extend_schema(
+        request=s.DeviceInputSerializer,
+        responses={
+            201: s.DeviceCreatedSerializer,
+            404: OpenApiResponse(REFUSAL, description="You have no configuration with that id (any more)."),
+            410: DOWNLOAD_RESPONSES[410],
+        },
+    )
     @sensitive_variables("code", "url", "answer")  # the one-time install code, and the link and answer that hold it
     def post(self, request, assignment_id):
         """Make a device for one of your configurations: a one-time install link (15 minutes) and its command."""
+        missing = "You have no configuration with that id. GET /api/v1/me/configs/ lists yours."
         assignment = my_assignment(request.user, assignment_id)
         if assignment is None:
-            raise NotFound("You have no configuration with that id. GET /api/v1/me/configs/ lists yours.")
+            raise NotFound(missing)
         data = s.DeviceInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        device, code = devices.create_device(
-            assignment=assignment, actor=request.user, request=request, **data.validated_data
-        )
+        try:
+            device, code = devices.create_device(
+                assignment=assignment, actor=request.user, request=request, **data.validated_data
+            )
+        except devices.DeviceRefused as exc:
+            # The same answers as the download of this configuration: taken back meanwhile is 404, a key
+            # that yields no configuration (revoked, disabled, expired) is 410.
+            if exc.reason == "unassigned":
+                raise NotFound(missing) from None
+            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
         url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
         answer = {
             "id": device.pk,
