@@ -21,7 +21,7 @@ from django.utils import timezone
 from gateways.models import Assignment
 from portal import audit
 from portal.errors import RuleError
-from portal.models import AccessToken, Action, Membership, Team
+from portal.models import AccessToken, Action, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
 
 
@@ -35,6 +35,9 @@ class Offboarding:
     assignments: list[Assignment] = field(default_factory=list)
     tokens: list[AccessToken] = field(default_factory=list)
     keeps_tokens: bool = False  # team offboarding of someone still in another team (or staff): tokens are the account's
+    # Account offboarding only (a team's own offboarding refuses its last admin): the teams whose last admin
+    # this person is. Staff act as admin in every team, so they go on; the page asks them to name a new one.
+    leaderless: list[Team] = field(default_factory=list)
 
     @property
     def deactivates(self) -> bool:
@@ -52,6 +55,7 @@ class Offboarding:
             "teams_left": [m.team.slug for m in self.memberships],
             "assignments_removed": [f"{a.key.team.slug}/{a.key.short_fingerprint}" for a in self.assignments],
             "tokens_revoked": [t.lookup_id for t in self.tokens],
+            "teams_without_admin": [t.slug for t in self.leaderless],
             "static_copies": [
                 {"team": a.key.team.slug, "key": a.key.short_fingerprint, "label": a.key.label, "masked": a.key.masked}
                 for a in self.static_copies
@@ -78,10 +82,24 @@ def for_member(team: Team, user) -> Offboarding:
     return Offboarding(user, team, memberships, _assignments(key__team=team, user=user), tokens, keeps_tokens=keeps)
 
 
+def _leaderless(memberships: list[Membership]) -> list[Team]:
+    """The teams of these memberships (one person's) that have no other admin."""
+    administered = [m.team_id for m in memberships if m.role == Role.ADMIN]
+    if not administered:
+        return []
+    others = Membership.objects.filter(team_id__in=administered, role=Role.ADMIN).exclude(
+        pk__in=[m.pk for m in memberships]
+    )
+    kept = set(others.values_list("team_id", flat=True))
+    return [m.team for m in memberships if m.team_id in administered and m.team_id not in kept]
+
+
 def for_account(user) -> Offboarding:
     """Offboarding from the portal: every membership, assignment and token, and the account deactivated."""
     memberships = list(Membership.objects.filter(user=user).select_related("team"))
-    return Offboarding(user, None, memberships, _assignments(user=user), _live_tokens(user))
+    plan = Offboarding(user, None, memberships, _assignments(user=user), _live_tokens(user))
+    plan.leaderless = _leaderless(memberships)
+    return plan
 
 
 @transaction.atomic
@@ -105,6 +123,11 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
         plan.keeps_tokens = user.is_staff or len(locked) > len(plan.memberships)
         for membership in plan.memberships:
             refuse_last_admin(membership, new_role=None)
+    else:
+        # Read again under the lock, and after the teams' rows, which every change of a team's admins locks
+        # first (portal.services.refuse_last_admin): the teams this leaves without an admin, as they are now.
+        list(Team.objects.select_for_update().filter(pk__in=[m.team_id for m in locked]).order_by("pk").values("pk"))
+        plan.leaderless = _leaderless(locked)
     plan.tokens = [] if plan.keeps_tokens else _live_tokens(user)
     AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
     Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()

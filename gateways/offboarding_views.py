@@ -39,6 +39,7 @@ def _summary(plan: offboarding.Offboarding) -> dict:
         ],
         "tokens": [{"lookup_id": t.lookup_id, "name": t.name} for t in plan.tokens],
         "keeps_tokens": plan.keeps_tokens,
+        "leaderless": [{"name": t.name, "slug": t.slug} for t in plan.leaderless],
         "copies": [
             {
                 "key_id": str(a.key_id),

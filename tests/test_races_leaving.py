@@ -64,7 +64,7 @@ def test_an_install_link_asked_for_while_the_member_is_removed_gets_the_sentence
     [(first, box)] = removal
     first.join()
     assert "error" not in box, box
-    assert response.status_code == 400, (response.status_code, response.content[:300])
+    assert response.status_code == 404, (response.status_code, response.content[:300])  # as its download now
     assert response.json()["detail"] == UNASSIGNED
     assert not Device.objects.exists()
 

@@ -336,10 +336,9 @@ class MyConfigDevices(APIView):
     @sensitive_variables("code", "url", "answer")  # the one-time install code, and the link and answer that hold it
     def post(self, request, assignment_id):
         """Make a device for one of your configurations: a one-time install link (15 minutes) and its command."""
-        missing = "You have no configuration with that id. GET /api/v1/me/configs/ lists yours."
         assignment = my_assignment(request.user, assignment_id)
         if assignment is None:
-            raise NotFound(missing)
+            raise NotFound("You have no configuration with that id. GET /api/v1/me/configs/ lists yours.")
         data = s.DeviceInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -347,11 +346,10 @@ class MyConfigDevices(APIView):
                 assignment=assignment, actor=request.user, request=request, **data.validated_data
             )
         except devices.DeviceRefused as exc:
-            # The same answers as the download of this configuration: taken back meanwhile is 404, a key
-            # that yields no configuration (revoked, disabled, expired) is 410.
-            if exc.reason == "unassigned":
-                raise NotFound(missing) from None
-            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
+            # The statuses of this configuration's download: taken back meanwhile is 404, a key that yields
+            # no configuration (revoked, disabled, expired) 410; the sentence is the device's, which says why.
+            gone = exc.reason != "unassigned"
+            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE if gone else status.HTTP_404_NOT_FOUND)
         url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
         answer = {
             "id": device.pk,

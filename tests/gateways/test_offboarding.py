@@ -145,3 +145,25 @@ def test_only_staff_see_the_user_list(client, alice):
     client.force_login(alice)
     assert client.get("/users/").status_code == 403
     assert "/users/" not in client.get("/teams/").content.decode().split("<main>")[0]
+
+
+def test_staff_offboarding_a_teams_last_admin_says_which_teams_have_none(client, staff, alice, bob, data_team, charlie):
+    Membership.objects.create(team=data_team, user=alice, role=Role.ADMIN)  # data keeps charlie as its admin
+    client.force_login(staff)
+    plan = client.get("/users/alice/offboard/").content.decode()
+    assert "alice is the last admin of these teams, which will have none" in plan
+    assert 'href="/teams/web/"' in plan.split("data-leaderless", 1)[1].split("</p>", 1)[0]
+    assert 'href="/teams/data/"' not in plan.split("data-leaderless", 1)[1].split("</p>", 1)[0]
+
+    page = client.post("/users/alice/offboard/", follow=True).content.decode()
+    assert "These teams have no admin now" in page
+    event = AuditEvent.objects.get(action="account.offboarded", target="alice")
+    assert event.details["teams_without_admin"] == ["web"]
+
+
+def test_a_team_with_another_admin_is_not_named_as_left_without_one(client, staff, alice, bob):
+    Membership.objects.filter(user=bob, team__slug="web").update(role=Role.ADMIN)
+    client.force_login(staff)
+    assert "data-leaderless" not in client.get("/users/alice/offboard/").content.decode()
+    client.post("/users/alice/offboard/")
+    assert AuditEvent.objects.get(action="account.offboarded").details["teams_without_admin"] == []
