@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group
 from django.db import router, transaction
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils.html import format_html
 from django_otp.plugins.otp_static.admin import StaticDeviceAdmin
@@ -212,6 +217,10 @@ class AuditedUserAdmin(UserAdmin):
 
 admin.site.unregister(User)
 admin.site.register(User, AuditedUserAdmin)
+# The portal decides who may do what with is_staff, is_superuser and team roles, never with Django's groups, and a
+# group created, renamed or given permissions here would be in no audit row. An account's groups and permissions,
+# changed on its own page above, are audited as account.updated.
+admin.site.unregister(Group)
 
 
 class AuditedTOTPDeviceAdmin(LookOnly, TOTPDeviceAdmin):
@@ -264,3 +273,64 @@ class RecoveryCodesAdmin(LookOnly, StaticDeviceAdmin):
 for _model, _model_admin in ((TOTPDevice, AuditedTOTPDeviceAdmin), (StaticDevice, RecoveryCodesAdmin)):
     admin.site.unregister(_model)  # registered as django-otp ships it when its admin module was imported above
     admin.site.register(_model, _model_admin)
+
+
+class LockOutAdmin(LookOnly, AccessAttemptAdmin):
+    """Failed sign-ins per user name and address (django-axes), to look at; deleting one lifts its lock-out, audited.
+
+    Each row deleted, alone or with "Delete selected", is `account.unlocked` naming the user name tried, the address
+    it was tried from, its failed sign-ins and whether they had locked it out; never the form data a try carried.
+    django-axes' "clean up expired attempts" is not offered: its handler drops expired attempts itself.
+    """
+
+    actions: list[str] = []
+
+    def has_delete_permission(self, request, obj=None):
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, AccessAttempt.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic(using=router.db_for_write(AccessAttempt)):
+            attempts = list(queryset)
+            # Counted before any goes: django-axes adds up a user name's failures from one address over its rows.
+            failures = {(a.username, a.ip_address): self._failed_sign_ins(a) for a in attempts}
+            for attempt in attempts:
+                if AccessAttempt.objects.filter(pk=attempt.pk).delete()[0]:
+                    count = failures[(attempt.username, attempt.ip_address)]
+                    audit.record(
+                        Action.ACCOUNT_UNLOCKED,
+                        actor=request.user,
+                        request=request,
+                        target=attempt.username or "",
+                        details={
+                            "via": "admin",
+                            "ip_address": attempt.ip_address,
+                            "failed_sign_ins": count,
+                            "locked_out": count >= settings.AXES_FAILURE_LIMIT,
+                        },
+                    )
+
+    @staticmethod
+    def _failed_sign_ins(attempt: AccessAttempt) -> int:
+        same = AccessAttempt.objects.filter(username=attempt.username, ip_address=attempt.ip_address)
+        return same.aggregate(total=Sum("failures_since_start"))["total"] or 0
+
+
+class FailedSignInLogAdmin(LookOnly, AccessFailureLogAdmin):
+    """Every failed sign-in django-axes kept, to look at: a record deleted here would hide a guesser."""
+
+
+class SignInLogAdmin(LookOnly, AccessLogAdmin):
+    """Every sign-in django-axes kept, to look at: a record deleted here would hide who came in."""
+
+
+for _model, _model_admin in (
+    (AccessAttempt, LockOutAdmin),
+    (AccessFailureLog, FailedSignInLogAdmin),
+    (AccessLog, SignInLogAdmin),
+):
+    if admin.site.is_registered(_model):  # as django-axes registers them, unless AXES_ENABLE_ADMIN is off
+        admin.site.unregister(_model)
+        admin.site.register(_model, _model_admin)
