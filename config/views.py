@@ -10,7 +10,10 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from alerts.models import Channel
+from gateways.models import GatewayKey
 from portal import audit_chain, crypto
+from portal.models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +79,49 @@ def _keyring_ready(name: str, get_keyring) -> bool:
         return False
 
 
+def _holds_stored_keys(name: str, get_keyring, sealed) -> bool:
+    """The keyring holds every key the stored rows were sealed or signed with (a restore brought its keys).
+
+    `sealed` is a function returning the querysets for crypto.missing_key_ids: asked only once the database
+    answers, and its rows are read by their indexed key-id columns.
+    """
+    try:
+        missing = crypto.missing_key_ids(get_keyring(), *sealed())
+    except DatabaseError:
+        logger.exception("readyz: the %s keyring's stored key ids could not be read", name)
+        return False
+    if missing:
+        logger.error(
+            "readyz: stored rows were made with %s key(s) %s, which the keyring lacks", name, ", ".join(missing)
+        )
+    return not missing
+
+
+def _vault_sealed():
+    return (GatewayKey.objects.all(), Channel.objects.all())
+
+
+def _audit_signed():
+    # The head is what the next event chains onto; older rows may be signed with retired keys until
+    # rotate_audit_key re-signs them, which verify_audit reports.
+    head = AuditEvent.objects.order_by("-id")[:1].values("pk")
+    return ((AuditEvent.objects.filter(pk__in=head), "signing_key_id"),)
+
+
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: the database answers and the vault and audit keyrings work; 503 names what does not."""
+    """Readiness: the database answers and the vault and audit keyrings work (they parse, seal, and hold the
+    keys the stored secrets and the chain's head were made with); 503 names what does not."""
+    database = _database_ready()
     checks = {
-        "database": "ok" if _database_ready() else "unreachable",
-        "vault": "ok" if _keyring_ready("vault", crypto.get_keyring) else "unusable",
-        "audit": "ok" if _keyring_ready("audit", audit_chain.get_keyring) else "unusable",
+        "database": "ok" if database else "unreachable",
+        "vault": "ok"
+        if _keyring_ready("vault", crypto.get_keyring)
+        and (not database or _holds_stored_keys("vault", crypto.get_keyring, _vault_sealed))
+        else "unusable",
+        "audit": "ok"
+        if _keyring_ready("audit", audit_chain.get_keyring)
+        and (not database or _holds_stored_keys("audit", audit_chain.get_keyring, _audit_signed))
+        else "unusable",
     }
     ready = all(state == "ok" for state in checks.values())
     return _health_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -225,6 +225,22 @@ def development_keyring_value(
         write_private_file(path, generate_key() + "\n")
         logger.warning("Created a development key in %s. Set %s in production.", path, setting)
     return path.read_text().strip()
+
+
+def missing_key_ids(keyring: Keyring, *sealed: Any) -> list[str]:
+    """The key ids that rows of these querysets were sealed or signed with and `keyring` lacks, sorted.
+
+    A keyring that parses and seals is not enough after a restore: one that lacks the key the stored rows were
+    made with opens none of them. Each queryset's `column` (secret_key_id by default) is an indexed key id; a
+    queryset may be given as (queryset, column).
+    """
+    known = [key_id for key_id, _ in keyring.keys]
+    missing: set[str] = set()
+    for item in sealed:
+        queryset, column = item if isinstance(item, tuple) else (item, "secret_key_id")
+        strangers = queryset.exclude(**{column: ""}).exclude(**{f"{column}__in": known})
+        missing.update(strangers.order_by().values_list(column, flat=True).distinct()[:10])
+    return sorted(missing)
 
 
 def get_keyring() -> Keyring:

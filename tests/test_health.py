@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from portal import crypto
+from portal.models import AuditEvent
 from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING
 from tests.test_concurrency import free_port
 
@@ -150,3 +152,36 @@ def test_the_image_holds_every_part_the_portal_imports(tmp_path):
             [sys.executable, "manage.py", *command], cwd=app, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --- A restore on a new host with the wrong keyring: it parses and seals, yet opens none of the stored rows ---
+
+
+@pytest.mark.django_db
+def test_readyz_says_the_vault_is_unusable_when_its_keyring_lacks_the_key_the_stored_secrets_need(
+    client, settings, tokaify_key, caplog
+):
+    stored_with = tokaify_key.secret_key_id
+    settings.PORTAL_ENCRYPTION_KEYS = crypto.generate_key()  # a working keyring, without the restored rows' key
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "vault": "unusable", "audit": "ok"}
+    assert stored_with in caplog.text  # the log names the key to put back
+
+    settings.PORTAL_ENCRYPTION_KEYS = f"{crypto.generate_key()},{TEST_KEYRING}"  # a rotation under way: both kept
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_says_the_audit_keyring_is_unusable_when_it_lacks_the_heads_key(client, settings, tokaify_key):
+    assert AuditEvent.objects.exists()  # key.created
+    settings.PORTAL_AUDIT_KEYS = crypto.generate_key()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable"}
+
+
+@pytest.mark.django_db
+def test_readyz_reads_a_few_indexed_columns_whatever_is_stored(client, tokaify_key, django_assert_max_num_queries):
+    with django_assert_max_num_queries(4):  # SELECT 1, the two vault-sealed tables, the chain's head
+        assert client.get("/readyz").status_code == 200

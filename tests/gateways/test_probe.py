@@ -688,3 +688,24 @@ def test_probe_command_records_every_key_when_one_probe_fails_unexpectedly(three
     assert len(results) == 3
     assert [results[k.pk].verdict for k in three_keys] == ["ok", "ok", "refused"]
     assert "unexpected error" in results[three_keys[2].pk].hint
+
+
+@pytest.mark.parametrize("due", [False, True])
+def test_a_probe_run_with_a_keyring_lacking_the_stored_keys_key_touches_no_key_and_tells_no_team(
+    settings, web, tokaify_key, due
+):
+    """After a restore with the wrong PORTAL_ENCRYPTION_KEYS, the fault is the portal's: cron's `probe --due`
+    must not record every key as failing and send every team a failing notice."""
+    from django.core.management import CommandError
+
+    from alerts.models import Notification
+    from alerts.services import create_channel
+    from portal import crypto
+
+    create_channel(team=web, kind="email", target="ops@example.com", actor=None)
+    settings.PORTAL_ENCRYPTION_KEYS = crypto.generate_key()
+    with pytest.raises(CommandError, match=f"lacks key {tokaify_key.secret_key_id}.*Nothing was probed"):
+        call_command("probe", *(["--due"] if due else []))
+    tokaify_key.refresh_from_db()
+    assert (tokaify_key.last_probe_verdict, ProbeResult.objects.count()) == ("", 0)
+    assert not Notification.objects.exists()

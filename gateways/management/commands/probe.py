@@ -14,7 +14,7 @@ from gateways.models import GatewayKey, GatewayKeyQuerySet, ProbeResult
 from gateways.probes.runner import probe_and_save
 from gateways.rules import one_line
 from gateways.services import record_expirations
-from portal import claims
+from portal import claims, crypto
 
 # Longer than a batch of probes takes (each is bounded by PROBE_DEADLINE): an older claim was a run that died.
 CLAIM_LEASE = timedelta(minutes=10)
@@ -47,6 +47,13 @@ class Command(BaseCommand):
             keys = keys.filter(team__slug=team)
         if gateway:
             keys = keys.filter(gateway__slug=gateway)
+        if missing := crypto.missing_key_ids(crypto.get_keyring(), keys):
+            # After a restore with the wrong keyring every probe would be refused and every team told its keys
+            # fail: the fault is the portal's, so nothing is probed or sent.
+            raise CommandError(
+                f"The vault keyring (PORTAL_ENCRYPTION_KEYS) lacks key {', '.join(missing)}, which stored keys "
+                "were encrypted with: put it back (after a restore, the keyring of the backup). Nothing was probed."
+            )
         self.done = 0
         self.show_progress = sys.stderr.isatty()
         if due:
