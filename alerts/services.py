@@ -52,10 +52,17 @@ def create_channel(
         target=channel.display_target[:200],
         details={"channel": str(channel.id), "kind": kind, "signed": channel.has_secret},
     )
-    if kind == ChannelKind.EMAIL and not settings.EMAIL_CONFIGURED:
-        # Kept (mail may be set up next); the page says so at once, and each delivery fails with NO_MAIL_CHANNEL.
+    if channel_notices(channel):
+        # Kept (mail may be set up next); the page and the API say so at once, and each delivery fails with NO_MAIL.
         logger.warning("E-mail channel %s added to team %s while the portal sends no mail.", channel.pk, team.slug)
     return channel
+
+
+def channel_notices(channel: Channel) -> list[str]:
+    """What the admin who wrote `channel` must hear: that it cannot deliver yet (an e-mail channel while mail is off)."""
+    if channel.kind == ChannelKind.EMAIL and not settings.EMAIL_CONFIGURED:
+        return [NO_MAIL_CHANNEL]
+    return []
 
 
 @transaction.atomic

@@ -42,11 +42,36 @@ def _text(name: str, default: str) -> str:
     return os.getenv(name, "").strip() or default
 
 
-def _count(name: str, default: int) -> int:
-    value = _text(name, str(default))
-    if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"{name} must be a whole number of 1 or more, not {value!r}.")
+def _whole(value: str, low: int, high: int) -> int | None:
+    """VALUE as a whole number from `low` to `high`, else None; ASCII digits only ("²" is a digit to str.isdigit)."""
+    if not re.fullmatch(r"[0-9]{1,9}", value) or not low <= int(value) <= high:
+        return None
     return int(value)
+
+
+def _count(name: str, default: int, high: int) -> int:
+    """A number of processes or threads, stopped here with a sentence rather than by gunicorn with a traceback."""
+    value = _text(name, "")
+    if not value:
+        return default
+    number = _whole(value, 1, high)
+    if number is None:
+        raise SystemExit(f"{name} must be a whole number from 1 to {high}, not {value!r}.")
+    return number
+
+
+def _address(name: str, default: str) -> str:
+    """host:port, [IPv6]:port, a host alone (port 8000) or unix:/path; a port gunicorn cannot bind stops start-up here."""
+    value = _text(name, default)
+    if value.startswith(("unix:", "fd://")):
+        return value
+    shape = re.fullmatch(r"(?:tcp://)?(\[[^\]]*\]|[^:\[\]/]*):(.*)", value)
+    if shape and _whole(shape.group(2), 1, 65535) is None:
+        raise SystemExit(
+            f"{name}'s port must be a whole number from 1 to 65535, not {shape.group(2)!r} "
+            f"({name} is host:port, like 0.0.0.0:8000, or unix:/path/to.sock)."
+        )
+    return value
 
 
 def _on(name: str, default: str) -> bool:
@@ -56,10 +81,14 @@ def _on(name: str, default: str) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
-bind = _text("BIND", "0.0.0.0:8000")
-workers = _count("WEB_CONCURRENCY", max(2, os.cpu_count() or 1))
+bind = _address("BIND", "0.0.0.0:8000")
+# A word or a negative number in WEB_CONCURRENCY stops gunicorn before it reads this file (it parses the
+# variable itself); config/settings.py checks it too, so the image's `manage.py migrate` stops with a sentence.
+workers = _count("WEB_CONCURRENCY", max(2, os.cpu_count() or 1), high=1000)
 worker_class = "gthread"
-threads = _count("WEB_THREADS", 2)
+# Fewer threads than a process's connections (worker_connections, 1000): with as many, gunicorn keeps none alive.
+worker_connections = 1000
+threads = _count("WEB_THREADS", 2, high=worker_connections - 1)
 timeout = 60
 graceful_timeout = 30
 keepalive = 5

@@ -230,6 +230,11 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dj_database_url.D
         ) from None
 
 
+# gunicorn's processes (config/gunicorn.conf.py): gunicorn parses WEB_CONCURRENCY itself before reading its
+# config file, so a word or a negative number there is its own traceback; checked here too, the image's
+# `manage.py migrate` (run before gunicorn) stops first with a sentence.
+envint("WEB_CONCURRENCY", 2, low=1, high=1000)
+
 # An empty DATABASE_URL (a blank line in an env file) means the default, as for every other setting.
 # A secret like the others: it holds the database's password (DATABASE_URL_FILE).
 DATABASES = {

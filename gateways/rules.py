@@ -58,13 +58,33 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
     """
     notices: list[str] = []
     url = url.strip()
+    # urlsplit drops a tab or line break without a word and keeps a space: either way the address stored
+    # would not be the one typed, or one no request line can carry.
+    blank = next((ch for ch in url if ch.isspace() or unicodedata.category(ch).startswith("C")), None)
+    if blank is not None:
+        what = "a space" if blank == " " else f"a blank or invisible character (U+{ord(blank):04X})"
+        path_start = url.find("/", url.find("://") + 3) if "://" in url else -1
+        if 0 <= path_start < url.index(blank):
+            raise RuleError(
+                f"The base URL's path contains {what}, which an address cannot hold. Remove it, or write a space "
+                "that belongs in the path as %20, like https://api.example.com/my%20gateway."
+            )
+        raise RuleError(
+            f"The base URL's host name or port contains {what}; remove it, like https://api.example.com:8443."
+        )
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535, in ASCII digits
+        port = parts.port  # reading it checks the port: a number from 0 to 65535, in ASCII digits
     except ValueError:
         raise RuleError(
-            "The base URL cannot be read: check the host name and the port (a number), like https://api.example.com."
+            "The base URL cannot be read: check the host name and the port (a number from 1 to 65535), "
+            "like https://api.example.com or http://127.0.0.1:8080."
         ) from None
+    if port == 0:
+        raise RuleError(
+            "The base URL's port is 0, where no server can be reached: give the gateway's port, a number from 1 "
+            "to 65535, or leave it out for the usual one (443 for https://)."
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RuleError("The base URL must start with https:// and name a host, like https://api.example.com.")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):

@@ -38,3 +38,17 @@ class ChannelOutputSerializer(serializers.ModelSerializer):
         model = Channel
         fields = ["id", "team", "kind", "target", "signed", "enabled", "created_by", "created_at"]
         read_only_fields = fields
+
+
+class ChannelWrittenSerializer(ChannelOutputSerializer):
+    """A channel as adding it answers: with what the admin must know, as gateway writes answer `notices`."""
+
+    notices = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text='Why the channel will not deliver yet, e.g. "This portal sends no mail: ..."; empty when all is well.',
+    )
+
+    class Meta(ChannelOutputSerializer.Meta):
+        fields = [*ChannelOutputSerializer.Meta.fields, "notices"]
+        read_only_fields = fields

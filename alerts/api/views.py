@@ -35,13 +35,14 @@ class TeamChannelList(generics.ListAPIView):
         )
         return team.channels.select_related("team", "created_by").order_by("created_at")
 
-    @extend_schema(request=s.ChannelInputSerializer, responses={201: s.ChannelOutputSerializer})
+    @extend_schema(request=s.ChannelInputSerializer, responses={201: s.ChannelWrittenSerializer})
     def post(self, request, slug):
         team, _ = team_with_role(request.user, slug, Role.ADMIN, denied=ADMINS_ONLY)
         data = s.ChannelInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         channel = services.create_channel(team=team, actor=request.user, request=request, **data.validated_data)
-        return Response(s.ChannelOutputSerializer(channel).data, status=status.HTTP_201_CREATED)
+        written = {**s.ChannelOutputSerializer(channel).data, "notices": services.channel_notices(channel)}
+        return Response(written, status=status.HTTP_201_CREATED)
 
 
 class ChannelDetail(APIView):
