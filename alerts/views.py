@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -13,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from alerts import services
 from alerts.forms import ChannelForm
-from alerts.models import Channel, ChannelKind, DeliveryStatus
+from alerts.models import Channel, DeliveryStatus
 from alerts.selectors import deliveries_for, delivery_teams
 from portal import handover
 from portal.errors import RuleError, add_to_form
@@ -51,8 +50,8 @@ def channel_add(request: HttpRequest, slug: str) -> HttpResponse:
             add_to_form(form, exc)
         else:
             messages.success(request, f"Channel added: {channel}. Send a test to see it arrive.")
-            if channel.kind == ChannelKind.EMAIL and not settings.EMAIL_CONFIGURED:
-                messages.warning(request, services.NO_MAIL_CHANNEL)
+            for notice in services.channel_notices(channel):
+                messages.warning(request, notice)
             return redirect(_team_page(team))
     if form.data.get("secret") and "secret" not in form.errors:
         form.add_error("secret", "Type the signing secret again: a refused form never keeps it.")
