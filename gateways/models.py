@@ -60,6 +60,9 @@ KEY_OVERRIDES = {
     "disable_experimental_betas": "disable_experimental_betas",
 }
 KEY_OVERRIDE_FIELDS = (*KEY_OVERRIDES, "custom_headers")
+# What a live device's settings.json holds: the gateway fields the config builder writes into env, and the key's
+# overrides. A change to one stamps GatewayKey.settings_changed_at: the device must run its installer again.
+INSTALLED_GATEWAY_FIELDS = ("base_url", "auth_scheme", "model_id_style", *KEY_OVERRIDES.values(), "extra_env")
 # What an admin may set on a key (besides its secret), for the form and the serializers.
 KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
 
@@ -280,6 +283,9 @@ class GatewayKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # When anything that goes into a config last changed: a download before this is stale.
     config_changed_at = models.DateTimeField(default=timezone.now)
+    # When what a live device's settings.json holds last changed (INSTALLED_GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS):
+    # a device installed before this must run its installer again. A rotation leaves it: the helper fetches the key.
+    settings_changed_at = models.DateTimeField(default=timezone.now, editable=False)
     expiry_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)  # key.expired is in the trail
     last_probe_verdict = models.CharField(max_length=20, blank=True)
     last_probe_at = models.DateTimeField(null=True, blank=True)
@@ -506,22 +512,13 @@ class DeviceQuerySet(models.QuerySet):
 
     def needing_reinstall(self) -> DeviceQuerySet:
         """Installed before the key's settings or its gateway's last changed: the SQL form of Device.needs_reinstall."""
-        return self.filter(_needs_reinstall())
+        return self.filter(installed_at__lt=models.F("key__settings_changed_at"))
 
     def current(self) -> DeviceQuerySet:
         """Holding the key's present secret, installed since its settings last changed: nothing left to do."""
-        changed = models.F("key__config_changed_at")
-        since = models.Q(installed_at__gte=changed) | models.Q(key__rotated_at=changed)
-        return self.filter(since, fetched_fingerprint=models.F("key__fingerprint"))
-
-
-def _needs_reinstall() -> models.Q:
-    # A rotation stamps config_changed_at with rotated_at, so a change after the last rotation (or with none)
-    # is one of settings; rotated_at is never later than config_changed_at.
-    changed = models.F("key__config_changed_at")
-    return models.Q(installed_at__lt=changed) & (
-        models.Q(key__rotated_at__isnull=True) | models.Q(key__rotated_at__lt=changed)
-    )
+        return self.filter(
+            installed_at__gte=models.F("key__settings_changed_at"), fetched_fingerprint=models.F("key__fingerprint")
+        )
 
 
 class Device(models.Model):
@@ -579,11 +576,10 @@ class Device(models.Model):
         """Installed before the key's settings or its gateway's last changed: its settings.json holds the old ones.
 
         The helper fetches only the key, so a new base URL, auth scheme, model id or variable reaches the device
-        when its install command runs again. A rotation alone (config_changed_at stamped with rotated_at) reaches
-        it at the next fetch. DeviceQuerySet.needing_reinstall() is the same rule in SQL.
+        when its install command runs again (GatewayKey.settings_changed_at). A rotation reaches it at the next
+        fetch, and does not hide a change made before it. DeviceQuerySet.needing_reinstall() is the same rule in SQL.
         """
-        changed, rotated = self.key.config_changed_at, self.key.rotated_at
-        return bool(self.installed_at and self.installed_at < changed and (rotated is None or rotated < changed))
+        return bool(self.installed_at and self.installed_at < self.key.settings_changed_at)
 
     @property
     def has_current_secret(self) -> bool:

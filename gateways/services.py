@@ -10,7 +10,15 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from gateways import events, notices, rules
-from gateways.models import GATEWAY_FIELDS, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey
+from gateways.models import (
+    GATEWAY_FIELDS,
+    INSTALLED_GATEWAY_FIELDS,
+    KEY_OVERRIDE_FIELDS,
+    KEY_SETTING_FIELDS,
+    Assignment,
+    Gateway,
+    GatewayKey,
+)
 from gateways.rules import RuleError
 from portal import audit, stamps
 from portal.crypto import Secret
@@ -105,7 +113,11 @@ def update_gateway(
             current.credential_headers = {}  # seen at another address: the next probe looks again
             written.append("credential_headers")
         current.save(update_fields=written)
-        GatewayKey.objects.filter(gateway=current).update(config_changed_at=timezone.now())
+        now = timezone.now()
+        changed_at = {"config_changed_at": now}
+        if changed.keys() & set(INSTALLED_GATEWAY_FIELDS):  # live devices installed before must install again
+            changed_at["settings_changed_at"] = now
+        GatewayKey.objects.filter(gateway=current).update(**changed_at)
         audit.record(
             Action.GATEWAY_UPDATED,
             actor=actor,
@@ -249,6 +261,8 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
     if "expires_at" in changed:
         key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
     key.config_changed_at = timezone.now()
+    if changed.keys() & set(KEY_OVERRIDE_FIELDS):  # not a label or an expiry: those are not in settings.json
+        key.settings_changed_at = key.config_changed_at
     try:
         with transaction.atomic():
             key.save()
@@ -267,7 +281,7 @@ def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpReque
     old_masked = key.masked
     key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
     _refuse_duplicate(key.team, key.fingerprint, exclude=key)
-    key.config_changed_at = key.rotated_at = timezone.now()
+    key.config_changed_at = key.rotated_at = timezone.now()  # not settings_changed_at: the helper fetches the key
     try:
         with transaction.atomic():
             key.save()

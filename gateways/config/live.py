@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, build_config
 from gateways.config.formats import SHELL_SCRIPT
 from gateways.config.installers import (
+    EXTRA_ENV_RECORD,
     HELPER_PS1,
     HELPER_SH,
     MERGE_JS,
@@ -30,10 +31,12 @@ from gateways.config.installers import (
     REPLACED_ENV,
     SH_HELPER_COMMAND,
     _b64json,
+    _ps_list,
+    extra_env_names,
     next_step,
     settings_env,
 )
-from gateways.config.snippets import _comment, _refuse_unsafe, posix_quote, powershell_quote
+from gateways.config.snippets import KEPT_ENV, _comment, _refuse_unsafe, posix_quote, powershell_quote
 from gateways.rules import Platform, one_line
 from portal.crypto import Secret, reveal
 
@@ -348,6 +351,8 @@ $newEnv = [ordered]@{{
 {env_lines}
 }}
 $managed = @({managed})
+# The extra env this set-up writes, recorded in settings.json for the next installer to take back.
+$extra = {_ps_list(extra_env_names(config))}
 $envBlock = $doc.env
 foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
   if ($managed -notcontains $name) {{ continue }}
@@ -355,11 +360,35 @@ foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
   if ("$($envBlock.$name)" -and -not "$($newEnv[$name])") {{ Write-Host "removed $name, left over from an earlier set-up" }}
   if (-not $newEnv.Contains($name)) {{ $envBlock.PSObject.Properties.Remove($name) }}
 }}
+# The extra env an earlier installer recorded and this set-up no longer sets leaves; a broken record is ignored.
+$recorded = @()
+if ($doc.PSObject.Properties['{EXTRA_ENV_RECORD}'] -and $doc.{EXTRA_ENV_RECORD} -is [System.Array]) {{
+  $recorded = @($doc.{EXTRA_ENV_RECORD} | Where-Object {{ $_ -is [string] }})
+}}
+$takenBack = @()
+foreach ($name in @($envBlock.PSObject.Properties.Name)) {{
+  # Case-sensitive (-ccontains): environment names in settings.json are.
+  if ($recorded -cnotcontains $name -or $newEnv.Contains($name) -or $managed -ccontains $name) {{ continue }}
+  if ({_ps_list(sorted(KEPT_ENV))} -ccontains $name) {{ continue }}
+  $envBlock.PSObject.Properties.Remove($name)
+  $takenBack += $name
+}}
 foreach ($name in $newEnv.Keys) {{ Set-Property $envBlock $name $newEnv[$name] }}
+if ($extra.Count) {{
+  Set-Property $doc '{EXTRA_ENV_RECORD}' $extra
+}} elseif ($doc.PSObject.Properties['{EXTRA_ENV_RECORD}']) {{
+  $doc.PSObject.Properties.Remove('{EXTRA_ENV_RECORD}')
+}}
 Set-Property $doc 'apiKeyHelper' ('{PS1_HELPER_COMMAND.replace("{path}", "' + $helper + '")}')
 Set-Property $state 'hasCompletedOnboarding' $true
 Save-Json $settings $doc
 Save-Json $stateFile $state
+foreach ($name in $takenBack) {{
+  Write-Host "removed $name, which this set-up no longer sets"
+  if ([Environment]::GetEnvironmentVariable($name, 'User') -or [Environment]::GetEnvironmentVariable($name, 'Process')) {{
+    Write-Warning "$name is still set in your Windows environment, and Claude Code will use it: remove it (Settings > Environment Variables), then open a new terminal."
+  }}
+}}
 Write-Host "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
 
 & powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper | Out-Null

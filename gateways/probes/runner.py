@@ -277,7 +277,10 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
         if key.pk in counted and outcome.betas_fixed and key.disable_experimental_betas is not True
     }
     if fixed:
-        GatewayKey.objects.filter(pk__in=fixed).update(disable_experimental_betas=True, config_changed_at=now)
+        # A setting settings.json holds: live devices installed before must run their installer again.
+        GatewayKey.objects.filter(pk__in=fixed).update(
+            disable_experimental_betas=True, config_changed_at=now, settings_changed_at=now
+        )
     _record_credential_headers(batch, results, now)
     audit_events = []
     transitions = []
@@ -286,7 +289,7 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
             transitions.append((key, held_before[key.pk], result))
             key.last_probe_verdict, key.last_probe_at = outcome.verdict, result.created_at
         if key.pk in fixed:
-            key.disable_experimental_betas, key.config_changed_at = True, now
+            key.disable_experimental_betas, key.config_changed_at, key.settings_changed_at = True, now, now
             details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
             audit_events.append(
                 key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details)

@@ -103,7 +103,7 @@ def test_an_install_link_asked_for_while_the_member_is_removed_gets_the_sentence
     response = api(bob, raise_request_exception=False).post(
         f"/api/v1/me/configs/{bob_assignment.pk}/devices/", {"name": "laptop", "platform": "linux"}, format="json"
     )
-    assert response.status_code == 400, (response.status_code, response.content[:300])
+    assert response.status_code == 404, (response.status_code, response.content[:300])
     assert response.json()["detail"] == (
         "The key 'Bob laptop' is no longer assigned to you in the portal; ask your team admin, "
         "then run the install command again from My set-up."
