@@ -13,19 +13,22 @@ accept an invitation the browser merely opened.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
+import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import httpx
 import jwt
 import requests
-import urllib3
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -38,7 +41,6 @@ from django.views.generic import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
-from requests.auth import HTTPBasicAuth
 
 from portal import audit
 from portal.email_confirmation import email_unconfirmed
@@ -58,7 +60,11 @@ from portal.sudo import enter_sudo_mode
 logger = logging.getLogger(__name__)
 
 DISCOVERY_SECONDS = 3600
-TIMEOUT = 10  # seconds per read of one answer, at most; OIDC_DEADLINE_SECONDS bounds the whole answer
+# The provider's key set lives as long as discovery (or its Cache-Control max-age, when shorter); a token for a
+# key not in it (rotated in since) has it fetched again, but at most once in this many seconds.
+KEYS_SECONDS = DISCOVERY_SECONDS
+KEYS_AGAIN_SECONDS = 60
+TIMEOUT = 10  # mozilla-django-oidc's own requests; the portal's are bounded whole by OIDC_DEADLINE_SECONDS
 # The provider's discovery document, keys, token and userinfo answers are a few KiB; more is not read.
 ANSWER_MAX_BYTES = 1024 * 1024
 # The key type each signing algorithm needs, to pick the one key for an ID token that names none (no kid).
@@ -81,6 +87,10 @@ class SSOError(Exception):
         super().__init__(message)
         self.status = status
         self.target = target  # the account concerned, for the audit row (never shown to the person)
+
+
+class NoFittingKey(SSOError):
+    """None of the provider's keys (as cached) fits the ID token: perhaps it rotated them since."""
 
 
 @dataclass
@@ -146,6 +156,7 @@ class ProviderAnswer:
 
     status: int
     body: bytes
+    cache_control: str = ""
 
     def json(self):
         """The answer as JSON; ValueError when it is not."""
@@ -157,70 +168,57 @@ def deadline_seconds() -> float:
 
 
 def provider_answer(method: str, url: str, *, what: str, **kwargs) -> ProviderAnswer:
-    """Ask the identity provider, waiting at most OIDC_DEADLINE_SECONDS for the whole answer and reading at most
-    ANSWER_MAX_BYTES of it.
+    """Ask the identity provider, waiting at most OIDC_DEADLINE_SECONDS for the whole exchange (connecting, the
+    status line and headers, the body) and reading at most ANSWER_MAX_BYTES of it.
 
-    requests' own timeout bounds each read, not the answer: a provider (or anything on its path) that sends a byte
-    every few seconds, or sends without end, would hold the web thread serving the sign-in. Slow or huge is an
-    SSOError with a sentence; an unreachable provider or a broken answer is a requests.RequestException, for the
-    caller to put in its own words.
+    A timeout per read bounds no answer: a provider (or anything on its path) that sends a byte every few seconds,
+    in its headers or its body, or sends without end, would hold the web thread serving the sign-in. So the
+    exchange runs in an event loop of its own under one deadline that cancels it wherever it waits. Slow or huge
+    is an SSOError with a sentence; an unreachable provider or a broken answer is a requests.RequestException,
+    for the caller to put in its own words.
     """
     seconds = deadline_seconds()
-    ends = time.monotonic() + seconds
-    too_slow = SSOError(
-        f"The identity provider took longer than {seconds:g} seconds to answer ({what}), so the portal stopped "
-        "waiting. Try again; if it lasts, ask staff to check the provider.",
-        status=502,
-    )
+    # Not asyncio.run: on its way out it waits for a name lookup still running in its thread, past the deadline.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_exchange(method, url, what=what, seconds=seconds, **kwargs))
+    except (TimeoutError, httpx.TimeoutException):
+        logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
+        raise SSOError(
+            f"The identity provider took longer than {seconds:g} seconds to answer ({what}), so the portal "
+            "stopped waiting. Try again; if it lasts, ask staff to check the provider.",
+            status=502,
+        ) from None
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+        raise requests.ConnectionError(f"asking {url} failed: {exc}") from None
+    finally:
+        loop.close()
+
+
+async def _exchange(method: str, url: str, *, what: str, seconds: float, **kwargs) -> ProviderAnswer:
     too_big = SSOError(
         f"The identity provider's answer ({what}) is larger than {ANSWER_MAX_BYTES // 1024} KiB, so the portal "
         "did not read it. Ask staff to check the provider.",
         status=502,
     )
-    per_read = min(TIMEOUT, seconds)
-    try:
-        response = requests.request(method, url, stream=True, timeout=(per_read, per_read), **kwargs)
-    except requests.Timeout:
-        if time.monotonic() >= ends:
-            logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
-            raise too_slow from None
-        raise
-    with response:
+    async with (
+        asyncio.timeout(seconds),
+        httpx.AsyncClient(timeout=seconds, follow_redirects=True) as client,
+        client.stream(method, url, **kwargs) as response,
+    ):
         announced = response.headers.get("Content-Length", "")
         if announced.isdigit() and int(announced) > ANSWER_MAX_BYTES:
             logger.warning("OIDC %s at %s announced %s bytes.", what, url, announced)
             raise too_big
         body = bytearray()
-        while True:
-            left = ends - time.monotonic()
-            if left <= 0:
-                logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
-                raise too_slow
-            _limit_next_read(response, min(per_read, left))
-            try:
-                # read1 returns what has arrived, so a dribbling answer comes back here to meet the deadline.
-                chunk = response.raw.read1(64 * 1024, decode_content=True)
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                if time.monotonic() >= ends:
-                    logger.warning("OIDC %s at %s took longer than %g s.", what, url, seconds)
-                    raise too_slow from None
-                raise requests.ConnectionError(f"reading the answer failed: {exc}") from None
-            if not chunk:
-                return ProviderAnswer(status=response.status_code, body=bytes(body))
+        async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > ANSWER_MAX_BYTES:
                 logger.warning("OIDC %s at %s sent more than %d bytes.", what, url, ANSWER_MAX_BYTES)
                 raise too_big
-
-
-def _limit_next_read(response: requests.Response, seconds: float) -> None:
-    """No single read may outlast the deadline either, where the connection still holds its socket (kept alive).
-
-    Otherwise a read waits at most min(TIMEOUT, deadline), so the answer still ends within twice the deadline.
-    """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(max(seconds, 0.01))
+        return ProviderAnswer(
+            status=response.status_code, body=bytes(body), cache_control=response.headers.get("Cache-Control", "")
+        )
 
 
 def oidc_setting(name: str, *default):
@@ -285,8 +283,51 @@ def discovery() -> dict:
             "Ask staff to check the provider.",
             status=502,
         )
+    # A fresh discovery document starts a fresh key set, so the keys never outlive the document that named them.
+    cache.delete(_keys_cache_key(document["jwks_uri"]))
     _discovered[issuer] = (time.monotonic(), document)
     return document
+
+
+def _keys_cache_key(jwks_uri: str, what: str = "keys") -> str:
+    return f"portal.oidc.{what}:{hashlib.sha256(jwks_uri.encode()).hexdigest()}"
+
+
+def signing_keys(jwks_uri: str, *, again: bool = False) -> tuple[list[dict], bool]:
+    """The provider's key set and whether it was fetched just now (else it came from Django's cache).
+
+    Every sign-in needs it, so it is kept in Django's cache, shared by the servers: for KEYS_SECONDS (as long as
+    discovery), or for the key set's Cache-Control max-age when the provider asks for less, but never less than
+    KEYS_AGAIN_SECONDS. `again` fetches it anew (a token names a key the cached set lacks). A set that cannot be
+    fetched or is of the wrong shape is never cached.
+    """
+    if not again:
+        cached = cache.get(_keys_cache_key(jwks_uri))
+        if isinstance(cached, list):
+            return cached, False
+    answer = provider_answer("GET", jwks_uri, what="its signing keys")
+    if answer.status != 200:
+        raise requests.HTTPError(f"HTTP {answer.status}")
+    try:
+        document = answer.json()
+    except ValueError:
+        raise SSOError(f"{KEYS_UNUSABLE}: its key set at {jwks_uri} is not JSON.", status=502) from None
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+        raise SSOError(
+            f"{KEYS_UNUSABLE}: its key set at {jwks_uri} is not a list of keys. Ask staff to check the provider.",
+            status=502,
+        )
+    max_age = re.search(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", answer.cache_control, re.IGNORECASE)
+    seconds = min(KEYS_SECONDS, int(max_age[1])) if max_age else KEYS_SECONDS
+    cache.set(_keys_cache_key(jwks_uri), keys, max(seconds, KEYS_AGAIN_SECONDS))
+    return keys, True
+
+
+def may_fetch_keys_again(jwks_uri: str) -> bool:
+    """True for the first caller in KEYS_AGAIN_SECONDS: tokens naming made-up keys must not make the portal
+    hammer the provider, one fetch per token."""
+    return cache.add(_keys_cache_key(jwks_uri, "fetched-again"), True, KEYS_AGAIN_SECONDS)
 
 
 def _is_web_address(value: object) -> bool:
@@ -327,7 +368,7 @@ class SSOBackend(OIDCAuthenticationBackend):
         methods = self.document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
         data, auth = dict(payload), None
         if "client_secret_basic" in methods:
-            auth = HTTPBasicAuth(quote(data["client_id"], safe=""), quote(data.pop("client_secret"), safe=""))
+            auth = (quote(data["client_id"], safe=""), quote(data.pop("client_secret"), safe=""))
         try:
             response = provider_answer(
                 "POST", self.OIDC_OP_TOKEN_ENDPOINT, what="the sign-in code exchange", data=data, auth=auth
@@ -366,16 +407,17 @@ class SSOBackend(OIDCAuthenticationBackend):
         offered = self.document.get("id_token_signing_alg_values_supported") or ["RS256"]
         if algorithm not in SIGNING_ALGORITHMS or algorithm not in offered:
             raise SSOError(f"The ID token is signed with {algorithm!r}, which the portal does not accept.", status=502)
+        self.fetch_keys_again = False
         try:
-            key = self.retrieve_matching_jwk(token)
-            payload = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=settings.OIDC_CLIENT_ID,
-                leeway=60,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_iss": False},
-            )
+            try:
+                payload = self._decoded(token, algorithm)
+            except (NoFittingKey, jwt.InvalidSignatureError):
+                # The provider may have rotated its keys since the cached set: look once more, unless the set is
+                # fresh from this sign-in or someone looked a moment ago.
+                if getattr(self, "keys_fetched_now", True) or not may_fetch_keys_again(self.OIDC_OP_JWKS_ENDPOINT):
+                    raise
+                self.fetch_keys_again = True
+                payload = self._decoded(token, algorithm)
         except (SuspiciousOperation, requests.RequestException, jwt.InvalidKeyError, jwt.PyJWKError, KeyError):
             raise SSOError(f"{KEYS_UNUSABLE}.", status=502) from None
         except jwt.ExpiredSignatureError:
@@ -410,23 +452,23 @@ class SSOBackend(OIDCAuthenticationBackend):
             raise SSOError("The ID token belongs to another sign-in (its nonce does not match). Sign in again.")
         return payload
 
+    def _decoded(self, token: str, algorithm: str) -> dict:
+        return jwt.decode(
+            token,
+            self.retrieve_matching_jwk(token),
+            algorithms=[algorithm],
+            audience=settings.OIDC_CLIENT_ID,
+            leeway=60,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_iss": False},
+        )
+
     def retrieve_matching_jwk(self, token):
         """The provider's key that signed `token`: the one named by its kid, or with no kid the only key that
-        fits its algorithm. The key set is read like every answer of the provider (deadline, size cap)."""
-        url = self.OIDC_OP_JWKS_ENDPOINT
-        answer = provider_answer("GET", url, what="its signing keys")
-        if answer.status != 200:
-            raise requests.HTTPError(f"HTTP {answer.status}")
-        try:
-            document = answer.json()
-        except ValueError:
-            raise SSOError(f"{KEYS_UNUSABLE}: its key set at {url} is not JSON.", status=502) from None
-        keys = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
-            raise SSOError(
-                f"{KEYS_UNUSABLE}: its key set at {url} is not a list of keys. Ask staff to check the provider.",
-                status=502,
-            )
+        fits its algorithm. The key set comes from the cache, or is read like every answer of the provider
+        (deadline, size cap): see signing_keys."""
+        keys, self.keys_fetched_now = signing_keys(
+            self.OIDC_OP_JWKS_ENDPOINT, again=getattr(self, "fetch_keys_again", False)
+        )
         header = jwt.get_unverified_header(token)
         algorithm = smart_str(header.get("alg"))
         kty = KEY_TYPES.get(algorithm[:2])
@@ -438,7 +480,7 @@ class SSOBackend(OIDCAuthenticationBackend):
         if "kid" in header:
             fitting = [k for k in fitting if k.get("kid") == smart_str(header["kid"])]
         if not fitting:
-            raise SSOError(f"{KEYS_UNUSABLE}: none of its keys fits the ID token.", status=502)
+            raise NoFittingKey(f"{KEYS_UNUSABLE}: none of its keys fits the ID token.", status=502)
         if len(fitting) > 1:
             raise SSOError(
                 f"{KEYS_UNUSABLE}: several of its keys fit the ID token, which names none of them (no kid). "
