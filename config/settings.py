@@ -158,10 +158,11 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served as the portal's own static files
-    "axes",
     "portal",
     "gateways",
     "alerts",
+    # After portal: its axes_reset commands (audited, portal.lockouts) replace axes' own of the same names.
+    "axes",
 ]
 
 MIDDLEWARE = [

@@ -166,3 +166,41 @@ def test_every_lock_out_admin_is_look_only_or_deletes_through_the_audit(rf, root
         assert not model_admin.has_add_permission(request) and not model_admin.has_change_permission(request)
         assert not model_admin.has_delete_permission(request) or isinstance(model_admin, LockOutAdmin)
         assert set(model_admin.get_actions(request)) <= {"delete_selected"}
+
+
+# django-axes' reset commands, replaced by the portal's of the same names
+
+
+@pytest.mark.parametrize(
+    "command,arguments",
+    [
+        ("axes_reset", []),
+        ("axes_reset_username", ["alice"]),
+        ("axes_reset_ip", [GUESSER]),
+        ("axes_reset_ip_username", [GUESSER, "alice"]),
+    ],
+)
+def test_lifting_a_lock_out_with_axes_reset_commands_is_audited(alice, locked_settings, capsys, command, arguments):
+    lock_out("alice")
+    capsys.readouterr()
+    call_command(command, *arguments)
+    assert capsys.readouterr().out.strip() == "1 attempts removed."
+    [event] = unlocks()
+    assert (event.actor_username, event.target) == ("", "alice")
+    assert event.details == {
+        "via": f"manage.py {command}",
+        "ip_address": GUESSER,
+        "failed_sign_ins": 4,  # three guesses, and the right password refused while locked
+        "locked_out": True,
+    }
+    assert GUESS not in str(event.details)
+    assert sign_in("alice", "pass-alice").status_code == 302  # unlocked for real
+    assert_chain_intact(capsys)
+
+
+def test_an_axes_reset_that_matches_nothing_lifts_nothing_and_records_nothing(alice, bob, locked_settings, capsys):
+    lock_out("alice")
+    call_command("axes_reset_username", "bob")
+    assert "No attempts found." in capsys.readouterr().out
+    assert unlocks() == []
+    assert sign_in("alice", "pass-alice").status_code == 429  # still locked

@@ -1,0 +1,64 @@
+"""Lifting sign-in lock-outs (django-axes' access attempts), audited wherever it is done.
+
+Unlocking someone early is a security act an auditor must see: the admin site's delete of an attempt and axes'
+own reset commands (`manage.py axes_reset`, `axes_reset_ip`, `axes_reset_username`, `axes_reset_ip_username`,
+which the portal's commands of the same names replace) all come here. Each attempt lifted is one
+`account.unlocked` event naming the user name tried and the address, never what was typed.
+"""
+
+from __future__ import annotations
+
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.db import router, transaction
+from django.db.models import Q, QuerySet, Sum
+from django.http import HttpRequest
+
+from portal import audit
+from portal.models import Action
+
+
+def attempts_matching(*, ip: str | None = None, username: str | None = None) -> QuerySet[AccessAttempt]:
+    """The attempts axes' reset would remove for these (none given: all of them)."""
+    attempts = AccessAttempt.objects.all()
+    if ip:
+        attempts = attempts.filter(ip_address=ip)
+    if username:
+        attempts = attempts.filter(username=username)
+    return attempts
+
+
+def lift(attempts: QuerySet[AccessAttempt], *, actor=None, request: HttpRequest | None = None, via: str) -> int:
+    """Delete these attempts, each with its audit event, in one transaction; returns how many were lifted.
+
+    The failed sign-ins are counted before any row goes: django-axes adds up a user name's failures from one
+    address over its rows, and `locked_out` says whether they had reached AXES_FAILURE_LIMIT.
+    """
+    with transaction.atomic(using=router.db_for_write(AccessAttempt)):
+        rows = list(attempts.order_by("pk"))
+        pairs = {(a.username, a.ip_address) for a in rows}
+        failures = {pair: _failed_sign_ins(*pair) for pair in pairs}
+        lifted = 0
+        for attempt in rows:
+            if not AccessAttempt.objects.filter(pk=attempt.pk).delete()[0]:
+                continue  # lifted meanwhile, by someone else or by a successful sign-in
+            lifted += 1
+            count = failures[(attempt.username, attempt.ip_address)]
+            audit.record(
+                Action.ACCOUNT_UNLOCKED,
+                actor=actor,
+                request=request,
+                target=attempt.username or "",
+                details={
+                    "via": via,
+                    "ip_address": attempt.ip_address,
+                    "failed_sign_ins": count,
+                    "locked_out": count >= settings.AXES_FAILURE_LIMIT,
+                },
+            )
+        return lifted
+
+
+def _failed_sign_ins(username: str | None, ip_address: str | None) -> int:
+    same = AccessAttempt.objects.filter(Q(username=username) & Q(ip_address=ip_address))
+    return same.aggregate(total=Sum("failures_since_start"))["total"] or 0

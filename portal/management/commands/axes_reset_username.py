@@ -1,0 +1,16 @@
+"""django-axes' `axes_reset_username`, audited: each lock-out lifted is an `account.unlocked` event."""
+
+from __future__ import annotations
+
+from axes.management.commands import axes_reset_username
+
+from portal import lockouts
+
+
+class Command(axes_reset_username.Command):
+    def handle(self, *args, **options):
+        count = sum(
+            lockouts.lift(lockouts.attempts_matching(username=name), via="manage.py axes_reset_username")
+            for name in options["username"]
+        )
+        self.stdout.write(f"{count} attempts removed." if count else "No attempts found.")
