@@ -421,12 +421,27 @@ def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 @login_required
 @require_POST
 def key_toggle(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
+    """Enable or disable as the button pressed says (enabled=1|0), never the opposite of the state now:
+    a second admin pressing Disable on a page opened before the first press would enable the key again."""
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
+    wanted = {"1": True, "0": False}.get(request.POST.get("enabled", ""))
+    if wanted is None:
+        messages.error(
+            request,
+            "This form does not say whether to enable or disable the key: reload the page and press the button again.",
+        )
+        return redirect("key", key_id=key.id)
+    state = "enabled" if wanted else "disabled"
+    if key.is_enabled == wanted:
+        messages.info(request, f"The key was already {state}; nothing changed.")
+        return redirect("key", key_id=key.id)
     try:
-        key = services.set_key_enabled(key=key, enabled=not key.is_enabled, actor=request.user, request=request)
-        messages.success(request, f"Key {'enabled' if key.is_enabled else 'disabled'}.")
+        # Under the key's lock the service changes nothing if someone else pressed the same button meanwhile.
+        services.set_key_enabled(key=key, enabled=wanted, actor=request.user, request=request)
     except RuleError as exc:
         messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Key {state}.")
     return redirect("key", key_id=key.id)
 
 

@@ -80,9 +80,28 @@ class AccountCreationForm(UserCreationForm):
 
 
 class TeamGroupsForm(forms.Form):
+    """The team's groups; each field posts back what the page showed too (show_hidden_initial), so `changed_data`
+    names the groups changed on this page and a page opened before another admin's save does not undo it."""
+
     sso_member_group = forms.CharField(
-        max_length=200, required=False, label="Members group", help_text="IdP group whose people join as members."
+        max_length=200,
+        required=False,
+        label="Members group",
+        help_text="IdP group whose people join as members.",
+        show_hidden_initial=True,
     )
     sso_admin_group = forms.CharField(
-        max_length=200, required=False, label="Admins group", help_text="IdP group whose people join as admins."
+        max_length=200,
+        required=False,
+        label="Admins group",
+        help_text="IdP group whose people join as admins.",
+        show_hidden_initial=True,
     )
+
+    def changes(self) -> dict[str, str]:
+        """The groups changed on the page; from a post without what it showed (a script), the groups it sends."""
+        return {
+            name: value
+            for name, value in self.cleaned_data.items()
+            if (name in self.changed_data if self.add_initial_prefix(name) in self.data else name in self.data)
+        }

@@ -306,7 +306,7 @@ def team_groups(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Group names are one line of at most 200 characters.")
         return redirect("team", slug=team.slug)
     try:
-        services.update_team_groups(team=team, changes=form.cleaned_data, actor=request.user, request=request)
+        services.update_team_groups(team=team, changes=form.changes(), actor=request.user, request=request)
         messages.success(request, f"{team.name}'s SSO groups saved; memberships follow them at each SSO sign-in.")
     except RuleError as exc:
         messages.error(request, str(exc))

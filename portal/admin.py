@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
+from typing import Any
 
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
-from django.conf import settings
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import Group
 from django.db import router, transaction
-from django.db.models import Sum
 from django.urls import reverse
 from django.utils.html import format_html
 from django_otp.plugins.otp_static.admin import StaticDeviceAdmin
@@ -19,7 +22,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal import audit, two_factor
+from portal import audit, lockouts, two_factor
 from portal.models import AccessToken, Action, AuditChainHead, AuditEvent, Membership, Team
 from portal.services import revoke_token
 
@@ -66,7 +69,12 @@ class MembershipAdmin(LookOnly, admin.ModelAdmin):
 
 @admin.register(AccessToken)
 class AccessTokenAdmin(admin.ModelAdmin):
-    """Tokens are issued with `manage.py issue_access_token`; here they can only be seen and revoked."""
+    """Tokens are issued with `manage.py issue_access_token`; here they can only be seen, renamed and revoked.
+
+    A date entered in Revoked revokes a live token now, through the audited service; a revoked token's date is
+    read-only, and a save writes only the fields changed on its page, so a page opened before someone revoked
+    the token cannot bring it back.
+    """
 
     list_display = ["lookup_id", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_select_related = ["user"]
@@ -77,13 +85,20 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        help_texts = {"revoked_at": "Enter any date to revoke this token now. A revocation is never undone."}
+        return super().get_form(request, obj, change=change, help_texts=help_texts, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Read when the page is posted too: a token revoked since the page was shown takes no revoked_at from it.
+        return [*self.readonly_fields, "revoked_at"] if obj is not None and obj.revoked_at else self.readonly_fields
+
     def save_model(self, request, obj, form, change):
         if "revoked_at" in form.changed_data and obj.revoked_at:
-            # Through the service, so the revocation is in the audit trail.
-            obj.revoked_at = None
-            revoke_token(token=obj, actor=request.user, request=request)
-            form.changed_data.remove("revoked_at")
-        super().save_model(request, obj, form, change)
+            revoke_token(token=obj, actor=request.user, request=request)  # audited; the date is now
+        edited = [name for name in form.changed_data if name != "revoked_at"]
+        if edited:
+            obj.save(update_fields=edited)
 
 
 @admin.register(AuditChainHead)
@@ -136,6 +151,66 @@ def _shown(value):
     return str(value)
 
 
+# Not compared: the password has its own audited form and a save never writes it.
+NOT_COMPARED = {"password"}
+
+
+def account_as_shown(user, names) -> dict[str, str]:
+    """A short digest of each of the account's fields, as stored: what its change page showed, to compare on save."""
+    fields = {field.name: field for field in (*User._meta.concrete_fields, *User._meta.many_to_many)}
+    digests = {}
+    for name in names:
+        field = fields[name]
+        value = field.value_from_object(user)
+        if field.many_to_many:
+            value = sorted(item.pk for item in value)
+        digests[name] = hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:16]
+    return digests
+
+
+class AccountChangeForm(UserChangeForm):
+    """Django's account form, posting back what it showed: a save over a change made since the page was opened
+    (an offboarding, another admin's save) would put the old values back, such as an offboarded account's
+    Active, so it is refused. The admin validates and saves in one transaction, so the row locked here stays
+    as checked."""
+
+    opened_as = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["opened_as"].initial = json.dumps(account_as_shown(self.instance, self._compared()))
+
+    def _compared(self) -> list[str]:
+        model_fields = {field.name for field in (*User._meta.concrete_fields, *User._meta.many_to_many)}
+        return [name for name in self.fields if name in model_fields and name not in NOT_COMPARED]
+
+    def clean(self):
+        super().clean()
+        if not self.instance.pk:
+            return self.cleaned_data
+        try:
+            shown = json.loads(self.cleaned_data.get("opened_as") or "")
+        except ValueError:
+            shown = None
+        if not isinstance(shown, dict):
+            raise forms.ValidationError(
+                "This form does not say what the account looked like when it was shown: open the page again and "
+                "make your change there.",
+                code="opened_as",
+            )
+        now = account_as_shown(User._default_manager.select_for_update().get(pk=self.instance.pk), self._compared())
+        changed = [name for name, digest in now.items() if shown.get(name) != digest]
+        if changed:
+            labels = ", ".join(str(self.fields[name].label) for name in changed)  # as the page names them
+            raise forms.ValidationError(
+                f"{self.instance.get_username()}'s account was changed since this page was opened ({labels}); "
+                "saving it would put the old values back. Open the page again and make your change there.",
+                code="stale",
+            )
+        return self.cleaned_data
+
+
 class AuditedUserAdmin(UserAdmin):
     """Django's user admin, with every change in the audit trail in the change's own transaction.
 
@@ -151,18 +226,28 @@ class AuditedUserAdmin(UserAdmin):
         "Active here only stops their sign-ins."
     )
 
+    form = AccountChangeForm
+
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_readonly_fields(self, request, obj=None):
+        # Sign-ins set it, one between opening the page and saving it too: a save must not put the old one back.
+        return [*super().get_readonly_fields(request, obj), "last_login"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
         hint = format_html(self.OFFBOARD_HINT, reverse("user-offboard", args=[obj.get_username()]), reverse("users"))
-        return [
-            (name, {**options, "description": hint}) if "is_active" in options.get("fields", ()) else (name, options)
+        shown: list[tuple[Any, dict[str, Any]]] = [
+            (name, {**options, "description": hint})
+            if "is_active" in options.get("fields", ())
+            else (name, {**options})
             for name, options in fieldsets
         ]
+        shown[0][1]["fields"] = [*shown[0][1]["fields"], "opened_as"]  # hidden, posted back with the form
+        return shown
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -177,16 +262,19 @@ class AuditedUserAdmin(UserAdmin):
             return
         before = User._default_manager.get(pk=obj.pk)
         changed = {}
+        columns = []  # only what changed on the page: the rest of the row may have changed since, a sign-in say
         for name in form.changed_data:
-            if name == "password":
+            if name in ("password", "opened_as"):
                 continue  # read-only here; the password form below records its own row, without the hash
             if User._meta.get_field(name).many_to_many:
                 old, new = form.initial.get(name, []), form.cleaned_data[name]
             else:
                 old, new = getattr(before, name), getattr(obj, name)
+                columns.append(name)
             if _shown(old) != _shown(new):
                 changed[name] = {"from": _shown(old), "to": _shown(new)}
-        super().save_model(request, obj, form, change)
+        if columns:
+            obj.save(update_fields=columns)
         if changed:
             audit.record(
                 Action.ACCOUNT_UPDATED,
@@ -292,30 +380,7 @@ class LockOutAdmin(LookOnly, AccessAttemptAdmin):
         self.delete_queryset(request, AccessAttempt.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        with transaction.atomic(using=router.db_for_write(AccessAttempt)):
-            attempts = list(queryset)
-            # Counted before any goes: django-axes adds up a user name's failures from one address over its rows.
-            failures = {(a.username, a.ip_address): self._failed_sign_ins(a) for a in attempts}
-            for attempt in attempts:
-                if AccessAttempt.objects.filter(pk=attempt.pk).delete()[0]:
-                    count = failures[(attempt.username, attempt.ip_address)]
-                    audit.record(
-                        Action.ACCOUNT_UNLOCKED,
-                        actor=request.user,
-                        request=request,
-                        target=attempt.username or "",
-                        details={
-                            "via": "admin",
-                            "ip_address": attempt.ip_address,
-                            "failed_sign_ins": count,
-                            "locked_out": count >= settings.AXES_FAILURE_LIMIT,
-                        },
-                    )
-
-    @staticmethod
-    def _failed_sign_ins(attempt: AccessAttempt) -> int:
-        same = AccessAttempt.objects.filter(username=attempt.username, ip_address=attempt.ip_address)
-        return same.aggregate(total=Sum("failures_since_start"))["total"] or 0
+        lockouts.lift(queryset, actor=request.user, request=request, via="admin")
 
 
 class FailedSignInLogAdmin(LookOnly, AccessFailureLogAdmin):

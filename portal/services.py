@@ -238,7 +238,12 @@ TEAM_GROUP_FIELDS = ("sso_member_group", "sso_admin_group")
 
 @transaction.atomic
 def update_team_groups(*, team: Team, changes: dict, actor, request: HttpRequest | None = None) -> Team:
-    """Name the identity-provider groups whose members join the team (blank: none); audited."""
+    """Name the identity-provider groups whose members join the team (blank: none); audited.
+
+    Only the groups in `changes` change: the others keep what is saved now, read under the team's lock, so a
+    form opened before another admin's save does not undo it.
+    """
+    team = Team.objects.select_for_update().get(pk=team.pk)
     values = {name: str(changes.get(name, getattr(team, name)) or "").strip() for name in TEAM_GROUP_FIELDS}
     for name, value in values.items():
         if len(value) > 200 or any(ord(c) < 32 for c in value):
