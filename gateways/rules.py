@@ -525,7 +525,11 @@ GATEWAY_RULES: dict[str, Rule] = {
 
 
 def clean_expiry(value: datetime | None) -> datetime | None:
-    """A key's expiry, if the database can hold it: it is stored in UTC, where 9999-12-31 23:59 in New York is past the year 9999."""
+    """A key's expiry, if the database can hold it: it is stored in UTC, where 9999-12-31 23:59 in New York is past the year 9999.
+
+    Stored to the whole second, as the key page's form shows and posts it: an API client's milliseconds
+    (JavaScript's toISOString) would otherwise read as an expiry change at every save of that form.
+    """
     if value is None:
         return None
     try:
@@ -534,7 +538,7 @@ def clean_expiry(value: datetime | None) -> datetime | None:
         raise RuleError(
             "That expiry is beyond the dates the portal can store (the years 1 to 9999 in UTC); choose a nearer date."
         ) from None
-    return value
+    return value.replace(microsecond=0)
 
 
 KEY_RULES: dict[str, Rule] = {

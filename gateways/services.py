@@ -251,7 +251,10 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
     cleaned = clean_key_settings(changes, gateway=key.gateway)
     changed = {}
     for name, value in cleaned.items():
-        if getattr(key, name) != value:
+        # Expiries compare to the second (rules.clean_expiry): one stored with milliseconds before that rule is
+        # the same expiry as the form's, which shows whole seconds.
+        same = rules.clean_expiry(getattr(key, name)) == value if name == "expires_at" else getattr(key, name) == value
+        if not same:
             changed[name] = {"from": _jsonable(getattr(key, name)), "to": _jsonable(value)}
             setattr(key, name, value)
     if not changed:

@@ -78,7 +78,9 @@ TABS = [
         "Saving this as ~/.claude/settings.json (Windows: %USERPROFILE%\\.claude\\settings.json) replaces "
         "the file you have, with every other setting in it: if you have one, use the installer below, which "
         "merges and keeps a backup. For one project, save it as .claude/settings.local.json (never in "
-        ".claude/settings.json, which is committed with the repository)",
+        ".claude/settings.json, which is committed with the repository): it sets every variable the portal "
+        'manages, those this gateway does not use to "", so no model id, header or timeout of another set-up '
+        "comes through",
         "restart claude: settings are read at start-up",
         "install.sh",
     ),

@@ -43,16 +43,16 @@ import json
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
 from gateways.config.snippets import (
     KEPT_ENV,  # kept when a new set-up does not set it
+    REPLACED_ENV,  # what an installer owns in settings.json's env: the new set-up's value or ""
     _comment,
     _refuse_unsafe,
     posix_quote,
     powershell_quote,
+    settings_env,  # the downloaded settings.json has the same env
     warning_comments,
 )
 from gateways.rules import MANAGED_ENV
 
-# What an installer owns in settings.json's env: each name is the new set-up's value or "".
-REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
 # The same names, checked in the shell and in the shell profiles: an old snippet's exports.
 CONFLICT_VARIABLES = REPLACED_ENV
 # settings.json's top-level key listing the extra-env names an installer wrote, for the next one to take back.
@@ -96,14 +96,6 @@ FORGOTTEN_STATE = {
 def forgotten_state(config: ClaudeConfig) -> dict[str, str]:
     """The ~/.claude.json keys this set-up's merge removes: a Console login's key when the key is a Bearer token."""
     return FORGOTTEN_STATE if config.env.get("ANTHROPIC_AUTH_TOKEN") else {}
-
-
-def settings_env(config: ClaudeConfig) -> dict[str, str]:
-    """The env an installer writes: the config's, then "" for every replaced name the config does not set."""
-    env = dict(config.env)
-    for name in REPLACED_ENV:
-        env.setdefault(name, "")
-    return env
 
 
 def extra_env_names(config: ClaudeConfig) -> list[str]:

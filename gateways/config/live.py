@@ -5,7 +5,7 @@ Windows) writes the helper and the device token into ~/.claude/ (private), and m
 ~/.claude/settings.json with the static installer's merge code (installers.MERGE_PY / MERGE_JS):
 `apiKeyHelper` pointing at the helper, the gateway's non-secret env, and ANTHROPIC_API_KEY and
 ANTHROPIC_AUTH_TOKEN set to "" so stale shell exports cannot outrank the helper (like every other
-managed name the gateway does not set: installers.settings_env). The secret
+managed name the gateway does not set: snippets.settings_env). The secret
 itself never touches the disk: the helper prints it to Claude Code and nothing else.
 
 The helper carries the portal's address itself (Claude Code does not pass settings.json's env
@@ -16,6 +16,9 @@ that Claude Code shows ("apiKeyHelper failed: exited 1: <line>").
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -28,15 +31,21 @@ from gateways.config.installers import (
     MERGE_JS,
     MERGE_PY,
     PS1_HELPER_COMMAND,
-    REPLACED_ENV,
     SH_HELPER_COMMAND,
     _b64json,
     _ps_list,
     extra_env_names,
     next_step,
+)
+from gateways.config.snippets import (
+    KEPT_ENV,
+    REPLACED_ENV,
+    _comment,
+    _refuse_unsafe,
+    posix_quote,
+    powershell_quote,
     settings_env,
 )
-from gateways.config.snippets import KEPT_ENV, _comment, _refuse_unsafe, posix_quote, powershell_quote
 from gateways.rules import Platform, one_line
 from portal.crypto import Secret, reveal
 
@@ -46,6 +55,20 @@ if TYPE_CHECKING:
 # HELPER_SH, HELPER_PS1 and their apiKeyHelper commands live in installers: a static installer removes them.
 TOKEN_FILE = "portal-device-token"
 BLANKED = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+# The helper's lines that name its device: an installer that finds another device's helper where it writes
+# its own says which device it replaced (HELPER_REPLACED), since that device's token is then gone from the
+# machine while the portal still counts it as live. The id is a fingerprint of the device's token (one token
+# per device, never shown): names repeat, and a helper written before the id line has none.
+HELPER_NAME_LINE = "# (apiKeyHelper). Written by the portal's installer for the device {name}."
+HELPER_ID_LINE = (
+    "# Device id: {device_id} (a fingerprint of its token, which tells one device's helper from another's)."
+)
+SED_DEVICE_ID = r"s/^# Device id: \([0-9a-f]*\) .*/\1/p"  # the id from HELPER_ID_LINE
+HELPER_REPLACED = (
+    "replaced the key helper of device {name}, from an earlier set-up on this machine: its token is gone from "
+    "here. Remove that device under My devices in the portal, so it no longer counts as live."
+)
+UNNAMED_DEVICE = "(unnamed)"
 DEVICE_NEXT_STEP = (
     "Next: open a new terminal, run claude, {model}and send a short prompt. "
     "A rotated key reaches this device by itself."
@@ -78,6 +101,35 @@ def live_config(gateway: Gateway, key: GatewayKey) -> ClaudeConfig:
     return replace(config, variables=variables)
 
 
+def helper_device_id(setup: LiveSetup) -> str:
+    """The id in the helper's comment: the device's own, and no clue to its token."""
+    return hashlib.sha256(setup.token.encode()).hexdigest()[:16]
+
+
+def _helper_comment(setup: LiveSetup) -> str:
+    """The helper's lines naming its device, as the installers read them back."""
+    name = HELPER_NAME_LINE.format(name=_comment(setup.device_name))
+    return name + "\n" + HELPER_ID_LINE.format(device_id=helper_device_id(setup)) + "\n"
+
+
+def _sed_name_script() -> str:
+    """A sed script printing the device name from HELPER_NAME_LINE (a basic regular expression)."""
+    before, after = (re.sub(r"([.\[\]*^$\\/])", r"\\\1", part) for part in HELPER_NAME_LINE.split("{name}"))
+    return f"s/^{before}\\(.*\\){after}$/\\1/p"
+
+
+def _ps_name_pattern() -> str:
+    """The same for PowerShell's -match (.NET), a file written with Windows line ends included."""
+    before, after = (re.escape(part) for part in HELPER_NAME_LINE.split("{name}"))
+    return f"(?m)^{before}(.*){after}\\r?$"
+
+
+def _replaced_parts(quote: Callable[[str], str], name: str, join: str) -> str:
+    """HELPER_REPLACED around `name`, the script's variable holding the replaced device's name."""
+    before, after = HELPER_REPLACED.split("{name}")
+    return join.join([quote(before), name, quote(after)])
+
+
 def _line(text: str) -> str:
     """Text for a sentence the scripts print: one line, no control characters."""
     return one_line(text)[:200]
@@ -88,8 +140,7 @@ def render_helper_sh(setup: LiveSetup) -> str:
     portal = posix_quote(_line(setup.portal_name))
     return f"""#!/bin/sh
 # Prints this device's Claude Code key, fetched from {_comment(setup.portal_name)} each time Claude Code asks
-# (apiKeyHelper). Written by the portal's installer for the device {_comment(setup.device_name)}.
-# The device token beside it is private: it can fetch this one key and do nothing else.
+{_helper_comment(setup)}# The device token beside it is private: it can fetch this one key and do nothing else.
 portal={portal}
 url={posix_quote(setup.key_url)}
 nl='
@@ -162,8 +213,7 @@ esac
 def render_helper_ps1(setup: LiveSetup) -> str:
     """The Windows helper: Invoke-RestMethod, the secret on stdout, or one line on stderr and exit 1."""
     return f"""# Prints this device's Claude Code key, fetched from {_comment(setup.portal_name)} each time Claude Code asks
-# (apiKeyHelper). Written by the portal's installer for the device {_comment(setup.device_name)}.
-# The device token beside it is private: it can fetch this one key and do nothing else.
+{_helper_comment(setup)}# The device token beside it is private: it can fetch this one key and do nothing else.
 $ErrorActionPreference = 'Stop'
 $portal = {powershell_quote(_line(setup.portal_name))}
 $url = {powershell_quote(setup.key_url)}
@@ -243,6 +293,12 @@ fi
 
 mkdir -p "$settings_dir"
 chmod 700 "$settings_dir" 2>/dev/null || true
+# Another device's helper here (another team's set-up, or an earlier install) loses its token now: say which.
+replaced=
+if [ -f "$helper" ] && ! [ "$(sed -n {posix_quote(SED_DEVICE_ID)} "$helper")" = '{helper_device_id(setup)}' ]; then
+  replaced=$(sed -n {posix_quote(_sed_name_script())} "$helper" | sed -n 1p)
+  replaced=${{replaced:-{UNNAMED_DEVICE}}}
+fi
 # Written beside their final names and moved into place, so a second install never leaves half a file.
 cat > "$token_file.$$" <<'{TOKEN_END}'
 {_token_file_text(setup)}{TOKEN_END}
@@ -257,6 +313,7 @@ merge "$settings" "$settings.bak.$stamp" "$state" "$state.bak.$stamp"
 
 echo "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
 [ -f "$settings.bak.$stamp" ] && echo "Your previous settings are saved as $settings.bak.$stamp."
+[ -n "$replaced" ] && printf '%s%s%s\n' {_replaced_parts(posix_quote, '"$replaced"', " ")}
 if sh "$helper" >/dev/null; then
   echo "Checked: the helper fetched the key."
 else
@@ -341,6 +398,14 @@ if ($null -eq $doc) {{ $doc = [PSCustomObject]@{{ '$schema' = '{SETTINGS_SCHEMA_
 if ($null -eq $state) {{ $state = New-Object PSObject }}
 if (-not $doc.PSObject.Properties['env']) {{ Set-Property $doc 'env' (New-Object PSObject) }}
 
+# Another device's helper here (another team's set-up, or an earlier install) loses its token now: say which.
+$replaced = $null
+if (Test-Path -LiteralPath $helper) {{
+  $old = [System.IO.File]::ReadAllText($helper)
+  if ($old -notmatch '(?m)^# Device id: {helper_device_id(setup)} ') {{
+    $replaced = if ($old -match {powershell_quote(_ps_name_pattern())}) {{ $Matches[1] }} else {{ '{UNNAMED_DEVICE}' }}
+  }}
+}}
 New-Item -ItemType File -Force -Path $tokenFile | Out-Null
 Protect-File $tokenFile
 [System.IO.File]::WriteAllText($tokenFile, {powershell_quote(setup.token)})
@@ -390,6 +455,7 @@ foreach ($name in $takenBack) {{
   }}
 }}
 Write-Host "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
+if ($replaced) {{ Write-Host ({_replaced_parts(powershell_quote, "$replaced", " + ")}) }}
 
 & powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper | Out-Null
 if ($LASTEXITCODE -eq 0) {{ Write-Host 'Checked: the helper fetched the key.' }}

@@ -20,6 +20,11 @@ env outranks exported variables for every name it sets (even set to ""), and its
 key of its own. So each shell script first looks into that file and, when it sets apiKeyHelper or any
 variable the portal manages, says on stderr that the installer is the way to switch: by name only,
 never a value, and without failing.
+
+The downloaded settings.json and settings.local.json carry the installers' env (settings_env): every
+managed name, "" where the set-up has no value. Claude Code merges env name by name across the user's
+file and a project's settings.local.json, so a project file that left a name out would send another
+team's model ids or timeout to this gateway.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ KEPT_ENV = frozenset({"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"})
 # (measured: a settings.json ANTHROPIC_API_KEY as x-api-key next to the Bearer token) and an old model id wins.
 SETTINGS_WIN_NAMES = ("ANTHROPIC_BASE_URL", "apiKeyHelper", *sorted(MANAGED_ENV - KEPT_ENV - {"ANTHROPIC_BASE_URL"}))
 SETTINGS_WIN_PATTERN = '"(' + "|".join(SETTINGS_WIN_NAMES) + ')"'
+# What a settings file of the portal owns in its env: each name is the set-up's value or "".
+REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
 
 
 def settings_win_warning(installer: str) -> str:
@@ -59,6 +66,19 @@ def settings_win_warning(installer: str) -> str:
 def unused_managed(config: ClaudeConfig) -> list[str]:
     """The portal-managed variables this set-up does not set, which a snippet clears first."""
     return sorted(MANAGED_ENV - set(config.env))
+
+
+def settings_env(config: ClaudeConfig) -> dict[str, str]:
+    """The env a settings file gets: the config's, then "" for every replaced name the config does not set.
+
+    Claude Code merges env name by name across ~/.claude/settings.json and a project's settings.local.json,
+    so a file that left a name out would let another set-up's model id or timeout through; "" is unset
+    for Claude Code 2.1.330 (its default model, no extra header, the default timeout).
+    """
+    env = dict(config.env)
+    for name in REPLACED_ENV:
+        env.setdefault(name, "")
+    return env
 
 
 def _refuse_unsafe(name: str, value: str) -> None:
@@ -306,7 +326,9 @@ def render_cmd(config: ClaudeConfig) -> str:
 
 
 def render_settings_json(config: ClaudeConfig) -> str:
-    for name, value in config.env.items():
+    """settings.json and settings.local.json: the installers' env, so the file alone decides every managed name."""
+    env = settings_env(config)
+    for name, value in env.items():
         _refuse_unsafe(name, value)
-    document = {"$schema": SETTINGS_SCHEMA_URL, "env": dict(config.env)}
+    document = {"$schema": SETTINGS_SCHEMA_URL, "env": env}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
