@@ -70,7 +70,17 @@ class AssignmentInline(LookOnly, admin.TabularInline):
 
 
 class GatewayKeySettingsForm(forms.ModelForm):
-    """The admin's key form, refusing what the key's page refuses before the service is asked to save."""
+    """The admin's key form, refusing what the key's page refuses before the service is asked to save.
+
+    It posts back what it showed (hidden initial values), so `changed_data`, which the save hands the service,
+    holds what was changed on this page, not what someone else saved since it was opened.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in KEY_SETTING_FIELDS:  # the key's settings, never its secret (which this form does not hold)
+            if name in self.fields:
+                self.fields[name].show_hidden_initial = True
 
     def clean(self) -> dict[str, Any]:
         super().clean()

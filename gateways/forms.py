@@ -203,9 +203,16 @@ class KeySettingsForm(InputForm):
 
     # Shown folded under "Model overrides and advanced settings": most keys keep the gateway's defaults.
     advanced = KEY_OVERRIDE_FIELDS
+    # An existing key's settings: the page carries the values it showed. A new key has none (and its secret
+    # must never be echoed into the page).
+    posts_back_what_it_showed = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for name in KEY_SETTING_FIELDS if self.posts_back_what_it_showed else ():
+            # The page posts back what it showed, so changed_data is what was changed on it: a save does not
+            # put back what another admin saved after the page was opened.
+            self.fields[name].show_hidden_initial = True
         zone = timezone.get_current_timezone_name()
         self.fields["expires_at"].label = f"Expires ({zone})"
         self.fields[
@@ -232,6 +239,7 @@ class KeyCreateForm(KeySettingsForm):
         help_text="Stored encrypted; after saving only its masked form is shown.",
     )
     field_order = ["gateway", "label", "secret"]
+    posts_back_what_it_showed = False
 
 
 class RotateForm(forms.Form):

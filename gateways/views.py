@@ -384,11 +384,14 @@ def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     form = KeySettingsForm(request.POST)
     if form.is_valid():
+        # Only what was changed on this page (against the values it showed): another admin's save since stays.
+        changes = {k: v for k, v in _settings_from_form(form.cleaned_data).items() if k in form.changed_data}
         try:
-            services.update_key_settings(
-                key=key, changes=_settings_from_form(form.cleaned_data), actor=request.user, request=request
-            )
-            messages.success(request, "Key settings saved; developers' next downloads use them.")
+            if not changes:
+                messages.info(request, "Nothing was changed on the form, so nothing was saved.")
+            else:
+                services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
+                messages.success(request, "Key settings saved; developers' next downloads use them.")
         except RuleError as exc:
             messages.error(request, str(exc))
     else:

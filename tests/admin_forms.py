@@ -23,6 +23,9 @@ def form_data(page) -> dict:
             data[name] = [getattr(item, "pk", item) for item in value]
         else:
             data[name] = "" if value is None else value
+        if field.show_hidden_initial:  # what the page showed, posted back beside the field (initial-<name>)
+            shown = form[name]
+            data[shown.html_initial_name] = shown.field.hidden_widget().format_value(shown.initial) or ""
     for inline in page.context["inline_admin_formsets"]:
         management = inline.formset.management_form
         for name in management.fields:

@@ -24,27 +24,48 @@ pytestmark = pytest.mark.django_db
 
 
 class _FormReader(HTMLParser):
-    """The inputs of the form posting to `action`, as a browser without JavaScript submits them."""
+    """The fields of the form posting to `action`, as a browser without JavaScript submits them."""
 
     def __init__(self, action: str):
         super().__init__(convert_charrefs=True)
         self.action = action
         self.inside = False
         self.fields: dict[str, str] = {}
+        self.select: str | None = None
+        self.textarea: str | None = None
 
     def handle_starttag(self, tag, attrs):
         named = dict(attrs)
         if tag == "form":
             self.inside = named.get("action") == self.action
-        elif tag == "input" and self.inside and named.get("name"):
+        elif not self.inside:
+            return
+        elif tag == "input" and named.get("name"):
             kind = named.get("type", "text")
             if kind in ("submit", "button") or (kind == "checkbox" and "checked" not in named):
                 return
             self.fields[named["name"]] = named.get("value") or ""
+        elif tag == "select":
+            self.select = named.get("name")
+        elif tag == "option" and self.select:
+            if self.select not in self.fields or "selected" in named:  # the first option, unless one is selected
+                self.fields[self.select] = named.get("value") or ""
+        elif tag == "textarea" and named.get("name"):
+            self.textarea = named["name"]
+            self.fields[self.textarea] = ""
+
+    def handle_data(self, data):
+        if self.textarea:
+            self.fields[self.textarea] += data
 
     def handle_endtag(self, tag):
         if tag == "form":
             self.inside = False
+        elif tag == "select":
+            self.select = None
+        elif tag == "textarea" and self.textarea:
+            self.fields[self.textarea] = self.fields[self.textarea].removeprefix("\n")  # as browsers read it
+            self.textarea = None
 
 
 def form_on(page, action: str) -> dict[str, str]:
@@ -238,3 +259,44 @@ def test_an_account_form_not_saying_what_it_showed_is_refused_with_a_sentence(ro
     assert answer.status_code == 200
     assert "does not say what the account looked like when it was shown" in answer.content.decode()
     assert get_user_model().objects.get(pk=bob.pk).email == "bob@example.com"
+
+
+# --- A key's settings: the page's form and the admin's ------------------------------------------------------
+
+
+def test_a_key_settings_form_opened_before_another_admins_save_keeps_that_save(alice, erin, tokenbay_key):
+    page, url = f"/keys/{tokenbay_key.id}/", f"/keys/{tokenbay_key.id}/settings/"
+    alice_tab, erin_tab = browser(alice), browser(erin)
+    alices_form = form_on(alice_tab.get(page), url)
+    erins_form = form_on(erin_tab.get(page), url)
+    erins_form["timeout_ms"] = "600000"
+    erin_tab.post(url, erins_form)
+
+    alices_form["label"] = "Bob desktop"
+    assert "Key settings saved" in said(alice_tab.post(url, alices_form, follow=True))
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert (key.label, key.timeout_ms) == ("Bob desktop", 600000)
+    event = AuditEvent.objects.filter(action=Action.KEY_UPDATED, actor_username="alice").get()
+    assert set(event.details["changed"]) == {"label"}, event.details
+
+
+def test_a_key_settings_form_saved_unchanged_saves_nothing(alice, tokenbay_key):
+    page, url = f"/keys/{tokenbay_key.id}/", f"/keys/{tokenbay_key.id}/settings/"
+    tab = browser(alice)
+    answer = tab.post(url, form_on(tab.get(page), url), follow=True)
+    assert "Nothing was changed" in said(answer)
+    assert not AuditEvent.objects.filter(action=Action.KEY_UPDATED).exists()
+
+
+def test_a_key_admin_page_opened_before_a_team_admins_save_keeps_that_save(root, alice, tokenbay_key):
+    staff_tab = browser(root)
+    url = f"/admin/gateways/gatewaykey/{tokenbay_key.pk}/change/"
+    staffs_form = admin_form_data(staff_tab.get(url))
+    api = APIClient()
+    api.force_authenticate(alice)
+    assert api.patch(f"/api/v1/keys/{tokenbay_key.id}/", {"timeout_ms": 600000}, format="json").status_code == 200
+
+    staffs_form["label"] = "Bob desktop"
+    assert staff_tab.post(url, staffs_form).status_code == 302
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    assert (key.label, key.timeout_ms) == ("Bob desktop", 600000)
