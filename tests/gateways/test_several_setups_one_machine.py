@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from portal.models import Action, AuditEvent, Membership, Role, Team
 from tests.conftest import api_client_for, make_user
 from tests.gateway_emulator import GatewayRules, running_emulator
 from tests.gateways.test_switching_setups import CLAUDE_BIN, DOTTED, config_for, sh
+from tests.page_forms import form_on
 
 WEB_KEY = "sk-tokenbay-web-0123456789abcdef"
 DATA_KEY = "sk-tokaify-data-0123456789abcdef"
@@ -194,47 +194,6 @@ def test_the_windows_device_installer_names_the_device_whose_helper_it_replaces(
 # --- An expiry set through the API with milliseconds, then a rename on the key's page ----------------------
 
 
-class _FormReader(HTMLParser):
-    """The fields of the form posting to `action`, as a browser without JavaScript submits them unchanged."""
-
-    def __init__(self, action: str):
-        super().__init__(convert_charrefs=True)
-        self.action, self.inside, self.fields = action, False, {}
-        self.select: str | None = None
-        self.textarea: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        named = dict(attrs)
-        if tag == "form":
-            self.inside = named.get("action") == self.action
-        elif not self.inside or not (named.get("name") or tag == "option"):
-            return
-        elif tag == "input" and named.get("type", "text") not in ("submit", "button"):
-            if named.get("type") != "checkbox" or "checked" in named:
-                self.fields[named["name"]] = named.get("value") or ""
-        elif tag == "select":
-            self.select = named["name"]
-        elif tag == "option" and self.select:
-            if "selected" in named or self.select not in self.fields:
-                self.fields[self.select] = named.get("value", "")
-        elif tag == "textarea":
-            self.textarea = named["name"]
-            self.fields[self.textarea] = ""
-
-    def handle_data(self, data):
-        if self.textarea:
-            self.fields[self.textarea] += data
-
-    def handle_endtag(self, tag):
-        if tag == "form":
-            self.inside = False
-        elif tag == "select":
-            self.select = None
-        elif tag == "textarea" and self.textarea:
-            self.fields[self.textarea] = self.fields[self.textarea].removeprefix("\n")
-            self.textarea = None
-
-
 @pytest.mark.django_db
 def test_renaming_a_key_on_its_page_leaves_an_expiry_set_with_milliseconds_through_the_api(web, alice, tokenbay_key):
     erin = make_user("erin")
@@ -248,10 +207,7 @@ def test_renaming_a_key_on_its_page_leaves_an_expiry_set_with_milliseconds_throu
     page = Client()
     page.force_login(erin)
     action = f"/keys/{tokenbay_key.id}/settings/"
-    reader = _FormReader(action)
-    reader.feed(page.get(f"/keys/{tokenbay_key.id}/").content.decode())
-    form = reader.fields
-    form.pop("csrfmiddlewaretoken", None)
+    form = form_on(page.get(f"/keys/{tokenbay_key.id}/"), action)
     assert form.get("expires_at"), form
     form["label"] = "Bob old laptop"
     assert page.post(action, form).status_code == 302
