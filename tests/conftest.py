@@ -106,6 +106,18 @@ def staff(db):
 
 
 @pytest.fixture
+def root(db):
+    """A superuser: what the Django admin's pages are tested as."""
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
+
+
+@pytest.fixture
+def root_client(client, root):
+    client.force_login(root)
+    return client
+
+
+@pytest.fixture
 def tokaify(db):
     return Gateway.objects.get(slug="tokaify")
 

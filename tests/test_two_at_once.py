@@ -34,11 +34,6 @@ def said(response) -> str:
 
 
 @pytest.fixture
-def root(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
-
-
-@pytest.fixture
 def erin(web):
     """A second admin of web."""
     user = make_user("erin")

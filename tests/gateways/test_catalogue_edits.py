@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from gateways import services
@@ -20,12 +19,6 @@ from tests.gateway_emulator import GatewayRules, running_emulator
 pytestmark = pytest.mark.django_db
 
 STALE = "Another change was saved since you opened this page"
-
-
-@pytest.fixture
-def root_client(client):
-    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pass-root"))
-    return client
 
 
 def page_data(page) -> dict:

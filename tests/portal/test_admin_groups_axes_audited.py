@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.test import Client
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.django_db
 UNLOCKED = "account.unlocked"  # spelled out: the test names what an auditor filters on
 GUESS = "Guessed-Secret-7731"
 GUESSER = "203.0.113.7"
-
-
-@pytest.fixture
-def root(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
-
-
-@pytest.fixture
-def root_client(client, root):
-    client.force_login(root)
-    return client
 
 
 @pytest.fixture

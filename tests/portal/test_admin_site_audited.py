@@ -25,17 +25,6 @@ pytestmark = pytest.mark.django_db
 NEW_PASSWORD = "A-new-long-password-91"
 
 
-@pytest.fixture
-def root(db):
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")
-
-
-@pytest.fixture
-def root_client(client, root):
-    client.force_login(root)
-    return client
-
-
 def new_events() -> list[AuditEvent]:
     """The trail, oldest first, but for the sign-in rows of the test client's force_login."""
     return list(AuditEvent.objects.exclude(action=Action.SIGN_IN).order_by("id"))
