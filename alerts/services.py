@@ -17,6 +17,7 @@ from alerts.messages import Message
 from alerts.models import Channel, ChannelKind, Delivery, DeliveryStatus, Notification
 from gateways.models import Assignment, Device, GatewayKey
 from portal import audit
+from portal.errors import RuleError
 from portal.models import Action, Team
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ def create_channel(
 ) -> Channel:
     """Add a channel to the team; a webhook's secret is sealed in the vault and never shown again."""
     kind, target, secret = rules.clean_channel(kind, target, secret, allow_private=settings.PROBE_ALLOW_PRIVATE_IPS)
+    # The team's row is locked first, so of two identical requests at once (a script retrying after a
+    # time-out) the second waits and then finds the first's channel: one channel, one copy of each alert.
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    if twin := team.channels.filter(kind=kind, target=target).first():
+        raise RuleError(
+            f"The team already has this {twin.get_kind_display().split(' (')[0].lower()} channel "
+            f"({twin.display_target}, id {twin.id}){'' if twin.enabled else ', disabled'}: it is not added twice, "
+            "or every alert would be sent twice. Remove that one first to add it again.",
+            field="target",
+        )
     channel = Channel(team=team, kind=kind, target=target, enabled=enabled, created_by=actor if actor else None)
     channel.set_secret(secret)
     channel.save()

@@ -174,3 +174,29 @@ def test_the_admin_shows_a_channel_but_removing_it_is_left_to_the_audited_pages(
     assert admin_client.get(f"/admin/alerts/channel/{channel.pk}/change/").status_code == 200
     assert admin_client.post(f"/admin/alerts/channel/{channel.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Channel.objects.filter(pk=channel.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "webhook", "target": "https://hooks.example.com/portal", "secret": "s" * 24},
+        {"kind": "slack", "target": "https://hooks.slack.com/services/T000/B000/XXXX"},
+        {"kind": "email", "target": "ops@example.com"},
+    ],
+    ids=lambda body: body["kind"],
+)
+def test_a_channel_post_retried_after_a_time_out_adds_no_second_channel(api, alice, web, body):
+    client = api(alice)
+    first = client.post("/api/v1/teams/web/channels/", body, format="json")
+    assert first.status_code == 201
+    retry = client.post("/api/v1/teams/web/channels/", body, format="json")  # the same body again
+    assert retry.status_code == 400
+    assert first.json()["id"] in retry.json()["detail"] and "not added twice" in retry.json()["detail"]
+    assert retry.json()["field"] == "target"
+    assert Channel.objects.filter(team=web).count() == 1
+
+
+def test_the_same_target_may_be_a_channel_of_two_teams(api, alice, charlie, web, data_team):
+    body = {"kind": "slack", "target": "https://hooks.slack.com/services/T000/B000/XXXX"}
+    assert api(alice).post("/api/v1/teams/web/channels/", body, format="json").status_code == 201
+    assert api(charlie).post("/api/v1/teams/data/channels/", body, format="json").status_code == 201
