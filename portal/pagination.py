@@ -146,10 +146,20 @@ def first_rows(queryset: QuerySet, limit: int, *, ids_first: bool | None = None)
     A database sorts what it selects: sorting thousands of wide rows to keep a hundred costs more
     than sorting their ids alone and then reading the hundred by id.
     """
+    return _read_first(queryset, limit, ids_first)[0]
+
+
+def _read_first(queryset: QuerySet, limit: int, ids_first: bool | None) -> tuple[list, int]:
+    """(first_rows, how many rows the list held when its order was read, at most `limit`).
+
+    Read by ids first, a row removed between the two reads (an assignment taken back meanwhile) is left out
+    rather than failing the page; the count still says whether the list went on past it.
+    """
     if ids_first is None:
         ids_first = bool(queryset.query.select_related)
     if not ids_first:
-        return list(queryset[:limit])
+        rows = list(queryset[:limit])
+        return rows, len(rows)
     ids = list(queryset.values_list("pk", flat=True)[:limit])
     # Read the rows by id alone: the list's own filters, already applied, could lead the planner astray.
     # The same queryset without its WHERE keeps what the rows carry (joins, annotations such as the
@@ -157,7 +167,7 @@ def first_rows(queryset: QuerySet, limit: int, *, ids_first: bool | None = None)
     rows = queryset.order_by()
     rows.query.where = WhereNode()
     found = rows.in_bulk(ids)
-    return [found[pk] for pk in ids]
+    return [found[pk] for pk in ids if pk in found], len(ids)
 
 
 def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first: bool | None = None) -> KeysetPage:
@@ -167,10 +177,14 @@ def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first:
     queryset = queryset.order_by(*(k.order_by() for k in keys))
     if cursor:
         queryset = queryset.filter(_after(keys, _decode(cursor, keys, signature)))
-    rows = first_rows(queryset, size + 1, ids_first=ids_first)
-    if len(rows) <= size:
-        return KeysetPage(rows, None)
-    return KeysetPage(rows[:size], cursor_after(keys, rows[size - 1]))
+    for _ in range(3):
+        rows, held = _read_first(queryset, size + 1, ids_first)
+        if held <= size:
+            return KeysetPage(rows, None)
+        if rows:  # the next page starts after the last row shown, whichever rows went meanwhile
+            return KeysetPage(rows[:size], cursor_after(keys, rows[:size][-1]))
+        # Every row read was removed between the two reads: read again.
+    return KeysetPage([], None)
 
 
 def cursor_after(keys: list[SortKey], row: Model) -> str:
