@@ -281,7 +281,9 @@ class GatewayKey(models.Model):
     custom_headers = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
-    # When anything that goes into a config last changed: a download before this is stale.
+    # When what a download sets last changed: the secret (a rotation), the key's overrides, or its gateway's
+    # INSTALLED_GATEWAY_FIELDS. A download or a probe before this used the old ones. A label, an expiry or a
+    # gateway's name, notes or probe settings leave it: no file sets them (a comment names the label).
     config_changed_at = models.DateTimeField(default=timezone.now)
     # When what a live device's settings.json holds last changed (INSTALLED_GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS):
     # a device installed before this must run its installer again. A rotation leaves it: the helper fetches the key.

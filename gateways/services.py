@@ -113,11 +113,12 @@ def update_gateway(
             current.credential_headers = {}  # seen at another address: the next probe looks again
             written.append("credential_headers")
         current.save(update_fields=written)
-        now = timezone.now()
-        changed_at = {"config_changed_at": now}
-        if changed.keys() & set(INSTALLED_GATEWAY_FIELDS):  # live devices installed before must install again
-            changed_at["settings_changed_at"] = now
-        GatewayKey.objects.filter(gateway=current).update(**changed_at)
+        if changed.keys() & set(INSTALLED_GATEWAY_FIELDS):
+            # What a download sets changed: earlier downloads are stale, live devices installed before must
+            # install again, and a probe before it tested the old settings. A name, notes, docs or probe
+            # settings change none of that (the next probe uses new probe settings; the verdict stands).
+            now = timezone.now()
+            GatewayKey.objects.filter(gateway=current).update(config_changed_at=now, settings_changed_at=now)
         audit.record(
             Action.GATEWAY_UPDATED,
             actor=actor,
@@ -246,7 +247,7 @@ def _changeable_key(key: GatewayKey) -> GatewayKey:
 
 @transaction.atomic
 def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpRequest | None = None) -> GatewayKey:
-    """Change a key's label, expiry or overrides (KEY_SETTING_FIELDS); a change makes earlier downloads stale."""
+    """Change a key's label, expiry or overrides (KEY_SETTING_FIELDS); an override's change makes earlier downloads stale."""
     key = _changeable_key(key)
     cleaned = clean_key_settings(changes, gateway=key.gateway)
     changed = {}
@@ -263,9 +264,10 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
         _refuse_shared_label(key.team, key.label, exclude=key)
     if "expires_at" in changed:
         key.expiry_recorded_at = None  # a renewed key may expire, and be recorded, again
-    key.config_changed_at = timezone.now()
-    if changed.keys() & set(KEY_OVERRIDE_FIELDS):  # not a label or an expiry: those are not in settings.json
-        key.settings_changed_at = key.config_changed_at
+    if changed.keys() & set(KEY_OVERRIDE_FIELDS):
+        # What a download sets changed (a label or an expiry is in none): earlier downloads are stale, live
+        # devices must install again, and a probe before it tested the old settings.
+        key.config_changed_at = key.settings_changed_at = timezone.now()
     try:
         with transaction.atomic():
             key.save()

@@ -198,8 +198,8 @@ def _set_verdicts(probed: dict[UUID, tuple[GatewayKey, str, datetime]]) -> dict[
 
     Returns the verdict each key so set held just before, which alerts compare with; a key left out
     keeps its verdict, and the probe is history only. A probe counts when the key's settings are
-    those it was loaded with (config_changed_at, which update_gateway stamps on every key of an
-    edited gateway) and no probe that started after it has been saved: else it tested an old address
+    those it was loaded with (config_changed_at, which a rotation, a change of the key's overrides and
+    update_gateway's change of what a download sets stamp) and no probe that started after it has been saved: else it tested an old address
     or key, or is not the latest. last_probe_at is the probe's start, as current_probe_verdict compares it.
 
     Compare-and-set: one UPDATE sets the keys whose rows are still as loaded. Another save or an

@@ -129,8 +129,8 @@ def test_a_label_or_expiry_change_is_not_in_settings_json_so_asks_for_no_reinsta
             actor=alice,
         )
     assert told_to_reinstall(device, api, alice, bob) == NOWHERE
-    # A download holds the label in its comments: that one is stale, as before.
-    assert GatewayKey.objects.get().config_changed_at > device.installed_at
+    # Nor are earlier downloads stale: the label is only in their comments, the expiry in none.
+    assert GatewayKey.objects.get().config_changed_at < device.installed_at
 
 
 @pytest.mark.django_db
