@@ -139,6 +139,26 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
         user.is_active = False
         user.save(update_fields=["is_active"])
     consequences = plan.consequences()
+    if plan.deactivates:
+        # The account's event belongs to no team, and each team's auditors read their own team's trail: each
+        # team left hears of it there, with what it lost.
+        for membership in plan.memberships:
+            team = membership.team
+            audit.record(
+                Action.MEMBER_REMOVED,
+                actor=actor,
+                request=request,
+                team=team,
+                target=user.get_username(),
+                details={
+                    "via": Action.USER_OFFBOARDED.value,
+                    "role": membership.role,
+                    "assignments_removed": [
+                        f"{team.slug}/{a.key.short_fingerprint}" for a in plan.assignments if a.key.team_id == team.pk
+                    ],
+                    "left_without_admin": team in plan.leaderless,
+                },
+            )
     audit.record(
         Action.USER_OFFBOARDED if plan.deactivates else Action.MEMBER_OFFBOARDED,
         actor=actor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 
 from gateways.models import Assignment
@@ -56,7 +57,12 @@ def test_staff_offboarding_leaves_no_token_no_assignment_and_one_event(client, s
     assert not Membership.objects.filter(user=bob).exists()
     assert bob_browser.get("/setup/").status_code == 302  # the open session ended
 
-    [event] = AuditEvent.objects.filter(id__gt=before)  # one event with every consequence
+    [event] = AuditEvent.objects.filter(id__gt=before, action="account.offboarded")  # every consequence
+    [left] = AuditEvent.objects.filter(id__gt=before, action="member.removed")  # in the team's own trail
+    assert (left.team_slug, left.target, left.details["via"]) == ("web", "bob", "account.offboarded")
+    assert sorted(left.details["assignments_removed"]) == sorted(
+        f"web/{k.short_fingerprint}" for k in (bob_assignment.key, tokaify_key)
+    )
     assert (event.action, event.target, event.actor_username) == ("account.offboarded", "bob", "staff")
     token = AccessToken.objects.get(user=bob)
     assert event.details["deactivated"] is True
@@ -167,3 +173,20 @@ def test_a_team_with_another_admin_is_not_named_as_left_without_one(client, staf
     assert "data-leaderless" not in client.get("/users/alice/offboard/").content.decode()
     client.post("/users/alice/offboard/")
     assert AuditEvent.objects.get(action="account.offboarded").details["teams_without_admin"] == []
+
+
+def test_each_team_an_offboarded_account_leaves_reads_it_in_its_own_trail(api, staff, alice, bob, dave, web):
+    """Staff offboard web's only admin and a member: web's auditor, and ?team=web, find both."""
+
+    def leaving(client, **query) -> set[str]:
+        rows = client.get("/api/v1/audit-events/", query).json()["results"]
+        return {row["target"] for row in rows if row["action"] == "member.removed"}
+
+    client = Client()
+    client.force_login(staff)
+    client.post("/users/alice/offboard/")
+    client.post("/users/bob/offboard/")
+    assert leaving(api(dave)) == {"alice", "bob"}
+    assert leaving(api(staff), team="web") == {"alice", "bob"}
+    alice_left = AuditEvent.objects.get(action="member.removed", target="alice")
+    assert alice_left.details["left_without_admin"] is True and alice_left.details["role"] == "admin"
