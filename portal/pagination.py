@@ -158,8 +158,8 @@ def _read_first(queryset: QuerySet, limit: int, ids_first: bool | None) -> tuple
     if ids_first is None:
         ids_first = bool(queryset.query.select_related)
     if not ids_first:
-        rows = list(queryset[:limit])
-        return rows, len(rows)
+        read = list(queryset[:limit])
+        return read, len(read)
     ids = list(queryset.values_list("pk", flat=True)[:limit])
     # Read the rows by id alone: the list's own filters, already applied, could lead the planner astray.
     # The same queryset without its WHERE keeps what the rows carry (joins, annotations such as the
