@@ -159,7 +159,9 @@ def setup_download(request: AuthenticatedHttpRequest, assignment_id: int, format
     except (services.ConfigUnavailable, UnrepresentableValue, DecryptionError) as exc:
         messages.error(request, str(exc))
         return redirect("setup")
-    return formats.download_response(text, fmt, assignment.key.gateway.slug)
+    return formats.download_response(
+        text, fmt, team_slug=assignment.key.team.slug, gateway_slug=assignment.key.gateway.slug
+    )
 
 
 @login_required

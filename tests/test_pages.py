@@ -126,7 +126,7 @@ def test_x_api_key_setup_tells_to_answer_yes(client, bob, tokaify_key, alice):
 def test_web_download_has_a_filename(client, bob, bob_assignment):
     client.force_login(bob)
     response = client.get(f"/setup/{bob_assignment.id}/install.sh")
-    assert response["Content-Disposition"] == 'attachment; filename="install-claude-tokenbay.sh"'
+    assert response["Content-Disposition"] == 'attachment; filename="install-claude-web-tokenbay.sh"'
 
 
 def test_revoked_key_shows_a_message_instead_of_a_config(client, bob, bob_assignment, tokenbay_key):

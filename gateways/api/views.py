@@ -211,7 +211,9 @@ class MyConfigDownload(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
         except UnrepresentableValue as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
-        return formats.download_response(text, fmt, assignment.key.gateway.slug)
+        return formats.download_response(
+            text, fmt, team_slug=assignment.key.team.slug, gateway_slug=assignment.key.gateway.slug
+        )
 
 
 @extend_schema_view(

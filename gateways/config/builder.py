@@ -36,9 +36,13 @@ class ClaudeConfig:
     variables: dict[str, str | Secret]
     # Sentences every format carries (a comment in scripts, a notice on the page): what is known to be wrong.
     warnings: tuple[str, ...] = ()
+    # The key's team: a developer in two teams may hold a key on the same gateway in each, and the file names
+    # and headers must tell those set-ups apart. "" when the key's team was not loaded (see build_config).
+    team_name: str = ""
+    team_slug: str = ""
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks and debug output
-        return f"ClaudeConfig(gateway={self.gateway_slug!r}, key={self.key_masked!r})"
+        return f"ClaudeConfig(team={self.team_slug!r}, gateway={self.gateway_slug!r}, key={self.key_masked!r})"
 
     @property
     def env(self) -> dict[str, str]:
@@ -94,7 +98,9 @@ def _stored_root(fields: dict[str, Any]) -> None:
 def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeConfig:
     """Build the Claude Code environment for `key` on `gateway` (saved or not: nothing is read from the database).
 
-    Each setting is `key.setting(name)`: the key's override, else the gateway's default.
+    Each setting is `key.setting(name)`: the key's override, else the gateway's default. The key's team is
+    named only when the caller loaded it (every download reads it with the key): a probe builds a config per
+    key and must not pay a query for a name it never writes.
     Raises UnrepresentableValue, with a sentence, when a stored field breaks the rules.
     """
     style = gateway.model_id_style
@@ -137,7 +143,10 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeCon
         env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in headers.items())
     for name, value in rules.styled_extra_env(rules.clean_extra_env(gateway.extra_env or {}), style).items():
         env.setdefault(name, value)
+    team = key.team if type(key).team.is_cached(key) else None
     return ClaudeConfig(
+        team_name=team.name if team else "",
+        team_slug=team.slug if team else "",
         gateway_name=gateway.name,
         gateway_slug=gateway.slug,
         base_url=gateway.base_url,

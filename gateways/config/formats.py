@@ -21,7 +21,9 @@ class Format:
     name: str
     render: Callable[[ClaudeConfig], str]
     content_type: str
-    filename: str  # {slug} is the gateway's slug
+    # {team} and {gateway} are the slugs: a developer in two teams may hold a key on one gateway in each, and
+    # the two files saved side by side must not take one name. Claude Code reads the settings files by name.
+    filename: str
 
 
 FORMATS: dict[str, Format] = {
@@ -30,13 +32,13 @@ FORMATS: dict[str, Format] = {
         Format("settings.json", snippets.render_settings_json, "application/json", "settings.json"),
         # The same content, named for one project's .claude/ folder (personal, never committed).
         Format("settings.local.json", snippets.render_settings_json, "application/json", "settings.local.json"),
-        Format("bash", snippets.render_bash, SHELL_SCRIPT, "claude-{slug}.bash"),
-        Format("zsh", snippets.render_zsh, SHELL_SCRIPT, "claude-{slug}.zsh"),
-        Format("fish", snippets.render_fish, "text/plain", "claude-{slug}.fish"),
-        Format("powershell", snippets.render_powershell, "text/plain", "claude-{slug}.ps1"),
-        Format("cmd", snippets.render_cmd, "text/plain", "claude-{slug}.cmd"),
-        Format("install.sh", installers.render_install_sh, SHELL_SCRIPT, "install-claude-{slug}.sh"),
-        Format("install.ps1", installers.render_install_ps1, "text/plain", "install-claude-{slug}.ps1"),
+        Format("bash", snippets.render_bash, SHELL_SCRIPT, "claude-{team}-{gateway}.bash"),
+        Format("zsh", snippets.render_zsh, SHELL_SCRIPT, "claude-{team}-{gateway}.zsh"),
+        Format("fish", snippets.render_fish, "text/plain", "claude-{team}-{gateway}.fish"),
+        Format("powershell", snippets.render_powershell, "text/plain", "claude-{team}-{gateway}.ps1"),
+        Format("cmd", snippets.render_cmd, "text/plain", "claude-{team}-{gateway}.cmd"),
+        Format("install.sh", installers.render_install_sh, SHELL_SCRIPT, "install-claude-{team}-{gateway}.sh"),
+        Format("install.ps1", installers.render_install_ps1, "text/plain", "install-claude-{team}-{gateway}.ps1"),
     ]
 }
 
@@ -61,9 +63,23 @@ def render(name: str, config: ClaudeConfig) -> tuple[str, Format]:
     return fmt.render(config), fmt
 
 
-def download_response(text: str, fmt: Format, gateway_slug: str) -> HttpResponse:
+def download_name(fmt: Format, *, team_slug: str, gateway_slug: str) -> str:
+    """The name a download is saved under, e.g. claude-web-tokaify.bash.
+
+    A character outside [A-Za-z0-9_-] (a slug saved around the validators) becomes a dash: the name sits
+    inside the Content-Disposition header's quotes.
+    """
+    return fmt.filename.format(team=_plain_slug(team_slug), gateway=_plain_slug(gateway_slug))
+
+
+def _plain_slug(slug: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", slug) or "-"
+
+
+def download_response(text: str, fmt: Format, *, team_slug: str, gateway_slug: str) -> HttpResponse:
     """A config as a file download; it holds a key, so no cache may keep it."""
     response = HttpResponse(text, content_type=f"{fmt.content_type}; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{fmt.filename.format(slug=gateway_slug)}"'
+    name = download_name(fmt, team_slug=team_slug, gateway_slug=gateway_slug)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["Cache-Control"] = "no-store"
     return response

@@ -49,6 +49,7 @@ from gateways.config.snippets import (
     posix_quote,
     powershell_quote,
     settings_env,  # the downloaded settings.json has the same env
+    setup_comment,
     warning_comments,
 )
 from gateways.rules import MANAGED_ENV
@@ -356,7 +357,7 @@ def render_install_sh(config: ClaudeConfig) -> str:
     comments = "".join(line + "\n" for line in warning_comments(config, "#"))
     warnings = "".join(f"echo {posix_quote('warning: ' + warning)} >&2\n" for warning in config.warnings)
     return f"""#!/bin/sh
-# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
+# Claude Code -> {setup_comment(config)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into ~/.claude/settings.json and Claude Code's first-run answers into
 # ~/.claude.json, and keeps everything else in both. Quit claude first: it rewrites ~/.claude.json.
 # Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
@@ -391,7 +392,7 @@ else
   exit 4
 fi
 
-echo "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
+echo "Claude Code is set up for {setup_comment(config)} in $settings."
 [ -f "$backup" ] && echo "Your previous file is saved as $backup."
 echo "In $state:"
 {state_notes}
@@ -437,7 +438,7 @@ def render_install_ps1(config: ClaudeConfig) -> str:
         "}\n"
         for name, why in forgotten_state(config).items()
     )
-    return f"""# Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
+    return f"""# Claude Code -> {setup_comment(config)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
 # into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
 # Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.
@@ -573,7 +574,7 @@ foreach ($name in $takenBack) {{
   }}
 }}
 foreach ($note in $forgotten) {{ Write-Host $note }}
-Write-Host "Claude Code is set up for {_comment(config.gateway_name)} in $settings."
+Write-Host "Claude Code is set up for {setup_comment(config)} in $settings."
 Write-Host "In ${{state}}:"
 {state_notes}
 

@@ -45,6 +45,7 @@ from gateways.config.snippets import (
     posix_quote,
     powershell_quote,
     settings_env,
+    setup_comment,
 )
 from gateways.rules import Platform, one_line
 from portal.crypto import Secret, reveal
@@ -259,7 +260,7 @@ def render_device_install_sh(setup: LiveSetup) -> str:
     if HELPER_END in helper:
         raise ValueError("the helper text cannot contain its own here-document end marker")
     return f"""#!/bin/sh
-# Claude Code -> {_comment(config.gateway_name)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
+# Claude Code -> {setup_comment(config)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
 # Writes a helper and this device's token into ~/.claude/ (private), points apiKeyHelper at the helper in
 # ~/.claude/settings.json (keeping everything else, with a backup), and marks Claude Code's first run done
 # in ~/.claude.json. The key itself is never written: the helper fetches it each time Claude Code asks.
@@ -311,7 +312,7 @@ mv -f "$helper.$$" "$helper"
 
 merge "$settings" "$settings.bak.$stamp" "$state" "$state.bak.$stamp"
 
-echo "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
+echo "Claude Code on this device now fetches its key for {setup_comment(config)} from {_comment(setup.portal_name)} when it needs it."
 [ -f "$settings.bak.$stamp" ] && echo "Your previous settings are saved as $settings.bak.$stamp."
 [ -n "$replaced" ] && printf '%s%s%s\n' {_replaced_parts(posix_quote, '"$replaced"', " ")}
 if sh "$helper" >/dev/null; then
@@ -343,7 +344,7 @@ def render_device_install_ps1(setup: LiveSetup) -> str:
     )
     managed = ", ".join(powershell_quote(name) for name in REPLACED_ENV)
     helper = render_helper_ps1(setup)
-    return f"""# Claude Code -> {_comment(config.gateway_name)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
+    return f"""# Claude Code -> {setup_comment(config)} with a live key from {_comment(setup.portal_name)} (device {_comment(setup.device_name)})
 # Writes a helper and this device's token into %USERPROFILE%\\.claude\\ (readable by you only), points apiKeyHelper
 # at the helper in settings.json (keeping everything else, with a backup), and marks Claude Code's first run done
 # in %USERPROFILE%\\.claude.json. The key itself is never written: the helper fetches it when Claude Code asks.
@@ -454,7 +455,7 @@ foreach ($name in $takenBack) {{
     Write-Warning "$name is still set in your Windows environment, and Claude Code will use it: remove it (Settings > Environment Variables), then open a new terminal."
   }}
 }}
-Write-Host "Claude Code on this device now fetches its key for {_comment(config.gateway_name)} from {_comment(setup.portal_name)} when it needs it."
+Write-Host "Claude Code on this device now fetches its key for {setup_comment(config)} from {_comment(setup.portal_name)} when it needs it."
 if ($replaced) {{ Write-Host ({_replaced_parts(powershell_quote, "$replaced", " + ")}) }}
 
 & powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper | Out-Null

@@ -108,6 +108,16 @@ def _comment(text: str, limit: int = 120) -> str:
     return re.sub(r"[^A-Za-z0-9 .,:;()/@+_'-]", "?", text.replace("…", "..."))[:limit]
 
 
+def setup_comment(config: ClaudeConfig) -> str:
+    """Which set-up a header is about, comment-safe: "Tokaify for team Web" (the gateway alone when no team is known).
+
+    A developer may hold a key on one gateway in two teams; both names are typed by people, so each goes
+    through _comment() on its own.
+    """
+    gateway = _comment(config.gateway_name)
+    return f"{gateway} for team {_comment(config.team_name)}" if config.team_name else gateway
+
+
 def warning_comments(config: ClaudeConfig, comment: str) -> list[str]:
     """The config's warnings as comment lines of at most 100 characters."""
     lines = []
@@ -183,7 +193,7 @@ def cmd_setx_quote(value: str) -> str:
 
 def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
     return [
-        f"{comment} Claude Code -> {_comment(config.gateway_name)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})",
+        f"{comment} Claude Code -> {setup_comment(config)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})",
         f"{comment} {where}",
         f"{comment} This file contains your personal key: do not share it or commit it.",
         *warning_comments(config, comment),
