@@ -25,7 +25,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, permissions, status
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotAcceptable, NotFound
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -193,10 +194,25 @@ DOWNLOAD_RESPONSES: dict[int | tuple[int, str], OpenApiResponse] = {
 }
 
 
+class FileOrJSONNegotiation(DefaultContentNegotiation):
+    """A download answers its file whatever the client accepts, and its refusals in JSON.
+
+    The file is an HttpResponse of its format's media type, which no renderer makes: a script asking for it
+    (`Accept: text/x-shellscript` on install.sh) would otherwise be refused with 406 before the view ran.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
 class MyConfigDownload(APIView):
     # Django would answer HEAD with get(), which records a download (its count, its time, an audit row)
     # and delivers nothing: HEAD gets a 405, as on the web page.
     http_method_names = [m for m in APIView.http_method_names if m != "head"]
+    content_negotiation_class = FileOrJSONNegotiation
 
     @extend_schema(responses=DOWNLOAD_RESPONSES)
     def get(self, request, assignment_id, format_name):

@@ -187,3 +187,21 @@ def test_an_expired_or_revoked_token_is_sent_to_the_access_tokens_page(bob):
         "The access token is invalid, expired or revoked. Make a new one on the Access tokens page: "
         "http://testserver/tokens/"
     )
+
+
+@pytest.mark.parametrize("format_name", ["install.sh", "bash", "fish", "install.ps1", "settings.json"])
+def test_a_download_asked_for_in_its_own_media_type_is_delivered(api, bob, bob_assignment, format_name):
+    from gateways.config import formats
+
+    own_type = formats.FORMATS[format_name].content_type
+    response = api(bob).get(f"/api/v1/me/configs/{bob_assignment.id}/{format_name}", HTTP_ACCEPT=own_type)
+    assert response.status_code == 200, response.content[:200]
+    assert response["Content-Type"].startswith(own_type)
+
+
+def test_a_refused_download_asked_for_as_a_script_is_still_answered_in_json(api, bob, bob_assignment):
+    response = api(bob, raise_request_exception=False).get(
+        "/api/v1/me/configs/999999/install.sh", HTTP_ACCEPT="text/x-shellscript"
+    )
+    assert response.status_code == 404
+    assert "no configuration with that id" in response.json()["detail"]
