@@ -122,6 +122,18 @@ PROBE_ALLOW_PRIVATE_IPS = envbool("PROBE_ALLOW_PRIVATE_IPS", "False")
 PROBE_CONNECT_TIMEOUT = envfloat("PROBE_CONNECT_TIMEOUT", 5.0)
 PROBE_READ_TIMEOUT = envfloat("PROBE_READ_TIMEOUT", 15.0)
 PROBE_DEADLINE = envfloat("PROBE_DEADLINE", 30.0)
+# A time limit of 0 or less fails every probe (and every delivery, NOTIFY_TIMEOUT) as a time-out, blamed on a
+# healthy gateway; past ten minutes a probe holds its thread and its claim on the key longer than a run lasts.
+MAX_TIMEOUT_SECONDS = 600
+for _name, _seconds in [
+    ("PROBE_CONNECT_TIMEOUT", PROBE_CONNECT_TIMEOUT),
+    ("PROBE_READ_TIMEOUT", PROBE_READ_TIMEOUT),
+    ("PROBE_DEADLINE", PROBE_DEADLINE),
+]:
+    if not 0 < _seconds <= MAX_TIMEOUT_SECONDS:
+        raise ImproperlyConfigured(
+            f"{_name} must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, not {_seconds:g}."
+        )
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024, low=1024)
 # Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
 # One per core this process may run on, at most 4: each is a fork of the command, with memory of its
@@ -145,6 +157,10 @@ if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
         f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
     )
 NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0)
+if not 0 < NOTIFY_TIMEOUT <= MAX_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"NOTIFY_TIMEOUT must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, not {NOTIFY_TIMEOUT:g}."
+    )
 NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10, low=1)
 
 INSTALLED_APPS = [

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import sys
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
@@ -23,6 +26,24 @@ def refresh_sqlite_statistics(sender, using: str, **kwargs) -> None:
             cursor.execute("ANALYZE")
 
 
+# What manage.py runs before the keyrings exist: the command that makes their keys, and help, which only prints.
+RUNS_WITHOUT_KEYRINGS = {"generate_encryption_key", "help", "version", "--help", "-h", "--version"}
+
+
+def runs_without_keyrings(argv: list[str]) -> bool:
+    """Whether this process is manage.py (or django-admin) making a key or printing help.
+
+    Every keyring error tells the operator to run `generate_encryption_key`, so that command must run where
+    the error appears: with DEBUG off and no keyring. Anything else (another command, gunicorn) checks them.
+    """
+    if os.path.basename(argv[0]) not in {"manage.py", "django-admin"}:
+        return False
+    if len(argv) < 2:
+        return True  # a bare `manage.py` lists the commands
+    options = argv[2 : argv.index("--")] if "--" in argv else argv[2:]  # after "--", "-h" is a value
+    return argv[1] in RUNS_WITHOUT_KEYRINGS or "--help" in options or "-h" in options
+
+
 class PortalConfig(AppConfig):
     name = "portal"
     verbose_name = "Portal"
@@ -34,6 +55,7 @@ class PortalConfig(AppConfig):
         redaction.install_log_redaction()
 
         # Fail at start-up, with a sentence, rather than at the first key a user stores.
-        crypto.get_keyring()
-        audit_chain.get_keyring()
+        if not runs_without_keyrings(sys.argv):
+            crypto.get_keyring()
+            audit_chain.get_keyring()
         post_migrate.connect(refresh_sqlite_statistics, sender=self)

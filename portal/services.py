@@ -195,21 +195,27 @@ def refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:
 
 
 @transaction.atomic
-def issue_token(*, user, name: str = "", expires_at=None, actor=None, request: HttpRequest | None = None):
-    """Create a personal access token; returns (token, plaintext shown once)."""
+def issue_token(
+    *, user, name: str = "", expires_at=None, actor=None, request: HttpRequest | None = None, via: str = ""
+):
+    """Create a personal access token; returns (token, plaintext shown once).
+
+    `via` names a command run on the server: the token is then its act (no actor), not the user's own.
+    """
     from portal.models import AccessToken
 
     token, raw = AccessToken.issue(user, name=name, expires_at=expires_at)
+    details = {
+        "user": user.get_username(),
+        "name": name,
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+    }
     audit.record(
         Action.TOKEN_ISSUED,
-        actor=actor or user,
+        actor=None if via else actor or user,
         request=request,
         target=token.lookup_id,
-        details={
-            "user": user.get_username(),
-            "name": name,
-            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
-        },
+        details={**details, "via": via} if via else details,
     )
     return token, raw
 

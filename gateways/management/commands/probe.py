@@ -10,11 +10,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from gateways.models import GatewayKey, GatewayKeyQuerySet, ProbeResult
+from gateways.models import Gateway, GatewayKey, GatewayKeyQuerySet, ProbeResult
 from gateways.probes.runner import probe_and_save
 from gateways.rules import one_line
 from gateways.services import record_expirations
 from portal import claims, crypto
+from portal.models import Team
 
 # Longer than a batch of probes takes (each is bounded by PROBE_DEADLINE): an older claim was a run that died.
 CLAIM_LEASE = timedelta(minutes=10)
@@ -38,6 +39,13 @@ class Command(BaseCommand):
     def handle(self, team, gateway, concurrency, json, no_stream, due, **options):
         if not 1 <= concurrency <= 500:
             raise CommandError("--concurrency must be between 1 and 500.")
+        # A typo in cron's `--due --team` would otherwise probe nothing, forever, and exit 0.
+        if team and not Team.objects.filter(slug=team).exists():
+            raise CommandError(f"No usable keys match: there is no team with the slug {team!r} (check --team).")
+        if gateway and not Gateway.objects.filter(slug=gateway).exists():
+            raise CommandError(
+                f"No usable keys match: there is no gateway with the slug {gateway!r} (check --gateway)."
+            )
         expired = record_expirations()
         if expired:
             self.stderr.write(f"recorded {expired} newly expired key(s) in the audit trail")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
@@ -47,6 +49,18 @@ class Command(BaseCommand):
             )
             audit.record(
                 Action.ENCRYPTION_ROTATED, details={"rows": total, "rows_this_run": moved, "primary_key_id": primary}
+            )
+            # A server not yet restarted with the new keyring stores under the old key meanwhile: "all" would be
+            # false, and the operator would remove the key those secrets need.
+            left = Counter[str]()
+            for model in vault_models():
+                pending = model.objects.exclude(secret_ciphertext="").exclude(secret_key_id=primary)
+                left.update(pending.values_list("secret_key_id", flat=True))
+        if left:
+            raise CommandError(
+                f"Re-encrypted {moved} secret(s) under key {primary}, but {left.total()} stored secret(s) still use "
+                f"key {', '.join(sorted(left))}, written meanwhile by a server still on the old keyring: restart "
+                "every server with the new keyring, then run it again before removing the old key."
             )
         self.stdout.write(f"Re-encrypted {moved} secret(s) under key {primary}; all {total} stored secret(s) use it.")
 

@@ -40,7 +40,9 @@ class Command(BaseCommand):
         if not 1 <= days <= ACCESS_TOKEN_MAX_DAYS:
             raise CommandError(f"--days must be from 1 to {ACCESS_TOKEN_MAX_DAYS}; every token expires.")
         expires_at = timezone.now() + timedelta(days=days)
-        token, raw = issue_token(user=user, name=name or "issued by command", expires_at=expires_at)
+        token, raw = issue_token(
+            user=user, name=name or "issued by command", expires_at=expires_at, via="manage.py issue_access_token"
+        )
         self.stderr.write(
             f"Token {token.lookup_id} for {username} expires {expires_at:%Y-%m-%d %H:%M} UTC. "
             "Store it now; it is not shown again."

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections import Counter
+
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from portal import audit, audit_chain
-from portal.models import Action, AuditEvent
+from portal.models import Action, AuditEvent, PendingAuditEvent
 
 # Rows a batch holds in memory and locks at once (a LIMIT past 64 bits would fail in the database).
 MAX_BATCH_SIZE = 100_000
@@ -43,4 +45,16 @@ class Command(BaseCommand):
             # Count every event under the key, not this run's share: a resumed run finishes others' work.
             total = AuditEvent.objects.filter(signing_key_id=primary).count()
             audit.record(Action.AUDIT_RESEALED, details={"events": total, "key_id": primary})
+        # A server not yet restarted with the new keyring signs with the old key meanwhile: "all" would be false,
+        # and the operator would remove the key those events need. Counted after the commit above, which chains
+        # the queued events; a queued one still waiting needs its key to be chained (a rejected one never is).
+        left = Counter(AuditEvent.objects.exclude(signing_key_id=primary).values_list("signing_key_id", flat=True))
+        queued = PendingAuditEvent.objects.filter(rejected=False).exclude(signing_key_id=primary)
+        left.update(queued.values_list("signing_key_id", flat=True))
+        if left:
+            raise CommandError(
+                f"Re-signed {signed} event(s), but {left.total()} event(s) are still signed with audit key "
+                f"{', '.join(sorted(left))}, recorded meanwhile by a server still on the old keyring: restart every "
+                "server with the new keyring, then run it again before removing the old key."
+            )
         self.stdout.write(f"Re-signed {signed} event(s); all {total} are now signed with audit key {primary}.")
