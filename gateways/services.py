@@ -319,8 +319,9 @@ def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) ->
     if key.revoked_at:
         return key
     key.revoked_at = timezone.now()
-    key.secret_ciphertext = ""
-    key.save(update_fields=["revoked_at", "secret_ciphertext"])
+    # With its key id: a row that holds no secret needs no vault key (readyz, and removing an old key after a rotation).
+    key.secret_ciphertext, key.secret_key_id = "", ""
+    key.save(update_fields=["revoked_at", "secret_ciphertext", "secret_key_id"])
     record_key_event(
         Action.KEY_REVOKED,
         key,

@@ -185,3 +185,45 @@ def test_readyz_says_the_audit_keyring_is_unusable_when_it_lacks_the_heads_key(c
 def test_readyz_reads_a_few_indexed_columns_whatever_is_stored(client, tokaify_key, django_assert_max_num_queries):
     with django_assert_max_num_queries(4):  # SELECT 1, the two vault-sealed tables, the chain's head
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_stays_ready_after_a_vault_key_rollover_when_a_revoked_key_exists(client, settings, alice, tokaify_key):
+    """The README's roll-over: a new key first, rotate_encryption_key, then the old key removed."""
+    from django.core.management import call_command
+
+    from gateways.services import revoke_key
+
+    revoke_key(key=tokaify_key, actor=alice)  # its secret is destroyed: no vault key can be needed for it
+    new = crypto.generate_key()
+    settings.PORTAL_ENCRYPTION_KEYS = f"{new},{TEST_KEYRING}"
+    call_command("rotate_encryption_key")
+    settings.PORTAL_ENCRYPTION_KEYS = new
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_migration_forgets_the_vault_key_of_secrets_revoked_before(migrator):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    others = [node for node in migrator.loader.graph.leaf_nodes() if node[0] != "gateways"]
+    before = [("gateways", "0010_key_settings_changed_at"), *others]
+    after = [("gateways", "0011_revoked_keys_need_no_vault_key"), *others]
+    migrator.migrate(before)
+    apps = migrator.loader.project_state(before).apps
+    team = apps.get_model("portal", "Team").objects.create(name="Web", slug="web")
+    gateway = apps.get_model("gateways", "Gateway").objects.get(slug="tokaify")
+    keys = apps.get_model("gateways", "GatewayKey").objects
+    common = {"team": team, "gateway": gateway, "masked": "sk-…"}
+    revoked = keys.create(label="gone", fingerprint="f1", secret_ciphertext="", secret_key_id="5e318f8c", **common)
+    live = keys.create(
+        label="live", fingerprint="f2", secret_ciphertext="v1:5e318f8c:x", secret_key_id="5e318f8c", **common
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    migrated = executor.loader.project_state(after).apps.get_model("gateways", "GatewayKey")
+    ids = dict(migrated.objects.values_list("pk", "secret_key_id"))
+    assert (ids[revoked.pk], ids[live.pk]) == ("", "5e318f8c")
