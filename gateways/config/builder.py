@@ -7,6 +7,7 @@ The rules come from the seed guides and from what Claude Code was measured to se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,3 +159,16 @@ def build_config(gateway: Gateway, key: GatewayKey, secret: Secret) -> ClaudeCon
             w for w in [rules.auth_scheme_warning(gateway.auth_scheme, gateway.credential_headers or {})] if w
         ),
     )
+
+
+def saved_as(pattern: str, *, team_slug: str, gateway_slug: str) -> str:
+    """The name a download is saved under: `pattern` (like claude-{team}-{gateway}.bash) with the two slugs.
+
+    A character outside [A-Za-z0-9_-] (a slug saved around the validators) becomes a dash: the name sits inside
+    the Content-Disposition header's quotes, and a script's "Run:" line names it.
+    """
+    return pattern.format(team=_plain_slug(team_slug), gateway=_plain_slug(gateway_slug))
+
+
+def _plain_slug(slug: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", slug) or "-"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.http import HttpResponse
 
 from gateways.config import installers, snippets
-from gateways.config.builder import ClaudeConfig
+from gateways.config.builder import ClaudeConfig, saved_as
 
 # Also what the live-key install command asks for: see gateways.devices.SH_INSTALL_COMMAND.
 SHELL_SCRIPT = "text/x-shellscript"
@@ -37,8 +37,8 @@ FORMATS: dict[str, Format] = {
         Format("fish", snippets.render_fish, "text/plain", "claude-{team}-{gateway}.fish"),
         Format("powershell", snippets.render_powershell, "text/plain", "claude-{team}-{gateway}.ps1"),
         Format("cmd", snippets.render_cmd, "text/plain", "claude-{team}-{gateway}.cmd"),
-        Format("install.sh", installers.render_install_sh, SHELL_SCRIPT, "install-claude-{team}-{gateway}.sh"),
-        Format("install.ps1", installers.render_install_ps1, "text/plain", "install-claude-{team}-{gateway}.ps1"),
+        Format("install.sh", installers.render_install_sh, SHELL_SCRIPT, installers.INSTALL_SH_NAME),
+        Format("install.ps1", installers.render_install_ps1, "text/plain", installers.INSTALL_PS1_NAME),
     ]
 }
 
@@ -64,16 +64,8 @@ def render(name: str, config: ClaudeConfig) -> tuple[str, Format]:
 
 
 def download_name(fmt: Format, *, team_slug: str, gateway_slug: str) -> str:
-    """The name a download is saved under, e.g. claude-web-tokaify.bash.
-
-    A character outside [A-Za-z0-9_-] (a slug saved around the validators) becomes a dash: the name sits
-    inside the Content-Disposition header's quotes.
-    """
-    return fmt.filename.format(team=_plain_slug(team_slug), gateway=_plain_slug(gateway_slug))
-
-
-def _plain_slug(slug: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", slug) or "-"
+    """The name a download is saved under, e.g. claude-web-tokaify.bash."""
+    return saved_as(fmt.filename, team_slug=team_slug, gateway_slug=gateway_slug)
 
 
 def download_response(text: str, fmt: Format, *, team_slug: str, gateway_slug: str) -> HttpResponse:

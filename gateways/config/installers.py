@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import json
 
-from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
+from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, saved_as
 from gateways.config.snippets import (
     KEPT_ENV,  # kept when a new set-up does not set it
     REPLACED_ENV,  # what an installer owns in settings.json's env: the new set-up's value or ""
@@ -53,6 +53,15 @@ from gateways.config.snippets import (
     warning_comments,
 )
 from gateways.rules import MANAGED_ENV
+
+# The names the installers download as (gateways.config.formats), which their "Run:" line repeats.
+INSTALL_SH_NAME = "install-claude-{team}-{gateway}.sh"
+INSTALL_PS1_NAME = "install-claude-{team}-{gateway}.ps1"
+
+
+def _saved_as(pattern: str, config: ClaudeConfig) -> str:
+    return saved_as(pattern, team_slug=config.team_slug, gateway_slug=config.gateway_slug)
+
 
 # The same names, checked in the shell and in the shell profiles: an old snippet's exports.
 CONFLICT_VARIABLES = REPLACED_ENV
@@ -360,7 +369,7 @@ def render_install_sh(config: ClaudeConfig) -> str:
 # Claude Code -> {setup_comment(config)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into ~/.claude/settings.json and Claude Code's first-run answers into
 # ~/.claude.json, and keeps everything else in both. Quit claude first: it rewrites ~/.claude.json.
-# Run: sh install.sh   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
+# Run: sh {_saved_as(INSTALL_SH_NAME, config)}   (or pipe it: curl ... | sh). It contains your personal key: do not share it.
 {comments}set -eu
 
 PORTAL_ENV='{_b64json(env)}'
@@ -441,7 +450,7 @@ def render_install_ps1(config: ClaudeConfig) -> str:
     return f"""# Claude Code -> {setup_comment(config)} (key {_comment(config.key_label)}, {_comment(config.key_masked)})
 # Merges the portal's settings into %USERPROFILE%\\.claude\\settings.json and Claude Code's first-run answers
 # into %USERPROFILE%\\.claude.json, and keeps everything else in both. Quit claude first: it rewrites .claude.json.
-# Run: powershell -ExecutionPolicy Bypass -File install.ps1. It contains your personal key: do not share it.
+# Run: powershell -ExecutionPolicy Bypass -File {_saved_as(INSTALL_PS1_NAME, config)}. It contains your personal key: do not share it.
 {comments}$ErrorActionPreference = 'Stop'
 function Decode-Text([string]$b64) {{
   [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b64))

@@ -86,6 +86,13 @@ def test_install_sh_says_which_teams_set_up_it_installed(api, bob, two_tokaify_s
     assert 'echo "Claude Code is set up for Tokaify for team Data in $settings."' in text
 
 
+@pytest.mark.parametrize("format_name,run", [("install.sh", "sh "), ("install.ps1", "-File ")])
+def test_an_installers_run_line_names_the_file_it_is_saved_as(api, bob, two_tokaify_setups, format_name, run):
+    response = api(bob).get(f"/api/v1/me/configs/{two_tokaify_setups[1].pk}/{format_name}")
+    [run_line] = [line for line in response.content.decode().splitlines() if line.startswith("# Run:")]
+    assert f"{run}{filename(response)}" in run_line
+
+
 def config_for_team(team_name: str, tokaify) -> ClaudeConfig:
     key = GatewayKey(gateway=tokaify, label="Bob's laptop (x); touch label_ran; (y", masked="sk-…cdef")
     config = build_config(tokaify, key, Secret(WEB_SECRET))
