@@ -14,37 +14,44 @@ through, the rest of that channel's are due at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import smtplib
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import cast
 
 import httpx
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from alerts import messages, rules, services
-from alerts.models import ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
+from alerts.models import Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
 from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
 from portal import claims
 from portal.crypto import DecryptionError
 
 logger = logging.getLogger(__name__)
 
-# Deliveries claimed at a time, per delivery sent at once: small batches let other servers share the work.
-BATCH_PER_SLOT = 5
-# At least this, and longer than any batch takes (BATCH_PER_SLOT rounds of NOTIFY_TIMEOUT at most): a claim
-# older than the lease was a run that died.
-MIN_LEASE = timedelta(minutes=5)
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
 EXCERPT = 200
 NO_MAIL = (
     "This portal sends no mail; set EMAIL_URL (or EMAIL_HOST) and restart it, and the next try sends this. "
     "Until then, use a webhook or Slack channel."
 )
+
+
+def _channel_removed(delivery: Delivery) -> bool:
+    """A channel's delivery whose channel is gone (a person's delivery has no channel, and needs none)."""
+    return delivery.user_id is None and delivery.channel_id is None
 
 
 @dataclass
@@ -75,8 +82,11 @@ class Attempted:
 def prepare(delivery: Delivery) -> Outgoing:
     notification = delivery.notification
     outgoing = Outgoing(delivery.id, delivery.kind, delivery.target, notification.event)
+    if _channel_removed(delivery):  # since it was claimed or retried: never sent to an address nobody owns now
+        outgoing.problem = services.CHANNEL_REMOVED
+        return outgoing
     if delivery.kind == ChannelKind.EMAIL:
-        outgoing.subject, text = messages.email_parts(notification, to_holder=delivery.user_id is not None)
+        outgoing.subject, text = messages.email_parts(notification, to_person=delivery.user_id is not None)
         outgoing.body = text.encode()
         if not settings.EMAIL_CONFIGURED:  # Django's fallback backend would drop it and call that sent
             outgoing.problem = NO_MAIL
@@ -84,11 +94,8 @@ def prepare(delivery: Delivery) -> Outgoing:
         outgoing.body = messages.slack_body(notification)
     else:
         outgoing.body = messages.webhook_body(notification, delivery_id=delivery.id)
-        if delivery.channel is None:  # removed since it was claimed: never send a webhook unsigned
-            outgoing.problem = "The channel was removed."
-            return outgoing
         try:
-            secret = delivery.channel.reveal_secret()
+            secret = cast(Channel, delivery.channel).reveal_secret()  # a webhook is a channel's, still there
         except DecryptionError as exc:
             outgoing.problem = f"The channel's secret cannot be opened: {exc}"
         else:
@@ -112,15 +119,66 @@ async def _post(client: SafeClient, item: Outgoing) -> tuple[int, str]:
         headers[rules.SIGNATURE_HEADER] = rules.signature(item.secret, int(time.time()), item.body)
     async with client.stream("POST", item.target, headers=headers, content=item.body) as response:
         if 300 <= response.status_code < 400:
-            return response.status_code, response.headers.get("location", "")[:EXCERPT]
+            # A relative Location ("/v2/hook") is named as the full URL the channel should be given.
+            location = response.headers.get("location", "")
+            return response.status_code, (str(response.url.join(location)) if location else "")[:EXCERPT]
         excerpt, _ = await read_limited(response, EXCERPT)
         # Stored with the attempt: PostgreSQL's text refuses NUL, which a receiver may send.
         return response.status_code, excerpt.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def _send_mail(item: Outgoing) -> None:
-    connection = get_connection(timeout=settings.NOTIFY_TIMEOUT)
+class _WatchedSMTPBackend(SMTPBackend):
+    """Django's SMTP backend, whose session can be cut: at NOTIFY_TIMEOUT its socket is shut, so a mail the
+    Deliveries page records as not sent was not sent, and no thread outlives the run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions: list[smtplib.SMTP] = []
+        self.cut = False
+
+    @property
+    def connection_class(self):
+        backend, base = self, smtplib.SMTP_SSL if self.use_ssl else smtplib.SMTP  # as Django's chooses
+
+        class Watched(base):  # type: ignore[valid-type,misc]
+            def _get_socket(self, host, port, timeout):
+                backend.sessions.append(self)
+                sock = super()._get_socket(host, port, timeout)
+                if backend.cut:  # the deadline passed while connecting
+                    sock.close()
+                    raise TimeoutError
+                return sock
+
+        return Watched
+
+    def end_session(self) -> None:
+        """Shut the session's socket: a step waiting for the server fails at once, and no later step is sent."""
+        self.cut = True
+        for session in self.sessions:
+            if session.sock is not None:
+                with contextlib.suppress(OSError):
+                    session.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _send_mail(item: Outgoing, connection) -> None:
     EmailMessage(item.subject, item.body.decode(), None, [item.target], connection=connection).send()
+
+
+async def _send_mail_within(item: Outgoing, limit: float) -> None:
+    """Send the mail; the whole SMTP session, not only each step, ends at `limit` (then TimeoutError)."""
+    if settings.EMAIL_BACKEND != SMTP_BACKEND:  # a backend without a network session (console, locmem...)
+        await asyncio.wait_for(asyncio.to_thread(_send_mail, item, get_connection(timeout=limit)), limit)
+        return
+    connection = _WatchedSMTPBackend(timeout=limit)
+    sending = asyncio.ensure_future(asyncio.to_thread(_send_mail, item, connection))
+    try:
+        await asyncio.wait_for(asyncio.shield(sending), limit)
+    except TimeoutError:
+        connection.end_session()
+        try:
+            await sending  # ends at once now; a mail the server took just before counts as sent
+        except Exception:
+            raise TimeoutError from None
 
 
 def http_problem(status: int, excerpt: str) -> str:
@@ -142,7 +200,7 @@ async def _attempt(item: Outgoing, client: SafeClient, gate: asyncio.Semaphore) 
             if item.problem:
                 error = item.problem
             elif item.kind == ChannelKind.EMAIL:
-                await asyncio.wait_for(asyncio.to_thread(_send_mail, item), limit + 1)
+                await _send_mail_within(item, limit)
             else:
                 status, excerpt = await asyncio.wait_for(_post(client, item), limit)
                 if not 200 <= status < 300:
@@ -181,6 +239,8 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
                 delivery.record_success(now)
             else:
                 delivery.record_failure(now, attempt.error)
+                if delivery.status == DeliveryStatus.PENDING and _removed_meanwhile(delivery):
+                    delivery.status, delivery.last_error = DeliveryStatus.CANCELLED, services.CHANNEL_REMOVED
             kept = Delivery.objects.filter(pk=delivery.pk, claim=token).update(
                 attempts=delivery.attempts,
                 status=delivery.status,
@@ -207,11 +267,18 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
     return outcome
 
 
+def _removed_meanwhile(delivery: Delivery) -> bool:
+    """Whether the delivery's channel was removed while this run sent to it (removal leaves claimed ones to us)."""
+    if delivery.user_id is not None:
+        return False
+    return not Delivery.objects.filter(pk=delivery.pk, channel__isnull=False).exists()
+
+
 def deliver_due() -> Counter:
     """Tell teams of keys about to expire, then send every delivery that is due; counts by outcome."""
     outcome: Counter = Counter()
-    batch = max(1, settings.NOTIFY_CONCURRENCY) * BATCH_PER_SLOT
-    lease = max(MIN_LEASE, timedelta(seconds=2 * BATCH_PER_SLOT * (settings.NOTIFY_TIMEOUT + 1)))
+    batch = max(1, settings.NOTIFY_CONCURRENCY) * services.BATCH_PER_SLOT
+    lease = services.delivery_lease()
     outcome["expiring"] = services.notify_expiring()
     while True:
         now = _clock()

@@ -109,11 +109,19 @@ def key_expired(key: GatewayKey) -> Message:
     )
 
 
-def key_rotated(key: GatewayKey, *, actor_name: str, holders: int, live_holders: int = 0) -> Message:
-    """`holders` were told to download again; `live_holders` only use live devices, which need nothing."""
+def key_rotated(
+    key: GatewayKey, *, actor_name: str, holders: int, live_holders: int = 0, never_downloaded: int = 0
+) -> Message:
+    """`holders` were told to download again; `live_holders` only use live devices, and `never_downloaded`
+    holders have no set-up at all: neither holds the old secret, so neither is mailed."""
     live = (
         f" {live_holders} holder(s) use only live devices, which fetch the new secret themselves."
         if live_holders
+        else ""
+    )
+    never = (
+        f" {never_downloaded} holder(s) never downloaded a set-up, so hold no old secret and were not mailed."
+        if never_downloaded
         else ""
     )
     return Message(
@@ -121,19 +129,19 @@ def key_rotated(key: GatewayKey, *, actor_name: str, holders: int, live_holders:
         f"{key.label} was rotated",
         f"{actor_name or 'The portal'} rotated the key {key.label} of team {key.team.name} for {key.gateway.name}; "
         f"it is now {key.masked}. {holders} holder(s) were told to download their set-up again; the "
-        f"dashboard shows whose download is still older than the rotation.{live}",
+        f"dashboard shows whose download is still older than the rotation.{live}{never}",
         link(reverse("key", args=[key.id])),
-        {"key": key_facts(key), "holders": holders, "live_holders": live_holders},
+        {"key": key_facts(key), "holders": holders, "live_holders": live_holders, "never_downloaded": never_downloaded},
     )
 
 
-def holder_rotation_advice(assignment: Assignment, *, has_live_device: bool) -> str | None:
+def holder_rotation_advice(assignment: Assignment) -> str | None:
     """What a holder must do after a rotation, or None when nothing.
 
-    A downloaded set-up holds the secret itself, so its holder must download again. A live device
-    fetches the secret when Claude Code asks, so a holder who only uses live devices has nothing to do.
+    Only a downloaded set-up holds the secret itself, so only its holder must download again. A live
+    device fetches the secret when Claude Code asks, and a holder who never downloaded holds no secret.
     """
-    if has_live_device and assignment.last_download_at is None:
+    if assignment.last_download_at is None:
         return None
     return (
         "The set-up you downloaded holds the old secret, which stops working once the old secret is revoked "
@@ -153,12 +161,12 @@ def rotated_for_holder(assignment: Assignment, *, advice: str) -> Message:
     )
 
 
-def member_added(*, team_name: str, username: str, role: str, actor_name: str) -> Message:
+def member_added(*, team_name: str, team_slug: str, username: str, role: str, actor_name: str) -> Message:
     return Message(
         EventKind.MEMBER_ADDED,
         f"{username} joined {team_name}",
         f"{actor_name or 'The portal'} added {username} to team {team_name} as {role}.",
-        "",
+        link(reverse("team", args=[team_slug])),
         {"member": {"username": username, "role": role}},
     )
 
@@ -172,6 +180,11 @@ def member_offboarded(*, team_name: str, team_slug: str, username: str, role: st
         link(reverse("team", args=[team_slug])),
         {"member": {"username": username, "role": role}},
     )
+
+
+def key_self_assigned(assignment: Assignment, *, subject: str, text: str) -> Message:
+    """The notice gateways wrote (gateways.notices), for the team's other admins; it carries its team page link."""
+    return Message(EventKind.KEY_SELF_ASSIGNED, subject, text, "", {"key": key_facts(assignment.key)})
 
 
 def channel_test(*, team_name: str, actor_name: str) -> Message:
@@ -214,12 +227,13 @@ def slack_body(notification: Notification) -> bytes:
     return json.dumps({"text": text}).encode()
 
 
-def email_parts(notification: Notification, *, to_holder: bool) -> tuple[str, str]:
+def email_parts(notification: Notification, *, to_person: bool) -> tuple[str, str]:
     """Subject and plain-text body of the mail."""
-    why = (
-        "You receive this because you hold this key."
-        if to_holder
-        else f"You receive this because this address is a notification channel of team {notification.team.name}."
-    )
+    if not to_person:
+        why = f"You receive this because this address is a notification channel of team {notification.team.name}."
+    elif notification.event == EventKind.KEY_SELF_ASSIGNED:
+        why = f"You receive this because you oversee team {notification.team.name} in the portal."
+    else:
+        why = "You receive this because you hold this key."
     body = notification.text + (f"\n\n{notification.url}" if notification.url else "") + f"\n\n-- \n{why}\n"
     return EMAIL_PREFIX + notification.subject, body

@@ -95,6 +95,7 @@ class EventKind(models.TextChoices):
     KEY_ROTATED = "key.rotated", "Key rotated"
     MEMBER_ADDED = "member.added", "Member added"
     MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
+    KEY_SELF_ASSIGNED = "key.self_assigned", "Key self-assigned"
     TEST = "test", "Test message"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.dispatch import receiver
 
 from alerts import messages, rules, services
-from gateways.events import key_expired, key_rotated, probe_recorded
+from gateways.events import key_expired, key_rotated, probe_recorded, self_assigned
 from portal.signals import member_added, member_leaving
 
 
@@ -30,6 +30,12 @@ def tell_expiry(sender, key, **kwargs) -> None:
     services.notify_team(key.team, messages.key_expired(key), key=key)
 
 
+@receiver(self_assigned)
+def tell_self_assignment(sender, assignment, recipients, subject: str, text: str, **kwargs) -> None:
+    message = messages.key_self_assigned(assignment, subject=subject, text=text)
+    services.notify_people(assignment.key.team, recipients, message, key=assignment.key)
+
+
 def _who_did_it(membership, actor) -> str:
     """The name the message gives the change: the person who made it, or the SSO groups that did.
 
@@ -45,6 +51,7 @@ def _who_did_it(membership, actor) -> str:
 def tell_new_member(sender, membership, actor=None, **kwargs) -> None:
     message = messages.member_added(
         team_name=membership.team.name,
+        team_slug=membership.team.slug,
         username=membership.user.get_username(),
         role=membership.role,
         actor_name=_who_did_it(membership, actor),

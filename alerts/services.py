@@ -16,11 +16,18 @@ from alerts import messages, rules
 from alerts.messages import Message
 from alerts.models import Channel, ChannelKind, Delivery, DeliveryStatus, Notification
 from gateways.models import Assignment, Device, GatewayKey
-from portal import audit
+from portal import audit, claims
 from portal.errors import RuleError
 from portal.models import Action, Team
 
 logger = logging.getLogger(__name__)
+
+CHANNEL_REMOVED = "The channel was removed."
+# Deliveries claimed at a time, per delivery sent at once: small batches let other servers share the work.
+BATCH_PER_SLOT = 5
+# At least this, and longer than any batch takes (BATCH_PER_SLOT rounds of NOTIFY_TIMEOUT at most): a claim
+# older than the lease was a run that died.
+MIN_LEASE = timedelta(minutes=5)
 
 NO_MAIL_CHANNEL = (
     "This portal sends no mail: deliveries to this e-mail channel fail until EMAIL_URL (or EMAIL_HOST) is set "
@@ -76,16 +83,24 @@ def channel_notices(channel: Channel) -> list[str]:
     return []
 
 
+def delivery_lease() -> timedelta:
+    """How long a notify run holds the deliveries it claimed; after that, the run is taken to have died."""
+    return max(MIN_LEASE, timedelta(seconds=2 * BATCH_PER_SLOT * (settings.NOTIFY_TIMEOUT + 1)))
+
+
 @transaction.atomic
 def delete_channel(*, channel: Channel, actor, request: HttpRequest | None = None) -> None:
-    """Remove a channel; what it had still to send is cancelled, what it sent stays on the Deliveries page.
+    """Remove a channel; what it had still to send is cancelled, what it sent (or is sending) stays on the Deliveries page.
 
     Once: a second removal sent at the same moment (a double click, a retry) finds it gone and records nothing.
     """
     if Channel.objects.select_for_update().filter(pk=channel.pk).first() is None:
         return
-    channel.deliveries.filter(status=DeliveryStatus.PENDING).update(
-        status=DeliveryStatus.CANCELLED, last_error="The channel was removed.", claimed_at=None, claim=None
+    # One a run is sending right now is left to that run: the receiver may be getting it, so the run records the
+    # attempt, then cancels instead of retrying (alerts.delivery.record).
+    free = claims.free_of_claims(claimed_at="claimed_at", now=timezone.now(), lease=delivery_lease())
+    channel.deliveries.filter(free, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.CANCELLED, last_error=CHANNEL_REMOVED, claimed_at=None, claim=None
     )
     audit.record(
         Action.CHANNEL_DELETED,
@@ -149,6 +164,21 @@ def notify_person(team: Team, user, message: Message, *, key: GatewayKey | None 
     return notification
 
 
+@transaction.atomic
+def notify_people(team: Team, users: list, message: Message, *, key: GatewayKey | None = None) -> Notification | None:
+    """One notification for several people, delivered by mail to each one's address (none without one)."""
+    notification = _create(team, message, key=key, dedupe_key=None)
+    if notification is not None:
+        Delivery.objects.bulk_create(
+            [
+                Delivery(notification=notification, user=user, kind=ChannelKind.EMAIL, target=user.email)
+                for user in users
+                if user.email
+            ]
+        )
+    return notification
+
+
 def send_test(*, channel: Channel, actor) -> Notification | None:
     """A test message to one channel, so an admin sees it arrive (or the Deliveries page says why not)."""
     message = messages.channel_test(team_name=channel.team.name, actor_name=actor.get_username())
@@ -164,18 +194,21 @@ def notify_rotation(key: GatewayKey, *, actor) -> None:
         .annotate(has_live_device=Exists(live))
         .select_related("user", "key__team", "key__gateway")
     )
-    told = live_only = 0
+    told = live_only = never = 0
     for assignment in holders:
-        advice = messages.holder_rotation_advice(assignment, has_live_device=assignment.has_live_device)
-        if advice is None:
+        advice = messages.holder_rotation_advice(assignment)
+        if advice is not None:
+            notify_person(key.team, assignment.user, messages.rotated_for_holder(assignment, advice=advice), key=key)
+            told += 1
+        elif assignment.has_live_device:
             live_only += 1
-            continue
-        notify_person(key.team, assignment.user, messages.rotated_for_holder(assignment, advice=advice), key=key)
-        told += 1
+        else:
+            never += 1
     actor_name = actor.get_username() if actor else ""
-    notify_team(
-        key.team, messages.key_rotated(key, actor_name=actor_name, holders=told, live_holders=live_only), key=key
+    message = messages.key_rotated(
+        key, actor_name=actor_name, holders=told, live_holders=live_only, never_downloaded=never
     )
+    notify_team(key.team, message, key=key)
 
 
 def expiry_dedupe_key(key: GatewayKey) -> str:

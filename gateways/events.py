@@ -1,6 +1,6 @@
 """Signals gateways sends when something happens to a key, for the apps built on it (alerts).
 
-Each is sent inside the transaction of the change, so a receiver's rows (a notification to
+Each is sent inside the transaction of the change (self_assigned: once it is committed), so a receiver's rows (a notification to
 deliver) are committed with the change or not at all. gateways never imports those apps.
 """
 
@@ -14,3 +14,5 @@ key_rotated = Signal()
 key_expired = Signal()
 # `key=`, `previous=` (the verdict before, "" when never probed), `result=` (the ProbeResult just saved).
 probe_recorded = Signal()
+# `assignment=`, `recipients=` (users), `subject=`, `text=`: an admin gave a key to themselves; the others must hear.
+self_assigned = Signal()

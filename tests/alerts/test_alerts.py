@@ -123,10 +123,17 @@ def test_slack_channels_get_an_incoming_webhook_body(web, alice, tokenbay_key):
     assert "x-portal-signature" not in request.headers
 
 
+def downloaded(*assignments) -> None:
+    """The holders downloaded their set-ups: only they hold a secret a rotation makes old."""
+    for assignment in assignments:
+        type(assignment).objects.filter(pk=assignment.pk).update(last_download_at=timezone.now())
+
+
 def test_mail_reaches_a_real_smtp_server_for_channels_and_for_a_rotated_keys_holders(
     smtp, web, alice, bob, bob_assignment, tokenbay_key
 ):
     create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
+    downloaded(bob_assignment)
     rotate_key_secret(key=tokenbay_key, secret="sk-tokenbay-rotated-0123456789", actor=alice)
     assert deliver_due()["sent"] == 2
     by_recipient = {tuple(to): message for to, message in smtp.messages}
@@ -316,7 +323,7 @@ def test_a_rotation_tells_each_holder_and_the_team(web, alice, bob, bob_assignme
     carol.email = ""
     carol.save()
     add_member(team=web, username="carol", role="member", actor=alice)
-    assign_key(key=tokenbay_key, username="carol", actor=alice)
+    downloaded(assign_key(key=tokenbay_key, username="carol", actor=alice), bob_assignment)
     create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
     rotate_key_secret(key=tokenbay_key, secret="sk-tokenbay-rotated-0123456789", actor=alice)
     rotated = Notification.objects.filter(event="key.rotated")
@@ -339,7 +346,7 @@ def test_no_secret_ever_appears_in_a_message(smtp, web, alice, bob, tokenbay):
         tokenbay.base_url = gw.base_url
         tokenbay.save()
         key = store_key(team=web, gateway=tokenbay, label="Canary", secret=CANARY, actor=alice)
-        assign_key(key=key, username="bob", actor=alice)
+        downloaded(assign_key(key=key, username="bob", actor=alice))
         webhook(web, receiver, "/hook", alice, secret=HOOK_CANARY)
         create_channel(team=web, kind="slack", target=receiver.url("/slack"), actor=alice)
         create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
