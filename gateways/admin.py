@@ -68,6 +68,10 @@ class AssignmentInline(LookOnly, admin.TabularInline):
     model = Assignment
     fields = ["user", "created_at", "last_download_at", "last_download_format"]
 
+    def get_queryset(self, request):
+        # Each row shows its user, and names itself by key label and user: read with it, not a query per row.
+        return super().get_queryset(request).select_related("user", "key")
+
 
 class GatewayKeySettingsForm(forms.ModelForm):
     """The admin's key form, refusing what the key's page refuses before the service is asked to save.

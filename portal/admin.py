@@ -51,6 +51,10 @@ class MembershipInline(LookOnly, admin.TabularInline):
     model = Membership
     fields = ["user", "role", "created_at"]
 
+    def get_queryset(self, request):
+        # Each row shows its user, and names itself by user and team: read with it, not a query per row.
+        return super().get_queryset(request).select_related("user", "team")
+
 
 @admin.register(Team)
 class TeamAdmin(LookOnly, admin.ModelAdmin):
