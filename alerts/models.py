@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from alerts import rules
 from portal import crypto
-from portal.models import Team
+from portal.models import Membership, Team
 
 
 class ChannelKind(models.TextChoices):
@@ -140,8 +140,16 @@ MAX_ATTEMPTS = len(BACKOFF) + 1
 
 class DeliveryQuerySet(models.QuerySet):
     def visible_to(self, user) -> DeliveryQuerySet:
-        """Deliveries of the teams the user administers (staff: all)."""
-        return self.filter(notification__team__in=Team.objects.administered_by(user))
+        """Deliveries of the teams the user administers (staff: all), but not a mail to someone outside the team.
+
+        Staff are told of a self-assignment when a team has no other admin with an address: their names and
+        addresses are not the team admins' to read on the Deliveries page.
+        """
+        visible = self.filter(notification__team__in=Team.objects.administered_by(user))
+        if user.is_staff:
+            return visible
+        member = Membership.objects.filter(team=models.OuterRef("notification__team"), user=models.OuterRef("user"))
+        return visible.filter(models.Q(user__isnull=True) | models.Exists(member))
 
     def due(self, now: datetime) -> DeliveryQuerySet:
         """Pending deliveries whose time has come, except those behind an older one to the same channel that failed

@@ -148,6 +148,9 @@ class ProbeResultAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a probe deleted here would bring an older verdict back, with no audit row
+
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):

@@ -89,6 +89,9 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a token deleted here would leave no token.revoked row: revoke it with the Revoked date
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         help_texts = {"revoked_at": "Enter any date to revoke this token now. A revocation is never undone."}
         return super().get_form(request, obj, change=change, help_texts=help_texts, **kwargs)
