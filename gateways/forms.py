@@ -186,9 +186,8 @@ class KeySettingsForm(InputForm):
         field_classes = {"custom_headers": JSONObjectField}
         widgets = {
             "expires_at": forms.DateTimeInput(attrs={"type": "datetime-local"}),
-            "disable_experimental_betas": forms.Select(
-                choices=[("unknown", "Gateway default"), ("true", "Yes"), ("false", "No")]
-            ),
+            # Its values map None, True and False both ways (a plain Select shows "True", which no option is).
+            "disable_experimental_betas": forms.NullBooleanSelect(),
         }
         labels = {
             "expires_at": "Expires",
@@ -213,6 +212,11 @@ class KeySettingsForm(InputForm):
             # The page posts back what it showed, so changed_data is what was changed on it: a save does not
             # put back what another admin saved after the page was opened.
             self.fields[name].show_hidden_initial = True
+        self.fields["disable_experimental_betas"].widget.choices = [
+            ("unknown", "Gateway default"),
+            ("true", "Yes"),
+            ("false", "No"),
+        ]
         zone = timezone.get_current_timezone_name()
         self.fields["expires_at"].label = f"Expires ({zone})"
         self.fields[

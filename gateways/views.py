@@ -354,9 +354,14 @@ def key_detail(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 
 
 def _render_key_page(
-    request: AuthenticatedHttpRequest, key: GatewayKey, role: str | None, assign_refused: tuple[str, str] | None = None
+    request: AuthenticatedHttpRequest,
+    key: GatewayKey,
+    role: str | None,
+    assign_refused: tuple[str, str] | None = None,
+    settings_refused: KeySettingsForm | None = None,
 ) -> HttpResponse:
-    """The key page; `assign_refused` is (the name picked, the sentence why) when Assign was just refused."""
+    """The key page; `assign_refused` is (the name picked, the sentence why) when Assign was just refused, and
+    `settings_refused` the settings form as posted, with its errors, when Save was."""
     is_admin = role == Role.ADMIN
     assignments = key.assignments.select_related("user")
     members = key.team.memberships.select_related("user").filter(user__is_active=True)
@@ -370,36 +375,36 @@ def _render_key_page(
         "assign_form": AssignForm(members=[m.user.username for m in members]),
         "assign_picked": assign_refused[0] if assign_refused else "",
         "assign_error": assign_refused[1] if assign_refused else "",
-        "settings_form": KeySettingsForm(initial=initial),
+        "settings_form": settings_refused or KeySettingsForm(initial=initial),
         "gateway_name": key.gateway.name,
         "probes": probes[:10],
         "chart": charts.latency_svg(list(reversed(probes))),
         "devices": key_devices(key),
         "rollout": devices.rollout(key),
     }
-    return render(request, "gateways/key_detail.html", context, status=400 if assign_refused else 200)
+    refused = assign_refused or settings_refused
+    return render(request, "gateways/key_detail.html", context, status=400 if refused else 200)
 
 
 @login_required
 @require_POST
 def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
-    key, _ = key_with_role(request.user, key_id, Role.ADMIN)
+    """Save what was changed on the form; a refusal shows the key page again with what was typed and why."""
+    key, role = key_with_role(request.user, key_id, Role.ADMIN)
     form = KeySettingsForm(request.POST)
-    if form.is_valid():
-        # Only what was changed on this page (against the values it showed): another admin's save since stays.
-        changes = {k: v for k, v in _settings_from_form(form.cleaned_data).items() if k in form.changed_data}
-        try:
-            if not changes:
-                messages.info(request, "Nothing was changed on the form, so nothing was saved.")
-            else:
-                services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
-                messages.success(request, "Key settings saved; developers' next downloads use them.")
-        except RuleError as exc:
-            messages.error(request, str(exc))
-    else:
-        messages.error(
-            request, " ".join(e["message"] for errors in form.errors.get_json_data().values() for e in errors)
-        )
+    if not form.is_valid():
+        return _render_key_page(request, key, role, settings_refused=form)
+    # Only what was changed on this page (against the values it showed): another admin's save since stays.
+    changes = {k: v for k, v in _settings_from_form(form.cleaned_data).items() if k in form.changed_data}
+    if not changes:
+        messages.info(request, "Nothing was changed on the form, so nothing was saved.")
+        return redirect("key", key_id=key.id)
+    try:
+        services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
+    except RuleError as exc:
+        add_to_form(form, exc)
+        return _render_key_page(request, key, role, settings_refused=form)
+    messages.success(request, "Key settings saved; developers' next downloads use them.")
     return redirect("key", key_id=key.id)
 
 

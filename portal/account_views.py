@@ -305,6 +305,9 @@ def team_groups(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Group names are one line of at most 200 characters.")
         return redirect("team", slug=team.slug)
+    if not form.changes():
+        messages.info(request, "Nothing was changed on the form, so nothing was saved.")
+        return redirect("team", slug=team.slug)
     try:
         services.update_team_groups(team=team, changes=form.changes(), actor=request.user, request=request)
         messages.success(request, f"{team.name}'s SSO groups saved; memberships follow them at each SSO sign-in.")

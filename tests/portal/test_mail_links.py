@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from alerts.delivery import deliver_due
 from portal.models import Membership, Role, UnconfirmedEmail
 from tests.conftest import make_user
 from tests.smtp_server import link_in
@@ -57,6 +58,7 @@ def test_the_self_assignment_notice_links_to_the_public_team_page(
             f"/api/v1/keys/{tokaify_key.id}/assignments/", {"username": "alice"}, format="json", HTTP_HOST=INTERNAL
         )
     assert response.status_code == 201
+    deliver_due()  # the notice goes through the alerts queue, as manage.py notify sends it
     [message] = smtp.to("erin@example.com")
     assert link_in(message) == f"{PUBLIC}/teams/web/", link_in(message)
 
