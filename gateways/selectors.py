@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
@@ -15,7 +16,7 @@ def my_assignments(user) -> AssignmentQuerySet:
     return (
         Assignment.objects.filter(user=user)
         .select_related("key__gateway", "key__team", "user")
-        .order_by("key__team__name", "key__label")
+        .order_by(Lower("key__team__name"), "key__team__name", Lower("key__label"), "key__label")
     )
 
 

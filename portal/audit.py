@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
@@ -472,7 +473,8 @@ def filter_events(events, query):
     if query.get("team"):
         events = events.filter(team_slug=query["team"])
     if query.get("actor"):
-        events = events.filter(actor_username=query["actor"])
+        # Stored names are in NFKC (Django's normalize_username): "zoë" typed with a combining diaeresis is zoë.
+        events = events.filter(actor_username=unicodedata.normalize("NFKC", query["actor"]))
     if query.get("action"):
         events = events.filter(action=query["action"])
     if query.get("gateway"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import timedelta
 
+import idna
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -35,13 +38,67 @@ def accept_url(request: HttpRequest, raw: str) -> str:
 
 
 def normalize_email(email: str) -> str:
+    """The address in one spelling: its domain lowercase and in ASCII (bücher.de as xn--bcher-kva.de)."""
     email = email.strip()
     try:
         validate_email(email)
     except ValidationError:
         raise RuleError(f"{email[:200]!r} is not an e-mail address.", field="email") from None
     local, _, domain = email.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except idna.IDNAError:
+        raise RuleError(
+            f"{email[:200]!r} is not an e-mail address: its domain {domain[:100]!r} holds characters a domain name "
+            "cannot hold (such as symbols or emoji). Check the address.",
+            field="email",
+        ) from None
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain lowercase, each internationalised label in its xn-- form; idna.IDNAError if it is not valid IDNA.
+
+    A plain ASCII label is kept as it is (only lowercased): Django's validator has accepted it, and IDNA 2008
+    would refuse some that mail has always carried (`ab--cd`).
+    """
+    if domain.startswith("["):  # an address literal, [192.0.2.1]
+        return domain.lower()
+    mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)  # case, fullwidth letters and dots
+    labels = mapped.split(".")
+    return ".".join(idna.alabel(label).decode("ascii") if _international(label) else label for label in labels)
+
+
+def _international(label: str) -> bool:
+    return not label.isascii() or label.startswith("xn--")
+
+
+def email_spellings(email: str) -> set[str]:
+    """The ways an address may be stored: as typed, in its ASCII form and with its domain in Unicode.
+
+    Accounts and invitations made before addresses had one spelling may hold either form.
+    """
+    email = email.strip()
+    try:
+        ascii_form = normalize_email(email)
+    except RuleError:
+        return {email}
+    local, _, domain = ascii_form.rpartition("@")
+    spellings = {email, ascii_form}
+    labels = domain.split(".")
+    if any(_international(label) for label in labels):
+        with contextlib.suppress(idna.IDNAError):  # an xn-- label was checked by ascii_domain; this is belt and braces
+            spellings.add(
+                f"{local}@{'.'.join(idna.ulabel(label) if _international(label) else label for label in labels)}"
+            )
+    return spellings
+
+
+def same_address(field: str, email: str) -> Q:
+    """Rows whose `field` holds `email` in any spelling, case aside (see email_spellings)."""
+    condition = Q()
+    for spelling in email_spellings(email):
+        condition |= Q(**{f"{field}__iexact": spelling})
+    return condition
 
 
 @transaction.atomic
@@ -52,10 +109,10 @@ def create_invitation(
     if role not in Role.values:
         raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
     email = normalize_email(email)
-    if Membership.objects.filter(team=team, user__email__iexact=email, user__is_active=True).exists():
+    if Membership.objects.filter(same_address("user__email", email), team=team, user__is_active=True).exists():
         raise RuleError(f"{email} already belongs to a member of {team.name}.", field="email")
     Team.objects.select_for_update().filter(pk=team.pk).first()  # one pending invitation per address, even in a race
-    if Invitation.objects.usable().filter(team=team, email__iexact=email).exists():
+    if Invitation.objects.usable().filter(same_address("email", email), team=team).exists():
         raise RuleError(
             f"{email} already has a pending invitation to {team.name}. Withdraw it first to send a new link.",
             field="email",
@@ -128,7 +185,7 @@ def withdraw_for_address(
     """
     addresses = Q()
     for email in {e.strip() for e in emails if e and e.strip()}:
-        addresses |= Q(email__iexact=email)
+        addresses |= same_address("email", email)
     if not addresses:
         return []
     withdrawn = []
@@ -188,12 +245,36 @@ def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | No
     return membership
 
 
+# What case folding makes of other letters (ß to ss, İ to i and a combining dot, ǰ to j and a caron...), once
+# names are in NFKC as Django stores them: where a name's folded form holds one, another name may have a
+# different letter, so the database is asked for anything there (see username_taken).
+FOLDED_FROM_OTHERS = frozenset("hijstwy\u0300\u0301\u0307\u0308\u030a\u030c\u0313\u0331\u0342")
+
+
+def username_taken(username: str) -> bool:
+    """True when an account's user name is this one but for case, in any script (ZOË and zoë, STRASSE and straße).
+
+    The database's own case-insensitive match folds ASCII only on SQLite, so it is asked for the few names that
+    could fold alike (a regular expression keeps the letters no other letter folds into), and Python compares
+    their case folds.
+    """
+    folded = get_user_model().normalize_username(username).casefold()
+    pattern = ""
+    for ch in folded:
+        caseless = ch.isascii() or ch.upper() == ch.lower() == ch
+        if caseless and ch not in FOLDED_FROM_OTHERS:
+            pattern += re.escape(ch)
+        elif not pattern.endswith(".*"):
+            pattern += ".*"
+    candidates = get_user_model().objects.filter(username__iregex=f"^{pattern}$").values_list("username", flat=True)
+    return any(unicodedata.normalize("NFKC", name).casefold() == folded for name in candidates)
+
+
 def unique_username(wanted: str) -> str:
     """A free user name close to `wanted` (letters, digits and @.+-_ only): alice, alice2, alice3..."""
-    User = get_user_model()
-    base = re.sub(r"[^\w.@+-]", "", wanted)[:140] or "user"
+    base = re.sub(r"[^\w.@+-]", "", get_user_model().normalize_username(wanted))[:140] or "user"
     name, n = base, 1
-    while User.objects.filter(username__iexact=name).exists():
+    while username_taken(name):
         n += 1
         name = f"{base}{n}"
     return name
@@ -215,9 +296,9 @@ def create_account(
     whoever holds the link): SSO then does not enter the account by it until it is confirmed (UnconfirmedEmail).
     """
     User = get_user_model()
-    if User.objects.filter(username__iexact=username).exists():
+    if username_taken(username):
         raise RuleError(f"The user name {username!r} is taken. Choose another.", field="username")
-    if email and User.objects.filter(email__iexact=email).exists():
+    if email and User.objects.filter(same_address("email", email)).exists():
         # A second account would make the address match two at the first SSO sign-in, which refuses both.
         raise RuleError(
             f"An account with the address {email} exists already. Sign in with it, then open the invitation "

@@ -66,7 +66,8 @@ class Team(models.Model):
     objects = TeamQuerySet.as_manager()
 
     class Meta:
-        ordering = ["name"]
+        # As people read a list of names: "alpha, Beta, zeta", not capitals first (the name breaks ties).
+        ordering = [Lower("name").asc(), "name"]
         constraints = [
             # No two slugs that differ only in case: people read WEB and web as one team.
             models.UniqueConstraint(

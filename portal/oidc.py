@@ -49,6 +49,7 @@ from portal.invitations import (
     INVITATION_SESSION_KEY,
     accept_invitation,
     create_account,
+    same_address,
     unique_username,
     withdraw_for_address,
 )
@@ -575,7 +576,7 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
                 "portal cannot tell which account is yours. Ask staff.",
                 status=403,
             )
-        matches = list(User.objects.filter(email__iexact=email)[:2])
+        matches = list(User.objects.filter(same_address("email", email))[:2])
         if len(matches) > 1:
             raise SSOError(f"Several accounts here use {email}. Ask staff to give each its own address.", status=403)
         if matches and ExternalIdentity.objects.filter(user=matches[0], issuer=settings.OIDC_ISSUER).exists():
@@ -601,7 +602,7 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
             user = matches[0]
         else:
             # A lapsed invitation (its maker no longer an admin) opens nothing, here as on its page.
-            invited = Invitation.objects.usable().filter(email__iexact=email).exists() or (
+            invited = Invitation.objects.usable().filter(same_address("email", email)).exists() or (
                 opened is not None and opened.refusal() is None
             )
             grouped = groups and any(role_from_groups(t, groups) for t in teams_with_groups())
@@ -635,7 +636,8 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
 
 def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
     """The invitation whose page started this sign-in, and every pending one for the verified address."""
-    invitations = list(Invitation.objects.usable().filter(email__iexact=email).select_related("team")) if email else []
+    usable = Invitation.objects.usable()
+    invitations = list(usable.filter(same_address("email", email)).select_related("team")) if email else []
     if opened is not None and opened.refusal() is None and opened.pk not in {i.pk for i in invitations}:
         invitations.append(opened)
     for invitation in invitations:

@@ -170,8 +170,26 @@ def _read_first(queryset: QuerySet, limit: int, ids_first: bool | None) -> tuple
     return [found[pk] for pk in ids if pk in found], len(ids)
 
 
+def _computed_columns_named(queryset: QuerySet) -> QuerySet:
+    """The queryset with each computed column of its ordering (a team's Lower("name")) as an annotation sorted by.
+
+    The database then hands the cursor each row's value as it compared it, whatever its LOWER() makes of accents.
+    """
+    ordering = list(queryset.query.order_by or queryset.model._meta.ordering)
+    computed = {}
+    for position, item in enumerate(ordering):
+        if isinstance(item, str) or (isinstance(item, OrderBy) and isinstance(item.expression, F)):
+            continue
+        expression, descending = (item.expression, item.descending) if isinstance(item, OrderBy) else (item, False)
+        name = f"ordering_{position}"
+        computed[name] = expression
+        ordering[position] = f"-{name}" if descending else name
+    return queryset.annotate(**computed).order_by(*ordering) if computed else queryset
+
+
 def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first: bool | None = None) -> KeysetPage:
     """The `size` rows after `cursor` (from the start without one); a cursor this list did not give out is a RuleError."""
+    queryset = _computed_columns_named(queryset)
     keys = sort_keys(queryset)
     signature = ordering_signature(queryset.model, keys)
     queryset = queryset.order_by(*(k.order_by() for k in keys))
