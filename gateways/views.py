@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models.functions import Lower
 from django.http import Http404, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -524,7 +525,7 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
     hide_revoked = request.GET.get("revoked") == "hide"
-    keys = team.keys.select_related("gateway").prefetch_related("assignments__user").order_by("label")
+    keys = team.keys.select_related("gateway").prefetch_related("assignments__user").order_by(Lower("label"), "label")
     if hide_revoked:
         keys = keys.filter(revoked_at__isnull=True)
     key_rows = list(keys) if overseer else []

@@ -154,3 +154,15 @@ def test_my_setup_lists_teams_and_keys_without_regard_to_case(web, alice, tokaif
     rows = [(a.key.team.name, a.key.label) for a in my_assignments(alice)]
     assert rows == [("analytics", "Zulu"), ("Web", "Alpha"), ("Web", "beta")], rows
     assert GatewayKey.objects.count() == 3
+
+
+def test_a_teams_keys_are_listed_by_label_without_regard_to_case(api, client, alice, web, tokaify):
+    from gateways.services import store_key
+
+    for n, label in enumerate(["bravo key", "Alpha key", "zulu key", "Golf key"]):
+        store_key(team=web, gateway=tokaify, label=label, secret=f"sk-order-{n}-0123456789abcdef", actor=alice)
+    listed = [row["label"] for row in api(alice).get("/api/v1/teams/web/keys/").json()["results"]]
+    assert listed == ["Alpha key", "bravo key", "Golf key", "zulu key"]
+    client.force_login(alice)
+    page = client.get("/teams/web/").content.decode()
+    assert [page.index(label) for label in listed] == sorted(page.index(label) for label in listed)

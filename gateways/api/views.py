@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from csp.decorators import csp_exempt
 from django.db import transaction
+from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -98,7 +99,7 @@ class TeamKeyList(generics.ListAPIView):
             Role.AUDITOR,
             denied="Members cannot list the team's keys.",
         )
-        return team.keys.select_related("team", "gateway").order_by("label")
+        return team.keys.select_related("team", "gateway").order_by(Lower("label"), "label")
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
     def post(self, request, slug):
