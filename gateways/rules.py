@@ -19,6 +19,7 @@ import idna
 
 # The refusal type is portal's; `gateways.rules.RuleError` names the same class.
 from portal.errors import RuleError as RuleError
+from portal.names import clean_name
 
 
 def one_line(text: str) -> str:
@@ -541,7 +542,23 @@ def clean_expiry(value: datetime | None) -> datetime | None:
     return value.replace(microsecond=0)
 
 
+KEY_LABEL_MAX_LENGTH = 100  # GatewayKey.label's column
+
+
+def clean_key_label(label: str | None) -> str:
+    """A key's label as My set-up, the audit trail and every script's header show it, next to the masked key
+    and fingerprint: the same rule as a team's name (portal.names), so none of them reads reversed."""
+    return clean_name(
+        label or "",
+        what="key label",
+        field="label",
+        empty="Give the key a label, such as 'Alice laptop' or 'CI'.",
+        max_length=KEY_LABEL_MAX_LENGTH,
+    )
+
+
 KEY_RULES: dict[str, Rule] = {
+    "label": clean_key_label,
     "custom_headers": lambda value: clean_custom_headers(value or {}),
     "expires_at": clean_expiry,
     "timeout_ms": clean_timeout_ms,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -158,15 +159,12 @@ def record_key_event(
 
 def clean_key_settings(settings: dict, *, gateway: Gateway) -> dict:
     cleaned = {name: value for name, value in settings.items() if name in KEY_SETTING_FIELDS}
-    cleaned = rules.clean_key_overrides(cleaned, style=gateway.model_id_style)
-    if "label" in cleaned:
-        cleaned["label"] = (cleaned["label"] or "").strip()
-        if not cleaned["label"]:
-            raise RuleError("Give the key a label, such as 'Alice laptop' or 'CI'.", field="label")
-    return cleaned
+    return rules.clean_key_overrides(cleaned, style=gateway.model_id_style)  # the label too (rules.KEY_RULES)
 
 
 def _refuse_shared_label(team: Team, label: str, *, exclude: GatewayKey | None = None) -> None:
+    # NFC, as labels are stored (portal.names): the admin's form asks before its label is cleaned.
+    label = unicodedata.normalize("NFC", label)
     same = GatewayKey.objects.filter(team=team, label=label, revoked_at__isnull=True)
     if exclude is not None:
         same = same.exclude(pk=exclude.pk)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
@@ -13,6 +11,7 @@ from portal import audit
 from portal.errors import RuleError
 from portal.invitations import withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
+from portal.names import clean_name
 from portal.signals import member_added, member_leaving
 
 
@@ -34,22 +33,10 @@ def find_user(username: str):
     return user
 
 
-# Characters that reorder the text around them: a name holding one reads differently from what it is.
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def clean_team_name(name: str) -> str:
-    """A team's name as pages, exports and mail subjects show it: one line of visible text."""
-    name = name.strip()
-    if not name:
-        raise RuleError("The team needs a name.", field="name")
-    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
-        raise RuleError(
-            "The team name must be one line of text, without line breaks, control characters or characters "
-            "that reverse the text's direction.",
-            field="name",
-        )
-    return name
+    """A team's name as pages, exports and mail subjects show it: one line of visible text (portal.names)."""
+    max_length = Team._meta.get_field("name").max_length or 100
+    return clean_name(name, what="team name", field="name", empty="The team needs a name.", max_length=max_length)
 
 
 def clean_slug(slug: str) -> str:

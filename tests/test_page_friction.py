@@ -296,7 +296,7 @@ def test_the_audit_page_names_the_key_and_prints_no_python_none(client, alice, t
     html = client.get("/audit/").content.decode()
     rows = re.findall(r"<tr>.*?</tr>", html, flags=re.S)
     updated = next(r for r in rows if "Key settings changed" in r)
-    assert "<td>Renamed " in updated  # the target by its label
+    assert "<td><bdi>Renamed</bdi> " in updated  # the target by its label
     assert "Alice laptop → Renamed" in updated
     assert "None" not in html and "{&#x27;" not in html
     assert re.search(r'<time datetime="[^"]+" data-local="s">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>', html)

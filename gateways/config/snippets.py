@@ -112,10 +112,16 @@ def setup_comment(config: ClaudeConfig) -> str:
     """Which set-up a header is about, comment-safe: "Tokaify for team Web" (the gateway alone when no team is known).
 
     A developer may hold a key on one gateway in two teams; both names are typed by people, so each goes
-    through _comment() on its own.
+    through _comment() on its own. A team name _comment() changes ("研发" reads "??", as "运维" does) is
+    followed by the team's slug, which is ASCII and unique: "for team ?? (rd)".
     """
     gateway = _comment(config.gateway_name)
-    return f"{gateway} for team {_comment(config.team_name)}" if config.team_name else gateway
+    if not config.team_name:
+        return gateway
+    team = _comment(config.team_name)
+    if team != config.team_name.replace("…", "...") and config.team_slug:
+        team = f"{team} ({_comment(config.team_slug)})"
+    return f"{gateway} for team {team}"
 
 
 def warning_comments(config: ClaudeConfig, comment: str) -> list[str]:

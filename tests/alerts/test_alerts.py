@@ -412,7 +412,9 @@ def test_probe_due_delivers_retries_even_when_no_key_is_due(web, alice, capsys):
 
 
 def test_a_label_with_a_line_break_still_makes_a_one_line_mail_subject(smtp, web, alice, tokenbay):
-    key = store_key(team=web, gateway=tokenbay, label="Alice\nlaptop", secret="sk-two-lines-0123456789", actor=alice)
+    key = store_key(team=web, gateway=tokenbay, label="Alice laptop", secret="sk-two-lines-0123456789", actor=alice)
+    GatewayKey.objects.filter(pk=key.pk).update(label="Alice\nlaptop")  # as stored before labels were one line
+    key.refresh_from_db()
     create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
     rotate_key_secret(key=key, secret="sk-two-lines-rotated-0123456789", actor=alice)
     assert deliver_due()["sent"] == 1

@@ -1,11 +1,12 @@
-"""`manage.py probe` prints one row per key, whatever its label holds: a label set through the API may carry a
-line break, or a terminal's escape sequence, and must neither add a row nor reach the terminal."""
+"""`manage.py probe` prints one row per key, whatever its label holds: a label stored before labels were held to
+one line may carry a line break, or a terminal's escape sequence, and must neither add a row nor reach the terminal."""
 
 from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
 
+from gateways.models import GatewayKey
 from gateways.services import store_key
 from tests.conftest import TOKENBAY_SECRET
 from tests.gateway_emulator import GatewayRules, running_emulator
@@ -15,7 +16,8 @@ def probe_table(tokenbay, label, web, alice, capsys) -> list[str]:
     with running_emulator(GatewayRules(auth_scheme="bearer", keys={"sk-someone-else"})) as gw:
         tokenbay.base_url = gw.base_url
         tokenbay.save()
-        store_key(team=web, gateway=tokenbay, label=label, secret=TOKENBAY_SECRET, actor=alice)
+        key = store_key(team=web, gateway=tokenbay, label="CI", secret=TOKENBAY_SECRET, actor=alice)
+        GatewayKey.objects.filter(pk=key.pk).update(label=label)  # as stored before the rule refused it
         with pytest.raises(SystemExit):  # the key fails at this gateway
             call_command("probe")
     return capsys.readouterr().out.splitlines()

@@ -155,11 +155,11 @@ def test_the_install_page_and_my_devices_name_the_team(client, bob, two_tokaify_
             f"/setup/{assignment.pk}/devices/", {"name": f"{team} desk", "platform": "linux"}, follow=True
         )
         heading = re.search(r"<h1>Install on .*?</h1>", page.content.decode(), re.S).group(0)
-        assert f"team {team}" in heading, heading
+        assert f"team <bdi>{team}</bdi>" in heading, heading
     rows = client.get("/devices/").content.decode()
     for team in ["Web", "Data"]:
-        row = re.search(rf'<tr data-device="\d+">\s*<td>{team} laptop.*?</tr>', rows, re.S).group(0)
-        assert f"Tokaify · team {team} · bob" in row, row
+        row = re.search(rf'<tr data-device="\d+">\s*<td><bdi>{team} laptop.*?</tr>', rows, re.S).group(0)
+        assert f"<bdi>Tokaify</bdi> · team <bdi>{team}</bdi> · <bdi>bob</bdi>" in row, row
 
 
 def test_a_live_installer_names_the_team(client, bob, two_tokaify_setups):
