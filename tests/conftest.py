@@ -106,6 +106,23 @@ def staff(db):
 
 
 @pytest.fixture
+def chromium(monkeypatch):
+    """Headless Chromium (tests/chromium.py). Requested after a test's data fixtures, so their rows exist
+    before Playwright's event loop runs."""
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    from tests.chromium import launch
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = launch(p)
+        yield browser
+        browser.close()
+        connections.close_all()
+
+
+@pytest.fixture
 def root(db):
     """A superuser: what the Django admin's pages are tested as."""
     return get_user_model().objects.create_superuser("root", "root@example.com", "pass-root")

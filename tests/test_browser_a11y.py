@@ -11,16 +11,14 @@ import re
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from gateways.config.guide import TABS
 from gateways.models import Assignment, Gateway, GatewayKey
 from gateways.services import assign_key, store_key
 from portal.models import Membership, Role, Team
-from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -33,17 +31,6 @@ DANGLING = """[...document.querySelectorAll('[aria-describedby]')].flatMap(e =>
 # What the button shows on screen: its text without the visually-hidden words meant for screen readers.
 SHOWN_WORDS = """b => { const shown = b.cloneNode(true);
   shown.querySelectorAll('.visually-hidden').forEach((e) => e.remove()); return shown.textContent.trim(); }"""
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    # Requested after the test's data fixtures, so their rows exist before Playwright's event loop runs.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = launch(p)
-        yield browser
-        browser.close()
-        connections.close_all()
 
 
 def open_page(browser, live_server, user, *, js=True, viewport=None, clipboard=False):

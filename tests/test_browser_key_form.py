@@ -7,37 +7,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.conf import settings as django_settings
-from django.db import connections
-from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from gateways.models import GatewayKey
 from gateways.services import update_key_settings
 from portal.models import Team
-from tests.chromium import launch
+from tests.test_browser_a11y import open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = launch(p)
-        yield browser
-        browser.close()
-        connections.close_all()
-
-
-def open_page(browser, live_server, user, *, js=True):
-    client = Client()
-    client.force_login(user)
-    context = browser.new_context(java_script_enabled=js, bypass_csp=True)
-    name, value = django_settings.SESSION_COOKIE_NAME, client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    context.add_cookies([{"name": name, "value": value, "url": live_server.url}])
-    return context, context.new_page()
 
 
 @pytest.fixture
