@@ -57,7 +57,9 @@ def envint(name: str, default: int, *, low: int | None = None, high: int | None 
     return number
 
 
-def envfloat(name: str, default: float) -> float:
+def envfloat(name: str, default: float, *, most_seconds: float | None = None) -> float:
+    """NAME as a number; with `most_seconds`, a time limit more than 0 and at most that, checked at start-up:
+    0 or less would fail every wait as a time-out, blamed on whoever was waited for."""
     value = os.getenv(name, "").strip()
     if not value:
         return default
@@ -67,6 +69,8 @@ def envfloat(name: str, default: float) -> float:
         number = math.nan
     if not math.isfinite(number):  # "nan" and "inf" parse, but are no length of time
         raise ImproperlyConfigured(f"{name} must be a number, like 10 or 2.5, not {value!r}.")
+    if most_seconds is not None and not 0 < number <= most_seconds:
+        raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most_seconds:g} seconds, not {number:g}.")
     return number
 
 
@@ -119,21 +123,11 @@ PORTAL_AUDIT_KEYS = envsecret("PORTAL_AUDIT_KEYS")
 
 # Probes refuse private, loopback and link-local addresses unless this is on.
 PROBE_ALLOW_PRIVATE_IPS = envbool("PROBE_ALLOW_PRIVATE_IPS", "False")
-PROBE_CONNECT_TIMEOUT = envfloat("PROBE_CONNECT_TIMEOUT", 5.0)
-PROBE_READ_TIMEOUT = envfloat("PROBE_READ_TIMEOUT", 15.0)
-PROBE_DEADLINE = envfloat("PROBE_DEADLINE", 30.0)
-# A time limit of 0 or less fails every probe (and every delivery, NOTIFY_TIMEOUT) as a time-out, blamed on a
-# healthy gateway; past ten minutes a probe holds its thread and its claim on the key longer than a run lasts.
+# Past ten minutes a probe (or a delivery, NOTIFY_TIMEOUT) holds its thread and its claim longer than a run lasts.
 MAX_TIMEOUT_SECONDS = 600
-for _name, _seconds in [
-    ("PROBE_CONNECT_TIMEOUT", PROBE_CONNECT_TIMEOUT),
-    ("PROBE_READ_TIMEOUT", PROBE_READ_TIMEOUT),
-    ("PROBE_DEADLINE", PROBE_DEADLINE),
-]:
-    if not 0 < _seconds <= MAX_TIMEOUT_SECONDS:
-        raise ImproperlyConfigured(
-            f"{_name} must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, not {_seconds:g}."
-        )
+PROBE_CONNECT_TIMEOUT = envfloat("PROBE_CONNECT_TIMEOUT", 5.0, most_seconds=MAX_TIMEOUT_SECONDS)
+PROBE_READ_TIMEOUT = envfloat("PROBE_READ_TIMEOUT", 15.0, most_seconds=MAX_TIMEOUT_SECONDS)
+PROBE_DEADLINE = envfloat("PROBE_DEADLINE", 30.0, most_seconds=MAX_TIMEOUT_SECONDS)
 PROBE_MAX_BYTES = envint("PROBE_MAX_BYTES", 256 * 1024, low=1024)
 # Processes sharing the fan-out of manage.py probe (gateways.probes.runner.probe_processes); 0: a thread of its own.
 # One per core this process may run on, at most 4: each is a fork of the command, with memory of its
@@ -156,11 +150,7 @@ if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(
         f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
     )
-NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0)
-if not 0 < NOTIFY_TIMEOUT <= MAX_TIMEOUT_SECONDS:
-    raise ImproperlyConfigured(
-        f"NOTIFY_TIMEOUT must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, not {NOTIFY_TIMEOUT:g}."
-    )
+NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0, most_seconds=MAX_TIMEOUT_SECONDS)
 NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10, low=1)
 
 INSTALLED_APPS = [
@@ -546,11 +536,7 @@ OIDC_SCOPES = os.getenv("OIDC_SCOPES", "").strip() or "openid email profile"
 OIDC_ONLY = envbool("OIDC_ONLY", "False")
 OIDC_REQUIRE_EMAIL_VERIFIED = envbool("OIDC_REQUIRE_EMAIL_VERIFIED", "True")
 # The most one answer of the identity provider (discovery, keys, token, userinfo) may take, whole (portal/oidc.py).
-OIDC_DEADLINE_SECONDS = envfloat("OIDC_DEADLINE_SECONDS", 10.0)
-if not 0 < OIDC_DEADLINE_SECONDS <= 120:
-    raise ImproperlyConfigured(
-        f"OIDC_DEADLINE_SECONDS must be more than 0 and at most 120, not {OIDC_DEADLINE_SECONDS}."
-    )
+OIDC_DEADLINE_SECONDS = envfloat("OIDC_DEADLINE_SECONDS", 10.0, most_seconds=120)
 if OIDC_ISSUER and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
     raise ImproperlyConfigured("OIDC_ISSUER is set, so OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set too.")
 if OIDC_ISSUER and not DEBUG and not OIDC_ISSUER.startswith("https://"):

@@ -39,6 +39,11 @@ def start_up(tmp_path, **variables: str):
         ("SECURE_HSTS_SECONDS", "-1", "SECURE_HSTS_SECONDS must be 0 or more, not -1."),
         ("DATABASE_CONN_MAX_AGE", "-1", "DATABASE_CONN_MAX_AGE must be 0 or more, not -1."),
         ("TRUSTED_PROXY_COUNT", "0", "TRUSTED_PROXY_COUNT must be 1 or more, not 0."),
+        (
+            "OIDC_DEADLINE_SECONDS",
+            "121",
+            "OIDC_DEADLINE_SECONDS must be more than 0 and at most 120 seconds, not 121.",
+        ),
     ],
 )
 def test_a_number_out_of_its_range_stops_start_up_with_a_sentence(tmp_path, name, value, sentence):
