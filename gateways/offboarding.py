@@ -48,12 +48,20 @@ class Offboarding:
         """Assignments whose config was downloaded (or shown) while the key is still alive: the secret is out."""
         return [a for a in self.assignments if a.last_download_at and a.key.revoked_at is None]
 
+    def assignments_removed(self, team: Team | None = None) -> list[str]:
+        """The assignments taken back (of `team`'s keys only, when given), as team/fingerprint."""
+        return [
+            f"{a.key.team.slug}/{a.key.short_fingerprint}"
+            for a in self.assignments
+            if team is None or a.key.team_id == team.pk
+        ]
+
     def consequences(self) -> dict:
         """The audit event's details: everything that was taken back, and the keys to rotate."""
         return {
             "deactivated": self.deactivates,
             "teams_left": [m.team.slug for m in self.memberships],
-            "assignments_removed": [f"{a.key.team.slug}/{a.key.short_fingerprint}" for a in self.assignments],
+            "assignments_removed": self.assignments_removed(),
             "tokens_revoked": [t.lookup_id for t in self.tokens],
             "teams_without_admin": [t.slug for t in self.leaderless],
             "static_copies": [
@@ -153,9 +161,7 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
                 details={
                     "via": Action.USER_OFFBOARDED.value,
                     "role": membership.role,
-                    "assignments_removed": [
-                        f"{team.slug}/{a.key.short_fingerprint}" for a in plan.assignments if a.key.team_id == team.pk
-                    ],
+                    "assignments_removed": plan.assignments_removed(team),
                     "left_without_admin": team in plan.leaderless,
                 },
             )
