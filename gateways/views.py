@@ -36,7 +36,7 @@ from portal import handover
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
-from portal.forms import MemberForm
+from portal.forms import NOTHING_CHANGED, MemberForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Role, Team
 from portal.pagination import keyset_page
@@ -398,7 +398,7 @@ def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     # Only what was changed on this page (against the values it showed): another admin's save since stays.
     changes = {k: v for k, v in _settings_from_form(form.cleaned_data).items() if k in form.changed_data}
     if not changes:
-        messages.info(request, "Nothing was changed on the form, so nothing was saved.")
+        messages.info(request, NOTHING_CHANGED)
         return redirect("key", key_id=key.id)
     try:
         services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)

@@ -25,6 +25,7 @@ from portal import audit, email_confirmation, handover, services, two_factor
 from portal.account_forms import CodeForm, PortalPasswordChangeForm, PortalPasswordResetForm, TeamGroupsForm
 from portal.crypto import remember
 from portal.errors import RuleError
+from portal.forms import NOTHING_CHANGED
 from portal.http import AuthenticatedHttpRequest, local_path, public_url
 from portal.models import Action, ExternalIdentity, Membership, Role, UnconfirmedEmail
 from portal.permissions import team_with_role
@@ -306,7 +307,7 @@ def team_groups(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Group names are one line of at most 200 characters.")
         return redirect("team", slug=team.slug)
     if not form.changes():
-        messages.info(request, "Nothing was changed on the form, so nothing was saved.")
+        messages.info(request, NOTHING_CHANGED)
         return redirect("team", slug=team.slug)
     try:
         services.update_team_groups(team=team, changes=form.changes(), actor=request.user, request=request)

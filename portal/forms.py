@@ -5,6 +5,9 @@ from django.conf import settings
 
 from portal.models import ACCESS_TOKEN_MAX_DAYS, Role
 
+# What a form that posts back what it showed (show_hidden_initial) answers when nothing on it was changed.
+NOTHING_CHANGED = "Nothing was changed on the form, so nothing was saved."
+
 
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=100)
