@@ -158,10 +158,7 @@ def notify_team(
 @transaction.atomic
 def notify_person(team: Team, user, message: Message, *, key: GatewayKey | None = None) -> Notification | None:
     """Write a notification for one person, delivered by mail to their address (none without one)."""
-    notification = _create(team, message, key=key, dedupe_key=None)
-    if notification is not None and user.email:
-        Delivery.objects.create(notification=notification, user=user, kind=ChannelKind.EMAIL, target=user.email)
-    return notification
+    return notify_people(team, [user], message, key=key)
 
 
 @transaction.atomic
