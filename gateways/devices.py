@@ -39,6 +39,7 @@ from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
+from portal.names import clean_name
 from portal.models import Action, Membership, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
@@ -128,11 +129,13 @@ def refusal_reason(device: Device) -> str | None:
 
 def clean_device(name: str, platform: str) -> tuple[str, str]:
     """A device's name (one line, 1 to 100 characters) and platform, or a RuleError."""
-    name = (name or "").strip() if isinstance(name, str) else ""
-    if not name:
-        raise RuleError("Name the device, such as 'work laptop', so you can tell it apart later.", field="name")
-    if len(name) > 100 or any(not ch.isprintable() for ch in name):
-        raise RuleError("A device name is one line of at most 100 printable characters.", field="name")
+    name = clean_name(
+        name if isinstance(name, str) else "",
+        what="device name",
+        field="name",
+        empty="Name the device, such as 'work laptop', so you can tell it apart later.",
+        max_length=100,
+    )
     if platform not in Platform.values:
         raise RuleError(f"platform must be one of {', '.join(Platform.values)}.", field="platform")
     return name, platform

@@ -217,3 +217,35 @@ def test_the_audit_list_isolates_its_target_and_each_detail_value(client, rtl_wo
     row = re.search(r"<tbody>.*?</tbody>", html, flags=re.S).group(0)
     assert "<td><bdi>2024 laptop</bdi> <code" in row, row  # the target, apart from its fingerprint
     assert "masked: <code><bdi>sk-…cdef</bdi></code>" in row, row
+
+
+# --- Device names follow the same rule as labels and team names ------------------------------------------------
+
+
+def add_device(api, bob, assignment, name: str):
+    return api(bob).post(
+        f"/api/v1/me/configs/{assignment.id}/devices/", {"name": name, "platform": "linux"}, format="json"
+    )
+
+
+@pytest.mark.parametrize("name", ["work \u202elaptop", "pc\u2067x", "a\u2028b"])
+def test_a_device_name_that_reorders_or_breaks_its_line_is_refused(api, bob, bob_assignment, name):
+    answer = add_device(api, bob, bob_assignment, name)
+    assert answer.status_code == 400, answer.json()
+    assert answer.json()["field"] == "name" and "reverse the text's direction" in answer.json()["detail"]
+    assert not bob_assignment.devices.exists()
+
+
+@pytest.mark.parametrize("name", ["\u200b\u200d", " \u3164 ", "\u0301"])
+def test_a_device_name_of_only_invisible_characters_is_refused(api, bob, bob_assignment, name):
+    answer = add_device(api, bob, bob_assignment, name)
+    assert answer.status_code == 400, answer.json()
+    assert "shows as a blank" in answer.json()["detail"]
+    assert not bob_assignment.devices.exists()
+
+
+def test_a_device_name_with_an_emoji_sequence_is_kept_and_stored_precomposed(api, bob, bob_assignment):
+    coder = "\U0001f469\u200d\U0001f4bb"  # woman technologist: two emoji joined by a zero-width joiner
+    answer = add_device(api, bob, bob_assignment, f"{coder} Cafe\u0301 laptop")
+    assert answer.status_code == 201, answer.json()
+    assert bob_assignment.devices.get().name == f"{coder} Caf\u00e9 laptop"
