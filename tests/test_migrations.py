@@ -51,3 +51,64 @@ def test_labels_shared_before_the_constraint_are_numbered_in_creation_order(migr
     assert {labels[second], labels[third]} == {"CI (3)", "CI (4)"} and labels[second] == "CI (3)"
     assert labels[revoked] == "Laptop" and labels[live] == "Laptop"  # a revoked key does not count
     assert labels[other_team] == "CI"  # unique per team only
+
+
+NAMES_BEFORE = [("gateways", "0011_revoked_keys_need_no_vault_key"), ("portal", "0019_team_names_in_reading_order")]
+NAMES_AFTER = [("gateways", "0012_names_in_one_spelling"), ("portal", "0020_team_names_in_one_spelling")]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_names_stored_in_a_decomposed_spelling_are_rewritten_in_nfc(migrator):
+    executor = migrator
+    executor.migrate(NAMES_BEFORE)
+    apps = executor.loader.project_state(NAMES_BEFORE).apps
+    Team, Gateway, GatewayKey, Device, User = (
+        apps.get_model(*name)
+        for name in (
+            ("portal", "Team"),
+            ("gateways", "Gateway"),
+            ("gateways", "GatewayKey"),
+            ("gateways", "Device"),
+            ("auth", "User"),
+        )
+    )
+    decomposed, composed = "Cafe\u0301", "Caf\u00e9"
+    team = Team.objects.create(name=f"{decomposed} team", slug="cafe")
+    gateway = Gateway.objects.get(slug="tokaify")
+    now = timezone.now()
+
+    def key(label, n, revoked=False):
+        return GatewayKey.objects.create(
+            team=team,
+            gateway=gateway,
+            label=label,
+            masked="sk-…",
+            fingerprint=f"f{n}",
+            created_at=now + timedelta(seconds=n),
+            revoked_at=now if revoked else None,
+        )
+
+    older_decomposed = key(decomposed, 1)  # older, but its spelling is not the stored one: it is the one numbered
+    kept = key(composed, 2)
+    alone = key(f"Laptop {decomposed}", 3)
+    revoked = key(decomposed, 4, revoked=True)
+    user = User.objects.create(username="bob")
+    device = Device.objects.create(
+        user=user,
+        key=alone,
+        name=f"{decomposed} laptop",
+        platform="linux",
+        install_lookup_id="lookup",
+        install_digest="0" * 64,
+        install_expires_at=now,
+    )
+
+    MigrationExecutor(connection).migrate(NAMES_AFTER)
+    apps = MigrationExecutor(connection).loader.project_state(NAMES_AFTER).apps
+    labels = dict(apps.get_model("gateways", "GatewayKey").objects.values_list("pk", "label"))
+    assert labels[kept.pk] == composed
+    assert labels[older_decomposed.pk] == f"{composed} (2)"  # two live keys may not share a label
+    assert labels[alone.pk] == f"Laptop {composed}"
+    assert labels[revoked.pk] == composed  # a revoked key gives its label up, so it may share it
+    assert apps.get_model("gateways", "Device").objects.get(pk=device.pk).name == f"{composed} laptop"
+    assert apps.get_model("portal", "Team").objects.get(pk=team.pk).name == f"{composed} team"
