@@ -135,6 +135,8 @@ class _WatchedSMTPBackend(SMTPBackend):
         super().__init__(*args, **kwargs)
         self.sessions: list[smtplib.SMTP] = []
         self.cut = False
+        # The session's end, counted from now: a send that waited for a thread connects only for what is left.
+        self.deadline = time.monotonic() + (self.timeout or 0)
 
     @property
     def connection_class(self):
@@ -143,7 +145,10 @@ class _WatchedSMTPBackend(SMTPBackend):
         class Watched(base):  # type: ignore[valid-type,misc]
             def _get_socket(self, host, port, timeout):
                 backend.sessions.append(self)
-                sock = super()._get_socket(host, port, timeout)
+                left = backend.deadline - time.monotonic()
+                if backend.cut or left <= 0:  # its time was up before it could start
+                    raise TimeoutError
+                sock = super()._get_socket(host, port, min(timeout, left))  # a connect no one answers ends in time
                 if backend.cut:  # the deadline passed while connecting
                     sock.close()
                     raise TimeoutError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -99,6 +100,35 @@ def test_a_mail_server_slow_within_notify_timeout_delivers_once_recorded_sent(se
         controller.stop()
     assert Delivery.objects.get(channel=channel).status == DeliveryStatus.SENT
     assert len(inbox.to("ops@example.com")) == 1
+
+
+def test_mails_to_a_server_that_never_answers_the_connect_all_end_at_notify_timeout(settings, web, alice):
+    """More mails than the sender has threads: the ones waiting for a thread must not start a fresh connect
+    of a whole NOTIFY_TIMEOUT once their time is up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)  # its one place taken by the connects below: every later SYN goes unanswered
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(4)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    settings.NOTIFY_CONCURRENCY = 20
+    _mail_to(settings, port)
+    try:
+        channels = [
+            create_channel(team=web, kind="email", target=f"ops{n}@example.com", actor=alice) for n in range(16)
+        ]
+        for channel in channels:
+            send_test(channel=channel, actor=alice)
+        started = time.monotonic()
+        deliver_due()
+        took = time.monotonic() - started
+    finally:
+        for sock in (server, *fillers):
+            sock.close()
+    assert took < 4, f"the run was held {took:.1f} s (NOTIFY_TIMEOUT 2 s)"
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.PENDING}
 
 
 # --- I2: a rotation mails only holders with a downloaded set-up ---------------------------------------------
