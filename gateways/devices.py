@@ -39,8 +39,8 @@ from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
-from portal.names import clean_name
 from portal.models import Action, Membership, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
+from portal.names import clean_name
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 # curl asks for a shell script, so that a refused link answers one that prints why and exits 1 (see

@@ -18,6 +18,7 @@ from gateways.rules import GATEWAY_MODEL_FIELDS as GATEWAY_MODEL_FIELDS  # decla
 from gateways.rules import KEY_MODEL_FIELDS as KEY_MODEL_FIELDS
 from portal import crypto
 from portal.models import Team, validate_lowercase_slug
+from portal.ordering import ReadingOrder
 from portal.times import written_time
 
 # The fields staff may set on a gateway, in the order the API shows them; the form and the
@@ -130,7 +131,7 @@ class Gateway(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = [ReadingOrder("name").asc(), "name"]  # as people read names (portal.ordering)
         constraints = [
             # No two slugs that differ only in case: people read Tokaify and tokaify as one gateway.
             models.UniqueConstraint(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.db.models import Count
-from django.db.models.functions import Lower
 from django.urls import reverse
 
 from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
 from portal.compiled_sql import CompiledRead
 from portal.models import Team
+from portal.ordering import ReadingOrder
 
 
 def my_assignments(user) -> AssignmentQuerySet:
@@ -16,7 +16,7 @@ def my_assignments(user) -> AssignmentQuerySet:
     return (
         Assignment.objects.filter(user=user)
         .select_related("key__gateway", "key__team", "user")
-        .order_by(Lower("key__team__name"), "key__team__name", Lower("key__label"), "key__label")
+        .order_by(ReadingOrder("key__team__name"), "key__team__name", ReadingOrder("key__label"), "key__label")
     )
 
 

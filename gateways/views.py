@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models.functions import Lower
 from django.http import Http404, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -39,6 +38,7 @@ from portal.errors import RuleError, add_to_form
 from portal.forms import NOTHING_CHANGED, MemberForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Role, Team
+from portal.ordering import ReadingOrder
 from portal.pagination import keyset_page
 from portal.permissions import administers_a_team, require_role, team_with_role
 from portal.sudo import sudo_redirect
@@ -525,7 +525,11 @@ def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
     hide_revoked = request.GET.get("revoked") == "hide"
-    keys = team.keys.select_related("gateway").prefetch_related("assignments__user").order_by(Lower("label"), "label")
+    keys = (
+        team.keys.select_related("gateway")
+        .prefetch_related("assignments__user")
+        .order_by(ReadingOrder("label"), "label")
+    )
     if hide_revoked:
         keys = keys.filter(revoked_at__isnull=True)
     key_rows = list(keys) if overseer else []

@@ -49,7 +49,12 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
-        from portal import audit_chain, crypto, redaction, signals  # noqa: F401  (connects the sign-in audit hooks)
+        from django.db.backends.signals import connection_created
+
+        from portal import audit_chain, crypto, ordering, redaction, signals  # noqa: F401  (connects the sign-in audit hooks)
+
+        # Lists of names sort as people read them: SQLite needs the collation on every connection it opens.
+        connection_created.connect(ordering.add_sqlite_collation, dispatch_uid="portal.reading_order")
 
         # Log records made while a key is in reach carry stars in its place, whatever handler reads them.
         redaction.install_log_redaction()

@@ -16,6 +16,7 @@ from django.utils import timezone
 from portal import audit_chain
 from portal.compiled_sql import CompiledRead
 from portal.crypto import Keyring, remember
+from portal.ordering import ReadingOrder
 
 
 class Role(models.TextChoices):
@@ -66,8 +67,9 @@ class Team(models.Model):
     objects = TeamQuerySet.as_manager()
 
     class Meta:
-        # As people read a list of names: "alpha, Beta, zeta", not capitals first (the name breaks ties).
-        ordering = [Lower("name").asc(), "name"]
+        # As people read a list of names: "alpha, Beta, Émile, zeta", not capitals first and accents after z
+        # (portal.ordering; the name as typed breaks ties).
+        ordering = [ReadingOrder("name").asc(), "name"]
         constraints = [
             # No two slugs that differ only in case: people read WEB and web as one team.
             models.UniqueConstraint(

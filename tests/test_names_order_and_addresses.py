@@ -166,3 +166,43 @@ def test_a_teams_keys_are_listed_by_label_without_regard_to_case(api, client, al
     client.force_login(alice)
     page = client.get("/teams/web/").content.decode()
     assert [page.index(label) for label in listed] == sorted(page.index(label) for label in listed)
+
+
+def test_accented_team_names_sort_among_their_letters_across_pages(api, staff):
+    names = ["Zoe", "Émile", "erik", "Emil", "Øresund", "Ångström", "Oslo", "Ab", "Lyon", "Łódź", "Æther", "Afar"]
+    for n, name in enumerate(names):
+        Team.objects.create(name=name, slug=f"t{n}")
+    client = api(staff)
+    # As ICU's root order (PostgreSQL's und-x-icu) has them; SQLite must agree.
+    wanted = ["Ab", "Æther", "Afar", "Ångström", "Emil", "Émile", "erik", "Łódź", "Lyon", "Øresund", "Oslo", "Zoe"]
+    paged, url = [], "/api/v1/teams/?limit=3"
+    while url:
+        body = client.get(url).json()
+        paged += [t["name"] for t in body["results"]]
+        url = body["next"]
+    assert paged == wanted, paged
+
+
+def test_a_teams_keys_and_my_setups_put_accented_labels_among_their_letters(api, client, alice, web, tokaify):
+    from gateways.services import store_key
+
+    for n, label in enumerate(["Zulu", "Écran", "delta", "Foxtrot"]):
+        key = store_key(team=web, gateway=tokaify, label=label, secret=f"sk-accent-{n}-0123456789abcdef", actor=alice)
+        assign_key(key=key, username="alice", actor=alice)
+    wanted = ["delta", "Écran", "Foxtrot", "Zulu"]
+    assert [row["label"] for row in api(alice).get("/api/v1/teams/web/keys/").json()["results"]] == wanted
+    assert [a.key.label for a in my_assignments(alice)] == wanted
+    client.force_login(alice)
+    page = client.get("/teams/web/").content.decode()
+    assert [page.index(label) for label in wanted] == sorted(page.index(label) for label in wanted)
+
+
+def test_gateways_are_listed_with_accented_names_among_their_letters(api, alice, staff):
+    from gateways.models import Gateway
+
+    preset = Gateway.objects.get(slug="tokaify")
+    for slug, name in (("eclair", "Éclair relay"), ("zed", "Zed relay"), ("delta", "delta relay")):
+        Gateway.objects.create(slug=slug, name=name, base_url=preset.base_url)
+    names = [g["name"] for g in api(alice).get("/api/v1/gateways/").json()["results"]]
+    ours = [n for n in names if n.endswith(" relay")]
+    assert ours == ["delta relay", "Éclair relay", "Zed relay"], names

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from csp.decorators import csp_exempt
 from django.db import transaction
-from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -43,6 +42,7 @@ from portal.api.permissions import StaffWritesOnly
 from portal.api.schema import list_or_export, refusal
 from portal.errors import RuleError
 from portal.models import Role, TokenScope, token_scope
+from portal.ordering import ReadingOrder
 from portal.permissions import require_role, team_with_role
 from portal.sudo import require_recent_password
 
@@ -50,7 +50,7 @@ CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
 
 class GatewayList(generics.ListAPIView):
-    queryset = Gateway.objects.order_by("name")
+    queryset = Gateway.objects.all()  # in reading order (Gateway.Meta)
     serializer_class = s.GatewayOutputSerializer
     permission_classes = [permissions.IsAuthenticated, StaffWritesOnly]
     staff_only = CATALOGUE_STAFF_ONLY
@@ -99,7 +99,7 @@ class TeamKeyList(generics.ListAPIView):
             Role.AUDITOR,
             denied="Members cannot list the team's keys.",
         )
-        return team.keys.select_related("team", "gateway").order_by(Lower("label"), "label")
+        return team.keys.select_related("team", "gateway").order_by(ReadingOrder("label"), "label")
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.KeyOutputSerializer})
     def post(self, request, slug):

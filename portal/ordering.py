@@ -1,0 +1,63 @@
+"""Names in the order people read them: "Émile" between "Emil" and "Erik", "beta" before "Gamma".
+
+A plain ORDER BY sorts by code point, so capitals come first and every accented letter after z. Lists of names
+(teams, keys, gateways, a developer's set-ups) sort by `ReadingOrder(field)` instead:
+
+- on PostgreSQL by the ICU root collation, `und-x-icu` (the Unicode Collation Algorithm's default order),
+  which PostgreSQL has when it is built with ICU, as Debian's, the official images and the managed services
+  are;
+- on SQLite by the collation `reading_order`, which the portal gives each connection as it opens: names
+  compare with accents and case set aside first, then with accents, then as typed.
+
+The two agree on names in the Latin, Greek and Cyrillic alphabets (tests/test_names_order_and_addresses.py runs
+the same lists on both); elsewhere SQLite's order is by code point once accents and case are set aside. Comparisons
+in a keyset cursor (`portal.pagination`) use the same collation, since the expression carries it.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+from django.db.models import CharField, Func
+
+POSTGRESQL_COLLATION = "und-x-icu"
+SQLITE_COLLATION = "reading_order"
+
+
+# Latin letters with a stroke or ligatures, which Unicode does not decompose but the ICU order files under
+# their base letters ("Øresund" before "Oslo", "Łódź" before "Lyon", "Æther" before "Afar").
+BASE_LETTERS = str.maketrans({"ø": "o", "đ": "d", "ł": "l", "ħ": "h", "ŧ": "t", "æ": "ae", "œ": "oe"})
+
+
+@functools.lru_cache(maxsize=4096)
+def reading_key(text: str) -> tuple[str, str, str]:
+    """What `text` sorts by on SQLite: its letters without accents or case, then with accents, then as typed."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    base = "".join(ch for ch in folded if not unicodedata.combining(ch)).translate(BASE_LETTERS)
+    return base, folded, text
+
+
+def compare_for_reading(left: str, right: str) -> int:
+    """SQLite's collation callback: negative, zero or positive as `left` sorts before, with or after `right`."""
+    a, b = reading_key(left), reading_key(right)
+    return (a > b) - (a < b)
+
+
+def add_sqlite_collation(sender, connection, **kwargs) -> None:
+    """connection_created receiver: give a new SQLite connection the `reading_order` collation."""
+    if connection.vendor == "sqlite":
+        connection.connection.create_collation(SQLITE_COLLATION, compare_for_reading)
+
+
+class ReadingOrder(Func):
+    """`field` with the collation that sorts it as people read (see the module's docstring)."""
+
+    output_field = CharField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        collation = {"postgresql": POSTGRESQL_COLLATION, "sqlite": SQLITE_COLLATION}.get(connection.vendor)
+        if collation is None:
+            return compiler.compile(self.source_expressions[0])
+        template = f"%(expressions)s COLLATE {connection.ops.quote_name(collation)}"
+        return super().as_sql(compiler, connection, template=template, **extra_context)
