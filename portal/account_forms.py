@@ -9,6 +9,7 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, Pa
 from django.http import HttpRequest
 
 from portal.models import Role
+from portal.names import DOTS_ONLY_USERNAME, is_only_dots
 
 SSO_ONLY = "Sign in with SSO: on this portal, password sign-in is for staff only."
 
@@ -77,6 +78,16 @@ class InvitationForm(forms.Form):
 
 class AccountCreationForm(UserCreationForm):
     """User name and password for the account an invitation makes; the address comes from the invitation."""
+
+    def clean_username(self):
+        return refuse_only_dots(super().clean_username())
+
+
+def refuse_only_dots(username: str) -> str:
+    """A form's user name, or its field's error when addresses could not carry it (portal.names.is_only_dots)."""
+    if is_only_dots(username):
+        raise forms.ValidationError(DOTS_ONLY_USERNAME, code="only_dots")
+    return username
 
 
 class TeamGroupsForm(forms.Form):

@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.db import router, transaction
 from django.urls import reverse
@@ -23,6 +23,7 @@ from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import audit, lockouts, two_factor
+from portal.account_forms import refuse_only_dots
 from portal.models import AccessToken, Action, AuditChainHead, AuditEvent, Membership, Team
 from portal.services import revoke_token
 
@@ -183,6 +184,9 @@ class AccountChangeForm(UserChangeForm):
 
     opened_as = forms.CharField(widget=forms.HiddenInput, required=False)
 
+    def clean_username(self):
+        return refuse_only_dots(self.cleaned_data["username"])
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
@@ -218,6 +222,13 @@ class AccountChangeForm(UserChangeForm):
         return self.cleaned_data
 
 
+class AccountAddForm(AdminUserCreationForm):
+    """Django's form for adding an account, refusing a user name that addresses could not carry."""
+
+    def clean_username(self):
+        return refuse_only_dots(super().clean_username())
+
+
 class AuditedUserAdmin(UserAdmin):
     """Django's user admin, with every change in the audit trail in the change's own transaction.
 
@@ -234,6 +245,7 @@ class AuditedUserAdmin(UserAdmin):
     )
 
     form = AccountChangeForm
+    add_form = AccountAddForm
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -24,6 +24,7 @@ from portal import audit, mail
 from portal.errors import RuleError
 from portal.http import public_url
 from portal.models import Action, Invitation, Membership, Role, Team, UnconfirmedEmail
+from portal.names import DOTS_ONLY_USERNAME, is_only_dots
 from portal.signals import member_added
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,9 @@ def username_taken(username: str) -> bool:
 
 def unique_username(wanted: str) -> str:
     """A free user name close to `wanted` (letters, digits and @.+-_ only): alice, alice2, alice3..."""
-    base = re.sub(r"[^\w.@+-]", "", get_user_model().normalize_username(wanted))[:140] or "user"
+    base = re.sub(r"[^\w.@+-]", "", get_user_model().normalize_username(wanted))[:140]
+    if not base or is_only_dots(base):
+        base = "user"
     name, n = base, 1
     while username_taken(name):
         n += 1
@@ -296,6 +299,8 @@ def create_account(
     whoever holds the link): SSO then does not enter the account by it until it is confirmed (UnconfirmedEmail).
     """
     User = get_user_model()
+    if is_only_dots(username):
+        raise RuleError(DOTS_ONLY_USERNAME, field="username")
     if username_taken(username):
         raise RuleError(f"The user name {username!r} is taken. Choose another.", field="username")
     if email and User.objects.filter(same_address("email", email)).exists():

@@ -50,10 +50,20 @@ class TeamQuerySet(models.QuerySet):
         return self.with_role(user, Role.ADMIN, Role.AUDITOR)
 
 
+# Slugs that are the address of a page beside the teams' and gateways' own (/teams/new/, /gateways/new/).
+RESERVED_SLUGS = frozenset({"new"})
+
+
 def validate_lowercase_slug(slug: str) -> None:
-    """Slugs are lowercase, so that no two differ only in case (web and WEB read as one)."""
+    """Slugs are lowercase, so that no two differ only in case (web and WEB read as one), and none is the
+    address of another page (RESERVED_SLUGS), or the team's or gateway's own page could not be opened."""
     if slug != slug.lower():
         raise ValidationError(f"Use lowercase letters in the slug: {slug.lower()!r}, not {slug!r}.")
+    if slug in RESERVED_SLUGS:
+        raise ValidationError(
+            f"The slug {slug!r} is the address of the page that creates one, so its own page could not be "
+            "opened. Choose another slug."
+        )
 
 
 class Team(models.Model):

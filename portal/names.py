@@ -50,3 +50,16 @@ def clean_name(name: str, *, what: str, field: str, empty: str, max_length: int)
     if len(name) > max_length:  # NFC can lengthen a name a form or the API let through at the limit
         raise RuleError(f"The {what} must be at most {max_length} characters long.", field=field)
     return name
+
+
+# A user name is part of page and API addresses (/teams/web/members/<name>/remove/); "." and ".." there are
+# folders to a browser, which drops them, so a name of only dots would send its links elsewhere.
+DOTS_ONLY_USERNAME = (
+    "A user name of only dots cannot be part of a page's address: a browser reads . and .. as folders. "
+    "Add a letter or a digit."
+)
+
+
+def is_only_dots(username: str) -> bool:
+    """True for a user name that is nothing but dots ("." or "..", which addresses cannot carry)."""
+    return bool(username) and not username.strip(".")
