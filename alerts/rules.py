@@ -104,7 +104,10 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_holds(secret: str, header: str, body: bytes, *, now: int) -> bool:
-    """What a receiver checks: the HMAC matches and the timestamp is recent (no replay)."""
+    """What a receiver checks: the HMAC matches and the timestamp is recent (no replay).
+
+    The portal never calls it: it is the reference for receivers (README, Alerts) that the tests check each
+    signature the sender writes against."""
     try:
         fields = dict(part.split("=", 1) for part in header.split(","))
         timestamp = int(fields["t"])

@@ -372,7 +372,10 @@ class GatewayKey(models.Model):
         return self.is_usable and self.expires_at is not None and self.expires_at <= timezone.now() + window
 
     def is_due_for_probe(self, now) -> bool:
-        """Whether the gateway's probe interval has passed since this key's last probe."""
+        """Whether the gateway's probe interval has passed since this key's last probe.
+
+        The Python twin of GatewayKeyQuerySet.due_for_probe, which the probe command uses; tests hold the two
+        to one answer."""
         if self.last_probe_at is None:
             return True
         return self.last_probe_at <= probed_by_then(now, self.gateway.probe_interval_minutes)

@@ -404,7 +404,10 @@ class AuditEvent(AuditContent):
         return audit_chain.link_hash(self.prev_hash, audit_chain.content_of(self))
 
     def seal(self, keyring: Keyring) -> None:
-        """Set the hash over this row and the previous hash, and sign it with the keyring's first key."""
+        """Set the hash over this row and the previous hash, and sign it with the keyring's first key.
+
+        Requests and commands chain their events through portal.audit (a compiled INSERT computing the same
+        hash); this is for rows built in Python, such as bench/seed_large.py's."""
         self.hash = self.compute_hash()
         self.signature, self.signing_key_id = audit_chain.sign(keyring, self.hash)
 

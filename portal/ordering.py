@@ -55,7 +55,7 @@ class ReadingOrder(Func):
 
     output_field = CharField()
 
-    def as_sql(self, compiler, connection, **extra_context):
+    def as_sql(self, compiler, connection, function=None, template=None, arg_joiner=None, **extra_context):
         collation = {"postgresql": POSTGRESQL_COLLATION, "sqlite": SQLITE_COLLATION}.get(connection.vendor)
         if collation is None:
             return compiler.compile(self.source_expressions[0])

@@ -31,8 +31,6 @@ from portal.errors import RuleError
 
 # The largest id or position a query may name: the biggest value a 64-bit database integer holds.
 MAX_POSITION = 2**63 - 1
-# The deepest page a listing offers; at 100 rows a page that is 100 million rows, far past any table here.
-MAX_PAGE = 1_000_000
 
 
 def query_number(raw: str | None, *, maximum: int, minimum: int = 1) -> int | None:

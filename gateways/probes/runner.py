@@ -52,7 +52,7 @@ MAX_STAGGER_SECONDS = 0.5
 SAVE_BATCH = 500
 # probe_and_save stores what has come back once this many are waiting (the rest at the end).
 STREAM_BATCH = 100
-# The fewest keys worth a process of their own in probe_and_save (a fork costs milliseconds).
+# Keys per process in probe_and_save: one process for each this many keys begun (a fork costs milliseconds).
 MIN_KEYS_PER_PROCESS = 50
 
 
@@ -326,8 +326,8 @@ def _record_credential_headers(batch, results: list[ProbeResult], now: datetime)
 def probe_processes(count: int, concurrency: int) -> int:
     """How many processes share the fan-out of `count` keys; 0 means a thread of this process.
 
-    PROBE_PROCESSES (default: one per core, at most 4) is the most; a process gets at least
-    MIN_KEYS_PER_PROCESS keys and one probe in flight. Without fork() (Windows), or where fork is
+    PROBE_PROCESSES (default: one per core, at most 4) is the most; below that, one process for each
+    MIN_KEYS_PER_PROCESS keys begun (51 keys get 2), and at least one probe in flight each. Without fork() (Windows), or where fork is
     unsafe (macOS), the fan-out stays in this process.
     """
     if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
