@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework.exceptions import NotAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -51,8 +52,10 @@ class ApiDocs(SpectacularSwaggerSplitView):
     title = "API"
 
     def handle_exception(self, exc):
-        # A person who is not signed in is sent to sign in, like on every other page; a caller that
-        # presented a credential the API refuses (a device token, a dead access token) gets the API's answer.
+        # A person who is not signed in is sent to sign in, like on every other page; any other refusal (a
+        # wrong method; a credential the API refuses: a device token, a dead access token) gets the API's
+        # answer, JSON with a sentence as at the schema, not the page's renderer's HTML error.
         if isinstance(exc, NotAuthenticated):
             return redirect_to_login(self.request.get_full_path())
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
         return super().handle_exception(exc)

@@ -1,14 +1,16 @@
-"""The 404 and 500 handlers (JSON with a sentence under /api/, a page elsewhere) and the health checks."""
+"""The 400, 404 and 500 handlers (JSON with a sentence under /api/, a page elsewhere) and the health checks."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-from django.core.exceptions import ImproperlyConfigured
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 
 from alerts.models import Channel
 from gateways.models import GatewayKey
@@ -24,6 +26,22 @@ def _is_api(request: HttpRequest) -> bool:
 
 # A 404 may be piped into sh (`curl … | sh`): the path is repeated only when no shell would act on it.
 PLAIN_PATH = re.compile(r"[A-Za-z0-9/._-]{1,200}")
+
+
+def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
+    """A request Django refuses before any view reads it (too many parameters, a malformed one)."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, TooManyFieldsSent):
+        detail = (
+            f"The request has too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+            "query or form fields are read. Send fewer."
+        )
+    elif isinstance(exception, TooManyFilesSent):
+        detail = f"The request has too many files: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} are read."
+    else:
+        detail = "The portal could not read this request; check its address, parameters and headers."
+    return JsonResponse({"detail": detail}, status=400)
 
 
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:

@@ -25,8 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, permissions, status
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import NotAcceptable, NotFound
-from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -41,6 +40,7 @@ from gateways.selectors import my_assignment, my_assignments, my_devices, team_d
 from portal.api.permissions import StaffWritesOnly
 from portal.api.schema import list_or_export, refusal
 from portal.errors import RuleError
+from portal.exports import ExportNegotiation, FileOrJSONNegotiation
 from portal.models import Role, TokenScope, token_scope
 from portal.ordering import ReadingOrder
 from portal.permissions import require_role, team_with_role
@@ -195,20 +195,6 @@ DOWNLOAD_RESPONSES: dict[int | tuple[int, str], OpenApiResponse] = {
 }
 
 
-class FileOrJSONNegotiation(DefaultContentNegotiation):
-    """A download answers its file whatever the client accepts, and its refusals in JSON.
-
-    The file is an HttpResponse of its format's media type, which no renderer makes: a script asking for it
-    (`Accept: text/x-shellscript` on install.sh) would otherwise be refused with 406 before the view ran.
-    """
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except NotAcceptable:
-            return renderers[0], renderers[0].media_type
-
-
 class MyConfigDownload(APIView):
     # Django would answer HEAD with get(), which records a download (its count, its time, an audit row)
     # and delivers nothing: HEAD gets a 405, as on the web page.
@@ -319,6 +305,7 @@ class ConnectionList(generics.ListAPIView):
     """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
 
     serializer_class = s.ConnectionSerializer
+    content_negotiation_class = ExportNegotiation  # `Accept: text/csv` gets the CSV, as the schema says
 
     def get_queryset(self):
         return connections_for(self.request.user, ConnectionFilters.from_query(self.request.query_params))

@@ -115,6 +115,7 @@ class AuditEventList(generics.ListAPIView):
     """The audit trail, newest first; `?export=csv|jsonl` downloads every match."""
 
     serializer_class = s.AuditEventSerializer
+    content_negotiation_class = exports.ExportNegotiation  # `Accept: text/csv` gets the CSV, as the schema says
     sort_ids_first = True  # wide rows (details, user agent, hashes): see portal.pagination.first_rows
 
     def get_queryset(self):
