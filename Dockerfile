@@ -34,8 +34,11 @@ RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=collectstatic-only DATABASE_URL=
 
 USER portal
 EXPOSE 8000
-# Liveness: /healthz answers without the database (slim has no curl). Load balancers ask /readyz.
+# Liveness: /healthz answers without the database, asked where BIND listens (slim has no curl; see
+# config/healthcheck.py). Load balancers ask /readyz.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+  CMD ["python", "-m", "config.healthcheck"]
 # Workers, threads and their reasons: config/gunicorn.conf.py (WEB_CONCURRENCY, WEB_THREADS).
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn -c config/gunicorn.conf.py config.wsgi"]
+# A blank WEB_CONCURRENCY (an env file's empty line) means its default, as for every setting; gunicorn reads
+# the variable itself before its config file and would stop on it, so it is unset first.
+CMD ["sh", "-c", "python manage.py migrate --noinput && { [ -n \"$(printf %s \"$WEB_CONCURRENCY\" | tr -d ' \\t')\" ] || unset WEB_CONCURRENCY; } && exec gunicorn -c config/gunicorn.conf.py config.wsgi"]

@@ -92,7 +92,9 @@ threads = _count("WEB_THREADS", 2, high=worker_connections - 1)
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
-reuse_port = _on("WEB_REUSE_PORT", "true")
+# A socket per process where the kernel can spread connections over them (TCP); a unix socket or a socket
+# handed over (fd://) has one address only, which each process could not bind again.
+reuse_port = _on("WEB_REUSE_PORT", "true") and not bind.startswith(("unix:", "fd://"))
 # No control socket (gunicornc): gunicorn 25+ makes one in $HOME/.gunicorn/, which the image's user cannot
 # write (HOME=/app, owned by root), and logged an error at every start. Signals still reload and stop it.
 control_socket_disable = True

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,9 +58,10 @@ def envint(name: str, default: int, *, low: int | None = None, high: int | None 
     return number
 
 
-def envfloat(name: str, default: float, *, most_seconds: float | None = None) -> float:
-    """NAME as a number; with `most_seconds`, a time limit more than 0 and at most that, checked at start-up:
-    0 or less would fail every wait as a time-out, blamed on whoever was waited for."""
+def envfloat(name: str, default: float, *, most_seconds: float | None = None, most_hours: float | None = None) -> float:
+    """NAME as a number; with `most_seconds` (or `most_hours`), a length of time more than 0 and at most that,
+    checked at start-up: 0 or less would fail every wait as a time-out, blamed on whoever was waited for, or
+    make a window (a lock-out's) that never holds anything."""
     value = os.getenv(name, "").strip()
     if not value:
         return default
@@ -69,8 +71,9 @@ def envfloat(name: str, default: float, *, most_seconds: float | None = None) ->
         number = math.nan
     if not math.isfinite(number):  # "nan" and "inf" parse, but are no length of time
         raise ImproperlyConfigured(f"{name} must be a number, like 10 or 2.5, not {value!r}.")
-    if most_seconds is not None and not 0 < number <= most_seconds:
-        raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most_seconds:g} seconds, not {number:g}.")
+    for most, unit in ((most_seconds, "seconds"), (most_hours, "hours")):
+        if most is not None and not 0 < number <= most:
+            raise ImproperlyConfigured(f"{name} must be more than 0 and at most {most:g} {unit}, not {number:g}.")
     return number
 
 
@@ -112,6 +115,14 @@ if not ALLOWED_HOSTS:
             "like portal.example.com, when DEBUG is off."
         )
     ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+for _host in ALLOWED_HOSTS:
+    # Django compares the Host header's name without its port, so an address written like PORTAL_URL or
+    # CSRF_TRUSTED_ORIGINS beside it (a scheme, a port, a path) matches no request: every page would be a 400.
+    if "/" in _host or ":" in re.sub(r"^\[[^\]]*\]$", "", _host):
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS holds {_host!r}, which no request's host can match: list host names alone, without "
+            "a scheme, port or path, like portal.example.com (an IPv6 address in brackets, like [::1])."
+        )
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 # The keyring for gateway secrets: comma-separated keys, the first encrypts, all decrypt.
@@ -329,7 +340,8 @@ AUTHENTICATION_BACKENDS = [
 # After AXES_FAILURE_LIMIT failed sign-ins for one user name from one address, further tries are
 # refused for AXES_COOLOFF_HOURS; `manage.py axes_reset` lifts a lock early.
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10, low=1)
-AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", 1.0)
+# 0 or less would turn the lock-out off without a word; past a year, axes' timedelta overflows at a failure.
+AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", 1.0, most_hours=8760)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client's address as the audit trail resolves it (behind a trusted proxy, the address the proxy
 # reports, not REMOTE_ADDR): otherwise everyone behind one proxy shares one lock per user name.
@@ -497,6 +509,19 @@ EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
 EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "False")
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "")  # a Django mail backend by its dotted path, if you need another
 EMAIL_CONFIGURED = bool(EMAIL_URL or EMAIL_HOST or EMAIL_BACKEND)
+if EMAIL_BACKEND:
+    # Django imports it only at the first mail, after the invitation or reset it reports is saved: a misspelt
+    # path would fail every mail, one log line each. Its module is looked up now (not run: it may read settings).
+    _module, _, _name = EMAIL_BACKEND.rpartition(".")
+    try:
+        _found = bool(_module) and _name.isidentifier() and importlib.util.find_spec(_module) is not None
+    except (ImportError, ValueError):
+        _found = False
+    if not _found:
+        raise ImproperlyConfigured(
+            f"EMAIL_BACKEND is {EMAIL_BACKEND!r}, which names no module that can be imported. Give a Django mail "
+            "backend's dotted path, like django.core.mail.backends.smtp.EmailBackend, or unset it and use EMAIL_URL."
+        )
 if EMAIL_URL:
     globals().update(parse_email_url(EMAIL_URL))
 elif not EMAIL_BACKEND:

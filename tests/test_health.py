@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,12 +89,18 @@ def test_readyz_says_when_the_database_is_unreachable(tmp_path):
     assert body == {"status": "unavailable", "checks": {"database": "unreachable", "vault": "ok", "audit": "ok"}}
 
 
-def dockerfile_healthcheck(port: int) -> list[str]:
-    """The Dockerfile's HEALTHCHECK command, pointed at the test's port."""
+def dockerfile_healthcheck() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, as written (it asks where BIND says gunicorn listens)."""
     text = (ROOT / "Dockerfile").read_text()
     command = json.loads(re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", text).group(1))
     assert command[0] == "python"
-    return [sys.executable, *(part.replace(":8000/", f":{port}/") for part in command[1:])]
+    return [sys.executable, *command[1:]]
+
+
+def run_healthcheck(bind: str) -> int:
+    """The HEALTHCHECK's exit status, run in the image's working folder with the container's BIND."""
+    env = {"PATH": os.environ["PATH"], "BIND": bind}
+    return subprocess.run(dockerfile_healthcheck(), cwd=ROOT, env=env, capture_output=True, timeout=10).returncode
 
 
 def start_production_gunicorn(data_dir, port: int, **env: str) -> subprocess.Popen:
@@ -116,7 +123,7 @@ def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_p
     server = start_production_gunicorn(tmp_path, port, WEB_CONCURRENCY="1")
     try:
         deadline = time.monotonic() + 30
-        while subprocess.run(dockerfile_healthcheck(port), capture_output=True, timeout=10).returncode != 0:
+        while run_healthcheck(f"127.0.0.1:{port}") != 0:
             assert server.poll() is None, server.stderr.read()
             assert time.monotonic() < deadline, "the HEALTHCHECK did not pass within 30 s"
             time.sleep(0.2)
@@ -124,6 +131,54 @@ def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_p
         assert ready.status_code == 200 and ready.json()["status"] == "ok"
         # Anything else is still held to ALLOWED_HOSTS and the HTTPS redirect.
         assert httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5).status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_healthcheck(server: subprocess.Popen, bind: str) -> None:
+    deadline = time.monotonic() + 30
+    while run_healthcheck(bind) != 0:
+        assert server.poll() is None, server.stderr.read() if server.stderr else "gunicorn stopped"
+        assert time.monotonic() < deadline, "the HEALTHCHECK did not pass within 30 s"
+        time.sleep(0.2)
+
+
+def test_the_healthcheck_fails_where_nothing_listens_and_reads_any_address_as_the_loopback():
+    from config.healthcheck import connection_for
+
+    assert run_healthcheck(f"127.0.0.1:{free_port()}") == 1
+    assert run_healthcheck("unix:/nonexistent/portal.sock") == 1
+    everywhere = connection_for("0.0.0.0:9000")
+    assert (everywhere.host, everywhere.port) == ("127.0.0.1", 9000)
+    assert (connection_for("[::]:9001").host, connection_for("portal:81").port) == ("::1", 81)
+    assert connection_for("fd://3") is None  # a socket handed over has no address to ask
+
+
+def test_gunicorn_serves_on_a_unix_socket_and_the_healthcheck_finds_it(tmp_path):
+    """WEB_REUSE_PORT's default is for TCP; on a unix socket each process could not bind the one path again."""
+    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
+    bind = f"unix:{tmp_path / 'portal.sock'}"
+    server = start_production_gunicorn(tmp_path, 0, BIND=bind, WEB_CONCURRENCY="2")
+    try:
+        wait_for_healthcheck(server, bind)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_images_command_takes_a_blank_web_concurrency_as_its_default(tmp_path):
+    """An env file's empty line is the default for every setting; gunicorn parses WEB_CONCURRENCY itself."""
+    command = json.loads(
+        next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))[4:]
+    )
+    port = free_port()
+    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path), "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": " "}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the image's `python` has the requirements
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_healthcheck(server, f"127.0.0.1:{port}")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -5,11 +5,13 @@ then the dashboard answers 500 (a date past year 9999). Both are refused before 
 variable and what it may be; a URL's sentence never quotes the URL, which holds the password.
 """
 
+import re
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings import database_from_url
-from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, production_env, run_manage
+from tests.conftest import ROOT, TEST_AUDIT_KEYRING, TEST_KEYRING, production_env, run_manage
 
 
 def start_up(tmp_path, **variables: str):
@@ -44,6 +46,10 @@ def start_up(tmp_path, **variables: str):
             "121",
             "OIDC_DEADLINE_SECONDS must be more than 0 and at most 120 seconds, not 121.",
         ),
+        # 0 or less turned the sign-in lock-out off without a word; 1e12 made every failed sign-in a 500.
+        ("AXES_COOLOFF_HOURS", "0", "AXES_COOLOFF_HOURS must be more than 0 and at most 8760 hours, not 0."),
+        ("AXES_COOLOFF_HOURS", "-1", "AXES_COOLOFF_HOURS must be more than 0 and at most 8760 hours, not -1."),
+        ("AXES_COOLOFF_HOURS", "1e12", "AXES_COOLOFF_HOURS must be more than 0 and at most 8760 hours, not 1e+12."),
     ],
 )
 def test_a_number_out_of_its_range_stops_start_up_with_a_sentence(tmp_path, name, value, sentence):
@@ -63,8 +69,39 @@ def test_the_ends_of_each_range_are_taken(tmp_path):
         PROBE_PROCESSES="0",
         SECURE_HSTS_SECONDS="0",
         DATABASE_CONN_MAX_AGE="0",
+        AXES_COOLOFF_HOURS="8760",
+        ALLOWED_HOSTS="portal.example.com,.example.org,[::1],10.0.0.5",
     )
     assert done.returncode == 0, done.stderr[-1200:]
+
+
+@pytest.mark.parametrize(
+    "value", ["https://portal.example.com", "portal.example.com:443", "portal.example.com/", "::1"]
+)
+def test_allowed_hosts_no_request_could_match_stop_start_up(tmp_path, value):
+    """Written like PORTAL_URL or CSRF_TRUSTED_ORIGINS beside it, a host matches no request: every page a 400."""
+    done = start_up(tmp_path, ALLOWED_HOSTS=f"portal.example.com,{value}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-1200:]
+    assert f"ALLOWED_HOSTS holds {value!r}, which no request's host can match" in done.stderr, done.stderr[-400:]
+
+
+def test_an_email_backend_that_names_no_module_stops_start_up(tmp_path):
+    """Django imports it at the first mail only: every invitation and reset would fail, one log line each."""
+    done = start_up(tmp_path, EMAIL_BACKEND="django.core.mail.backends.smpt.EmailBackend")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-1200:]
+    assert "EMAIL_BACKEND is 'django.core.mail.backends.smpt.EmailBackend', which names no module" in done.stderr
+    assert start_up(tmp_path, EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend").returncode == 0
+
+
+def test_every_variable_the_settings_read_is_in_the_readme_configuration():
+    """An operator reads the Configuration section for what can be set; settings.py reads nothing else."""
+    readme = (ROOT / "README.md").read_text()
+    configuration = readme[readme.index("## Configuration") : readme.index("### The vault")]
+    code = (ROOT / "config" / "settings.py").read_text() + (ROOT / "config" / "gunicorn.conf.py").read_text()
+    readers = r"(?:getenv|envstr|envbool|envint|envfloat|envsecret|_text|_count|_on|_address)"
+    read = set(re.findall(readers + r"\(\s*\"([A-Z][A-Z0-9_]+)\"", code))
+    assert len(read) > 40, sorted(read)  # the pattern still finds what the settings read
+    assert sorted(name for name in read if f"`{name}`" not in configuration) == []
 
 
 def test_the_longest_stale_and_warning_windows_keep_the_pages_working(settings, alice, bob_assignment, api, client):
