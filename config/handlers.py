@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from portal.api.parsers import NotUnicode
 from portal.crypto import DecryptionError
 from portal.errors import RuleError
 
@@ -50,6 +51,8 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if isinstance(exc, NotUnicode) and exc.field:
+        response.data["field"] = exc.field
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = {"detail": " ".join(_flatten(fields))}

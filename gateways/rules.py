@@ -303,7 +303,27 @@ def styled_model_id(model_id: str, style: str) -> str:
     return model_id
 
 
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+NAME_MAX_LENGTH = 100  # of a custom header's or an extra variable's name
+SHOWN_NAME_LENGTH = 80  # a refused name is echoed cut to this, as alerts.rules echoes a refused target
+HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{NAME_MAX_LENGTH}}}$")
+
+
+def shown_name(name: object) -> str:
+    """A refused name as a sentence quotes it: cut with an ellipsis, so a 100,000-character name is not echoed."""
+    if isinstance(name, str) and len(name) > SHOWN_NAME_LENGTH:
+        return repr(name[:SHOWN_NAME_LENGTH] + "…")
+    return repr(name)
+
+
+def check_name_length(name: object, kind: str, field: str | None = None) -> None:
+    """Refuse a name past NAME_MAX_LENGTH with the rule it breaks, before its characters are judged."""
+    if isinstance(name, str) and len(name) > NAME_MAX_LENGTH:
+        raise RuleError(
+            f"{kind} names have at most {NAME_MAX_LENGTH} characters; this one has {len(name)}: {shown_name(name)}.",
+            field=field,
+        )
+
+
 RESERVED_HEADERS = {"authorization", "x-api-key", "host", "content-length", "content-type"}
 
 
@@ -313,8 +333,9 @@ def clean_custom_headers(headers: object) -> dict[str, str]:
         raise RuleError('Custom headers must be an object of names to values, like {"X-Team": "web"}.')
     cleaned = {}
     for name, value in headers.items():
+        check_name_length(name, "Header")
         if not isinstance(name, str) or not HEADER_NAME.match(name):
-            raise RuleError(f"{name!r} is not a valid HTTP header name.")
+            raise RuleError(f"{shown_name(name)} is not a valid HTTP header name.")
         if name.lower() in RESERVED_HEADERS:
             raise RuleError(f"The {name} header is set by Claude Code itself and cannot be a custom header.")
         if not isinstance(value, str) or any(unicodedata.category(ch).startswith("C") for ch in value):
@@ -328,7 +349,7 @@ def clean_custom_headers(headers: object) -> dict[str, str]:
     return cleaned
 
 
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,99}$")
+ENV_NAME = re.compile(rf"^[A-Z_][A-Z0-9_]{{0,{NAME_MAX_LENGTH - 1}}}$")
 # Variables the config builder owns; extra env may not override them behind its back.
 MANAGED_ENV = {
     "ANTHROPIC_BASE_URL",
@@ -415,8 +436,11 @@ def is_claude_code_setting(name: str) -> bool:
 
 def check_env_name(name: object) -> str:
     """A variable name any config may carry: well formed, and managed by the portal or allowed."""
+    check_name_length(name, "Environment variable", field="extra_env")
     if not isinstance(name, str) or not ENV_NAME.match(name):
-        raise RuleError(f"{name!r} is not a valid environment variable name: use A-Z, 0-9 and _.", field="extra_env")
+        raise RuleError(
+            f"{shown_name(name)} is not a valid environment variable name: use A-Z, 0-9 and _.", field="extra_env"
+        )
     if name not in MANAGED_ENV and not is_claude_code_setting(name):
         raise RuleError(
             f"{name} is not a Claude Code setting the portal hands out: extra environment reaches every "

@@ -7,21 +7,8 @@ from rest_framework import serializers
 
 from alerts import rules
 from alerts.models import Channel, ChannelKind
+from portal.api.serializers import InputSerializer
 from portal.models import Team
-
-
-class ChannelInputSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(ChannelKind.choices)
-    target = serializers.CharField(max_length=rules.MAX_TARGET, help_text="The URL to POST to, or an e-mail address.")
-    secret = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        trim_whitespace=False,
-        max_length=rules.MAX_SECRET,
-        help_text="webhook only: signs each body (X-Portal-Signature); stored encrypted, never returned.",
-    )
-    enabled = serializers.BooleanField(required=False, default=True)
 
 
 class ChannelOutputSerializer(serializers.ModelSerializer):
@@ -52,3 +39,19 @@ class ChannelWrittenSerializer(ChannelOutputSerializer):
     class Meta(ChannelOutputSerializer.Meta):
         fields = [*ChannelOutputSerializer.Meta.fields, "notices"]
         read_only_fields = fields
+
+
+class ChannelInputSerializer(InputSerializer):
+    shown_by = (ChannelWrittenSerializer,)
+
+    kind = serializers.ChoiceField(ChannelKind.choices)
+    target = serializers.CharField(max_length=rules.MAX_TARGET, help_text="The URL to POST to, or an e-mail address.")
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=rules.MAX_SECRET,
+        help_text="webhook only: signs each body (X-Portal-Signature); stored encrypted, never returned.",
+    )
+    enabled = serializers.BooleanField(required=False, default=True)

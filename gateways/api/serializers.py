@@ -23,7 +23,7 @@ from gateways.models import (
     ProbeResult,
 )
 from gateways.rules import EXTRA_ENV_HELP, TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, TIMEOUT_MS_RULE
-from portal.api.serializers import LowercaseSlugField
+from portal.api.serializers import InputSerializer, LowercaseSlugField
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -87,8 +87,10 @@ def optional(fields) -> dict:
     return {name: {"required": False, **(TIMEOUT_MS_FIELD if name == "timeout_ms" else {})} for name in fields}
 
 
-class GatewayInputSerializer(serializers.ModelSerializer):
+class GatewayInputSerializer(InputSerializer, serializers.ModelSerializer):
     """Fields a staff member may set; the catalogue rules (gateways.rules) run in the service."""
+
+    shown_by = (GatewayWrittenSerializer,)
 
     # The service answers a taken or upper-case slug with a sentence; a PATCH repeats the gateway's own slug.
     slug = LowercaseSlugField(max_length=50, required=False)
@@ -113,42 +115,6 @@ class GatewayCreateSerializer(GatewayInputSerializer):
 
     class Meta(GatewayInputSerializer.Meta):
         extra_kwargs = {**optional(GATEWAY_FIELDS), **{n: {"required": True} for n in GATEWAY_REQUIRED_ON_CREATE[1:]}}
-
-
-class KeySettingsSerializer(serializers.ModelSerializer):
-    custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
-
-    class Meta:
-        model = GatewayKey
-        fields = KEY_SETTING_FIELDS
-        extra_kwargs = optional(fields)
-
-
-class GatewaySlugField(serializers.SlugRelatedField):
-    """A gateway named by its slug. A NUL character, which no slug holds, is refused before the query: PostgreSQL
-    fails on one in a query (a 500) where SQLite finds nothing."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
-            raise serializers.ValidationError("No gateway's slug holds a NUL character (\\u0000): remove it.")
-        return super().to_internal_value(data)
-
-
-class KeyCreateSerializer(KeySettingsSerializer):
-    gateway = GatewaySlugField(slug_field="slug", queryset=Gateway.objects.all())
-    secret = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096)
-
-    class Meta(KeySettingsSerializer.Meta):
-        fields = ("gateway", *KEY_SETTING_FIELDS, "secret")
-        extra_kwargs = {**optional(KEY_SETTING_FIELDS), "label": {"required": True}}
-
-
-class KeyUpdateSerializer(KeySettingsSerializer):
-    secret = serializers.CharField(write_only=True, required=False, trim_whitespace=False, max_length=4096)
-
-    class Meta(KeySettingsSerializer.Meta):
-        fields = (*KEY_SETTING_FIELDS, "secret", "is_enabled")
-        extra_kwargs = optional((*KEY_SETTING_FIELDS, "is_enabled"))
 
 
 class KeyOutputSerializer(serializers.ModelSerializer):
@@ -186,8 +152,44 @@ class KeyOutputSerializer(serializers.ModelSerializer):
         }
 
 
-class AssignmentInputSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
+    """What a key's writes take; what its answers show may be sent back and is ignored."""
+
+    shown_by = (KeyOutputSerializer,)
+
+    custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+
+    class Meta:
+        model = GatewayKey
+        fields = KEY_SETTING_FIELDS
+        extra_kwargs = optional(fields)
+
+
+class GatewaySlugField(serializers.SlugRelatedField):
+    """A gateway named by its slug. A NUL character, which no slug holds, is refused before the query: PostgreSQL
+    fails on one in a query (a 500) where SQLite finds nothing."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("No gateway's slug holds a NUL character (\\u0000): remove it.")
+        return super().to_internal_value(data)
+
+
+class KeyCreateSerializer(KeySettingsSerializer):
+    gateway = GatewaySlugField(slug_field="slug", queryset=Gateway.objects.all())
+    secret = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096)
+
+    class Meta(KeySettingsSerializer.Meta):
+        fields = ("gateway", *KEY_SETTING_FIELDS, "secret")
+        extra_kwargs = {**optional(KEY_SETTING_FIELDS), "label": {"required": True}}
+
+
+class KeyUpdateSerializer(KeySettingsSerializer):
+    secret = serializers.CharField(write_only=True, required=False, trim_whitespace=False, max_length=4096)
+
+    class Meta(KeySettingsSerializer.Meta):
+        fields = (*KEY_SETTING_FIELDS, "secret", "is_enabled")
+        extra_kwargs = optional((*KEY_SETTING_FIELDS, "is_enabled"))
 
 
 class AssignmentOutputSerializer(serializers.ModelSerializer):
@@ -208,6 +210,12 @@ class AssignmentOutputSerializer(serializers.ModelSerializer):
             "download_count",
         ]
         read_only_fields = fields
+
+
+class AssignmentInputSerializer(InputSerializer):
+    shown_by = (AssignmentOutputSerializer,)
+
+    username = serializers.CharField(max_length=150)
 
 
 class HolderNoticeSerializer(serializers.Serializer):
@@ -330,22 +338,6 @@ class ConnectionSerializer(serializers.Serializer):
     )
 
 
-class DeviceInputSerializer(serializers.ModelSerializer):
-    """A new device: its name and platform (the install command depends on it)."""
-
-    class Meta:
-        model = Device
-        fields = ("name", "platform")
-        # The service trims and checks the name (gateways.devices.clean_device), with its own sentences.
-        extra_kwargs = {
-            "name": {"max_length": 100, "allow_blank": True},  # the service's limit (clean_device)
-            "platform": {
-                "required": True,
-                "error_messages": {"invalid_choice": f'must be one of {", ".join(Platform.values)}, not "{{input}}".'},
-            },
-        }
-
-
 class DeviceCreatedSerializer(serializers.Serializer):
     """What POST answers, once: the install link and the command to paste; neither is shown again."""
 
@@ -400,3 +392,21 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
             "revoked_by",
         ]
         read_only_fields = fields
+
+
+class DeviceInputSerializer(InputSerializer, serializers.ModelSerializer):
+    """A new device: its name and platform (the install command depends on it)."""
+
+    shown_by = (DeviceCreatedSerializer, DeviceOutputSerializer)
+
+    class Meta:
+        model = Device
+        fields = ("name", "platform")
+        # The service trims and checks the name (gateways.devices.clean_device), with its own sentences.
+        extra_kwargs = {
+            "name": {"max_length": 100, "allow_blank": True},  # the service's limit (clean_device)
+            "platform": {
+                "required": True,
+                "error_messages": {"invalid_choice": f'must be one of {", ".join(Platform.values)}, not "{{input}}".'},
+            },
+        }

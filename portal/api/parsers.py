@@ -2,9 +2,14 @@
 
 Without bounds a 10 MB body was parsed in full, and a 100,000-deep array raised RecursionError
 (a 500). Nothing the API takes is nested more than a few levels or larger than a few KiB.
+
+JSON may spell half of a UTF-16 surrogate pair ("\\ud800") on its own; Python parses it into a string that
+is not Unicode text, which no database, file or JSON answer can encode (a refusal echoing it was a 500).
 """
 
 from __future__ import annotations
+
+import re
 
 from django.conf import settings
 from rest_framework import status
@@ -13,6 +18,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.utils import json
 
 MAX_JSON_DEPTH = 32
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # json.loads joins a whole pair into one character
+SHOWN_NAME_LENGTH = 80
 
 
 class BodyTooLarge(APIException):
@@ -34,8 +41,53 @@ def json_depth(value, *, stop_after: int = MAX_JSON_DEPTH) -> int:
     return deepest
 
 
+class NotUnicode(ParseError):
+    """A body holding a string or an object key that is not Unicode text; `field` is the top-level key it is under."""
+
+    def __init__(self, detail: str, *, field: str = ""):
+        super().__init__(detail)
+        self.field = field
+
+
+def lone_surrogate(value) -> tuple[str, str, bool] | None:
+    """The first half surrogate pair in a parsed JSON value's strings and keys: the character, the top-level key it
+    is under ("" for none, or when it is in that key itself), and whether it is in a key rather than a value."""
+    pending: list[tuple[object, str]] = [(value, "")]
+    while pending:
+        item, field = pending.pop()
+        if isinstance(item, str):
+            if found := LONE_SURROGATE.search(item):
+                return found.group(), field, False
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if found := LONE_SURROGATE.search(key):
+                    return found.group(), field, True
+                pending.append((child, field or (key if item is value else "")))
+        elif isinstance(item, list):
+            pending.extend((child, field) for child in item)
+    return None
+
+
+def refuse_lone_surrogates(value) -> None:
+    """Raise NotUnicode, with a sentence that shows the half pair escaped and never the text around it."""
+    found = lone_surrogate(value)
+    if found is None:
+        return
+    character, field, in_key = found
+    shown = field if len(field) <= SHOWN_NAME_LENGTH else field[:SHOWN_NAME_LENGTH] + "…"
+    if in_key:
+        where = f" in a name inside {shown}" if field else " in a field name"
+    else:
+        where = f" in {shown}" if field else ""
+    raise NotUnicode(
+        f"The JSON body holds half of a UTF-16 surrogate pair (\\u{ord(character):04x}){where}: send text as valid "
+        "Unicode; a character beyond U+FFFF is written as both halves of its pair, like \\ud83d\\ude80.",
+        field=shown,
+    )
+
+
 class BoundedJSONParser(JSONParser):
-    """JSON of at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes and MAX_JSON_DEPTH levels of nesting."""
+    """JSON of at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes and MAX_JSON_DEPTH levels of nesting, all Unicode text."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -55,4 +107,5 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
         if json_depth(value) > MAX_JSON_DEPTH:
             raise ParseError(too_deep)
+        refuse_lone_surrogates(value)
         return value

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import difflib
+import functools
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -12,9 +17,58 @@ class LowercaseSlugField(serializers.SlugField):
     sentence, which names the lowercase slug to use (portal.services.clean_slug)."""
 
 
-class TeamCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    slug = LowercaseSlugField(max_length=50)
+SHOWN_NAME_LENGTH = 80  # an unknown field's name is echoed cut to this, as rules echo a refused value
+
+
+def _and_list(names: list[str]) -> str:
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "no field"
+
+
+@functools.cache
+def _shown_names(serializer_class: type[InputSerializer]) -> frozenset[str]:
+    return frozenset(name for output in serializer_class.shown_by for name, _ in output().fields.items())
+
+
+class InputSerializer(serializers.Serializer):
+    """A request body of the API: a field it neither takes nor shows is refused, never silently dropped.
+
+    PATCH {"enabled": false} on a key (whose field is is_enabled) answered 200 and left the key enabled.
+    `shown_by` names the serializers that answer for the same resource: what they show may be sent back
+    (GET, then PATCH of the whole object) and is ignored, unless the body holds nothing this one takes,
+    when it can only be a change that would be dropped. Inherit it first: `(InputSerializer, ModelSerializer)`.
+    """
+
+    shown_by: ClassVar[tuple[type[serializers.Serializer], ...]] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        refused = self.unexpected_fields(data) if isinstance(data, Mapping) else {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if refused and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **refused}) from None
+            raise
+        if refused:
+            raise serializers.ValidationError(refused)
+        return value
+
+    def unexpected_fields(self, data: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Each field of the body this serializer refuses, with its sentence (keyed by its name, cut if long)."""
+        taken = [name for name, field in self.fields.items() if not field.read_only]
+        shown = _shown_names(type(self)) | {name for name, field in self.fields.items() if field.read_only}
+        refused: dict[str, list[str]] = {}
+        for name in data:
+            if name in taken or (name in shown and any(n in taken for n in data)):
+                continue
+            if name in shown:
+                sentence = f"This endpoint shows it but does not set it; it sets {_and_list(taken)}."
+            elif near := difflib.get_close_matches(name, taken, n=1):
+                sentence = f"This endpoint takes no field by that name; did you mean {near[0]}?"
+            else:
+                sentence = f"This endpoint takes no field by that name; it takes {_and_list(taken)}."
+            cut = name if len(name) <= SHOWN_NAME_LENGTH else name[:SHOWN_NAME_LENGTH] + "…"
+            refused.setdefault(cut, []).append(sentence)
+        return refused
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -26,7 +80,9 @@ class MemberSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MemberInputSerializer(serializers.Serializer):
+class MemberInputSerializer(InputSerializer):
+    shown_by = (MemberSerializer,)
+
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(Role.choices, default=Role.MEMBER)
 
@@ -42,6 +98,13 @@ class TeamOutputSerializer(serializers.ModelSerializer):
 
     def get_your_role(self, team) -> str | None:
         return team.role_of(self.context["request"].user)
+
+
+class TeamCreateSerializer(InputSerializer):
+    shown_by = (TeamOutputSerializer,)
+
+    name = serializers.CharField(max_length=100)
+    slug = LowercaseSlugField(max_length=50)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -70,7 +133,9 @@ class AuditEventSerializer(serializers.ModelSerializer):
 # --- Accounts (issue 13): team SSO groups and invitations ---
 
 
-class TeamUpdateSerializer(serializers.Serializer):
+class TeamUpdateSerializer(InputSerializer):
+    shown_by = (TeamOutputSerializer,)
+
     sso_member_group = serializers.CharField(max_length=200, allow_blank=True, required=False)
     sso_admin_group = serializers.CharField(max_length=200, allow_blank=True, required=False)
 
@@ -85,11 +150,6 @@ class InvitationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class InvitationInputSerializer(serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
-    role = serializers.ChoiceField(Role.choices, default=Role.MEMBER)
-
-
 class InvitationCreatedSerializer(InvitationSerializer):
     """The new invitation with its link, which is shown this once."""
 
@@ -99,3 +159,10 @@ class InvitationCreatedSerializer(InvitationSerializer):
     class Meta(InvitationSerializer.Meta):
         fields = [*InvitationSerializer.Meta.fields, "accept_url", "emailed"]
         read_only_fields = fields
+
+
+class InvitationInputSerializer(InputSerializer):
+    shown_by = (InvitationCreatedSerializer,)
+
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(Role.choices, default=Role.MEMBER)
