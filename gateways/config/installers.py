@@ -25,7 +25,10 @@ api.anthropic.com and stops where that host cannot be reached, and, for x-api-ke
 the key's last 20 characters in `customApiKeyResponses.approved` (and out of `rejected`):
 what answering Yes to "Detected a custom API key" stores, a question whose default is No. A Bearer
 set-up also removes `primaryApiKey` (FORGOTTEN_STATE), an Anthropic Console login's key.
-Both files are checked before either is written, so a refusal changes nothing. A live key's
+Both files are checked before either is written, so a refusal changes nothing: invalid JSON, a folder
+or a file that is not UTF-8 where a file should be, or a file its owner made read-only. Both backups
+(the old bytes) and both new files are written before either file is replaced. A file that is a link
+(a dotfiles repository) stays one: the merge replaces the file it points at. A live key's
 installer (gateways.config.live) reuses the merge, adding top-level settings (its apiKeyHelper)
 in PORTAL_TOP.
 
@@ -123,7 +126,7 @@ def _b64json(value: object) -> str:
 
 
 MERGE_PY = r"""
-import base64, json, os, sys, tempfile
+import base64, json, os, re, stat, sys, tempfile
 settings_path, settings_backup, state_path, state_backup = sys.argv[1:5]
 def decode(name):
     return json.loads(base64.b64decode(os.environ[name]).decode())
@@ -148,10 +151,29 @@ def finite(text):
 def constant(name):
     raise ValueError("%s is not JSON" % name)
 def load(path, problem):
-    if not os.path.exists(path):
-        return None, None
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    # A link (a dotfiles repository) stays a link: the merge reads and replaces the file it points at.
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        return None, None, real
+    except OSError as exc:
+        refuse("%s cannot be read (%s)." % (path, exc.strerror))
+    if stat.S_ISDIR(info.st_mode):
+        refuse("%s is a folder, not a file." % path)
+    if not stat.S_ISREG(info.st_mode):
+        refuse("%s is not a regular file." % path)
+    # Root may write any file, so the mode says too whether its owner made it read-only.
+    if not os.access(real, os.W_OK) or not info.st_mode & 0o222:
+        refuse("%s is read-only; make it writable (chmod u+w) if the portal may change it." % path)
+    try:
+        with open(real, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        refuse("%s cannot be read (%s)." % (path, exc.strerror))
+    except UnicodeDecodeError:
+        refuse("%s is not UTF-8 text." % path)
     try:
         document = json.loads(text, parse_float=finite, parse_constant=constant) if text.strip() else {}
     except ValueError as exc:
@@ -159,7 +181,7 @@ def load(path, problem):
     why = problem(document)
     if why:
         refuse("%s %s." % (path, why))
-    return document, text
+    return document, raw, real
 def settings_problem(d):
     if not isinstance(d, dict) or not isinstance(d.get("env", {}), dict):
         return 'does not hold a JSON object with an "env" object'
@@ -169,20 +191,39 @@ def state_problem(d):
     answers = d.get("customApiKeyResponses", {})
     if not isinstance(answers, dict) or not all(isinstance(answers.get(k, []), list) for k in ("approved", "rejected")):
         return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists'
-def save(path, backup, document, old_text, newline):
-    if old_text is not None:
-        # The old file may hold an old key: the backup is private like the file itself.
-        with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-            f.write(old_text)
-        newline = old_text.endswith("\n") or not old_text
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".portal.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + ("\n" if newline else ""))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+made = []  # the backups and new files written so far: a refusal removes them again
+def surrogate_escaped(text):
+    # A lone surrogate (a string cut inside an emoji, as node writes it: "\ud83d") has no UTF-8: escaped as node does.
+    return re.sub("[\ud800-\udfff]", lambda m: "\\u%04x" % ord(m.group()), text)
+def prepare(real, backup, document, raw, newline):
+    # The backup (the old bytes) and the new file beside the old one; nothing is replaced yet.
+    writing = backup
+    try:
+        if raw is not None:
+            # The old file may hold an old key: the backup is private like the file itself.
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            made.append(backup)
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            newline = raw.endswith(b"\n") or not raw
+        writing = real
+        text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + ("\n" if newline else "")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".portal.", suffix=".tmp")
+        made.append(tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(surrogate_escaped(text).encode("utf-8"))
+        os.chmod(tmp, 0o600)
+        return tmp
+    except (OSError, ValueError) as exc:
+        for name in made:
+            try:
+                os.remove(name)
+            except OSError:
+                pass
+        refuse("%s cannot be written (%s)." % (writing, getattr(exc, "strerror", None) or exc))
 # Both files are checked before either is written: a refusal leaves both as they were.
-settings, settings_text = load(settings_path, settings_problem)
-state, state_text = load(state_path, state_problem)
+settings, settings_raw, settings_real = load(settings_path, settings_problem)
+state, state_raw, state_real = load(state_path, state_problem)
 if settings is None:
     settings = {"$schema": os.environ["PORTAL_SCHEMA"]}
 env = settings.setdefault("env", {})
@@ -217,8 +258,18 @@ if suffix:
     if suffix not in approved:
         approved.append(suffix)
     answers["rejected"] = [k for k in answers.get("rejected", []) if k != suffix]
-save(settings_path, settings_backup, settings, settings_text, True)
-save(state_path, state_backup, state, state_text, False)  # Claude Code writes it without a final newline
+# Both backups and both new files are written before either file is replaced.
+settings_new = prepare(settings_real, settings_backup, settings, settings_raw, True)
+state_new = prepare(state_real, state_backup, state, state_raw, False)  # Claude Code writes no final newline
+os.replace(settings_new, settings_real)
+try:
+    os.replace(state_new, state_real)
+except OSError as exc:
+    # Rare (a file mounted into a container is busy): said as it is, since settings.json is already saved.
+    os.remove(state_new)
+    kept = " (the previous one is saved as %s)" % settings_backup if settings_raw is not None else ""
+    sys.stderr.write("error: %s cannot be replaced (%s); %s was saved%s.\n" % (state_path, exc.strerror, settings_path, kept))
+    sys.exit(3)
 for k in removed:
     print("removed %s, left over from an earlier set-up" % k)
 for k in taken_back:
@@ -252,9 +303,34 @@ const refuse = (message) => {
   process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
   process.exit(3);
 };
+// A link (a dotfiles repository) stays a link: the merge reads and replaces the file it points at.
+const target = (file) => {
+  for (let hops = 0; hops < 40; hops++) {
+    let link;
+    try { link = fs.readlinkSync(file); } catch { return file; }
+    file = path.resolve(path.dirname(file), link);
+  }
+  return file;
+};
+const reason = (e) => String(e.message).split(",")[0];  // "EACCES: permission denied"
 const load = (file, problem) => {
-  if (!fs.existsSync(file)) return [null, null];
-  const text = fs.readFileSync(file, "utf8");
+  const real = target(file);
+  let info, raw, text;
+  try { info = fs.statSync(real); } catch (e) {
+    if (e.code === "ENOENT") return [null, null, real];
+    refuse(`${file} cannot be read (${reason(e)}).`);
+  }
+  if (info.isDirectory()) refuse(`${file} is a folder, not a file.`);
+  if (!info.isFile()) refuse(`${file} is not a regular file.`);
+  // Root may write any file, so the mode says too whether its owner made it read-only.
+  let writable = (info.mode & 0o222) !== 0;
+  try { fs.accessSync(real, fs.constants.W_OK); } catch { writable = false; }
+  if (!writable) refuse(`${file} is read-only; make it writable (chmod u+w) if the portal may change it.`);
+  try { raw = fs.readFileSync(real); } catch (e) { refuse(`${file} cannot be read (${reason(e)}).`); }
+  // fatal: bytes that are not UTF-8 are refused, not replaced; ignoreBOM: a BOM stays, as Python keeps it.
+  try { text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(raw); } catch {
+    refuse(`${file} is not UTF-8 text.`);
+  }
   let doc;
   // 1e400 parses as Infinity, which JSON.stringify would write back as null: refused like the Python merge.
   const finite = (key, value) => {
@@ -264,7 +340,7 @@ const load = (file, problem) => {
   try { doc = text.trim() ? JSON.parse(text, finite) : {}; } catch (e) { refuse(`${file} is not valid JSON (${e.message}).`); }
   const why = problem(doc);
   if (why) refuse(`${file} ${why}.`);
-  return [doc, text];
+  return [doc, raw, real];
 };
 const settingsProblem = (d) =>
   !isObj(d) || (d.env !== undefined && !isObj(d.env)) ? 'does not hold a JSON object with an "env" object' : "";
@@ -276,18 +352,34 @@ const stateProblem = (d) => {
     return 'has a "customApiKeyResponses" that is not an object of "approved" and "rejected" lists';
   return "";
 };
-const save = (file, backup, doc, oldText, newline) => {
-  if (oldText !== null) {
-    fs.writeFileSync(backup, oldText, { mode: 0o600, flag: "wx" });
-    newline = oldText.endsWith("\n") || !oldText;
-  }
-  const tmp = path.join(path.dirname(file), `.portal.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""), { mode: 0o600 });
-  fs.chmodSync(tmp, 0o600);
-  fs.renameSync(tmp, file);
+const made = [];  // the backups and new files written so far: a refusal removes them again
+const writeNew = (file, bytes) => {
+  const fd = fs.openSync(file, "wx", 0o600);
+  made.push(file);
+  try { fs.writeSync(fd, bytes); } finally { fs.closeSync(fd); }
 };
-let [settings, settingsText] = load(settingsPath, settingsProblem);
-let [state, stateText] = load(statePath, stateProblem);
+// The backup (the old bytes) and the new file beside the old one; nothing is replaced yet.
+const prepare = (real, backup, doc, raw, newline) => {
+  let writing = backup;
+  try {
+    if (raw !== null) {
+      // The old file may hold an old key: the backup is private like the file itself.
+      writeNew(backup, raw);
+      newline = raw.length === 0 || raw[raw.length - 1] === 0x0a;
+    }
+    writing = real;
+    const tmp = path.join(path.dirname(real), `.portal.${process.pid}.${made.length}.tmp`);
+    writeNew(tmp, JSON.stringify(doc, null, 2) + (newline ? "\n" : ""));
+    fs.chmodSync(tmp, 0o600);
+    return tmp;
+  } catch (e) {
+    for (const file of made) try { fs.unlinkSync(file); } catch {}
+    refuse(`${writing} cannot be written (${reason(e)}).`);
+  }
+};
+// Both files are checked before either is written: a refusal leaves both as they were.
+let [settings, settingsRaw, settingsReal] = load(settingsPath, settingsProblem);
+let [state, stateRaw, stateReal] = load(statePath, stateProblem);
 if (settings === null) settings = { $schema: process.env.PORTAL_SCHEMA };
 settings.env = settings.env || {};
 // Also reported: a value replaced by "" (the name is kept so that it outranks the shell).
@@ -319,8 +411,19 @@ if (suffix) {
   if (!answers.approved.includes(suffix)) answers.approved.push(suffix);
   answers.rejected = (answers.rejected || []).filter((k) => k !== suffix);
 }
-save(settingsPath, settingsBackup, settings, settingsText, true);
-save(statePath, stateBackup, state, stateText, false);
+// Both backups and both new files are written before either file is replaced.
+const settingsNew = prepare(settingsReal, settingsBackup, settings, settingsRaw, true);
+const stateNew = prepare(stateReal, stateBackup, state, stateRaw, false);  // Claude Code writes no final newline
+fs.renameSync(settingsNew, settingsReal);
+try {
+  fs.renameSync(stateNew, stateReal);
+} catch (e) {
+  // Rare (a file mounted into a container is busy): said as it is, since settings.json is already saved.
+  fs.unlinkSync(stateNew);
+  const kept = settingsRaw === null ? "" : ` (the previous one is saved as ${settingsBackup})`;
+  process.stderr.write(`error: ${statePath} cannot be replaced (${reason(e)}); ${settingsPath} was saved${kept}.\n`);
+  process.exit(3);
+}
 for (const k of removed) console.log(`removed ${k}, left over from an earlier set-up`);
 for (const k of takenBack) {
   console.log(`removed ${k}, which this set-up no longer sets`);
@@ -388,8 +491,11 @@ stamp="$(date +%Y%m%d%H%M%S).$$"
 backup="$settings.bak.$stamp"
 state_backup="$state.bak.$stamp"
 
-mkdir -p "$settings_dir"
-chmod 700 "$settings_dir" 2>/dev/null || true
+# Private when this installer makes it; a folder the developer made keeps the mode they gave it.
+if [ ! -d "$settings_dir" ]; then
+  mkdir -p "$settings_dir"
+  chmod 700 "$settings_dir" 2>/dev/null || true
+fi
 
 if command -v python3 >/dev/null 2>&1; then
   python3 -c {posix_quote(MERGE_PY)} "$settings" "$backup" "$state" "$state_backup"

@@ -292,25 +292,37 @@ else
   exit 4
 fi
 
-mkdir -p "$settings_dir"
-chmod 700 "$settings_dir" 2>/dev/null || true
+# Private when this installer makes it (umask 077); a folder the developer made keeps the mode they gave it.
+[ -d "$settings_dir" ] || mkdir -p "$settings_dir"
+for file in "$helper" "$token_file"; do
+  if [ -d "$file" ]; then
+    echo "error: $file is a folder, not a file. Nothing was changed; fix or move it, then run this again." >&2
+    exit 3
+  fi
+done
 # Another device's helper here (another team's set-up, or an earlier install) loses its token now: say which.
 replaced=
 if [ -f "$helper" ] && ! [ "$(sed -n {posix_quote(SED_DEVICE_ID)} "$helper")" = '{helper_device_id(setup)}' ]; then
   replaced=$(sed -n {posix_quote(_sed_name_script())} "$helper" | sed -n 1p)
   replaced=${{replaced:-{UNNAMED_DEVICE}}}
 fi
-# Written beside their final names and moved into place, so a second install never leaves half a file.
+# Written beside their final names, and moved into place only once the merge has saved both JSON files: a
+# refused merge leaves the earlier device's token and helper with the settings they belong to, and a second
+# install never leaves half a file.
 cat > "$token_file.$$" <<'{TOKEN_END}'
 {_token_file_text(setup)}{TOKEN_END}
 chmod 600 "$token_file.$$"
-mv -f "$token_file.$$" "$token_file"
 cat > "$helper.$$" <<'{HELPER_END}'
 {helper}{HELPER_END}
 chmod 700 "$helper.$$"
-mv -f "$helper.$$" "$helper"
 
-merge "$settings" "$settings.bak.$stamp" "$state" "$state.bak.$stamp"
+merge "$settings" "$settings.bak.$stamp" "$state" "$state.bak.$stamp" || {{
+  status=$?
+  rm -f "$token_file.$$" "$helper.$$"
+  exit "$status"
+}}
+mv -f "$token_file.$$" "$token_file"
+mv -f "$helper.$$" "$helper"
 
 echo "Claude Code on this device now fetches its key for {setup_comment(config)} from {_comment(setup.portal_name)} when it needs it."
 [ -f "$settings.bak.$stamp" ] && echo "Your previous settings are saved as $settings.bak.$stamp."
