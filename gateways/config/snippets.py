@@ -214,13 +214,15 @@ def render_posix(config: ClaudeConfig, rc_file: str, note: Callable[[str], str] 
     """The exports for a POSIX shell's rc file; `note` writes each line of the notes above them."""
     header = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
     lines = [note(line.removeprefix("# ")) for line in header]
-    settings = '"${CLAUDE_CONFIG_DIR:-$HOME/.claude}"'
+    # ${HOME-}: a shell with `set -u` (zsh NO_UNSET) and no HOME would stop here, and with `set -e` close itself.
+    settings = '"${CLAUDE_CONFIG_DIR:-${HOME-}/.claude}"'
     lines.append(
         f"if grep -qsE {posix_quote(SETTINGS_WIN_PATTERN)} {settings}/settings.json; then "
         f"printf 'warning: %s/settings.json %s\\n' {settings} {posix_quote(settings_win_warning('install.sh'))} >&2; fi"
     )
     if unused := unused_managed(config):
-        lines += [note(SWITCH_NOTE), "unset " + " ".join(unused)]
+        # `builtin`: a function of the developer's named unset (a logging wrapper) must not stand in for it.
+        lines += [note(SWITCH_NOTE), "builtin unset " + " ".join(unused)]
     for name, value in config.env.items():
         _refuse_unsafe(name, value)
         lines.append(f"export {name}={posix_quote(value)}")
@@ -246,7 +248,7 @@ def render_fish(config: ClaudeConfig) -> str:
 
     A `set` that succeeds keeps the status before it, so the exports ended with the status of
     `set -e` on an unset variable, 4: `source file; and claude` skipped claude and a paste left
-    `[4]` at the prompt. A variable is erased only when set (an `if` whose test fails returns 0),
+    `[4]` at the prompt. A variable is erased only while set (a `while` whose test fails returns 0),
     or a `true` starts from 0 when nothing is erased; a `set` that fails (a read-only variable)
     still sets its own status, which the successful ones after it keep.
     """
@@ -259,7 +261,9 @@ def render_fish(config: ClaudeConfig) -> str:
         f"printf 'warning: %s %s\\n' $settings {fish_quote(settings_win_warning('install.sh'))} >&2; end; end"
     )
     if unused := unused_managed(config):
-        lines += [f"# {SWITCH_NOTE}", *(f"if set -q {name}; set -e {name}; end" for name in unused)]
+        # `set -e` erases one scope: a universal of the same name (set -Ux) would show again once the global
+        # goes, so every scope is erased; a `while` whose test fails ends with status 0 too.
+        lines += [f"# {SWITCH_NOTE}", *(f"while set -q {name}; set -e {name}; or break; end" for name in unused)]
     else:
         lines.append("true  # start from status 0: a fish set that works keeps the status before it")
     for name, value in config.env.items():
