@@ -126,3 +126,18 @@ logger_class = AccessLogger
 # (gunicorn makes it with mkstemp: a private file of a random name.)
 if os.path.isdir("/dev/shm"):  # noqa: S108
     worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+
+def post_worker_init(worker) -> None:
+    """Say at start, once (the first process, where Django is loaded), what to run when no page can render.
+
+    With DEBUG off and `collectstatic` never run, every page fails on its stylesheet's link and the log
+    said only "Missing staticfiles manifest entry". It is a warning, not a refusal: the API and the
+    devices' key fetches need no static files, and /readyz answers 503 naming "static" meanwhile.
+    """
+    if worker.age != 1:
+        return
+    from config.views import static_not_collected
+
+    if (static := static_not_collected()) is not None:
+        worker.log.warning(static)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+from pathlib import Path
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent, TooManyFilesSent
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 from django.views import defaults
 
 from alerts.models import Channel
 from gateways.models import GatewayKey
-from portal import audit_chain, crypto
+from portal import audit_chain, crypto, outages
 from portal.models import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -53,12 +57,49 @@ def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     return render(request, "404.html", status=404)
 
 
+DATABASE_DOWN = "The portal cannot reach its database right now; the error is logged. Try again in a minute."
+
+
+def static_not_collected() -> str | None:
+    """Why no page can render when the manifest storage is in use and collectstatic never ran, else None.
+
+    With DEBUG off every page's stylesheet link is looked up in STATIC_ROOT/staticfiles.json; without it
+    each page fails with "Missing staticfiles manifest entry", which does not say what to run.
+    """
+    if not isinstance(staticfiles_storage, ManifestFilesMixin):
+        return None
+    root = Path(settings.STATIC_ROOT)
+    if (root / staticfiles_storage.manifest_name).is_file():
+        return None
+    return f"Static files are not collected in STATIC_ROOT ({root}): run `manage.py collectstatic --noinput`."
+
+
+def _error_page(template: str, status: int) -> HttpResponse:
+    """An error page that needs nothing that may be what failed: no user, no session, no static files."""
+    return HttpResponse(loader.render_to_string(template), status=status)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    """Django calls this inside its `except`: a database outage, raised by a view or a middleware, is a 503."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.error(
+            "The database at %s cannot be used: %s", outages.database_place(), outages.database_error_line(exc)
+        )
+        response: HttpResponse
+        if _is_api(request):
+            response = JsonResponse({"detail": DATABASE_DOWN}, status=503)
+        else:
+            response = _error_page("503.html", 503)
+        response["Retry-After"] = str(outages.RETRY_AFTER_SECONDS)
+        return response
+    if (static := static_not_collected()) is not None:
+        logger.error(static)
     if _is_api(request):
         return JsonResponse(
             {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
         )
-    return render(request, "500.html", status=500)
+    return _error_page("500.html", 500)
 
 
 # --- Health checks for load balancers and orchestrators (answered by HealthCheckMiddleware) ------
@@ -97,15 +138,38 @@ def _keyring_ready(name: str, get_keyring) -> bool:
         return False
 
 
+class NotMigrated(Exception):
+    """The database answers but lacks the portal's tables: `migrate` never ran on it, or it is the wrong one."""
+
+
+def _missing_tables() -> list[str]:
+    """The portal's tables the database lacks; asked only once a read of them failed."""
+    try:
+        present = set(connection.introspection.table_names())
+    except DatabaseError:
+        return []
+    wanted = [model._meta.db_table for model in (GatewayKey, Channel, AuditEvent)]
+    return [table for table in wanted if table not in present]
+
+
 def _holds_stored_keys(name: str, get_keyring, sealed) -> bool:
     """The keyring holds every key the stored rows were sealed or signed with (a restore brought its keys).
 
     `sealed` is a function returning the querysets for crypto.missing_key_ids: asked only once the database
-    answers, and its rows are read by their indexed key-id columns.
+    answers, and its rows are read by their indexed key-id columns. Raises NotMigrated when their tables are
+    missing: the database is to blame then, not the keyring.
     """
     try:
         missing = crypto.missing_key_ids(get_keyring(), *sealed())
     except DatabaseError:
+        if tables := _missing_tables():
+            logger.error(
+                "readyz: the database at %s has no table %s: run `manage.py migrate`, or check that "
+                "DATABASE_URL names the portal's database",
+                outages.database_place(),
+                ", ".join(tables),
+            )
+            raise NotMigrated from None
         logger.exception("readyz: the %s keyring's stored key ids could not be read", name)
         return False
     if missing:
@@ -126,20 +190,31 @@ def _audit_signed():
     return ((AuditEvent.objects.filter(pk__in=head), "signing_key_id"),)
 
 
+def _static_ready() -> bool:
+    if (static := static_not_collected()) is not None:
+        logger.error("readyz: %s", static)
+        return False
+    return True
+
+
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: the database answers and the vault and audit keyrings work (they parse, seal, and hold the
-    keys the stored secrets and the chain's head were made with); 503 names what does not."""
-    database = _database_ready()
+    """Readiness: the database answers and holds the portal's tables, the vault and audit keyrings work (they
+    parse, seal, and hold the keys the stored secrets and the chain's head were made with) and, with DEBUG off,
+    the static files are collected; 503 names what does not."""
+    database = "ok" if _database_ready() else "unreachable"
+    vault = _keyring_ready("vault", crypto.get_keyring)
+    audit = _keyring_ready("audit", audit_chain.get_keyring)
+    if database == "ok":
+        try:
+            vault = vault and _holds_stored_keys("vault", crypto.get_keyring, _vault_sealed)
+            audit = audit and _holds_stored_keys("audit", audit_chain.get_keyring, _audit_signed)
+        except NotMigrated:
+            database = "not migrated"
     checks = {
-        "database": "ok" if database else "unreachable",
-        "vault": "ok"
-        if _keyring_ready("vault", crypto.get_keyring)
-        and (not database or _holds_stored_keys("vault", crypto.get_keyring, _vault_sealed))
-        else "unusable",
-        "audit": "ok"
-        if _keyring_ready("audit", audit_chain.get_keyring)
-        and (not database or _holds_stored_keys("audit", audit_chain.get_keyring, _audit_signed))
-        else "unusable",
+        "database": database,
+        "vault": "ok" if vault else "unusable",
+        "audit": "ok" if audit else "unusable",
+        "static": "ok" if _static_ready() else "not collected",
     }
     ready = all(state == "ok" for state in checks.values())
     return _health_response({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

@@ -44,7 +44,10 @@ def test_healthz_answers_without_the_database(client, django_assert_num_queries)
 def test_readyz_checks_the_database_and_both_keyrings(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "vault": "ok", "audit": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "vault": "ok", "audit": "ok", "static": "ok"},
+    }
 
 
 @pytest.mark.django_db
@@ -52,7 +55,7 @@ def test_readyz_names_an_unusable_audit_keyring_without_quoting_it(client, setti
     settings.PORTAL_AUDIT_KEYS = "not-a-key"
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable"}
+    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable", "static": "ok"}
     assert "not-a-key" not in response.content.decode()
 
 
@@ -86,7 +89,8 @@ def test_readyz_says_when_the_database_is_unreachable(tmp_path):
     assert result.returncode == 0, result.stderr
     healthz, readyz, body = json.loads(result.stdout.strip().splitlines()[-1])
     assert (healthz, readyz) == (200, 503)
-    assert body == {"status": "unavailable", "checks": {"database": "unreachable", "vault": "ok", "audit": "ok"}}
+    checks = {"database": "unreachable", "vault": "ok", "audit": "ok", "static": "not collected"}  # no collectstatic
+    assert body == {"status": "unavailable", "checks": checks}
 
 
 def dockerfile_healthcheck() -> list[str]:
@@ -118,9 +122,10 @@ def start_production_gunicorn(data_dir, port: int, **env: str) -> subprocess.Pop
 def test_the_dockerfile_healthcheck_passes_against_the_production_gunicorn(tmp_path):
     """gunicorn as the image runs it (config/gunicorn.conf.py, production settings), checked as Docker does."""
     port = free_port()
-    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
-    server = start_production_gunicorn(tmp_path, port, WEB_CONCURRENCY="1")
+    env = {**PRODUCTION, "PORTAL_DATA_DIR": str(tmp_path), "STATIC_ROOT": str(tmp_path / "static")}
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):  # as the image: ready with both
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=120)
+    server = start_production_gunicorn(tmp_path, port, WEB_CONCURRENCY="1", STATIC_ROOT=env["STATIC_ROOT"])
     try:
         deadline = time.monotonic() + 30
         while run_healthcheck(f"127.0.0.1:{port}") != 0:
@@ -220,7 +225,7 @@ def test_readyz_says_the_vault_is_unusable_when_its_keyring_lacks_the_key_the_st
     settings.PORTAL_ENCRYPTION_KEYS = crypto.generate_key()  # a working keyring, without the restored rows' key
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "vault": "unusable", "audit": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "vault": "unusable", "audit": "ok", "static": "ok"}
     assert stored_with in caplog.text  # the log names the key to put back
 
     settings.PORTAL_ENCRYPTION_KEYS = f"{crypto.generate_key()},{TEST_KEYRING}"  # a rotation under way: both kept
@@ -233,7 +238,7 @@ def test_readyz_says_the_audit_keyring_is_unusable_when_it_lacks_the_heads_key(c
     settings.PORTAL_AUDIT_KEYS = crypto.generate_key()
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable"}
+    assert response.json()["checks"] == {"database": "ok", "vault": "ok", "audit": "unusable", "static": "ok"}
 
 
 @pytest.mark.django_db

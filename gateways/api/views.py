@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Callable
 
 from csp.decorators import csp_exempt
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -37,6 +38,7 @@ from gateways.models import Assignment, Gateway, ProbeResult, Verdict
 from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignment, my_assignments, my_devices, team_devices
+from portal import outages
 from portal.api.permissions import StaffWritesOnly
 from portal.api.schema import list_or_export, refusal
 from portal.errors import RuleError
@@ -45,6 +47,8 @@ from portal.models import Role, TokenScope, token_scope
 from portal.ordering import ReadingOrder
 from portal.permissions import require_role, team_with_role
 from portal.sudo import require_recent_password
+
+logger = logging.getLogger(__name__)
 
 CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
 
@@ -462,6 +466,19 @@ def device_key(request: HttpRequest) -> HttpResponse:
         secret = devices.fetch_key(raw_token=raw, request=request)
     except devices.DeviceRefused as exc:
         return _text(str(exc), exc.status)
+    except (OperationalError, InterfaceError) as exc:
+        # The helper prints a plain-text refusal's first line to the developer: an outage, not a refused key.
+        logger.error(
+            "A device's key fetch could not use the database at %s: %s",
+            outages.database_place(),
+            outages.database_error_line(exc),
+        )
+        name = devices.portal_name()
+        response = _text(
+            f"{name[:1].upper()}{name[1:]} cannot reach its database right now; try again in a minute.", 503
+        )
+        response["Retry-After"] = str(outages.RETRY_AFTER_SECONDS)
+        return response
     response = HttpResponse(secret.reveal(), content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "no-store"
     return response

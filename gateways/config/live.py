@@ -176,21 +176,21 @@ elif command -v wget >/dev/null 2>&1; then
   # 8: the portal answered an error, with its sentence; 6: a 401, whose body wget does not print.
   case "$code" in 0) status=200 ;; 8) status=error ;; 6) status=401 body="$portal does not know this device's token; run the install command again from My set-up." ;; esac
 elif command -v python3 >/dev/null 2>&1; then
-  code=0
-  body=$(PORTAL_TOKEN="$token" python3 -c '
+  # The body, then the status on a line of its own, as curl's -w writes them.
+  out=$(PORTAL_TOKEN="$token" python3 -c '
 import os, sys, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[1], headers={{
     "Authorization": "Bearer " + os.environ["PORTAL_TOKEN"], "Accept": "text/plain", "User-Agent": sys.argv[2]}})
 try:
     with urllib.request.urlopen(request, timeout=30) as response:
-        sys.stdout.write(response.read().decode("utf-8", "replace"))
+        sys.stdout.write(response.read().decode("utf-8", "replace") + "\\n%d" % response.status)
 except urllib.error.HTTPError as error:
-    sys.stdout.write(error.read().decode("utf-8", "replace"))
-    sys.exit(8)
+    sys.stdout.write(error.read().decode("utf-8", "replace") + "\\n%d" % error.code)
 except Exception:
-    sys.exit(4)
-' "$url" "$agent" 2>/dev/null) || code=$?
-  case "$code" in 0) status=200 ;; 8) status=error ;; esac
+    sys.stdout.write("\\n000")
+' "$url" "$agent" 2>/dev/null) || true
+  status=${{out##*"$nl"}}
+  body=${{out%"$nl"*}}
 else
   fail "This helper needs curl, wget or python3 to reach $portal, and none of them was found."
 fi
@@ -202,10 +202,17 @@ case "$status" in
     ;;
   000) fail "cannot reach $portal at $url" ;;
 esac
-# The portal's refusal is one sentence of plain text; anything else is a proxy's or server's page.
+# The portal's refusal is one sentence of plain text; anything else is a proxy's or server's page, which
+# for a 5xx is an outage on that side, not a refused key.
 line=${{body%%"$nl"*}}
 case "$line" in
-  '' | '<'* | '{{'*) fail "$portal at $url refused the key (HTTP $status)." ;;
+  '' | '<'* | '{{'*)
+    case "$status" in
+      5??) fail "$portal at $url is not answering properly (HTTP $status); try again in a minute." ;;
+      error) fail "$portal at $url answered with an error page instead of the key; if it goes on, tell its admins." ;;
+      *) fail "$portal at $url refused the key (HTTP $status)." ;;
+    esac
+    ;;
   *) fail "$(printf '%.300s' "$line")" ;;
 esac
 """
@@ -235,7 +242,9 @@ try {{
   if ($_.Exception.Response) {{
     $line = "$($_.ErrorDetails.Message)".Split("`n")[0].Trim()
     if (-not $line -or $line.StartsWith('<') -or $line.StartsWith('{{')) {{
-      $line = "$portal at $url refused the key (HTTP $([int]$_.Exception.Response.StatusCode))."
+      $status = [int]$_.Exception.Response.StatusCode
+      $line = if ($status -ge 500) {{ "$portal at $url is not answering properly (HTTP $status); try again in a minute." }} `
+        else {{ "$portal at $url refused the key (HTTP $status)." }}
     }}
     Fail $line
   }}

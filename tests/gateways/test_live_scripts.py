@@ -163,6 +163,47 @@ def test_the_helper_says_which_address_it_could_not_reach(tmp_path, fetcher):
     assert result.stderr == f"cannot reach Acme portal at {url}\n"
 
 
+class PageAnswers(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of the portal answering its own HTML page with the status in the path's last part."""
+
+    def do_GET(self):
+        status = int(self.path.rsplit("/", 1)[1])
+        body = b"<html><body>Bad Gateway</body></html>"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(502, "is not answering properly (HTTP 502); try again in a minute."), (403, "refused the key (HTTP 403).")],
+)
+@pytest.mark.parametrize("fetcher", list(FETCHERS))
+def test_a_proxys_page_is_an_outage_for_a_5xx_and_a_refusal_otherwise(tmp_path, fetcher, status, said):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/device/key/{status}"
+    setup = live.LiveSetup("Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "t")
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    helper = home / ".claude" / live.HELPER_SH
+    helper.write_text(live.render_helper_sh(setup))
+    (home / ".claude" / live.TOKEN_FILE).write_text("header = Authorization: Bearer pkf_a_b\n")
+    path, _ = tool_dir(tmp_path, "dash", fetcher)
+    try:
+        result = run(f"sh '{helper}'", home=home, path=path)
+    finally:
+        server.shutdown()
+    if fetcher == "wget":  # wget tells an error answer, not its status: the sentence blames neither side
+        said = "answered with an error page instead of the key; if it goes on, tell its admins."
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Acme portal at {url} {said}\n")
+
+
 def test_a_helper_without_its_token_file_says_what_to_do(tmp_path):
     setup = live.LiveSetup(
         "the portal", "http://127.0.0.1:9/k", "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "t"
@@ -326,6 +367,7 @@ HELPER_PS1 = [
     ("errors go to stderr with exit 1", "function Fail([string]$line) { [Console]::Error.WriteLine($line); exit 1 }"),
     ("an unreachable portal is named with its address", 'Fail "cannot reach $portal at $url"'),
     ("only the key goes to stdout", '[Console]::Out.WriteLine("$key".Trim())'),
+    ("a 5xx page is an outage, not a refusal", 'if ($status -ge 500) { "$portal at $url is not answering properly'),
     ("Claude Code's version from AI_AGENT", "$env:AI_AGENT -match '^claude-code_(\\d+)-(\\d+)-(\\d+)'"),
 ]
 
