@@ -30,12 +30,29 @@ SQLITE_COLLATION = "reading_order"
 BASE_LETTERS = str.maketrans({"ø": "o", "đ": "d", "ł": "l", "ħ": "h", "ŧ": "t", "æ": "ae", "œ": "oe"})
 
 
+# Spaces, punctuation and symbols come before digits, and digits before letters, in ICU's root order; the
+# ASCII ones in that order's sequence (read from PostgreSQL's und-x-icu), any other by code point after them.
+ICU_ASCII_MARKS = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$"
+MARK_RANK = {mark: rank for rank, mark in enumerate(ICU_ASCII_MARKS)}
+
+
+def _rank(ch: str) -> tuple[int, int]:
+    """Where one character of a folded name sorts: marks, then digits, then letters (and other scripts)."""
+    if ch.isdigit():
+        return 2, ord(ch)
+    if ch.isalpha():
+        return 3, ord(ch)
+    return (0, MARK_RANK[ch]) if ch in MARK_RANK else (1, ord(ch))
+
+
 @functools.lru_cache(maxsize=4096)
-def reading_key(text: str) -> tuple[str, str, str]:
-    """What `text` sorts by on SQLite: its letters without accents or case, then with accents, then as typed."""
+def reading_key(text: str) -> tuple[tuple[tuple[int, int], ...], str, str]:
+    """What `text` sorts by on SQLite: its characters without accents or case (marks before digits before
+    letters), then with accents, then as typed with lower case first ("web", "Web", "WEB"), as ICU's order has
+    them."""
     folded = unicodedata.normalize("NFKD", text.casefold())
     base = "".join(ch for ch in folded if not unicodedata.combining(ch)).translate(BASE_LETTERS)
-    return base, folded, text
+    return tuple(_rank(ch) for ch in base), folded, text.swapcase()
 
 
 def compare_for_reading(left: str, right: str) -> int:

@@ -92,6 +92,9 @@ def test_names_stored_in_a_decomposed_spelling_are_rewritten_in_nfc(migrator):
     kept = key(composed, 2)
     alone = key(f"Laptop {decomposed}", 3)
     revoked = key(decomposed, 4, revoked=True)
+    lengthened = "\u0958" * 100  # each is two characters in NFC: 200 would not fit the column
+    at_the_limit = key(lengthened, 5)
+    long_team = Team.objects.create(name=lengthened, slug="long")
     user = User.objects.create(username="bob")
     device = Device.objects.create(
         user=user,
@@ -112,3 +115,5 @@ def test_names_stored_in_a_decomposed_spelling_are_rewritten_in_nfc(migrator):
     assert labels[revoked.pk] == composed  # a revoked key gives its label up, so it may share it
     assert apps.get_model("gateways", "Device").objects.get(pk=device.pk).name == f"{composed} laptop"
     assert apps.get_model("portal", "Team").objects.get(pk=team.pk).name == f"{composed} team"
+    assert labels[at_the_limit.pk] == lengthened  # kept as stored, still valid
+    assert apps.get_model("portal", "Team").objects.get(pk=long_team.pk).name == lengthened

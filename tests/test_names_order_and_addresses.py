@@ -206,3 +206,45 @@ def test_gateways_are_listed_with_accented_names_among_their_letters(api, alice,
     names = [g["name"] for g in api(alice).get("/api/v1/gateways/").json()["results"]]
     ours = [n for n in names if n.endswith(" relay")]
     assert ours == ["delta relay", "Éclair relay", "Zed relay"], names
+
+
+# Read from PostgreSQL (ORDER BY ... COLLATE "und-x-icu"): the suite runs on both, so SQLite must agree.
+ICU_LABELS = ["ci_runner", "ci-runner", "ci~old", "ci2", "cia"]  # marks before digits before letters
+ICU_TEAMS = ["web", "Web", "WEB"]  # lower case first
+
+
+def test_a_teams_keys_put_marks_before_digits_before_letters_as_icu_does(api, alice, web, tokaify):
+    from gateways.services import store_key
+
+    for n, label in enumerate(reversed(ICU_LABELS)):
+        store_key(team=web, gateway=tokaify, label=label, secret=f"sk-marks-{n:04d}-abcdefgh0123", actor=alice)
+    assert [row["label"] for row in api(alice).get("/api/v1/teams/web/keys/").json()["results"]] == ICU_LABELS
+
+
+def test_teams_named_alike_but_for_case_list_lower_case_first_as_icu_does(db):
+    for n, name in enumerate(reversed(ICU_TEAMS)):
+        Team.objects.create(name=name, slug=f"case{n}")
+    assert [team.name for team in Team.objects.filter(slug__startswith="case")] == ICU_TEAMS
+
+
+# Printable ASCII as PostgreSQL's und-x-icu orders it (read with psql).
+ICU_ASCII = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$0123456789aAbBcCdDeEfFgGhHiIjJkKlLmMnNoOpPqQrRsStTuUvVwWxXyYzZ"
+
+
+def test_sqlites_reading_order_puts_printable_ascii_where_icu_does():
+    from portal.ordering import reading_key
+
+    assert "".join(sorted(ICU_ASCII, key=reading_key)) == ICU_ASCII
+
+
+def test_the_databases_reading_order_puts_printable_ascii_where_icu_does(db):
+    from django.db import connection
+
+    from portal.ordering import POSTGRESQL_COLLATION, SQLITE_COLLATION
+
+    collation = POSTGRESQL_COLLATION if connection.vendor == "postgresql" else SQLITE_COLLATION
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE ascii_marks (c varchar(1))")
+        cursor.executemany("INSERT INTO ascii_marks VALUES (%s)", [(c,) for c in ICU_ASCII])
+        cursor.execute(f'SELECT c FROM ascii_marks ORDER BY c COLLATE "{collation}"')
+        assert "".join(row[0] for row in cursor.fetchall()) == ICU_ASCII

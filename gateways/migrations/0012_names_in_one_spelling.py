@@ -2,7 +2,7 @@
 
 A live key whose label, in NFC, is another live key's label in its team (the two spellings of "Café") is
 numbered as 0007 numbered labels already shared: the key already spelled in NFC keeps the label, the other gets
-"label (2)" (the first number free).
+"label (2)" (the first number free). A name NFC would make longer than its column keeps its stored spelling.
 """
 
 import unicodedata
@@ -15,8 +15,14 @@ def numbered(label: str, number: int) -> str:
     return label[: 100 - len(suffix)] + suffix
 
 
+MAX_LENGTH = 100  # of a label and of a device name
+
+
 def nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
+    """The NFC spelling, or the text as stored when NFC would make it longer than the column (U+0958 to U+095F
+    are two characters each in NFC): a name valid at 100 characters stays valid."""
+    composed = unicodedata.normalize("NFC", text)
+    return composed if len(composed) <= MAX_LENGTH else text
 
 
 def labels_in_nfc(apps, schema_editor):

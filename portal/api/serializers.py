@@ -18,6 +18,7 @@ class LowercaseSlugField(serializers.SlugField):
 
 
 SHOWN_NAME_LENGTH = 80  # an unknown field's name is echoed cut to this, as rules echo a refused value
+NAMED_AT_MOST = 5  # unknown fields named in a refusal; the rest are counted
 
 
 def _and_list(names: list[str]) -> str:
@@ -57,9 +58,9 @@ class InputSerializer(serializers.Serializer):
         taken = [name for name, field in self.fields.items() if not field.read_only]
         shown = _shown_names(type(self)) | {name for name, field in self.fields.items() if field.read_only}
         refused: dict[str, list[str]] = {}
-        for name in data:
-            if name in taken or (name in shown and any(n in taken for n in data)):
-                continue
+        sets_something = any(n in taken for n in data)
+        unexpected = [name for name in data if name not in taken and not (name in shown and sets_something)]
+        for name in unexpected[:NAMED_AT_MOST]:
             if name in shown:
                 sentence = f"This endpoint shows it but does not set it; it sets {_and_list(taken)}."
             elif near := difflib.get_close_matches(name, taken, n=1):
@@ -68,6 +69,9 @@ class InputSerializer(serializers.Serializer):
                 sentence = f"This endpoint takes no field by that name; it takes {_and_list(taken)}."
             cut = name if len(name) <= SHOWN_NAME_LENGTH else name[:SHOWN_NAME_LENGTH] + "…"
             refused.setdefault(cut, []).append(sentence)
+        if len(unexpected) > NAMED_AT_MOST:  # a body of 80,000 made-up names is not answered name by name
+            more = len(unexpected) - NAMED_AT_MOST
+            refused["non_field_errors"] = [f"The body has {more} more fields this endpoint does not take."]
         return refused
 
 

@@ -9,7 +9,8 @@ def team_names_in_nfc(apps, schema_editor):
     Team = apps.get_model("portal", "Team")
     for team in Team.objects.only("id", "name").iterator():
         name = unicodedata.normalize("NFC", team.name)
-        if name != team.name:
+        # A name NFC would make longer than its column (U+0958 to U+095F are two characters each) stays as stored.
+        if name != team.name and len(name) <= 100:
             Team.objects.filter(pk=team.pk).update(name=name)
 
 

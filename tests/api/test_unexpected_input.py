@@ -296,3 +296,14 @@ def test_a_header_name_of_100_characters_is_taken(world):
     response = send(world, "alice", "PATCH", "/api/v1/keys/{K}/", {"custom_headers": {"X" * 100: "v"}})
     assert response.status_code == 200, response.content[:300]
     assert GatewayKey.objects.get(id=world["K"]).custom_headers == {"X" * 100: "v"}
+
+
+def test_a_body_of_many_unknown_fields_names_five_and_counts_the_rest(api, alice, web):
+    body = json.dumps({f"f{n}": 0 for n in range(80_000)})
+    assert len(body) < 1024 * 1024  # within the body limit: refused for its fields, not its size
+    response = api(alice).generic("PATCH", "/api/v1/teams/web/", body, content_type="application/json")
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "f0: This endpoint takes no field by that name" in detail and "f4:" in detail and "f5:" not in detail
+    assert "The body has 79995 more fields this endpoint does not take." in detail
+    assert len(response.content) < 5_000
