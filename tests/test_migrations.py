@@ -15,6 +15,22 @@ BEFORE = [("gateways", "0006_rotation_and_probe_claims"), ("portal", "0010_chann
 AFTER = [("gateways", "0007_unique_label_per_team"), ("portal", "0010_channel_actions")]
 
 
+START = timezone.now()
+
+
+def historical_key(GatewayKey, team, gateway, label: str, n: int, *, revoked: bool = False):
+    """A key row of the migration's own model (no secret: the data migrations read labels only), made n s apart."""
+    return GatewayKey.objects.create(
+        team=team,
+        gateway=gateway,
+        label=label,
+        masked="sk-…",
+        fingerprint=f"f{n}",
+        created_at=START + timedelta(seconds=n),
+        revoked_at=START if revoked else None,
+    )
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_labels_shared_before_the_constraint_are_numbered_in_creation_order(migrator):
     executor = migrator
@@ -25,18 +41,9 @@ def test_labels_shared_before_the_constraint_are_numbered_in_creation_order(migr
     )
     web, data = Team.objects.create(name="Web", slug="web"), Team.objects.create(name="Data", slug="data")
     gateway = Gateway.objects.get(slug="tokaify")
-    now = timezone.now()
 
     def key(team, label, n, revoked=False):
-        return GatewayKey.objects.create(
-            team=team,
-            gateway=gateway,
-            label=label,
-            masked="sk-…",
-            fingerprint=f"f{n}",
-            created_at=now + timedelta(seconds=n),
-            revoked_at=now if revoked else None,
-        ).pk
+        return historical_key(GatewayKey, team, gateway, label, n, revoked=revoked).pk
 
     first, second, third = key(web, "CI", 1), key(web, "CI", 2), key(web, "CI", 3)
     taken = key(web, "CI (2)", 4)  # the obvious new name is taken already
@@ -78,15 +85,7 @@ def test_names_stored_in_a_decomposed_spelling_are_rewritten_in_nfc(migrator):
     now = timezone.now()
 
     def key(label, n, revoked=False):
-        return GatewayKey.objects.create(
-            team=team,
-            gateway=gateway,
-            label=label,
-            masked="sk-…",
-            fingerprint=f"f{n}",
-            created_at=now + timedelta(seconds=n),
-            revoked_at=now if revoked else None,
-        )
+        return historical_key(GatewayKey, team, gateway, label, n, revoked=revoked)
 
     older_decomposed = key(decomposed, 1)  # older, but its spelling is not the stored one: it is the one numbered
     kept = key(composed, 2)

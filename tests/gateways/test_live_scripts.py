@@ -163,20 +163,23 @@ def test_the_helper_says_which_address_it_could_not_reach(tmp_path, fetcher):
     assert result.stderr == f"cannot reach Acme portal at {url}\n"
 
 
-class PageAnswers(http.server.BaseHTTPRequestHandler):
-    """A proxy in front of the portal answering its own HTML page with the status in the path's last part."""
+def proxy_page(body: bytes, status_of=lambda path: 502) -> http.server.ThreadingHTTPServer:
+    """A proxy in front of the portal answering its own HTML page, with the status `status_of(path)`; started."""
 
-    def do_GET(self):
-        status = int(self.path.rsplit("/", 1)[1])
-        body = b"<html><body>Bad Gateway</body></html>"
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status_of(self.path))
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 @pytest.mark.parametrize(
@@ -185,8 +188,7 @@ class PageAnswers(http.server.BaseHTTPRequestHandler):
 )
 @pytest.mark.parametrize("fetcher", list(FETCHERS))
 def test_a_proxys_page_is_an_outage_for_a_5xx_and_a_refusal_otherwise(tmp_path, fetcher, status, said):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageAnswers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = proxy_page(b"<html><body>Bad Gateway</body></html>", lambda path: int(path.rsplit("/", 1)[1]))
     url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/device/key/{status}"
     setup = live.LiveSetup("Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "t")
     home = tmp_path / "home"
@@ -286,21 +288,7 @@ def test_a_refused_install_link_fails_the_documented_command_with_the_portals_se
 
 def test_an_error_page_in_front_of_the_portal_never_runs(tmp_path):
     """A proxy's error page, even one that reads as commands, stays out of sh: the command keeps curl -f."""
-    body = b'touch "$HOME/ran"\n<html><body>502 Bad Gateway</body></html>\n'
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(502)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = proxy_page(b'touch "$HOME/ran"\n<html><body>502 Bad Gateway</body></html>\n')
     try:
         home = tmp_path / "home"
         home.mkdir()
