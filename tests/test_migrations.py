@@ -116,3 +116,31 @@ def test_names_stored_in_a_decomposed_spelling_are_rewritten_in_nfc(migrator):
     assert apps.get_model("portal", "Team").objects.get(pk=team.pk).name == f"{composed} team"
     assert labels[at_the_limit.pk] == lengthened  # kept as stored, still valid
     assert apps.get_model("portal", "Team").objects.get(pk=long_team.pk).name == lengthened
+
+
+# --- Presets: 0002 is the pattern a later preset's migration follows ------------------------------------------
+
+
+def test_the_presets_migration_leaves_a_gateway_staff_made_under_a_preset_slug_alone(api, staff, monkeypatch):
+    import importlib
+
+    from django.apps import apps as django_apps
+
+    from gateways.models import Gateway
+
+    presets = importlib.import_module("gateways.migrations.0002_presets")
+    made = {
+        "slug": "litellm",
+        "name": "Our LiteLLM",
+        "base_url": "https://llm.corp.example",
+        "auth_scheme": "x-api-key",
+    }
+    assert api(staff).post("/api/v1/gateways/", made, format="json").status_code == 201
+    later = {"slug": "litellm", "name": "LiteLLM proxy", "base_url": "https://litellm.example.com"}
+    monkeypatch.setattr(presets, "PRESETS", [*presets.PRESETS, later])
+    presets.add_presets(django_apps, None)
+    kept = Gateway.objects.get(slug="litellm")
+    assert (kept.name, kept.base_url, kept.is_preset) == ("Our LiteLLM", "https://llm.corp.example", False)
+    presets.remove_presets(django_apps, None)  # rolling the preset back
+    assert Gateway.objects.filter(slug="litellm").exists()
+    assert not Gateway.objects.filter(slug="tokaify").exists()  # a preset no key uses goes, as before

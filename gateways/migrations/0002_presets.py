@@ -1,4 +1,11 @@
-"""The gateways the portal ships with, from the seed guides (Tokaify, TokenBay) and Anthropic itself."""
+"""The gateways the portal ships with, from the seed guides (Tokaify, TokenBay) and Anthropic itself.
+
+Every install has applied this migration already, so a new preset never goes into PRESETS here (tests,
+which build a fresh database, would see it; no existing install would). Add it in a new data migration
+(`gateways/00NN_<slug>_preset.py`, depending on the latest) written as this one is: create the preset only
+when its slug is free, since staff may have made a gateway of that slug, which must not be rewritten
+behind their backs; and on the way back remove only the preset rows it created that no key uses.
+"""
 
 from django.db import migrations
 
@@ -96,12 +103,14 @@ PRESETS = [
 def add_presets(apps, schema_editor):
     Gateway = apps.get_model("gateways", "Gateway")
     for preset in PRESETS:
-        Gateway.objects.update_or_create(slug=preset["slug"], defaults={**preset, "is_preset": True})
+        # A gateway staff made under the slug is left as it is (no audit row, no stale downloads would tell).
+        Gateway.objects.get_or_create(slug=preset["slug"], defaults={**preset, "is_preset": True})
 
 
 def remove_presets(apps, schema_editor):
     Gateway = apps.get_model("gateways", "Gateway")
-    Gateway.objects.filter(slug__in=[p["slug"] for p in PRESETS], keys__isnull=True).delete()
+    slugs = [p["slug"] for p in PRESETS]
+    Gateway.objects.filter(slug__in=slugs, is_preset=True, keys__isnull=True).delete()
 
 
 class Migration(migrations.Migration):
