@@ -302,7 +302,7 @@ class GatewayKey(models.Model):
     vault_sealed = True  # rotate_encryption_key re-encrypts secret_ciphertext
 
     class Meta:
-        ordering = ["team", "label"]
+        ordering = ["team", ReadingOrder("label").asc(), "label"]  # teams, then labels, as people read them
         constraints = [
             models.UniqueConstraint(fields=["team", "fingerprint"], name="unique_secret_per_team"),
             # A revoked key gives its label up, so its replacement can carry the same name.

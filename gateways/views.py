@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -601,9 +601,10 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     except RuleError as exc:
         messages.error(request, f"{exc} Showing the first page.")
         cursor, page = "", keyset_page(rows, None, CONNECTIONS_PER_PAGE)
-    query = request.GET.copy()
-    for name in ("sort", "cursor", "page"):
-        query.pop(name, None)
+    # The links carry the filters the page shows: a filter it set aside, or the export it refused, would
+    # lead every link (sort, Next, CSV) to the same refusal again.
+    query = QueryDict(mutable=True)
+    query.update({name: value for name in ("team", "gateway", "state") if (value := getattr(filters, name))})
     live = live_devices_by_assignment(page.rows)
     context = {
         "columns": _sortable_columns(filters.sort, query.urlencode()),

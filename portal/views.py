@@ -151,7 +151,8 @@ def audit_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     has_more = len(rows) > AUDIT_PER_PAGE
     rows = rows[:AUDIT_PER_PAGE]
     query = request.GET.copy()
-    query.pop("before", None)
+    for name in ("before", "export"):  # the links add their own
+        query.pop(name, None)
     context = {
         "events": rows,
         "rows": [audit.audit_row(event) for event in rows],

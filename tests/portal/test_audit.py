@@ -462,3 +462,14 @@ def test_with_a_time_range_the_audit_api_pages_by_time_and_each_event_comes_once
         listed += [e["id"] for e in page["results"]]
         url = page["next"]
     assert listed == [e.id for e in events]
+
+
+def test_the_audit_pages_refusal_links_do_not_export_twice(alice, client):
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    client.force_login(alice)
+    page = client.get("/audit/?since=yesterday&export=csv")
+    assert page.status_code == 400
+    links = re.findall(r'href="(\?[^"]*export=csv)"', page.content.decode())
+    assert links and all(parse_qs(urlsplit(h.replace("&amp;", "&")).query)["export"] == ["csv"] for h in links), links
