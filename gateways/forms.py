@@ -11,7 +11,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from gateways import services
-from gateways.models import GATEWAY_FIELDS, KEY_OVERRIDE_FIELDS, KEY_SETTING_FIELDS, Device, Gateway, GatewayKey
+from gateways.models import (
+    GATEWAY_FIELDS,
+    KEY_OVERRIDE_FIELDS,
+    KEY_SETTING_FIELDS,
+    Device,
+    Gateway,
+    GatewayKey,
+    Platform,
+)
 from gateways.rules import EXTRA_ENV_HELP
 from portal.errors import RuleError, add_to_form
 
@@ -270,3 +278,7 @@ class DeviceForm(forms.ModelForm):
         fields = ("name", "platform")
         labels = {"name": "Device name", "platform": "System"}
         widgets = {"name": forms.TextInput(attrs={"placeholder": "work laptop"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["platform"].choices = Platform.choices  # a system is always chosen: no blank line

@@ -91,9 +91,11 @@ def _holder_notices(cards: list[dict]) -> list[dict]:
 
 def _render_setup(request: AuthenticatedHttpRequest, cards: list[dict], status: int = 200) -> HttpResponse:
     user_agent = request.META.get("HTTP_USER_AGENT", "")
+    platform = guide.platform_for_user_agent(user_agent)
+    for card in cards:
+        card["device_form"] = _device_form(request, card["assignment"].pk, platform)
     context = {
         "cards": cards,
-        "device_form": DeviceForm(initial={"platform": guide.platform_for_user_agent(user_agent)}),
         "install_minutes": DEVICE_INSTALL_MINUTES,
         "portal_name": devices.portal_name(),
         "selected_tab": guide.tab_for_user_agent(user_agent),
@@ -179,22 +181,43 @@ def device_create(request: AuthenticatedHttpRequest, assignment_id: int) -> Http
     if request.method != "POST":
         return _device_install_page(request, assignment)
     form = DeviceForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
-        return redirect("setup")
-    try:
-        device, code = devices.create_device(
-            assignment=assignment,
-            name=form.cleaned_data["name"],
-            platform=form.cleaned_data["platform"],
-            actor=request.user,
-            request=request,
-        )
-    except RuleError as exc:
-        messages.error(request, str(exc))
-        return redirect("setup")
+    if form.is_valid():
+        try:
+            device, code = devices.create_device(
+                assignment=assignment,
+                name=form.cleaned_data["name"],
+                platform=form.cleaned_data["platform"],
+                actor=request.user,
+                request=request,
+            )
+        except RuleError as exc:
+            if exc.field not in form.fields:  # about the configuration (taken back meanwhile), not the form
+                messages.error(request, str(exc))
+                return redirect("setup")
+            add_to_form(form, exc)
+    if form.errors:
+        # Back on My set-up with what was typed and each sentence at its field, on this configuration's card.
+        handover.keep_refused_form(request, form, page=_device_form_page(assignment.pk))
+        return redirect(f"{reverse('setup')}#device-name-{assignment.pk}")
     handover.keep_shown_once(request, _install_purpose(assignment), {"device": device.pk, "code": code}, secrets=[code])
     return redirect("device-create", assignment_id=assignment.pk)
+
+
+def _device_form_page(assignment_id: int) -> str:
+    """Where a refused device form is kept for: My set-up, on one configuration's card."""
+    return f"{reverse('setup')}#device-{assignment_id}"
+
+
+def _device_form(request: AuthenticatedHttpRequest, assignment_id: int, platform: str) -> DeviceForm:
+    """A card's device form: the refused one kept for it, or an empty one with the browser's system chosen."""
+    auto_id = f"device-%s-{assignment_id}"  # one form per card: ids stay apart
+    refused = handover.take_refused_form(
+        request,
+        DeviceForm,
+        page=_device_form_page(assignment_id),
+        make=lambda data: DeviceForm(data, auto_id=auto_id),
+    )
+    return refused or DeviceForm(initial={"platform": platform}, auto_id=auto_id)
 
 
 def _install_purpose(assignment: Assignment) -> str:

@@ -1,6 +1,6 @@
 """Pages a person meets after a refusal, and lists of keys, in Chromium: a refused export's links lead to the
-rows the page shows, an error that concerns no field is said once, and the gateway page lists keys in reading
-order as the team page does."""
+rows the page shows, an error that concerns no field is said once, a refused device name is shown at its field
+with what was typed, and the gateway page lists keys in reading order as the team page does."""
 
 from __future__ import annotations
 
@@ -75,4 +75,27 @@ def test_an_address_with_an_account_is_said_once(alice, web, charlie, live_serve
     page.wait_for_load_state()
     alerts = [t for t in page.get_by_role("alert").all_inner_texts() if "exists already" in t]
     assert len(alerts) == 1, alerts
+    context.close()
+
+
+@pytest.mark.parametrize("name", ["work \u202elaptop", "\u200b\u200d"], ids=["override", "blank"])
+def test_a_refused_device_name_is_shown_at_its_field_and_keeps_the_typing(
+    bob_assignment, bob, live_server, chromium, name
+):
+    context, page = open_page(chromium, live_server, bob)
+    page.goto(f"{live_server.url}/setup/")
+    field = page.get_by_label("Device name")
+    field.fill(name)
+    page.get_by_label("System").select_option("windows")
+    field.press("Enter")
+    page.wait_for_load_state()
+    expect(page.get_by_role("alert").first).to_be_visible()
+    field = page.get_by_label("Device name")
+    # As the other forms: the field is marked invalid, described by its error, focused, and keeps what was typed.
+    assert field.get_attribute("aria-invalid") == "true"
+    described = field.get_attribute("aria-describedby") or ""
+    assert described and page.locator(f"#{described.split()[0]}").inner_text().strip()
+    expect(field).to_be_focused()
+    expect(field).to_have_value(name.strip() or name)
+    expect(page.get_by_label("System")).to_have_value("windows")
     context.close()
