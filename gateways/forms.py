@@ -281,4 +281,6 @@ class DeviceForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["platform"].choices = Platform.choices  # a system is always chosen: no blank line
+        platform = self.fields["platform"]
+        assert isinstance(platform, forms.ChoiceField)
+        platform.choices = Platform.choices  # a system is always chosen: no blank line

@@ -22,7 +22,7 @@ from portal.crypto import DecryptionError, get_keyring, remember
 SHOWN_ONCE_KEY = "portal.shown_once"
 REFUSED_FORM_KEY = "portal.refused_form"
 
-FormT = TypeVar("FormT", bound=forms.Form)
+FormT = TypeVar("FormT", bound=forms.BaseForm)
 
 
 def _binding(request: HttpRequest, purpose: str) -> str:
@@ -55,7 +55,7 @@ def take_shown_once(request: HttpRequest, purpose: str) -> Any | None:
     return kept["value"]
 
 
-def keep_refused_form(request: HttpRequest, form: forms.Form, *, page: str, leave_out: Collection[str] = ()) -> None:
+def keep_refused_form(request: HttpRequest, form: forms.BaseForm, *, page: str, leave_out: Collection[str] = ()) -> None:
     """Keep what was typed into a refused form, and its sentences, for `page` (the path the redirect lands on)."""
     request.session[REFUSED_FORM_KEY] = {
         "form": type(form).__name__,
