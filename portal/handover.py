@@ -55,7 +55,9 @@ def take_shown_once(request: HttpRequest, purpose: str) -> Any | None:
     return kept["value"]
 
 
-def keep_refused_form(request: HttpRequest, form: forms.BaseForm, *, page: str, leave_out: Collection[str] = ()) -> None:
+def keep_refused_form(
+    request: HttpRequest, form: forms.BaseForm, *, page: str, leave_out: Collection[str] = ()
+) -> None:
     """Keep what was typed into a refused form, and its sentences, for `page` (the path the redirect lands on)."""
     request.session[REFUSED_FORM_KEY] = {
         "form": type(form).__name__,
