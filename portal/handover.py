@@ -21,6 +21,7 @@ from portal.crypto import DecryptionError, get_keyring, remember
 
 SHOWN_ONCE_KEY = "portal.shown_once"
 REFUSED_FORM_KEY = "portal.refused_form"
+KEPT_AT_MOST = 1000  # characters of a refused form's field, and of a sentence, kept for the next page
 
 FormT = TypeVar("FormT", bound=forms.BaseForm)
 
@@ -58,12 +59,18 @@ def take_shown_once(request: HttpRequest, purpose: str) -> Any | None:
 def keep_refused_form(
     request: HttpRequest, form: forms.BaseForm, *, page: str, leave_out: Collection[str] = ()
 ) -> None:
-    """Keep what was typed into a refused form, and its sentences, for `page` (the path the redirect lands on)."""
+    """Keep what was typed into a refused form, and its sentences, for `page` (the path the redirect lands on).
+
+    What is kept is cut to KEPT_AT_MOST characters a field: a form may be posted with a megabyte in a field,
+    which the session row would hold and the next page send back; the sentence still says what was wrong.
+    """
     request.session[REFUSED_FORM_KEY] = {
         "form": type(form).__name__,
         "page": page,
-        "data": {field: form.data.get(field, "") for field in form.fields if field not in leave_out},
-        "errors": {field: [str(e) for e in errors] for field, errors in form.errors.items()},
+        "data": {
+            field: str(form.data.get(field, ""))[:KEPT_AT_MOST] for field in form.fields if field not in leave_out
+        },
+        "errors": {field: [str(e)[:KEPT_AT_MOST] for e in errors] for field, errors in form.errors.items()},
     }
 
 

@@ -172,17 +172,20 @@ if command -v curl >/dev/null 2>&1; then
 elif command -v wget >/dev/null 2>&1; then
   code=0
   body=$(wget -q -O - --content-on-error --config="$token_file" --header='Accept: text/plain' -U "$agent" \\
-    --tries=1 --timeout=30 "$url" 2>/dev/null) || code=$?
+    --tries=1 --timeout=30 --max-redirect=0 "$url" 2>/dev/null) || code=$?
   # 8: the portal answered an error, with its sentence; 6: a 401, whose body wget does not print.
   case "$code" in 0) status=200 ;; 8) status=error ;; 6) status=401 body="$portal does not know this device's token; run the install command again from My set-up." ;; esac
 elif command -v python3 >/dev/null 2>&1; then
   # The body, then the status on a line of its own, as curl's -w writes them.
   out=$(PORTAL_TOKEN="$token" python3 -c '
 import os, sys, urllib.error, urllib.request
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
 request = urllib.request.Request(sys.argv[1], headers={{
     "Authorization": "Bearer " + os.environ["PORTAL_TOKEN"], "Accept": "text/plain", "User-Agent": sys.argv[2]}})
 try:
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
         sys.stdout.write(response.read().decode("utf-8", "replace") + "\\n%d" % response.status)
 except urllib.error.HTTPError as error:
     sys.stdout.write(error.read().decode("utf-8", "replace") + "\\n%d" % error.code)

@@ -206,6 +206,65 @@ def test_a_proxys_page_is_an_outage_for_a_5xx_and_a_refusal_otherwise(tmp_path, 
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Acme portal at {url} {said}\n")
 
 
+DEVICE_TOKEN = "pkf_a_secretdevicetoken"
+
+
+def serve_with(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("fetcher", ["curl", "python3", "wget"])
+def test_a_redirect_neither_carries_the_device_token_elsewhere_nor_yields_a_key(tmp_path, fetcher):
+    seen: list[str | None] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):  # another host: a sign-in page, an attacker's server
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = b"<html>Sign in</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = serve_with(Elsewhere)
+    target = f"http://localhost:{other.server_address[1]}/login"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):  # what answers at the portal's address
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    front = serve_with(Redirecting)
+    url = f"http://127.0.0.1:{front.server_address[1]}/api/v1/device/key"
+    setup = live.LiveSetup(
+        "Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), DEVICE_TOKEN
+    )
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    helper = home / ".claude" / live.HELPER_SH
+    helper.write_text(live.render_helper_sh(setup))
+    (home / ".claude" / live.TOKEN_FILE).write_text(f"header = Authorization: Bearer {DEVICE_TOKEN}\n")
+    path, _ = tool_dir(tmp_path, "dash", fetcher)
+    try:
+        result = run(f"sh '{helper}'", home=home, path=path)
+    finally:
+        front.shutdown()
+        other.shutdown()
+    assert all(DEVICE_TOKEN not in (header or "") for header in seen), f"{fetcher}: the device token went to {target}"
+    assert result.returncode == 1 and result.stdout == "", f"{fetcher}: printed {result.stdout!r} as the key"
+
+
 def test_a_helper_without_its_token_file_says_what_to_do(tmp_path):
     setup = live.LiveSetup(
         "the portal", "http://127.0.0.1:9/k", "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "t"
