@@ -240,7 +240,7 @@ if ($env:AI_AGENT -match '^claude-code_(\\d+)-(\\d+)-(\\d+)') {{
 }}
 try {{
   $key = Invoke-RestMethod -Uri $url -Headers @{{ Authorization = "Bearer $token"; Accept = 'text/plain' }} `
-    -UserAgent $agent -TimeoutSec 30
+    -UserAgent $agent -TimeoutSec 30 -MaximumRedirection 0
 }} catch {{
   if ($_.Exception.Response) {{
     $line = "$($_.ErrorDetails.Message)".Split("`n")[0].Trim()

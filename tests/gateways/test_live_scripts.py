@@ -414,6 +414,7 @@ HELPER_PS1 = [
     ("errors go to stderr with exit 1", "function Fail([string]$line) { [Console]::Error.WriteLine($line); exit 1 }"),
     ("an unreachable portal is named with its address", 'Fail "cannot reach $portal at $url"'),
     ("only the key goes to stdout", '[Console]::Out.WriteLine("$key".Trim())'),
+    ("no redirect takes the device token elsewhere", "-UserAgent $agent -TimeoutSec 30 -MaximumRedirection 0"),
     ("a 5xx page is an outage, not a refusal", 'if ($status -ge 500) { "$portal at $url is not answering properly'),
     ("Claude Code's version from AI_AGENT", "$env:AI_AGENT -match '^claude-code_(\\d+)-(\\d+)-(\\d+)'"),
 ]
