@@ -143,41 +143,48 @@ def test_the_installer_and_helper_work_with_the_tools_the_machine_has(portal, tm
     assert refused.stderr.count("\n") == 1
 
 
+def installed_helper(tmp_path: Path, url: str, token: str = "pkf_a_b") -> tuple[Path, Path]:
+    """(home, helper): the helper for the portal at `url` and its device token, as the installer leaves them."""
+    setup = live.LiveSetup("Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), token)
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    helper = home / ".claude" / live.HELPER_SH
+    helper.write_text(live.render_helper_sh(setup))
+    (home / ".claude" / live.TOKEN_FILE).write_text(f"header = Authorization: Bearer {token}\n")
+    return home, helper
+
+
 @pytest.mark.parametrize("fetcher", list(FETCHERS))
 def test_the_helper_says_which_address_it_could_not_reach(tmp_path, fetcher):
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api/v1/device/key"
-    setup = live.LiveSetup(
-        "Acme portal", url, "laptop", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "pkf_a_b"
-    )
-    home = tmp_path / "home"
-    (home / ".claude").mkdir(parents=True)
-    helper = home / ".claude" / live.HELPER_SH
-    helper.write_text(live.render_helper_sh(setup))
-    (home / ".claude" / live.TOKEN_FILE).write_text("header = Authorization: Bearer pkf_a_b\n")
+    home, helper = installed_helper(tmp_path, url)
     path, _ = tool_dir(tmp_path, "dash", fetcher)
     result = run(f"sh '{helper}'", home=home, path=path)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"cannot reach Acme portal at {url}\n"
 
 
-def proxy_page(body: bytes, status_of=lambda path: 502) -> http.server.ThreadingHTTPServer:
-    """A proxy in front of the portal answering its own HTML page, with the status `status_of(path)`; started."""
+def answering(body: bytes = b"", status_of=lambda path: 502, headers=(), seen: list | None = None):
+    """A started HTTP server on 127.0.0.1 answering every GET with `body` (HTML), the status `status_of(path)`
+    and `headers`; each request's Authorization header is added to `seen`. A proxy's page, a sign-in page."""
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if seen is not None:
+                seen.append(self.headers.get("Authorization"))
             self.send_response(status_of(self.path))
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
+            for name, value in (("Content-Type", "text/html"), ("Content-Length", str(len(body))), *headers):
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -188,14 +195,9 @@ def proxy_page(body: bytes, status_of=lambda path: 502) -> http.server.Threading
 )
 @pytest.mark.parametrize("fetcher", list(FETCHERS))
 def test_a_proxys_page_is_an_outage_for_a_5xx_and_a_refusal_otherwise(tmp_path, fetcher, status, said):
-    server = proxy_page(b"<html><body>Bad Gateway</body></html>", lambda path: int(path.rsplit("/", 1)[1]))
+    server = answering(b"<html><body>Bad Gateway</body></html>", lambda path: int(path.rsplit("/", 1)[1]))
     url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/device/key/{status}"
-    setup = live.LiveSetup("Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), "t")
-    home = tmp_path / "home"
-    (home / ".claude").mkdir(parents=True)
-    helper = home / ".claude" / live.HELPER_SH
-    helper.write_text(live.render_helper_sh(setup))
-    (home / ".claude" / live.TOKEN_FILE).write_text("header = Authorization: Bearer pkf_a_b\n")
+    home, helper = installed_helper(tmp_path, url)
     path, _ = tool_dir(tmp_path, "dash", fetcher)
     try:
         result = run(f"sh '{helper}'", home=home, path=path)
@@ -209,52 +211,14 @@ def test_a_proxys_page_is_an_outage_for_a_5xx_and_a_refusal_otherwise(tmp_path, 
 DEVICE_TOKEN = "pkf_a_secretdevicetoken"
 
 
-def serve_with(handler) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.mark.parametrize("fetcher", ["curl", "python3", "wget"])
 def test_a_redirect_neither_carries_the_device_token_elsewhere_nor_yields_a_key(tmp_path, fetcher):
     seen: list[str | None] = []
-
-    class Elsewhere(http.server.BaseHTTPRequestHandler):  # another host: a sign-in page, an attacker's server
-        def do_GET(self):
-            seen.append(self.headers.get("Authorization"))
-            body = b"<html>Sign in</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    other = serve_with(Elsewhere)
+    other = answering(b"<html>Sign in</html>", lambda path: 200, seen=seen)  # a sign-in page, an attacker's server
     target = f"http://localhost:{other.server_address[1]}/login"
-
-    class Redirecting(http.server.BaseHTTPRequestHandler):  # what answers at the portal's address
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    front = serve_with(Redirecting)
+    front = answering(status_of=lambda path: 302, headers=[("Location", target)])  # at the portal's address
     url = f"http://127.0.0.1:{front.server_address[1]}/api/v1/device/key"
-    setup = live.LiveSetup(
-        "Acme portal", url, "pc", "linux", ClaudeConfig("G", "g", "", "", "k", "m", {}), DEVICE_TOKEN
-    )
-    home = tmp_path / "home"
-    (home / ".claude").mkdir(parents=True)
-    helper = home / ".claude" / live.HELPER_SH
-    helper.write_text(live.render_helper_sh(setup))
-    (home / ".claude" / live.TOKEN_FILE).write_text(f"header = Authorization: Bearer {DEVICE_TOKEN}\n")
+    home, helper = installed_helper(tmp_path, url, token=DEVICE_TOKEN)
     path, _ = tool_dir(tmp_path, "dash", fetcher)
     try:
         result = run(f"sh '{helper}'", home=home, path=path)
@@ -347,7 +311,7 @@ def test_a_refused_install_link_fails_the_documented_command_with_the_portals_se
 
 def test_an_error_page_in_front_of_the_portal_never_runs(tmp_path):
     """A proxy's error page, even one that reads as commands, stays out of sh: the command keeps curl -f."""
-    server = proxy_page(b'touch "$HOME/ran"\n<html><body>502 Bad Gateway</body></html>\n')
+    server = answering(b'touch "$HOME/ran"\n<html><body>502 Bad Gateway</body></html>\n')
     try:
         home = tmp_path / "home"
         home.mkdir()
