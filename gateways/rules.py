@@ -19,6 +19,7 @@ import idna
 
 # The refusal type is portal's; `gateways.rules.RuleError` names the same class.
 from portal.errors import RuleError as RuleError
+from portal.errors import echoed
 from portal.names import clean_name
 
 
@@ -304,15 +305,12 @@ def styled_model_id(model_id: str, style: str) -> str:
 
 
 NAME_MAX_LENGTH = 100  # of a custom header's or an extra variable's name
-SHOWN_NAME_LENGTH = 80  # a refused name is echoed cut to this, as alerts.rules echoes a refused target
 HEADER_NAME = re.compile(rf"^[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,{NAME_MAX_LENGTH}}}$")
 
 
 def shown_name(name: object) -> str:
     """A refused name as a sentence quotes it: cut with an ellipsis, so a 100,000-character name is not echoed."""
-    if isinstance(name, str) and len(name) > SHOWN_NAME_LENGTH:
-        return repr(name[:SHOWN_NAME_LENGTH] + "…")
-    return repr(name)
+    return repr(echoed(name) if isinstance(name, str) else name)
 
 
 def check_name_length(name: object, kind: str, field: str | None = None) -> None:

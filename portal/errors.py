@@ -22,6 +22,16 @@ class RuleError(ValueError):
         self.field = field
 
 
+# A refused name or value quoted in a sentence is cut to this many characters: a 100,000-character field
+# name is not echoed whole.
+ECHOED_AT_MOST = 80
+
+
+def echoed(text: str) -> str:
+    """`text` as a refusal quotes it: whole when short, else its first ECHOED_AT_MOST characters and "…"."""
+    return text if len(text) <= ECHOED_AT_MOST else text[:ECHOED_AT_MOST] + "…"
+
+
 class _Form(Protocol):
     @property
     def fields(self) -> Mapping[str, object]: ...

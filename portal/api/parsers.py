@@ -17,9 +17,10 @@ from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.utils import json
 
+from portal.errors import echoed
+
 MAX_JSON_DEPTH = 32
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # json.loads joins a whole pair into one character
-SHOWN_NAME_LENGTH = 80
 
 
 class BodyTooLarge(APIException):
@@ -74,7 +75,7 @@ def refuse_lone_surrogates(value) -> None:
     if found is None:
         return
     character, field, in_key = found
-    shown = field if len(field) <= SHOWN_NAME_LENGTH else field[:SHOWN_NAME_LENGTH] + "…"
+    shown = echoed(field)
     if in_key:
         where = f" in a name inside {shown}" if field else " in a field name"
     else:

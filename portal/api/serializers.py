@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from portal.errors import echoed
 from portal.models import AuditEvent, Invitation, Membership, Role, Team
 
 
@@ -17,7 +18,6 @@ class LowercaseSlugField(serializers.SlugField):
     sentence, which names the lowercase slug to use (portal.services.clean_slug)."""
 
 
-SHOWN_NAME_LENGTH = 80  # an unknown field's name is echoed cut to this, as rules echo a refused value
 NAMED_AT_MOST = 5  # unknown fields named in a refusal; the rest are counted
 
 
@@ -67,8 +67,7 @@ class InputSerializer(serializers.Serializer):
                 sentence = f"This endpoint takes no field by that name; did you mean {near[0]}?"
             else:
                 sentence = f"This endpoint takes no field by that name; it takes {_and_list(taken)}."
-            cut = name if len(name) <= SHOWN_NAME_LENGTH else name[:SHOWN_NAME_LENGTH] + "…"
-            refused.setdefault(cut, []).append(sentence)
+            refused.setdefault(echoed(name), []).append(sentence)
         if len(unexpected) > NAMED_AT_MOST:  # a body of 80,000 made-up names is not answered name by name
             more = len(unexpected) - NAMED_AT_MOST
             refused["non_field_errors"] = [f"The body has {more} more fields this endpoint does not take."]
