@@ -169,9 +169,11 @@ def _read_first(queryset: QuerySet, limit: int, ids_first: bool | None) -> tuple
 
 
 def _computed_columns_named(queryset: QuerySet) -> QuerySet:
-    """The queryset with each computed column of its ordering (a team's Lower("name")) as an annotation sorted by.
+    """The queryset with each computed column of its ordering (a team's ReadingOrder("name")) as an annotation
+    sorted by.
 
-    The database then hands the cursor each row's value as it compared it, whatever its LOWER() makes of accents.
+    The cursor then holds each row's value of that column as the database gave it, and the next page compares
+    it in the same expression, collation included, so paging follows the order the database sorted in.
     """
     ordering = list(queryset.query.order_by or queryset.model._meta.ordering)
     computed = {}
