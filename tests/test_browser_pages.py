@@ -15,7 +15,6 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
 from django.core import signing
-from django.db import connections
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
@@ -23,7 +22,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from alerts.services import create_channel
 from gateways.devices import create_device, install_device
@@ -33,7 +32,6 @@ from portal.email_confirmation import CONFIRMATION_SALT
 from portal.invitations import create_invitation
 from portal.models import Membership, Role, Team, UnconfirmedEmail
 from portal.sudo import SUDO_SESSION_KEY
-from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -47,16 +45,10 @@ WIDEST = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingCl
 
 
 @pytest.fixture
-def chromium(world, monkeypatch):
-    # Started after the database is set up (`world`): a connection opened while Playwright's event loop
-    # runs is another object, without the test database's saved rows to restore. The test's own ORM
-    # calls stay synchronous, so Django's guard is lifted for the test process only.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = launch(p)
-        yield browser
-        browser.close()
-        connections.close_all()
+def chromium(world, chromium):
+    """The suite's Chromium (tests/conftest.py), started after `world`: a connection opened while Playwright's
+    event loop runs is another object, without the test database's saved rows to restore."""
+    return chromium
 
 
 @pytest.fixture
