@@ -8,15 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
-from django.db import connections
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from gateways.devices import create_device, install_device
 from gateways.models import Device, Gateway
 from gateways.services import assign_key, store_key
 from portal.invitations import create_invitation
 from portal.models import AccessToken, AuditEvent, Membership, Team
-from tests.chromium import launch
 from tests.gateway_emulator import GatewayRules, running_emulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -26,17 +24,9 @@ SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", "")) if os.environ.get("SCRE
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls
-    # are still synchronous, so Django's guard is lifted for the test process only.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        chromium = launch(p)
-        yield chromium
-        chromium.close()
-        # Database work done while Playwright runs may open a connection in Playwright's context,
-        # which the test's own teardown does not see: close it here, in that context.
-        connections.close_all()
+def browser(chromium):
+    """The suite's headless Chromium (tests/conftest.py), under the name these browser tests use."""
+    return chromium
 
 
 @pytest.fixture

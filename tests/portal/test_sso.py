@@ -17,12 +17,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from portal import oidc
 from portal.models import AuditEvent, ExternalIdentity, Membership, Team
-from tests.chromium import launch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -74,13 +72,9 @@ def running_provider(tmp_path: Path, redirect_uri: str, **options):
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        chromium = launch(p)
-        yield chromium
-        chromium.close()
-        connections.close_all()
+def browser(chromium):
+    """The suite's headless Chromium (tests/conftest.py), under the name these browser tests use."""
+    return chromium
 
 
 @pytest.fixture
