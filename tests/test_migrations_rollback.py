@@ -8,16 +8,15 @@ old rows finishes whatever the rows hold.
 from __future__ import annotations
 
 import signal
-from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.utils import timezone
 
 from portal import audit, audit_chain
 from portal.models import Action, AuditEvent, UnconfirmedEmail
+from tests.test_migrations import historical_key
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -70,19 +69,8 @@ def test_live_keys_sharing_a_long_label_are_numbered_without_hanging(migrator, l
     apps = migrator.loader.project_state(before).apps
     team = apps.get_model("portal", "Team").objects.create(name="Web", slug="web")
     gateway = apps.get_model("gateways", "Gateway").objects.get(slug="tokaify")
-    keys = apps.get_model("gateways", "GatewayKey").objects
-    now, label = timezone.now(), "x" * length
-    ids = [
-        keys.create(
-            team=team,
-            gateway=gateway,
-            label=label,
-            masked="sk-…",
-            fingerprint=f"f{n}",
-            created_at=now + timedelta(seconds=n),
-        ).pk
-        for n in (1, 2, 3)
-    ]
+    GatewayKey, label = apps.get_model("gateways", "GatewayKey"), "x" * length
+    ids = [historical_key(GatewayKey, team, gateway, label, n).pk for n in (1, 2, 3)]
 
     def hung(signum, frame):
         raise Hung("gateways 0007 was still numbering labels after 20 s")
@@ -94,6 +82,6 @@ def test_live_keys_sharing_a_long_label_are_numbered_without_hanging(migrator, l
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    labels = [keys.get(pk=pk).label for pk in ids]
+    labels = [GatewayKey.objects.get(pk=pk).label for pk in ids]
     assert labels[0] == label
     assert labels[1:] == ["x" * (100 - 4) + " (2)", "x" * (100 - 4) + " (3)"]
