@@ -156,6 +156,12 @@ class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
     """What a key's writes take; what its answers show may be sent back and is ignored."""
 
     shown_by = (KeyOutputSerializer,)
+    fixed = {
+        "id": "",
+        "team": "A key stays in its team: add the key to the other team instead.",
+        "gateway": "A key stays on its gateway: add a key on the other gateway instead.",
+        "revoked_at": "Revoke a key with DELETE /api/v1/keys/{id}/.",
+    }
 
     custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
 

@@ -124,7 +124,8 @@ class KeyDetail(APIView):
     @extend_schema(request=s.KeyUpdateSerializer, responses=s.KeyOutputSerializer)
     def patch(self, request, key_id):
         key = key_with_role(request.user, key_id, Role.ADMIN)[0]
-        data = s.KeyUpdateSerializer(data=request.data, partial=True)
+        current = s.KeyOutputSerializer(key).data
+        data = s.KeyUpdateSerializer(data=request.data, partial=True, context={"current": current})
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         secret = changes.pop("secret", None)

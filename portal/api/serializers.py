@@ -5,6 +5,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -30,6 +31,17 @@ def _shown_names(serializer_class: type[InputSerializer]) -> frozenset[str]:
     return frozenset(name for output in serializer_class.shown_by for name, _ in output().fields.items())
 
 
+def _same(sent: Any, current: Any) -> bool:
+    """Whether a value sent back is the one shown: a time may be written with another offset or precision."""
+    if isinstance(sent, str) and isinstance(current, str) and sent != current:
+        try:
+            sent_at, current_at = parse_datetime(sent), parse_datetime(current)
+        except ValueError:
+            return False
+        return sent_at is not None and current_at is not None and sent_at == current_at
+    return sent == current
+
+
 class InputSerializer(serializers.Serializer):
     """A request body of the API: a field it neither takes nor shows is refused, never silently dropped.
 
@@ -37,9 +49,16 @@ class InputSerializer(serializers.Serializer):
     `shown_by` names the serializers that answer for the same resource: what they show may be sent back
     (GET, then PATCH of the whole object) and is ignored, unless the body holds nothing this one takes,
     when it can only be a change that would be dropped. Inherit it first: `(InputSerializer, ModelSerializer)`.
+
+    `fixed` names shown fields that never change through this endpoint (a team's name, a key's gateway). A PATCH
+    that gives one a value other than the object's own, passed as `context={"current": <what GET shows>}`, asks
+    for a change that would be dropped, and is refused: {"name": "x", "sso_member_group": "g"} answered 200 and
+    left the name as it was. Fields that change by themselves (a probe's verdict, timestamps) are not fixed, so a
+    body read before a probe ran is still taken.
     """
 
     shown_by: ClassVar[tuple[type[serializers.Serializer], ...]] = ()
+    fixed: ClassVar[dict[str, str]] = {}  # field -> what to do instead of sending another value
 
     def to_internal_value(self, data: Any) -> Any:
         refused = self.unexpected_fields(data) if isinstance(data, Mapping) else {}
@@ -68,6 +87,14 @@ class InputSerializer(serializers.Serializer):
             else:
                 sentence = f"This endpoint takes no field by that name; it takes {_and_list(taken)}."
             refused.setdefault(echoed(name), []).append(sentence)
+        current = self.context.get("current")
+        if isinstance(current, Mapping) and sets_something:
+            for name, instead in self.fixed.items():
+                if name in data and name in current and not _same(data[name], current[name]):
+                    refused[name] = [
+                        f"This endpoint does not change {name}; send it as it is ({current[name]!r}) or leave it "
+                        f"out. {instead}".strip()
+                    ]
         if len(unexpected) > NAMED_AT_MOST:  # a body of 80,000 made-up names is not answered name by name
             more = len(unexpected) - NAMED_AT_MOST
             refused["non_field_errors"] = [f"The body has {more} more fields this endpoint does not take."]
@@ -138,6 +165,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 class TeamUpdateSerializer(InputSerializer):
     shown_by = (TeamOutputSerializer,)
+    fixed = dict.fromkeys(("name", "slug"), "A team's name and slug never change (README, Roles).")
 
     sso_member_group = serializers.CharField(max_length=200, allow_blank=True, required=False)
     sso_admin_group = serializers.CharField(max_length=200, allow_blank=True, required=False)

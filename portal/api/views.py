@@ -73,7 +73,7 @@ class TeamDetail(APIView):
         team, _ = team_with_role(
             request.user, slug, Role.ADMIN, denied="Only the team's admins can change its settings."
         )
-        data = s.TeamUpdateSerializer(data=request.data)
+        data = s.TeamUpdateSerializer(data=request.data, context={"current": {"name": team.name, "slug": team.slug}})
         data.is_valid(raise_exception=True)
         services.update_team_groups(team=team, changes=data.validated_data, actor=request.user, request=request)
         team = get_object_or_404(teams_with_members(request.user), slug=slug)

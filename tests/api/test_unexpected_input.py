@@ -307,3 +307,47 @@ def test_a_body_of_many_unknown_fields_names_five_and_counts_the_rest(api, alice
     assert "f0: This endpoint takes no field by that name" in detail and "f4:" in detail and "f5:" not in detail
     assert "The body has 79995 more fields this endpoint does not take." in detail
     assert len(response.content) < 5_000
+
+
+# --- A field shown but never changed here, sent with another value beside a real change -----------------------
+
+
+@pytest.mark.parametrize(
+    "who,path,body,field,hint",
+    [
+        ("alice", "/api/v1/teams/web/", {"name": "Web 2", "sso_member_group": "g"}, "name", "never change"),
+        ("alice", "/api/v1/teams/web/", {"slug": "web2", "sso_member_group": "g"}, "slug", "never change"),
+        ("alice", "/api/v1/keys/{K}/", {"gateway": "tokenbay", "label": "moved"}, "gateway", "add a key on"),
+        ("alice", "/api/v1/keys/{K}/", {"team": "data", "label": "moved"}, "team", "stays in its team"),
+        (
+            "alice",
+            "/api/v1/keys/{K}/",
+            {"revoked_at": "2026-01-01T00:00:00Z", "label": "gone"},
+            "revoked_at",
+            "DELETE /api/v1/keys/",
+        ),
+    ],
+)
+def test_a_patch_that_changes_a_field_the_endpoint_never_changes_is_refused_and_writes_nothing(
+    world, who, path, body, field, hint
+):
+    """{"name": "x", "sso_member_group": "g"} on a team answered 200 and kept the old name without a word."""
+    before = every_row()
+    response = send(world, who, "PATCH", path, body)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["field"] == field
+    assert hint in response.json()["detail"]
+    assert every_row() == before
+
+
+def test_a_time_shown_sent_back_in_another_spelling_is_the_same_time(world, tokaify_key):
+    """A key revoked at 12:00Z may be sent back as 13:00+01:00 with a change: the same instant, not a change."""
+    from django.utils import timezone
+
+    GatewayKey.objects.filter(pk=tokaify_key.pk).update(revoked_at=timezone.now().replace(microsecond=0))
+    shown = world["clients"]["alice"].get(f"/api/v1/keys/{tokaify_key.id}/").json()
+    at = timezone.datetime.fromisoformat(shown["revoked_at"].replace("Z", "+00:00"))
+    other = at.astimezone(timezone.get_fixed_timezone(60)).isoformat()
+    response = send(world, "alice", "PATCH", "/api/v1/keys/{K}/", {"revoked_at": other, "label": "renamed"})
+    # The body passed the serializer; the service then says what it says of any change to a revoked key.
+    assert response.json() == {"detail": "This key is revoked; store a new key instead of changing it."}
