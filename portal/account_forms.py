@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm, UserCreationForm
 from django.http import HttpRequest
 
-from portal.models import Role
+from portal.email_confirmation import CONFIRMATION_RESEND_AFTER
+from portal.invitations import email_spellings, same_address
+from portal.models import ResetLinkMail, Role
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
 
 SSO_ONLY = "Sign in with SSO: on this portal, password sign-in is for staff only."
@@ -24,10 +26,19 @@ class PortalAuthenticationForm(AuthenticationForm):
 
 
 class PortalPasswordResetForm(PasswordResetForm):
-    """With OIDC_ONLY, only staff can reset a password: everyone else has none to reset."""
+    """With OIDC_ONLY, only staff can reset a password: everyone else has none to reset.
+
+    Anyone may post an address, so an account is mailed a link at most once per CONFIRMATION_RESEND_AFTER, like the
+    confirmation link; the page after it reads the same whether a link went, waited its turn, or had no account.
+    """
 
     def get_users(self, email):
-        users = super().get_users(email)
+        """Active accounts with a password whose address is `email` in any spelling (bob@bücher.de finds the account
+        stored as bob@xn--bcher-kva.de, as invitations and SSO do). The link goes to the address as stored."""
+        spellings = {spelling.casefold() for spelling in email_spellings(email)}
+        accounts = get_user_model()._default_manager.filter(same_address("email", email), is_active=True)
+        # Django's own check after its iexact: a database's case-insensitive match is not Unicode's.
+        users = (u for u in accounts if u.has_usable_password() and u.email.casefold() in spellings)
         return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
 
     def save(self, *args, **kwargs) -> None:
@@ -37,6 +48,10 @@ class PortalPasswordResetForm(PasswordResetForm):
             scheme, _, address = settings.PORTAL_URL.partition("://")
             kwargs.update(domain_override=address, use_https=scheme == "https")
         super().save(*args, **kwargs)
+
+    def send_mail(self, subject_template_name, email_template_name, context, *args, **kwargs) -> None:
+        if ResetLinkMail.objects.claim(context["user"], every=CONFIRMATION_RESEND_AFTER):
+            super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)
 
 
 class PortalPasswordChangeForm(PasswordChangeForm):

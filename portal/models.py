@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -599,3 +599,31 @@ class UnconfirmedEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email} (not confirmed)"
+
+
+class ResetLinkMailQuerySet(models.QuerySet):
+    def claim(self, user, *, every: timedelta) -> bool:
+        """Whether a reset link may be mailed to `user` now, taking the turn if so: False when one went less than
+        `every` ago, or another request takes the turn at the same moment (the UPDATE's WHERE, or the key)."""
+        now = timezone.now()
+        if self.filter(user=user, sent_at__lte=now - every).update(sent_at=now):
+            return True
+        try:
+            with transaction.atomic():
+                self.create(user=user, sent_at=now)
+        except IntegrityError:
+            return False
+        return True
+
+
+class ResetLinkMail(models.Model):
+    """When an account was last mailed a password-reset link. Anyone can post the reset form, so it mails one
+    account at most once in a while; the stamp is a row, not a cache entry, for every server to see it."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, primary_key=True, related_name="+")
+    sent_at = models.DateTimeField()
+
+    objects = ResetLinkMailQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"reset link mailed to {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"

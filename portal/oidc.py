@@ -49,6 +49,7 @@ from portal.invitations import (
     INVITATION_SESSION_KEY,
     accept_invitation,
     create_account,
+    normalize_email,
     same_address,
     unique_username,
     withdraw_for_address,
@@ -74,6 +75,8 @@ KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 SIGNING_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 # Where a sign-in's start is kept: inside mozilla-django-oidc's entry for its state (which it drops once answered).
 START_KEY = "portal_start"
+# The newest sign-in this browser had pending when an answer to none of its sign-ins was last recorded.
+UNMATCHED_RECORDED_KEY = "oidc_unmatched_recorded_for"
 # How much earlier than the sudo start the provider's clock may put the new sign-in (auth_time).
 AUTH_TIME_SKEW_SECONDS = 30
 _discovered: dict[str, tuple[float, dict]] = {}
@@ -612,6 +615,17 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
                     "to a team. Ask a team admin to invite you.",
                     status=403,
                 )
+            try:
+                email = normalize_email(email)  # kept as invitations keep it: its domain in ASCII
+            except RuleError:
+                # zoë@example.com: mail can only reach it through SMTPUTF8, and Django would send it as an
+                # encoded word that names no mailbox. An invitation refuses such an address too.
+                raise SSOError(
+                    f"The identity provider gives your e-mail address as {email[:200]!r}, which the portal cannot "
+                    "mail (the part before the @ must be plain ASCII), so it makes no account for it. Ask staff, or "
+                    "your identity provider's admins, for an address it can use.",
+                    status=403,
+                ) from None
             wanted = claims.get("preferred_username") or email.split("@")[0]
             user = create_account(
                 username=unique_username(str(wanted).split("@")[0]), email=email, password=None, via="sso"
@@ -787,19 +801,18 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             raise Http404("Single sign-on is not configured here.")
         states = request.session.get("oidc_states") or {}
         state = request.GET.get("state", "")
-        if state and state not in states:
+        if (state and state not in states) or (not state and request.GET.get("error")):
             # Before the error branch: an error answer's text is shown and recorded only for a sign-in this
             # browser started, or anyone could mail a link that puts their words on the portal's page.
-            return self._refuse(NOT_STARTED_HERE)
+            return self._refuse_unmatched(NOT_STARTED_HERE, states)
         if request.GET.get("error"):
-            if not state:
-                return self._refuse(NOT_STARTED_HERE)
             states.pop(state, None)
             request.session["oidc_states"] = states
             reason = request.GET.get("error_description") or request.GET.get("error")
             return self._refuse(f"The identity provider did not sign you in: {reason[:300]}.", 403)
         if not request.GET.get("code") or not state:
-            return self._refuse("The identity provider's answer carries no sign-in code. Sign in again from the start.")
+            no_code = "The identity provider's answer carries no sign-in code. Sign in again from the start."
+            return self._refuse(no_code) if state else self._refuse_unmatched(no_code, states)
         answered_by = request.GET.get("iss")  # RFC 9207: providers that send it name themselves in the answer
         if answered_by is not None and answered_by.rstrip("/") != settings.OIDC_ISSUER:
             states.pop(state, None)
@@ -828,6 +841,16 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             details={"via": "sso", "reason": message[:300]},
         )
         return failure_page(self.request, message, status)
+
+    def _refuse_unmatched(self, message: str, pending: dict) -> HttpResponse:
+        """An answer to none of this browser's sign-ins: refused with its sentence, and recorded only when the browser
+        has one pending (an answer tampered with on its way), once per newest sign-in started. Any web page can make
+        a visitor's browser open such a link (an image), and that is no sign-in anyone attempted."""
+        newest = next(reversed(pending), None)
+        if newest is None or self.request.session.get(UNMATCHED_RECORDED_KEY) == newest:
+            return failure_page(self.request, message)
+        self.request.session[UNMATCHED_RECORDED_KEY] = newest
+        return self._refuse(message)
 
     def login_failure(self):
         return self._refuse("The sign-in with SSO did not complete. Sign in again from the start.")

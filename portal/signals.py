@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from axes.conf import settings  # Django's, with the defaults of the AXES_ settings the portal leaves unset
+from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_failure_limit
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import Signal, receiver
 
@@ -33,9 +36,30 @@ def record_sign_out(sender, request, user, **kwargs) -> None:
 
 @receiver(user_login_failed)
 def record_failed_sign_in(sender, credentials, request=None, **kwargs) -> None:
+    """Every password tried and refused is recorded; of the tries the lock-out refuses unchecked, only the first
+    of each lock (marked `locked_out`), or anyone could add a row to the trail per request for as long as it lasts."""
+    refused = _tries_the_lock_refused(request, credentials)
+    if refused > 1:
+        return
     # The username tried is worth keeping; the password never reaches this signal unmasked.
     audit.record(
         Action.SIGN_IN_FAILED,
         request=request,
         target=str(credentials.get("username", ""))[:150],
+        details={"locked_out": True} if refused else None,
     )
+
+
+def _tries_the_lock_refused(request, credentials) -> int:
+    """How many tries django-axes' lock-out on this user name and address has refused, this one included; 0 when
+    this try's password was checked (the try that locks is one of those).
+
+    Axes counts the tries its lock-out refuses too (AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT, its default), so
+    each lock's first refused try finds the count at the limit and later ones above it. Axes' own receiver may
+    have counted this try already (it then leaves the count on the request), or not yet.
+    """
+    if request is None or not settings.AXES_ENABLED or not settings.AXES_LOCK_OUT_AT_FAILURE:
+        return 0
+    counted = getattr(request, "axes_failures_since_start", None)
+    before = counted - 1 if counted is not None else AxesProxyHandler.get_failures(request, credentials)
+    return max(0, before - get_failure_limit(request, credentials) + 1)

@@ -85,3 +85,16 @@ def test_groups_take_over_a_hand_made_membership_they_name(bob):
     assert (membership.role, membership.via_sso) == (Role.ADMIN, True)
     event = AuditEvent.objects.get(action="member.role_changed", target="bob")
     assert event.details == {"from": "member", "to": "admin", "via": "sso", "groups_claim": "groups"}
+
+
+def test_an_address_mail_cannot_reach_makes_no_account_and_says_why():
+    """zoë@example.com from the provider: an account made with it would have every mail to it sent as an encoded word
+    that names no mailbox, and recorded as sent."""
+    with pytest.raises(SSOError, match="cannot mail"):
+        sign_in(email="zoë@example.com", groups=["eng"])
+    assert not get_user_model().objects.filter(email__startswith="zo").exists()
+
+
+def test_an_account_made_by_groups_keeps_its_address_with_the_domain_in_ascii():
+    user = sign_in(email="Zoe@Bücher.de", groups=["eng"])
+    assert user.email == "Zoe@xn--bcher-kva.de"
