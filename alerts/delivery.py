@@ -8,7 +8,9 @@ Webhooks go through the probes' client (gateways.probes.outbound): public addres
 unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings, and
 fails with a sentence while none are set (EMAIL_CONFIGURED). Once a delivery to a channel fails, the
 channel's newer ones wait behind it, so they arrive in order (DeliveryQuerySet.due); when it goes
-through, the rest of that channel's are due at once.
+through, the rest of that channel's are due at once. A person's delivery is cancelled once they have
+left the team, lost the key or been deactivated, like a removed channel's; one to an address no mail server
+can be given (portal.mail.address_problem) fails at once, as no retry can change it.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from alerts import messages, rules, services
-from alerts.models import Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
+from alerts.models import Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus, EventKind
+from gateways.models import Assignment
 from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
-from portal import claims
+from portal import claims, mail
 from portal.crypto import DecryptionError
+from portal.models import Membership
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,27 @@ def _channel_removed(delivery: Delivery) -> bool:
     return delivery.user_id is None and delivery.channel_id is None
 
 
+def person_gone(delivery: Delivery) -> str:
+    """Why a person's delivery is no longer theirs to get (a sentence), or "": they left, or lost the key, since.
+
+    A holder told to download a rotated key's set-up again would be sent to a card their My set-up no longer has.
+    Staff told of a self-assignment need not be in the team.
+    """
+    user, notification = delivery.user, delivery.notification
+    if user is None:
+        return ""
+    name = user.get_username()
+    if not user.is_active:
+        return f"{name}'s account was deactivated."
+    staff_told = user.is_staff and notification.event == EventKind.KEY_SELF_ASSIGNED
+    if not staff_told and not Membership.objects.filter(team_id=notification.team_id, user=user).exists():
+        return f"{name} is no longer in team {notification.team.name}."
+    assignment_id = notification.payload.get("assignment")
+    if assignment_id is not None and not Assignment.objects.filter(pk=assignment_id, user=user).exists():
+        return f"{name} no longer holds this key."
+    return ""
+
+
 @dataclass
 class Outgoing:
     """One request to make, prepared from the rows before anything goes on the network."""
@@ -66,6 +91,7 @@ class Outgoing:
     secret: str = field(default="", repr=False)
     subject: str = ""
     problem: str = ""  # why it cannot be sent at all (then nothing is)
+    ends_as: str = ""  # the status a problem ends it with, rather than a retry: no retry can change it
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class Attempted:
     duration_ms: int
     status_code: int | None = None
     error: str = ""
+    ends_as: str = ""
 
 
 @sensitive_variables("secret")
@@ -83,12 +110,17 @@ def prepare(delivery: Delivery) -> Outgoing:
     notification = delivery.notification
     outgoing = Outgoing(delivery.id, delivery.kind, delivery.target, notification.event)
     if _channel_removed(delivery):  # since it was claimed or retried: never sent to an address nobody owns now
-        outgoing.problem = services.CHANNEL_REMOVED
+        outgoing.problem, outgoing.ends_as = services.CHANNEL_REMOVED, DeliveryStatus.CANCELLED
+        return outgoing
+    if gone := person_gone(delivery):  # the same for a person who left since the notification was written
+        outgoing.problem, outgoing.ends_as = gone, DeliveryStatus.CANCELLED
         return outgoing
     if delivery.kind == ChannelKind.EMAIL:
         outgoing.subject, text = messages.email_parts(notification, to_person=delivery.user_id is not None)
         outgoing.body = text.encode()
-        if not settings.EMAIL_CONFIGURED:  # Django's fallback backend would drop it and call that sent
+        if unreachable := mail.address_problem(delivery.target):  # the address is copied: a retry sends the same
+            outgoing.problem, outgoing.ends_as = unreachable, DeliveryStatus.FAILED
+        elif not settings.EMAIL_CONFIGURED:  # Django's fallback backend would drop it and call that sent
             outgoing.problem = NO_MAIL
     elif delivery.kind == ChannelKind.SLACK:
         outgoing.body = messages.slack_body(notification)
@@ -219,7 +251,8 @@ async def _attempt(item: Outgoing, client: SafeClient, gate: asyncio.Semaphore) 
         except Exception as exc:  # a mail server's refusal, a socket error: recorded, and retried later
             error = f"{type(exc).__name__}: {exc}"
         duration = int((time.perf_counter() - clock) * 1000)
-        return Attempted(item.delivery_id, not error, started, duration, status, error[:500])
+        ends_as = item.ends_as if item.problem else ""
+        return Attempted(item.delivery_id, not error, started, duration, status, error[:500], ends_as)
 
 
 async def send_all(items: list[Outgoing]) -> list[Attempted]:
@@ -244,7 +277,9 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
                 delivery.record_success(now)
             else:
                 delivery.record_failure(now, attempt.error)
-                if delivery.status == DeliveryStatus.PENDING and _removed_meanwhile(delivery):
+                if attempt.ends_as:
+                    delivery.status = attempt.ends_as
+                elif delivery.status == DeliveryStatus.PENDING and _removed_meanwhile(delivery):
                     delivery.status, delivery.last_error = DeliveryStatus.CANCELLED, services.CHANNEL_REMOVED
             kept = Delivery.objects.filter(pk=delivery.pk, claim=token).update(
                 attempts=delivery.attempts,
@@ -291,7 +326,7 @@ def deliver_due() -> Counter:
         if token is None:
             break
         deliveries = list(
-            Delivery.objects.filter(claim=token).select_related("notification__team", "channel").order_by("pk")
+            Delivery.objects.filter(claim=token).select_related("notification__team", "channel", "user").order_by("pk")
         )
         items = [prepare(delivery) for delivery in deliveries]
         attempts = asyncio.run(send_all(items))

@@ -12,13 +12,15 @@ import logging
 import math
 import os
 import re
+from email import policy as email_policy
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dj_database_url
 from csp.constants import NONE, SELF
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 from portal.private_files import private_sqlite_file
 
@@ -464,6 +466,29 @@ MIDDLEWARE[_auth_at:_auth_at] = ["django_otp.middleware.OTPMiddleware", "portal.
 AUTHENTICATION_BACKENDS += ["portal.oidc.SSOBackend"]  # answers only the OIDC callback
 
 
+def envsender(name: str, default: str) -> str:
+    """A sender address a mail server takes: one address, with an optional name, and nothing else.
+
+    Django reads it only at the first mail, so a value with the quotes a docker --env-file keeps, or a name
+    with no address, would start and then have every mail refused (501 at MAIL FROM). The address's domain may
+    be written in Unicode or its xn-- form (Django sends the xn-- form); its local part must be ASCII, as no
+    server that lacks SMTPUTF8 takes any other.
+    """
+    value = envstr(name, default)
+    sender = email_policy.default.header_factory("From", value)
+    try:
+        [address] = sender.addresses
+        validate_email(address.addr_spec)
+    except (ValueError, ValidationError):
+        address = None
+    if address is None or sender.defects or not address.username.isascii():
+        raise ImproperlyConfigured(
+            f"{name} must be one e-mail address, like portal@example.com, or a name and an address, like "
+            f"Gateway Portal <portal@example.com> (no quotes around the whole value), not {value!r}."
+        )
+    return value
+
+
 def parse_email_url(url: str) -> dict:
     """Django's EMAIL_* settings from one URL: smtp:// (STARTTLS with ?tls=true), smtps:// (TLS), console://."""
     parts = urlsplit(url)
@@ -543,7 +568,7 @@ if _smtp and not (EMAIL_HOST_USER + EMAIL_HOST_PASSWORD).isascii():
         "ASCII password for the portal's mail account."
     )
 EMAIL_TIMEOUT = 10
-DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
+DEFAULT_FROM_EMAIL = envsender("DEFAULT_FROM_EMAIL", "gateway-portal@localhost")
 # A reset link works for at least an hour (0 would make every link dead on arrival), at most a year.
 PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_HOURS", 24, low=1, high=365 * 24) * 3600
 

@@ -51,7 +51,8 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from portal import audit_chain, crypto, ordering, redaction, signals  # noqa: F401  (connects the sign-in audit hooks)
+        # signals connects the sign-in audit hooks; mail makes every body 7-bit data (portal.mail.SevenBitUTF8).
+        from portal import audit_chain, crypto, mail, ordering, redaction, signals  # noqa: F401
 
         # Lists of names sort as people read them: SQLite needs the collation on every connection it opens.
         connection_created.connect(ordering.add_sqlite_collation, dispatch_uid="portal.reading_order")
