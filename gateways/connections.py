@@ -6,13 +6,29 @@ probe are written there when they happen), so the list costs the same few querie
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, Count, Exists, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.contrib.auth import get_user_model
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.functions import Coalesce, RowNumber
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -63,11 +79,20 @@ COLUMNS = (
 class ConnectionFilters:
     team: str = ""
     gateway: str = ""
+    user: str = ""
     state: str = ""
     sort: str = "-assigned"
 
     @classmethod
     def from_query(cls, query) -> ConnectionFilters:
+        # Stored names are in NFKC (Django's normalize_username), as the audit trail's actor filter reads them.
+        user = unicodedata.normalize("NFKC", query.get("user", "").strip())
+        longest = get_user_model()._meta.get_field("username").max_length  # a longer name is nobody's
+        if longest is not None and len(user) > longest:
+            raise RuleError(
+                f"user must be one person's user name (at most {longest} characters), not one of {len(user)}.",
+                field="user",
+            )
         state = query.get("state", "")
         if state and state not in STATES:
             raise RuleError(f"state must be one of {', '.join(STATES)}, not {state!r}.", field="state")
@@ -76,7 +101,7 @@ class ConnectionFilters:
             raise RuleError(
                 f"sort must be one of {', '.join(SORTS)} (prefix - to reverse), not {sort!r}.", field="sort"
             )
-        return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), state=state, sort=sort)
+        return cls(team=query.get("team", ""), gateway=query.get("gateway", ""), user=user, state=state, sort=sort)
 
 
 def stale_cutoff():
@@ -134,6 +159,8 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
         rows = rows.filter(key__team__slug=filters.team)
     if filters.gateway:
         rows = rows.filter(key__gateway__slug=filters.gateway)
+    if filters.user:
+        rows = rows.filter(user__username=filters.user)  # the whole name: "bo" is not bob
     now = timezone.now()
     if filters.state == "never_downloaded":
         rows = rows.filter(never_downloaded(now))  # as the dashboard counts them
@@ -167,10 +194,24 @@ def connection_rows(assignments: Iterable[Assignment]) -> Iterator[dict]:
         yield _row(assignment, cutoff)
 
 
-def live_devices_by_assignment(assignments: Iterable[Assignment]) -> dict[int, list[Device]]:
-    """The live devices of a page of rows, by assignment id, in one query."""
+# Devices a row of the page names; the row's live_devices counts them all, and links to where the rest are.
+ROW_DEVICES = 5
+
+
+def live_devices_by_assignment(assignments: Iterable[Assignment], limit: int = ROW_DEVICES) -> dict[int, list[Device]]:
+    """The first `limit` live devices of each of a page of rows, by assignment id, in one query.
+
+    One member's script can install thousands: the row names a few and counts the rest, so a page costs
+    the same whoever holds how many.
+    """
     found: dict[int, list[Device]] = {}
-    devices = Device.objects.live().filter(assignment__in=[a.pk for a in assignments]).select_related("key")
+    devices = (
+        Device.objects.live()
+        .filter(assignment__in=[a.pk for a in assignments])
+        .select_related("key")
+        .annotate(place=Window(RowNumber(), partition_by=F("assignment"), order_by=[F("name").asc(), F("pk").asc()]))
+        .filter(place__lte=limit)
+    )
     for device in devices.order_by("name", "pk"):
         found.setdefault(device.assignment_id, []).append(device)
     return found

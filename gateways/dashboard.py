@@ -26,6 +26,15 @@ ROWS = 20
 
 
 @dataclass(frozen=True)
+class TeamLink:
+    """Where one team's keys of a section are all listed: its team page, filtered (?state=)."""
+
+    name: str
+    url: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Section:
     slug: str
     title: str
@@ -33,6 +42,9 @@ class Section:
     rows: list
     total: int
     more_url: str = ""  # a list of all of them, where one exists
+    # For the key sections, which span teams: each team's filtered key table, most keys first (at most ROWS).
+    team_links: tuple[TeamLink, ...] = ()
+    other_teams: int = 0  # teams with some of them beyond those linked
 
     @property
     def more(self) -> int:
@@ -90,11 +102,52 @@ def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
     )
 
 
+# The key sections that are also filters of a team page's key table (?state=), with their titles.
+KEY_STATES = ("failing", "expiring", "unused")
+
+
+def key_state_title(state: str) -> str:
+    return {
+        "failing": "Keys failing their last probe",
+        "expiring": f"Keys expiring within {settings.EXPIRY_WARNING_DAYS} days",
+        "unused": f"Keys nobody fetched in {settings.CONNECTION_STALE_DAYS} days",
+    }[state]
+
+
+def keys_in_state(keys: GatewayKeyQuerySet, state: str, now=None) -> QuerySet[GatewayKey]:
+    """The keys of one of KEY_STATES, in the dashboard's order: the same rule on the dashboard and the team page."""
+    now = now or timezone.now()
+    if state == "failing":
+        return failing_keys(keys)
+    return expiring_keys(keys, now) if state == "expiring" else unused_keys(keys, now)
+
+
 def _section(slug: str, title: str, fix: str, rows: QuerySet, more_url: str = "") -> Section:
     """The first ROWS rows, and how many there are in all."""
     page = list(rows[:ROWS])
     total = len(page) if len(page) < ROWS else rows.count()
     return Section(slug, title, fix, page, total, more_url)
+
+
+def _key_section(state: str, fix: str, keys: GatewayKeyQuerySet, now) -> Section:
+    """A key section: the first ROWS keys, and when there are more, a link per team to its filtered key table.
+
+    The count is taken team by team in the one query that counted them all, so the links cost nothing more.
+    """
+    rows = keys_in_state(keys, state, now)
+    page = list(rows[:ROWS])
+    if len(page) < ROWS:
+        return Section(state, key_state_title(state), fix, page, len(page))
+    per_team = list(rows.order_by().values("team__slug", "team__name").annotate(n=Count("pk")))
+    per_team.sort(key=lambda team: (-team["n"], team["team__name"].casefold(), team["team__slug"]))
+    links = tuple(
+        TeamLink(team["team__name"], f"{reverse('team', args=[team['team__slug']])}?state={state}", team["n"])
+        for team in per_team[:ROWS]
+    )
+    total = sum(team["n"] for team in per_team)
+    return Section(
+        state, key_state_title(state), fix, page, total, team_links=links, other_teams=len(per_team) - len(links)
+    )
 
 
 def dashboard_for(user) -> list[Section]:
@@ -106,24 +159,14 @@ def dashboard_for(user) -> list[Section]:
         teams = Team.objects.administered_by(user)
         keys, assignments = keys.filter(team__in=teams), assignments.filter(key__team__in=teams)
     return [
-        _section(
+        _key_section(
             "failing",
-            "Keys failing their last probe",
             "Open the key, read the probe's hint, then fix the gateway or rotate the secret and probe again.",
-            failing_keys(keys),
+            keys,
+            now,
         ),
-        _section(
-            "expiring",
-            f"Keys expiring within {settings.EXPIRY_WARNING_DAYS} days",
-            "Set a later expiry in the key's settings, or rotate in a new secret.",
-            expiring_keys(keys, now),
-        ),
-        _section(
-            "unused",
-            f"Keys nobody fetched in {settings.CONNECTION_STALE_DAYS} days",
-            "Revoke a key nobody uses, or check that its holders still have it.",
-            unused_keys(keys, now),
-        ),
+        _key_section("expiring", "Set a later expiry in the key's settings, or rotate in a new secret.", keys, now),
+        _key_section("unused", "Revoke a key nobody uses, or check that its holders still have it.", keys, now),
         _section(
             "never_downloaded",
             "Assignments never downloaded",

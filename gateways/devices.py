@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -39,6 +40,7 @@ from portal import audit
 from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
+from portal.http import public_url
 from portal.models import Action, Membership, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
 from portal.names import clean_name
 
@@ -139,6 +141,16 @@ def clean_device(name: str, platform: str) -> tuple[str, str]:
     if platform not in Platform.values:
         raise RuleError(f"platform must be one of {', '.join(Platform.values)}.", field="platform")
     return name, platform
+
+
+def install_url(request: HttpRequest, code: str) -> str:
+    """The one-time install link, at PORTAL_URL when it is set: it is pasted on another machine, like an invitation."""
+    return public_url(request, reverse("api-device-install", args=[code]))
+
+
+def key_url(request: HttpRequest) -> str:
+    """Where an installed helper fetches its key, at the same public address as the install link it came by."""
+    return public_url(request, reverse("api-device-key"))
 
 
 def install_command(url: str, platform: str) -> str:

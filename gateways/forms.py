@@ -261,6 +261,11 @@ class RotateForm(forms.Form):
 
 
 class AssignForm(forms.Form):
+    """The key page's "Assign to": a list to pick from, or past PICK_FROM_AT_MOST names one to type (with
+    the names offered as the browser's suggestions), since nobody scrolls through hundreds of options."""
+
+    PICK_FROM_AT_MOST = 50
+
     username = forms.ChoiceField(label="Team member")
 
     def __init__(self, *args, members=(), **kwargs):
@@ -268,6 +273,8 @@ class AssignForm(forms.Form):
         username = self.fields["username"]
         assert isinstance(username, forms.ChoiceField)  # declared above; tells the type checker it has choices
         username.choices = [(u, u) for u in members]
+        # Typed (a text field with the names as suggestions) rather than picked from a list.
+        self.typed = len(username.choices) > self.PICK_FROM_AT_MOST
 
 
 class DeviceForm(forms.ModelForm):

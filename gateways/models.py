@@ -68,6 +68,10 @@ INSTALLED_GATEWAY_FIELDS = ("base_url", "auth_scheme", "model_id_style", *KEY_OV
 KEY_SETTING_FIELDS = ("label", "expires_at", *KEY_OVERRIDE_FIELDS)
 
 
+# In a gateway's troubleshooting text, the gateway's own base URL (Gateway.troubleshooting_rows fills it in).
+BASE_URL_PLACEHOLDER = "{base_url}"
+
+
 class ProbeMode(models.TextChoices):
     INFERENCE = "inference", "Send a small message, like Claude Code"
     REACHABILITY = "reachability", "Reachability and auth only (weaker: no message is sent)"
@@ -150,11 +154,17 @@ class Gateway(models.Model):
 
     @property
     def troubleshooting_rows(self) -> list[list[str]]:
-        """The troubleshooting table to show, or none when what is stored breaks the rules."""
+        """The troubleshooting table to show, or none when what is stored breaks the rules.
+
+        Each {base_url} is the gateway's own (str.replace: any other brace is the staff's text), so a row that names
+        the address stays true when staff point the gateway elsewhere (gateways/migrations/0015 puts it in
+        Tokaify's preset row). Plain text: the page escapes it like any other.
+        """
         try:
-            return rules.clean_troubleshooting(self.troubleshooting)
+            rows = rules.clean_troubleshooting(self.troubleshooting)
         except rules.RuleError:
             return []
+        return [[cell.replace(BASE_URL_PLACEHOLDER, self.base_url) for cell in row] for row in rows]
 
     @property
     def troubleshooting_problem(self) -> str:
@@ -492,6 +502,20 @@ DEVICE_INSTALL_MINUTES = 15
 LAST_SEEN_EVERY_SECONDS = 60
 
 
+# Device.state's values, as the API's schema describes them.
+DEVICE_STATES = {
+    "waiting": "made, its install link not used yet",
+    "expired": "its install link expired unused",
+    "never_fetched": "its install link was used, but it never fetched its key (its installer stopped on the machine, "
+    "or cannot reach the portal)",
+    "live": "fetches its key",
+    "refused": "its fetches are refused while the key is disabled, expired or revoked (key_state) or its owner is "
+    "deactivated",
+    "unassigned": "the key is no longer assigned to its owner",
+    "removed": "removed; its fetches are refused",
+}
+
+
 class DeviceQuerySet(models.QuerySet):
     def visible_to(self, user) -> DeviceQuerySet:
         """Everyone sees their own devices; admins and auditors also their teams' (staff: all)."""
@@ -507,10 +531,13 @@ class DeviceQuerySet(models.QuerySet):
 
         A device of a disabled, expired or revoked key, or of a deactivated account, has every fetch refused
         (gateways.devices.refusal_reason), so it is not counted live: the SQL form of Device.state's "live".
+        Nor is one that never fetched the key (its installer stopped on the machine): it holds no secret, old
+        or new, so a rollout waits for nothing from it, and its first fetch will bring the present one.
         """
         return self.filter(
             usable_key("key__"),
             installed_at__isnull=False,
+            last_seen_at__isnull=False,
             revoked_at__isnull=True,
             assignment__isnull=False,
             user__is_active=True,
@@ -594,6 +621,7 @@ class Device(models.Model):
 
     @property
     def state(self) -> str:
+        """One of DEVICE_STATES: waiting, expired, never_fetched, live, refused, unassigned or removed."""
         if self.revoked_at:
             return "removed"
         if not self.assignment_id:
@@ -601,7 +629,10 @@ class Device(models.Model):
         if self.installed_at:
             # Its fetches are refused while the key is disabled, expired or revoked (key_state says which), or
             # while its owner's account is deactivated; DeviceQuerySet.live() is the same rule in SQL.
-            return "live" if self.key.state == KeyState.ACTIVE and self.user.is_active else "refused"
+            if self.key.state != KeyState.ACTIVE or not self.user.is_active:
+                return "refused"
+            # The link was used when the installer was served: one that stopped on the machine never fetches.
+            return "live" if self.last_seen_at else "never_fetched"
         return "expired" if self.install_expires_at <= timezone.now() else "waiting"
 
 

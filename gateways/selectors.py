@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
 from portal.compiled_sql import CompiledRead
-from portal.models import Team
+from portal.models import Membership, Team
 from portal.ordering import ReadingOrder
+
+# Rows a page's long lists show at once (a team's members, a key's assignees and devices), as /users/ does.
+ROWS_PER_PAGE = 100
 
 
 def my_assignments(user) -> AssignmentQuerySet:
@@ -49,8 +53,45 @@ def team_devices(team) -> DeviceQuerySet:
 
 
 def key_devices(key) -> DeviceQuerySet:
-    """The devices that hold the key live (installed, not removed, still assigned)."""
-    return devices_with_context(key.devices.live())
+    """The devices that hold the key live (installed, not removed, still assigned), newest first."""
+    return devices_with_context(key.devices.live()).order_by("-created_at", "-pk")  # a stable order to page
+
+
+def key_assignees(key) -> AssignmentQuerySet:
+    """The key's assignments with their holders, newest first (as the API lists them)."""
+    return key.assignments.select_related("user").order_by("-created_at", "-pk")
+
+
+def assignable_usernames(key) -> list[str]:
+    """The active members of the key's team who do not hold it yet, by name."""
+    members = key.team.memberships.filter(user__is_active=True).exclude(user__assignments__key=key)
+    return list(members.order_by("user__username").values_list("user__username", flat=True))
+
+
+def team_members(team, query: str = "") -> QuerySet[Membership]:
+    """The team's memberships by user name; `query` keeps those whose user name contains it (any case)."""
+    members = team.memberships.select_related("user").order_by("user__username", "pk")
+    return members.filter(user__username__icontains=query) if query else members
+
+
+class RowsPage(Page):
+    @property
+    def remaining(self) -> int:
+        """How many rows come after this page: the "N more" under a list."""
+        return self.paginator.count - self.end_index()
+
+
+class RowsPaginator(Paginator):
+    def _get_page(self, *args, **kwargs) -> RowsPage:
+        return RowsPage(*args, **kwargs)
+
+
+def page_of(rows: QuerySet, number: str | None, size: int = ROWS_PER_PAGE) -> RowsPage:
+    """One page of `rows` (two queries: the count and the page); a page number that is no number is the first,
+    one past the end the last (Paginator.get_page), so a stale or typed link never fails."""
+    page = RowsPaginator(rows, size).get_page(number)
+    assert isinstance(page, RowsPage)
+    return page
 
 
 def first_run_checklist(user) -> list[dict] | None:

@@ -30,7 +30,17 @@ from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, K
 from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
 from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
-from gateways.selectors import first_run_checklist, key_devices, my_assignment, my_assignments, my_devices
+from gateways.selectors import (
+    assignable_usernames,
+    first_run_checklist,
+    key_assignees,
+    key_devices,
+    my_assignment,
+    my_assignments,
+    my_devices,
+    page_of,
+    team_members,
+)
 from portal import handover
 from portal.crypto import DecryptionError
 from portal.decorators import staff_required
@@ -44,6 +54,8 @@ from portal.permissions import administers_a_team, require_role, team_with_role
 from portal.sudo import sudo_redirect
 
 CONNECTIONS_PER_PAGE = 100
+DEVICES_PER_PAGE = 100
+SETUP_CARDS_WITHOUT_INDEX = 5
 # What the page's Reveal and Copy buttons record as the fetch's format.
 REVEAL_PURPOSES = ("reveal", "copy")
 CATALOGUE_STAFF_ONLY = "Only staff can change the gateway catalogue."
@@ -101,6 +113,8 @@ def _render_setup(request: AuthenticatedHttpRequest, cards: list[dict], status: 
         "selected_tab": guide.tab_for_user_agent(user_agent),
         "notices": _holder_notices(cards),
         "checklist": first_run_checklist(request.user) if not cards else None,
+        # Past a few cards the page is long: it starts with a link to each, in the cards' order.
+        "card_index": len(cards) > SETUP_CARDS_WITHOUT_INDEX,
     }
     return render(request, "gateways/setup.html", context, status=status)
 
@@ -231,7 +245,7 @@ def _device_install_page(request: AuthenticatedHttpRequest, assignment: Assignme
     if made is None or device is None:
         messages.info(request, "An install command is shown once. Make a new one below; unused ones expire.")
         return redirect("setup")
-    url = request.build_absolute_uri(reverse("api-device-install", args=[made["code"]]))
+    url = devices.install_url(request, made["code"])
     context = {
         "device": device,
         "assignment": assignment,
@@ -243,8 +257,19 @@ def _device_install_page(request: AuthenticatedHttpRequest, assignment: Assignme
 
 @login_required
 def device_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """My devices: each machine that fetches a key live, when it was last seen, and a button to remove it."""
-    return render(request, "gateways/device_list.html", {"devices": my_devices(request.user)})
+    """My devices: each machine that fetches a key live, when it was last seen, and a button to remove it.
+
+    Removed and never-installed devices stay listed, so the list only grows: newest first, a page at a time.
+    """
+    rows = my_devices(request.user).order_by("-created_at", "-pk")
+    cursor = request.GET.get("cursor", "")
+    try:
+        page = keyset_page(rows, cursor, DEVICES_PER_PAGE)
+    except RuleError as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        cursor, page = "", keyset_page(rows, None, DEVICES_PER_PAGE)
+    context = {"devices": page.rows, "first_page": not cursor, "next_cursor": page.next_cursor}
+    return render(request, "gateways/device_list.html", context)
 
 
 @login_required
@@ -387,23 +412,31 @@ def _render_key_page(
     """The key page; `assign_refused` is (the name picked, the sentence why) when Assign was just refused, and
     `settings_refused` the settings form as posted, with its errors, when Save was."""
     is_admin = role == Role.ADMIN
-    assignments = key.assignments.select_related("user")
-    members = key.team.memberships.select_related("user").filter(user__is_active=True)
-    members = members.exclude(user__assignments__key=key)
     probes = list(key.probes.select_related("started_by").order_by("-created_at")[:50])
     initial = {name: getattr(key, name) for name in KeySettingsForm.base_fields}
+
+    def query_without(name: str) -> str:
+        """The page's query string less one parameter: each list's page links keep the other list's page."""
+        params = request.GET.copy()
+        params.pop(name, None)
+        return params.urlencode()
+
+    # Assignees and devices a page at a time (?assignees_page=, ?devices_page=): a team of hundreds, or one
+    # member's loop of installs, would make the page the admin needs to rotate or revoke the key unusable.
     context = {
         "key": key,
         "is_admin": is_admin,
-        "assignments": assignments,
-        "assign_form": AssignForm(members=[m.user.username for m in members]),
+        "assignments": page_of(key_assignees(key), request.GET.get("assignees_page")),
+        "assignees_query": query_without("assignees_page"),
+        "assign_form": AssignForm(members=assignable_usernames(key) if is_admin else ()),
         "assign_picked": assign_refused[0] if assign_refused else "",
         "assign_error": assign_refused[1] if assign_refused else "",
         "settings_form": settings_refused or KeySettingsForm(initial=initial),
         "gateway_name": key.gateway.name,
         "probes": probes[:10],
         "chart": charts.latency_svg(list(reversed(probes))),
-        "devices": key_devices(key),
+        "devices": page_of(key_devices(key), request.GET.get("devices_page")),
+        "devices_query": query_without("devices_page"),
         "rollout": devices.rollout(key),
     }
     refused = assign_refused or settings_refused
@@ -495,7 +528,10 @@ def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 def key_assign(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     """Assign the key; a refusal shows the key page again with the name picked and the reason under it."""
     key, role = key_with_role(request.user, key_id, Role.ADMIN)
-    username = request.POST.get("username", "")
+    username = request.POST.get("username", "").strip()  # typed, past AssignForm.PICK_FROM_AT_MOST names
+    if not username:
+        sentence = f"Choose or type the user name of a member of {key.team.name} to assign the key to."
+        return _render_key_page(request, key, role, assign_refused=(username, sentence))
     try:
         services.assign_key(key=key, username=username, actor=request.user, request=request)
     except RuleError as exc:
@@ -544,26 +580,59 @@ def key_probe(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
 
 @login_required
 def team_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    """A team's page: its keys (for admins and auditors) and its members; here because it lists keys."""
+    """A team's page: its keys (for admins and auditors) and its members; here because it lists keys.
+
+    `?state=failing|expiring|unused` narrows the keys to a dashboard section; `?q=` and `?page=` the members.
+    """
     team, role = team_with_role(request.user, slug)
     overseer = role in (Role.ADMIN, Role.AUDITOR)
     hide_revoked = request.GET.get("revoked") == "hide"
-    keys = (
-        team.keys.select_related("gateway")
-        .prefetch_related("assignments__user")
-        .order_by(ReadingOrder("label"), "label")
-    )
+    # ?state= narrows the keys to a dashboard section (failing, expiring, unused): its "N more" links here.
+    state = request.GET.get("state", "")
+    if state not in ("", *dashboard.KEY_STATES):
+        messages.error(request, f"state must be one of {', '.join(dashboard.KEY_STATES)}; showing every key.")
+        state = ""
+    every_key = team.keys.select_related("gateway").prefetch_related("assignments__user")
+    # A section's keys come in the dashboard's order, so its first rows come first.
+    keys = dashboard.keys_in_state(every_key, state) if state else every_key.order_by(ReadingOrder("label"), "label")
     if hide_revoked:
         keys = keys.filter(revoked_at__isnull=True)
     key_rows = list(keys) if overseer else []
+    failing = [k for k in key_rows if k.is_failing]
+    if overseer and state not in ("", "failing"):  # the filter left them out of the table, not out of the warning
+        failing = list(dashboard.failing_keys(team.keys.select_related("gateway")))
+    # Members a page at a time, searched by user name (?q=, ?page=), as on /users/: the forms above the table
+    # stay within reach in a team of hundreds.
+    query = request.GET.get("q", "").strip()[:150]
+
+    def link(**changes: str | None) -> str:
+        """This page's query string without its page number, with `changes` (None: left out): links keep the rest."""
+        params = request.GET.copy()
+        params.pop("page", None)
+        params.pop("q", None)
+        if query:
+            params["q"] = query  # as searched: trimmed
+        for name, value in changes.items():
+            params.pop(name, None)
+            if value is not None:
+                params[name] = value
+        return params.urlencode()
+
     context = {
         "team": team,
         "role": role,
         "is_admin": role == Role.ADMIN,
-        "memberships": team.memberships.select_related("user"),
+        "memberships": page_of(team_members(team, query), request.GET.get("page")),
+        "query": query,
+        "members_query": link(),
+        "every_member_query": link(q=None),
         "keys": key_rows,
         "hide_revoked": hide_revoked,
-        "failing": [k for k in key_rows if k.is_failing],
+        "revoked_query": link(revoked=None if hide_revoked else "hide"),
+        "state": state,
+        "state_title": dashboard.key_state_title(state) if state else "",
+        "every_key_query": link(state=None),
+        "failing": failing,
         "member_form": handover.take_refused_form(request, MemberForm, page=request.path) or MemberForm(),
         "roles": Role.choices,
         "gateways": Gateway.objects.all(),
@@ -601,6 +670,17 @@ def _sortable_columns(current: str, query: str) -> list[dict]:
     return columns
 
 
+def _with_devices(request: AuthenticatedHttpRequest, row: dict, shown: list) -> dict:
+    """A connections row with the devices it names, and how many more there are and where they are listed.
+
+    One's own devices are under My devices; a holder's, on the key's page, which their overseer can open.
+    """
+    more = row["live_devices"] - len(shown)
+    mine = row["user"] == request.user.get_username()
+    more_url = reverse("devices") if mine else f"{reverse('key', args=[row['key_id']])}#live-devices"
+    return {**row, "devices": shown, "more_devices": max(more, 0), "more_devices_url": more_url}
+
+
 @login_required
 def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     """Who is connected where (gateways.connections), a page of rows at a time (keyset: `?cursor=`), or all as CSV."""
@@ -627,11 +707,11 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     # The links carry the filters the page shows: a filter it set aside, or the export it refused, would
     # lead every link (sort, Next, CSV) to the same refusal again.
     query = QueryDict(mutable=True)
-    query.update({name: value for name in ("team", "gateway", "state") if (value := getattr(filters, name))})
+    query.update({name: value for name in ("team", "gateway", "user", "state") if (value := getattr(filters, name))})
     live = live_devices_by_assignment(page.rows)
     context = {
         "columns": _sortable_columns(filters.sort, query.urlencode()),
-        "rows": [{**row, "devices": live.get(row["assignment"], [])} for row in connection_rows(page.rows)],
+        "rows": [_with_devices(request, row, live.get(row["assignment"], [])) for row in connection_rows(page.rows)],
         "first_page": not cursor,
         "next_cursor": page.next_cursor,
         "filters": filters,

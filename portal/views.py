@@ -22,7 +22,7 @@ from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
-from portal.pagination import MAX_POSITION, first_rows, query_number
+from portal.pagination import MAX_POSITION, first_rows, keyset_page, query_number
 from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
 from portal.sudo import (
@@ -35,6 +35,7 @@ from portal.sudo import (
 )
 
 AUDIT_PER_PAGE = 100
+TOKENS_PER_PAGE = 100
 NEW_TOKEN = "new-access-token"
 
 
@@ -183,8 +184,22 @@ def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         handover.keep_shown_once(request, NEW_TOKEN, new_token, secrets=[new_token])
         return redirect("tokens")
     new_token = handover.take_shown_once(request, NEW_TOKEN) if request.method == "GET" else None
-    tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at")
-    return render(request, "portal/tokens.html", {"tokens": tokens, "form": form, "new_token": new_token})
+    # Revoked and expired tokens stay listed (what was made, and when): newest first, a page at a time.
+    tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at", "-pk")
+    cursor = request.GET.get("cursor", "")
+    try:
+        page = keyset_page(tokens, cursor, TOKENS_PER_PAGE)
+    except RuleError as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        cursor, page = "", keyset_page(tokens, None, TOKENS_PER_PAGE)
+    context = {
+        "tokens": page.rows,
+        "first_page": not cursor,
+        "next_cursor": page.next_cursor,
+        "form": form,
+        "new_token": new_token,
+    }
+    return render(request, "portal/tokens.html", context)
 
 
 @login_required

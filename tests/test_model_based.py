@@ -669,7 +669,8 @@ class PortalMachine(RuleBasedStateMachine):
         rows = {}
         for pk, a in self.assignments.items():
             k = self.keys[a.key]
-            live = [d for d in self.devices.values() if d.assignment == pk and self.device_live(d)]
+            # Counted live once it fetched its key: one whose installer stopped on the machine never does.
+            live = [d for d in self.devices.values() if d.assignment == pk and self.device_live(d) and d.last_seen_at]
             usable = k.state(now) == "active"
             fetched = any(d.assignment == pk and d.last_seen_at for d in self.devices.values())
             dl = a.last_download_at

@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from gateways.config.formats import FORMATS
 from gateways.models import (
+    DEVICE_STATES,
     GATEWAY_FIELDS,
     KEY_OVERRIDE_FIELDS,
     KEY_SETTING_FIELDS,
@@ -362,7 +363,9 @@ class DeviceOutputSerializer(serializers.ModelSerializer):
     key = serializers.UUIDField(source="key_id", read_only=True)
     key_label = serializers.CharField(source="key.label", read_only=True)
     user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    state = serializers.CharField(read_only=True)
+    state = serializers.ChoiceField(
+        choices=list(DEVICE_STATES), read_only=True, help_text="; ".join(f"{k}: {v}" for k, v in DEVICE_STATES.items())
+    )
     key_state = serializers.CharField(source="key.state", read_only=True)
     last_seen = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
     has_current_secret = serializers.BooleanField(read_only=True)

@@ -11,7 +11,6 @@ from csp.decorators import csp_exempt
 from django.db import InterfaceError, OperationalError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
@@ -307,7 +306,7 @@ class MyConfigDownloadWithSlash(MyConfigDownload):
 
 
 class ConnectionList(generics.ListAPIView):
-    """One row per developer x gateway x key; filters team, gateway, state; sort; `?export=csv`."""
+    """One row per developer x gateway x key; filters team, gateway, user, state; sort; `?export=csv`."""
 
     serializer_class = s.ConnectionSerializer
     content_negotiation_class = ExportNegotiation  # `Accept: text/csv` gets the CSV, as the schema says
@@ -317,7 +316,15 @@ class ConnectionList(generics.ListAPIView):
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "gateway", "state", "sort")]
-        + [OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file.")],
+        + [
+            OpenApiParameter(
+                "user",
+                str,
+                description="One developer's rows: their whole user name (not part of it); longer than a user "
+                "name can be is a 400.",
+            ),
+            OpenApiParameter("export", str, enum=["csv"], description="Download every match as a file."),
+        ],
         responses=list_or_export(
             s.ConnectionSerializer, {"text/csv": "?export=csv: a header row, then one row per connection."}
         ),
@@ -361,7 +368,7 @@ class MyConfigDevices(APIView):
             # no configuration (revoked, disabled, expired) 410; the sentence is the device's, which says why.
             gone = exc.reason != "unassigned"
             return Response({"detail": str(exc)}, status=status.HTTP_410_GONE if gone else status.HTTP_404_NOT_FOUND)
-        url = request.build_absolute_uri(reverse("api-device-install", args=[code]))
+        url = devices.install_url(request, code)
         answer = {
             "id": device.pk,
             "name": device.name,
@@ -490,7 +497,7 @@ def device_key(request: HttpRequest) -> HttpResponse:
 @sensitive_variables("code", "token")
 def device_install(request: HttpRequest, code: str) -> HttpResponse:
     """GET <install_url>: once, the installer for the device's platform, with its new token inside."""
-    key_url = request.build_absolute_uri(reverse("api-device-key"))
+    key_url = devices.key_url(request)
     content_type = "text/plain"
 
     def render(device, token: str) -> str:

@@ -175,7 +175,8 @@ GENERAL_TOPICS = (("401", "403"), ("context_management",), ("model not found", "
 
 
 def troubleshooting_for(gateway: Gateway) -> list[tuple[str, str]]:
-    """The gateway's own troubleshooting, then each general entry it does not already cover: no problem twice."""
+    """The gateway's own troubleshooting (its {base_url} filled in), then each general entry it does not already
+    cover: no problem twice."""
     own = [(symptom, fix) for symptom, fix in gateway.troubleshooting_rows]
     said = " ".join(symptom.lower() for symptom, _ in own)
     general = [

@@ -91,6 +91,9 @@ HELPER_KEPT = (
     "prints as a second key beside this set-up's. Remove it unless this gateway needs it."
 )
 STATIC_HELPERS = {"remove": [SH_HELPER_COMMAND], "removed": HELPER_REMOVED, "kept": HELPER_KEPT}
+# What a refused merge tells the developer to do next: true for a static installer, which they keep and may run
+# again. A live installer's link worked once, so it says its own in PORTAL_AFTER_REFUSAL (gateways.config.live).
+AFTER_REFUSAL = "Nothing was changed; fix or move the file, then run this again."
 # What a Bearer set-up's merge removes from ~/.claude.json, and why (said with the name, never the value).
 # An Anthropic Console /login leaves its key there as primaryApiKey, and Claude Code 2.1.330 sends it as
 # x-api-key beside ANTHROPIC_AUTH_TOKEN's Bearer token (measured, print and interactive mode), which
@@ -139,8 +142,11 @@ top = json.loads(base64.b64decode(os.environ.get("PORTAL_TOP", "e30=")).decode()
 helpers = json.loads(base64.b64decode(os.environ.get("PORTAL_HELPERS", "e30=")).decode())
 # A Bearer set-up's: ~/.claude.json keys to remove, each with why (FORGOTTEN_STATE; e30= is {}).
 forget = json.loads(base64.b64decode(os.environ.get("PORTAL_FORGET", "e30=")).decode())
+# What to do next: a live installer's own sentence (base64 JSON), else the static installer's.
+after = json.loads(base64.b64decode(os.environ["PORTAL_AFTER_REFUSAL"]).decode()) if os.environ.get(
+    "PORTAL_AFTER_REFUSAL") else __AFTER_REFUSAL__
 def refuse(message):
-    sys.stderr.write("error: %s Nothing was changed; fix or move the file, then run this again.\n" % message)
+    sys.stderr.write("error: %s %s\n" % (message, after))
     sys.exit(3)
 # Strict JSON, as Claude Code reads it: Python would take NaN and Infinity, and write 1e400 back as Infinity.
 def finite(text):
@@ -284,7 +290,9 @@ if helper is not None:
         print(helpers["removed"])
     else:
         sys.stderr.write("warning: %s %s\n" % (settings_path, helpers["kept"]))
-""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)]))
+""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)])).replace(
+    "__AFTER_REFUSAL__", json.dumps(AFTER_REFUSAL)
+)
 
 MERGE_JS = r"""
 const fs = require("fs"), path = require("path");
@@ -299,8 +307,10 @@ const helpers = process.env.PORTAL_HELPERS ? dec(process.env.PORTAL_HELPERS) : n
 // A Bearer set-up's: ~/.claude.json keys to remove, each with why (FORGOTTEN_STATE).
 const forget = process.env.PORTAL_FORGET ? dec(process.env.PORTAL_FORGET) : {};
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+// What to do next: a live installer's own sentence, else the static installer's.
+const after = process.env.PORTAL_AFTER_REFUSAL ? dec(process.env.PORTAL_AFTER_REFUSAL) : __AFTER_REFUSAL__;
 const refuse = (message) => {
-  process.stderr.write(`error: ${message} Nothing was changed; fix or move the file, then run this again.\n`);
+  process.stderr.write(`error: ${message} ${after}\n`);
   process.exit(3);
 };
 // A link (a dotfiles repository) stays a link: the merge reads and replaces the file it points at.
@@ -436,7 +446,9 @@ if (helper !== null) {
   if (helpers.remove.includes(helper)) console.log(helpers.removed);
   else process.stderr.write(`warning: ${settingsPath} ${helpers.kept}\n`);
 }
-""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)]))
+""".replace("__RECORD_AND_KEPT__", json.dumps([EXTRA_ENV_RECORD, sorted(KEPT_ENV)])).replace(
+    "__AFTER_REFUSAL__", json.dumps(AFTER_REFUSAL)
+)
 
 
 def _state_notes(config: ClaudeConfig) -> list[str]:
@@ -566,7 +578,7 @@ function Decode-Json([string]$b64) {{
 }}
 function Refuse([string]$message) {{
   # Not Write-Error: with 'Stop' it would end the script before the exit code is set.
-  [Console]::Error.WriteLine("error: $message Nothing was changed; fix or move the file, then run this again.")
+  [Console]::Error.WriteLine("error: $message {AFTER_REFUSAL}")
   exit 3
 }}
 function Read-JsonObject([string]$path) {{

@@ -70,6 +70,13 @@ HELPER_REPLACED = (
     "here. Remove that device under My devices in the portal, so it no longer counts as live."
 )
 UNNAMED_DEVICE = "(unnamed)"
+# What a live installer that stops on the machine says to do next. Its link was used when the script was served
+# and works once (running the same line again is refused), so, unlike a static installer, it sends the developer
+# to a new install command.
+NEW_INSTALL_COMMAND = (
+    "make a new install command under Install on a new device on My set-up in {portal}: this one worked once."
+)
+AFTER_REFUSAL = "Nothing was changed; fix or move the file, then " + NEW_INSTALL_COMMAND
 DEVICE_NEXT_STEP = (
     "Next: open a new terminal, run claude, {model}and send a short prompt. "
     "A rotated key reaches this device by itself."
@@ -134,6 +141,11 @@ def _replaced_parts(quote: Callable[[str], str], name: str, join: str) -> str:
 def _line(text: str) -> str:
     """Text for a sentence the scripts print: one line, no control characters."""
     return one_line(text)[:200]
+
+
+def after_refusal(setup: LiveSetup, sentence: str = AFTER_REFUSAL) -> str:
+    """What the installer says after a refusal on the machine: a new install command, since this one worked once."""
+    return sentence.format(portal=_line(setup.portal_name))
 
 
 def render_helper_sh(setup: LiveSetup) -> str:
@@ -285,7 +297,8 @@ PORTAL_MANAGED='{_b64json(REPLACED_ENV)}'
 PORTAL_SCHEMA='{SETTINGS_SCHEMA_URL}'
 PORTAL_TOP='{_b64json({"apiKeyHelper": SH_HELPER_COMMAND})}'
 PORTAL_APPROVE='{_b64json(None)}'
-export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_TOP PORTAL_APPROVE
+PORTAL_AFTER_REFUSAL='{_b64json(after_refusal(setup))}'
+export PORTAL_ENV PORTAL_MANAGED PORTAL_SCHEMA PORTAL_TOP PORTAL_APPROVE PORTAL_AFTER_REFUSAL
 
 settings_dir="${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}"
 settings="$settings_dir/settings.json"
@@ -301,6 +314,7 @@ elif command -v node >/dev/null 2>&1; then
   merge() {{ node -e {posix_quote(MERGE_JS)} "$@"; }}
 else
   echo "error: this installer needs python3 or node to edit ~/.claude/settings.json safely, and neither was found." >&2
+  printf '%s\n' {posix_quote("Nothing was changed; install one, then " + after_refusal(setup, NEW_INSTALL_COMMAND))} >&2
   exit 4
 fi
 
@@ -308,7 +322,7 @@ fi
 [ -d "$settings_dir" ] || mkdir -p "$settings_dir"
 for file in "$helper" "$token_file"; do
   if [ -d "$file" ]; then
-    echo "error: $file is a folder, not a file. Nothing was changed; fix or move it, then run this again." >&2
+    printf 'error: %s is a folder, not a file. %s\n' "$file" {posix_quote(after_refusal(setup))} >&2
     exit 3
   fi
 done
@@ -383,6 +397,7 @@ $settings = Join-Path $dir 'settings.json'
 $helper = Join-Path $dir '{HELPER_PS1}'
 $tokenFile = Join-Path $dir '{TOKEN_FILE}'
 $stamp = Get-Date -Format 'yyyyMMddHHmmss'
+$afterRefusal = {powershell_quote(after_refusal(setup))}
 New-Item -ItemType Directory -Force -Path $dir | Out-Null
 
 function Read-JsonObject([string]$path) {{
@@ -391,10 +406,10 @@ function Read-JsonObject([string]$path) {{
   try {{
     $doc = if ($text.Trim()) {{ $text | ConvertFrom-Json }} else {{ New-Object PSObject }}
   }} catch {{
-    throw "$path is not valid JSON. Nothing was changed; fix or move the file, then run this again."
+    throw ("$path is not valid JSON. " + $afterRefusal)
   }}
   if ($doc -isnot [System.Management.Automation.PSCustomObject]) {{
-    throw "$path does not hold a JSON object. Nothing was changed; fix or move the file, then run this again."
+    throw ("$path does not hold a JSON object. " + $afterRefusal)
   }}
   return $doc
 }}

@@ -110,11 +110,11 @@ def snapshot(*folders: Path) -> dict[str, bytes | str]:
     return found
 
 
-def assert_refused(result: subprocess.CompletedProcess) -> None:
+def assert_refused(result: subprocess.CompletedProcess, then: str = REFUSED) -> None:
     assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "    at " not in result.stderr, result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert REFUSED in result.stderr
+    assert then in result.stderr
 
 
 # N1 --------------------------------------------------------------------------------------------------------
@@ -131,7 +131,8 @@ def test_a_refused_device_install_keeps_the_earlier_devices_token_and_helper(tmp
     second = device_install_sh("laptop (data)", "u" * 43, "tokaify", "http://127.0.0.1:9/data")
     result = run_script(second, home, interpreter)
 
-    assert_refused(result)
+    # Its install link worked once: not "run this again", but a new install command.
+    assert_refused(result, "Nothing was changed; fix or move the file, then make a new install command under Install")
     # settings.json still sends to TokenBay: the helper must not now fetch team data's Tokaify key for it.
     assert snapshot(home, home / ".claude") == before
 

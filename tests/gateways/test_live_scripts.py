@@ -361,7 +361,11 @@ INSTALL_PS1 = [
     ("the gateway's address", "'ANTHROPIC_BASE_URL' = 'https://api.tokenbay.com'"),
     ("other keys are kept: properties are added, never the file replaced", "Add-Member -NotePropertyName $name"),
     ("a backup first", 'Copy-Item -LiteralPath $path "$path.bak.$stamp"'),
-    ("bad JSON changes nothing", "is not valid JSON. Nothing was changed"),
+    ("bad JSON changes nothing", 'throw ("$path is not valid JSON. " + $afterRefusal)'),
+    (
+        "a refusal sends to a new install command: this one worked once",
+        "$afterRefusal = 'Nothing was changed; fix or move the file, then make a new install command under Install on",
+    ),
     ("the first run is marked done", "Set-Property $state 'hasCompletedOnboarding' $true"),
     ("the helper is checked once", "& powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $helper"),
     ("the portal is named in what it prints", "from Acme's portal when it needs it"),
@@ -402,7 +406,7 @@ def test_the_windows_installer_never_ends_the_session_that_runs_it():
     assert "exit" not in outside_helper
     body = outside_helper[outside_helper.index("& {") :]
     assert body.rstrip().endswith("}")  # a child scope: no variable or preference leaks into the session
-    assert 'throw "$path is not valid JSON. Nothing was changed' in body
+    assert 'throw ("$path is not valid JSON. " + $afterRefusal)' in body
 
 
 def test_the_windows_installer_embeds_the_helper_once_and_the_token_only_in_its_file():
