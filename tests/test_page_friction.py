@@ -214,7 +214,7 @@ def test_the_settings_tab_warns_that_saving_replaces_the_file_and_has_no_stray_p
     html = client.get("/setup/").content.decode()
     assert "., then" not in html
     panel = html[html.index('data-panel="settings"') :]
-    assert "replaces the file you have" in panel and "use the installer below, which merges" in panel
+    assert "replaces the file you have" in panel and "install.ps1 on Windows), which merges" in panel
 
 
 def test_tokaify_troubleshooting_names_each_problem_once(client, bob, tokaify_key, alice):

@@ -30,11 +30,21 @@ class Tab:
     platform: str  # "unix" or "windows"
     where: str
     apply: str
-    installer: str | None = None
+    installers: tuple[str, ...] = ()
 
     @property
     def install_steps(self) -> list[tuple[str, str]]:
         return INSTALL_WINDOWS if self.platform == "windows" else INSTALL_UNIX
+
+    @property
+    def installer_links(self) -> list[tuple[str, str]]:
+        """Each installer the tab offers, with the systems it runs on when the tab offers more than one (the
+        settings.json tab speaks to every system, and a Windows reader must not be handed install.sh alone)."""
+        several = len(self.installers) > 1
+        return [(name, INSTALLER_SYSTEMS[name] if several else "") for name in self.installers]
+
+
+INSTALLER_SYSTEMS = {"install.sh": "macOS, Linux", "install.ps1": "Windows"}
 
 
 TABS = [
@@ -45,12 +55,18 @@ TABS = [
         "unix",
         "Append to ~/.zshrc",
         "source ~/.zshrc, or open a new terminal",
-        "install.sh",
+        ("install.sh",),
     ),
     Tab(
-        "bash", "bash", "bash", "unix", "Append to ~/.bashrc", "source ~/.bashrc, or open a new terminal", "install.sh"
+        "bash",
+        "bash",
+        "bash",
+        "unix",
+        "Append to ~/.bashrc",
+        "source ~/.bashrc, or open a new terminal",
+        ("install.sh",),
     ),
-    Tab("fish", "fish", "fish", "unix", "Append to ~/.config/fish/config.fish", "open a new terminal", "install.sh"),
+    Tab("fish", "fish", "fish", "unix", "Append to ~/.config/fish/config.fish", "open a new terminal", ("install.sh",)),
     Tab(
         "powershell",
         "Windows PowerShell",
@@ -59,7 +75,7 @@ TABS = [
         "Paste into PowerShell: it saves the variables in your user environment with "
         "[Environment]::SetEnvironmentVariable (the CMD tab has the setx form) and sets them in this window",
         "close this terminal and open a new PowerShell window",
-        "install.ps1",
+        ("install.ps1",),
     ),
     Tab(
         "cmd",
@@ -68,7 +84,7 @@ TABS = [
         "windows",
         "Paste into CMD: setx saves the variables in your user environment",
         "close this terminal and open a new CMD window",
-        "install.ps1",
+        ("install.ps1",),
     ),
     Tab(
         "settings",
@@ -76,13 +92,14 @@ TABS = [
         "settings.json",
         "any",
         "Saving this as ~/.claude/settings.json (Windows: %USERPROFILE%\\.claude\\settings.json) replaces "
-        "the file you have, with every other setting in it: if you have one, use the installer below, which "
+        "the file you have, with every other setting in it: if you have one, use an installer below (install.sh on "
+        "macOS and Linux, install.ps1 on Windows), which "
         "merges and keeps a backup. For one project, save it as .claude/settings.local.json (never in "
         ".claude/settings.json, which is committed with the repository): it sets every variable the portal "
         'manages, those this gateway does not use to "", so no model id, header or timeout of another set-up '
         "comes through",
         "restart claude: settings are read at start-up",
-        "install.sh",
+        ("install.sh", "install.ps1"),
     ),
 ]
 

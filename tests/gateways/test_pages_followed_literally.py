@@ -288,3 +288,20 @@ def test_the_helper_keeps_fetching_from_the_public_address(client, bob, bob_assi
     script = client.get(reverse("api-device-install", args=[code]), HTTP_HOST=INTERNAL).content.decode()
     assert f"url='{PUBLIC}/api/v1/device/key'" in script
     assert "portal.internal" not in script
+
+
+# --- The settings.json tab speaks to every system, so it offers each system's installer ---------------------------
+
+
+@pytest.mark.django_db
+def test_the_settings_tab_offers_windows_its_installer_beside_install_sh(client, bob, bob_assignment):
+    """It says "(Windows: %USERPROFILE%\\.claude\\settings.json) ... use an installer below": install.sh alone, a POSIX
+    sh script, was the only one below, for a Windows browser too."""
+    client.force_login(bob)
+    page = client.get("/setup/", HTTP_USER_AGENT="Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/156").content
+    panel = html.unescape(page.decode().split('data-panel="settings"', 1)[1])
+    downloads = panel[panel.index('class="downloads"') : panel.index("</p>", panel.index('class="downloads"'))]
+    assert "Download install.sh (macOS, Linux)" in downloads
+    assert "Download install.ps1 (Windows)" in downloads
+    ps1 = client.get(f"/setup/{bob_assignment.id}/install.ps1")
+    assert ps1.status_code == 200 and b"settings.json" in ps1.content
