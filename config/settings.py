@@ -336,7 +336,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",  # locks out password guessing before the real check
+    "portal.lockouts.LockOutBackend",  # axes' lock on password guessing, before the real check
     "django.contrib.auth.backends.ModelBackend",
 ]
 # After AXES_FAILURE_LIMIT failed sign-ins for one user name from one address, further tries are

@@ -1,4 +1,5 @@
-"""Lifting sign-in lock-outs (django-axes' access attempts), audited wherever it is done.
+"""Sign-in lock-outs (django-axes' access attempts): telling a try the lock refused from one whose password was
+checked, and lifting them, audited wherever it is done.
 
 Unlocking someone early is a security act an auditor must see: the admin site's delete of an attempt and axes'
 own reset commands (`manage.py axes_reset`, `axes_reset_ip`, `axes_reset_username`, `axes_reset_ip_username`,
@@ -8,6 +9,8 @@ which the portal's commands of the same names replace) all come here. Each attem
 
 from __future__ import annotations
 
+from axes.backends import AxesStandaloneBackend
+from axes.exceptions import AxesBackendPermissionDenied
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.db import router, transaction
@@ -16,6 +19,29 @@ from django.http import HttpRequest
 
 from portal import audit
 from portal.models import Action
+
+# Set on a request whose sign-in the lock refused before any password was checked.
+REFUSED_BY_LOCK = "portal_refused_by_lock"
+
+
+class LockOutBackend(AxesStandaloneBackend):
+    """Axes' lock, which also marks the request it refuses (REFUSED_BY_LOCK).
+
+    Whether a failed sign-in had its password checked is known only here: a failure count read afterwards may have
+    grown with other requests of a burst while this one's password was hashed, and a checked guess would then pass
+    for a refused one and go unrecorded (portal.signals.record_failed_sign_in).
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        try:
+            return super().authenticate(request, username, password, **kwargs)
+        except AxesBackendPermissionDenied:
+            setattr(request, REFUSED_BY_LOCK, True)
+            raise
+
+
+def refused_by_lock(request: HttpRequest | None) -> bool:
+    return bool(getattr(request, REFUSED_BY_LOCK, False))
 
 
 def attempts_matching(*, ip: str | None = None, username: str | None = None) -> QuerySet[AccessAttempt]:

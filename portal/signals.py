@@ -8,7 +8,7 @@ from axes.helpers import get_failure_limit
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import Signal, receiver
 
-from portal import audit
+from portal import audit, lockouts
 from portal.models import Action
 
 # Sent with `membership=` and `actor=` inside the transaction that removes a member from a team, before the
@@ -37,22 +37,25 @@ def record_sign_out(sender, request, user, **kwargs) -> None:
 @receiver(user_login_failed)
 def record_failed_sign_in(sender, credentials, request=None, **kwargs) -> None:
     """Every password tried and refused is recorded; of the tries the lock-out refuses unchecked, only the first
-    of each lock (marked `locked_out`), or anyone could add a row to the trail per request for as long as it lasts."""
-    refused = _tries_the_lock_refused(request, credentials)
-    if refused > 1:
+    of each lock (marked `locked_out`), or anyone could add a row to the trail per request for as long as it lasts.
+
+    Which tries the lock refused is marked on the request by the lock itself (portal.lockouts.LockOutBackend): a
+    count read here may have grown with a burst's other requests while this one's password was checked.
+    """
+    locked_out = lockouts.refused_by_lock(request)
+    if locked_out and _tries_the_lock_refused(request, credentials) > 1:
         return
     # The username tried is worth keeping; the password never reaches this signal unmasked.
     audit.record(
         Action.SIGN_IN_FAILED,
         request=request,
         target=str(credentials.get("username", ""))[:150],
-        details={"locked_out": True} if refused else None,
+        details={"locked_out": True} if locked_out else None,
     )
 
 
 def _tries_the_lock_refused(request, credentials) -> int:
-    """How many tries django-axes' lock-out on this user name and address has refused, this one included; 0 when
-    this try's password was checked (the try that locks is one of those).
+    """How many tries django-axes' lock-out on this user name and address has refused, this one included.
 
     Axes counts the tries its lock-out refuses too (AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT, its default), so
     each lock's first refused try finds the count at the limit and later ones above it. Axes' own receiver may

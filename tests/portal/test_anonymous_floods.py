@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import time_machine
+from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
@@ -181,3 +182,35 @@ def test_a_sign_in_started_here_that_the_provider_refuses_is_still_recorded(prov
     browser.get("/oidc/callback/", {"state": state})  # no code
     [refused] = AuditEvent.objects.filter(action=Action.SIGN_IN_FAILED)
     assert "carries no sign-in code" in refused.details["reason"]
+
+
+# P2, in a burst: a password checked while other tries of the burst finish is still recorded as checked ------------
+
+
+def test_a_guess_checked_while_three_others_finish_is_still_recorded(alice, settings, monkeypatch):
+    settings.AXES_FAILURE_LIMIT = 3
+    attacker = Client(REMOTE_ADDR="203.0.113.7")
+    guess(attacker)  # 1 failure, recorded
+    checked = []
+    real_authenticate = ModelBackend.authenticate
+
+    def slow_check(self, request, username=None, password=None, **kwargs):
+        checked.append(password)
+        if len(checked) == 1:
+            # While this guess's password is being hashed, two other requests of the same burst finish.
+            guess(Client(REMOTE_ADDR="203.0.113.7"), "parallel-1")  # checked: count 1 -> 2
+            guess(Client(REMOTE_ADDR="203.0.113.7"), "parallel-2")  # checked: count 2 -> 3 (locks)
+            guess(Client(REMOTE_ADDR="203.0.113.7"), "parallel-3")  # refused by the lock, unchecked: recorded once
+        return real_authenticate(self, request, username=username, password=password, **kwargs)
+
+    monkeypatch.setattr(ModelBackend, "authenticate", slow_check)
+    guess(attacker, "outer")  # its password is checked (the lock was not engaged when it started)
+    assert checked == ["outer", "parallel-1", "parallel-2"]  # the outer guess reached the real password check
+    assert "parallel-3" not in checked  # the lock refused that one without a check
+    rows = list(AuditEvent.objects.filter(action=Action.SIGN_IN_FAILED, target="alice").order_by("id"))
+    plain = [e for e in rows if not (e.details or {}).get("locked_out")]
+    # Four passwords were checked and refused (guess, parallel-1, parallel-2, outer): each must be in the trail as
+    # a checked failure, beside the one lock-out row of parallel-3 (the outer one went missing when the count
+    # read after its check decided).
+    assert len(plain) == 4, [e.details for e in rows]
+    assert len(rows) == 5, [e.details for e in rows]
