@@ -184,8 +184,11 @@ def send_test(*, channel: Channel, actor) -> Notification | None:
 
 def notify_rotation(key: GatewayKey, *, actor) -> None:
     """The team hears a key was rotated; each holder hears what to do about it, if anything."""
-    # Installed and still assigned, whatever the key's state (a disabled key is rotated, then enabled again).
-    live = Device.objects.filter(assignment=OuterRef("pk"), installed_at__isnull=False, revoked_at__isnull=True)
+    # Installed, fetching (one that never fetched holds no secret: its holder is not served by it) and still
+    # assigned, whatever the key's state (a disabled key is rotated, then enabled again).
+    live = Device.objects.filter(
+        assignment=OuterRef("pk"), installed_at__isnull=False, last_seen_at__isnull=False, revoked_at__isnull=True
+    )
     holders = list(
         Assignment.objects.filter(key=key)
         .annotate(has_live_device=Exists(live))

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+from email import errors as email_errors
 from email import policy as email_policy
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -481,7 +482,9 @@ def envsender(name: str, default: str) -> str:
         validate_email(address.addr_spec)
     except (ValueError, ValidationError):
         address = None
-    if address is None or sender.defects or not address.username.isascii():
+    # A period in the name ("J. Smith") is only obsolete syntax to the parser, and sent as it is: not refused.
+    invalid = [defect for defect in sender.defects if isinstance(defect, email_errors.InvalidHeaderDefect)]
+    if address is None or invalid or not address.username.isascii():
         raise ImproperlyConfigured(
             f"{name} must be one e-mail address, like portal@example.com, or a name and an address, like "
             f"Gateway Portal <portal@example.com> (no quotes around the whole value), not {value!r}."

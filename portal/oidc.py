@@ -14,6 +14,7 @@ accept an invitation the browser merely opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from portal import audit
+from portal import audit, mail
 from portal.email_confirmation import email_unconfirmed
 from portal.errors import RuleError
 from portal.invitations import (
@@ -615,17 +616,19 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
                     "to a team. Ask a team admin to invite you.",
                     status=403,
                 )
-            try:
-                email = normalize_email(email)  # kept as invitations keep it: its domain in ASCII
-            except RuleError:
+            if mail.address_problem(email):
                 # zoë@example.com: mail can only reach it through SMTPUTF8, and Django would send it as an
-                # encoded word that names no mailbox. An invitation refuses such an address too.
+                # encoded word that names no mailbox.
                 raise SSOError(
                     f"The identity provider gives your e-mail address as {email[:200]!r}, which the portal cannot "
                     "mail (the part before the @ must be plain ASCII), so it makes no account for it. Ask staff, or "
                     "your identity provider's admins, for an address it can use.",
                     status=403,
-                ) from None
+                )
+            # Kept as invitations keep it, its domain in ASCII, where it is one; a provider's address that Django's
+            # validator would not take (dev@intranet) is the provider's to vouch for, and kept as it is.
+            with contextlib.suppress(RuleError):
+                email = normalize_email(email)
             wanted = claims.get("preferred_username") or email.split("@")[0]
             user = create_account(
                 username=unique_username(str(wanted).split("@")[0]), email=email, password=None, via="sso"

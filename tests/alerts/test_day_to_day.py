@@ -17,7 +17,7 @@ from alerts import messages
 from alerts.delivery import deliver_due
 from alerts.models import Delivery, DeliveryStatus, Notification
 from alerts.services import create_channel, notify_expiring, notify_team, send_test
-from gateways.devices import create_device, install_device
+from gateways.devices import create_device, fetch_key, install_device
 from gateways.models import GatewayKey
 from gateways.probes.runner import probe_key
 from gateways.services import (
@@ -133,12 +133,14 @@ def test_a_rotation_does_not_tell_a_live_device_holder_to_download_again(
     smtp, web, alice, bob, bob_assignment, tokenbay_key
 ):
     _, code = create_device(assignment=bob_assignment, name="bob laptop", platform="linux", actor=bob)
-    install_device(code=code, request=None, render=lambda device, token: token)
+    _, token = install_device(code=code, request=None, render=lambda device, token: token)
+    fetch_key(raw_token=token, request=None)  # live: it has fetched the key (one that never did holds none)
     carol_assignment = _carol(web, alice, tokenbay_key)
     _, code = create_device(
         assignment=carol_assignment, name="carol laptop", platform="linux", actor=carol_assignment.user
     )
-    install_device(code=code, request=None, render=lambda device, token: token)
+    _, token = install_device(code=code, request=None, render=lambda device, token: token)
+    fetch_key(raw_token=token, request=None)
     deliver_config(assignment=carol_assignment, format_name="bash")  # carol also keeps a downloaded set-up
     create_channel(team=web, kind="email", target="ops@example.com", actor=alice)
 

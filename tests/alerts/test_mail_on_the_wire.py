@@ -122,7 +122,15 @@ def test_a_default_from_email_no_mail_server_takes_stops_start_up_with_a_sentenc
 
 @pytest.mark.parametrize(
     "sender",
-    ["portal@example.com", "Gateway Portal <portal@example.com>", '"Portal, Inc." <p@example.com>', "p@bücher.de"],
+    [
+        "portal@example.com",
+        "Gateway Portal <portal@example.com>",
+        '"Portal, Inc." <p@example.com>',
+        "p@bücher.de",
+        # A period in the name is obsolete syntax to Python's parser, and Django sends it as it is.
+        "Acme Inc. Portal <portal@example.com>",
+        "J. Smith <portal@example.com>",
+    ],
 )
 def test_a_default_from_email_a_server_takes_starts(tmp_path, sender):
     done = _check(tmp_path, sender)

@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from alerts.models import EventKind, Notification
 from gateways.config import live
 from gateways.config.builder import build_config
 from gateways.config.installers import render_install_sh
 from gateways.connections import ConnectionFilters, connections_for
+from gateways.dashboard import dashboard_for
 from gateways.devices import create_device, fetch_key, install_device, rollout
 from gateways.models import Device, Gateway
-from gateways.services import assign_key, store_key
+from gateways.services import assign_key, rotate_key_secret, store_key
 from portal.crypto import Secret, reveal
 from portal.models import Membership, Team
 
@@ -305,3 +307,23 @@ def test_the_settings_tab_offers_windows_its_installer_beside_install_sh(client,
     assert "Download install.ps1 (Windows)" in downloads
     ps1 = client.get(f"/setup/{bob_assignment.id}/install.ps1")
     assert ps1.status_code == 200 and b"settings.json" in ps1.content
+
+
+# --- A device that never fetched its key holds no secret: the rotation notice does not count it as live ----------
+
+
+@pytest.mark.django_db
+def test_a_holder_whose_only_device_never_fetched_is_not_told_of_as_using_live_devices(alice, bob, bob_assignment):
+    key = bob_assignment.key
+    _, code = create_device(assignment=bob_assignment, name="bob laptop", platform="linux", actor=bob)
+    install_device(code=code, request=None, render=lambda d, token: "script")  # served; the merge then stopped
+    assert rollout(key)["live"] == 0  # the key page: no live device
+    never = next(s for s in dashboard_for(alice) if s.slug == "never_downloaded")
+    assert [a.user.username for a in never.rows] == ["bob"]  # the dashboard: he never downloaded nor fetched
+
+    rotate_key_secret(key=key, secret="sk-tokenbay-rotated-0123456789", actor=alice)
+
+    told = Notification.objects.filter(event=EventKind.KEY_ROTATED, team=key.team).latest("pk")
+    # bob has no secret anywhere: no download, and a device that never fetched one.
+    assert told.payload["live_holders"] == 0, told.text
+    assert told.payload["never_downloaded"] == 1, told.text
