@@ -526,22 +526,29 @@ class DeviceQuerySet(models.QuerySet):
         overseen = Team.objects.overseen_by(user).values("pk")
         return self.filter(models.Q(key__team__in=overseen) | models.Q(user=user))
 
-    def live(self) -> DeviceQuerySet:
-        """Installed, not removed, still holding its assignment, of a usable key: the devices that fetch the key.
+    def can_fetch(self) -> DeviceQuerySet:
+        """Installed, not removed, still holding its assignment, of a usable key: the devices whose token a fetch
+        would answer with the key, whether or not they have fetched it yet.
 
         A device of a disabled, expired or revoked key, or of a deactivated account, has every fetch refused
-        (gateways.devices.refusal_reason), so it is not counted live: the SQL form of Device.state's "live".
-        Nor is one that never fetched the key (its installer stopped on the machine): it holds no secret, old
-        or new, so a rollout waits for nothing from it, and its first fetch will bring the present one.
+        (gateways.devices.refusal_reason). The key page lists these, so an admin sees (and can remove) a device
+        whose installer stopped on the machine: its token works, though it never fetched.
         """
         return self.filter(
             usable_key("key__"),
             installed_at__isnull=False,
-            last_seen_at__isnull=False,
             revoked_at__isnull=True,
             assignment__isnull=False,
             user__is_active=True,
         )
+
+    def live(self) -> DeviceQuerySet:
+        """The devices that fetch the key: those that can, and have (the SQL form of Device.state's "live").
+
+        One that never fetched the key (its installer stopped on the machine) holds no secret, old or new, so a
+        rollout waits for nothing from it, and its first fetch will bring the present one.
+        """
+        return self.can_fetch().filter(last_seen_at__isnull=False)
 
     def needing_reinstall(self) -> DeviceQuerySet:
         """Installed before the key's settings or its gateway's last changed: the SQL form of Device.needs_reinstall."""

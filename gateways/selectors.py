@@ -53,8 +53,9 @@ def team_devices(team) -> DeviceQuerySet:
 
 
 def key_devices(key) -> DeviceQuerySet:
-    """The devices that hold the key live (installed, not removed, still assigned), newest first."""
-    return devices_with_context(key.devices.live()).order_by("-created_at", "-pk")  # a stable order to page
+    """The devices whose token fetches the key (installed, not removed, still assigned), newest first: those that
+    fetch it live, and those installed that never fetched it yet, whose token works all the same."""
+    return devices_with_context(key.devices.can_fetch()).order_by("-created_at", "-pk")  # a stable order to page
 
 
 def key_assignees(key) -> AssignmentQuerySet:
