@@ -467,6 +467,10 @@ MIDDLEWARE[_auth_at:_auth_at] = ["django_otp.middleware.OTPMiddleware", "portal.
 AUTHENTICATION_BACKENDS += ["portal.oidc.SSOBackend"]  # answers only the OIDC callback
 
 
+# A host name: letters, digits and inner hyphens in each dot-separated label (after IDNA), one label or more.
+DOMAIN_LABELS = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*", re.I)
+
+
 def envsender(name: str, default: str) -> str:
     """A sender address a mail server takes: one address, with an optional name, and nothing else.
 
@@ -479,8 +483,12 @@ def envsender(name: str, default: str) -> str:
     sender = email_policy.default.header_factory("From", value)
     try:
         [address] = sender.addresses
-        validate_email(address.addr_spec)
-    except (ValueError, ValidationError):
+        # Django's validator for the local part; the domain by its labels, since a one-label domain
+        # (noreply@intranet), which Django's validator refuses, is a sender mail servers take.
+        validate_email(f"{address.username}@example.com")
+        if not DOMAIN_LABELS.fullmatch(address.domain.encode("idna").decode("ascii")):
+            raise ValueError(address.domain)
+    except (ValueError, ValidationError, UnicodeError):
         address = None
     # A period in the name ("J. Smith") is only obsolete syntax to the parser, and sent as it is: not refused.
     invalid = [defect for defect in sender.defects if isinstance(defect, email_errors.InvalidHeaderDefect)]

@@ -241,6 +241,30 @@ def test_the_migration_rewrites_only_the_presets_untouched_row(alice):
 
 
 @pytest.mark.django_db
+def test_rolling_the_migration_back_leaves_no_placeholder_for_the_older_release(staff):
+    """The older release shows rows word for word: every {base_url}, a staff-typed one too, becomes the address."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from gateways.services import create_gateway
+
+    migration = import_module("gateways.migrations.0015_troubleshooting_names_the_base_url")
+    create_gateway(
+        slug="corp",
+        actor=staff,
+        name="Corp",
+        base_url="https://gw.corp.example",
+        auth_scheme="bearer",
+        troubleshooting=[["404 on /v1/v1", "Use {base_url} as the base URL."]],
+    )
+    migration.name_the_address_again(apps, None)
+    assert Gateway.objects.get(slug="corp").troubleshooting == [
+        ["404 on /v1/v1", "Use https://gw.corp.example as the base URL."]
+    ]
+
+
+@pytest.mark.django_db
 def test_no_preset_troubleshooting_names_a_fixed_address():
     for gateway in Gateway.objects.filter(is_preset=True):
         for symptom, fix in gateway.troubleshooting:  # as stored: the rows shown have the base URL filled in
