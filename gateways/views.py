@@ -49,7 +49,7 @@ from portal.forms import NOTHING_CHANGED, MemberForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import Role, Team
 from portal.ordering import ReadingOrder
-from portal.pagination import keyset_page
+from portal.pagination import page_asked
 from portal.permissions import administers_a_team, require_role, team_with_role
 from portal.sudo import sudo_redirect
 
@@ -262,13 +262,8 @@ def device_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     Removed and never-installed devices stay listed, so the list only grows: newest first, a page at a time.
     """
     rows = my_devices(request.user).order_by("-created_at", "-pk")
-    cursor = request.GET.get("cursor", "")
-    try:
-        page = keyset_page(rows, cursor, DEVICES_PER_PAGE)
-    except RuleError as exc:
-        messages.error(request, f"{exc} Showing the first page.")
-        cursor, page = "", keyset_page(rows, None, DEVICES_PER_PAGE)
-    context = {"devices": page.rows, "first_page": not cursor, "next_cursor": page.next_cursor}
+    page, first_page = page_asked(request, rows, DEVICES_PER_PAGE)
+    context = {"devices": page.rows, "first_page": first_page, "next_cursor": page.next_cursor}
     return render(request, "gateways/device_list.html", context)
 
 
@@ -698,12 +693,7 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
         # The page shows the defaults with the rule; an export of the defaults would hold rows the filters
         # left out (another team's), so it is refused, as on the audit page.
         messages.error(request, f"Nothing was exported: {filter_error}" if export else filter_error)
-    cursor = request.GET.get("cursor", "")
-    try:
-        page = keyset_page(rows, cursor, CONNECTIONS_PER_PAGE)
-    except RuleError as exc:
-        messages.error(request, f"{exc} Showing the first page.")
-        cursor, page = "", keyset_page(rows, None, CONNECTIONS_PER_PAGE)
+    page, first_page = page_asked(request, rows, CONNECTIONS_PER_PAGE)
     # The links carry the filters the page shows: a filter it set aside, or the export it refused, would
     # lead every link (sort, Next, CSV) to the same refusal again.
     query = QueryDict(mutable=True)
@@ -712,7 +702,7 @@ def connection_list(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     context = {
         "columns": _sortable_columns(filters.sort, query.urlencode()),
         "rows": [_with_devices(request, row, live.get(row["assignment"], [])) for row in connection_rows(page.rows)],
-        "first_page": not cursor,
+        "first_page": first_page,
         "next_cursor": page.next_cursor,
         "filters": filters,
         "states": STATES,

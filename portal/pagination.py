@@ -22,10 +22,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
+from django.contrib import messages
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, Field, Model, OrderBy, Q, QuerySet
 from django.db.models.sql.where import WhereNode
+from django.http import HttpRequest
 
 from portal.errors import RuleError
 
@@ -203,6 +205,17 @@ def keyset_page(queryset: QuerySet, cursor: str | None, size: int, *, ids_first:
             return KeysetPage(rows[:size], cursor_after(keys, rows[:size][-1]))
         # Every row read was removed between the two reads: read again.
     return KeysetPage([], None)
+
+
+def page_asked(request: HttpRequest, queryset: QuerySet, size: int) -> tuple[KeysetPage, bool]:
+    """A page's list as its `?cursor=` asks, and whether that is the first page. A cursor the list did not give
+    out (a forged or stale bookmark) shows the first page, with the sentence why as a message."""
+    cursor = request.GET.get("cursor", "")
+    try:
+        return keyset_page(queryset, cursor, size), not cursor
+    except RuleError as exc:
+        messages.error(request, f"{exc} Showing the first page.")
+        return keyset_page(queryset, None, size), True
 
 
 def cursor_after(keys: list[SortKey], row: Model) -> str:
