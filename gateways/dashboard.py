@@ -27,7 +27,7 @@ ROWS = 20
 
 @dataclass(frozen=True)
 class TeamLink:
-    """Where one team's keys of a section are all listed: its team page, filtered (?state=)."""
+    """Where one team's keys of a section are all listed: its team page, filtered (?state=), at its Keys card."""
 
     name: str
     url: str
@@ -141,7 +141,7 @@ def _key_section(state: str, fix: str, keys: GatewayKeyQuerySet, now) -> Section
     per_team = list(rows.order_by().values("team__slug", "team__name").annotate(n=Count("pk")))
     per_team.sort(key=lambda team: (-team["n"], team["team__name"].casefold(), team["team__slug"]))
     links = tuple(
-        TeamLink(team["team__name"], f"{reverse('team', args=[team['team__slug']])}?state={state}", team["n"])
+        TeamLink(team["team__name"], f"{reverse('team', args=[team['team__slug']])}?state={state}#keys", team["n"])
         for team in per_team[:ROWS]
     )
     total = sum(team["n"] for team in per_team)

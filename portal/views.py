@@ -22,7 +22,7 @@ from portal.errors import RuleError, add_to_form
 from portal.forms import MemberForm, SudoForm, TeamForm, TokenForm
 from portal.http import AuthenticatedHttpRequest, local_path
 from portal.models import AccessToken, Action, AuditEvent, Membership, Role, Team
-from portal.pagination import MAX_POSITION, first_rows, keyset_page, query_number
+from portal.pagination import MAX_POSITION, first_rows, page_asked, query_number
 from portal.permissions import is_staff, team_with_role
 from portal.selectors import teams_with_members
 from portal.sudo import (
@@ -186,15 +186,10 @@ def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     new_token = handover.take_shown_once(request, NEW_TOKEN) if request.method == "GET" else None
     # Revoked and expired tokens stay listed (what was made, and when): newest first, a page at a time.
     tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at", "-pk")
-    cursor = request.GET.get("cursor", "")
-    try:
-        page = keyset_page(tokens, cursor, TOKENS_PER_PAGE)
-    except RuleError as exc:
-        messages.error(request, f"{exc} Showing the first page.")
-        cursor, page = "", keyset_page(tokens, None, TOKENS_PER_PAGE)
+    page, first_page = page_asked(request, tokens, TOKENS_PER_PAGE)
     context = {
         "tokens": page.rows,
-        "first_page": not cursor,
+        "first_page": first_page,
         "next_cursor": page.next_cursor,
         "form": form,
         "new_token": new_token,
@@ -205,7 +200,8 @@ def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of one's tokens, back on the page of the list it was revoked from (its `next`, as Remove a device)."""
     token = get_object_or_404(AccessToken, pk=token_id, user=request.user)
     services.revoke_token(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name or token.lookup_id} revoked.")
-    return redirect("tokens")
+    return redirect(local_path(request, request.POST.get("next", "")) or reverse("tokens"))

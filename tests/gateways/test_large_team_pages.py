@@ -46,9 +46,11 @@ def member_names(page: str) -> list[str]:
 
 
 def links_in(part: str, base: str = "/teams/web/") -> dict[str, str]:
-    """Each link's text (tags stripped) and its address, as the browser reads it on the page at `base`."""
+    """Each link's text as shown (tags and visually-hidden words stripped) and its address, as the browser reads it
+    on the page at `base`."""
     found = re.findall(r'<a href="([^"]*)"[^>]*>(.*?)</a>', part, re.S)
-    return {re.sub(r"<[^>]+>", "", text).strip(): urljoin(base, html.unescape(href)) for href, text in found}
+    shown = [(href, re.sub(r'<span class="visually-hidden">.*?</span>', "", text, flags=re.S)) for href, text in found]
+    return {re.sub(r"<[^>]+>", "", text).strip(): urljoin(base, html.unescape(href)) for href, text in shown}
 
 
 # --- Q1: the team page of a team of hundreds ---------------------------------------------------------------
@@ -335,14 +337,14 @@ def test_the_dashboards_more_links_each_team_to_its_keys_of_that_section(
     line = more_line(dashboard_section(page, "unused"))
     assert line.startswith("10 more")
     links = links_in(line, "/dashboard/")
-    assert links == {"Web": "/teams/web/?state=unused", "Data": "/teams/data/?state=unused"}
+    assert links == {"Web": "/teams/web/?state=unused#keys", "Data": "/teams/data/?state=unused#keys"}
     assert "(26)" in line and "(4)" in line and line.index("Web") < line.index("Data")  # most first
 
     # Each link lists every one of that team's keys in the section, and nothing else.
     web_page = client.get(links["Web"]).content.decode()
     assert sorted(key_labels(web_page)) == [f"Spare {n:02d}" for n in range(26)]
     assert "Showing only: <strong>keys nobody fetched in 30 days</strong> (26)." in web_page
-    assert links_in(section(web_page, "Showing only:"))["Show every key"] == "/teams/web/"
+    assert links_in(section(web_page, "Showing only:"))["Show every key"] == "/teams/web/#keys"
     assert len(key_labels(client.get("/teams/web/").content.decode())) == 29
     assert sorted(key_labels(client.get(links["Data"]).content.decode())) == [f"Idle {n:02d}" for n in range(4)]
 
@@ -368,7 +370,7 @@ def test_a_single_teams_more_says_see_them_all_and_the_failing_and_expiring_list
     for slug, count, prefix in (("failing", 23, "Broken"), ("expiring", 21, "Ending")):
         line = more_line(dashboard_section(page, slug))
         assert line.startswith(f"{count - 20} more")
-        assert links_in(line, "/dashboard/") == {"see them all": f"/teams/web/?state={slug}"}
+        assert links_in(line, "/dashboard/") == {"see them all": f"/teams/web/?state={slug}#keys"}
         listed = client.get(f"/teams/web/?state={slug}").content.decode()
         assert sorted(key_labels(listed)) == [f"{prefix} {n:02d}" for n in range(count)]
     # The failing keys stay in the warning at the top when another list is shown.
@@ -385,7 +387,10 @@ def test_staff_get_a_link_per_team_and_a_state_nobody_knows_is_refused_with_a_se
     client.force_login(staff)
     line = more_line(dashboard_section(client.get("/dashboard/").content.decode(), "unused"))
     assert line.startswith("4 more")
-    assert links_in(line, "/dashboard/") == {"Web": "/teams/web/?state=unused", "Data": "/teams/data/?state=unused"}
+    assert links_in(line, "/dashboard/") == {
+        "Web": "/teams/web/?state=unused#keys",
+        "Data": "/teams/data/?state=unused#keys",
+    }
     assert len(key_labels(client.get("/teams/data/?state=unused").content.decode())) == 12
 
     client.force_login(alice)
