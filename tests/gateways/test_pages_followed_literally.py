@@ -175,7 +175,7 @@ def test_a_device_that_never_fetched_its_key_is_not_live_anywhere(client, api, a
     client.force_login(alice)
     devices = client.get(f"/keys/{key.id}/").content.decode().split('id="live-devices"', 1)[1].split("</section>")[0]
     row = devices.split("bob laptop", 1)[1].split("</tr>", 1)[0]
-    assert "never" in row and "Remove" in row, row
+    assert "never" in row and "installed, key never fetched" in row and "Remove" in row, row
     row = connections_for(alice, ConnectionFilters()).get(pk=bob_assignment.pk)
     assert row.live_devices == 0
 
