@@ -47,6 +47,8 @@ CONNECTION_QUERIES = [
     {"state": "failing"},
     {"state": "expired"},
     {"team": "team-007", "gateway": "tokenbay", "state": "failing"},
+    {"user": "user00042"},
+    {"user": "user00042", "state": "stale"},
     *(
         {"sort": f"{direction}{name}"}
         for name in ("user", "team", "gateway", "assigned", "last_download", "verdict", "expiry")
