@@ -26,7 +26,7 @@ from django.db.backends.postgresql import base
 class DatabaseWrapper(base.DatabaseWrapper):
     def _configure_connection(self, connection) -> bool:
         """Django's set-up of a new session (time zone, role), and no JIT; True: the caller commits it."""
-        super()._configure_connection(connection)
+        super()._configure_connection(connection)  # type: ignore[misc]  # Django 5.2 has it; the stubs do not
         with connection.cursor() as cursor:
             cursor.execute("SET jit = off")
         return True
