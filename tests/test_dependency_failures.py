@@ -260,4 +260,6 @@ def test_gunicorn_without_collectstatic_says_what_to_run_once_and_is_not_ready(t
     sentence = STATIC_SENTENCE.format(never_collected)
     # Once at start (the first of the two processes), then with each failing page and each /readyz.
     assert log.count(sentence) == 3, log[-3000:]
-    assert log.index(sentence) < log.index(f"readyz: {sentence}"), log[-3000:]
+    # The start-up one is gunicorn's own warning line. It may come after /readyz's: the second process can
+    # answer before the first has finished starting (CI saw it once).
+    assert f"[WARNING] {sentence}" in log and f"readyz: {sentence}" in log, log[-3000:]
