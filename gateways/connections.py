@@ -6,7 +6,6 @@ probe are written there when they happen), so the list costs the same few querie
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,9 +84,10 @@ class ConnectionFilters:
 
     @classmethod
     def from_query(cls, query) -> ConnectionFilters:
-        # Stored names are in NFKC (Django's normalize_username), as the audit trail's actor filter reads them.
-        user = unicodedata.normalize("NFKC", query.get("user", "").strip())
-        longest = get_user_model()._meta.get_field("username").max_length  # a longer name is nobody's
+        User = get_user_model()
+        # As Django stores names (NFKC), as the audit trail's actor filter reads them.
+        user = User.normalize_username(query.get("user", "").strip())
+        longest = User._meta.get_field("username").max_length  # a longer name is nobody's
         if longest is not None and len(user) > longest:
             raise RuleError(
                 f"user must be one person's user name (at most {longest} characters), not one of {len(user)}.",

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import unicodedata
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -473,8 +473,8 @@ def filter_events(events, query):
     if query.get("team"):
         events = events.filter(team_slug=query["team"])
     if query.get("actor"):
-        # Stored names are in NFKC (Django's normalize_username): "zoë" typed with a combining diaeresis is zoë.
-        events = events.filter(actor_username=unicodedata.normalize("NFKC", query["actor"]))
+        # As Django stores names (NFKC): "zoë" typed with a combining diaeresis is zoë.
+        events = events.filter(actor_username=get_user_model().normalize_username(query["actor"]))
     if query.get("action"):
         events = events.filter(action=query["action"])
     if query.get("gateway"):
