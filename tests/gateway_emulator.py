@@ -20,7 +20,9 @@ unless the request looks like Claude Code (see `_client_denial`).
 A model it does not serve gets the answer of the gateway named by `model_error` (MODEL_ERRORS), word
 for word: Anthropic's 404, or New API's 503 `model_not_found`. `key_models` gives each key its own
 models, as New API's per-token model limits do: `/v1/models` lists the asking key's, and another
-model is refused with New API's 403.
+model is refused with New API's 403. A gateway that serves any model (`models` None) lists none
+(`/v1/models` 404); `listed_models` lists other ids than it serves, as Anthropic lists dated ids
+(claude-sonnet-4-5-20250929) and takes their undated aliases too.
 Used by the probe tests, the Claude Code end-to-end test and bench/probe_fanout.py.
 """
 
@@ -169,6 +171,9 @@ class GatewayRules:
     key_models: dict[str, set[str]] | None = None  # each key's own models (New API's token model limits)
     reject_context_management: bool = False
     serve_models_list: bool = True
+    listed_models: set[str] | None = (
+        None  # what /v1/models lists, where it is not what is served (Anthropic: dated ids)
+    )
     behaviour: str = "normal"
     delay: float = 0.0  # seconds before answering a message
     reply_text: str = "Claude Code is connected to the emulator."
@@ -317,7 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not rules.serve_models_list:
                 self._send(404, _error("not_found_error", "Not found: /v1/models"))
                 return
-            ids = sorted(self._served(rules) or {"claude-sonnet-4.6"})
+            served = rules.listed_models if rules.listed_models is not None else self._served(rules)
+            if served is None:  # every model: no list to give, as a gateway that lists none
+                self._send(404, _error("not_found_error", "Not found: /v1/models"))
+                return
+            ids = sorted(served)
             self._send(200, json.dumps({"data": [{"id": i, "type": "model"} for i in ids], "has_more": False}).encode())
             return
         if path == "/v1/messages/count_tokens":
@@ -325,14 +334,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._messages(rules, body)
 
-    def _presented_key(self) -> str:
+    def _presented_key(self, rules: GatewayRules) -> str:
+        """The key the gateway goes by: the one `_auth_denial` checks first, then the other."""
         bearer = self.headers.get("authorization", "")
-        return self.headers.get("x-api-key") or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
+        token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        x_api_key = self.headers.get("x-api-key", "")
+        return (token or x_api_key) if rules.header_mode == "bearer-first" else (x_api_key or token)
 
     def _served(self, rules: GatewayRules) -> set[str] | None:
         """The models this request's key may use: its own under `key_models`, else the gateway's."""
         if rules.key_models is not None:
-            return rules.key_models.get(self._presented_key(), set())
+            return rules.key_models.get(self._presented_key(rules), set())
         return rules.models
 
     def _auth_denial(self, rules: GatewayRules) -> str:

@@ -120,3 +120,26 @@ def test_claude_code_only_answers_a_request_that_looks_like_claude_code(user_id)
 def test_claude_code_only_checks_the_key_first():
     rules = GatewayRules(keys={GOOD}, claude_code_only=True)
     assert status(rules, x_api_key=OTHER, headers=dict(CLAUDE_CODE_HEADERS), body=CLAUDE_CODE_BODY) == 401
+
+
+def test_a_bearer_first_gateway_applies_the_model_limits_of_the_key_it_authenticated():
+    # The facts table: LiteLLM and sub2api read Authorization first, and with two different keys use the Bearer's.
+    good, stale = "sk-good-key-0001", "sk-stale-key-0002"
+    rules = GatewayRules(keys={good}, header_mode="bearer-first", key_models={good: {"claude-sonnet-4.6"}})
+    headers = {"x-api-key": stale, "authorization": f"Bearer {good}"}
+    body = {"model": "claude-sonnet-4.6", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    with running_emulator(rules) as gw:
+        message = httpx.post(f"{gw.base_url}/v1/messages", headers=headers, json=body)
+        listing = httpx.get(f"{gw.base_url}/v1/models", headers=headers)
+    assert message.status_code == 200, message.text
+    assert [m["id"] for m in listing.json()["data"]] == ["claude-sonnet-4.6"]
+
+
+def test_a_gateway_that_serves_every_model_lists_none_rather_than_one():
+    key = "sk-good-key-0001"
+    body = {"model": "claude-opus-4-8", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    with running_emulator(GatewayRules(keys={key})) as gw:
+        served = httpx.post(f"{gw.base_url}/v1/messages", headers={"x-api-key": key}, json=body)
+        listing = httpx.get(f"{gw.base_url}/v1/models", headers={"x-api-key": key})
+    assert served.status_code == 200
+    assert listing.status_code == 404

@@ -495,33 +495,40 @@ async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict, *, p
 
 
 async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeOutcome, cache: dict) -> None:
-    """Report configured aliases the gateway does not serve; list its models where it offers them."""
+    """Report configured aliases the gateway does not serve; list its models where it offers them.
+
+    A model the list names is served. One it does not name may still be: Anthropic lists dated ids
+    (claude-sonnet-4-5-20250929) and takes their undated aliases, the form Claude Code's ids take. So
+    each configured model the list leaves out is asked for with a one-token message: it is served if
+    that answers, and missing otherwise (New API refuses a model outside the token's limits with a 403).
+    Where there is no list, each model is asked for the same way and only a "model not found" answer
+    counts it missing. The probe's own model has just answered and is not asked again.
+    """
     aliases = {alias: model for alias, model in target.alias_models.items() if model}
     listed = await _key_models(target, client, cache, per_key=bool(aliases))
     if listed:
         outcome.details["models"] = listed[:50]
-        missing = {alias: model for alias, model in aliases.items() if model not in listed}
-    else:
-        missing = {}
-        for alias, model in aliases.items():
-            if model == target.model:
-                continue
-            body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
-            try:
-                reply = await send_request(
-                    client,
-                    "POST",
-                    f"{target.base_url}/v1/messages",
-                    client.deadline,
-                    json=body,
-                    headers=_headers(target, context_management=False),
-                    auth=target.auth,
-                )
-            except ProbeFailure:
-                continue  # no answer says nothing about the model
+    missing = {}
+    for alias, model in aliases.items():
+        if model == target.model or model in listed:
+            continue
+        body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
+        try:
+            reply = await send_request(
+                client,
+                "POST",
+                f"{target.base_url}/v1/messages",
+                client.deadline,
+                json=body,
+                headers=_headers(target, context_management=False),
+                auth=target.auth,
+            )
+        except ProbeFailure:
+            verdict = ""  # no answer says nothing about the model: the list's word stands
+        else:
             verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
-            if verdict == "model_not_found":
-                missing[alias] = model
+        if verdict == "model_not_found" or (listed and verdict != "ok"):
+            missing[alias] = model
     if missing:
         outcome.details["missing_models"] = missing
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())

@@ -231,7 +231,7 @@ def test_aliases_are_tried_one_by_one_without_a_models_list():
 
 
 def test_reachability_mode_sends_no_message():
-    outcome, gw = probe_against(GatewayRules(), mode="reachability")
+    outcome, gw = probe_against(GatewayRules(models={"claude-sonnet-4.6"}), mode="reachability")
     assert outcome.verdict == "ok"
     assert outcome.kind == "reachability"
     assert "Reachability and auth only" in outcome.warning
@@ -709,3 +709,18 @@ def test_a_probe_run_with_a_keyring_lacking_the_stored_keys_key_touches_no_key_a
     tokaify_key.refresh_from_db()
     assert (tokaify_key.last_probe_verdict, ProbeResult.objects.count()) == ("", 0)
     assert not Notification.objects.exists()
+
+
+def test_an_alias_the_gateway_answers_is_served_though_its_list_names_only_dated_ids():
+    # Anthropic lists claude-sonnet-4-5-20250929 and takes claude-sonnet-4-5 too, the form Claude Code's ids take.
+    dated = {"claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"}
+    rules = GatewayRules(models=dated | {"claude-sonnet-4-5", "claude-haiku-4-5"}, listed_models=dated)
+    aliases = {"sonnet": "claude-sonnet-4-5", "haiku": "claude-haiku-4-5", "opus": "claude-opus-4-5"}
+    outcome, gw = probe_against(rules, model="claude-sonnet-4-5", alias_models=aliases)
+    assert outcome.verdict == "ok", outcome.hint
+    assert outcome.details["models"] == sorted(dated)
+    # Only what the gateway refused is "not served"; the probe's own model answered and is not asked again.
+    assert outcome.details["missing_models"] == {"opus": "claude-opus-4-5"}
+    asked = [call.body["model"] for call in gw.message_requests()]
+    assert asked.count("claude-sonnet-4-5") == 1
+    assert sorted(set(asked)) == ["claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4-5"]
