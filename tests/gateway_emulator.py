@@ -520,6 +520,11 @@ class EmulatorServer(ThreadingHTTPServer):
     def message_requests(self) -> list[SeenRequest]:
         return [r for r in self.seen if r.path.split("?")[0] == "/v1/messages"]
 
+    def probes_run(self) -> int:
+        """How many probes sent their message: not the credential-header checks (auth-only, no max_tokens),
+        nor the one-token asks for a set-up's other models (max_tokens 1)."""
+        return sum(1 for r in self.message_requests() if r.body and r.body.get("max_tokens", 1) > 1)
+
 
 class running_emulator:
     """Context manager: start an emulator in a thread, stop it on exit."""

@@ -17,11 +17,6 @@ from tests.gateway_emulator import GatewayRules, running_emulator
 START = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
 
-def probes_run(gw) -> int:
-    """Messages a model answers; a probe's credential-header checks are auth-only and carry no max_tokens."""
-    return sum(1 for r in gw.message_requests() if r.body and "max_tokens" in r.body)
-
-
 def timer_run(at: datetime) -> None:
     """One run of `manage.py probe --due`, as the timer starts it at `at` (the clock keeps ticking)."""
     with time_machine.travel(at, tick=True):
@@ -43,7 +38,7 @@ def test_a_five_minute_interval_is_probed_by_each_five_minute_timer_run(tokenbay
     seen = []
     for run in range(3):  # */5 * * * *: runs at 12:00, 12:05, 12:10
         timer_run(START + timedelta(minutes=5 * run))
-        seen.append(probes_run(slow_gateway))
+        seen.append(slow_gateway.probes_run())
     assert seen == [1, 2, 3], f"probes after each timer run: {seen}"
 
 
@@ -52,7 +47,7 @@ def test_the_default_hourly_interval_is_probed_hourly_not_every_65_minutes(token
     tokenbay.save()
     timer_run(START)
     timer_run(START + timedelta(minutes=60))
-    assert probes_run(slow_gateway) == 2, "the 13:00 run skipped the key probed at 12:00"
+    assert slow_gateway.probes_run() == 2, "the 13:00 run skipped the key probed at 12:00"
 
 
 def test_a_key_is_not_probed_again_well_before_its_interval(tokenbay, slow_gateway):
@@ -61,7 +56,7 @@ def test_a_key_is_not_probed_again_well_before_its_interval(tokenbay, slow_gatew
     timer_run(START)
     for minute in (1, 2, 3):  # a timer every minute: the key probed at 12:00 waits for 12:04 at the earliest
         timer_run(START + timedelta(minutes=minute))
-    assert probes_run(slow_gateway) == 1
+    assert slow_gateway.probes_run() == 1
 
 
 @pytest.mark.parametrize(

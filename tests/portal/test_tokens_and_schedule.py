@@ -100,19 +100,15 @@ def test_expiry_is_recorded_once_and_again_after_renewal(tokaify_key, alice):
 def test_probe_due_honours_each_gateways_interval(tokenbay, tokenbay_key, capsys):
     from tests.conftest import TOKENBAY_SECRET
 
-    def probes_run(gw) -> int:
-        """Messages a model answers; a probe's credential-header checks are auth-only and carry no max_tokens."""
-        return sum(1 for request in gw.message_requests() if request.body and "max_tokens" in request.body)
-
     with running_emulator(GatewayRules(auth_scheme="bearer", keys={TOKENBAY_SECRET})) as gw:
         tokenbay.base_url = gw.base_url
         tokenbay.probe_interval_minutes = 60
         tokenbay.save()
         call_command("probe", "--due")
-        assert probes_run(gw) == 1
+        assert gw.probes_run() == 1
         call_command("probe", "--due")
-        assert probes_run(gw) == 1
+        assert gw.probes_run() == 1
         assert "No key is due" in capsys.readouterr().out
         GatewayKey.objects.filter(pk=tokenbay_key.pk).update(last_probe_at=timezone.now() - timedelta(minutes=61))
         call_command("probe", "--due")
-        assert probes_run(gw) == 2
+        assert gw.probes_run() == 2
