@@ -26,7 +26,7 @@ class GatewayAdmin(admin.ModelAdmin):
 
     form = GatewayAdminForm
     list_display = ["name", "slug", "base_url", "auth_scheme", "model_id_style", "is_preset"]
-    search_fields = ["name", "slug"]
+    search_fields = ["name__ucontains", "slug"]  # names in any case, in every alphabet (portal.ordering)
     readonly_fields = ["is_preset", "created_at", "updated_at"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # like the portal's own gateway form
     help_texts = {
@@ -110,7 +110,7 @@ class GatewayKeyAdmin(admin.ModelAdmin):
     form = GatewayKeySettingsForm
     list_display = ["label", "team", "gateway", "masked", "short_fingerprint", "state", "expires_at"]
     list_filter = ["gateway", "is_enabled"]
-    search_fields = ["label", "team__slug", "fingerprint"]
+    search_fields = ["label__ucontains", "team__slug", "fingerprint"]
     list_select_related = ["team", "gateway"]
     exclude = ["secret_ciphertext"]
     inlines = [AssignmentInline]
@@ -158,7 +158,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
     list_display = ["name", "user", "key", "platform", "state", "installed_at", "last_seen_at", "revoked_at"]
     list_filter = ["platform"]
-    search_fields = ["name", "user__username", "key__label"]
+    search_fields = ["name__ucontains", "user__username__ucontains", "key__label__ucontains"]
     list_select_related = ["user", "key", "key__gateway"]
     fields = [
         "name",

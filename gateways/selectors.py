@@ -70,9 +70,10 @@ def assignable_usernames(key) -> list[str]:
 
 
 def team_members(team, query: str = "") -> QuerySet[Membership]:
-    """The team's memberships by user name; `query` keeps those whose user name contains it (any case)."""
+    """The team's memberships by user name; `query` keeps those whose user name contains it, in any case in every
+    alphabet (`ucontains`, portal.ordering: the same rows on SQLite and PostgreSQL)."""
     members = team.memberships.select_related("user").order_by("user__username", "pk")
-    return members.filter(user__username__icontains=query) if query else members
+    return members.filter(user__username__ucontains=query) if query else members
 
 
 class RowsPage(Page):

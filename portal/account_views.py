@@ -242,10 +242,10 @@ def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     users = get_user_model().objects.filter(**USER_STATES[state]).order_by("username")
     if query:
         users = users.filter(
-            Q(username__icontains=query)
-            | Q(email__icontains=query)
-            | Q(first_name__icontains=query)
-            | Q(last_name__icontains=query)
+            Q(username__ucontains=query)  # any case, in every alphabet (portal.ordering)
+            | Q(email__ucontains=query)
+            | Q(first_name__ucontains=query)
+            | Q(last_name__ucontains=query)
         )
     users = users.annotate(
         has_2fa=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),

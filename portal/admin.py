@@ -57,10 +57,12 @@ class MembershipInline(LookOnly, admin.TabularInline):
         return super().get_queryset(request).select_related("user", "team")
 
 
+# Searches look for names people type with `__ucontains`, in any case in every alphabet on both databases
+# (portal.ordering): Django's own icontains folds ASCII letters only on SQLite. Slugs and hex ids are ASCII.
 @admin.register(Team)
 class TeamAdmin(LookOnly, admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
-    search_fields = ["name", "slug"]
+    search_fields = ["name__ucontains", "slug"]
     inlines = [MembershipInline]
 
 
@@ -68,7 +70,7 @@ class TeamAdmin(LookOnly, admin.ModelAdmin):
 class MembershipAdmin(LookOnly, admin.ModelAdmin):
     list_display = ["user", "team", "role", "created_at"]
     list_filter = ["role", "team"]
-    search_fields = ["user__username", "team__slug"]
+    search_fields = ["user__username__ucontains", "team__slug"]
     list_select_related = ["user", "team"]
 
 
@@ -131,7 +133,7 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     list_display = ["created_at", "actor_username", "action", "team_slug", "gateway_slug", "target", "ip_address"]
     list_filter = ["action"]
-    search_fields = ["actor_username", "team_slug", "gateway_slug", "target"]
+    search_fields = ["actor_username__ucontains", "team_slug", "gateway_slug", "target__ucontains"]
     date_hierarchy = "created_at"
     show_full_result_count = False
 
@@ -246,6 +248,7 @@ class AuditedUserAdmin(UserAdmin):
 
     form = AccountChangeForm
     add_form = AccountAddForm
+    search_fields = ["username__ucontains", "first_name__ucontains", "last_name__ucontains", "email__ucontains"]
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -340,6 +343,8 @@ class AuditedTOTPDeviceAdmin(LookOnly, TOTPDeviceAdmin):
     added or changed here: one whose key an admin typed in would let that admin pass as its user.
     """
 
+    search_fields = ["user__username__ucontains", "user__email__ucontains"]
+
     def has_delete_permission(self, request, obj=None):
         return admin.ModelAdmin.has_delete_permission(self, request, obj)
 
@@ -375,6 +380,7 @@ class RecoveryCodesAdmin(LookOnly, StaticDeviceAdmin):
 
     # Not even the codes' inline, which OTP_ADMIN_HIDE_SENSITIVE_DATA hides on a device's page anyway.
     inlines: list[type[admin.options.InlineModelAdmin]] = []
+    search_fields = ["user__username__ucontains", "user__email__ucontains"]
 
 
 for _model, _model_admin in ((TOTPDevice, AuditedTOTPDeviceAdmin), (StaticDevice, RecoveryCodesAdmin)):
@@ -391,6 +397,7 @@ class LockOutAdmin(LookOnly, AccessAttemptAdmin):
     """
 
     actions: list[str] = []
+    search_fields = ["ip_address", "username__ucontains", "user_agent", "path_info"]
 
     def has_delete_permission(self, request, obj=None):
         return admin.ModelAdmin.has_delete_permission(self, request, obj)
@@ -405,9 +412,13 @@ class LockOutAdmin(LookOnly, AccessAttemptAdmin):
 class FailedSignInLogAdmin(LookOnly, AccessFailureLogAdmin):
     """Every failed sign-in django-axes kept, to look at: a record deleted here would hide a guesser."""
 
+    search_fields = ["ip_address", "username__ucontains", "user_agent", "path_info"]
+
 
 class SignInLogAdmin(LookOnly, AccessLogAdmin):
     """Every sign-in django-axes kept, to look at: a record deleted here would hide who came in."""
+
+    search_fields = ["ip_address", "username__ucontains", "user_agent", "path_info"]
 
 
 for _model, _model_admin in (

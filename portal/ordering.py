@@ -1,4 +1,5 @@
-"""Names in the order people read them: "Émile" between "Emil" and "Erik", "beta" before "Gamma".
+"""Names in the order people read them: "Émile" between "Emil" and "Erik", "beta" before "Gamma"; and found in any
+case, in every alphabet: "ÉLO" finds "élodie", "STRASSE" finds "Straße".
 
 A plain ORDER BY sorts by code point, so capitals come first and every accented letter after z. Lists of names
 (teams, keys, gateways, a developer's set-ups) sort by `ReadingOrder(field)` instead:
@@ -12,6 +13,12 @@ A plain ORDER BY sorts by code point, so capitals come first and every accented 
 The two agree on names in the Latin, Greek and Cyrillic alphabets (tests/test_names_order_and_addresses.py runs
 the same lists on both); elsewhere SQLite's order is by code point once accents and case are set aside. Comparisons
 in a keyset cursor (`portal.pagination`) use the same collation, since the expression carries it.
+
+Searches of names people type use the lookup `field__ucontains=text` instead of `icontains`, whose LIKE folds ASCII
+letters only on SQLite. It compares both sides in capitals, as Unicode spells them ("ß" is "SS"): on PostgreSQL with
+UPPER under the same ICU collation (the database's own libc UPPER leaves "ß" as it is), on SQLite with the function
+`unicode_upper`, Python's str.upper, which the portal gives each connection with the collation. So both databases
+find the same rows; % _ and \\ in the text match only themselves.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-from django.db.models import CharField, Func
+from django.db.models import CharField, Func, TextField
+from django.db.models.lookups import Contains, IContains
 
 POSTGRESQL_COLLATION = "und-x-icu"
 SQLITE_COLLATION = "reading_order"
+SQLITE_UPPER = "unicode_upper"
 
 
 # Latin letters with a stroke or ligatures, which Unicode does not decompose but the ICU order files under
@@ -61,10 +70,17 @@ def compare_for_reading(left: str, right: str) -> int:
     return (a > b) - (a < b)
 
 
+def unicode_upper(text: str | None) -> str | None:
+    """SQLite's `unicode_upper(text)`: its UPPER and LIKE change the case of ASCII letters only."""
+    return None if text is None else str(text).upper()
+
+
 def add_sqlite_collation(sender, connection, **kwargs) -> None:
-    """connection_created receiver: give a new SQLite connection the `reading_order` collation."""
+    """connection_created receiver: give a new SQLite connection the `reading_order` collation, and the
+    `unicode_upper` function that searches in any case use."""
     if connection.vendor == "sqlite":
         connection.connection.create_collation(SQLITE_COLLATION, compare_for_reading)
+        connection.connection.create_function(SQLITE_UPPER, 1, unicode_upper, deterministic=True)
 
 
 class ReadingOrder(Func):
@@ -78,3 +94,27 @@ class ReadingOrder(Func):
             return compiler.compile(self.source_expressions[0])
         template = f"%(expressions)s COLLATE {connection.ops.quote_name(collation)}"
         return super().as_sql(compiler, connection, template=template, **extra_context)
+
+
+@CharField.register_lookup
+@TextField.register_lookup
+class UnicodeContains(Contains):
+    """`field__ucontains=text`: the field holds `text`, case aside in every alphabet (see the module's docstring).
+    For text people type, not for another column (the pattern is built from a value)."""
+
+    lookup_name = "ucontains"
+
+    def as_sql(self, compiler, connection):
+        if connection.vendor not in ("postgresql", "sqlite"):
+            return IContains(self.lhs, self.rhs).as_sql(compiler, connection)
+        lhs_sql, lhs_params = self.process_lhs(compiler, connection)
+        rhs_sql, rhs_params = self.process_rhs(compiler, connection)  # the text between %, its % _ and \ escaped
+        lhs, rhs = in_capitals(lhs_sql, connection), in_capitals(rhs_sql, connection)
+        return f"{lhs} LIKE {rhs} ESCAPE '\\'", [*lhs_params, *rhs_params]
+
+
+def in_capitals(sql: str, connection) -> str:
+    """`sql` in capitals as Unicode spells them, the same on both databases (see the module's docstring)."""
+    if connection.vendor == "postgresql":
+        return f"UPPER(({sql})::text COLLATE {connection.ops.quote_name(POSTGRESQL_COLLATION)})"
+    return f"{SQLITE_UPPER}({sql})"
