@@ -9,6 +9,8 @@ which the portal's commands of the same names replace) all come here. Each attem
 
 from __future__ import annotations
 
+import ipaddress
+
 from axes.backends import AxesStandaloneBackend
 from axes.exceptions import AxesBackendPermissionDenied
 from axes.models import AccessAttempt
@@ -18,6 +20,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.http import HttpRequest
 
 from portal import audit
+from portal.errors import RuleError, echoed
 from portal.models import Action
 
 # Set on a request whose sign-in the lock refused before any password was checked.
@@ -45,13 +48,29 @@ def refused_by_lock(request: HttpRequest | None) -> bool:
 
 
 def attempts_matching(*, ip: str | None = None, username: str | None = None) -> QuerySet[AccessAttempt]:
-    """The attempts axes' reset would remove for these (none given: all of them)."""
+    """The attempts axes' reset would remove for these (none given: all of them); RuleError for an `ip` that is none."""
     attempts = AccessAttempt.objects.all()
     if ip:
-        attempts = attempts.filter(ip_address=ip)
+        attempts = attempts.filter(ip_address=ip_address(ip))
     if username:
         attempts = attempts.filter(username=username)
     return attempts
+
+
+def ip_address(text: str) -> str:
+    """`text`, checked to be an IP address, else RuleError: PostgreSQL's inet column fails on anything else, where
+    SQLite would only find nothing, and a typo must not read as "no lock-out there". Kept as typed: SQLite compares
+    it as text with the address axes recorded."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or getattr(address, "scope_id", None):  # a zone (fe80::1%eth0) is never recorded
+        raise RuleError(
+            f"{echoed(text)!r} is not an IP address; give the address the lock-out was recorded for, "
+            "like 203.0.113.7 or 2001:db8::1."
+        )
+    return text
 
 
 def lift(attempts: QuerySet[AccessAttempt], *, actor=None, request: HttpRequest | None = None, via: str) -> int:

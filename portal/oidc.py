@@ -82,6 +82,8 @@ UNMATCHED_RECORDED_KEY = "oidc_unmatched_recorded_for"
 AUTH_TIME_SKEW_SECONDS = 30
 _discovered: dict[str, tuple[float, dict]] = {}
 KEYS_UNUSABLE = "The ID token's signature cannot be checked against the provider's keys"
+# What no database column holds: a NUL (PostgreSQL refuses it) and half a UTF-16 surrogate pair (no driver sends it).
+UNSTORABLE_CHARACTER = re.compile(r"[\x00\ud800-\udfff]")
 OTHER_AUDIENCE = "The ID token was made for another application, not this portal."
 
 
@@ -446,6 +448,7 @@ class SSOBackend(OIDCAuthenticationBackend):
                 "which account is yours. Ask staff to check the provider.",
                 status=403,
             )
+        refuse_unstorable_claims(payload)
         issuer = str(payload.get("iss", "")).rstrip("/")
         if issuer != settings.OIDC_ISSUER:
             raise SSOError(
@@ -514,6 +517,7 @@ class SSOBackend(OIDCAuthenticationBackend):
         if not isinstance(info, dict) or str(info.get("sub")) != str(payload.get("sub")):
             raise SSOError("The identity provider described someone else than the ID token did.", status=403)
         claims.update(info)
+        refuse_unstorable_claims(claims)
         return claims
 
     def get_or_create_user(self, access_token, id_token, payload):
@@ -521,6 +525,37 @@ class SSOBackend(OIDCAuthenticationBackend):
         start = getattr(self.request, "sso_start", None) or SignInStart(started_at=time.time())
         start.auth_time = payload.get("auth_time")  # from the signed ID token only, never from userinfo
         return sign_in_from_claims(self.request, claims, invitation_token=start.invitation)
+
+
+def refuse_unstorable_claims(claims: dict) -> None:
+    """SSOError for a claim the portal keeps or looks an account up by that no database could hold.
+
+    A NUL, half a surrogate pair (JSON "\\ud83d") or a subject past its column fails on PostgreSQL where SQLite
+    stores it: refused before any query, so both answer with the same sentence and the refusal is recorded.
+    """
+    longest = {
+        "sub": ExternalIdentity._meta.get_field("subject").max_length,
+        "email": ExternalIdentity._meta.get_field("email").max_length,
+    }
+    for claim in ("sub", "email", "preferred_username", "name", settings.OIDC_GROUPS_CLAIM):
+        value = claims.get(claim)
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item) if claim == "sub" else item  # the subject is looked up as text, whatever its type
+            if not isinstance(text, str):
+                continue
+            if UNSTORABLE_CHARACTER.search(text):
+                raise SSOError(
+                    f"The identity provider's {claim} claim holds a character the portal cannot store (a NUL or half "
+                    "a surrogate pair), so the sign-in is refused. Ask staff to check the provider.",
+                    status=403,
+                )
+            limit = longest.get(claim)
+            if limit is not None and len(text) > limit:
+                raise SSOError(
+                    f"The identity provider's {claim} claim is {len(text)} characters long; the portal keeps at most "
+                    f"{limit}, so the sign-in is refused. Ask staff to check the provider.",
+                    status=403,
+                )
 
 
 def verified_email(claims: dict) -> str:

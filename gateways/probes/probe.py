@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,10 @@ MODEL_ALIASES = {
 CLAUDE_CODE_DEFAULT_ALIAS = "opus"
 ONE_MILLION_SUFFIX = "[1m]"
 EXCERPT_BYTES = 300
+# What no database column can hold and a gateway may send: a NUL (PostgreSQL's text and jsonb refuse it), and half
+# a UTF-16 surrogate pair (JSON "\ud83d", a JavaScript gateway cutting a message inside an emoji), which has no
+# UTF-8 for any driver to send or any page to show. Each is stored as U+FFFD.
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 UNEXPECTED_FAILURE = (
     "The probe stopped on an unexpected error inside the portal ({name}); the portal's log has the details. "
     "Nothing was learned about the gateway."
@@ -307,8 +312,8 @@ async def run_probe(target: ProbeTarget, client: SafeClient, models_cache: dict 
     outcome = await _run_probe(target, client, models_cache)
     redactor = Redactor(target.secret)  # prepared on the first text it gets: an ok answer often has none
 
-    def storable(text: str) -> str:  # PostgreSQL's text and jsonb refuse NUL, which a gateway may send
-        return redactor(text).replace("\x00", "\ufffd")
+    def storable(text: str) -> str:
+        return UNSTORABLE.sub("\ufffd", redactor(text))
 
     for name in ("hint", "warning", "error_excerpt", "model"):
         if name == "model" and outcome.model == target.model:

@@ -15,6 +15,7 @@ from gateways.probes.runner import probe_and_save
 from gateways.rules import one_line
 from gateways.services import record_expirations
 from portal import claims, crypto
+from portal.commands import utf8_argument
 from portal.models import Team
 
 # Longer than a batch of probes takes (each is bounded by PROBE_DEADLINE): an older claim was a run that died.
@@ -39,6 +40,8 @@ class Command(BaseCommand):
     def handle(self, team, gateway, concurrency, json, no_stream, due, **options):
         if not 1 <= concurrency <= 500:
             raise CommandError("--concurrency must be between 1 and 500.")
+        team = team and utf8_argument(team, "--team")
+        gateway = gateway and utf8_argument(gateway, "--gateway")
         # A typo in cron's `--due --team` would otherwise probe nothing, forever, and exit 0.
         if team and not Team.objects.filter(slug=team).exists():
             raise CommandError(f"No usable keys match: there is no team with the slug {team!r} (check --team).")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from axes.management.commands import axes_reset_ip
+from django.core.management.base import CommandError
 
 from portal import lockouts
+from portal.errors import RuleError
 
 
 class Command(axes_reset_ip.Command):
     def handle(self, *args, **options):
-        count = sum(
-            lockouts.lift(lockouts.attempts_matching(ip=ip), via="manage.py axes_reset_ip") for ip in options["ip"]
-        )
+        try:  # every address checked before any lock-out is lifted
+            matching = [lockouts.attempts_matching(ip=ip) for ip in options["ip"]]
+        except RuleError as exc:
+            raise CommandError(str(exc)) from None
+        count = sum(lockouts.lift(attempts, via="manage.py axes_reset_ip") for attempts in matching)
         self.stdout.write(f"{count} attempts removed." if count else "No attempts found.")

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from portal.commands import utf8_argument
 from portal.models import ACCESS_TOKEN_MAX_DAYS, AccessToken
 from portal.services import issue_token
 
@@ -27,6 +28,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, username, name, days, **options):
+        username, name = utf8_argument(username, "The user name"), utf8_argument(name, "--name")
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"There is no user called {username!r}. Create it first (manage.py createsuperuser).")

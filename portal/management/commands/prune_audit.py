@@ -14,6 +14,7 @@ from django.utils.dateparse import parse_date
 
 from portal import audit
 from portal.api.serializers import AuditEventSerializer
+from portal.commands import utf8_argument
 from portal.models import Action, AuditChainHead, AuditEvent
 from portal.private_files import make_private_dir
 
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, before, output, **options):
+        output = output and utf8_argument(output, "--output")  # the export's path is kept in the audit trail
         try:
             day = parse_date(before)
         except ValueError:  # well formed, but no such day (2026-02-30)
