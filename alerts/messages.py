@@ -88,7 +88,7 @@ def key_expiring(key: GatewayKey) -> Message:
         f"{key.label} expires on {_expiry(key):%Y-%m-%d}",
         f"The key {_named(key)} of team {key.team.name} for {key.gateway.name} expires on "
         f"{written_time(_expiry(key))}; its holders' set-ups stop working then. Renew it on the key "
-        "page: set a later expiry, or rotate in a new secret.",
+        "page: set a later expiry, or rotate in a new secret with its new expiry.",
         link(reverse("key", args=[key.id])),
         {"key": key_facts(key), "expires_at": _iso(key.expires_at)},
     )

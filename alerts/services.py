@@ -19,6 +19,7 @@ from gateways.models import Assignment, Device, GatewayKey
 from portal import audit, claims
 from portal.errors import RuleError
 from portal.models import Action, Team
+from portal.times import in_portal_zone
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +213,11 @@ def notify_rotation(key: GatewayKey, *, actor) -> None:
 
 
 def expiry_dedupe_key(key: GatewayKey) -> str:
-    """One "expires soon" per key and expiry date: a renewed key that nears its new date is told again."""
-    return f"key.expiring:{key.id}:{key.expires_at:%Y%m%dT%H%M%S}"
+    """One "expires soon" per key and expiry date in TIME_ZONE (the date the message names): a renewed key that
+    nears its new date is told again, one moved within the same day is not."""
+    if key.expires_at is None:
+        raise ValueError(f"The key {key.label} has no expiry to tell of.")
+    return f"key.expiring:{key.id}:{in_portal_zone(key.expires_at):%Y%m%d}"
 
 
 def notify_expiring(*, now: datetime | None = None) -> int:

@@ -165,7 +165,12 @@ def dashboard_for(user) -> list[Section]:
             keys,
             now,
         ),
-        _key_section("expiring", "Set a later expiry in the key's settings, or rotate in a new secret.", keys, now),
+        _key_section(
+            "expiring",
+            "Set a later expiry in the key's settings, or rotate in a new secret with its new expiry.",
+            keys,
+            now,
+        ),
         _key_section("unused", "Revoke a key nobody uses, or check that its holders still have it.", keys, now),
         _section(
             "never_downloaded",

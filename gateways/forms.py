@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gateways import services
+from gateways import rules, services
 from gateways.models import (
     GATEWAY_FIELDS,
     KEY_OVERRIDE_FIELDS,
@@ -113,6 +113,55 @@ class OpenedAtField(forms.CharField):
         return value.isoformat() if isinstance(value, datetime) else value
 
 
+class ExpiryHiddenInput(forms.HiddenInput):
+    """The expiry the page showed, with its UTC offset: in the hour the clocks repeat, the wall time alone
+    names two instants."""
+
+    def format_value(self, value):
+        return value.replace(microsecond=0).isoformat() if isinstance(value, datetime) else super().format_value(value)
+
+
+class ExpiryField(forms.DateTimeField):
+    """A key's expiry typed as the portal's wall time (a datetime-local box takes no offset).
+
+    The value the page showed, posted back unchanged, is that instant even in the hour the clocks repeat;
+    a new time the clocks show twice or never is refused with a sentence (rules.expiry_from_wall_time).
+    """
+
+    hidden_widget = ExpiryHiddenInput
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"})
+    shown: datetime | None = None  # the expiry the form showed; set by the form
+
+    def prepare_value(self, value):
+        # Aware, in the portal's zone: the box shows its wall time and the hidden copy its offset too.
+        return timezone.localtime(value) if isinstance(value, datetime) and timezone.is_aware(value) else value
+
+    def to_python(self, value):
+        if not isinstance(value, str) or not value.strip():
+            return super().to_python(value)
+        try:
+            typed = parse_datetime(value.strip())
+        except ValueError:  # well formed but out of range, like month 13
+            typed = None
+        if typed is None or timezone.is_aware(typed):
+            return super().to_python(value)
+        if self.shown is not None and timezone.localtime(self.shown).replace(tzinfo=None, microsecond=0) == typed:
+            return self.shown
+        try:
+            return rules.expiry_from_wall_time(typed, timezone.get_current_timezone(), offset_possible=False)
+        except RuleError as exc:
+            raise forms.ValidationError(str(exc), code="ambiguous_timezone") from None
+
+    def show(self, value: object) -> None:
+        """Remember the expiry the page showed (a datetime, or the hidden copy as posted)."""
+        if isinstance(value, str):
+            try:
+                value = parse_datetime(value.strip())
+            except ValueError:
+                value = None
+        self.shown = value if isinstance(value, datetime) and timezone.is_aware(value) else None
+
+
 def input_formfield(field: models.Field, **kwargs) -> forms.Field | None:
     """The form field for a model field, as these input forms want it."""
     if field.has_default() and callable(field.default):
@@ -191,9 +240,8 @@ class KeySettingsForm(InputForm):
         model = GatewayKey
         fields = KEY_SETTING_FIELDS
         formfield_callback = input_formfield
-        field_classes = {"custom_headers": JSONObjectField}
+        field_classes = {"custom_headers": JSONObjectField, "expires_at": ExpiryField}
         widgets = {
-            "expires_at": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             # Its values map None, True and False both ways (a plain Select shows "True", which no option is).
             "disable_experimental_betas": forms.NullBooleanSelect(),
         }
@@ -225,6 +273,10 @@ class KeySettingsForm(InputForm):
             ("true", "Yes"),
             ("false", "No"),
         ]
+        expiry = self.fields["expires_at"]
+        assert isinstance(expiry, ExpiryField)  # Meta.field_classes
+        if self.is_bound and self.posts_back_what_it_showed:
+            expiry.show(self.data.get(self.add_initial_prefix("expires_at")))
         zone = timezone.get_current_timezone_name()
         self.fields["expires_at"].label = f"Expires ({zone})"
         self.fields[
@@ -255,9 +307,26 @@ class KeyCreateForm(KeySettingsForm):
 
 
 class RotateForm(forms.Form):
+    """A new secret and its expiry: a rotation renews an expiring key only with the new secret's own date.
+    Pre-filled with the key's expiry (`initial`); the page posts back what it showed, so an unchanged box
+    changes nothing (nor puts back an expiry another admin saved since)."""
+
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}), strip=False, label="New secret"
     )
+    expires_at = ExpiryField(required=False, show_hidden_initial=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        expiry = self.fields["expires_at"]
+        assert isinstance(expiry, ExpiryField)  # declared above
+        expiry.show(self.data.get(self.add_initial_prefix("expires_at")) if self.is_bound else None)
+        zone = timezone.get_current_timezone_name()
+        expiry.label = f"New secret's expiry ({zone})"
+        expiry.help_text = (
+            f"Date and time in {zone} at which the new secret stops working, as the gateway's console says; "
+            "leave empty if it does not expire."
+        )
 
 
 class AssignForm(forms.Form):

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -564,6 +564,44 @@ def clean_expiry(value: datetime | None) -> datetime | None:
     return value.replace(microsecond=0)
 
 
+def expiry_from_wall_time(wall: datetime, zone: tzinfo, *, offset_possible: bool) -> datetime:
+    """An expiry typed without a UTC offset, as the one instant it names in `zone`.
+
+    Refused when the clocks show that time twice (the night they go back) or never (the night they go
+    forward): taking either reading silently could end a key's life an hour early or late. `offset_possible`
+    says whether the input could carry an offset (the API) or not (a page's date-and-time box).
+    """
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    shown = f"{wall:%Y-%m-%d %H:%M}"
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall.replace(fold=0):
+        instead = (
+            f"send it with its UTC offset, {first.isoformat()} for the first or {second.isoformat()} for the second"
+            if offset_possible
+            else "choose a time outside that repeated hour, or set the exact one through the API with its UTC offset"
+        )
+        raise RuleError(
+            f"{shown} happens twice in {zone}, as the clocks go back that night: first at {first:%H:%M %Z} "
+            f"({first.astimezone(UTC):%H:%M} UTC), then at {second:%H:%M %Z} ({second.astimezone(UTC):%H:%M} UTC). "
+            f"To say which, {instead}.",
+            field="expires_at",
+        )
+    # In the gap, fold=0 reads the time with the offset before the change and fold=1 with the one after.
+    change, latest = second.astimezone(UTC), first.astimezone(UTC)
+    while change < latest and change.astimezone(zone).utcoffset() != second.utcoffset():
+        change += timedelta(minutes=1)
+    skipped_from = change + (first.utcoffset() or timedelta())  # the wall time the clocks jump from
+    skipped_to = change.astimezone(zone)
+    instead = "send a time the clocks show, with its UTC offset" if offset_possible else "choose a time the clocks show"
+    raise RuleError(
+        f"{shown} does not exist in {zone}: that night the clocks skip from {skipped_from:%H:%M} to "
+        f"{skipped_to:%H:%M %Z}. Instead {instead}, such as {skipped_to:%Y-%m-%d %H:%M}"
+        + (f" ({skipped_to.isoformat()})." if offset_possible else "."),
+        field="expires_at",
+    )
+
+
 KEY_LABEL_MAX_LENGTH = 100  # GatewayKey.label's column
 
 
@@ -624,11 +662,12 @@ def clean_key_overrides(fields: dict[str, Any], *, style: str) -> dict[str, Any]
     return cleaned
 
 
+PROBE_INTERVAL_MIN, PROBE_INTERVAL_MAX = 1, 7 * 24 * 60
+PROBE_INTERVAL_RULE = "The probe interval is in minutes and must be between 1 and 10080 (a week)."
+
+
 def clean_probe_interval(minutes: int) -> int:
     """Minutes between scheduled probes of a gateway's keys: at least one, at most a week."""
-    if not 1 <= minutes <= 7 * 24 * 60:
-        raise RuleError(
-            "The probe interval is in minutes and must be between 1 and 10080 (a week).",
-            field="probe_interval_minutes",
-        )
+    if not PROBE_INTERVAL_MIN <= minutes <= PROBE_INTERVAL_MAX:
+        raise RuleError(PROBE_INTERVAL_RULE, field="probe_interval_minutes")
     return minutes

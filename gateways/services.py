@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from types import EllipsisType
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -278,10 +280,25 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
 
 @sensitive_variables("secret")
 @transaction.atomic
-def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpRequest | None = None) -> GatewayKey:
-    """Replace a key's secret; developers must download their configs again."""
+def rotate_key_secret(
+    *,
+    key: GatewayKey,
+    secret: str,
+    actor,
+    request: HttpRequest | None = None,
+    expires_at: datetime | EllipsisType | None = ...,
+) -> GatewayKey:
+    """Replace a key's secret, and its expiry when one is given (None: it does not expire; ...: unchanged),
+    since a new secret from the gateway's console usually comes with its own; developers must download again."""
     key = _changeable_key(key)
     old_masked = key.masked
+    details: dict[str, Any] = {}
+    if not isinstance(expires_at, EllipsisType):
+        expires_at = rules.clean_expiry(expires_at)
+        if rules.clean_expiry(key.expires_at) != expires_at:
+            # Recorded as a settings change records it, in this rotation's audit row.
+            details["changed"] = {"expires_at": {"from": _jsonable(key.expires_at), "to": _jsonable(expires_at)}}
+            key.expires_at, key.expiry_recorded_at = expires_at, None
     key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
     _refuse_duplicate(key.team, key.fingerprint, exclude=key)
     key.config_changed_at = key.rotated_at = timezone.now()  # not settings_changed_at: the helper fetches the key
@@ -292,7 +309,11 @@ def rotate_key_secret(*, key: GatewayKey, secret: str, actor, request: HttpReque
         _refuse_duplicate(key.team, key.fingerprint, exclude=key)
         raise
     record_key_event(
-        Action.KEY_ROTATED, key, actor=actor, request=request, details={"from": old_masked, "to": key.masked}
+        Action.KEY_ROTATED,
+        key,
+        actor=actor,
+        request=request,
+        details={"from": old_masked, "to": key.masked, **details},
     )
     events.key_rotated.send(sender=GatewayKey, key=key, actor=actor)
     return key

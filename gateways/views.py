@@ -466,11 +466,15 @@ def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request):
         return needs_password
-    form = RotateForm(request.POST or None)
+    form = RotateForm(request.POST or None, initial={"expires_at": key.expires_at})
     if request.method == "POST" and form.is_valid():
         try:
             key = services.rotate_key_secret(
-                key=key, secret=form.cleaned_data["secret"], actor=request.user, request=request
+                key=key,
+                secret=form.cleaned_data["secret"],
+                expires_at=form.cleaned_data["expires_at"] if "expires_at" in form.changed_data else ...,
+                actor=request.user,
+                request=request,
             )
         except RuleError as exc:
             add_to_form(form, exc)

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from gateways import rules
 from gateways.config.formats import FORMATS
 from gateways.models import (
     DEVICE_STATES,
@@ -23,7 +25,15 @@ from gateways.models import (
     Platform,
     ProbeResult,
 )
-from gateways.rules import EXTRA_ENV_HELP, TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, TIMEOUT_MS_RULE
+from gateways.rules import (
+    EXTRA_ENV_HELP,
+    PROBE_INTERVAL_MAX,
+    PROBE_INTERVAL_MIN,
+    PROBE_INTERVAL_RULE,
+    TIMEOUT_MS_MAX,
+    TIMEOUT_MS_MIN,
+    TIMEOUT_MS_RULE,
+)
 from portal.api.serializers import InputSerializer, LowercaseSlugField
 
 if TYPE_CHECKING:
@@ -81,11 +91,18 @@ TIMEOUT_MS_FIELD = {
     "max_value": TIMEOUT_MS_MAX,
     "error_messages": {"min_value": TIMEOUT_MS_RULE, "max_value": TIMEOUT_MS_RULE},
 }
+# The same for the probe interval: past the column, PostgreSQL's integer and SQLite's would each quote their own limit.
+PROBE_INTERVAL_FIELD = {
+    "min_value": PROBE_INTERVAL_MIN,
+    "max_value": PROBE_INTERVAL_MAX,
+    "error_messages": {"min_value": PROBE_INTERVAL_RULE, "max_value": PROBE_INTERVAL_RULE},
+}
+RANGED_FIELDS = {"timeout_ms": TIMEOUT_MS_FIELD, "probe_interval_minutes": PROBE_INTERVAL_FIELD}
 
 
 def optional(fields) -> dict:
     """Every field may be left out: a POST names what it sets, a PATCH what it changes."""
-    return {name: {"required": False, **(TIMEOUT_MS_FIELD if name == "timeout_ms" else {})} for name in fields}
+    return {name: {"required": False, **RANGED_FIELDS.get(name, {})} for name in fields}
 
 
 class GatewayInputSerializer(InputSerializer, serializers.ModelSerializer):
@@ -153,6 +170,19 @@ class KeyOutputSerializer(serializers.ModelSerializer):
         }
 
 
+class ExpiryField(serializers.DateTimeField):
+    """An expiry: with a UTC offset always taken; without one, read in TIME_ZONE unless the clocks show that
+    time twice or never there (rules.expiry_from_wall_time says which instants, and to send the offset)."""
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            try:
+                value = rules.expiry_from_wall_time(value, timezone.get_current_timezone(), offset_possible=True)
+            except rules.RuleError as exc:
+                raise serializers.ValidationError(str(exc), code="ambiguous_timezone") from None
+        return super().enforce_timezone(value)
+
+
 class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
     """What a key's writes take; what its answers show may be sent back and is ignored."""
 
@@ -165,6 +195,12 @@ class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
     }
 
     custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    expires_at = ExpiryField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601 with its UTC offset; one without is read in TIME_ZONE. With a new secret (PATCH), the "
+        "new secret's expiry, recorded with the rotation; absent keeps the expiry, null clears it.",
+    )
 
     class Meta:
         model = GatewayKey

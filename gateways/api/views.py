@@ -135,7 +135,11 @@ class KeyDetail(APIView):
             if enabled is not None:
                 key = services.set_key_enabled(key=key, enabled=enabled, actor=request.user, request=request)
             if secret is not None:
-                key = services.rotate_key_secret(key=key, secret=secret, actor=request.user, request=request)
+                # A new expiry sent with the secret is the new secret's: recorded in the rotation's audit row.
+                expiry = changes.pop("expires_at") if "expires_at" in changes else ...
+                key = services.rotate_key_secret(
+                    key=key, secret=secret, expires_at=expiry, actor=request.user, request=request
+                )
             key = services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
         return Response(s.KeyOutputSerializer(key).data)
 
