@@ -416,3 +416,12 @@ def test_deleting_a_user_or_a_team_leaves_their_signed_rows_as_they_were(bob, we
     ]
     call_command("verify_audit")
     assert "intact" in capsys.readouterr().out
+
+
+def test_an_edited_row_whose_signature_was_blanked_is_named(chain):
+    """An insider edits a row, recomputes every SHA-256 link, and blanks the signature they cannot make."""
+    changed = forge_last_row(chain)
+    rechain_from(changed)
+    sql("UPDATE portal_auditevent SET signature = '', signing_key_id = '' WHERE id = %s", [changed])
+    with pytest.raises(CommandError, match=f"broken at event {changed}: it carries no signature"):
+        call_command("verify_audit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateways.models import ProbeResult
 from portal.redaction import MARKER, RUN, redact
+from tests.conftest import TOKENBAY_SECRET
 from tests.gateway_emulator import ECHO_MODES, GatewayRules
 from tests.gateways.test_probe import emulated, probe_against, texts  # noqa: F401 - emulated is a fixture
 
@@ -158,3 +160,14 @@ def test_a_log_record_is_printed_once_and_log_level_holds_back_the_rest(tmp_path
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("marker-w") == 1
     assert "marker-i" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_a_log_message_quoting_an_opened_key_is_redacted(caplog, tokenbay_key):
+    """Not only an exception's text: a log line's own message that quotes a key the vault opened."""
+    caplog.set_level(logging.INFO)
+    secret = tokenbay_key.reveal_secret()  # the vault opened it: it is in reach of the redaction
+    logging.getLogger("gateways.probes").warning("gateway answered 401 for header %s", "Bearer " + secret.reveal())
+    assert TOKENBAY_SECRET not in caplog.text
+    assert all(TOKENBAY_SECRET not in record.getMessage() for record in caplog.records)
+    assert MARKER in caplog.text

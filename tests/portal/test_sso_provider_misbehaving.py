@@ -240,3 +240,13 @@ def test_a_happy_sign_in_through_the_provider(idp, bob):
     assert str(signed_in(client)) == str(bob.pk)
     assert idp.hits == {"discovery": 1, "token": 1, "jwks": 1, "userinfo": 1}
     assert CLIENT_SECRET not in response["Location"]
+
+
+def test_an_id_token_made_for_another_sign_in_is_refused(idp, bob):
+    """A token whose nonce is not the one this sign-in asked for (a replayed token) signs no one in."""
+    idp.claims.update(nonce="the-nonce-of-another-sign-in")
+    client = Client()
+    response = sign_in(client, idp)
+    assert signed_in(client) is None
+    assert response.status_code in (400, 403)
+    assert "nonce does not match" in message(response)
