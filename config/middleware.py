@@ -1,5 +1,6 @@
-"""Project middleware: health checks answered first, no NUL character in a URL, keys kept in reach of redaction,
-and a device's key fetch and the API's token requests answered before the page machinery."""
+"""Project middleware: health checks answered first, no body past DATA_UPLOAD_MAX_MEMORY_SIZE read, no NUL
+character in a URL, keys kept in reach of redaction, and a device's key fetch and the API's token requests answered
+before the page machinery."""
 
 from __future__ import annotations
 
@@ -40,6 +41,35 @@ class HealthCheckMiddleware:
         if view is not None and request.method in ("GET", "HEAD"):
             return view(request)
         return self.get_response(request)
+
+
+class RequestBodyLimitMiddleware:
+    """Refuse a body whose Content-Length is past DATA_UPLOAD_MAX_MEMORY_SIZE before anything reads it (413).
+
+    Django's own limit leaves out a multipart body's file parts, and CSRF reads request.POST on every page, so an
+    anonymous POST with a file part of any size was read in full. No page or API takes a file (FILE_UPLOAD_HANDLERS
+    is empty, so a file part within the limit is read and dropped, never written to disk). A body sent without a
+    Content-Length (chunked) is one Django reads none of.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # as Django reads it: no body
+        if limit is None or length <= limit:
+            return self.get_response(request)
+        sentence = (
+            f"The request body is larger than {limit // 1024} KiB, the most the portal accepts. "
+            "Nothing here takes a file or comes near that; check what is being sent."
+        )
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": sentence}, status=413)
+        return HttpResponse(sentence, status=413, content_type="text/plain; charset=utf-8")
 
 
 MESSAGE = "The address contains a NUL character (%00), which no name or filter here can hold. Remove it."

@@ -187,6 +187,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.HealthCheckMiddleware",  # first: see its docstring
+    "config.middleware.RequestBodyLimitMiddleware",  # before anything reads a body: see its docstring
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.SecretsScopeMiddleware",
@@ -383,8 +384,11 @@ STORAGES = {
     },
 }
 
-# Request bodies (forms, and the API's JSON) up to 1 MiB: nothing here needs more.
+# Request bodies (forms, and the API's JSON) up to 1 MiB: nothing here needs more. The whole body, file parts
+# included: config.middleware.RequestBodyLimitMiddleware refuses a longer one before it is read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, low=1024)
+# No page or API takes a file: a file part is read and dropped, never kept in memory or written to a temporary file.
+FILE_UPLOAD_HANDLERS: list[str] = []
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm, UserCreationForm
+from django.contrib.sites.shortcuts import get_current_site
 from django.http import HttpRequest
 
 from portal.email_confirmation import CONFIRMATION_RESEND_AFTER
 from portal.invitations import email_spellings, same_address
+from portal.mail import send_after_response
 from portal.models import ResetLinkMail, Role
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
+
+# Django's logger for the reset mail's failures, which names the account (never the link).
+logger = logging.getLogger("django.contrib.auth")
 
 SSO_ONLY = "Sign in with SSO: on this portal, password sign-in is for staff only."
 
@@ -42,16 +49,32 @@ class PortalPasswordResetForm(PasswordResetForm):
         return (u for u in users if u.is_staff) if settings.OIDC_ONLY else users
 
     def save(self, *args, **kwargs) -> None:
-        """The mailed link at PORTAL_URL when it is set, like every other mailed link (portal.http.public_url),
-        not at the host name the request came in by."""
+        """Mail the link after the response (portal.mail.send_after_response): looking the address up, taking the
+        account's turn, rendering and sending took longer in the request for an address with an account, and the
+        answer's time told it. The link is at PORTAL_URL when it is set, like every other mailed link
+        (portal.http.public_url), otherwise at the host name the request came in by, read while it is at hand."""
         if settings.PORTAL_URL:
             scheme, _, address = settings.PORTAL_URL.partition("://")
             kwargs.update(domain_override=address, use_https=scheme == "https")
-        super().save(*args, **kwargs)
+        elif not kwargs.get("domain_override"):
+            kwargs["domain_override"] = get_current_site(kwargs.get("request")).domain
+        kwargs["request"] = None  # the thread outlives the request
+        mail_links = super().save
+
+        def send() -> None:
+            try:
+                mail_links(*args, **kwargs)
+            except Exception:  # the lookup's failure: send_mail logs its own, naming the account
+                logger.exception("Failed to send password reset email")
+
+        send_after_response(send, name="password-reset-mail")
 
     def send_mail(self, subject_template_name, email_template_name, context, *args, **kwargs) -> None:
-        if ResetLinkMail.objects.claim(context["user"], every=CONFIRMATION_RESEND_AFTER):
-            super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)
+        try:
+            if ResetLinkMail.objects.claim(context["user"], every=CONFIRMATION_RESEND_AFTER):
+                super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)
+        except Exception:  # Django's own send_mail logs a failure to send; this, one to take the turn or render
+            logger.exception("Failed to send password reset email to %s", context["user"].pk)
 
 
 class PortalPasswordChangeForm(PasswordChangeForm):

@@ -1,15 +1,20 @@
-"""Sending the portal's few mails (invitations, password resets go through Django's own view), and what every
-mail the process sends must be to pass any mail server: 7-bit data, to an address a server can be given."""
+"""Sending the portal's few mails (invitations, password resets go through Django's own view), what every mail
+the process sends must be to pass any mail server (7-bit data, to an address a server can be given), and mail sent
+after the response, whose cost must not show in the answer's time."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from email import charset, encoders
 from email.message import Message
 
 from django.core.mail import message as django_message
 from django.core.mail import send_mail
+from django.db import connection, transaction
 from django.template.loader import render_to_string
+from django.urls import get_script_prefix, set_script_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +81,46 @@ def send(*, to: str, subject: str, template: str, context: dict) -> bool:
         logger.warning("A mail to %s could not be sent: %s", to, reason)
         return False
     return True
+
+
+# The threads send_after_response started and that have not ended yet.
+_pending: set[threading.Thread] = set()
+_pending_lock = threading.Lock()
+
+
+def send_after_response(send: Callable[[], None], *, name: str) -> None:
+    """Run `send` in a thread of its own once the request's transaction commits, so the answer never waits for it.
+
+    What a mail costs (its rows, rendering, the SMTP session) would otherwise show in the answer's time, and tell
+    whoever times it that there was something to mail. The thread is no daemon, so a graceful stop of gunicorn lets
+    the mail go; it closes its own database connection when done. `send` logs its own failures. Links the mail
+    builds with reverse() keep the request's script prefix (the path the portal is mounted at).
+    """
+    script_prefix = get_script_prefix()
+    transaction.on_commit(lambda: _start(send, name, script_prefix))
+
+
+def _start(send: Callable[[], None], name: str, script_prefix: str) -> None:
+    thread = threading.Thread(target=_run, args=(send, script_prefix), name=name, daemon=False)
+    with _pending_lock:
+        _pending.add(thread)
+    thread.start()
+
+
+def _run(send: Callable[[], None], script_prefix: str) -> None:
+    set_script_prefix(script_prefix)
+    try:
+        send()
+    finally:
+        connection.close()
+        with _pending_lock:
+            _pending.discard(threading.current_thread())
+
+
+def wait_for_mails_after_response(timeout: float = 30) -> None:
+    """Wait until every mail send_after_response started so far is sent or has failed; for tests, which read the
+    inbox right after the request."""
+    with _pending_lock:
+        threads = list(_pending)
+    for thread in threads:
+        thread.join(timeout)

@@ -19,6 +19,7 @@ from alerts.delivery import deliver_due
 from alerts.models import Delivery, DeliveryStatus
 from gateways.models import Assignment
 from gateways.services import assign_key, rotate_key_secret
+from portal.mail import wait_for_mails_after_response
 from portal.models import Membership, Role, Team
 from portal.services import remove_member
 from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, make_user, production_env, run_manage
@@ -255,13 +256,14 @@ def test_a_notification_to_a_server_without_8bitmime_goes_as_7_bit_data(seven_bi
     assert Delivery.objects.get(user=bob).status == DeliveryStatus.SENT
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_a_password_reset_to_a_server_without_8bitmime_goes_as_7_bit_data(seven_bit, client, web):
     zoe = make_user("zoë")
     zoe.email = "zoe@example.com"
     zoe.save()
     response = client.post("/password_reset/", {"email": "zoe@example.com"})
     assert response.status_code == 302
+    wait_for_mails_after_response()
     [raw] = seven_bit.raws
     assert _seven_bit(raw), raw.content
     assert "the account zoë on the gateway portal" in raw.text()

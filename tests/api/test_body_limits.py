@@ -65,8 +65,8 @@ def test_broken_json_still_says_what_is_wrong(api, staff):
     assert response.status_code == 400 and response.json()["detail"].startswith("JSON parse error")
 
 
-def test_a_huge_form_post_on_a_page_is_a_400_not_a_500(client, staff):
+def test_a_huge_form_post_on_a_page_is_a_413_not_a_500(client, staff):
     client.force_login(staff)
     response = client.post("/teams/new/", {"name": "x" * (2 * 1024 * 1024), "slug": "big"})
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert not Team.objects.filter(slug="big").exists()

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from portal import lockouts
 from portal.email_confirmation import CONFIRMATION_RESEND_AFTER
+from portal.mail import wait_for_mails_after_response
 from portal.models import Action, AuditEvent
 from tests.portal.sso_answers import deliver, signed_in, start
 
@@ -25,27 +26,35 @@ pytestmark = pytest.mark.django_db
 
 
 def ask_for_reset(email: str) -> str:
-    """Post the reset form from a fresh browser, as anyone can; returns where the portal sends it."""
+    """Post the reset form from a fresh browser, as anyone can; returns where the portal sends it, once the mail the
+    request started after its answer (if any) is sent."""
     response = Client().post("/password_reset/", {"email": email})
     assert response.status_code == 302
+    wait_for_mails_after_response()
     return response["Location"]
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_thirty_reset_requests_for_bobs_address_mail_him_one_link(bob, smtp):
     answers = {ask_for_reset("bob@example.com") for _ in range(30)}
     assert len(smtp.to("bob@example.com")) == 1
     assert answers == {"/password_reset/done/"}
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_a_throttled_request_is_answered_like_a_sent_one_and_an_unknown_address(bob, smtp):
     first = Client().post("/password_reset/", {"email": "bob@example.com"}, follow=True)
+    wait_for_mails_after_response()
     throttled = Client().post("/password_reset/", {"email": "bob@example.com"}, follow=True)
+    wait_for_mails_after_response()
     unknown = Client().post("/password_reset/", {"email": "nobody@example.com"}, follow=True)
+    wait_for_mails_after_response()
     assert len(smtp.to("bob@example.com")) == 1
     pages = [(r.redirect_chain, r.status_code, r.content.decode()) for r in (first, throttled, unknown)]
     assert pages[0] == pages[1] == pages[2]
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_bobs_next_reset_link_goes_once_the_interval_has_passed(bob, smtp):
     with time_machine.travel(timezone.now(), tick=False) as clock:
         ask_for_reset("bob@example.com")
@@ -57,6 +66,7 @@ def test_bobs_next_reset_link_goes_once_the_interval_has_passed(bob, smtp):
         assert len(smtp.to("bob@example.com")) == 2
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_another_servers_cache_does_not_reopen_the_throttle(bob, smtp):
     """Every server must see the last mail: a second server (its own empty cache) sends no second one."""
     ask_for_reset("bob@example.com")
@@ -65,6 +75,7 @@ def test_another_servers_cache_does_not_reopen_the_throttle(bob, smtp):
     assert len(smtp.to("bob@example.com")) == 1
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_bobs_throttle_does_not_hold_back_alices_link(alice, bob, smtp):
     ask_for_reset("bob@example.com")
     ask_for_reset("alice@example.com")

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from gateways.devices import create_device, install_device
 from gateways.services import assign_key
+from portal.mail import wait_for_mails_after_response
 from portal.models import AccessToken, Action, AuditEvent, ExternalIdentity, UnconfirmedEmail
 from tests.conftest import confirm_password
 from tests.portal.sso_answers import signed_in, sso_sign_in
@@ -147,6 +148,7 @@ def test_without_mail_staff_confirm_the_address_in_sudo_mode(erin_link, provider
     assert "Confirm address" not in client.get("/users/").content.decode()
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_a_password_reset_through_the_address_confirms_it_and_takes_back_what_the_links_holder_set_up(
     erin_link, provider, smtp, tokenbay_key, alice
 ):
@@ -160,6 +162,7 @@ def test_a_password_reset_through_the_address_confirms_it_and_takes_back_what_th
     device, device_token = install_device(code=code, request=None, render=lambda d, t: t)
     browser = Client()
     browser.post("/password_reset/", {"email": ERIN})
+    wait_for_mails_after_response()
     [reset] = [m for m in smtp.to(ERIN) if "reset" in m["Subject"].lower()]
     form = browser.get(path_of(link_in(reset)), follow=True)
     assert form.status_code == 200

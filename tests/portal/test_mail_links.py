@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from alerts.delivery import deliver_due
+from portal.mail import wait_for_mails_after_response
 from portal.models import Membership, Role, UnconfirmedEmail
 from tests.conftest import make_user
 from tests.smtp_server import link_in
@@ -74,10 +75,12 @@ def test_the_confirmation_mail_links_to_the_public_address(client, bob, smtp, in
     assert not UnconfirmedEmail.objects.filter(user=bob).exists()
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 @pytest.mark.parametrize("portal_url", [PUBLIC, "http://portal.example.com:8080"])
 def test_the_password_reset_mail_links_to_the_public_address(client, bob, smtp, internal_host, settings, portal_url):
     settings.PORTAL_URL = portal_url
     assert client.post("/password_reset/", {"email": "bob@example.com"}, HTTP_HOST=INTERNAL).status_code == 302
+    wait_for_mails_after_response()
     [message] = smtp.to("bob@example.com")
     link = link_in(message)
     assert link.startswith(f"{portal_url}/reset/"), link

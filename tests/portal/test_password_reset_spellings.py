@@ -7,7 +7,7 @@ import pytest
 
 from tests.portal.test_anonymous_floods import ask_for_reset
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the mail goes in a thread
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from portal.mail import wait_for_mails_after_response
 from portal.models import AuditEvent
 from portal.sudo import SUDO_SESSION_KEY
 from tests.smtp_server import link_in
@@ -38,11 +39,13 @@ def test_a_wrong_old_password_changes_nothing(client, bob):
     assert bob.check_password("pass-bob")
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_password_reset_by_mail_end_to_end(client, bob, smtp):
     page = client.get("/password_reset/").content.decode()
     assert "Type your account" in page
     response = client.post("/password_reset/", {"email": "bob@example.com"})
     assert response.status_code == 302 and response["Location"] == "/password_reset/done/"
+    wait_for_mails_after_response()
     [message] = smtp.to("bob@example.com")
     link = link_in(message)
     assert "/reset/" in link and "bob" in message.get_body().get_content()
@@ -61,9 +64,11 @@ def test_password_reset_by_mail_end_to_end(client, bob, smtp):
     assert signed_in.status_code == 302 and client.session["_auth_user_id"] == str(bob.pk)
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the reset mail goes in a thread of its own
 def test_an_unknown_address_gets_the_same_answer_and_no_mail(client, smtp):
     response = client.post("/password_reset/", {"email": "nobody@example.com"})
     assert response.status_code == 302 and response["Location"] == "/password_reset/done/"
+    wait_for_mails_after_response()
     assert smtp.messages == []
 
 

@@ -7,16 +7,18 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.auth import get_user_model
 
+from portal.mail import wait_for_mails_after_response
 from portal.models import AuditEvent
 from tests.smtp_server import link_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the mail goes in a thread
 NEW = "a-new-long-password-9"
 INVALID = "This reset link does not work"
 
 
 def mailed_reset_link(client, smtp, address: str) -> str:
     assert client.post("/password_reset/", {"email": address}).status_code == 302
+    wait_for_mails_after_response()
     [message] = smtp.to(address)
     return urlsplit(link_in(message)).path
 
