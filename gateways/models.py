@@ -224,6 +224,28 @@ def probe_counts(prefix: str = "") -> models.Q:
     return models.Q(**{f"{prefix}last_probe_at__gte": models.F(f"{prefix}config_changed_at")})
 
 
+def refused_since(prefix: str = "") -> models.Case:
+    """When the gateway began refusing the key: the first probe of its latest run without a pass, since its last
+    rotation or change; null unless its current verdict is one of KEY_REFUSED_VERDICTS (GatewayKey.refused_since).
+
+    `prefix` reaches the key from another model (`key__` from an assignment).
+    """
+    passed_after = ProbeResult.objects.filter(
+        key=models.OuterRef("key"), verdict=Verdict.OK, created_at__gte=models.OuterRef("created_at")
+    )
+    first = (
+        ProbeResult.objects.filter(
+            ~models.Exists(passed_after),
+            key=models.OuterRef(f"{prefix}pk"),
+            created_at__gte=models.OuterRef(f"{prefix}config_changed_at"),
+        )
+        .order_by("created_at")
+        .values("created_at")[:1]
+    )
+    refused = models.Q(probe_counts(prefix), **{f"{prefix}last_probe_verdict__in": KEY_REFUSED_VERDICTS})
+    return models.Case(models.When(refused, then=models.Subquery(first)), output_field=models.DateTimeField())
+
+
 class GatewayKeyQuerySet(models.QuerySet):
     def visible_to(self, user) -> GatewayKeyQuerySet:
         """Keys of the teams the user administers or audits (staff: all)."""
@@ -413,6 +435,18 @@ class GatewayKey(models.Model):
         return self.is_usable and self.current_probe_verdict not in ("", "ok")
 
     @property
+    def is_refused_by_gateway(self) -> bool:
+        """Usable here, but its latest probe, which still counts, found the gateway refusing the key itself."""
+        return self.is_usable and self.current_probe_verdict in KEY_REFUSED_VERDICTS
+
+    def refused_since(self) -> datetime | None:
+        """When the gateway began refusing it (the SQL rule refused_since), or None while it is not refused."""
+        if not self.is_refused_by_gateway:
+            return None
+        since = GatewayKey.objects.filter(pk=self.pk).annotate(since=refused_since()).values_list("since", flat=True)
+        return since.first() or self.last_probe_at
+
+    @property
     def betas_disabled(self) -> bool:
         return bool(self.setting("disable_experimental_betas"))
 
@@ -468,15 +502,43 @@ class Assignment(models.Model):
         rotated = self.key.rotated_at
         return bool(rotated and self.last_download_at and self.last_download_at < rotated)
 
+    @property
+    def changed_since_download(self) -> bool:
+        """What a download sets changed after this holder's last download: the copy they have holds the old one."""
+        return bool(self.last_download_at and self.last_download_at < self.key.config_changed_at)
+
+    @property
+    def has_device_to_reinstall(self) -> bool:
+        """A live device of the holder on this assignment holds older settings (Device.needs_reinstall).
+
+        my_assignments annotates it (live_device_to_reinstall), so a list asks once for all its rows.
+        """
+        annotated = getattr(self, "live_device_to_reinstall", None)
+        if annotated is not None:
+            return bool(annotated)
+        return self.devices.live().needing_reinstall().exists()
+
+    def key_refused_since(self) -> datetime | None:
+        """GatewayKey.refused_since, from my_assignments' annotation (key_refused_at) where it has one."""
+        if not hasattr(self, "key_refused_at"):
+            return self.key.refused_since()
+        return self.key_refused_at or (self.key.last_probe_at if self.key.is_refused_by_gateway else None)
+
     def notice(self, *, soon: timedelta) -> tuple[str, str] | None:
         """What the holder must know about this key, as (kind, sentence): the first of HOLDER_NOTICES that applies."""
         key = self.key
         if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
+        # Before rotated and changed: while the gateway refuses the key, a new download cannot help.
+        if since := self.key_refused_since():
+            return "failing", HOLDER_NOTICES["failing"].format(key=key, when=written_time(since))
         if key.rotated_at and self.rotated_since_download:
             return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=written_time(key.rotated_at))
-        if self.last_download_at and self.last_download_at < key.config_changed_at:
+        if self.changed_since_download:
             return "changed", HOLDER_NOTICES["changed"].format(key=key, when=written_time(key.config_changed_at))
+        if self.has_device_to_reinstall:
+            when = written_time(key.settings_changed_at)
+            return "changed", HOLDER_NOTICES["changed_on_device"].format(key=key, when=when)
         if key.expires_at and key.expires_within(soon):
             return "expiring", HOLDER_NOTICES["expiring"].format(key=key, when=written_time(key.expires_at))
         return None
@@ -487,11 +549,19 @@ HOLDER_NOTICES = {
     KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
     KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
+    "failing": "Since {when}, the gateway refuses the key {key.label}: the portal's checks find it refused there "
+    "(disabled, expired or out of balance at the gateway, for instance), so Claude Code cannot use it. This is not "
+    "your set-up: downloading again or /logout will not help. Your team admin's dashboard lists the key; ask them to "
+    "have it fixed at the gateway.",
     "rotated": "The key {key.label} was rotated on {when}, after your last download: "
     "the set-up you have holds the old secret. Download it again.",
     "changed": "The settings of the key {key.label} or of its gateway changed on {when}, after your last download: "
     "the set-up you have still holds the old ones. Download it again, and on a device that fetches the key live, "
     "run the install command again.",
+    # The same kind for a holder whose live device is behind, whether or not they ever downloaded.
+    "changed_on_device": "The settings of the key {key.label} or of its gateway changed on {when}, after a device "
+    "of yours that fetches the key live was installed: its settings.json still holds the old ones. Run the install "
+    "command again on that device (make one with Install on a new device below); My devices marks which device.",
     "expiring": "The key {key.label} expires on {when}. Ask your team admin to renew it in time.",
 }
 
@@ -659,6 +729,12 @@ class Verdict(models.TextChoices):
     TLS_ERROR = "tls_error", "TLS error"
     BAD_RESPONSE = "bad_response", "Bad response"
     REFUSED = "refused", "Refused by the portal"
+
+
+# The verdicts that mean the gateway refuses the key itself (401, 403 or a spent balance): the one case where the
+# holder's set-up is not the cause and My set-up says so (Assignment.notice's "failing"). Not client_restricted
+# (the key works in Claude Code), nor a verdict about the gateway, the address, the model or the request.
+KEY_REFUSED_VERDICTS = (Verdict.AUTH_FAILED, Verdict.FORBIDDEN)
 
 
 class ProbeResultQuerySet(models.QuerySet):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.urls import reverse
 
-from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey
+from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey, refused_since
 from portal.compiled_sql import CompiledRead
 from portal.models import Membership, Team
 from portal.ordering import ReadingOrder
@@ -16,10 +16,16 @@ ROWS_PER_PAGE = 100
 
 
 def my_assignments(user) -> AssignmentQuerySet:
-    """The user's own assignments: the configurations they can download, team by team."""
+    """The user's own assignments: the configurations they can download, team by team.
+
+    With what their notices need in the same query (Assignment.notice): whether a live device must install
+    again, and since when the gateway refuses the key.
+    """
+    behind = Device.objects.filter(assignment=OuterRef("pk")).live().needing_reinstall()
     return (
         Assignment.objects.filter(user=user)
         .select_related("key__gateway", "key__team", "user")
+        .annotate(live_device_to_reinstall=Exists(behind), key_refused_at=refused_since("key__"))
         .order_by(ReadingOrder("key__team__name"), "key__team__name", ReadingOrder("key__label"), "key__label")
     )
 

@@ -96,7 +96,10 @@ def _holder_notices(cards: list[dict]) -> list[dict]:
         assignment = card["assignment"]
         if notice := assignment.notice(soon=soon):
             kind, sentence = notice
+            # Download again only where the copy they downloaded is old: not for a live device behind its settings.
             again = assignment.last_download_format if assignment.last_download_format in formats.FORMATS else ""
+            if kind == "changed" and not assignment.changed_since_download:
+                again = ""
             notices.append({"assignment": assignment, "kind": kind, "sentence": sentence, "format": again})
     return notices
 

@@ -265,8 +265,10 @@ class HolderNoticeSerializer(serializers.Serializer):
     """What My set-up tells the holder about the key (gateways.models.Assignment.notice)."""
 
     kind = serializers.ChoiceField(
-        choices=["revoked", "disabled", "expired", "rotated", "changed", "expiring"],
-        help_text="rotated or changed: the downloaded set-up predates the change; download it again.",
+        choices=["revoked", "disabled", "expired", "failing", "rotated", "changed", "expiring"],
+        help_text="failing: the portal's probe finds the gateway refusing the key (not the holder's set-up). "
+        "rotated or changed: the downloaded set-up, or a live device's settings, predates the change; download it "
+        "again or run the install command again.",
     )
     sentence = serializers.CharField(help_text="The sentence My set-up shows.")
 

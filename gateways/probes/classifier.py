@@ -77,10 +77,44 @@ TLS_HINTS = (
         "Check the base URL's scheme (https://) and port.",
     ),
 )
-# The bearer guide's own advice for auth trouble: a leftover key is the usual cause.
+# A Bearer gateway's 401 to the probe: the probe sent the key alone as Bearer, so no leftover key caused it and the
+# gateway-side causes come first (the x-api-key guide's list); the bearer guide's laptop advice follows, for a
+# developer who still gets 401 once the probe passes.
 BEARER_AUTH_HINT = (
-    "The gateway refused the Bearer token (401). Check that the key is the full sk- secret. On developers' machines, "
-    'ANTHROPIC_API_KEY must be "" (empty): a leftover key is sent too and wins; then /logout once and restart claude.'
+    "The gateway refused the key (401). The probe sent it alone as Bearer, so check the gateway first: that the key "
+    "is the full secret with its sk- prefix, copied in one piece from the gateway's console; whether the key is "
+    "disabled, expired or out of balance (or quota) on the gateway; whether the model is allowed for this key; and "
+    "whether an IP restriction blocks the request. If the probe passes but a developer still gets 401, on their "
+    'machine ANTHROPIC_API_KEY must be "" (empty): a leftover key is sent too and wins; then /logout once and '
+    "restart claude."
+)
+# An answer that blames the key's balance, credit or quota, whatever its 4xx status: Anthropic's 400 "Your credit
+# balance is too low…", New API's 401 "该令牌额度已用尽" (its token exhausted), 403 pre_consume_token_quota_failed
+# ("token quota is not enough", "令牌额度不足"), 402 insufficient_user_quota, OpenAI's 429 insufficient_quota.
+BALANCE_WORDS = (
+    "credit balance",
+    "balance is too low",
+    "insufficient balance",
+    "insufficient_quota",
+    "insufficient quota",
+    "insufficient_user_quota",
+    "insufficient user quota",
+    "quota is not enough",
+    "quota not enough",
+    "quota_exhausted",
+    "quota exhausted",
+    "exceeded your current quota",
+    "pre_consume_token_quota_failed",
+    "tokenstatusexhausted",
+    "payment required",
+    "余额",
+    "额度",
+    "配额不足",
+)
+BALANCE_HINT = (
+    "The gateway refused the request for the key's balance: its credit, balance or quota on the gateway is used up "
+    "or too low. Top it up or raise the key's quota in the gateway's console (or ask whoever pays for the gateway); "
+    "neither the key's secret nor the developers' set-ups are the cause."
 )
 
 
@@ -125,6 +159,11 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any] | None]]:
             data = None
         events.append((name, data))
     return events
+
+
+def _mentions_balance(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in BALANCE_WORDS)
 
 
 def _looks_like_model_problem(message: str) -> bool:
@@ -190,6 +229,11 @@ def classify_response(
         return "model_not_found", message
     if status == 401:
         return "auth_failed", message
+    # A spent balance in any other 4xx: the gateway knows the key and refuses it, whatever status it picked (the
+    # code, which the message may leave out, counts too). Not a rejected field, and waiting does not end it.
+    if 400 <= status < 500 and (status == 402 or _mentions_balance(text)):
+        said = message if _mentions_balance(message) else f"payment required ({status}): {message}"
+        return "forbidden", said
     if status == 403:
         # claude-relay-service's answer to a key locked to Claude Code: the key itself was accepted.
         return ("client_restricted" if "client_validation_error" in message else "forbidden"), message
@@ -256,8 +300,10 @@ def hint_for(verdict: str, auth_scheme: str, detail: str = "") -> str:
     """The guide's advice for a verdict; bearer gateways have their own for auth trouble.
 
     `detail` (what went wrong, in the words of the answer or the error) picks the advice for a
-    TLS failure's cause where it names one.
+    refusal that names the key's balance, and for a TLS failure's cause where it names one.
     """
+    if verdict in ("auth_failed", "forbidden") and _mentions_balance(detail):
+        return BALANCE_HINT
     if verdict == "auth_failed" and auth_scheme == AuthScheme.BEARER:
         return BEARER_AUTH_HINT
     if verdict == "tls_error":
