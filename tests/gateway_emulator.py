@@ -171,9 +171,9 @@ class GatewayRules:
     key_models: dict[str, set[str]] | None = None  # each key's own models (New API's token model limits)
     reject_context_management: bool = False
     serve_models_list: bool = True
-    listed_models: set[str] | None = (
-        None  # what /v1/models lists, where it is not what is served (Anthropic: dated ids)
-    )
+    # What /v1/models lists, where it is not what is served (Anthropic lists dated ids).
+    listed_models: set[str] | None = None
+    busy_models: set[str] = field(default_factory=set)  # served, but a message for one is answered 429 for now
     behaviour: str = "normal"
     delay: float = 0.0  # seconds before answering a message
     reply_text: str = "Claude Code is connected to the emulator."
@@ -392,6 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, _error("invalid_request_error", "context_management: Extra inputs are not permitted"))
             return
         model = str(body.get("model", ""))
+        if model in rules.busy_models:
+            self._send(429, _error("rate_limit_error", "slow down"), extra={"retry-after": "7"})
+            return
         if rules.key_models is not None and model not in self._served(rules):
             self._send(403, _filled(TOKEN_MODEL_FORBIDDEN, model))
             return

@@ -504,17 +504,20 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
 
     A model the list names is served. One it does not name may still be: Anthropic lists dated ids
     (claude-sonnet-4-5-20250929) and takes their undated aliases, the form Claude Code's ids take. So
-    each configured model the list leaves out is asked for with a one-token message: it is served if
-    that answers, and missing otherwise (New API refuses a model outside the token's limits with a 403).
-    Where there is no list, each model is asked for the same way and only a "model not found" answer
-    counts it missing. The probe's own model has just answered and is not asked again.
+    each configured model the list leaves out, and each one where there is no list, is asked for with a
+    one-token message, once per model however many aliases name it (each ask is billed). It is missing
+    only when the answer is about the model: "model not found", or, after a list that leaves it out, a
+    refusal of the request (New API refuses a model outside the token's limits with a 403). An answer
+    that says nothing about the model (no answer, 429, 5xx) reports nothing: the next probe asks again.
+    The probe's own model has just answered and is not asked again.
     """
     aliases = {alias: model for alias, model in target.alias_models.items() if model}
     listed = await _key_models(target, client, cache, per_key=bool(aliases))
     if listed:
         outcome.details["models"] = listed[:50]
-    missing = {}
-    for alias, model in aliases.items():
+    refusals = {"model_not_found", "forbidden", "bad_request"} if listed else {"model_not_found"}
+    unserved = set()
+    for model in dict.fromkeys(aliases.values()):
         if model == target.model or model in listed:
             continue
         body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
@@ -529,11 +532,11 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
                 auth=target.auth,
             )
         except ProbeFailure:
-            verdict = ""  # no answer says nothing about the model: the list's word stands
-        else:
-            verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
-        if verdict == "model_not_found" or (listed and verdict != "ok"):
-            missing[alias] = model
+            continue  # no answer says nothing about the model
+        verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
+        if verdict in refusals:
+            unserved.add(model)
+    missing = {alias: model for alias, model in aliases.items() if model in unserved}
     if missing:
         outcome.details["missing_models"] = missing
         names = ", ".join(f"{alias} ({model})" for alias, model in missing.items())

@@ -724,3 +724,25 @@ def test_an_alias_the_gateway_answers_is_served_though_its_list_names_only_dated
     asked = [call.body["model"] for call in gw.message_requests()]
     assert asked.count("claude-sonnet-4-5") == 1
     assert sorted(set(asked)) == ["claude-haiku-4-5", "claude-opus-4-5", "claude-sonnet-4-5"]
+
+
+def test_a_model_several_aliases_name_is_asked_for_once():
+    # Gateways often map opus, sonnet and haiku to one model of theirs; each ask is a message billed to the team.
+    rules = GatewayRules(models={"claude-sonnet-4.6", "glm-4.6"}, listed_models={"claude-sonnet-4.6-20250929"})
+    aliases = {"opus": "glm-4.6", "sonnet": "glm-4.6", "haiku": "glm-4.6"}
+    outcome, gw = probe_against(rules, alias_models=aliases)
+    assert outcome.verdict == "ok", outcome.hint
+    assert "missing_models" not in outcome.details
+    asked = [call.body["model"] for call in gw.message_requests() if call.body.get("max_tokens") == 1]
+    assert asked == ["glm-4.6"]
+
+
+def test_an_ask_the_gateway_answers_with_a_429_does_not_call_the_model_not_served():
+    dated = {"claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"}
+    rules = GatewayRules(
+        models=dated | {"claude-sonnet-4-5", "claude-haiku-4-5"}, listed_models=dated, busy_models={"claude-haiku-4-5"}
+    )
+    aliases = {"sonnet": "claude-sonnet-4-5", "haiku": "claude-haiku-4-5"}
+    outcome, _ = probe_against(rules, model="claude-sonnet-4-5", alias_models=aliases)
+    assert outcome.verdict == "ok", outcome.hint
+    assert "missing_models" not in outcome.details, outcome.warning  # a 429 says nothing about the model
