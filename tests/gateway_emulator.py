@@ -102,6 +102,7 @@ ECHO_MODES = [*ECHO_IN_MESSAGE, *ECHO_ELSEWHERE, "models"]
 BEHAVIOURS = {
     "normal",
     "400",
+    "400_no_credit",
     "401",
     "401_echo",
     "401_nul",
@@ -432,6 +433,11 @@ class _Handler(BaseHTTPRequestHandler):
             "404_path": (404, b'{"message": "Not Found"}'),
             "404_model": (404, _filled(MODEL_ERRORS["anthropic"][1], "claude-nope")),
             "400": (400, _error("invalid_request_error", "messages.0.content: Input should be a valid list")),
+            # Anthropic's answer to a key whose organisation has no credit left.
+            "400_no_credit": (
+                400,
+                _error("invalid_request_error", "Your credit balance is too low to access the API."),
+            ),
             "500": (502, _error("api_error", "upstream provider failed")),
             "error_200": (200, _error("api_error", "upstream failed")),
             "401_nul": (401, _error("authentication_error", "invalid\x00key")),  # JSON's \u0000

@@ -444,7 +444,9 @@ async def _reachability(target: ProbeTarget, client: SafeClient) -> ProbeOutcome
         except ProbeFailure as failure:
             outcome = _failed(target, failure, kind="reachability")
         else:
-            if answer.status == 400:
+            # The empty body's 400 means the key passed; one that blames the balance means it did not.
+            spent = classify_response(answer.status, answer.headers, answer.text, streamed=False)[0] == "forbidden"
+            if answer.status == 400 and not spent:
                 outcome = ProbeOutcome(
                     "ok", answer.status, answer.ttfb_ms, answer.latency_ms, target.model, kind="reachability"
                 )

@@ -746,3 +746,10 @@ def test_an_ask_the_gateway_answers_with_a_429_does_not_call_the_model_not_serve
     outcome, _ = probe_against(rules, model="claude-sonnet-4-5", alias_models=aliases)
     assert outcome.verdict == "ok", outcome.hint
     assert "missing_models" not in outcome.details, outcome.warning  # a 429 says nothing about the model
+
+
+def test_reachability_mode_does_not_pass_a_key_whose_balance_is_spent():
+    # The empty body's 400 means the key got through; Anthropic's 400 for a spent balance means it did not.
+    outcome, _ = probe_against(GatewayRules(behaviour="400_no_credit"), mode="reachability")
+    assert outcome.verdict == "forbidden"
+    assert "balance" in outcome.hint
