@@ -230,16 +230,20 @@ def notify_expiring(*, now: datetime | None = None) -> int:
         .select_related("team", "gateway")
         .order_by("expires_at")
     )
+    # A warning recorded before the key named the date alone (up to 2026-11) named the expiry's second.
+    earlier = {key.id: f"key.expiring:{key.id}:{key.expires_at:%Y%m%dT%H%M%S}" for key in keys}
     told_before = set(
-        Notification.objects.filter(dedupe_key__in=[expiry_dedupe_key(k) for k in keys]).values_list(
-            "dedupe_key", flat=True
-        )
+        Notification.objects.filter(
+            dedupe_key__in=[expiry_dedupe_key(k) for k in keys] + list(earlier.values())
+        ).values_list("dedupe_key", flat=True)
     )
     count = 0
     for key in keys:
         dedupe_key = expiry_dedupe_key(key)
-        if dedupe_key not in told_before and notify_team(
-            key.team, messages.key_expiring(key), key=key, dedupe_key=dedupe_key
+        if (
+            dedupe_key not in told_before
+            and earlier[key.id] not in told_before
+            and notify_team(key.team, messages.key_expiring(key), key=key, dedupe_key=dedupe_key)
         ):
             count += 1
     return count

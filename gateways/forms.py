@@ -160,6 +160,11 @@ class ExpiryField(forms.DateTimeField):
             except ValueError:
                 value = None
         self.shown = value if isinstance(value, datetime) and timezone.is_aware(value) else None
+        try:
+            if self.shown is not None:
+                timezone.localtime(self.shown)  # a hand-made copy the zone cannot show is no copy of what it showed
+        except OverflowError:
+            self.shown = None
 
 
 def input_formfield(field: models.Field, **kwargs) -> forms.Field | None:

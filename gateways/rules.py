@@ -555,13 +555,22 @@ def clean_expiry(value: datetime | None) -> datetime | None:
     """
     if value is None:
         return None
+    # Stored in UTC and written in TIME_ZONE on every page: a day's margin at either end of the years 1 to 9999
+    # keeps both in range, whatever the zone (no zone is a day or more from UTC).
     try:
-        value.astimezone(UTC)
+        in_range = EARLIEST_EXPIRY <= value.astimezone(UTC) <= LATEST_EXPIRY
     except OverflowError:
+        in_range = False
+    if not in_range:
         raise RuleError(
-            "That expiry is beyond the dates the portal can store (the years 1 to 9999 in UTC); choose a nearer date."
+            "That expiry is beyond the dates the portal can store and show (the years 1 to 9999, a day short of "
+            "either end); choose a nearer date."
         ) from None
     return value.replace(microsecond=0)
+
+
+EARLIEST_EXPIRY = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST_EXPIRY = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 def expiry_from_wall_time(wall: datetime, zone: tzinfo, *, offset_possible: bool) -> datetime:

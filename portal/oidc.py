@@ -537,7 +537,9 @@ def refuse_unstorable_claims(claims: dict) -> None:
         "sub": ExternalIdentity._meta.get_field("subject").max_length,
         "email": ExternalIdentity._meta.get_field("email").max_length,
     }
-    for claim in ("sub", "email", "preferred_username", "name", settings.OIDC_GROUPS_CLAIM):
+    # Not "name", which the portal does not keep, nor "preferred_username", whose user name unique_username makes
+    # of letters, digits and @.+-_ only: a provider's odd display name must not stop a sign-in.
+    for claim in ("sub", "email", settings.OIDC_GROUPS_CLAIM):
         value = claims.get(claim)
         for item in value if isinstance(value, list) else [value]:
             text = str(item) if claim == "sub" else item  # the subject is looked up as text, whatever its type

@@ -258,3 +258,56 @@ def test_the_offboard_page_names_the_zone_of_the_last_download(berlin, alice, bo
         assert _page_client(bob).get(f"/setup/{bob_assignment.id}/bash").status_code == 200
     text = _page_client(alice).get("/teams/web/members/bob/offboard/").content.decode()
     assert ">2030-07-01 14:00 CEST</time> (bash)" in text
+
+
+# --- Expiries at the ends of the calendar, and warnings recorded before the upgrade ---------------------------
+
+
+def page_of(user) -> Client:
+    page = Client(raise_request_exception=False)
+    page.force_login(user)
+    return page
+
+
+@pytest.mark.parametrize("action", ["settings", "rotate"])
+def test_a_hand_made_copy_of_the_shown_expiry_no_zone_can_show_gets_an_answer_not_a_500(alice, tokenbay_key, action):
+    page = page_of(alice)
+    confirm_password(page, alice)
+    url = f"/keys/{tokenbay_key.id}/{action}/"
+    form = form_on(page.get(url if action == "rotate" else f"/keys/{tokenbay_key.id}/"), url)
+    form.update(
+        expires_at="2031-05-10T00:00",
+        **({"secret": "sk-tokenbay-renewed-0123456789abcdef"} if action == "rotate" else {}),
+    )
+    form["initial-expires_at"] = "0001-01-01T00:00:00+14:00"
+    assert page.post(url, form).status_code in (302, 400)
+
+
+def test_an_expiry_the_portals_zone_cannot_write_is_refused_and_every_page_still_opens(
+    berlin, alice, bob, dave, bob_assignment
+):
+    page = page_of(alice)
+    url = f"/keys/{bob_assignment.key_id}/settings/"
+    form = form_on(page.get(f"/keys/{bob_assignment.key_id}/"), url)
+    form["expires_at"] = "9999-12-31T23:30:00+00:00"  # in Berlin, past the year 9999
+    response = page.post(url, form)
+    assert response.status_code == 400
+    assert "beyond the dates the portal can store and show" in response.content.decode()
+    assert GatewayKey.objects.get(pk=bob_assignment.key_id).expires_at is None
+    for user in (alice, bob, dave):
+        for address in ("/teams/web/", "/connections/", f"/keys/{bob_assignment.key_id}/"):
+            assert page_of(user).get(address).status_code < 500, (user.username, address)
+
+
+def test_a_key_warned_before_the_upgrade_is_not_warned_again_for_the_same_date(alice, tokenbay_key):
+    """Until 2026-11 the warning's record named the expiry's second; the first run after the upgrade reads it."""
+    services.update_key_settings(
+        key=tokenbay_key, changes={"expires_at": timezone.now() + timezone.timedelta(days=5)}, actor=alice
+    )
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    call_command("notify", stdout=StringIO())
+    told = Notification.objects.filter(key=key)
+    assert told.count() == 1
+    told.update(dedupe_key=f"key.expiring:{key.id}:{key.expires_at:%Y%m%dT%H%M%S}")
+    call_command("notify", stdout=StringIO())
+    assert Notification.objects.filter(key=key).count() == 1
