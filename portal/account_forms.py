@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm, UserCreationForm
 from django.contrib.sites.shortcuts import get_current_site
+from django.db import connection
 from django.http import HttpRequest
 
 from portal.email_confirmation import CONFIRMATION_RESEND_AFTER
@@ -72,6 +73,7 @@ class PortalPasswordResetForm(PasswordResetForm):
     def send_mail(self, subject_template_name, email_template_name, context, *args, **kwargs) -> None:
         try:
             if ResetLinkMail.objects.claim(context["user"], every=CONFIRMATION_RESEND_AFTER):
+                connection.close()  # not held through the SMTP session, which a slow server draws out
                 super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)
         except Exception:  # Django's own send_mail logs a failure to send; this, one to take the turn or render
             logger.exception("Failed to send password reset email to %s", context["user"].pk)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from email import charset, encoders
 from email.message import Message
 
@@ -83,28 +85,43 @@ def send(*, to: str, subject: str, template: str, context: dict) -> bool:
     return True
 
 
-# The threads send_after_response started and that have not ended yet.
-_pending: set[threading.Thread] = set()
-_pending_lock = threading.Lock()
+# Mails sent after the response go one at a time through one thread per process, queued up to a bound: anyone may
+# ask for a reset, so neither the threads nor their database connections may grow with the requests.
+MAX_WAITING_MAILS = 100
+_sender: ThreadPoolExecutor | None = None  # made on first use, in the process that sends (after gunicorn forks)
+_waiting: set[Future] = set()
+_waiting_lock = threading.Lock()
 
 
 def send_after_response(send: Callable[[], None], *, name: str) -> None:
-    """Run `send` in a thread of its own once the request's transaction commits, so the answer never waits for it.
+    """Run `send` in the process's mail thread once the request's transaction commits, so the answer never waits.
 
     What a mail costs (its rows, rendering, the SMTP session) would otherwise show in the answer's time, and tell
-    whoever times it that there was something to mail. The thread is no daemon, so a graceful stop of gunicorn lets
-    the mail go; it closes its own database connection when done. `send` logs its own failures. Links the mail
-    builds with reverse() keep the request's script prefix (the path the portal is mounted at).
+    whoever times it that there was something to mail. One thread per process sends them in turn, so a burst of
+    requests holds one database connection and one SMTP session, not one each; past MAX_WAITING_MAILS waiting,
+    a mail is dropped with a warning. The thread is no daemon: a graceful stop of gunicorn lets the queue go.
+    `send` logs its own failures. Links the mail builds with reverse() keep the request's script prefix.
     """
     script_prefix = get_script_prefix()
-    transaction.on_commit(lambda: _start(send, name, script_prefix))
+    transaction.on_commit(lambda: _queue(send, name, script_prefix))
 
 
-def _start(send: Callable[[], None], name: str, script_prefix: str) -> None:
-    thread = threading.Thread(target=_run, args=(send, script_prefix), name=name, daemon=False)
-    with _pending_lock:
-        _pending.add(thread)
-    thread.start()
+def _queue(send: Callable[[], None], name: str, script_prefix: str) -> None:
+    global _sender
+    with _waiting_lock:
+        if len(_waiting) >= MAX_WAITING_MAILS:
+            logger.warning("%s mails are waiting to be sent; a %s mail was dropped.", len(_waiting), name)
+            return
+        if _sender is None:
+            _sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail-after-response")
+        future = _sender.submit(_run, send, script_prefix)
+        _waiting.add(future)
+    future.add_done_callback(_done)
+
+
+def _done(future: Future) -> None:
+    with _waiting_lock:
+        _waiting.discard(future)
 
 
 def _run(send: Callable[[], None], script_prefix: str) -> None:
@@ -113,14 +130,11 @@ def _run(send: Callable[[], None], script_prefix: str) -> None:
         send()
     finally:
         connection.close()
-        with _pending_lock:
-            _pending.discard(threading.current_thread())
 
 
 def wait_for_mails_after_response(timeout: float = 30) -> None:
-    """Wait until every mail send_after_response started so far is sent or has failed; for tests, which read the
+    """Wait until every mail send_after_response queued so far is sent or has failed; for tests, which read the
     inbox right after the request."""
-    with _pending_lock:
-        threads = list(_pending)
-    for thread in threads:
-        thread.join(timeout)
+    with _waiting_lock:
+        waiting = list(_waiting)
+    futures.wait(waiting, timeout=timeout)

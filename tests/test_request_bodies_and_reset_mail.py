@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlencode
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -191,3 +192,19 @@ def test_under_the_test_mail_backend_the_reset_mail_reaches_the_outbox(bob, mail
     wait_for_mails_after_response()
     [message] = mailoutbox
     assert message.to == ["bob@example.com"] and "/reset/" in message.body
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_resets_for_many_accounts_at_once_go_through_one_mail_thread_and_all_arrive(held_smtp):
+    """Anyone may ask for resets: neither the threads sending them nor their database connections grow with them."""
+    for n in range(8):
+        get_user_model().objects.create_user(f"dev{n}", f"dev{n}@example.com", "pass-whatever-123")
+    anyone = Client()
+    for n in range(8):
+        assert anyone.post("/password_reset/", {"email": f"dev{n}@example.com"}).status_code == 302
+    assert held_smtp.mail_started.wait(10), "no mail was started after the answers"
+    senders = [t for t in threading.enumerate() if t.name.startswith("mail-after-response") and t.is_alive()]
+    assert len(senders) == 1, senders
+    held_smtp.release.set()
+    wait_for_mails_after_response()
+    assert sorted(str(m["To"]) for m in held_smtp.messages) == [f"dev{n}@example.com" for n in range(8)]
