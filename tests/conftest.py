@@ -187,15 +187,11 @@ def emulator():
 @pytest.fixture
 def smtp(settings):
     """A real SMTP server on 127.0.0.1 that the portal's mail goes to; yields its inbox."""
-    from tests.smtp_server import Inbox, start
+    from tests.smtp_server import Inbox, send_mail_to, start
 
     inbox = Inbox()
     controller = start(inbox)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_CONFIGURED = True
+    send_mail_to(settings, controller.port)
     yield inbox
     controller.stop()
 

@@ -46,3 +46,13 @@ def start(inbox: Inbox) -> Controller:
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     return controller
+
+
+def send_mail_to(settings, port: int) -> None:
+    """Point the portal's mail at the SMTP server on 127.0.0.1:port, without TLS or sign-in (pytest-django's
+    `settings` fixture puts everything back after the test)."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_CONFIGURED = True

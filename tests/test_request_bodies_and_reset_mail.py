@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from portal.mail import wait_for_mails_after_response
-from tests.smtp_server import Inbox, link_in, start
+from tests.smtp_server import Inbox, link_in, send_mail_to, start
 from tests.test_concurrency import free_port
 from tests.test_health import start_production_gunicorn
 
@@ -127,12 +127,8 @@ class HeldInbox(Inbox):
 def held_smtp(settings):
     inbox = HeldInbox()
     controller = start(inbox)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    send_mail_to(settings, controller.port)
     settings.EMAIL_TIMEOUT = 30  # longer than the server holds a mail: a mail sent in the request waits it out
-    settings.EMAIL_CONFIGURED = True
     yield inbox
     inbox.release.set()
     wait_for_mails_after_response()

@@ -23,7 +23,7 @@ from portal.mail import wait_for_mails_after_response
 from portal.models import Membership, Role, Team
 from portal.services import remove_member
 from tests.conftest import TEST_AUDIT_KEYRING, TEST_KEYRING, make_user, production_env, run_manage
-from tests.smtp_server import free_port
+from tests.smtp_server import free_port, send_mail_to
 
 ROTATED = "sk-tokenbay-rotated-0123456789"
 
@@ -65,11 +65,7 @@ class SevenBitInbox(RawInbox):
 def _serve(settings, inbox: RawInbox):
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_CONFIGURED = True
+    send_mail_to(settings, controller.port)
     settings.PORTAL_URL = "https://portal.example.com"
     settings.NOTIFY_TIMEOUT = 5
     return controller
