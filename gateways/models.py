@@ -225,8 +225,8 @@ def probe_counts(prefix: str = "") -> models.Q:
 
 
 def refused_since(prefix: str = "") -> models.Case:
-    """When the gateway began refusing the key: the first probe of its latest run without a pass, since its last
-    rotation or change; null unless its current verdict is one of KEY_REFUSED_VERDICTS (GatewayKey.refused_since).
+    """When the gateway began refusing the key: the first refusal since its last pass and its last rotation or
+    change; null unless its current verdict is one of KEY_REFUSED_VERDICTS (GatewayKey.refused_since).
 
     `prefix` reaches the key from another model (`key__` from an assignment).
     """
@@ -238,6 +238,7 @@ def refused_since(prefix: str = "") -> models.Case:
             ~models.Exists(passed_after),
             key=models.OuterRef(f"{prefix}pk"),
             created_at__gte=models.OuterRef(f"{prefix}config_changed_at"),
+            verdict__in=KEY_REFUSED_VERDICTS,  # not an outage or a rate limit before the first refusal
         )
         .order_by("created_at")
         .values("created_at")[:1]

@@ -569,6 +569,12 @@ def clean_expiry(value: datetime | None) -> datetime | None:
     return value.replace(microsecond=0)
 
 
+def to_the_second(value: datetime | None) -> datetime | None:
+    """A stored time as the forms show it, to the whole second, to compare with a new one (no range check: it is
+    already stored)."""
+    return value.replace(microsecond=0) if value else None
+
+
 EARLIEST_EXPIRY = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
 LATEST_EXPIRY = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 

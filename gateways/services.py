@@ -254,7 +254,7 @@ def update_key_settings(*, key: GatewayKey, changes: dict, actor, request: HttpR
     for name, value in cleaned.items():
         # Expiries compare to the second (rules.clean_expiry): one stored with milliseconds before that rule is
         # the same expiry as the form's, which shows whole seconds.
-        same = rules.clean_expiry(getattr(key, name)) == value if name == "expires_at" else getattr(key, name) == value
+        same = rules.to_the_second(getattr(key, name)) == value if name == "expires_at" else getattr(key, name) == value
         if not same:
             changed[name] = {"from": _jsonable(getattr(key, name)), "to": _jsonable(value)}
             setattr(key, name, value)
@@ -295,7 +295,7 @@ def rotate_key_secret(
     details: dict[str, Any] = {}
     if not isinstance(expires_at, EllipsisType):
         expires_at = rules.clean_expiry(expires_at)
-        if rules.clean_expiry(key.expires_at) != expires_at:
+        if rules.to_the_second(key.expires_at) != expires_at:
             # Recorded as a settings change records it, in this rotation's audit row.
             details["changed"] = {"expires_at": {"from": _jsonable(key.expires_at), "to": _jsonable(expires_at)}}
             key.expires_at, key.expiry_recorded_at = expires_at, None

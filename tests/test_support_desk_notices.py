@@ -226,3 +226,18 @@ def test_a_holder_with_a_current_device_hears_nothing(alice, bob, bob_assignment
         live_device(bob_assignment)  # installed after the change: its settings.json is current
     with later(7):
         assert banners(setup_page(bob)) == {}
+
+
+@pytest.mark.django_db
+def test_since_names_the_first_refusal_not_an_outage_before_it(api, bob, tokenbay_key, bob_assignment):
+    outage = GatewayRules(auth_scheme="bearer", keys=set(), behaviour="500")  # a 502: the gateway, not the key
+    with later(5):
+        assert probe_through(ACCEPTS_KEY, tokenbay_key) == "ok"
+    with later(10):
+        assert probe_through(outage, tokenbay_key) == "gateway_error"
+    with later(300):
+        assert probe_through(KEY_EXPIRED, tokenbay_key) == "auth_failed"
+        first_refusal = GatewayKey.objects.get(pk=tokenbay_key.pk).last_probe_at
+        notice = config_notice(api, bob)
+    assert notice["kind"] == "failing"
+    assert notice["sentence"].startswith(f"Since {written_time(first_refusal)},"), notice["sentence"]

@@ -311,3 +311,42 @@ def test_a_key_warned_before_the_upgrade_is_not_warned_again_for_the_same_date(a
     told.update(dedupe_key=f"key.expiring:{key.id}:{key.expires_at:%Y%m%dT%H%M%S}")
     call_command("notify", stdout=StringIO())
     assert Notification.objects.filter(key=key).count() == 1
+
+
+LAST_DAY = datetime(9999, 12, 31, 12, 0, tzinfo=UTC)  # taken before the portal kept a day from the calendar's end
+
+
+@pytest.mark.parametrize("how", ["api", "cleared", "rotated"])
+def test_a_key_stored_with_the_calendars_last_day_can_still_be_given_a_new_expiry(api, alice, tokenbay_key, how):
+    GatewayKey.objects.filter(pk=tokenbay_key.pk).update(expires_at=LAST_DAY)
+    key = GatewayKey.objects.get(pk=tokenbay_key.pk)
+    renewed = datetime(2027, 1, 1, tzinfo=UTC)
+    if how == "api":
+        response = api(alice).patch(f"/api/v1/keys/{key.id}/", {"expires_at": "2027-01-01T00:00:00Z"}, format="json")
+        assert response.status_code == 200, response.json()
+    elif how == "cleared":
+        services.update_key_settings(key=key, changes={"expires_at": None}, actor=alice)
+        renewed = None
+    else:
+        services.rotate_key_secret(
+            key=key, secret="sk-tokenbay-renewed-0123456789abcdef", actor=alice, expires_at=renewed
+        )
+    assert GatewayKey.objects.get(pk=key.pk).expires_at == renewed
+
+
+def test_the_upgrade_moves_an_expiry_no_zone_can_write_and_the_pages_open(alice, bob, dave, bob_assignment, settings):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    GatewayKey.objects.filter(pk=bob_assignment.key_id).update(expires_at=datetime(9999, 12, 31, 20, 0, tzinfo=UTC))
+    executor = MigrationExecutor(connection)
+    migration = executor.loader.get_migration("gateways", "0016_expiries_within_the_calendar")
+    migration.operations[0].code(
+        executor.loader.project_state(("gateways", "0016_expiries_within_the_calendar")).apps, None
+    )
+    settings.TIME_ZONE = "Asia/Tokyo"
+    with timezone.override(ZoneInfo("Asia/Tokyo")):
+        for user in (alice, bob, dave):
+            for address in ("/teams/web/", "/connections/", f"/keys/{bob_assignment.key_id}/"):
+                assert page_of(user).get(address).status_code < 500, (user.username, address)
+    assert GatewayKey.objects.get(pk=bob_assignment.key_id).expires_at.year == 9999

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import template
 from django.urls import reverse
@@ -35,7 +35,10 @@ def moment(value: datetime | None, fmt: str = "Y-m-d H:i") -> str:
     """A time in the portal's zone, named (`2026-11-23 14:05 UTC`); app.js shows it in the viewer's own zone."""
     if not value:
         return ""
-    local = timezone.localtime(value)
+    try:
+        local = timezone.localtime(value)
+    except OverflowError:  # a day from the calendar's end, which the zone cannot write: written in UTC instead
+        local = value.astimezone(UTC)
     return format_html(
         '<time datetime="{}" data-local="{}">{} {}</time>',
         value.isoformat(),
