@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Count, Q
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -451,16 +453,37 @@ def rollout(key: GatewayKey) -> dict:
 
     `current` counts the live devices holding the new secret and installed since the key's settings or its
     gateway's last changed; `reinstall` those installed before (their settings.json holds the old settings).
+    `static` counts the developers holding a static copy (downloaded or shown): the gateway takes it until the
+    key is rotated there or deleted; `static_stale` those whose copy predates the key's last change.
     """
     live = list(key.devices.live().only("key_id", "installed_at", "fetched_fingerprint"))
     for device in live:
         device.key = key
     reinstall = sum(device.needs_reinstall for device in live)
     current = sum(device.has_current_secret and not device.needs_reinstall for device in live)
-    static = (
-        key.assignments.filter(last_download_at__isnull=False, last_download_at__lt=key.config_changed_at)
-        .values("user")
-        .distinct()
-        .count()
+    holders = key.assignments.filter(last_download_at__isnull=False).aggregate(
+        static=Count("user", distinct=True),
+        static_stale=Count("user", distinct=True, filter=Q(last_download_at__lt=key.config_changed_at)),
     )
-    return {"live": len(live), "current": current, "reinstall": reinstall, "static_stale": static}
+    return {"live": len(live), "current": current, "reinstall": reinstall, **holders}
+
+
+def developers_holding(count: int) -> str:
+    """'1 developer holds' or '3 developers hold': the start of a sentence about static copies."""
+    return f"{count} developer{pluralize(count)} {'holds' if count == 1 else 'hold'}"
+
+
+def rotation_sentence(counts: dict) -> str:
+    """What a rotation asks of the key's holders (rollout's counts): static copies are downloaded again, while
+    live devices fetch the new secret by themselves."""
+    static, live = counts["static"], counts["live"]
+    if not static and not live:
+        return "No developer holds a copy of it yet"
+    if static:
+        said = f"{developers_holding(static)} a static copy and must download again"
+    else:
+        said = "No developer holds a static copy"
+    if live:
+        said += f"; {live} live device{pluralize(live)} {'fetches' if live == 1 else 'fetch'} the new secret by "
+        said += "itself" if live == 1 else "themselves"
+    return said

@@ -399,12 +399,27 @@ def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | 
 
 
 @transaction.atomic
-def remove_member_assignments(*, team: Team, user) -> list[str]:
-    """Take back the team's keys from a member who leaves it; returns the keys' short fingerprints."""
-    removed = Assignment.objects.filter(key__team=team, user=user)
-    fingerprints = [a.key.short_fingerprint for a in removed.select_related("key")]
-    removed.delete()
-    return fingerprints
+def remove_member_assignments(*, team: Team, user, actor=None, request: HttpRequest | None = None) -> dict:
+    """Take back the team's keys from a member who leaves it, each with its own event in the key's trail.
+
+    Returns what the member-removed event records: the keys' short fingerprints, and the keys whose config the
+    member downloaded (or was shown) while still alive, as offboarding lists them: only a rotation stops that copy.
+    """
+    removed = list(Assignment.objects.filter(key__team=team, user=user).select_related("key__team", "key__gateway"))
+    Assignment.objects.filter(pk__in=[a.pk for a in removed]).delete()
+    details = {"user": user.get_username(), "reason": "left the team"}
+    audit.append(
+        [key_event(Action.ASSIGNMENT_REMOVED, a.key, actor=actor, request=request, details=details) for a in removed]
+    )
+    taken_back: dict = {"assignments_removed": [a.key.short_fingerprint for a in removed]}
+    copies = [
+        {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
+        for a in removed
+        if a.last_download_at and a.key.revoked_at is None
+    ]
+    if copies:
+        taken_back["static_copies"] = copies
+    return taken_back
 
 
 @transaction.atomic

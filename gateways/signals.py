@@ -12,9 +12,8 @@ from portal.signals import account_reclaimed, member_leaving
 
 
 @receiver(member_leaving)
-def take_back_assignments(sender, membership, **kwargs) -> dict:
-    fingerprints = services.remove_member_assignments(team=membership.team, user=membership.user)
-    return {"assignments_removed": fingerprints}
+def take_back_assignments(sender, membership, actor=None, request=None, **kwargs) -> dict:
+    return services.remove_member_assignments(team=membership.team, user=membership.user, actor=actor, request=request)
 
 
 @receiver(account_reclaimed)

@@ -482,9 +482,11 @@ def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         except RuleError as exc:
             add_to_form(form, exc)
         else:
-            messages.success(request, f"Secret rotated; the key is now {key.masked}. Developers must download again.")
+            after = devices.rotation_sentence(devices.rollout(key))
+            messages.success(request, f"Secret rotated; the key is now {key.masked}. {after}.")
             return redirect("key", key_id=key.id)
-    return render(request, "gateways/key_rotate.html", {"form": form, "key": key})
+    context = {"form": form, "key": key, "after_rotation": devices.rotation_sentence(devices.rollout(key))}
+    return render(request, "gateways/key_rotate.html", context)
 
 
 @login_required
@@ -520,8 +522,14 @@ def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request, purpose=f"revoke the key {key.label!r}"):
         return needs_password
-    services.revoke_key(key=key, actor=request.user, request=request)
-    messages.success(request, "Key revoked: its secret is destroyed and it yields no configuration any more.")
+    key = services.revoke_key(key=key, actor=request.user, request=request)
+    said = "Key revoked: its secret is destroyed and it yields no configuration any more."
+    if static := devices.rollout(key)["static"]:
+        # The portal destroys its own copy only: a downloaded or shown one still works until the gateway drops it.
+        gateway = key.gateway.name
+        said += f" {devices.developers_holding(static)} a static copy that {gateway} still accepts: "
+        said += f"delete or disable the key in the {gateway} console."
+    messages.success(request, said)
     return redirect("key", key_id=key.id)
 
 

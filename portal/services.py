@@ -132,7 +132,7 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
     withdraws the team's pending invitations for the leaver's address: none brings them back.
     """
     details: dict[str, object] = {}
-    for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor):
+    for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor, request=request):
         if isinstance(answer, dict):  # a receiver answers with what it took back, for the audit row
             details.update(answer)
     user = membership.user
@@ -148,8 +148,10 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
 
 
 @transaction.atomic
-def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> None:
-    """Remove a member; the apps listening to member_leaving take back what they held (their key assignments)."""
+def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> dict[str, object]:
+    """Remove a member; the apps listening to member_leaving take back what they held (their key assignments).
+
+    Returns what they took back, as the audit row records it."""
     team, user = membership.team, membership.user
     # Locked first: a second removal at the same moment (a double submit, two admins) waits here and finds
     # the member gone, and a key being assigned to them (gateways.services.assign_key) is taken back too.
@@ -167,6 +169,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
         target=user.get_username(),
         details=details,
     )
+    return details
 
 
 def refuse_last_admin(membership: Membership, *, new_role: str | None) -> None:

@@ -11,8 +11,8 @@ from django.dispatch import Signal, receiver
 from portal import audit, lockouts
 from portal.models import Action
 
-# Sent with `membership=` and `actor=` inside the transaction that removes a member from a team, before the
-# membership row goes. A receiver drops what the member held in that team and returns a dict
+# Sent with `membership=`, `actor=` and `request=` inside the transaction that removes a member from a team,
+# before the membership row goes. A receiver drops what the member held in that team and returns a dict
 # saying what, which goes into the member.removed audit event (gateways: the key assignments).
 member_leaving = Signal()
 # Sent with `membership=` and `actor=` inside the transaction that adds a user to a team (not on a role change).

@@ -12,6 +12,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -119,14 +120,22 @@ def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -
         Membership.objects.select_related("user", "team"), team=team, user__username=username
     )
     try:
-        services.remove_member(membership=membership, actor=request.user, request=request)
+        taken_back = services.remove_member(membership=membership, actor=request.user, request=request)
     except RuleError as exc:
         messages.error(request, str(exc))
         return redirect("team", slug=team.slug)
     if membership.user == request.user and not is_staff(request.user):  # the team's page is no longer theirs
         messages.success(request, f"You left {team.name}, and gave back the team's keys assigned to you.")
         return redirect("teams")
-    messages.success(request, f"{username} was removed from {team.name}, with their assignments.")
+    said = f"{username} was removed from {team.name}, with their assignments."
+    copies = taken_back.get("static_copies") or []
+    if isinstance(copies, list) and copies:
+        # As the offboarding page says: the portal took the key back, but a downloaded copy works until rotated.
+        links = format_html_join(
+            ", ", '<a href="{}">{}</a>', ((reverse("key-rotate", args=[c["id"]]), c["label"]) for c in copies)
+        )
+        said = format_html("{} A copy they downloaded still works until you rotate the key: rotate {}.", said, links)
+    messages.success(request, said)
     return redirect("team", slug=team.slug)
 
 

@@ -309,6 +309,7 @@ class PortalMachine(RuleBasedStateMachine):
         del self.members[team][name]
         for pk, a in list(self.assignments.items()):
             if a.user == name and self.keys[a.key].team == team:
+                self.expected["assignment.removed"] += 1  # each key's trail says when they lost it
                 self.take_back(pk)
 
     @rule(

@@ -497,7 +497,7 @@ async def _key_models(target: ProbeTarget, client: SafeClient, cache: dict, *, p
     try:
         status, text = await asyncio.shield(cache[slot])
     except ProbeFailure:
-        return []  # no list: the aliases are tried one by one instead
+        return []  # no list: each configured model is asked for instead
     return _model_ids(text) if status == 200 else []
 
 
@@ -518,10 +518,8 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
     if listed:
         outcome.details["models"] = listed[:50]
     refusals = {"model_not_found", "forbidden", "bad_request"} if listed else {"model_not_found"}
-    unserved = set()
-    for model in dict.fromkeys(aliases.values()):
-        if model == target.model or model in listed:
-            continue
+
+    async def verdict_for(model: str) -> str:
         body = _messages_body(target, model, context_management=False, stream=False, max_tokens=1)
         try:
             reply = await send_request(
@@ -534,10 +532,13 @@ async def _check_models(target: ProbeTarget, client: SafeClient, outcome: ProbeO
                 auth=target.auth,
             )
         except ProbeFailure:
-            continue  # no answer says nothing about the model
-        verdict, _ = classify_response(reply.status, reply.headers, reply.text, streamed=False)
-        if verdict in refusals:
-            unserved.add(model)
+            return ""  # no answer says nothing about the model
+        return classify_response(reply.status, reply.headers, reply.text, streamed=False)[0]
+
+    # Asked at once, not in turn: a slow gateway then adds one answer's time to the probe, not one per model.
+    asked = [model for model in dict.fromkeys(aliases.values()) if model != target.model and model not in listed]
+    verdicts = await asyncio.gather(*(verdict_for(model) for model in asked))
+    unserved = {model for model, verdict in zip(asked, verdicts, strict=True) if verdict in refusals}
     missing = {alias: model for alias, model in aliases.items() if model in unserved}
     if missing:
         outcome.details["missing_models"] = missing

@@ -200,7 +200,8 @@ def _set_verdicts(probed: dict[UUID, tuple[GatewayKey, str, datetime]]) -> dict[
     keeps its verdict, and the probe is history only. A probe counts when the key's settings are
     those it was loaded with (config_changed_at, which a rotation, a change of the key's overrides and
     update_gateway's change of what a download sets stamp) and no probe that started after it has been saved: else it tested an old address
-    or key, or is not the latest. last_probe_at is the probe's start, as current_probe_verdict compares it.
+    or key, or is not the latest. last_probe_at is the probe's start, as current_probe_verdict compares it
+    (_save_batch moves it to the change when the probe itself switched the betas off: its retry tested that).
 
     Compare-and-set: one UPDATE sets the keys whose rows are still as loaded. Another save or an
     edit may have come between (an admin's 'Probe now' while a run waited on the network): such a
@@ -277,9 +278,10 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
         if key.pk in counted and outcome.betas_fixed and key.disable_experimental_betas is not True
     }
     if fixed:
-        # A setting settings.json holds: live devices installed before must run their installer again.
+        # A setting settings.json holds: copies downloaded and devices installed before now hold the old one. The
+        # retry without the betas tested the new setting, so the probe counts from the change (last_probe_at).
         GatewayKey.objects.filter(pk__in=fixed).update(
-            disable_experimental_betas=True, config_changed_at=now, settings_changed_at=now
+            disable_experimental_betas=True, config_changed_at=now, settings_changed_at=now, last_probe_at=now
         )
     _record_credential_headers(batch, results, now)
     audit_events = []
@@ -290,6 +292,7 @@ def _save_batch(batch, trigger: str, user, request: HttpRequest | None) -> list[
             key.last_probe_verdict, key.last_probe_at = outcome.verdict, result.created_at
         if key.pk in fixed:
             key.disable_experimental_betas, key.config_changed_at, key.settings_changed_at = True, now, now
+            key.last_probe_at = now
             details = {"setting": "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS", "to": "1", "probe": result.pk}
             audit_events.append(
                 key_event(Action.PROBE_CHANGED_SETTING, key, actor=user, request=request, details=details)

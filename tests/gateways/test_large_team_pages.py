@@ -274,7 +274,7 @@ def test_the_key_page_shows_a_hundred_assignees_and_devices_at_a_time_for_the_sa
     assert len(assignees) == PAGE and len(devices) == PAGE
     assert devices[0] == "box 1501"  # newest first
     assert f"1{DASH}100 of 250 assignees; 150 more." in page and f"1{DASH}100 of 1502 devices; 1402 more." in page
-    assert "its 250 assignees lose their set-up" in page  # Revoke counts them all, not the page
+    assert "its 250 assignees can no longer download it" in page  # Revoke counts them all, not the page
 
     # Each list's pages, reached by its own link, which keeps the other list where it was.
     later = links_in(section(page, 'data-pages="devices_page"'), address)["Next page"]

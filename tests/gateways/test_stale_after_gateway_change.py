@@ -71,7 +71,7 @@ def test_a_device_installed_before_a_base_url_change_must_run_the_installer_agai
         assert (device["has_current_secret"], device["needs_reinstall"]) == (True, False)
         assert as_alice.get("/api/v1/connections/", params={"state": "stale"}).json()["results"] == []
         key.refresh_from_db()
-        assert devices.rollout(key) == {"live": 1, "current": 1, "reinstall": 0, "static_stale": 0}
+        assert devices.rollout(key) == {"live": 1, "current": 1, "reinstall": 0, "static": 0, "static_stale": 0}
 
         # Staff move TokenBay: the helper still fetches the key, but settings.json points at the old address.
         update_gateway(gateway=Gateway.objects.get(slug="tokenbay"), changes={"base_url": new.base_url}, actor=staff)
@@ -86,7 +86,7 @@ def test_a_device_installed_before_a_base_url_change_must_run_the_installer_agai
         [row] = as_alice.get("/api/v1/connections/", params={"state": "stale", "team": "web"}).json()["results"]
         assert (row["user"], row["live_devices"], row["live_devices_current"]) == ("bob", 1, 0)
         key.refresh_from_db()
-        assert devices.rollout(key) == {"live": 1, "current": 0, "reinstall": 1, "static_stale": 0}
+        assert devices.rollout(key) == {"live": 1, "current": 0, "reinstall": 1, "static": 0, "static_stale": 0}
         assert [d.pk for d in Device.objects.live().needing_reinstall()] == [device["id"]]
         page = Client()
         page.force_login(bob)
