@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from gateways.models import Assignment
+from gateways.services import record_assignments_removed
 from portal import audit
 from portal.errors import RuleError
 from portal.models import AccessToken, Action, Membership, Role, Team
@@ -139,6 +140,8 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
     plan.tokens = [] if plan.keeps_tokens else _live_tokens(user)
     AccessToken.objects.filter(pk__in=[t.pk for t in plan.tokens]).update(revoked_at=timezone.now())
     Assignment.objects.filter(pk__in=[a.pk for a in plan.assignments]).delete()
+    reason = "account offboarded" if plan.deactivates else "offboarded from the team"
+    record_assignments_removed(plan.assignments, user=user, reason=reason, actor=actor, request=request)
     for membership in plan.memberships:
         # Every way out of a team goes through end_membership, so the team's channels hear of it;
         # its details (the assignments) are in this offboarding's one audit event already.

@@ -407,10 +407,7 @@ def remove_member_assignments(*, team: Team, user, actor=None, request: HttpRequ
     """
     removed = list(Assignment.objects.filter(key__team=team, user=user).select_related("key__team", "key__gateway"))
     Assignment.objects.filter(pk__in=[a.pk for a in removed]).delete()
-    details = {"user": user.get_username(), "reason": "left the team"}
-    audit.append(
-        [key_event(Action.ASSIGNMENT_REMOVED, a.key, actor=actor, request=request, details=details) for a in removed]
-    )
+    record_assignments_removed(removed, user=user, reason="left the team", actor=actor, request=request)
     taken_back: dict = {"assignments_removed": [a.key.short_fingerprint for a in removed]}
     copies = [
         {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
@@ -420,6 +417,20 @@ def remove_member_assignments(*, team: Team, user, actor=None, request: HttpRequ
     if copies:
         taken_back["static_copies"] = copies
     return taken_back
+
+
+def record_assignments_removed(
+    assignments: list[Assignment], *, user, reason: str, actor=None, request: HttpRequest | None = None
+) -> None:
+    """An *Assignment removed* event in each key's trail, as removing one assignment writes, for assignments taken
+    back together (a member leaving, an offboarding): an auditor reading a key's trail sees who lost it and why."""
+    details = {"user": user.get_username(), "reason": reason}
+    audit.append(
+        [
+            key_event(Action.ASSIGNMENT_REMOVED, a.key, actor=actor, request=request, details=details)
+            for a in assignments
+        ]
+    )
 
 
 @transaction.atomic

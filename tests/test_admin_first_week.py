@@ -189,3 +189,22 @@ def test_the_keys_audit_trail_shows_when_a_removed_member_lost_it(acme_key, bob,
     rows = page_text(as_user(dave).get("/audit/?gateway=acme"))
     assert "Assignment removed" in rows and "left the team" in rows
     call_command("verify_audit")
+
+
+@pytest.mark.parametrize(
+    ("who", "url", "reason"),
+    [
+        ("alice", "/teams/web/members/bob/offboard/", "offboarded from the team"),
+        ("staff", "/users/bob/offboard/", "account offboarded"),
+    ],
+)
+def test_the_keys_audit_trail_shows_when_an_offboarded_member_lost_it(
+    acme_key, bob, dave, alice, staff, who, url, reason
+):
+    client = as_user({"alice": alice, "staff": staff}[who])
+    confirm_password(client, {"alice": alice, "staff": staff}[who])
+    client.post(url)
+    [event] = AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED)  # once, though end_membership runs too
+    assert event.details == {"label": "Bob laptop", "user": "bob", "reason": reason}
+    assert event.gateway_slug == "acme" and event.target == acme_key.short_fingerprint
+    call_command("verify_audit")
