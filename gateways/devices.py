@@ -43,7 +43,17 @@ from portal.compiled_sql import CompiledRead, CompiledUpdate
 from portal.crypto import DecryptionError, Secret, remember
 from portal.errors import RuleError
 from portal.http import public_url
-from portal.models import Action, Membership, Team, TokenScope, mint_token, token_digest, token_lookup, token_matches
+from portal.models import (
+    Action,
+    AuditEvent,
+    Membership,
+    Team,
+    TokenScope,
+    mint_token,
+    token_digest,
+    token_lookup,
+    token_matches,
+)
 from portal.names import clean_name
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
@@ -466,6 +476,29 @@ def rollout(key: GatewayKey) -> dict:
         static_stale=Count("user", distinct=True, filter=Q(last_download_at__lt=key.config_changed_at)),
     )
     return {"live": len(live), "current": current, "reinstall": reinstall, **holders}
+
+
+# The events that record a leaver's static copies (details["static_copies"]: team slug and short fingerprint each).
+LEAVING_ACTIONS = (Action.MEMBER_REMOVED, Action.MEMBER_OFFBOARDED, Action.USER_OFFBOARDED)
+
+
+def copies_out(key: GatewayKey) -> int:
+    """How many developers took a copy of the key's present secret out of the portal (downloaded or shown), those
+    who have left the team since included: what the gateway still accepts after a revocation, until the key is
+    deleted there. A copy of an earlier secret does not count: the rotation was the moment to drop that one at
+    the gateway. Leavers are read from their events, which name the secret by its short fingerprint."""
+    holders = key.assignments.filter(last_download_at__isnull=False)
+    if key.rotated_at:
+        holders = holders.filter(last_download_at__gte=key.rotated_at)
+    people = set(holders.values_list("user__username", flat=True))
+    left = AuditEvent.objects.filter(
+        Q(team=key.team) | Q(team__isnull=True), action__in=LEAVING_ACTIONS, created_at__gte=key.created_at
+    )
+    for target, details in left.values_list("target", "details"):
+        copies = details.get("static_copies", []) if isinstance(details, dict) else []
+        if any(c.get("team") == key.team.slug and c.get("key") == key.short_fingerprint for c in copies):
+            people.add(target)
+    return len(people)
 
 
 def developers_holding(count: int) -> str:

@@ -504,6 +504,13 @@ class Assignment(models.Model):
         return bool(rotated and self.last_download_at and self.last_download_at < rotated)
 
     @property
+    def holds_present_secret(self) -> bool:
+        """The holder downloaded (or was shown) the key's present secret: a copy made before the last rotation
+        holds an earlier one, which that rotation was the moment to drop at the gateway."""
+        downloaded, rotated = self.last_download_at, self.key.rotated_at
+        return bool(downloaded and (rotated is None or downloaded >= rotated))
+
+    @property
     def changed_since_download(self) -> bool:
         """What a download sets changed after this holder's last download: the copy they have holds the old one."""
         return bool(self.last_download_at and self.last_download_at < self.key.config_changed_at)

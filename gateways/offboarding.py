@@ -46,8 +46,9 @@ class Offboarding:
 
     @property
     def static_copies(self) -> list[Assignment]:
-        """Assignments whose config was downloaded (or shown) while the key is still alive: the secret is out."""
-        return [a for a in self.assignments if a.last_download_at and a.key.revoked_at is None]
+        """Assignments whose config holds the present secret (downloaded or shown since the last rotation) of a key
+        still alive: that secret is out until the key is rotated."""
+        return [a for a in self.assignments if a.holds_present_secret and a.key.revoked_at is None]
 
     def assignments_removed(self, team: Team | None = None) -> list[str]:
         """The assignments taken back (of `team`'s keys only, when given), as team/fingerprint."""

@@ -405,14 +405,19 @@ def remove_member_assignments(*, team: Team, user, actor=None, request: HttpRequ
     Returns what the member-removed event records: the keys' short fingerprints, and the keys whose config the
     member downloaded (or was shown) while still alive, as offboarding lists them: only a rotation stops that copy.
     """
-    removed = list(Assignment.objects.filter(key__team=team, user=user).select_related("key__team", "key__gateway"))
+    # Locked, so that one an admin unassigns at this moment is taken back, and recorded, by one of the two only.
+    removed = list(
+        Assignment.objects.select_for_update(of=("self",))
+        .filter(key__team=team, user=user)
+        .select_related("key__team", "key__gateway")
+    )
     Assignment.objects.filter(pk__in=[a.pk for a in removed]).delete()
     record_assignments_removed(removed, user=user, reason="left the team", actor=actor, request=request)
     taken_back: dict = {"assignments_removed": [a.key.short_fingerprint for a in removed]}
     copies = [
         {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
         for a in removed
-        if a.last_download_at and a.key.revoked_at is None
+        if a.holds_present_secret and a.key.revoked_at is None
     ]
     if copies:
         taken_back["static_copies"] = copies

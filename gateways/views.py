@@ -436,6 +436,7 @@ def _render_key_page(
         "devices": page_of(key_devices(key), request.GET.get("devices_page")),
         "devices_query": query_without("devices_page"),
         "rollout": devices.rollout(key),
+        "copies_out": devices.copies_out(key),
     }
     refused = assign_refused or settings_refused
     return render(request, "gateways/key_detail.html", context, status=400 if refused else 200)
@@ -522,9 +523,10 @@ def key_revoke(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     key, _ = key_with_role(request.user, key_id, Role.ADMIN)
     if needs_password := sudo_redirect(request, purpose=f"revoke the key {key.label!r}"):
         return needs_password
+    static = devices.copies_out(key)
     key = services.revoke_key(key=key, actor=request.user, request=request)
     said = "Key revoked: its secret is destroyed and it yields no configuration any more."
-    if static := devices.rollout(key)["static"]:
+    if static:
         # The portal destroys its own copy only: a downloaded or shown one still works until the gateway drops it.
         gateway = key.gateway.name
         said += f" {devices.developers_holding(static)} a static copy that {gateway} still accepts: "

@@ -132,7 +132,9 @@ def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -
     if isinstance(copies, list) and copies:
         # As the offboarding page says: the portal took the key back, but a downloaded copy works until rotated.
         links = format_html_join(
-            ", ", '<a href="{}">{}</a>', ((reverse("key-rotate", args=[c["id"]]), c["label"]) for c in copies)
+            ", ",
+            '<a href="{}"><span class="visually-hidden">Rotate </span><bdi>{}</bdi></a>',
+            ((reverse("key-rotate", args=[c["id"]]), c["label"]) for c in copies),
         )
         said = format_html("{} A copy they downloaded still works until you rotate the key: rotate {}.", said, links)
     messages.success(request, said)

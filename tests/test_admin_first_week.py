@@ -5,6 +5,7 @@ the gateway, and the audit trail of a key whose holder left the team."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -173,7 +174,10 @@ def test_removing_a_member_names_the_keys_to_rotate(acme, acme_key, bob, alice):
     assert gateway_answers(gw.base_url, SECRET) == 200  # Bob's copy still works
     assert "bob was removed from Web" in told
     assert "still works until you rotate" in told
-    assert f'<a href="/keys/{acme_key.id}/rotate/">Bob laptop</a>' in told
+    assert (
+        f'<a href="/keys/{acme_key.id}/rotate/"><span class="visually-hidden">Rotate </span><bdi>Bob laptop</bdi></a>'
+        in told
+    )
 
 
 def test_removing_a_member_who_downloaded_nothing_says_nothing_to_rotate(acme_key, bob, alice):
@@ -208,3 +212,46 @@ def test_the_keys_audit_trail_shows_when_an_offboarded_member_lost_it(
     assert event.details == {"label": "Bob laptop", "user": "bob", "reason": reason}
     assert event.gateway_slug == "acme" and event.target == acme_key.short_fingerprint
     call_command("verify_audit")
+
+
+def test_revoking_after_a_member_with_a_copy_left_still_names_the_copy(acme, acme_key, bob, alice):
+    """The member's assignment went with them, but the copy they downloaded did not."""
+    _, gw = acme
+    download(acme_key, bob)
+    client = as_user(alice)
+    assert "still works until you rotate" in said(client.post("/teams/web/members/bob/remove/", follow=True))
+    key_page = page_text(client.get(f"/keys/{acme_key.id}/"))
+    confirm = key_page.split("Revoke <strong>", 1)[1].split("</p>")[0]
+    assert "1 developer holds a static copy (downloaded or shown)" in confirm
+    confirm_password(client, alice)
+    told = said(client.post(f"/keys/{acme_key.id}/revoke/", follow=True))
+    assert gateway_answers(gw.base_url, SECRET) == 200
+    assert "1 developer holds a static copy that Acme still accepts" in told
+
+
+def test_a_copy_of_a_secret_rotated_out_is_no_copy_the_gateway_still_accepts(acme, acme_key, bob, alice):
+    _, gw = acme
+    download(acme_key, bob)  # of the first secret
+    client = as_user(alice)
+    confirm_password(client, alice)
+    assert client.post(f"/keys/{acme_key.id}/rotate/", {"secret": "sk-acme-fedcba9876543210"}).status_code == 302
+    gw.rules.keys.discard(SECRET)  # dropped at the gateway with the rotation
+    removed = said(client.post("/teams/web/members/bob/remove/", follow=True))
+    assert "still works until you rotate" not in removed
+    told = said(client.post(f"/keys/{acme_key.id}/revoke/", follow=True))
+    assert "Key revoked" in told and "still accepts" not in told
+
+
+def test_the_rotate_links_name_what_they_do_out_of_context(acme_key, tokaify_key, bob, alice):
+    """A screen reader's list of links: each rotate link says it rotates, and which key."""
+    download(acme_key, bob)
+    Assignment.objects.create(key=tokaify_key, user=bob)
+    download(tokaify_key, bob)
+    client = as_user(alice)
+    confirm_password(client, alice)
+    offboard_page = client.get("/teams/web/members/bob/offboard/").content.decode()
+    names = re.findall(r'href="/keys/[^"]+/rotate/">(.*?)</a>', offboard_page)
+    assert len(names) == 2 and len({re.sub(r"<[^>]+>", "", n) for n in names}) == 2, names
+    removed = str(client.post("/teams/web/members/bob/remove/", follow=True).content.decode())
+    links = re.findall(r'href="/keys/[^"]+/rotate/">(.*?)</a>', removed)
+    assert links and all(re.sub(r"<[^>]+>", "", n).startswith("Rotate ") for n in links), links

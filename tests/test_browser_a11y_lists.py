@@ -167,3 +167,26 @@ def test_a_device_that_never_fetched_says_what_to_do_in_words_on_the_page(bob_as
     context.close()
     assert tooltip is None
     assert "make a new install command on My set-up and remove this device" in row
+
+
+def test_a_refused_field_keeps_its_error_a_list_in_an_alert(tokenbay_key, alice, live_server, chromium, settings):
+    """The rotate page refusing a time the clocks show twice: the error is announced, focused, and axe-clean (a
+    list with role="alert" would stop being a list to its items)."""
+    from tests.test_browser_a11y import LINUX
+    from tests.test_browser_pages import AXE, session_cookie
+
+    settings.TIME_ZONE = "Europe/Paris"
+    context = chromium.new_context(user_agent=LINUX, bypass_csp=True)
+    context.add_cookies([session_cookie(live_server, alice, sudo=True)])
+    page = context.new_page()
+    page.goto(f"{live_server.url}/keys/{tokenbay_key.id}/rotate/")
+    page.locator("#id_secret").fill("sk-tokenbay-abcdef0123456789")
+    page.locator("#id_expires_at").fill("2031-10-26T02:30")
+    page.locator("#id_expires_at").press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("happens twice in Europe/Paris")
+    expect(page.locator("#id_expires_at")).to_be_focused()
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    context.close()
+    serious = [v["id"] for v in results["violations"] if v["impact"] in ("serious", "critical")]
+    assert serious == []

@@ -42,7 +42,7 @@ def test_a_refused_member_keeps_the_typed_name_and_role_with_the_reason_on_the_f
     assert response.redirect_chain == [("/teams/web/", 302)]  # a reload of the page asks again with GET
     assert field_value(page, "id_username") == "nobody-such-user"
     assert selected(page, "id_role") == "auditor"
-    error = re.search(r'<ul class="errorlist" role="alert" id="id_username_error"><li>(.*?)</li>', page)
+    error = re.search(r'<div role="alert" id="id_username_error"><ul class="errorlist"><li>(.*?)</li>', page)
     assert error and "no active user called &#x27;nobody-such-user&#x27;" in error.group(1)
     assert re.search(r'aria-describedby="[^"]*id_username_error"', page)
     assert not Membership.objects.filter(team__slug="web", user__username="nobody-such-user").exists()
@@ -58,7 +58,7 @@ def test_a_refused_channel_keeps_the_typed_target_but_never_the_secret(client, a
     page = response.content.decode()
     assert field_value(page, "channel_target") == HOOK
     assert selected(page, "channel_kind") == "webhook"
-    assert re.search(r'id="channel_target_error"><li>[^<]+</li>', page)
+    assert re.search(r'id="channel_target_error"><ul class="errorlist"><li>[^<]+</li>', page)
     assert "Type the signing secret again" in page
     assert SECRET not in page and field_value(page, "channel_secret") == ""
     assert SECRET not in str(dict(client.session))  # the session never held it
@@ -73,7 +73,7 @@ def test_a_refused_assignment_shows_the_key_page_with_the_reason(client, alice, 
     response = client.post(f"/keys/{tokenbay_key.id}/assign/", {"username": "dave"})
     page = response.content.decode()
     assert response.status_code == 400
-    assert re.search(r'role="alert" id="id_assign_username_error"><li>[^<]*dave', page)
+    assert re.search(r'role="alert" id="id_assign_username_error"><ul class="errorlist"><li>[^<]*dave', page)
     assert 'aria-describedby="id_assign_username_error"' in page
     assert not tokenbay_key.assignments.exists()
 

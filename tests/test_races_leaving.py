@@ -17,7 +17,7 @@ from gateways.devices import create_device
 from gateways.models import Assignment, Device
 from gateways.services import remove_assignment
 from portal import services as portal_services
-from portal.models import AccessToken, Membership, Role
+from portal.models import AccessToken, Action, AuditEvent, Membership, Role
 from tests.test_races import HOLD, ON_POSTGRESQL, held
 
 pytestmark = [
@@ -90,3 +90,12 @@ def test_a_removal_while_an_install_link_is_made_takes_the_new_device_too(alice,
     assert not Assignment.objects.filter(user=bob).exists()
     device = Device.objects.get(user=bob)
     assert (device.assignment_id, device.state) == (None, "unassigned")
+
+
+def test_a_member_removed_while_their_key_is_unassigned_leaves_one_assignment_removed_row(alice, bob, bob_assignment):
+    first, box = held(lambda: remove_assignment(assignment=bob_assignment, actor=alice))
+    details = portal_services.remove_member(membership=Membership.objects.get(team__slug="web", user=bob), actor=alice)
+    first.join()
+    assert "error" not in box, box
+    assert AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED).count() == 1
+    assert details.get("assignments_removed") == []

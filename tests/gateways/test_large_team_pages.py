@@ -203,7 +203,10 @@ def test_a_long_team_types_the_assignee_with_the_names_as_suggestions(client, al
     refused = client.post(f"/keys/{tokenbay_key.id}/assign/", {"username": "membr124"})
     page = refused.content.decode()
     assert refused.status_code == 400
-    assert re.search(r'id="id_assign_username_error"><li>There is no active user called &#x27;membr124&#x27;', page)
+    assert re.search(
+        r'id="id_assign_username_error"><ul class="errorlist"><li>There is no active user called &#x27;membr124&#x27;',
+        page,
+    )
     field = assign_field(page)
     assert 'value="membr124"' in field and 'aria-invalid="true"' in field and "id_assign_username_error" in field
     empty = client.post(f"/keys/{tokenbay_key.id}/assign/", {"username": "  "})
