@@ -73,8 +73,11 @@ class Offboarding:
         }
 
 
-def _assignments(**filters) -> list[Assignment]:
-    return list(Assignment.objects.filter(**filters).select_related("key", "key__team", "key__gateway"))
+def _assignments(*, locked: bool = False, **filters) -> list[Assignment]:
+    """The assignments to take back; `locked` under offboard's transaction, so that one an admin unassigns at
+    this moment is taken back, and recorded, by one of the two only."""
+    assignments = Assignment.objects.filter(**filters).select_related("key", "key__team", "key__gateway")
+    return list(assignments.select_for_update(of=("self",)) if locked else assignments)
 
 
 def _live_tokens(user) -> list[AccessToken]:
@@ -128,7 +131,10 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
     held = Membership.objects.filter(user=user).select_for_update(of=("self",)).select_related("team").order_by("pk")
     locked = list(held)
     plan.memberships = locked if plan.team is None else [m for m in locked if m.team_id == plan.team.pk]
-    plan.assignments = _assignments(user=user) if plan.team is None else _assignments(key__team=plan.team, user=user)
+    if plan.team is None:
+        plan.assignments = _assignments(locked=True, user=user)
+    else:
+        plan.assignments = _assignments(locked=True, key__team=plan.team, user=user)
     if plan.team is not None:
         plan.keeps_tokens = user.is_staff or len(locked) > len(plan.memberships)
         for membership in plan.memberships:

@@ -291,7 +291,7 @@ def rotate_key_secret(
     """Replace a key's secret, and its expiry when one is given (None: it does not expire; ...: unchanged),
     since a new secret from the gateway's console usually comes with its own; developers must download again."""
     key = _changeable_key(key)
-    old_masked = key.masked
+    old_masked, old_fingerprint = key.masked, key.fingerprint
     details: dict[str, Any] = {}
     if not isinstance(expires_at, EllipsisType):
         expires_at = rules.clean_expiry(expires_at)
@@ -300,6 +300,13 @@ def rotate_key_secret(
             details["changed"] = {"expires_at": {"from": _jsonable(key.expires_at), "to": _jsonable(expires_at)}}
             key.expires_at, key.expiry_recorded_at = expires_at, None
     key.set_secret(rules.clean_secret(secret, requires_sk_prefix=key.gateway.requires_sk_prefix))
+    if key.fingerprint == old_fingerprint:
+        # Not a rotation: every copy out there still works, and holders would be told to download for nothing.
+        raise RuleError(
+            "That is the key's present secret. Paste the new one from the gateway's console; to change only the "
+            "expiry, use the key's settings.",
+            field="secret",
+        )
     _refuse_duplicate(key.team, key.fingerprint, exclude=key)
     key.config_changed_at = key.rotated_at = timezone.now()  # not settings_changed_at: the helper fetches the key
     try:

@@ -255,3 +255,15 @@ def test_the_rotate_links_name_what_they_do_out_of_context(acme_key, tokaify_key
     removed = str(client.post("/teams/web/members/bob/remove/", follow=True).content.decode())
     links = re.findall(r'href="/keys/[^"]+/rotate/">(.*?)</a>', removed)
     assert links and all(re.sub(r"<[^>]+>", "", n).startswith("Rotate ") for n in links), links
+
+
+def test_rotating_to_the_present_secret_is_refused_and_changes_nothing(acme_key, bob, alice):
+    """Not a rotation: every copy out there still works, so nobody may be told to download again."""
+    download(acme_key, bob)
+    client = as_user(alice)
+    confirm_password(client, alice)
+    response = client.post(f"/keys/{acme_key.id}/rotate/", {"secret": SECRET})
+    assert "That is the key&#x27;s present secret" in response.content.decode()
+    key = GatewayKey.objects.get(pk=acme_key.pk)
+    assert key.rotated_at is None and not AuditEvent.objects.filter(action=Action.KEY_ROTATED).exists()
+    assert devices.copies_out(key) == 1

@@ -99,3 +99,13 @@ def test_a_member_removed_while_their_key_is_unassigned_leaves_one_assignment_re
     assert "error" not in box, box
     assert AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED).count() == 1
     assert details.get("assignments_removed") == []
+
+
+def test_an_offboarding_while_the_key_is_unassigned_leaves_one_assignment_removed_row(web, alice, bob, bob_assignment):
+    plan = offboarding.for_member(web, bob)
+    first, box = held(lambda: remove_assignment(assignment=bob_assignment, actor=alice))
+    consequences = offboarding.offboard(plan, actor=alice)
+    first.join()
+    assert "error" not in box, box
+    assert AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED).count() == 1
+    assert consequences["assignments_removed"] == []

@@ -137,7 +137,7 @@ def populate(team, gateway, admin, holder, count: int, start: int) -> None:
         rotated = key(team, gateway, f"rotated {n}", admin)
         assignment = assign_key(key=rotated, username=admin.username, actor=admin)
         Assignment.objects.filter(pk=assignment.pk).update(last_download_at=now - DAY)
-        rotate_key_secret(key=rotated, secret=f"sk-dash-rotated-{n}-0123456789", actor=admin)
+        rotate_key_secret(key=rotated, secret=f"sk-dash-rotated-anew-{n}-0123456789", actor=admin)
 
 
 def test_the_dashboard_costs_the_same_queries_at_any_size(
