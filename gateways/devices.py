@@ -487,10 +487,7 @@ def copies_out(key: GatewayKey) -> int:
     who have left the team since included: what the gateway still accepts after a revocation, until the key is
     deleted there. A copy of an earlier secret does not count: the rotation was the moment to drop that one at
     the gateway. Leavers are read from their events, which name the secret by its short fingerprint."""
-    holders = key.assignments.filter(last_download_at__isnull=False)
-    if key.rotated_at:
-        holders = holders.filter(last_download_at__gte=key.rotated_at)
-    people = set(holders.values_list("user__username", flat=True))
+    people = set(key.assignments.holding_present_secret().values_list("user__username", flat=True))
     left = AuditEvent.objects.filter(
         Q(team=key.team) | Q(team__isnull=True), action__in=LEAVING_ACTIONS, created_at__gte=key.created_at
     )

@@ -464,6 +464,13 @@ class AssignmentQuerySet(models.QuerySet):
         overseen_keys = GatewayKey.objects.filter(team__in=Team.objects.overseen_by(user).values("pk")).values("pk")
         return self.filter(models.Q(key__in=overseen_keys) | models.Q(user=user))
 
+    def holding_present_secret(self) -> AssignmentQuerySet:
+        """Holders who downloaded (or were shown) their key's present secret: Assignment.holds_present_secret."""
+        return self.filter(
+            models.Q(key__rotated_at__isnull=True) | models.Q(last_download_at__gte=models.F("key__rotated_at")),
+            last_download_at__isnull=False,
+        )
+
 
 class Assignment(models.Model):
     """A key given to a developer: one configuration they can download."""

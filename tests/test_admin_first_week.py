@@ -8,6 +8,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -267,3 +268,18 @@ def test_rotating_to_the_present_secret_is_refused_and_changes_nothing(acme_key,
     key = GatewayKey.objects.get(pk=acme_key.pk)
     assert key.rotated_at is None and not AuditEvent.objects.filter(action=Action.KEY_ROTATED).exists()
     assert devices.copies_out(key) == 1
+
+
+@pytest.mark.parametrize(
+    ("downloaded", "rotated"),
+    [(None, None), ("10:00", None), ("10:00", "11:00"), ("11:00", "11:00"), ("12:00", "11:00"), (None, "11:00")],
+)
+def test_the_holders_query_and_an_assignments_own_answer_agree(acme_key, downloaded, rotated):
+    """copies_out counts holders in SQL; the offboarding page and a removal's message ask each assignment."""
+    at = {None: None, **{t: datetime(2026, 3, 2, int(t[:2]), tzinfo=UTC) for t in ("10:00", "11:00", "12:00")}}
+    GatewayKey.objects.filter(pk=acme_key.pk).update(rotated_at=at[rotated])
+    Assignment.objects.filter(key=acme_key).update(last_download_at=at[downloaded])
+    assignment = Assignment.objects.select_related("key").get(key=acme_key)
+    queried = Assignment.objects.filter(key=acme_key).holding_present_secret().exists()
+    assert queried == assignment.holds_present_secret == (downloaded is not None and (rotated or "") <= downloaded)
+    assert devices.copies_out(acme_key) == int(queried)
