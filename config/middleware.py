@@ -9,6 +9,7 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import TooManyFieldsSent
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -20,7 +21,7 @@ from django.http.response import HttpResponseBase
 from django.urls import Resolver404, resolve
 from rest_framework.views import APIView
 
-from config.views import HEALTH_VIEWS
+from config.views import HEALTH_VIEWS, bad_request
 from gateways.api.views import device_key
 from portal.crypto import secrets_scope
 
@@ -80,7 +81,12 @@ class RejectNulCharactersMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        query = request.GET
+        try:
+            query = request.GET
+        except TooManyFieldsSent as exc:
+            # Answered here, as handler400 would: with DEBUG on, Django's error page reads request.GET again and
+            # turns the refusal into a 500.
+            return bad_request(request, exc)
         if "\x00" in request.path or any("\x00" in k or any("\x00" in v for v in query.getlist(k)) for k in query):
             if request.path.startswith("/api/"):
                 return JsonResponse({"detail": MESSAGE}, status=400)

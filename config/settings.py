@@ -164,6 +164,13 @@ if PORTAL_URL and not PORTAL_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(
         f"PORTAL_URL must start with http:// or https://, like https://portal.example.com, not {PORTAL_URL!r}."
     )
+# The portal is served at the root of its own host name: its pages, API errors, static files, cookies and install
+# links all assume it, so a prefix (https://tools.example.com/llm-portal) would yield links that 404.
+if urlsplit(PORTAL_URL).path or urlsplit(PORTAL_URL).query or urlsplit(PORTAL_URL).fragment:
+    raise ImproperlyConfigured(
+        f"PORTAL_URL must be the address of the portal's own host, like https://portal.example.com, without a path: "
+        f"{PORTAL_URL!r} has one. The portal cannot be served under a path prefix; give it a host name of its own."
+    )
 NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0, most_seconds=MAX_TIMEOUT_SECONDS)
 NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10, low=1)
 

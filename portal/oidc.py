@@ -46,6 +46,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from portal import audit, mail
 from portal.email_confirmation import email_unconfirmed
 from portal.errors import RuleError
+from portal.http import public_url
 from portal.invitations import (
     INVITATION_SESSION_KEY,
     accept_invitation,
@@ -373,7 +374,7 @@ class SSOBackend(OIDCAuthenticationBackend):
     def get_token(self, payload: dict) -> dict:
         """Exchange the code; a refusal (expired or used code) becomes a sentence."""
         methods = self.document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-        data, auth = dict(payload), None
+        data, auth = {**payload, "redirect_uri": callback_url(self.request)}, None  # the one the sign-in sent
         if "client_secret_basic" in methods:
             auth = (quote(data["client_id"], safe=""), quote(data.pop("client_secret"), safe=""))
         try:
@@ -804,7 +805,7 @@ class SSOStartView(OIDCAuthenticationRequestView):
             invitation=_invitation_asked_for(request),
         )
         response = super().get(request)
-        response["Location"] = with_own_query(response["Location"], endpoint.query)
+        response["Location"] = with_own_query(response["Location"], endpoint.query, redirect_uri=callback_url(request))
         state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
         request.session["oidc_states"][state][START_KEY] = asdict(self.start)
         request.session.modified = True
@@ -815,11 +816,20 @@ class SSOStartView(OIDCAuthenticationRequestView):
         return {"prompt": "login", "max_age": "0"} if self.start.sudo_for is not None else {}
 
 
-def with_own_query(location: str, own_query: str) -> str:
+def callback_url(request: HttpRequest) -> str:
+    """The redirect URI the provider has registered: at PORTAL_URL when it is set, as every link the portal gives out,
+    since a proxy may pass a Host without the public port (nginx's `$host`)."""
+    return public_url(request, reverse("oidc-callback"))
+
+
+def with_own_query(location: str, own_query: str, *, redirect_uri: str) -> str:
     """The sign-in address with the authorization endpoint's own query kept (RFC 6749 3.1), the portal's
-    parameters winning where both name one."""
+    parameters winning where both name one, and the portal's redirect URI."""
     parts = urlsplit(location)
-    asked = parse_qsl(parts.query, keep_blank_values=True)
+    asked = [
+        (name, redirect_uri if name == "redirect_uri" else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
     named = {name for name, _ in asked}
     own = [(name, value) for name, value in parse_qsl(own_query, keep_blank_values=True) if name not in named]
     return urlunsplit(parts._replace(query=urlencode(own + asked)))

@@ -85,6 +85,17 @@ def test_allowed_hosts_no_request_could_match_stop_start_up(tmp_path, value):
     assert f"ALLOWED_HOSTS holds {value!r}, which no request's host can match" in done.stderr, done.stderr[-400:]
 
 
+@pytest.mark.parametrize("value", ["https://tools.example.com/llm-portal", "https://portal.example.com/?x=1"])
+def test_a_portal_url_with_a_path_stops_start_up(tmp_path, value):
+    """Served under a prefix, install commands and invitation links carried it twice, pages lost their styles,
+    API errors turned HTML and the session cookie went to every app on the host: the portal wants its own host."""
+    done = start_up(tmp_path, PORTAL_URL=value)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-1200:]
+    assert "PORTAL_URL must be the address of the portal's own host" in done.stderr, done.stderr[-400:]
+    assert value in done.stderr and "cannot be served under a path prefix" in done.stderr
+    assert start_up(tmp_path, PORTAL_URL="https://portal.example.com:8443/").returncode == 0
+
+
 def test_an_email_backend_that_names_no_module_stops_start_up(tmp_path):
     """Django imports it at the first mail only: every invitation and reset would fail, one log line each."""
     done = start_up(tmp_path, EMAIL_BACKEND="django.core.mail.backends.smpt.EmailBackend")

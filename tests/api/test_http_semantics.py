@@ -88,10 +88,13 @@ def _too_many(settings) -> str:
     return "&".join(f"team=web{i}" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
 
 
+# DEBUG on (the default, what `make run` serves) too: Django's own error page read the parameters again and
+# answered a 500.
+@pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("door", ["token", "session"])
 @pytest.mark.parametrize("path", ["/api/v1/audit-events/", "/api/v1/connections/", "/api/v1/teams/"])
-def test_too_many_query_parameters_on_the_api_get_a_json_sentence(settings, alice, door, path):
-    settings.DEBUG = False
+def test_too_many_query_parameters_on_the_api_get_a_json_sentence(settings, alice, door, path, debug):
+    settings.DEBUG = debug
     if door == "token":
         client = api_client_for(alice, raise_request_exception=False)
     else:
@@ -104,8 +107,9 @@ def test_too_many_query_parameters_on_the_api_get_a_json_sentence(settings, alic
     assert "too many parameters" in detail and str(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS) in detail
 
 
-def test_too_many_query_parameters_on_a_page_get_the_usual_page(settings, alice):
-    settings.DEBUG = False
+@pytest.mark.parametrize("debug", [False, True])
+def test_too_many_query_parameters_on_a_page_get_the_usual_page(settings, alice, debug):
+    settings.DEBUG = debug
     client = Client(raise_request_exception=False)
     client.force_login(alice)
     response = client.get(f"/connections/?{_too_many(settings)}")

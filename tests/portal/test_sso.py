@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 
 from portal import oidc
 from portal.models import AuditEvent, ExternalIdentity, Membership, Team
+from tests.reverse_proxy import reverse_proxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -172,6 +173,31 @@ def _with_query(url: str, **changes) -> str:
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     query.update(changes)
     return parts._replace(query=urlencode({k: v for k, v in query.items() if v is not None})).geturl()
+
+
+def test_behind_a_proxy_that_drops_the_port_the_provider_is_sent_back_to_portal_url(
+    browser, live_server, settings, tmp_path, web_with_groups
+):
+    """nginx's usual `Host $host` drops the public port: the redirect URI the provider has registered is at
+    PORTAL_URL (port included), in the sign-in and in the code exchange, which the provider checks are the same."""
+    with reverse_proxy(live_server.url, host="127.0.0.1") as public:
+        settings.PORTAL_URL = public
+        with running_provider(tmp_path, f"{public}/oidc/callback/") as idp:
+            settings.OIDC_ISSUER, settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = (
+                idp.issuer,
+                CLIENT_ID,
+                CLIENT_SECRET,
+            )
+            settings.OIDC_SCOPES = "openid email profile groups"
+            oidc._discovered.clear()
+            context = browser.new_context()
+            page = context.new_page()
+            sign_in_at_provider(page, SimpleNamespace(url=public))
+            page.wait_for_url(f"{public}/setup/")
+            expect(page.get_by_role("link", name="carol")).to_be_visible()
+            context.close()
+        oidc._discovered.clear()
+    assert Membership.objects.filter(team=web_with_groups, user__email="carol@example.com").exists()
 
 
 def test_a_tampered_state_is_refused_with_a_sentence(browser, live_server, sso, web_with_groups):
