@@ -58,6 +58,14 @@ class Offboarding:
             if team is None or a.key.team_id == team.pk
         ]
 
+    def static_copies_of(self, team: Team) -> list[dict]:
+        """The static copies of `team`'s keys, as a member's removal from that team lists them in its trail."""
+        return [
+            {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
+            for a in self.static_copies
+            if a.key.team_id == team.pk
+        ]
+
     def consequences(self) -> dict:
         """The audit event's details: everything that was taken back, and the keys to rotate."""
         return {
@@ -159,21 +167,26 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
     consequences = plan.consequences()
     if plan.deactivates:
         # The account's event belongs to no team, and each team's auditors read their own team's trail: each
-        # team left hears of it there, with what it lost.
+        # team left hears of it there, with what it lost and the copies of its keys that left with the person.
         for membership in plan.memberships:
             team = membership.team
+            details = {
+                "via": Action.USER_OFFBOARDED.value,
+                "role": membership.role,
+                "assignments_removed": plan.assignments_removed(team),
+                "left_without_admin": team in plan.leaderless,
+            }
+            # As a removal's row: the team's auditors (and copies_out) read who left with a working copy here.
+            copies = plan.static_copies_of(team)
+            if copies:
+                details["static_copies"] = copies
             audit.record(
                 Action.MEMBER_REMOVED,
                 actor=actor,
                 request=request,
                 team=team,
                 target=user.get_username(),
-                details={
-                    "via": Action.USER_OFFBOARDED.value,
-                    "role": membership.role,
-                    "assignments_removed": plan.assignments_removed(team),
-                    "left_without_admin": team in plan.leaderless,
-                },
+                details=details,
             )
     audit.record(
         Action.USER_OFFBOARDED if plan.deactivates else Action.MEMBER_OFFBOARDED,

@@ -27,6 +27,7 @@ from portal import audit, stamps
 from portal.crypto import Secret
 from portal.models import Action, AuditEvent, Membership, Team
 from portal.services import clean_slug, find_user, refuse_taken_slug
+from portal.times import iso_time
 
 
 @transaction.atomic
@@ -372,7 +373,8 @@ def record_expirations() -> int:
             record_key_event(
                 Action.KEY_EXPIRED,
                 key,
-                details={"label": key.label, "expired_at": key.expires_at.isoformat()},
+                # In TIME_ZONE, as the row's own time is written: the day the admin typed.
+                details={"label": key.label, "expired_at": iso_time(key.expires_at)},
             )
             events.key_expired.send(sender=GatewayKey, key=key)
             count += 1
@@ -466,7 +468,7 @@ def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | N
 
 def _jsonable(value):
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_time(value)
     return value
 
 

@@ -8,12 +8,14 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.utils.mediatypes import media_type_matches
 
 from portal.api.serializers import AuditEventSerializer
 from portal.errors import RuleError
+from portal.times import iso_time
 
 
 class _Echo:
@@ -23,7 +25,9 @@ class _Echo:
 
 def _cell(value) -> str:
     if isinstance(value, datetime):
-        return value.isoformat()
+        # In TIME_ZONE and with UTC as Z, as the API and the audit export write the same moment.
+        written = iso_time(value) if timezone.is_aware(value) else value.isoformat()
+        return f"{written[:-6]}Z" if written.endswith("+00:00") else written
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     text = "" if value is None else str(value)

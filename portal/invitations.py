@@ -26,6 +26,7 @@ from portal.http import public_url
 from portal.models import Action, Invitation, Membership, Role, Team, UnconfirmedEmail
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
 from portal.signals import member_added
+from portal.times import iso_time
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def create_invitation(
         request=request,
         team=team,
         target=email,
-        details={"role": role, "invitation": invitation.pk, "expires_at": expires_at.isoformat()},
+        details={"role": role, "invitation": invitation.pk, "expires_at": iso_time(expires_at)},
     )
     return invitation, raw
 

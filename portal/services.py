@@ -13,6 +13,7 @@ from portal.invitations import withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
 from portal.names import clean_name
 from portal.signals import member_added, member_leaving
+from portal.times import iso_time
 
 
 def find_user(username: str):
@@ -198,7 +199,7 @@ def issue_token(
     details = {
         "user": user.get_username(),
         "name": name,
-        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        "expires_at": iso_time(token.expires_at) if token.expires_at else None,
     }
     audit.record(
         Action.TOKEN_ISSUED,

@@ -17,6 +17,12 @@ def in_portal_zone(moment: datetime) -> datetime:
     return timezone.localtime(moment, timezone.get_default_timezone())
 
 
+def iso_time(moment: datetime) -> str:
+    """`2026-11-23T14:05:00+01:00`: a time in TIME_ZONE in ISO 8601, for an audit row's details, read beside the
+    row's own time (the API's and the exports' write UTC as `Z`; rows already chained say `+00:00`)."""
+    return in_portal_zone(moment).isoformat()
+
+
 def written_time(moment: datetime) -> str:
     """`2026-11-23 14:05 CET`: a time in TIME_ZONE with its zone named, as the pages print it."""
     local = in_portal_zone(moment)
