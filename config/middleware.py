@@ -1,5 +1,5 @@
 """Project middleware: health checks answered first, no body past DATA_UPLOAD_MAX_MEMORY_SIZE read, no NUL
-character in a URL, keys kept in reach of redaction, and a device's key fetch and the API's token requests answered
+character in a URL, no signed-in page kept by a cache, keys kept in reach of redaction, and a device's key fetch and the API's token requests answered
 before the page machinery."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.urls import Resolver404, resolve
+from django.utils.cache import add_never_cache_headers
 from rest_framework.views import APIView
 
 from config.views import HEALTH_VIEWS, bad_request
@@ -71,6 +72,24 @@ class RequestBodyLimitMiddleware:
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": sentence}, status=413)
         return HttpResponse(sentence, status=413, content_type="text/plain; charset=utf-8")
+
+
+class PrivatePagesMiddleware:
+    """Whatever is answered to a browser holding a session is kept by no cache, the back/forward cache included.
+
+    On a shared computer, Back after signing out brought a page back whole, with the password or gateway key
+    typed into its fields, unless it was served `no-store` (Chromium keeps no such page). Static files are
+    answered before this (whitenoise), and a device's or a script's token request carries no session cookie.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if settings.SESSION_COOKIE_NAME in request.COOKIES and "no-store" not in response.get("Cache-Control", ""):
+            add_never_cache_headers(response)
+        return response
 
 
 MESSAGE = "The address contains a NUL character (%00), which no name or filter here can hold. Remove it."

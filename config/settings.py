@@ -197,6 +197,7 @@ MIDDLEWARE = [
     "config.middleware.RequestBodyLimitMiddleware",  # before anything reads a body: see its docstring
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.PrivatePagesMiddleware",  # after whitenoise: static files stay cacheable
     "config.middleware.SecretsScopeMiddleware",
     "config.middleware.RejectNulCharactersMiddleware",
     "config.middleware.DeviceKeyMiddleware",  # a device's key fetch: see its docstring

@@ -6,6 +6,21 @@ function csrfToken(form) {
   return field ? field.value : "";
 }
 
+// A signed-out request to a signed-in action is answered with the sign-in page, which fetch follows: say so,
+// rather than fail to read that page as data (signed out in another tab, or the session ended).
+async function jsonAnswer(response) {
+  if (response.redirected && new URL(response.url).pathname === "/login/") {
+    throw new Error("You are signed out (perhaps in another tab). Sign in again, then try once more.");
+  }
+  if (!(response.headers.get("Content-Type") || "").startsWith("application/json")) {
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    throw new Error("The portal did not answer with data. Reload the page and try again.");
+  }
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+  return answer;
+}
+
 function selectTab(container, slug) {
   container.querySelectorAll("[role=tab]").forEach((tab) => {
     const on = tab.dataset.tab === slug;
@@ -62,8 +77,7 @@ async function revealCard(card, purpose) {
       credentials: "same-origin",
       body,
     });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+    const answer = await jsonAnswer(response);
     for (const [slug, text] of Object.entries(answer.tabs)) {
       card.querySelectorAll(`[data-snippet-text="${slug}"]`).forEach((code) => (code.textContent = text));
     }
@@ -195,7 +209,7 @@ async function runProbe(form) {
       headers: { Accept: "application/json", "X-CSRFToken": csrfToken(form) },
       credentials: "same-origin",
     });
-    const result = await response.json();
+    const result = await jsonAnswer(response);
     clearInterval(timer);
     out.innerHTML = "";
     const badge = document.createElement("span");
@@ -213,7 +227,7 @@ async function runProbe(form) {
     }
     await refreshRegions();
   } catch (err) {
-    out.textContent = "The probe could not be run: " + err;
+    out.textContent = "The probe could not be run: " + err.message;
   } finally {
     clearInterval(timer);
     button.disabled = false;
