@@ -31,7 +31,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from gateways.models import Assignment, Device, GatewayKey, probe_counts, usable_key
+from gateways.models import Assignment, Device, GatewayKey, downloaded_earlier_secret, probe_counts, usable_key
 from portal import exports
 from portal.errors import RuleError
 
@@ -122,13 +122,14 @@ def never_downloaded(now: datetime) -> Q:
 def behind_the_rotation() -> Q:
     """Assignments whose holder still has the secret the key's last rotation replaced.
 
-    A download from before the rotation holds the old secret, and so does a live device whose last fetch
-    was of a secret that is no longer the key's; a holder who never downloaded holds none. One rule for the
-    dashboard's rollouts and the stale filter, as the key page's rollout counts them (devices.rollout).
+    A download of a secret that is no longer the key's holds the old one (a rotation back to the secret it
+    carried leaves it current), and so does a live device whose last fetch was of such a secret; a holder who
+    never downloaded holds none. One rule for the dashboard's rollouts and the stale filter, as the key page's
+    rollout counts them (devices.rollout).
     """
     live = Device.objects.live().filter(assignment=OuterRef("pk"))
     behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
-    return Q(last_download_at__lt=F("key__rotated_at")) | Q(Exists(behind))
+    return downloaded_earlier_secret() | Q(Exists(behind))
 
 
 def current_verdict() -> Case:

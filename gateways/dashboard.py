@@ -93,7 +93,7 @@ def pending_rollout() -> QuerySet[Assignment]:
 
 
 def incomplete_rollouts(keys: QuerySet[GatewayKey]) -> QuerySet[GatewayKey]:
-    """Rotated keys (not revoked) with holders who have not downloaded since, newest rotation first."""
+    """Rotated keys (not revoked) with holders still on an earlier secret (pending_rollout), newest rotation first."""
     return (
         keys.filter(rotated_at__isnull=False, revoked_at__isnull=True)
         .annotate(pending=_count_of(pending_rollout()), holders=_count_of(Assignment.objects.all()))

@@ -101,6 +101,14 @@ REFUSALS = {
         403,
         "The key {label} is no longer assigned to you in {portal}; ask your team admin, then " + AGAIN + ".",
     ),
+    # Taken back and given again (a slip put right): the new assignment is not this device's, which was made for
+    # the old one; a new install makes a device for the new one.
+    "reassigned": (
+        403,
+        "This device was installed before the key {label} was taken back from you in {portal}; it is yours again: "
+        + AGAIN
+        + ".",
+    ),
     KeyState.REVOKED: (403, "The key {label} was revoked in {portal}; ask your team admin for a new key."),
     KeyState.DISABLED: (
         403,
@@ -422,6 +430,8 @@ def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
         raise refusal("unknown")
     now = timezone.now()
     reason = refusal_reason(device)
+    if reason == "unassigned" and Assignment.objects.filter(key_id=device.key_id, user_id=device.user_id).exists():
+        reason = "reassigned"
     if reason is None:
         try:
             secret = device.key.reveal_secret()
@@ -484,17 +494,19 @@ LEAVING_ACTIONS = (Action.MEMBER_REMOVED, Action.MEMBER_OFFBOARDED, Action.USER_
 
 def copies_out(key: GatewayKey) -> int:
     """How many developers took a copy of the key's present secret out of the portal (downloaded or shown), those
-    who have left the team since included: what the gateway still accepts after a revocation, until the key is
-    deleted there. A copy of an earlier secret does not count: the rotation was the moment to drop that one at
-    the gateway. Leavers are read from their events, which name the secret by its short fingerprint."""
+    who have left the team or had the key taken back since included: what the gateway still accepts after a
+    revocation, until the key is deleted there. A copy of an earlier secret does not count: the rotation was the
+    moment to drop that one at the gateway. Former holders are read from their events (a leaver's, or the key's
+    *Assignment removed*), which name the secret by its short fingerprint."""
     people = set(key.assignments.holding_present_secret().values_list("user__username", flat=True))
-    left = AuditEvent.objects.filter(
-        Q(team=key.team) | Q(team__isnull=True), action__in=LEAVING_ACTIONS, created_at__gte=key.created_at
-    )
-    for target, details in left.values_list("target", "details"):
+    leaving = Q(Q(team=key.team) | Q(team__isnull=True), action__in=LEAVING_ACTIONS)
+    # An assignment's removal is in the key's own trail (its target is the key), naming the holder in details.
+    taken_back = Q(team=key.team, action=Action.ASSIGNMENT_REMOVED, target=key.short_fingerprint)
+    events = AuditEvent.objects.filter(leaving | taken_back, created_at__gte=key.created_at)
+    for action, target, details in events.values_list("action", "target", "details"):
         copies = details.get("static_copies", []) if isinstance(details, dict) else []
         if any(c.get("team") == key.team.slug and c.get("key") == key.short_fingerprint for c in copies):
-            people.add(target)
+            people.add(details.get("user") if action == Action.ASSIGNMENT_REMOVED else target)
     return len(people)
 
 

@@ -466,10 +466,51 @@ class AssignmentQuerySet(models.QuerySet):
 
     def holding_present_secret(self) -> AssignmentQuerySet:
         """Holders who downloaded (or were shown) their key's present secret: Assignment.holds_present_secret."""
-        return self.filter(
-            models.Q(key__rotated_at__isnull=True) | models.Q(last_download_at__gte=models.F("key__rotated_at")),
-            last_download_at__isnull=False,
-        )
+        return self.filter(downloaded_present_secret())
+
+
+def downloaded_present_secret() -> models.Q:
+    """Assignment.holds_present_secret in SQL: the secret the last download carried is the key's.
+
+    A row from before downloads recorded their secret falls back to the times: downloaded since the last rotation.
+    """
+    recorded = models.Q(last_download_fingerprint=models.F("key__fingerprint")) & ~models.Q(
+        last_download_fingerprint=""
+    )
+    unrecorded = models.Q(last_download_fingerprint="") & (
+        models.Q(key__rotated_at__isnull=True) | models.Q(last_download_at__gte=models.F("key__rotated_at"))
+    )
+    return models.Q(last_download_at__isnull=False) & (recorded | unrecorded)
+
+
+def downloaded_earlier_secret() -> models.Q:
+    """Assignment.rotated_since_download in SQL: the last download carried a secret the key no longer has."""
+    recorded = ~models.Q(last_download_fingerprint="") & ~models.Q(
+        last_download_fingerprint=models.F("key__fingerprint")
+    )
+    unrecorded = models.Q(last_download_fingerprint="", last_download_at__lt=models.F("key__rotated_at"))
+    return models.Q(last_download_at__isnull=False) & (recorded | unrecorded)
+
+
+def replacements(*, user, team, gateway, revoked_at) -> AssignmentQuerySet:
+    """Usable keys of the same team and gateway assigned to the holder after their key was revoked, newest first:
+    the admin's repair of a revocation, which the holder's notice names instead of asking for a new one.
+
+    The arguments are values, or OuterRefs (replacement_label)."""
+    return Assignment.objects.filter(
+        usable_key("key__"), user=user, key__team=team, key__gateway=gateway, created_at__gte=revoked_at
+    ).order_by("-created_at")
+
+
+def replacement_label() -> models.Subquery:
+    """Assignment.replaced_by as a column of an assignment, so a list asks once for all its rows."""
+    later = replacements(
+        user=models.OuterRef("user"),
+        team=models.OuterRef("key__team"),
+        gateway=models.OuterRef("key__gateway"),
+        revoked_at=models.OuterRef("key__revoked_at"),  # null unless revoked: then nothing matches
+    )
+    return models.Subquery(later.values("key__label")[:1], output_field=models.CharField())
 
 
 class Assignment(models.Model):
@@ -483,6 +524,9 @@ class Assignment(models.Model):
     last_download_format = models.CharField(max_length=20, blank=True)
     last_download_ip = models.GenericIPAddressField(null=True, blank=True)
     download_count = models.PositiveIntegerField(default=0)
+    # The fingerprint of the secret the last download carried (blank on rows from before it was recorded): a
+    # rotation undone, back to the secret the holder has, leaves their copy the present one.
+    last_download_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = AssignmentQuerySet.as_manager()
 
@@ -507,15 +551,18 @@ class Assignment(models.Model):
     @property
     def rotated_since_download(self) -> bool:
         """The secret changed after this holder's last download: the copy they have holds the old one."""
+        if not self.last_download_at:
+            return False
+        if self.last_download_fingerprint:  # a rotation back to the secret they downloaded changed nothing for them
+            return self.last_download_fingerprint != self.key.fingerprint
         rotated = self.key.rotated_at
-        return bool(rotated and self.last_download_at and self.last_download_at < rotated)
+        return bool(rotated and self.last_download_at < rotated)
 
     @property
     def holds_present_secret(self) -> bool:
-        """The holder downloaded (or was shown) the key's present secret: a copy made before the last rotation
-        holds an earlier one, which that rotation was the moment to drop at the gateway."""
-        downloaded, rotated = self.last_download_at, self.key.rotated_at
-        return bool(downloaded and (rotated is None or downloaded >= rotated))
+        """The holder downloaded (or was shown) the key's present secret: a copy of an earlier one was the last
+        rotation's to drop at the gateway. As downloaded_present_secret() says it in SQL."""
+        return bool(self.last_download_at) and not self.rotated_since_download
 
     @property
     def changed_since_download(self) -> bool:
@@ -539,9 +586,24 @@ class Assignment(models.Model):
             return self.key.refused_since()
         return self.key_refused_at or (self.key.last_probe_at if self.key.is_refused_by_gateway else None)
 
+    def replaced_by(self) -> str | None:
+        """The label of the key assigned to the holder in place of this revoked one (replacements), if any.
+
+        my_assignments annotates it (key_replaced_by), so a list asks once for all its rows.
+        """
+        if hasattr(self, "key_replaced_by"):
+            return self.key_replaced_by
+        key = self.key
+        if key.revoked_at is None:
+            return None
+        later = replacements(user=self.user_id, team=key.team_id, gateway=key.gateway_id, revoked_at=key.revoked_at)
+        return later.values_list("key__label", flat=True).first()
+
     def notice(self, *, soon: timedelta) -> tuple[str, str] | None:
         """What the holder must know about this key, as (kind, sentence): the first of HOLDER_NOTICES that applies."""
         key = self.key
+        if key.state == KeyState.REVOKED and (replacement := self.replaced_by()):
+            return key.state, HOLDER_NOTICES["replaced"].format(key=key, replacement=replacement)
         if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
         # Before rotated and changed: while the gateway refuses the key, a new download cannot help.
@@ -562,6 +624,9 @@ class Assignment(models.Model):
 # What a developer is told on My set-up about a key they hold, by what happened to it.
 HOLDER_NOTICES = {
     KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
+    # Revoked, and the admin has since assigned the holder a working key of the same team and gateway.
+    "replaced": "The key {key.label} was revoked: it no longer works. Your team admin has since given you the key "
+    "{replacement} for the same gateway: use that one.",
     KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
     "failing": "Since {when}, the gateway refuses the key {key.label}: the portal's checks find it refused there "

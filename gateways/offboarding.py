@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from gateways.models import Assignment
-from gateways.services import record_assignments_removed
+from gateways.services import record_assignments_removed, static_copy
 from portal import audit
 from portal.errors import RuleError
 from portal.models import AccessToken, Action, Membership, Role, Team
@@ -46,9 +46,9 @@ class Offboarding:
 
     @property
     def static_copies(self) -> list[Assignment]:
-        """Assignments whose config holds the present secret (downloaded or shown since the last rotation) of a key
-        still alive: that secret is out until the key is rotated."""
-        return [a for a in self.assignments if a.holds_present_secret and a.key.revoked_at is None]
+        """Assignments whose config holds the present secret (downloaded or shown) of a key still alive
+        (services.static_copy): that secret is out until the key is rotated."""
+        return [a for a in self.assignments if static_copy(a) is not None]
 
     def assignments_removed(self, team: Team | None = None) -> list[str]:
         """The assignments taken back (of `team`'s keys only, when given), as team/fingerprint."""
@@ -60,11 +60,7 @@ class Offboarding:
 
     def static_copies_of(self, team: Team) -> list[dict]:
         """The static copies of `team`'s keys, as a member's removal from that team lists them in its trail."""
-        return [
-            {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
-            for a in self.static_copies
-            if a.key.team_id == team.pk
-        ]
+        return [copy for a in self.assignments if a.key.team_id == team.pk and (copy := static_copy(a))]
 
     def consequences(self) -> dict:
         """The audit event's details: everything that was taken back, and the keys to rotate."""

@@ -6,7 +6,15 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.urls import reverse
 
-from gateways.models import Assignment, AssignmentQuerySet, Device, DeviceQuerySet, GatewayKey, refused_since
+from gateways.models import (
+    Assignment,
+    AssignmentQuerySet,
+    Device,
+    DeviceQuerySet,
+    GatewayKey,
+    refused_since,
+    replacement_label,
+)
 from portal.compiled_sql import CompiledRead
 from portal.models import Membership, Team
 from portal.ordering import ReadingOrder
@@ -19,13 +27,17 @@ def my_assignments(user) -> AssignmentQuerySet:
     """The user's own assignments: the configurations they can download, team by team.
 
     With what their notices need in the same query (Assignment.notice): whether a live device must install
-    again, and since when the gateway refuses the key.
+    again, since when the gateway refuses the key, and which key replaced a revoked one.
     """
     behind = Device.objects.filter(assignment=OuterRef("pk")).live().needing_reinstall()
     return (
         Assignment.objects.filter(user=user)
         .select_related("key__gateway", "key__team", "user")
-        .annotate(live_device_to_reinstall=Exists(behind), key_refused_at=refused_since("key__"))
+        .annotate(
+            live_device_to_reinstall=Exists(behind),
+            key_refused_at=refused_since("key__"),
+            key_replaced_by=replacement_label(),
+        )
         .order_by(ReadingOrder("key__team__name"), "key__team__name", ReadingOrder("key__label"), "key__label")
     )
 

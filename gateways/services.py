@@ -422,13 +422,12 @@ def remove_member_assignments(*, team: Team, user, actor=None, request: HttpRequ
     )
     Assignment.objects.filter(pk__in=[a.pk for a in removed]).delete()
     record_assignments_removed(removed, user=user, reason="left the team", actor=actor, request=request)
-    taken_back: dict = {"assignments_removed": [a.key.short_fingerprint for a in removed]}
-    copies = [
-        {"id": str(a.key.pk), "team": team.slug, "key": a.key.short_fingerprint, "label": a.key.label}
-        for a in removed
-        if a.holds_present_secret and a.key.revoked_at is None
-    ]
-    if copies:
+    taken_back: dict = {
+        "assignments_removed": [a.key.short_fingerprint for a in removed],
+        # By name too: adding the member back brings none back, so the admin must know which to assign again.
+        "keys_taken_back": [a.key.label for a in removed],
+    }
+    if copies := [copy for a in removed if (copy := static_copy(a))]:
         taken_back["static_copies"] = copies
     return taken_back
 
@@ -447,22 +446,36 @@ def record_assignments_removed(
     )
 
 
+def static_copy(assignment: Assignment) -> dict | None:
+    """The copy of its key's present secret the holder took out of the portal (downloaded or shown), as a removal's
+    audit row names it, or None: the gateway still accepts it once the assignment is gone (devices.copies_out)."""
+    key = assignment.key
+    if not assignment.holds_present_secret or key.revoked_at is not None:
+        return None
+    return {"id": str(key.pk), "team": key.team.slug, "key": key.short_fingerprint, "label": key.label}
+
+
 @transaction.atomic
 def remove_assignment(*, assignment: Assignment, actor, request: HttpRequest | None = None) -> None:
+    """Take a key back from one holder; a copy of its present secret they took out is named in the audit row,
+    since revoking the key later must still count it (devices.copies_out)."""
     key = assignment.key
     username = assignment.user.get_username()
     # Locked before the delete reads the assignment's devices: one being made at this moment
     # (gateways.devices.create_device locks the same row) is in first, and loses its assignment with the rest.
     # Gone already: another request removed it at the same moment (a double click), done and recorded once.
-    if Assignment.objects.select_for_update().filter(pk=assignment.pk).first() is None:
+    locked = Assignment.objects.select_for_update().filter(pk=assignment.pk).first()
+    if locked is None:
         return
+    locked.key = key  # its last download as locked, against the key as the caller read it
+    copy = static_copy(locked)
     assignment.delete()
     record_key_event(
         Action.ASSIGNMENT_REMOVED,
         key,
         actor=actor,
         request=request,
-        details={"user": username, "label": key.label},
+        details={"user": username, "label": key.label, **({"static_copies": [copy]} if copy else {})},
     )
 
 
@@ -522,7 +535,8 @@ def record_config_fetch(*, assignment: Assignment, format_name: str, request: Ht
 
     The stamp is written at most once a minute (portal.stamps), outside the audit transaction, so
     repeated downloads by one developer neither queue on their assignment's row nor hold it while
-    the event is chained. download_count therefore counts the minutes with a download.
+    the event is chained. download_count therefore counts the minutes with a download. The stamp names the
+    secret the download carried: a rotation undone leaves the holder's copy the present one.
     """
     record_key_event(
         Action.CONFIG_DOWNLOADED,
@@ -534,6 +548,7 @@ def record_config_fetch(*, assignment: Assignment, format_name: str, request: Ht
         assignment,
         "last_download_at",
         since=assignment.key.config_changed_at,  # a download after a change is never folded into one before it
+        last_download_fingerprint=assignment.key.fingerprint,
         last_download_format=format_name,
         last_download_ip=audit.client_ip(request),
         increments=("download_count",),

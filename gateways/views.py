@@ -27,7 +27,15 @@ from gateways.connections import (
     live_devices_by_assignment,
 )
 from gateways.forms import AssignForm, DeviceForm, GatewayForm, KeyCreateForm, KeySettingsForm, RotateForm
-from gateways.models import DEVICE_INSTALL_MINUTES, KEY_SETTING_FIELDS, Assignment, Gateway, GatewayKey, ProbeResult
+from gateways.models import (
+    DEVICE_INSTALL_MINUTES,
+    KEY_SETTING_FIELDS,
+    Assignment,
+    Gateway,
+    GatewayKey,
+    KeyState,
+    ProbeResult,
+)
 from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import (
@@ -52,6 +60,7 @@ from portal.ordering import ReadingOrder
 from portal.pagination import page_asked
 from portal.permissions import administers_a_team, require_role, team_with_role
 from portal.sudo import sudo_redirect
+from portal.times import written_time
 
 CONNECTIONS_PER_PAGE = 100
 DEVICES_PER_PAGE = 100
@@ -456,11 +465,19 @@ def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         messages.info(request, NOTHING_CHANGED)
         return redirect("key", key_id=key.id)
     try:
-        services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
+        key = services.update_key_settings(key=key, changes=changes, actor=request.user, request=request)
     except RuleError as exc:
         add_to_form(form, exc)
         return _render_key_page(request, key, role, settings_refused=form)
-    messages.success(request, "Key settings saved; developers' next downloads use them.")
+    if key.state == KeyState.EXPIRED and key.expires_at:
+        # An expiry typed in the past (a wrong year) is saved, but nobody's next download uses it: there is none.
+        messages.warning(
+            request,
+            f"Key settings saved, but the key expired at {written_time(key.expires_at)}: it yields no set-up and "
+            "live devices are refused until you set a later expiry.",
+        )
+    else:
+        messages.success(request, "Key settings saved; developers' next downloads use them.")
     return redirect("key", key_id=key.id)
 
 

@@ -128,6 +128,11 @@ def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -
         messages.success(request, f"You left {team.name}, and gave back the team's keys assigned to you.")
         return redirect("teams")
     said = f"{username} was removed from {team.name}, with their assignments."
+    labels = taken_back.get("keys_taken_back")
+    if isinstance(labels, list) and labels:
+        # Adding them back brings no assignment back: the admin must know which keys to assign again.
+        named = format_html_join(", ", "<bdi>{}</bdi>", ((label,) for label in labels))
+        said = format_html("{} Keys taken back: {} (assign them again if this was a mistake).", said, named)
     copies = taken_back.get("static_copies") or []
     if isinstance(copies, list) and copies:
         # As the offboarding page says: the portal took the key back, but a downloaded copy works until rotated.

@@ -16,7 +16,10 @@ def test_removing_a_member_takes_back_their_keys_and_says_which(api, alice, bob,
     assert not Assignment.objects.filter(user=bob).exists()
     event = AuditEvent.objects.filter(action=Action.MEMBER_REMOVED).get()
     assert event.target == "bob"
-    assert event.details == {"assignments_removed": [tokenbay_key.short_fingerprint]}
+    assert event.details == {
+        "assignments_removed": [tokenbay_key.short_fingerprint],
+        "keys_taken_back": [tokenbay_key.label],
+    }
 
 
 def test_a_refused_removal_keeps_the_assignments(api, alice, bob_assignment):
