@@ -431,7 +431,9 @@ def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
     now = timezone.now()
     reason = refusal_reason(device)
     if reason == "unassigned" and Assignment.objects.filter(key_id=device.key_id, user_id=device.user_id).exists():
-        reason = "reassigned"
+        # Given again: a new install would work, unless the key itself now refuses (then its state says why).
+        state = device.key.state
+        reason = "reassigned" if state == KeyState.ACTIVE else state
     if reason is None:
         try:
             secret = device.key.reveal_secret()

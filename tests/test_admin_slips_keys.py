@@ -185,3 +185,34 @@ def test_a_device_whose_key_is_still_taken_back_says_it_is_no_longer_assigned(cl
     client.post(f"/assignments/{bob_assignment.pk}/remove/")
     with pytest.raises(devices.DeviceRefused, match="is no longer assigned to you in Acme portal"):
         devices.fetch_key(raw_token=token, request=None)
+
+
+@pytest.mark.parametrize("then", ["revoked", "disabled"])
+def test_a_device_of_a_key_given_again_then_revoked_or_disabled_is_told_why_not_to_install_again(
+    client, settings, alice, bob, bob_assignment, then
+):
+    settings.PORTAL_NAME = "Acme portal"
+    key = bob_assignment.key
+    token = _live_device(bob_assignment, bob)
+    client.force_login(alice)
+    client.post(f"/assignments/{bob_assignment.pk}/remove/")
+    client.post(f"/keys/{key.pk}/assign/", {"username": "bob"})
+    assert Assignment.objects.filter(key=key, user=bob).exists()
+    confirm_password(client, alice)
+    if then == "revoked":
+        client.post(f"/keys/{key.pk}/revoke/")
+    else:
+        client.post(f"/keys/{key.pk}/toggle/", {"enabled": "0"})
+    key.refresh_from_db()
+    assert key.state == then
+
+    # A new install cannot work while the key is revoked or disabled.
+    new = Assignment.objects.get(key=key, user=bob)
+    with pytest.raises(devices.DeviceRefused):
+        devices.create_device(assignment=new, name="laptop 2", platform="linux", actor=bob)
+
+    with pytest.raises(devices.DeviceRefused) as refused:
+        devices.fetch_key(raw_token=token, request=None)
+    # The device must not be told "it is yours again: run the install command again".
+    assert "install command again" not in str(refused.value), str(refused.value)
+    assert then in str(refused.value)
