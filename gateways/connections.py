@@ -31,7 +31,15 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from gateways.models import Assignment, Device, GatewayKey, downloaded_earlier_secret, probe_counts, usable_key
+from gateways.models import (
+    Assignment,
+    Device,
+    GatewayKey,
+    downloaded_before_a_change,
+    downloaded_earlier_secret,
+    probe_counts,
+    usable_key,
+)
 from portal import exports
 from portal.errors import RuleError
 
@@ -168,9 +176,9 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     elif filters.state == "stale":
         # A stale download, a holder still on the secret before the last rotation (the dashboard's rollout),
         # or a live device installed before the key's settings or its gateway's last changed (it must run the
-        # installer again). A download before the rotation is also one before config_changed_at.
+        # installer again).
         rows = rows.filter(
-            Q(last_download_at__lt=F("key__config_changed_at"))
+            downloaded_before_a_change()
             | Q(last_download_at__lt=stale_cutoff())
             | behind_the_rotation()
             | Exists(live.needing_reinstall())
@@ -246,7 +254,7 @@ def _row(assignment: Assignment, cutoff) -> dict:
         "last_download_at": downloaded,
         "last_download_format": assignment.last_download_format,
         "last_download_ip": assignment.last_download_ip,
-        "download_stale": bool(downloaded and (downloaded < key.config_changed_at or downloaded < cutoff)),
+        "download_stale": bool(downloaded and (assignment.changed_since_download or downloaded < cutoff)),
         "latest_verdict": key.current_probe_verdict,  # as the filters, the key and the team pages count it
         "latest_probe_at": key.last_probe_at,
         "expires_at": key.expires_at,

@@ -36,6 +36,7 @@ from gateways.models import (
     GatewayKey,
     KeyState,
     Platform,
+    downloaded_before_a_change,
 )
 from gateways.services import record_key_event
 from portal import audit
@@ -485,7 +486,7 @@ def rollout(key: GatewayKey) -> dict:
     current = sum(device.has_current_secret and not device.needs_reinstall for device in live)
     holders = key.assignments.filter(last_download_at__isnull=False).aggregate(
         static=Count("user", distinct=True),
-        static_stale=Count("user", distinct=True, filter=Q(last_download_at__lt=key.config_changed_at)),
+        static_stale=Count("user", distinct=True, filter=downloaded_before_a_change()),
     )
     return {"live": len(live), "current": current, "reinstall": reinstall, **holders}
 

@@ -492,6 +492,15 @@ def downloaded_earlier_secret() -> models.Q:
     return models.Q(last_download_at__isnull=False) & (recorded | unrecorded)
 
 
+def downloaded_before_a_change() -> models.Q:
+    """Assignment.changed_since_download in SQL: what the last download set changed since, its secret or its
+    settings (a rotation undone, back to the secret it carried, changed neither). A row from before downloads
+    recorded their secret falls back to the times: downloaded before the key's last change of either."""
+    settings_since = models.Q(last_download_at__lt=models.F("key__settings_changed_at"))
+    unrecorded = models.Q(last_download_fingerprint="", last_download_at__lt=models.F("key__config_changed_at"))
+    return downloaded_earlier_secret() | settings_since | unrecorded
+
+
 def replacements(*, user, team, gateway, revoked_at) -> AssignmentQuerySet:
     """Usable keys of the same team and gateway assigned to the holder after their key was revoked, newest first:
     the admin's repair of a revocation, which the holder's notice names instead of asking for a new one.
@@ -566,8 +575,19 @@ class Assignment(models.Model):
 
     @property
     def changed_since_download(self) -> bool:
-        """What a download sets changed after this holder's last download: the copy they have holds the old one."""
-        return bool(self.last_download_at and self.last_download_at < self.key.config_changed_at)
+        """What a download sets changed after this holder's last download: the copy they have holds the old one.
+        As downloaded_before_a_change() says it in SQL."""
+        if not self.last_download_at:
+            return False
+        return self.last_download_at < self.changed_at
+
+    @property
+    def changed_at(self) -> datetime:
+        """When what this holder's download sets last changed: the key's secret or settings (config_changed_at), or
+        only its settings when the download carried the present secret (a rotation undone is no change for it)."""
+        if self.last_download_fingerprint and not self.rotated_since_download:
+            return self.key.settings_changed_at
+        return self.key.config_changed_at
 
     @property
     def has_device_to_reinstall(self) -> bool:
@@ -612,7 +632,7 @@ class Assignment(models.Model):
         if key.rotated_at and self.rotated_since_download:
             return "rotated", HOLDER_NOTICES["rotated"].format(key=key, when=written_time(key.rotated_at))
         if self.changed_since_download:
-            return "changed", HOLDER_NOTICES["changed"].format(key=key, when=written_time(key.config_changed_at))
+            return "changed", HOLDER_NOTICES["changed"].format(key=key, when=written_time(self.changed_at))
         if self.has_device_to_reinstall:
             when = written_time(key.settings_changed_at)
             return "changed", HOLDER_NOTICES["changed_on_device"].format(key=key, when=when)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from gateways import dashboard, devices
 from gateways.connections import ConnectionFilters, connections_for
 from gateways.models import Assignment, GatewayKey
-from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key
+from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key, update_key_settings
 from tests.conftest import TOKENBAY_SECRET, confirm_password
 
 MISTAKE = "sk-tb-" + "m" * 40
@@ -148,14 +148,36 @@ def test_rotating_back_to_the_secret_a_holder_downloaded_counts_their_copy(clien
     key = rotate_key_secret(key=key, secret=TOKENBAY_SECRET, actor=alice)  # back to what bob holds
     assignment = Assignment.objects.select_related("key").get(pk=bob_assignment.pk)
     assert assignment.holds_present_secret and not assignment.rotated_since_download
-    notice = assignment.notice(soon=timezone.timedelta(days=7))
-    assert notice is None or notice[0] != "rotated", notice
+    # Nothing bob holds changed: neither the secret nor the settings (R53: the rotations moved config_changed_at).
+    assert not assignment.changed_since_download
+    assert assignment.notice(soon=timezone.timedelta(days=7)) is None
     assert devices.copies_out(key) == 1  # the revoke warning counts bob's copy
     client.force_login(bob)
     page = client.get("/setup/").content.decode()
-    assert not re.search(r"was rotated on .*? after your last download", page)
-    # Nobody is behind the rotation: the dashboard lists no rollout to finish.
+    assert "Download it again" not in page and "after your last download" not in page
+    # Nobody is behind: the dashboard, the key page's rollout and the connections' stale filter agree.
     assert not dashboard.incomplete_rollouts(GatewayKey.objects.filter(pk=key.pk)).exists()
+    assert devices.rollout(key)["static_stale"] == 0
+    assert list(connections_for(alice, ConnectionFilters(state="stale"))) == []
+    client.force_login(alice)
+    assert "must download again" not in client.get(f"/keys/{key.pk}/").content.decode()
+    export = client.get("/connections/?export=csv")
+    [row] = b"".join(export.streaming_content).decode().splitlines()[1:]
+    assert ",False," in row and ",True," not in row  # download_stale
+
+
+def test_a_settings_change_after_a_rotation_undone_still_asks_for_a_download(client, alice, bob, bob_assignment):
+    key = bob_assignment.key
+    _download(client, bob, bob_assignment.pk)
+    rotate_key_secret(key=key, secret=MISTAKE, actor=alice)
+    key = rotate_key_secret(key=key, secret=TOKENBAY_SECRET, actor=alice)
+    with time_machine.travel(timezone.now() + timezone.timedelta(seconds=5)):
+        update_key_settings(key=key, changes={"disable_experimental_betas": True}, actor=alice)
+    assignment = Assignment.objects.select_related("key").get(pk=bob_assignment.pk)
+    assert assignment.changed_since_download
+    assert assignment.notice(soon=timezone.timedelta(days=7))[0] == "changed"
+    assert devices.rollout(assignment.key)["static_stale"] == 1
+    assert [a.pk for a in connections_for(alice, ConnectionFilters(state="stale"))] == [bob_assignment.pk]
 
 
 def test_a_copy_of_the_mistaken_secret_is_behind_once_rotated_back(client, alice, bob, bob_assignment):

@@ -297,7 +297,8 @@ def test_connection_states(api, staff, bob, web, tokenbay, tokaify, alice, bob_a
     assert users("expired") == ["expired"]
     assert users("never_downloaded") == ["failing"]
     assert users("stale") == []
-    GatewayKey.objects.filter(pk=bob_assignment.key_id).update(config_changed_at=timezone.now() + timedelta(seconds=1))
+    later = timezone.now() + timedelta(seconds=1)  # the key's settings change after bob's download
+    GatewayKey.objects.filter(pk=bob_assignment.key_id).update(config_changed_at=later, settings_changed_at=later)
     assert users("stale") == ["Bob laptop"]
     assert client.get("/api/v1/connections/?state=nope").status_code == 400
 
