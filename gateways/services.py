@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import EllipsisType
 from typing import Any
 
@@ -544,11 +544,14 @@ def record_config_fetch(*, assignment: Assignment, format_name: str, request: Ht
         request=request,
         details={"assignment": assignment.pk, "format": format_name, "user": assignment.user.get_username()},
     )
+    fingerprint = assignment.key.fingerprint
     stamps.touch(
         assignment,
         "last_download_at",
         since=assignment.key.config_changed_at,  # a download after a change is never folded into one before it
-        last_download_fingerprint=assignment.key.fingerprint,
+        # Nor one carrying another secret than the stamp names (a row from before the column, or its first minute).
+        every=stamps.STAMP_INTERVAL if assignment.last_download_fingerprint == fingerprint else timedelta(0),
+        last_download_fingerprint=fingerprint,
         last_download_format=format_name,
         last_download_ip=audit.client_ip(request),
         increments=("download_count",),

@@ -218,3 +218,33 @@ def test_a_download_from_before_the_fingerprint_was_recorded_falls_back_to_the_t
     assert assignment.rotated_since_download and not assignment.holds_present_secret
     assert devices.copies_out(key) == 0
     assert [k.pending for k in dashboard.incomplete_rollouts(GatewayKey.objects.filter(pk=key.pk))] == [1]
+
+
+# The upgrade to recorded fingerprints: a row from before has none, and its next download writes one at once.
+
+
+def test_a_download_in_the_minute_after_the_upgrade_records_the_secret_it_carried(client, bob, alice, bob_assignment):
+    key = bob_assignment.key
+    client.force_login(bob)
+    assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/settings.json").status_code == 200
+    # The upgrade: migration 0017 leaves the row of a download made by the old release with a blank fingerprint.
+    Assignment.objects.filter(pk=bob_assignment.pk).update(last_download_fingerprint="")
+    # Seconds later, on today's code, bob downloads again: this download carried the present secret.
+    assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/settings.json").status_code == 200
+    bob_assignment.refresh_from_db()
+    assert bob_assignment.last_download_fingerprint == key.fingerprint
+
+
+def test_after_a_rotation_undone_the_holder_who_downloaded_after_the_upgrade_is_current(
+    client, bob, alice, bob_assignment
+):
+    key = bob_assignment.key
+    client.force_login(bob)
+    assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/settings.json").status_code == 200
+    Assignment.objects.filter(pk=bob_assignment.pk).update(last_download_fingerprint="")  # the upgrade
+    assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/bash").status_code == 200  # after it
+    key = rotate_key_secret(key=key, secret=MISTAKE, actor=alice)
+    key = rotate_key_secret(key=key, secret=TOKENBAY_SECRET, actor=alice)  # undone: bob's copy works again
+    assignment = Assignment.objects.select_related("key").get(pk=bob_assignment.pk)
+    assert assignment.notice(soon=timezone.timedelta(days=14)) is None  # not "download again"
+    assert devices.copies_out(key) == 1  # revoking must say bob holds a copy of the present secret

@@ -8,20 +8,28 @@ old rows finishes whatever the rows hold.
 from __future__ import annotations
 
 import signal
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
+from gateways import devices
+from gateways.models import GatewayKey
+from gateways.services import rotate_key_secret
 from portal import audit, audit_chain
 from portal.models import Action, AuditEvent, UnconfirmedEmail
+from tests.conftest import TOKENBAY_SECRET
 from tests.test_migrations import historical_key
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 BEFORE_NONCES = [("portal", "0016_audit_rows_outlive_users")]
 BEFORE_MARKS = [("portal", "0013_audit_drop_fk_indexes")]
+BEFORE_FINGERPRINTS = [("gateways", "0016_expiries_within_the_calendar")]
 
 
 def applied(app: str, name: str) -> bool:
@@ -54,6 +62,36 @@ def test_going_back_before_the_unconfirmed_marks_is_refused_while_one_stands(mig
         migrator.migrate(BEFORE_MARKS)
     assert applied("portal", "0014_unconfirmed_email")
     assert UnconfirmedEmail.objects.filter(user=dave).exists()
+
+
+def _rotation_undone(client, bob, alice, assignment):
+    """bob downloads the key's secret, which a mistaken rotation and a rotation back make its present one again."""
+    client.force_login(bob)
+    assert client.get(f"/api/v1/me/configs/{assignment.pk}/settings.json").status_code == 200
+    key = rotate_key_secret(key=assignment.key, secret="sk-tokenbay-alice-rotated-0123456789", actor=alice)
+    return rotate_key_secret(key=key, secret=TOKENBAY_SECRET, actor=alice)
+
+
+def test_going_back_before_download_fingerprints_is_refused_while_one_decides_a_holder(
+    migrator, client, bob, alice, bob_assignment
+):
+    """Only the fingerprint tells that bob's download, older than the last rotation, holds the present secret."""
+    key = _rotation_undone(client, bob, alice, bob_assignment)
+    assert devices.copies_out(key) == 1
+    with pytest.raises(CommandError, match=r"Cannot go back before gateways 0017: 1 holder\(s\) downloaded a secret"):
+        migrator.migrate(BEFORE_FINGERPRINTS)
+    assert applied("gateways", "0017_assignment_download_fingerprint")
+    assert devices.copies_out(GatewayKey.objects.get(pk=key.pk)) == 1
+
+
+def test_going_back_before_download_fingerprints_works_when_the_times_say_the_same(
+    migrator, client, bob, alice, bob_assignment
+):
+    _rotation_undone(client, bob, alice, bob_assignment)
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert client.get(f"/api/v1/me/configs/{bob_assignment.pk}/bash").status_code == 200  # after the rotations
+    migrator.migrate(BEFORE_FINGERPRINTS)
+    assert not applied("gateways", "0017_assignment_download_fingerprint")
 
 
 class Hung(Exception):

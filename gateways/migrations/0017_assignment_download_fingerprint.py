@@ -3,6 +3,35 @@
 from django.db import migrations, models
 
 
+def refuse_forgetting_restored_secrets(apps, schema_editor):
+    """Going back drops the secret each download carried: refused while it decides something the times cannot.
+
+    That is a holder whose download predates the key's last rotation but carries its present secret (a rotation
+    undone): without the column they would be told to download again and left out of the revoke warning's count,
+    and no upgrade could tell again which secret they hold. Every other row reads the same from the times.
+    """
+    from django.core.management.base import CommandError
+
+    alias = schema_editor.connection.alias
+    restored = (
+        apps.get_model("gateways", "Assignment")
+        .objects.using(alias)
+        .exclude(last_download_fingerprint="")
+        .filter(
+            last_download_fingerprint=models.F("key__fingerprint"),
+            last_download_at__lt=models.F("key__rotated_at"),
+        )
+        .count()
+    )
+    if restored:
+        raise CommandError(
+            f"Cannot go back before gateways 0017: {restored} holder(s) downloaded a secret that a rotation back "
+            "made the key's present one again, which only the column this drops records. Without it they would be "
+            "told to download again, and revoking would not count their copy. Stay on this release, or have them "
+            "download again first (then this rollback loses nothing)."
+        )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("gateways", "0016_expiries_within_the_calendar"),
@@ -14,4 +43,6 @@ class Migration(migrations.Migration):
             name="last_download_fingerprint",
             field=models.CharField(blank=True, editable=False, max_length=64),
         ),
+        # After the column: going back, the check runs before the column is dropped.
+        migrations.RunPython(migrations.RunPython.noop, refuse_forgetting_restored_secrets, elidable=False),
     ]
