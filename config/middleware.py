@@ -1,6 +1,6 @@
 """Project middleware: health checks answered first, no body past DATA_UPLOAD_MAX_MEMORY_SIZE read, no NUL
 character in a URL, no signed-in page kept by a cache, keys kept in reach of redaction, and a device's key fetch and the API's token requests answered
-before the page machinery."""
+before the page machinery; a form sent after the session ended is not dropped without a word."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import functools
 import json
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import TooManyFieldsSent
 from django.http import (
@@ -18,6 +19,7 @@ from django.http import (
     JsonResponse,
 )
 from django.http.response import HttpResponseBase
+from django.shortcuts import resolve_url
 from django.urls import Resolver404, resolve
 from django.utils.cache import add_never_cache_headers
 from rest_framework.views import APIView
@@ -240,4 +242,33 @@ class TokenApiMiddleware:
         response = match.func(request, *match.args, **match.kwargs)
         if callable(getattr(response, "render", None)):
             response = response.render()  # a DRF Response is rendered late, as the handler would
+        return response
+
+
+SIGNED_OUT_BEFORE_SENT = (
+    "You were signed out before this form was sent, so nothing was saved. Sign in, then send it again."
+)
+
+
+class SignedOutFormMiddleware:
+    """Say on the sign-in page that a page's form, posted after the session ended, was not saved.
+
+    login_required answers such a POST with a redirect to the sign-in page (`?next=` the form's page), which said
+    only "Sign in", and after it the person found the form empty. It sits after MessageMiddleware, so the message
+    is kept for that page. A sign-out's own redirect names no `next`, and the API answers 401/403 itself.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            request.method == "POST"
+            and not request.path.startswith("/api/")
+            and response.status_code == 302
+            and response.get("Location", "").startswith(f"{resolve_url(settings.LOGIN_URL)}?next=")
+            and not request.user.is_authenticated
+        ):
+            messages.warning(request, SIGNED_OUT_BEFORE_SENT)
         return response

@@ -127,6 +127,8 @@ for _host in ALLOWED_HOSTS:
             "a scheme, port or path, like portal.example.com (an IPv6 address in brackets, like [::1])."
         )
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+# A refused form gets the portal's page with what to do (JSON under /api/), not Django's bare 403.
+CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 
 # The keyring for gateway secrets: comma-separated keys, the first encrypts, all decrypt.
 # Checked at start-up by PortalConfig.ready(); see portal/crypto.py for the format.
@@ -207,6 +209,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.SignedOutFormMiddleware",  # after messages: see its docstring
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "csp.middleware.CSPMiddleware",

@@ -1,4 +1,5 @@
-"""The 400, 404 and 500 handlers (JSON with a sentence under /api/, a page elsewhere) and the health checks."""
+"""The 400, 404, 500 and CSRF-failure handlers (JSON with a sentence under /api/, a page elsewhere) and the health
+checks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_s
 from django.core.exceptions import ImproperlyConfigured, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import REASON_BAD_ORIGIN, REASON_NO_CSRF_COOKIE
 from django.shortcuts import render
 from django.template import loader
 from django.views import defaults
@@ -55,6 +57,36 @@ def not_found(request: HttpRequest, exception=None) -> HttpResponse:
             {"detail": f"There is nothing at {where}. The API is described at /api/v1/schema/."}, status=404
         )
     return render(request, "404.html", status=404)
+
+
+# Why Django's CSRF check refused a form, for the person who sent it; any other reason is a form opened too long ago.
+CSRF_REFUSALS = {
+    REASON_NO_CSRF_COOKIE: (
+        "Your browser sent this form without the portal's cookie, so it was not sent. Allow cookies for this site, "
+        "then reload the page and fill it in again."
+    ),
+    REASON_BAD_ORIGIN.split("%s")[0]: (
+        "This form was sent from an address other than the one the portal knows as its own, so it was not sent. "
+        "Open the portal at its own address and fill the form in again; behind a proxy, staff set "
+        "CSRF_TRUSTED_ORIGINS to that address."
+    ),
+}
+CSRF_STALE_FORM = (
+    "This form was opened before you signed in again (or its page is too old), so it was not sent. "
+    "Reload the page and fill it in again."
+)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the portal's page with what to do, instead of Django's bare "CSRF verification failed".
+
+    The API's own views answer a session's write without its token themselves (DRF: 403, "CSRF Failed: …");
+    anything else under /api/ answers the same way.
+    """
+    if _is_api(request):
+        return JsonResponse({"detail": f"CSRF Failed: {reason}"}, status=403)
+    sentence = next((text for start, text in CSRF_REFUSALS.items() if reason.startswith(start)), CSRF_STALE_FORM)
+    return render(request, "403_csrf.html", {"sentence": sentence}, status=403)
 
 
 DATABASE_DOWN = "The portal cannot reach its database right now; the error is logged. Try again in a minute."

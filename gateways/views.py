@@ -366,6 +366,22 @@ def gateway_edit(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     return render(request, "gateways/gateway_form.html", {"form": form, "gateway": gateway})
 
 
+def _warned_expired(request: AuthenticatedHttpRequest, key: GatewayKey, saved: str) -> bool:
+    """Warn, instead of the usual success, when the key just saved has already expired; say whether it did.
+
+    An expiry typed in the past (a wrong year), or one that passed while the form was open, is saved, but
+    nobody's next download uses it: there is none.
+    """
+    if key.state != KeyState.EXPIRED or not key.expires_at:
+        return False
+    messages.warning(
+        request,
+        f"{saved}, but the key expired at {written_time(key.expires_at)}: it yields no set-up and "
+        "live devices are refused until you set a later expiry.",
+    )
+    return True
+
+
 def _settings_from_form(cleaned: dict) -> dict:
     return {name: cleaned[name] for name in KEY_SETTING_FIELDS if name in cleaned}
 
@@ -389,7 +405,8 @@ def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
         except RuleError as exc:
             add_to_form(form, exc)
         else:
-            messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
+            if not _warned_expired(request, key, f"Key {key.label} stored as {key.masked}"):
+                messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)
     gateways = list(Gateway.objects.all())
     selected = form["gateway"].value() or ""
@@ -469,14 +486,7 @@ def key_settings(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
     except RuleError as exc:
         add_to_form(form, exc)
         return _render_key_page(request, key, role, settings_refused=form)
-    if key.state == KeyState.EXPIRED and key.expires_at:
-        # An expiry typed in the past (a wrong year) is saved, but nobody's next download uses it: there is none.
-        messages.warning(
-            request,
-            f"Key settings saved, but the key expired at {written_time(key.expires_at)}: it yields no set-up and "
-            "live devices are refused until you set a later expiry.",
-        )
-    else:
+    if not _warned_expired(request, key, "Key settings saved"):
         messages.success(request, "Key settings saved; developers' next downloads use them.")
     return redirect("key", key_id=key.id)
 
@@ -500,8 +510,9 @@ def key_rotate(request: AuthenticatedHttpRequest, key_id) -> HttpResponse:
         except RuleError as exc:
             add_to_form(form, exc)
         else:
-            after = devices.rotation_sentence(devices.rollout(key))
-            messages.success(request, f"Secret rotated; the key is now {key.masked}. {after}.")
+            if not _warned_expired(request, key, f"Secret rotated (the key is now {key.masked})"):
+                after = devices.rotation_sentence(devices.rollout(key))
+                messages.success(request, f"Secret rotated; the key is now {key.masked}. {after}.")
             return redirect("key", key_id=key.id)
     context = {"form": form, "key": key, "after_rotation": devices.rotation_sentence(devices.rollout(key))}
     return render(request, "gateways/key_rotate.html", context)

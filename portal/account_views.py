@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -14,8 +17,9 @@ from django.db.models import Exists, OuterRef, Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_encode
+from django.utils.http import base36_to_int, urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_static.models import StaticToken
@@ -210,6 +214,37 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         """Only an active account's: a link mailed before offboarding must not set the deactivated account's password."""
         user = super().get_user(uidb64)
         return user if user is not None and user.is_active else None
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        if not self.validlink and self.kwargs.get("token") == self.reset_url_token:
+            context["expired_at"] = self.link_expired_at()
+        return context
+
+    def link_expired_at(self) -> datetime | None:
+        """When the link opened in this session ran out, if that is all that is wrong with it; else None.
+
+        Its form, opened just before the deadline, may be sent just after: the person should learn that this
+        was all. A used, altered or foreign token (or none) gets the page's general sentence, as before.
+        """
+        token = self.request.session.get(auth_views.INTERNAL_RESET_SESSION_TOKEN)
+        if self.user is None or not isinstance(token, str):
+            return None
+        generator = self.token_generator
+        try:
+            made = base36_to_int(token.split("-")[0])
+        except ValueError:
+            return None
+        age = (generator._now() - datetime(2001, 1, 1)).total_seconds() - made  # as check_token counts, unrounded
+        if made < 0 or int(age) <= settings.PASSWORD_RESET_TIMEOUT:
+            return None
+        # check_token as at the moment the token was made: genuine and unused, whatever its age.
+        as_made = copy.copy(generator)
+        as_made._now = lambda: datetime(2001, 1, 1) + timedelta(seconds=made)
+        if not as_made.check_token(self.user, token):
+            return None
+        moment = timezone.now() - timedelta(seconds=age - settings.PASSWORD_RESET_TIMEOUT)
+        return moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
 
     def form_valid(self, form):
         response = super().form_valid(form)

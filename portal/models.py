@@ -171,8 +171,9 @@ def token_matches(stored_digest: str | None, raw: str) -> bool:
 
 
 class AccessTokenQuerySet(models.QuerySet):
-    def authenticate(self, raw: str) -> AccessToken | None:
-        """Return the live token for `raw`, or None; the same answer whether it exists or not.
+    def matching(self, raw: str) -> AccessToken | None:
+        """Return the token whose digest `raw` matches, live or not, or None; the same answer whether a token
+        with its lookup id exists or not. Only its holder can learn that it expired or was revoked, and when.
 
         It looks among all tokens (through a read compiled once, not through this queryset's filters).
         """
@@ -182,7 +183,12 @@ class AccessTokenQuerySet(models.QuerySet):
         token = _TOKEN_WITH_USER.get(lookup_id)
         if not token_matches(token.digest if token else None, raw) or token is None:
             return None
-        if not token.is_live or not token.user.is_active:
+        return token
+
+    def authenticate(self, raw: str) -> AccessToken | None:
+        """Return the live token of an active account for `raw`, or None."""
+        token = self.matching(raw)
+        if token is None or not token.is_live or not token.user.is_active:
             return None
         return token
 

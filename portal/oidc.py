@@ -33,7 +33,7 @@ from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -648,6 +648,9 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
                 opened is not None and opened.refusal() is None
             )
             grouped = groups and any(role_from_groups(t, groups) for t in teams_with_groups())
+            if not invited and not grouped and opened is not None and (refusal := opened.refusal()):
+                # The sign-in began on a page whose invitation ran out meanwhile: say that, not "no invitation".
+                raise SSOError(refusal, status=403)
             if not invited and not grouped:
                 raise SSOError(
                     f"There is no account for {email} here, no invitation for it, and none of your groups belongs "
@@ -687,6 +690,15 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
     if groups is not None:
         sync_memberships(request, user, groups)
     return user
+
+
+def invitation_not_joined(token: str, user) -> str | None:
+    """Why the invitation whose page started a sign-in did not bring `user` into its team (it ran out meanwhile,
+    was withdrawn or used), as its sentence; None when it did, or no invitation page started the sign-in."""
+    invitation = Invitation.objects.find(token) if token else None
+    if invitation is None or Membership.objects.filter(team=invitation.team_id, user=user).exists():
+        return None
+    return invitation.refusal()
 
 
 def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
@@ -909,6 +921,10 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
         start = self.request.sso_start
         same_user = self.request.user.is_authenticated and self.request.user.pk == self.user.pk
         response = super().login_success()
+        if (not_joined := invitation_not_joined(start.invitation, self.user)) is not None:
+            # Signed in, but not into the invitation's team: its page (the `next`) would answer Not found.
+            messages.error(self.request, not_joined)
+            response = redirect("home")
         if start.sudo_for is not None:
             refusal = sudo_refusal(start, self.user.pk if same_user else None)
             if refusal is None:

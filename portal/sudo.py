@@ -33,6 +33,11 @@ SUDO_PASSWORD_FIELD = "sudo_password"
 NEVER_CARRIED = frozenset({"secret", "password"})
 # Fields the prompt makes afresh rather than carrying over.
 CARRIED_NEVER_AGAIN = frozenset({"csrfmiddlewaretoken", SUDO_PASSWORD_FIELD})
+# Said on the prompt when a form held such a secret: nothing of it was kept.
+SECRET_NOT_CARRIED = (
+    "The secret you typed was not saved: the portal never carries it through this prompt. Confirm your password; "
+    "you then return to the form to paste it again."
+)
 
 
 def in_sudo_mode(request: HttpRequest) -> bool:
@@ -73,11 +78,13 @@ def sudo_redirect(request: HttpRequest, *, purpose: str = "") -> HttpResponse | 
         return _confirm_with_request(request, purpose)
     if request.method == "GET":
         return redirect(f"{reverse('sudo')}?{urlencode({'next': request.get_full_path()})}")
-    next_url = request.POST.get("next") or reverse("home")
     if NEVER_CARRIED.intersection(request.POST):
-        # A typed secret is never written into a page: return to the form, to type it after the password.
-        messages.info(request, "Confirm your password first; then repeat the action.")
-        return redirect(f"{reverse('sudo')}?{urlencode({'next': next_url})}")
+        # A typed secret is never written into a page: return to the form (its own address unless it names
+        # another), to type it again after the password.
+        form_url = request.POST.get("next") or request.path
+        messages.warning(request, SECRET_NOT_CARRIED)
+        return redirect(f"{reverse('sudo')}?{urlencode({'next': form_url})}")
+    next_url = request.POST.get("next") or reverse("home")
     pending_id = secrets.token_urlsafe(12)
     request.session[PENDING_SESSION_KEY] = {
         "id": pending_id,
@@ -100,6 +107,21 @@ def pending_action(request: HttpRequest, pending_id: str) -> dict | None:
     if not pending or not pending_id or pending.get("id") != pending_id or pending.get("until", 0) < time.time():
         return None
     return pending
+
+
+def stale_action_sentence(request: HttpRequest, pending_id: str) -> str:
+    """Why the prompt opened for `pending_id` holds no action any more; a stale one is dropped here."""
+    pending = request.session.get(PENDING_SESSION_KEY) or {}
+    minutes = max(PENDING_SECONDS // 60, 1)
+    if pending.get("id") != pending_id:
+        # Done already, or replaced by a newer action: this session no longer knows which.
+        return (
+            f"The action you were confirming no longer waits here: it was done already, or waited more than {minutes} "
+            "minutes and was not. Check the page, and do it again if it is not done."
+        )
+    request.session.pop(PENDING_SESSION_KEY, None)
+    action = f"The action to {pending['purpose']}" if pending.get("purpose") else "The action you were confirming"
+    return f"{action} waited more than {minutes} minutes for your confirmation, so it was not done. Do it again."
 
 
 def check_password(request: HttpRequest, secret: str) -> bool:

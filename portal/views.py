@@ -32,6 +32,7 @@ from portal.sudo import (
     enter_sudo_mode,
     in_sudo_mode,
     pending_action,
+    stale_action_sentence,
     sudo_redirect,
 )
 
@@ -57,6 +58,11 @@ def sudo(request: AuthenticatedHttpRequest) -> HttpResponse:
             "pending_url": request.get_full_path(),
         }
         return render(request, "portal/sudo.html", context)
+    if request.method == "GET" and request.GET.get("pending"):
+        # Back (from SSO, or a page left open) after the action stopped waiting: say so rather than drop it.
+        messages.warning(request, stale_action_sentence(request, request.GET["pending"]))
+        if in_sudo_mode(request):
+            return redirect(next_url)
     form = SudoForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if check_password(request, form.cleaned_data["password"]):

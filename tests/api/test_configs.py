@@ -16,6 +16,7 @@ from gateways.config.formats import FORMATS
 from gateways.models import Assignment
 from gateways.services import revoke_key
 from portal.models import AccessToken, AuditEvent
+from portal.times import written_time
 from tests.conftest import TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -178,14 +179,14 @@ def test_a_refused_download_piped_into_sh_runs_nothing(api, bob, alice, bob_assi
 
 def test_an_expired_or_revoked_token_is_sent_to_the_access_tokens_page(bob):
     token, raw = AccessToken.issue(bob, name="old")
-    AccessToken.objects.filter(pk=token.pk).update(expires_at=timezone.now())
+    expired = timezone.now()
+    AccessToken.objects.filter(pk=token.pk).update(expires_at=expired)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     response = client.get("/api/v1/me/configs/")
     assert response.status_code == 401
     assert response.json()["detail"] == (
-        "The access token is invalid, expired or revoked. Make a new one on the Access tokens page: "
-        "http://testserver/tokens/"
+        f"This access token expired on {written_time(expired)}; make a new one at http://testserver/tokens/."
     )
 
 
