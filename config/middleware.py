@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -27,6 +28,7 @@ from rest_framework.views import APIView
 from config.views import HEALTH_VIEWS, bad_request
 from gateways.api.views import device_key
 from portal.crypto import secrets_scope
+from portal.http import local_path
 
 
 class HealthCheckMiddleware:
@@ -271,4 +273,17 @@ class SignedOutFormMiddleware:
             and not request.user.is_authenticated
         ):
             messages.warning(request, SIGNED_OUT_BEFORE_SENT)
+            # Back to the form's page after signing in, not to the address it posts to (a GET there is a 405).
+            if page := form_page(request):
+                response["Location"] = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': page})}"
         return response
+
+
+def form_page(request: HttpRequest) -> str:
+    """The page a posted form was on: the `next` it names, else the Referer, when either is a path of this site."""
+    if page := local_path(request, request.POST.get("next", "")):
+        return page
+    referer = urlsplit(request.META.get("HTTP_REFERER", ""))
+    if referer.netloc != request.get_host():
+        return ""
+    return local_path(request, referer.path + (f"?{referer.query}" if referer.query else ""))

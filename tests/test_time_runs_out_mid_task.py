@@ -232,6 +232,39 @@ def test_a_form_sent_after_the_session_ran_out_says_on_the_sign_in_page_that_not
     ), main
 
 
+@pytest.mark.parametrize("told", ["next", "referer"])
+def test_signing_in_again_after_a_form_was_not_sent_returns_to_the_forms_page(
+    alice, tokaify_key, settings, time_machine, told
+):
+    """Revoke and Assign post to an address that takes POST only: going there after signing in was a 405."""
+    page = f"/keys/{tokaify_key.id}/"
+    browser = Client()
+    browser.force_login(alice)
+    time_machine.move_to(timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE + 60))
+    if told == "next":
+        sent = browser.post(f"/keys/{tokaify_key.id}/revoke/", {"next": page}, follow=True)
+    else:
+        sent = browser.post(
+            f"/keys/{tokaify_key.id}/assign/", {"username": "bob"}, HTTP_REFERER=f"http://testserver{page}", follow=True
+        )
+    assert "nothing was saved" in sent.content.decode()
+    login_url = sent.redirect_chain[-1][0]
+    assert parse_qs(urlsplit(login_url).query)["next"] == [page]
+    back = browser.post(login_url, {"username": "alice", "password": "pass-alice"}, follow=True)
+    assert (back.status_code, back.redirect_chain[-1][0]) == (200, page)
+    tokaify_key.refresh_from_db()
+    assert tokaify_key.state == KeyState.ACTIVE  # nothing was sent on its own
+
+
+def test_a_referer_from_another_site_is_not_where_signing_in_leads(alice, tokaify_key, settings, time_machine):
+    browser = Client()
+    browser.force_login(alice)
+    time_machine.move_to(timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE + 60))
+    sent = browser.post(f"/keys/{tokaify_key.id}/assign/", {"username": "bob"}, HTTP_REFERER="https://evil.example/x")
+    assert sent.status_code == 302
+    assert parse_qs(urlsplit(sent["Location"]).query)["next"] == [f"/keys/{tokaify_key.id}/assign/"]
+
+
 def test_signing_out_says_nothing_about_a_form_not_saved(client, alice):
     client.force_login(alice)
     out = client.post("/logout/", follow=True)
