@@ -185,8 +185,10 @@ async function refreshRegions() {
     const replacement = fresh.getElementById(region.id);
     if (!replacement) return;
     const node = document.importNode(replacement, true);
+    const focused = region.contains(document.activeElement);
     region.replaceWith(node);
     localizeTimes(node);
+    if (focused && node.tabIndex >= 0) node.focus(); // a keyboard user keeps their place on the fresh chart
   });
 }
 
@@ -231,6 +233,7 @@ async function runProbe(form) {
   } finally {
     clearInterval(timer);
     button.disabled = false;
+    if (document.activeElement === document.body) button.focus(); // disabling it had dropped the focus
   }
 }
 
