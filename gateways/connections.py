@@ -135,9 +135,13 @@ def behind_the_rotation() -> Q:
     never downloaded holds none. One rule for the dashboard's rollouts and the stale filter, as the key page's
     rollout counts them (devices.rollout).
     """
+    return downloaded_earlier_secret() | a_live_device_behind_the_rotation()
+
+
+def a_live_device_behind_the_rotation() -> Q:
+    """A live device of the assignment whose last fetch was of a secret the key no longer has."""
     live = Device.objects.live().filter(assignment=OuterRef("pk"))
-    behind = live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))
-    return downloaded_earlier_secret() | Q(Exists(behind))
+    return Q(Exists(live.exclude(fetched_fingerprint="").exclude(fetched_fingerprint=OuterRef("key__fingerprint"))))
 
 
 def current_verdict() -> Case:
@@ -174,13 +178,14 @@ def connections_for(user, filters: ConnectionFilters) -> QuerySet[Assignment]:
     if filters.state == "never_downloaded":
         rows = rows.filter(never_downloaded(now))  # as the dashboard counts them
     elif filters.state == "stale":
-        # A stale download, a holder still on the secret before the last rotation (the dashboard's rollout),
-        # or a live device installed before the key's settings or its gateway's last changed (it must run the
-        # installer again).
+        # A stale download, a holder still on the secret before the last rotation (the dashboard's rollout:
+        # behind_the_rotation(), whose download half downloaded_before_a_change() holds already), or a live
+        # device installed before the key's settings or its gateway's last changed (it must run the installer
+        # again).
         rows = rows.filter(
             downloaded_before_a_change()
             | Q(last_download_at__lt=stale_cutoff())
-            | behind_the_rotation()
+            | a_live_device_behind_the_rotation()
             | Exists(live.needing_reinstall())
         )
     elif filters.state == "failing":

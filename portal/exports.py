@@ -26,8 +26,7 @@ class _Echo:
 def _cell(value) -> str:
     if isinstance(value, datetime):
         # In TIME_ZONE and with UTC as Z, as the API and the audit export write the same moment.
-        written = iso_time(value) if timezone.is_aware(value) else value.isoformat()
-        return f"{written[:-6]}Z" if written.endswith("+00:00") else written
+        return iso_time(value, utc_as_z=True) if timezone.is_aware(value) else value.isoformat()
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     text = "" if value is None else str(value)

@@ -17,10 +17,12 @@ def in_portal_zone(moment: datetime) -> datetime:
     return timezone.localtime(moment, timezone.get_default_timezone())
 
 
-def iso_time(moment: datetime) -> str:
+def iso_time(moment: datetime, *, utc_as_z: bool = False) -> str:
     """`2026-11-23T14:05:00+01:00`: a time in TIME_ZONE in ISO 8601, for an audit row's details, read beside the
-    row's own time (the API's and the exports' write UTC as `Z`; rows already chained say `+00:00`)."""
-    return in_portal_zone(moment).isoformat()
+    row's own time. With utc_as_z, UTC is written `Z`, as the API and the exports write it (audit details keep
+    `+00:00`: rows already chained say it, and their HMAC covers it)."""
+    written = in_portal_zone(moment).isoformat()
+    return f"{written.removesuffix('+00:00')}Z" if utc_as_z and written.endswith("+00:00") else written
 
 
 def written_time(moment: datetime) -> str:
