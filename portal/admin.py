@@ -24,6 +24,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import audit, lockouts, two_factor
 from portal.account_forms import refuse_only_dots
+from portal.invitations import same_address, username_taken
 from portal.models import AccessToken, Action, AuditChainHead, AuditEvent, Membership, Team
 from portal.services import revoke_token
 
@@ -187,7 +188,27 @@ class AccountChangeForm(UserChangeForm):
     opened_as = forms.CharField(widget=forms.HiddenInput, required=False)
 
     def clean_username(self):
-        return refuse_only_dots(self.cleaned_data["username"])
+        username = refuse_only_dots(self.cleaned_data["username"])
+        # The add form refuses a name taken but for case; so does a rename (another account's name, not a change
+        # of this one's case): two names alike on the team pages and in "Assign to" would hand keys to the wrong one.
+        renamed = username.casefold() != (self.instance.get_username() or "").casefold()
+        if renamed and username_taken(username):
+            raise forms.ValidationError(
+                f"An account is called {username} already, but for case: choose another user name.", code="taken"
+            )
+        return username
+
+    def clean_email(self):
+        email = self.cleaned_data.get("email", "")
+        # A password reset mails every account with the address, and SSO refuses an address two accounts share.
+        others = User._default_manager.exclude(pk=self.instance.pk)
+        if email and others.filter(same_address("email", email)).exists():
+            raise forms.ValidationError(
+                f"Another account has the address {email}: each account needs an address of its own, so a reset "
+                "link reaches only its owner.",
+                code="taken",
+            )
+        return email
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

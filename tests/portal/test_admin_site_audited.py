@@ -138,6 +138,33 @@ def test_saving_an_account_unchanged_in_the_admin_writes_no_row(root_client, bob
     assert new_events() == []
 
 
+def test_a_rename_to_another_accounts_name_but_for_case_is_refused_in_the_admin(root_client, bob, dave):
+    """BOB beside bob would look alike on the team pages and in "Assign to"; the add form refuses it already."""
+    url = f"/admin/auth/user/{dave.pk}/change/"
+    page = root_client.post(url, {**form_data(root_client.get(url)), "username": "BOB"})
+    assert page.status_code == 200
+    assert "An account is called BOB already, but for case" in page.content.decode()
+    dave.refresh_from_db()
+    assert dave.username == "dave" and new_events() == []
+    # A change of the account's own case is a rename like any other.
+    page = root_client.post(url, {**form_data(root_client.get(url)), "username": "Dave"})
+    assert page.status_code == 302
+    dave.refresh_from_db()
+    assert dave.username == "Dave"
+
+
+def test_an_address_another_account_has_is_refused_in_the_admin(root_client, bob, dave):
+    """A reset for bob@ would mail dave's link to bob's mailbox, and SSO refuses an address two accounts share."""
+    url = f"/admin/auth/user/{dave.pk}/change/"
+    page = root_client.post(url, {**form_data(root_client.get(url)), "email": "BOB@example.com"})
+    assert page.status_code == 200
+    assert "Another account has the address BOB@example.com" in page.content.decode()
+    dave.refresh_from_db()
+    assert dave.email == "dave@example.com" and new_events() == []
+    # The account's own address, saved again, is no clash.
+    assert root_client.post(url, {**form_data(root_client.get(url)), "email": "Dave@example.com"}).status_code == 302
+
+
 def test_an_account_added_in_the_admin_is_audited(root_client, root, capsys):
     response = root_client.post(
         "/admin/auth/user/add/",
