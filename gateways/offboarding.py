@@ -2,9 +2,10 @@
 
 A team admin offboards a member from their team: the membership and the member's assignments of that team's
 keys go, and so do the member's access tokens when no team is left to them. Staff offboard an account: it is
-deactivated (its sessions end), and every membership, assignment and access token goes. Either way one audit
-event lists the consequences. A key whose config the person downloaded still sits on their machine as a static
-copy: the result lists those keys with a "rotate now" link each, as only rotating makes the copy useless.
+deactivated (its sessions end), and every membership, assignment and access token goes, and so does every
+pending invitation to any of its addresses, in any team. Either way one audit event lists the consequences. A
+key whose config the person downloaded still sits on their machine as a static copy: the result lists those
+keys with a "rotate now" link each, as only rotating makes the copy useless.
 
 It lives in gateways because it reads both apps' data; gateways may build on portal, never the reverse.
 """
@@ -22,6 +23,7 @@ from gateways.models import Assignment
 from gateways.services import record_assignments_removed, static_copy
 from portal import audit
 from portal.errors import RuleError
+from portal.invitations import known_addresses, withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
 
@@ -157,6 +159,17 @@ def offboard(plan: Offboarding, *, actor, request: HttpRequest | None = None) ->
         # Every way out of a team goes through end_membership, so the team's channels hear of it;
         # its details (the assignments) are in this offboarding's one audit event already.
         end_membership(membership, actor=actor)
+    if plan.deactivates:
+        # Invitations to other teams, not yet accepted, were meant for the leaver: left standing, they would bring
+        # whoever holds the address next (or the account itself, reactivated) into those teams.
+        withdraw_for_address(
+            team=None,
+            emails=known_addresses(user),
+            actor=actor,
+            request=request,
+            reason=f"{user.get_username()}'s account was offboarded",
+            details={"via": Action.USER_OFFBOARDED.value},
+        )
     if plan.deactivates and user.is_active:
         user.is_active = False
         user.save(update_fields=["is_active"])

@@ -109,7 +109,11 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             if request.POST.get("action") == "join" and request.user.is_authenticated:
-                invitations.accept_invitation(invitation=invitation, user=request.user, request=request)
+                try:
+                    invitations.accept_invitation(invitation=invitation, user=request.user, request=request)
+                except RuleError as exc:
+                    # Used, withdrawn or run out since the page was shown, or sent before they left the team.
+                    return _refused(request, str(exc), 409)
                 return _joined(request, invitation)
             creating = request.POST.get("action") == "create" and not request.user.is_authenticated
             if creating and passwords_allowed and form.is_valid():

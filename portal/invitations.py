@@ -23,7 +23,17 @@ from django.utils import timezone
 from portal import audit, mail
 from portal.errors import RuleError
 from portal.http import public_url
-from portal.models import Action, Invitation, Membership, Role, Team, UnconfirmedEmail
+from portal.models import (
+    Action,
+    AuditEvent,
+    ExternalIdentity,
+    Invitation,
+    Membership,
+    PendingAuditEvent,
+    Role,
+    Team,
+    UnconfirmedEmail,
+)
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
 from portal.signals import member_added
 from portal.times import iso_time
@@ -103,6 +113,12 @@ def same_address(field: str, email: str) -> Q:
     return condition
 
 
+def known_addresses(user) -> list[str]:
+    """Every address the account is known by: its own, and those its identity provider gave for it (SSO)."""
+    linked = ExternalIdentity.objects.filter(user=user).exclude(email="").values_list("email", flat=True)
+    return [address for address in [user.email, *linked] if address]
+
+
 @transaction.atomic
 def create_invitation(
     *, team: Team, email: str, role: str, actor, request: HttpRequest | None = None
@@ -111,7 +127,9 @@ def create_invitation(
     if role not in Role.values:
         raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
     email = normalize_email(email)
-    if Membership.objects.filter(same_address("user__email", email), team=team, user__is_active=True).exists():
+    # The address the identity provider gives a member is theirs too, even before the account took it over.
+    known = same_address("user__email", email) | same_address("user__external_identities__email", email)
+    if Membership.objects.filter(known, team=team, user__is_active=True).exists():
         raise RuleError(f"{email} already belongs to a member of {team.name}.", field="email")
     Team.objects.select_for_update().filter(pk=team.pk).first()  # one pending invitation per address, even in a race
     if Invitation.objects.usable().filter(same_address("email", email), team=team).exists():
@@ -173,38 +191,81 @@ def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest |
 
 def withdraw_for_address(
     *,
-    team: Team,
+    team: Team | None,
     emails: Iterable[str],
     actor,
     reason: str,
     request: HttpRequest | None = None,
     details: dict | None = None,
 ) -> list[Invitation]:
-    """Withdraw the team's pending invitations for these addresses (lapsed ones too), one audit row each.
+    """Withdraw the team's pending invitations for these addresses (lapsed ones too), one audit row each;
+    with `team` None, those of every team.
 
-    Called whenever a membership is made (by hand, by invitation, by SSO groups) or ends: a member needs no
-    invitation, and one left standing would bring them back, perhaps as admin, after they left.
+    Called whenever a membership is made (by hand, by invitation, by SSO groups) or ends, and when an account is
+    offboarded: a member needs no invitation, and one left standing would bring them back, perhaps as admin,
+    after they left (or hand their place to whoever holds the address next).
     """
     addresses = Q()
     for email in {e.strip() for e in emails if e and e.strip()}:
         addresses |= same_address("email", email)
     if not addresses:
         return []
-    withdrawn = []
-    for invitation in Invitation.objects.pending().filter(addresses, team=team).order_by("pk"):
-        # One by one, conditionally: a link used at this moment is accepted, not also withdrawn.
-        if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
-            continue
-        audit.record(
-            Action.INVITATION_WITHDRAWN,
-            actor=actor,
-            request=request,
-            team=team,
-            target=invitation.email,
-            details={"invitation": invitation.pk, "reason": reason, **(details or {})},
-        )
-        withdrawn.append(invitation)
-    return withdrawn
+    pending = Invitation.objects.pending().filter(addresses).select_related("team").order_by("pk")
+    if team is not None:
+        pending = pending.filter(team=team)
+    return [
+        invitation
+        for invitation in pending
+        if withdraw_one(invitation, actor=actor, request=request, reason=reason, details=details)
+    ]
+
+
+def withdraw_one(
+    invitation: Invitation, *, actor, reason: str, request: HttpRequest | None = None, details: dict | None = None
+) -> bool:
+    """Withdraw a pending invitation, audited with the reason; False when it was no longer pending."""
+    # Conditionally: a link used at this moment is accepted, not also withdrawn.
+    if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
+        return False
+    audit.record(
+        Action.INVITATION_WITHDRAWN,
+        actor=actor,
+        request=request,
+        team=invitation.team,
+        target=invitation.email,
+        details={"invitation": invitation.pk, "reason": reason, **(details or {})},
+    )
+    return True
+
+
+# The audit rows of a membership's end: a removal (by hand, by the groups claim, an account's offboarding) and a
+# team's offboarding of its member.
+LEFT_TEAM = (Action.MEMBER_REMOVED, Action.MEMBER_OFFBOARDED)
+
+
+def left_since_invited(invitation: Invitation, user) -> str | None:
+    """Why the invitation does not bring `user` into its team, as a sentence, when they left that team after it was
+    made; None when they did not.
+
+    Leaving withdraws the team's invitations for every address the account is known by, but an invitation may be
+    for an address the portal learnt was theirs only later (the provider gives them a new one). Memberships keep no
+    history, so the audit trail says who left when: each way out of a team writes one of LEFT_TEAM naming the team
+    and the account (rows since the account was made, so a reused user name does not count).
+    """
+    left = Q(
+        action__in=LEFT_TEAM,
+        team_id=invitation.team_id,
+        target=user.get_username(),
+        created_at__gte=max(invitation.created_at, user.date_joined),
+    )
+    if not (
+        AuditEvent.objects.filter(left).exists() or PendingAuditEvent.objects.filter(left, rejected=False).exists()
+    ):
+        return None
+    return (
+        f"This invitation to {invitation.team.name} was sent before you left the team, so it does not bring you "
+        "back. Ask one of the team's admins to invite you again."
+    )
 
 
 def claim(invitation: Invitation, user) -> bool:
@@ -218,6 +279,8 @@ def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | No
     """Make `user` a member of the invitation's team with its role, and use the invitation up."""
     if refusal := invitation.refusal():  # its maker may have lost admin since the page was opened
         raise RuleError(refusal)
+    if left := left_since_invited(invitation, user):  # an old link does not bring a removed member back either
+        raise RuleError(left)
     if not claim(invitation, user):
         invitation.refresh_from_db()
         raise RuleError(invitation.refusal() or "This invitation cannot be used any more.")
@@ -237,7 +300,7 @@ def accept_invitation(*, invitation: Invitation, user, request: HttpRequest | No
     )
     withdraw_for_address(
         team=invitation.team,
-        emails=[user.email, invitation.email],
+        emails=[*known_addresses(user), invitation.email],
         actor=user,
         request=request,
         reason=f"{user.get_username()} joined the team with another invitation",

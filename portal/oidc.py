@@ -51,10 +51,14 @@ from portal.invitations import (
     INVITATION_SESSION_KEY,
     accept_invitation,
     create_account,
+    email_spellings,
+    known_addresses,
+    left_since_invited,
     normalize_email,
     same_address,
     unique_username,
     withdraw_for_address,
+    withdraw_one,
 )
 from portal.models import Action, ExternalIdentity, Invitation, Membership, Role, Team
 from portal.services import end_membership, refuse_last_admin
@@ -561,12 +565,42 @@ def refuse_unstorable_claims(claims: dict) -> None:
                 )
 
 
+def vouched_for(claims: dict) -> bool:
+    """Whether the provider says the e-mail address is the person's (email_verified), whatever the settings."""
+    return claims.get("email_verified") in (True, "true", "True")
+
+
 def verified_email(claims: dict) -> str:
     email = claims.get("email")
-    verified = claims.get("email_verified") in (True, "true", "True")
     if not isinstance(email, str) or "@" not in email:
         return ""
-    return email.strip() if verified or not settings.OIDC_REQUIRE_EMAIL_VERIFIED else ""
+    return email.strip() if vouched_for(claims) or not settings.OIDC_REQUIRE_EMAIL_VERIFIED else ""
+
+
+GROUPS_OVERAGE = (
+    "The identity provider did not send your groups: you are in too many of them, so it sent only a pointer to "
+    "look them up elsewhere (Entra ID calls this group overage), and the portal cannot tell which of its teams "
+    "you belong to. The sign-in is refused. Ask your identity provider's administrator to send only the groups "
+    'assigned to this application (in Entra ID: the groups claim\'s "Groups assigned to the application" option).'
+)
+
+
+def groups_overage(claims: dict) -> bool:
+    """True when the groups claim is missing because the provider names it as a distributed claim instead
+    (`_claim_names`, OIDC Core 5.6.2): Entra ID's answer for someone in more groups than a token holds."""
+    distributed = claims.get("_claim_names")
+    return (
+        settings.OIDC_GROUPS_CLAIM not in claims
+        and isinstance(distributed, dict)
+        and settings.OIDC_GROUPS_CLAIM in distributed
+    )
+
+
+def refuse_groups_overage(claims: dict, user) -> None:
+    """SSOError when the provider withheld the person's groups (overage) and some team follows groups: signing in
+    without them would keep whatever the groups gave before, as if nothing had changed."""
+    if groups_overage(claims) and teams_with_groups().exists():
+        raise SSOError(GROUPS_OVERAGE, status=403, target=user.get_username() if user is not None else "")
 
 
 def groups_from(claims: dict) -> set[str] | None:
@@ -595,8 +629,9 @@ def role_from_groups(team: Team, groups: set[str]) -> str | None:
 
 @transaction.atomic
 def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token: str = ""):
-    """The account for these claims: found by subject, else by verified e-mail, else made for an invitation or a
-    team group. Then its invitations are accepted and its team memberships follow the groups claim.
+    """The account for these claims: found by subject (it then takes the address the provider vouches for), else by
+    verified e-mail, else made for an invitation or a team group. Then its invitations are accepted (not one sent
+    before it left that team) and its team memberships follow the groups claim.
 
     `invitation_token` is the invitation whose accept page started this sign-in; one the browser merely opened
     (its token in the session) is never accepted by a sign-in started elsewhere.
@@ -609,6 +644,7 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
     identity = (
         ExternalIdentity.objects.select_related("user").filter(issuer=settings.OIDC_ISSUER, subject=subject).first()
     )
+    linked = identity is not None
     if identity is not None:
         user = identity.user
     else:
@@ -643,6 +679,7 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
         if matches:
             user = matches[0]
         else:
+            refuse_groups_overage(claims, None)  # before an account is made for groups it cannot see
             # A lapsed invitation (its maker no longer an admin) opens nothing, here as on its page.
             invited = Invitation.objects.usable().filter(same_address("email", email)).exists() or (
                 opened is not None and opened.refusal() is None
@@ -676,7 +713,18 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
             )
         identity = ExternalIdentity(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
     if not user.is_active:
-        raise SSOError("This account is deactivated. Ask staff if that is a mistake.", status=403)
+        if linked:
+            refusal = "This account is deactivated. Ask staff if that is a mistake."
+        else:
+            # Found by its address only: whoever signs in may be someone else who holds that address now.
+            refusal = (
+                "An account here with this address is deactivated, so single sign-on does not sign in to it. "
+                "Ask the portal's staff."
+            )
+        raise SSOError(refusal, status=403, target=user.get_username())
+    refuse_groups_overage(claims, user)
+    if linked and email and vouched_for(claims):
+        adopt_address(request, user, email, seen_before=identity.email)
     identity.email = email or identity.email
     identity.last_sign_in_at = timezone.now()
     try:
@@ -692,13 +740,52 @@ def sign_in_from_claims(request: HttpRequest, claims: dict, *, invitation_token:
     return user
 
 
+def adopt_address(request: HttpRequest, user, email: str, *, seen_before: str) -> None:
+    """The account linked to this identity takes the address the provider now vouches for, audited.
+
+    The account's address is where password resets, invitations' checks and notices go; the provider may hand the
+    old one to someone else. Not when another account here has the address (audited and logged once, when the
+    provider first gives it; the sign-in goes on with the old address), nor an address mail cannot reach.
+    """
+    with contextlib.suppress(RuleError):
+        email = normalize_email(email)  # kept as invitations and new SSO accounts keep it
+    User = get_user_model()
+    holders = list(User.objects.filter(same_address("email", email)).values_list("pk", "username")[:2])
+    if any(pk == user.pk for pk, _ in holders):
+        return
+    old = user.email
+    if not holders and not mail.address_problem(email):
+        user.email = email
+        user.save(update_fields=["email"])
+        details = {"via": "sso", "changed": {"email": {"from": old, "to": email}}}
+        audit.record(Action.ACCOUNT_UPDATED, actor=user, request=request, target=user.get_username(), details=details)
+        return
+    if email.casefold() in {spelling.casefold() for spelling in email_spellings(seen_before)}:
+        return  # not adopted at an earlier sign-in already, and recorded then
+    if holders:
+        why = f"another account here ({holders[0][1]}) uses it; staff decide which account it belongs to"
+    else:
+        why = "mail cannot reach it (not ASCII before the @); the provider's admins can give an ASCII one"
+    logger.warning(
+        "The identity provider gives %s the address %s, which is not adopted: %s.", user.get_username(), email, why
+    )
+    details = {
+        "via": "sso",
+        "email": old,
+        "provider_email": email,
+        "kept": f"the identity provider's address is not adopted: {why}",
+    }
+    audit.record(Action.ACCOUNT_UPDATED, actor=user, request=request, target=user.get_username(), details=details)
+
+
 def invitation_not_joined(token: str, user) -> str | None:
     """Why the invitation whose page started a sign-in did not bring `user` into its team (it ran out meanwhile,
-    was withdrawn or used), as its sentence; None when it did, or no invitation page started the sign-in."""
+    was withdrawn or used, or they left the team after it was made), as its sentence; None when it did, or no
+    invitation page started the sign-in."""
     invitation = Invitation.objects.find(token) if token else None
     if invitation is None or Membership.objects.filter(team=invitation.team_id, user=user).exists():
         return None
-    return invitation.refusal()
+    return left_since_invited(invitation, user) or invitation.refusal()
 
 
 def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitation | None) -> None:
@@ -708,6 +795,14 @@ def _accept_invitations(request: HttpRequest, user, email: str, opened: Invitati
     if opened is not None and opened.refusal() is None and opened.pk not in {i.pk for i in invitations}:
         invitations.append(opened)
     for invitation in invitations:
+        if left := left_since_invited(invitation, user):
+            # Sent before the person left the team (to an address not yet known as theirs when they left):
+            # withdrawn, so it is not offered again. The page that started the sign-in says it (login_success).
+            reason = f"{user.get_username()} left the team after it was sent; signing in does not bring them back"
+            withdrawn = withdraw_one(invitation, actor=user, request=request, reason=reason, details={"via": "sso"})
+            if withdrawn and invitation != opened:
+                messages.warning(request, left, fail_silently=True)
+            continue
         try:
             accept_invitation(invitation=invitation, user=user, request=request)
         except RuleError:
@@ -728,7 +823,7 @@ def sync_memberships(request: HttpRequest, user, groups: set[str]) -> None:
             # the person back once the groups no longer name them.
             withdraw_for_address(
                 team=team,
-                emails=[user.email],
+                emails=known_addresses(user),
                 actor=user,
                 request=request,
                 reason=f"{user.get_username()} joined the team through its SSO groups",

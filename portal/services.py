@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from portal import audit
 from portal.errors import RuleError
-from portal.invitations import withdraw_for_address
+from portal.invitations import known_addresses, withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
 from portal.names import clean_name
 from portal.signals import member_added, member_leaving
@@ -118,7 +118,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
     # at their next sign-in, nor bring them back after they are removed.
     withdraw_for_address(
         team=team,
-        emails=[user.email],
+        emails=known_addresses(user),
         actor=actor,
         request=request,
         reason=f"{username} was added to the team by hand",
@@ -130,7 +130,8 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
     """Delete a membership after the apps listening to member_leaving took back what they held.
 
     Returns what they took back, for the caller's audit row. Every way out of a team goes through here, and
-    withdraws the team's pending invitations for the leaver's address: none brings them back.
+    withdraws the team's pending invitations for every address the leaver is known by (their account's, and
+    those the identity provider gave for them): none brings them back.
     """
     details: dict[str, object] = {}
     for _, answer in member_leaving.send(sender=Membership, membership=membership, actor=actor, request=request):
@@ -139,7 +140,7 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
     user = membership.user
     withdraw_for_address(
         team=membership.team,
-        emails=[user.email],
+        emails=known_addresses(user),
         actor=actor,
         request=request,
         reason=f"{user.get_username()} left the team",

@@ -3,6 +3,8 @@ or one that lapsed with its maker's admin role."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
@@ -198,3 +200,39 @@ def test_the_api_answer_with_the_one_time_link_is_not_kept_by_caches(api, alice)
     answer = api(alice).post(URL, {"email": "erin@example.com", "role": "member"}, format="json")
     assert answer.status_code == 201 and answer.json()["accept_url"]
     assert "no-store" in answer["Cache-Control"]
+
+
+def test_an_old_link_to_a_new_address_does_not_bring_a_removed_member_back_through_the_join_page(
+    client, alice, bob, web
+):
+    """alice invites bob at his other address, then removes him: the link, opened with his password account, is
+    refused with a sentence (SSO refuses it the same way, tests/portal/test_sso_identity_changes.py)."""
+    _, raw = invitations.create_invitation(team=web, email="robert@home.example", role=Role.ADMIN, actor=alice)
+    services.remove_member(membership=Membership.objects.get(team=web, user=bob), actor=alice)
+    client.force_login(bob)
+    client.get(reverse("invitation-open", args=[raw]))
+    response = client.post("/invitations/accept/", {"action": "join"})
+    assert response.status_code == 409
+    assert "was sent before you left the team, so it does not bring you back" in response.content.decode()
+    assert not Membership.objects.filter(team=web, user=bob).exists()
+
+
+def test_a_join_that_loses_the_invitation_to_another_tab_is_told_so(client, alice, web):
+    """The link is used in another tab (or by someone else) between the page's check and its claim: a sentence,
+    not an error page."""
+    erin, frank = make_user("erin"), make_user("frank")
+    _, raw = invitations.create_invitation(team=web, email="erin@example.com", role=Role.MEMBER, actor=alice)
+    client.force_login(erin)
+    client.get(reverse("invitation-open", args=[raw]))
+    assert "Join as erin" in client.get("/invitations/accept/").content.decode()
+    real_claim = invitations.claim
+
+    def frank_claims_it_first(invitation, user):
+        assert real_claim(invitation, frank)
+        return real_claim(invitation, user)
+
+    with mock.patch.object(invitations, "claim", frank_claims_it_first):
+        response = client.post("/invitations/accept/", {"action": "join"})
+    assert response.status_code == 409
+    assert "This invitation was already used." in response.content.decode()
+    assert not Membership.objects.filter(team=web, user=erin).exists()
