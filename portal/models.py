@@ -288,7 +288,7 @@ class Action(models.TextChoices):
     CHANNEL_CREATED = "channel.created", "Notification channel added"
     CHANNEL_DELETED = "channel.deleted", "Notification channel removed"
     EMAIL_CONFIRMED = "account.email_confirmed", "E-mail address confirmed"
-    ACCOUNT_UPDATED = "account.updated", "Account changed in the admin site"
+    ACCOUNT_UPDATED = "account.updated", "Account changed"
     ACCOUNT_UNLOCKED = "account.unlocked", "Sign-in lock-out lifted"
 
 
