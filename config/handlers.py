@@ -33,12 +33,26 @@ def _flatten(detail, prefix: str = "") -> list[str]:
     return [f"{prefix}{detail}"]
 
 
+def _in_body(context, field: str) -> bool:
+    """Whether the request's JSON body holds `field` (a rule may refuse a query parameter too, which has no errors)."""
+    request = context.get("request")
+    if request is None or request.method not in ("POST", "PUT", "PATCH"):
+        return False
+    try:
+        data = request.data
+    except exceptions.APIException:
+        return False
+    return isinstance(data, dict) and field in data
+
+
 def exception_handler(exc, context):
     if isinstance(exc, RuleError):
         set_rollback()
-        body = {"detail": str(exc)}
+        body: dict[str, object] = {"detail": str(exc)}
         if exc.field:
             body["field"] = exc.field
+            if _in_body(context, exc.field):  # a body's field, as the serializer names the ones it refuses
+                body["errors"] = {exc.field: [str(exc)]}
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError({"detail": " ".join(exc.messages)})

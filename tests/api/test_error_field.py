@@ -43,3 +43,14 @@ def test_a_gateway_slug_with_a_nul_character_is_refused_with_a_sentence(api, ali
     assert response.status_code == 400
     assert response.json()["field"] == "gateway"
     assert "NUL" in response.json()["detail"]
+
+
+def test_a_body_field_refused_by_a_rule_is_in_errors_as_one_refused_by_the_serializer(api, alice, web, tokaify):
+    """A client that maps errors onto its form's fields shows the key form's commonest mistake (a secret the gateway
+    would refuse) where it shows an unknown gateway."""
+    body = {"gateway": "tokaify", "label": "CI", "secret": "no-prefix-0123456789abcdef"}
+    response = api(alice).post("/api/v1/teams/web/keys/", body, format="json")
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["field"] == "secret"
+    assert answer["errors"] == {"secret": [answer["detail"]]}

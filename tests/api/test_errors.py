@@ -24,10 +24,8 @@ def test_rules_and_services_share_one_refusal_type():
 def test_a_service_refusal_is_a_400_naming_the_field(api, alice):
     response = api(alice).post("/api/v1/teams/web/members/", {"username": "nobody", "role": "member"}, format="json")
     assert response.status_code == 400
-    assert response.json() == {
-        "detail": "There is no active user called 'nobody'. Invite them by e-mail instead (team page, Invitations).",
-        "field": "username",
-    }
+    sentence = "There is no active user called 'nobody'. Invite them by e-mail instead (team page, Invitations)."
+    assert response.json() == {"detail": sentence, "field": "username", "errors": {"username": [sentence]}}
 
 
 def test_a_filter_refusal_is_a_400_naming_the_parameter(api, staff):
