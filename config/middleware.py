@@ -1,6 +1,7 @@
 """Project middleware: health checks answered first, no body past DATA_UPLOAD_MAX_MEMORY_SIZE read, no NUL
 character in a URL, no signed-in page kept by a cache, keys kept in reach of redaction, and a device's key fetch and the API's token requests answered
-before the page machinery; a form sent after the session ended is not dropped without a word."""
+before the page machinery; a form sent after the session ended is not dropped without a word, nor is a form's address
+opened as a page answered with an empty 405."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from django.http import (
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
+from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 from django.utils.cache import add_never_cache_headers
 from rest_framework.views import APIView
@@ -287,3 +289,30 @@ def form_page(request: HttpRequest) -> str:
     if referer.netloc != request.get_host():
         return ""
     return local_path(request, referer.path + (f"?{referer.query}" if referer.query else ""))
+
+
+class MethodNotAllowedPageMiddleware:
+    """Give a page's empty 405 (require_POST, a class view's refused method) a sentence and a way back.
+
+    Opened from the history, a bookmark or the address bar, a form's address answered an empty page that the
+    browser shows as its own error. The Allow header stays; the API answers its own 405s (JSON), and an answer
+    that already says something (a device's install script, in plain text) is left as it is.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            response.status_code != 405
+            or request.path.startswith("/api/")
+            or response.streaming
+            or response.content
+            or not response.get("Content-Type", "").startswith("text/html")
+        ):
+            return response
+        response.content = render_to_string("405.html", {"back": form_page(request)}, request=request)
+        if response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        return response

@@ -213,6 +213,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "csp.middleware.CSPMiddleware",
+    "config.middleware.MethodNotAllowedPageMiddleware",  # last: its page is rendered before CSP's header is set
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -8,13 +8,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, JsonResponse, QueryDict
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from gateways import charts, dashboard, devices, services
 from gateways.config import formats, guide
@@ -50,7 +50,7 @@ from gateways.selectors import (
     team_members,
 )
 from portal import handover
-from portal.crypto import DecryptionError
+from portal.crypto import DecryptionError, Secret
 from portal.decorators import staff_required
 from portal.errors import RuleError, add_to_form
 from portal.forms import NOTHING_CHANGED, MemberForm
@@ -131,28 +131,42 @@ def _render_setup(request: AuthenticatedHttpRequest, cards: list[dict], status: 
     return render(request, "gateways/setup.html", context, status=status)
 
 
+# The handover purpose of a Reveal without JavaScript: the card's snippets with the key, for My set-up to show once.
+SETUP_REVEALED = "setup-revealed"
+
+
 @login_required
 @never_cache  # a revealed card holds the developer's key
+@sensitive_variables("revealed", "shown")
 def setup(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My set-up: every assignment of the caller, each with a tab per shell, the key masked until revealed.
 
     Viewing is not a fetch: the key leaves the portal only through Reveal, Copy (setup_reveal) or a download.
+    A Reveal without JavaScript redirects here with the card's snippets kept for one showing: a reload masks it.
     """
-    return _render_setup(request, _setup_cards(request))
+    revealed = handover.take_shown_once(request, SETUP_REVEALED) if request.method == "GET" else None
+    shown = {revealed["assignment"]: revealed["tabs"]} if revealed else None
+    return _render_setup(request, _setup_cards(request, revealed=shown))
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @never_cache
-@sensitive_variables("config", "texts", "revealed")
+@sensitive_variables("config", "texts", "secrets")
 def setup_reveal(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpResponse:
     """Reveal or Copy: the card's snippets with the key, recorded as one fetch (JSON for the page's script).
 
-    Without JavaScript the Reveal button posts here and gets My set-up back with that card shown.
+    Without JavaScript the Reveal button posts here and is redirected (303) to My set-up, which shows that card
+    revealed once: a reload or Back there is a GET, which fetches and records nothing. A GET of this address
+    (from the history, or a page left open from before) is sent to the card on My set-up, masked.
     """
     assignment = my_assignment(request.user, assignment_id)
     if assignment is None:
         raise Http404("No such configuration.")
+    card = f"{reverse('setup')}#assignment-{assignment.pk}"
+    if request.method != "POST":
+        messages.info(request, "Your key is shown only when you press Reveal key; each Reveal counts as a download.")
+        return redirect(card)
     purpose = request.POST.get("purpose", "reveal")
     purpose = purpose if purpose in REVEAL_PURPOSES else "reveal"
     wants_json = request.headers.get("Accept", "").startswith("application/json")
@@ -173,8 +187,10 @@ def setup_reveal(request: AuthenticatedHttpRequest, assignment_id: int) -> HttpR
     note = "Shown with your key; this counts as a download (you can see it under Connections)."
     if wants_json:
         return JsonResponse({"tabs": texts, "note": note})
+    secrets = [value.reveal() for value in config.variables.values() if isinstance(value, Secret)]
+    handover.keep_shown_once(request, SETUP_REVEALED, {"assignment": assignment.pk, "tabs": texts}, secrets=secrets)
     messages.info(request, note)
-    return _render_setup(request, _setup_cards(request, revealed={assignment.pk: texts}))
+    return HttpResponseRedirect(card, status=303)
 
 
 @login_required
@@ -408,14 +424,13 @@ def key_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
             if not _warned_expired(request, key, f"Key {key.label} stored as {key.masked}"):
                 messages.success(request, f"Key {key.label} stored as {key.masked}. Assign it to members below.")
             return redirect("key", key_id=key.id)
-    gateways = list(Gateway.objects.all())
-    selected = form["gateway"].value() or ""
     context = {
         "form": form,
         "team": team,
         "key": None,
-        "hints": [(g.slug, g.name, g.console_hint) for g in gateways if g.console_hint],
-        "selected_gateway": selected if any(g.slug == selected for g in gateways) else "",
+        # Every gateway's hint, each named: without JavaScript the select can change and the right one is there;
+        # app.js shows only the chosen gateway's.
+        "hints": [(g.slug, g.name, g.console_hint) for g in Gateway.objects.all() if g.console_hint],
     }
     return render(request, "gateways/key_form.html", context)
 

@@ -191,9 +191,9 @@ def test_reveal_and_copy_return_the_snippets_and_record_one_fetch(client, bob, b
 
 def test_reveal_without_javascript_shows_the_page_with_the_key(client, bob, bob_assignment):
     client.force_login(bob)
-    response = client.post(f"/setup/{bob_assignment.id}/reveal/")
+    response = client.post(f"/setup/{bob_assignment.id}/reveal/", follow=True)
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.redirect_chain == [(f"/setup/#assignment-{bob_assignment.id}", 303)]
     assert f"export ANTHROPIC_AUTH_TOKEN=&#x27;{TOKENBAY_SECRET}&#x27;" in html
     assert 'data-revealed="true"' in html
     assert [e.details["format"] for e in downloads()] == ["reveal"]
@@ -342,7 +342,7 @@ def test_the_key_form_folds_advanced_settings_and_says_where_the_key_is(client, 
     assert 'name="secret"' in basic and 'name="label"' in basic and 'name="expires_at"' in basic
     assert 'name="opus_model"' in advanced and 'name="custom_headers"' in advanced and 'name="opus_model"' not in basic
     tokenbay = Gateway.objects.get(slug="tokenbay")
-    assert f"Where to find it: {escape(tokenbay.console_hint)}" in html
+    assert f"Where to find a <bdi>TokenBay</bdi> key: {escape(tokenbay.console_hint)}" in html
     assert "Expires (UTC)" in html
     # An error in a folded field opens the fold.
     response = client.post("/teams/web/keys/new/", key_form(timeout_ms=5))

@@ -185,7 +185,10 @@ def test_the_revealed_setup_page_failing_after_every_snippet_is_rendered_shows_a
 
     _, assignment = canary_key
     fail_plainly(monkeypatch, gateways.views, "render")
-    response = web_as(bob).post(f"/setup/{assignment.id}/reveal/", {"purpose": "reveal"})
+    browser = web_as(bob)
+    revealed = browser.post(f"/setup/{assignment.id}/reveal/", {"purpose": "reveal"})
+    assert revealed.status_code == 303  # the snippets wait, encrypted, for My set-up to show them once
+    response = browser.get(revealed["Location"])
     assert_a_debug_page_without_the_key(response, caplog, canary, "forced failure in render")
 
 
