@@ -6,8 +6,9 @@ time limit each (NOTIFY_TIMEOUT), so a receiver that hangs, fails or redirects h
 else, then records each attempt and schedules a retry (alerts.models.BACKOFF) or the end.
 Webhooks go through the probes' client (gateways.probes.outbound): public addresses only
 unless PROBE_ALLOW_PRIVATE_IPS, no redirect followed. Mail goes through Django's mail settings, and
-fails with a sentence while none are set (EMAIL_CONFIGURED). Once a delivery to a channel fails, the
-channel's newer ones wait behind it, so they arrive in order (DeliveryQuerySet.due); when it goes
+fails with a sentence while none are set (EMAIL_CONFIGURED). Once a delivery to a channel fails, or while
+another run holds it (or held it and died), the channel's newer ones wait behind it, so they arrive in
+order (DeliveryQuerySet.due); when it goes
 through, the rest of that channel's are due at once. A person's delivery is cancelled once they have
 left the team, lost the key or been deactivated, like a removed channel's; one to an address no mail server
 can be given (portal.mail.address_problem) fails at once, as no retry can change it.

@@ -4,7 +4,8 @@ A Notification is one message about one event (a key started failing, a member j
 written in the transaction of the change. It gets one Delivery per destination: each enabled
 channel of its team, or one person's address. `manage.py notify` sends what is due and
 records every attempt; a failed one is tried again after the next step of BACKOFF, then given up.
-Once a delivery to a channel fails, the channel's newer ones wait behind it (DeliveryQuerySet.due).
+Once a delivery to a channel fails, or while a run holds it (one that died included), the channel's newer ones
+wait behind it (DeliveryQuerySet.due).
 """
 
 from __future__ import annotations
@@ -153,16 +154,20 @@ class DeliveryQuerySet(models.QuerySet):
 
     def due(self, now: datetime) -> DeliveryQuerySet:
         """Pending deliveries whose time has come, except those behind an older one to the same channel that failed
-        and waits for its retry.
+        and waits for its retry, or that a run claimed before `now` and has not recorded yet.
 
         A channel hears its news in the order it happened: after an outage a receiver gets "started
         failing" before "works again", never the reverse, whatever each one's retry schedule says. A
         channel that answers gets its deliveries side by side, as many as a run sends at once.
+        A claim holds the newer ones back too, also one whose run died before recording an attempt: that
+        delivery is sent again when its lease runs out, and the newer ones follow it, not precede it. A
+        claim made at `now` is the claiming run's own batch (portal.claims re-checks this filter in its
+        UPDATE), so its deliveries still go side by side. A delivery given up on (failed) holds nothing.
         """
         older_pending = Delivery.objects.filter(
+            models.Q(attempts__gt=0) | models.Q(claimed_at__lt=now),
             channel=models.OuterRef("channel"),
             status=DeliveryStatus.PENDING,
-            attempts__gt=0,
             pk__lt=models.OuterRef("pk"),
         )
         # A test carries no news to keep in order, and "Send a test" must show at once whether a channel is back.

@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -189,8 +190,11 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return super().dispatch(request, *args, **kwargs)
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        audit.record(Action.PASSWORD_CHANGED, actor=self.request.user, request=self.request, details={"via": "form"})
+        with transaction.atomic():  # the new password, and its audit row, or neither
+            response = super().form_valid(form)
+            audit.record(
+                Action.PASSWORD_CHANGED, actor=self.request.user, request=self.request, details={"via": "form"}
+            )
         return response
 
 
@@ -247,11 +251,16 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         return moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
-        # The link went to the account's address, or staff handed it over: either way the address is vouched for,
-        # and an account made from an invitation link is its owner's now, without what the link's holder set up.
-        if email_confirmation.reclaim_by_reset(user=form.user, request=self.request) is not None:
+        # All or nothing: a process that dies half-way leaves the old password and the link still good, never a
+        # new password with the invitation link's holder still in the account. Nothing here mails or calls out.
+        with transaction.atomic():
+            response = super().form_valid(form)
+            audit.record(Action.PASSWORD_CHANGED, actor=form.user, request=self.request, details={"via": "reset link"})
+            # The link went to the account's address, or staff handed it over: either way the address is vouched
+            # for, and an account made from an invitation link is its owner's now, without what the link's holder
+            # set up.
+            reclaimed = email_confirmation.reclaim_by_reset(user=form.user, request=self.request)
+        if reclaimed is not None:
             messages.info(
                 self.request,
                 "Your address is confirmed. Access tokens, devices and the second factor set up in this account "

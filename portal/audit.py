@@ -11,7 +11,9 @@ it (concurrent writers on PostgreSQL), the event is queued instead, in `PendingA
 over its content and a nonce of its own, still in the caller's transaction. After each commit the
 writer chains whatever is queued, oldest first, in one step (`seal_pending`); if the head is busy
 again, its holder does it after its own commit. So under load the chain grows in batches, and no request waits on another's
-commit flushing to disk. SQLite admits one writer at a time, so there every event is chained at once.
+commit flushing to disk. SQLite admits one writer at a time, so there every event is chained at once; queue
+rows carried over from PostgreSQL by a move (a process died before sealing them) are chained by the next
+writer, ahead of its own events.
 
 The nonce goes into the chain with the event: a queued row is chained only if no other queued row and
 no chained event carries its nonce, so a copy of a queue row (made in the database, or kept and put
@@ -28,7 +30,7 @@ from operator import attrgetter
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -120,7 +122,14 @@ def append(events: list[AuditEvent]) -> None:
     keyring = audit_chain.get_keyring()
     texts = [audit_chain.canonical_json(audit_chain.content_of(event)) for event in events]
     with transaction.atomic(savepoint=False):
-        last_hash = _take_head()
+        last_hash, queued = _take_head_noting_queue()
+        if queued:  # SQLite only: older events, so chained before these, in this transaction
+            try:
+                with transaction.atomic():
+                    seal_pending()
+            except DatabaseError:  # as after a commit on PostgreSQL: logged, and this write goes through
+                logger.exception("Queued audit events could not be chained; the next writer tries again.")
+            last_hash = _take_head()
         if last_hash is None:
             rows = [_queued(event, text, keyring) for event, text in zip(events, texts, strict=True)]
             if len(rows) <= CompiledInsert.MAX_ROWS:  # under load, most audited requests (see _link)
@@ -159,18 +168,33 @@ _INSERT_EVENT_MOVING_HEAD = CompiledInsert(
 
 def _take_head() -> str | None:
     """The chain's last hash, its head row locked until this transaction ends; None when another holds it."""
-    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    return _take_head_noting_queue()[0]
+
+
+def _take_head_noting_queue() -> tuple[str | None, bool]:
+    """The chain's last hash (see _take_head), and on SQLite whether events wait in the queue to be chained.
+
+    SQLite has one writer at a time, so nothing is queued there, but a move from PostgreSQL (dumpdata,
+    loaddata) carries over queue rows a process left when it died before sealing them; no after-commit
+    seal runs on SQLite, so the writer that finds them chains them. Asked in the head's own statement: no
+    query more per audited request. On PostgreSQL the seal after each commit looks (seal_pending).
+    """
+    if connection.features.has_select_for_update_skip_locked:
+        skip_locked, queue = " FOR UPDATE SKIP LOCKED", ""
+    else:
+        skip_locked, queue = "", f", EXISTS (SELECT 1 FROM {QUEUE_TABLE} WHERE rejected = %s)"  # noqa: S608
     with connection.cursor() as cursor:
         # One statement tells a head another holds (no hash) from no head yet, the usual answer under load.
         cursor.execute(
             f"SELECT (SELECT last_hash FROM {HEAD_TABLE} WHERE id = 1{skip_locked}), "  # noqa: S608
-            f"EXISTS (SELECT 1 FROM {HEAD_TABLE} WHERE id = 1)"
+            f"EXISTS (SELECT 1 FROM {HEAD_TABLE} WHERE id = 1){queue}",
+            [False] if queue else None,
         )
-        last_hash, exists = cursor.fetchone()
+        last_hash, exists, *queued = cursor.fetchone()
     if not exists:
         AuditChainHead.objects.get_or_create(pk=1)  # the first event ever
-        return _take_head()
-    return last_hash
+        return _take_head_noting_queue()
+    return last_hash, bool(queued and queued[0])
 
 
 def _link(last_hash: str, events: list[AuditEvent], texts: list[str], keyring: Keyring) -> None:

@@ -6,6 +6,7 @@ pages through Django's test client; time moved with time_machine.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,7 @@ from django.utils import timezone
 from alerts import messages
 from alerts.delivery import deliver_due
 from alerts.models import Delivery, DeliveryStatus, Notification
-from alerts.services import create_channel, notify_expiring, notify_team, send_test
+from alerts.services import create_channel, delivery_lease, notify_expiring, notify_team, send_test
 from gateways.devices import create_device, fetch_key, install_device
 from gateways.models import GatewayKey
 from gateways.probes.runner import probe_key
@@ -102,6 +103,24 @@ def test_a_newer_delivery_waits_behind_an_older_one_to_the_same_channel(web, ali
             assert deliver_due()["sent"] == 2
         told = [r.json["text"].splitlines()[1].split()[0] for r in receiver.at("/hook") if r.answered == 204]
     assert told == ["first", "second"]
+
+
+def test_a_notify_run_killed_mid_send_still_leaves_the_channel_its_news_in_order(web, alice, tokenbay_key):
+    """The run died (OOM, a container stop) after claiming "started failing", before recording any attempt."""
+    start = timezone.now()
+    with running_receiver() as receiver:
+        create_channel(team=web, kind="slack", target=receiver.url("/hook"), actor=alice)
+        with time_machine.travel(start):
+            notify_team(web, messages.key_failing(tokenbay_key, verdict="auth_failed", hint=""), key=tokenbay_key)
+            Delivery.objects.update(claim=uuid.uuid4(), claimed_at=start)  # what the dead run left
+        with time_machine.travel(start + timedelta(minutes=1)):
+            notify_team(web, messages.key_recovered(tokenbay_key, previous="auth_failed"), key=tokenbay_key)
+        with time_machine.travel(start + timedelta(minutes=4)):
+            assert deliver_due()["sent"] == 0  # within the dead run's lease: the recovery waits behind it
+        with time_machine.travel(start + delivery_lease() + timedelta(seconds=1)):
+            assert deliver_due()["sent"] == 2  # the lease ran out: the older one is sent again, then the newer
+        told = first_lines(receiver, "/hook")
+    assert len(told) == 2 and "started failing" in told[0] and "works again" in told[1], told
 
 
 def test_a_success_makes_the_channels_waiting_deliveries_due_at_once(web, alice):

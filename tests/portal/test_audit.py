@@ -474,3 +474,68 @@ def test_the_audit_pages_refusal_links_do_not_export_twice(alice, client):
     assert page.status_code == 400
     links = re.findall(r'href="(\?[^"]*export=csv)"', page.content.decode())
     assert links and all(parse_qs(urlsplit(h.replace("&amp;", "&")).query)["export"] == ["csv"] for h in links), links
+
+
+def test_a_prune_killed_while_exporting_leaves_no_export_and_the_next_run_simply_finishes(alice, tmp_path, monkeypatch):
+    """A kill runs no clean-up: the export's file stays as it was then, and the rolled back events stay too."""
+    from portal.management.commands import prune_audit
+
+    record_long_ago(alice, 3)
+    out = tmp_path / "x.jsonl"
+    left: dict[str, bytes] = {}
+
+    class Killed(BaseException):
+        """Stands in for SIGKILL (the OOM killer, a container stop past its grace) half-way through the export."""
+
+    class SerializerKilledAtTheSecondEvent(prune_audit.AuditEventSerializer):
+        calls = 0
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            type(self).calls += 1
+            if type(self).calls == 2:
+                assert not out.exists(), "a kill now would leave a partial export under the export's own name"
+                (written,) = tmp_path.glob("x.jsonl?*")
+                left[written.name] = written.read_bytes()
+                raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(prune_audit, "AuditEventSerializer", SerializerKilledAtTheSecondEvent)
+        with pytest.raises(Killed):
+            call_command("prune_audit", "--before", before(TODAY), "--output", str(out))
+    for name, content in left.items():  # what the killed process left on disk
+        (tmp_path / name).write_bytes(content)
+    assert AuditEvent.objects.count() == 3
+
+    call_command("prune_audit", "--before", before(TODAY), "--output", str(out))  # run again, as for any command
+    assert [json.loads(line)["action"] for line in out.read_text().splitlines()] == ["auth.sign_in"] * 3
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert files_under(tmp_path) == ["x.jsonl"]
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["audit.pruned"]
+
+
+def test_a_prune_killed_after_its_commit_gets_its_export_moved_into_place_by_the_next_run(alice, settings, capsys):
+    from portal.management.commands import prune_audit
+
+    record_long_ago(alice, 3)
+
+    class Killed(BaseException):
+        """SIGKILL between the commit and the rename: the complete export is still under its temporary name."""
+
+    def killed(partial, path):
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(prune_audit, "move_into_place", killed)
+        with pytest.raises(Killed):
+            call_command("prune_audit", "--before", before(TODAY))
+    export = settings.DATA_DIR / f"audit-until-{before(TODAY)}.jsonl"
+    assert not export.exists() and list(AuditEvent.objects.values_list("action", flat=True)) == ["audit.pruned"]
+
+    call_command("prune_audit", "--before", before(TODAY))  # cron's next run, same date
+    assert "Moved the complete export of an interrupted earlier prune into place" in capsys.readouterr().out
+    assert len(export.read_text().splitlines()) == 3
+    assert files_under(settings.DATA_DIR) == [export.name]
+    record_long_ago(alice, 1)
+    with pytest.raises(CommandError, match="already exists"):  # a complete export is never overwritten
+        call_command("prune_audit", "--before", before(TODAY))

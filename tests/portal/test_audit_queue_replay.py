@@ -7,6 +7,7 @@ which SQLite can do as well.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -278,3 +279,38 @@ def test_a_download_queued_behind_a_held_head_is_chained_once_however_its_row_is
     assert chained(Action.CONFIG_DOWNLOADED) == downloads + 2
     assert PendingAuditEvent.objects.get().rejected
     verify_fails("its nonce is already on chained event")
+
+
+# --- A queue row whose writer died, carried to SQLite by a move -------------------------------------------------
+
+ROLLED_AUDIT_KEY = base64.urlsafe_b64encode(b"m" * 32).decode()
+
+
+def test_a_queue_row_whose_writer_died_is_chained_by_the_next_writer_after_a_move(
+    alice, web, settings, capsys, django_capture_on_commit_callbacks
+):
+    """On PostgreSQL the seal after each commit chains it; SQLite runs none, so its next writer chains it."""
+    with django_capture_on_commit_callbacks(execute=True):  # the test's transaction never commits
+        audit.record(Action.SIGN_IN, actor=alice)
+        left = queue(audit.new_event(Action.MEMBER_REMOVED, actor=alice, team=web, target="bob"))  # then it died
+        audit.record(Action.SIGN_OUT, actor=alice)
+    assert not PendingAuditEvent.objects.exists()
+    assert AuditEvent.objects.get(action=Action.MEMBER_REMOVED).nonce == left.nonce
+    if not ON_POSTGRESQL:  # one writer, in its own transaction: the older event first
+        assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
+            Action.SIGN_IN,
+            Action.MEMBER_REMOVED,
+            Action.SIGN_OUT,
+        ]
+    call_command("verify_audit")
+    checked = capsys.readouterr().out
+    assert "intact: 3 event(s)" in checked and "wait to be chained" not in checked
+
+    if ON_POSTGRESQL:  # the command counts what waits after its commit, which the seal follows there
+        return
+    # An audit key rotation finishes too: the queue it looks at is empty, not "a server on the old keyring".
+    queue(audit.new_event(Action.MEMBER_REMOVED, actor=alice, team=web, target="carol"))
+    settings.PORTAL_AUDIT_KEYS = f"{ROLLED_AUDIT_KEY},{settings.PORTAL_AUDIT_KEYS}"
+    call_command("rotate_audit_key")
+    assert "now signed with audit key" in capsys.readouterr().out
+    assert not PendingAuditEvent.objects.exists()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 
 from portal.mail import wait_for_mails_after_response
-from portal.models import AuditEvent
+from portal.models import AuditEvent, UnconfirmedEmail
+from portal.services import issue_token
 from portal.sudo import SUDO_SESSION_KEY
 from tests.smtp_server import link_in
+from tests.test_limits_run_out import reset_link
 
 pytestmark = pytest.mark.django_db
 NEW = "brand-new-password-77"
@@ -119,3 +122,50 @@ def test_the_sign_in_page_offers_sso_only_when_configured(client, settings):
     assert client.get("/oidc/authenticate/").status_code == 404
     settings.OIDC_ISSUER = "https://idp.example.com"
     assert "Sign in with SSO" in client.get("/login/").content.decode()
+
+
+# --- A process that dies half-way through a password change leaves nothing half done ---------------------------
+
+
+class ProcessDied(BaseException):
+    """Stands in for a worker killed (OOM, a container stop) at that point: nothing after it runs.
+
+    What is committed when it is raised is what a kill there leaves; all or nothing is the old password (the
+    link still works, the person tries again) or the whole change.
+    """
+
+
+def test_a_reset_cut_short_after_the_password_is_saved_leaves_the_old_password_and_the_link(bob, client):
+    UnconfirmedEmail.objects.create(user=bob, email=bob.email)  # an account made from an invitation link
+    token, _ = issue_token(user=bob, name="made by whoever held the invitation link")
+    opened = client.get(reset_link(bob), follow=True)
+    form_url = opened.redirect_chain[-1][0]
+    with (
+        mock.patch("portal.account_views.audit.record", side_effect=ProcessDied),
+        pytest.raises(ProcessDied),
+    ):
+        client.post(form_url, {"new_password1": NEW, "new_password2": NEW})
+    bob.refresh_from_db()
+    token.refresh_from_db()
+    assert bob.check_password("pass-bob")
+    assert token.revoked_at is None and UnconfirmedEmail.objects.filter(user=bob).exists()
+
+    done = client.post(form_url, {"new_password1": NEW, "new_password2": NEW})  # the same link, again
+    assert done.status_code == 302 and done["Location"] == "/reset/done/"
+    bob.refresh_from_db()
+    token.refresh_from_db()
+    assert bob.check_password(NEW) and token.revoked_at is not None
+    assert not UnconfirmedEmail.objects.filter(user=bob).exists()
+    assert AuditEvent.objects.filter(action="account.password_changed", actor=bob).count() == 1
+
+
+def test_a_password_change_cut_short_before_its_audit_row_keeps_the_old_password(client, bob):
+    client.force_login(bob)
+    with (
+        mock.patch("portal.account_views.audit.record", side_effect=ProcessDied),
+        pytest.raises(ProcessDied),
+    ):
+        client.post("/password_change/", {"old_password": "pass-bob", "new_password1": NEW, "new_password2": NEW})
+    bob.refresh_from_db()
+    assert bob.check_password("pass-bob")
+    assert not AuditEvent.objects.filter(action="account.password_changed").exists()

@@ -23,6 +23,40 @@ def _unwritable(path: Path, exc: OSError) -> CommandError:
     return CommandError(f"Cannot write the export to {path}: {exc.strerror}. Choose another --output.")
 
 
+def partial_path(path: Path) -> Path:
+    """Where the export is written until its prune has committed: the same folder, so a rename moves it."""
+    return path.with_name(f"{path.name}.partial")
+
+
+def move_into_place(partial: Path, path: Path) -> None:
+    os.rename(partial, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name survives a power cut, like the export's content
+    finally:
+        os.close(folder)
+
+
+def exported_by_a_committed_prune(partial: Path, path: Path) -> bool:
+    """Whether the file is the whole export of a prune the audit trail records (killed before its rename)."""
+    recorded = {
+        (details.get("events"), details.get("last_hash"))
+        for details in AuditEvent.objects.filter(action=Action.AUDIT_PRUNED).values_list("details", flat=True)
+        if isinstance(details, dict) and details.get("export") == str(path)
+    }
+    if not recorded:
+        return False
+    count, last_line = 0, ""
+    with partial.open(encoding="utf-8", errors="replace") as export:
+        for line in export:
+            count, last_line = count + 1, line
+    try:
+        last_hash = json.loads(last_line)["hash"] if last_line.endswith("\n") else None
+    except (ValueError, KeyError, TypeError):
+        return False
+    return (count, last_hash) in recorded
+
+
 class Command(BaseCommand):
     help = (
         "Remove audit events older than --before, after exporting them to a JSON Lines file readable by its "
@@ -59,12 +93,14 @@ class Command(BaseCommand):
                 f"--before {day} is in the future: pruning up to it would remove the whole trail, "
                 "even events recorded a moment ago. Give today's date or an earlier one."
             )
-        export_created = False
+        partial: Path | None = None  # the export, written under a temporary name until the prune has committed
+        committed = False
         try:
             with transaction.atomic():
                 head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
                 last = AuditEvent.objects.filter(created_at__lt=cutoff).order_by("-id").first()
                 if last is None:
+                    self.settle_leftover(self.default_or_chosen(output, day.isoformat()))
                     self.stdout.write(f"No audit events before {day}; nothing pruned.")
                     return
                 # Only now: cron's next run for the same date finds its own export there, with nothing to add.
@@ -82,12 +118,13 @@ class Command(BaseCommand):
                 # Prune a contiguous run of the chain: everything up to the newest event before the cutoff.
                 doomed = AuditEvent.objects.filter(id__lte=last.id).order_by("id")
                 count = 0
+                partial = partial_path(path)
                 try:
-                    # Created 0600 from the first byte; O_EXCL: never an export that was already there.
-                    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    # Created 0600 from the first byte; O_EXCL: never through a link someone left at that name.
+                    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except OSError as exc:  # nothing is pruned: the transaction has only read so far
+                    partial = None
                     raise _unwritable(path, exc) from None
-                export_created = True
                 with os.fdopen(descriptor, "w", encoding="utf-8") as export:
                     for event in doomed.iterator(chunk_size=2000):
                         data = AuditEventSerializer(event).data
@@ -104,18 +141,44 @@ class Command(BaseCommand):
                     Action.AUDIT_PRUNED,
                     details={"before": day.isoformat(), "events": count, "export": str(path), "last_hash": last.hash},
                 )
+            committed = True
         except BaseException:
-            if export_created:  # rolled back: the events are still in the database, so their export goes
-                path.unlink(missing_ok=True)
+            if partial is not None and not committed:  # rolled back: the events are still in the database
+                partial.unlink(missing_ok=True)
             raise
+        # Only once the prune has committed does the export take its name: a run killed before this leaves no
+        # file there (the next run removes its temporary file and exports again), and one killed after the
+        # commit leaves the complete export, which the next run for the same --before or --output moves into place.
+        try:
+            move_into_place(partial, path)
+        except OSError as exc:
+            raise CommandError(
+                f"Pruned {count} event(s) before {day}, but could not rename their export from {partial} to "
+                f"{path}: {exc.strerror}. The export is complete; rename it yourself."
+            ) from None
         self.stdout.write(f"Pruned {count} event(s) before {day}; exported to {path}.")
+
+    def default_or_chosen(self, output: str | None, day: str) -> Path:
+        return Path(output) if output else Path(settings.DATA_DIR) / f"audit-until-{day}.jsonl"
+
+    def settle_leftover(self, path: Path) -> None:
+        """Deal with a killed run's file at the export's temporary name, so that it never blocks this run."""
+        partial = partial_path(path)
+        try:
+            if not partial.is_file() or path.exists():
+                return
+            if not exported_by_a_committed_prune(partial, path):
+                partial.unlink()  # a run killed while exporting: its events were never pruned
+                return
+            move_into_place(partial, path)
+        except OSError:
+            return  # unreadable or not there: this run's own export reports any real trouble with the folder
+        self.stdout.write(f"Moved the complete export of an interrupted earlier prune into place: {path}.")
 
     def export_path(self, output: str | None, day: str) -> Path:
         """The export's path, checked to be free and in an existing folder; by default in PORTAL_DATA_DIR (0700)."""
-        if output:
-            path = Path(output)
-        else:
-            path = Path(settings.DATA_DIR) / f"audit-until-{day}.jsonl"
+        path = self.default_or_chosen(output, day)
+        if not output:
             try:
                 make_private_dir(path.parent)
             except OSError as exc:
@@ -127,6 +190,9 @@ class Command(BaseCommand):
             taken = path.exists()
         except OSError as exc:  # a name too long for the file system, say
             raise _unwritable(path, exc) from None
+        if not taken:
+            self.settle_leftover(path)
+            taken = path.exists()
         if taken:
             raise CommandError(f"{path} already exists; choose another --output so no export is overwritten.")
         if not path.parent.is_dir():
