@@ -84,13 +84,21 @@ def create_team(*, name: str, slug: str, actor, request: HttpRequest | None = No
     return team
 
 
-@transaction.atomic
 def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequest | None = None) -> Membership:
     """Add a user to the team, or change their role if they are already in it."""
+    return put_member(team=team, username=username, role=role, actor=actor, request=request)[0]
+
+
+@transaction.atomic
+def put_member(
+    *, team: Team, username: str, role: str, actor, request: HttpRequest | None = None
+) -> tuple[Membership, bool]:
+    """add_member, and whether the membership is new (the API answers 201 then, 200 for a role set)."""
     if role not in Role.values:
         raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
     user = find_user(username)
     membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
+    created = membership is None
     if membership is None:
         try:
             with transaction.atomic():
@@ -123,7 +131,7 @@ def add_member(*, team: Team, username: str, role: str, actor, request: HttpRequ
         request=request,
         reason=f"{username} was added to the team by hand",
     )
-    return membership
+    return membership, created
 
 
 def end_membership(membership: Membership, *, actor, request: HttpRequest | None = None) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alerts import rules
@@ -41,17 +42,37 @@ class ChannelWrittenSerializer(ChannelOutputSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "anyOf": [
+            {
+                "type": "string",
+                "minLength": rules.MIN_SECRET,
+                "maxLength": rules.MAX_SECRET,
+                "pattern": "^[^\\u0000-\\u001f\\u007f]*$",  # on one line: no control character
+            },
+            {"type": "string", "maxLength": 0},
+        ]
+    }
+)
+class WebhookSecretField(serializers.CharField):
+    """A webhook's signing secret, as the schema states the rule (alerts.rules.clean_channel), which refuses one
+    that breaks it with its own sentence: a webhook's is 16 to 200 characters on one line, another kind's empty."""
+
+
 class ChannelInputSerializer(InputSerializer):
     shown_by = (ChannelWrittenSerializer,)
 
     kind = serializers.ChoiceField(ChannelKind.choices)
     target = serializers.CharField(max_length=rules.MAX_TARGET, help_text="The URL to POST to, or an e-mail address.")
-    secret = serializers.CharField(
+    secret = WebhookSecretField(
         write_only=True,
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         max_length=rules.MAX_SECRET,
-        help_text="webhook only: signs each body (X-Portal-Signature); stored encrypted, never returned.",
+        help_text=f"Required for a webhook: {rules.MIN_SECRET} to {rules.MAX_SECRET} characters on one line, which "
+        "sign each body (X-Portal-Signature); stored encrypted, never returned. Slack and e-mail channels take none: "
+        'leave it out or send "".',
     )
     enabled = serializers.BooleanField(required=False, default=True)

@@ -52,7 +52,12 @@ GATEWAY_OUTPUT_FIELDS = [
 ]
 
 
+DOCS_URL_HELP = 'The gateway\'s documentation, an absolute URL; "" when it has none.'
+
+
 class GatewayOutputSerializer(serializers.ModelSerializer):
+    # "" for a gateway without a docs link, as other tools read it: the schema says so (a URI, or empty).
+    docs_url = serializers.URLField(read_only=True, allow_blank=True, help_text=DOCS_URL_HELP)
     empties_api_key = serializers.BooleanField(read_only=True)
     credential_variable = serializers.CharField(read_only=True)
 
@@ -100,9 +105,16 @@ PROBE_INTERVAL_FIELD = {
 RANGED_FIELDS = {"timeout_ms": TIMEOUT_MS_FIELD, "probe_interval_minutes": PROBE_INTERVAL_FIELD}
 
 
+# What a write's fields take besides being optional: the ranges above, and what the schema says a field is.
+FIELD_KWARGS: dict[str, dict[str, object]] = {
+    **RANGED_FIELDS,
+    "docs_url": {"help_text": f'{DOCS_URL_HELP} Send "" to clear it.'},
+}
+
+
 def optional(fields) -> dict:
     """Every field may be left out: a POST names what it sets, a PATCH what it changes."""
-    return {name: {"required": False, **RANGED_FIELDS.get(name, {})} for name in fields}
+    return {name: {"required": False, **FIELD_KWARGS.get(name, {})} for name in fields}
 
 
 class GatewayInputSerializer(InputSerializer, serializers.ModelSerializer):
@@ -183,6 +195,23 @@ class ExpiryField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
+# What a JSON value that is not a string is, as a refusal names it (never the value: a header may hold a credential).
+JSON_KINDS = ((bool, "true or false"), ((int, float), "a number"), (list, "a list"), (dict, "an object"))
+
+
+class HeaderValueField(serializers.CharField):
+    """A custom header's value: a JSON string only. DRF's CharField takes a number as its digits, so
+    {"X-Team": 5} was stored as the header value "5", where the schema says a value is a string."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            what = next((name for kind, name in JSON_KINDS if isinstance(data, kind)), "another value")
+            raise serializers.ValidationError(
+                f"A header's value must be text, in quotes; {what} is not.", code="invalid"
+            )
+        return super().to_internal_value(data)
+
+
 class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
     """What a key's writes take; what its answers show may be sent back and is ignored."""
 
@@ -194,7 +223,7 @@ class KeySettingsSerializer(InputSerializer, serializers.ModelSerializer):
         "revoked_at": "Revoke a key with DELETE /api/v1/keys/{id}/.",
     }
 
-    custom_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    custom_headers = serializers.DictField(child=HeaderValueField(allow_blank=True), required=False)
     expires_at = ExpiryField(
         required=False,
         allow_null=True,
@@ -233,6 +262,13 @@ class KeyUpdateSerializer(KeySettingsSerializer):
     class Meta(KeySettingsSerializer.Meta):
         fields = (*KEY_SETTING_FIELDS, "secret", "is_enabled")
         extra_kwargs = optional((*KEY_SETTING_FIELDS, "is_enabled"))
+
+
+class ProbeRequestSerializer(InputSerializer):
+    """POST /keys/{id}/probes/ takes no body: its options are query parameters, and any field is refused."""
+
+    shown_by = ()
+    query_parameters = ("stream", "retry_betas")
 
 
 class AssignmentOutputSerializer(serializers.ModelSerializer):

@@ -25,7 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, permissions, status
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, UnsupportedMediaType
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -293,6 +293,12 @@ class KeyProbeList(generics.ListAPIView):
         from gateways.probes.runner import probe_key
 
         key = key_with_role(request.user, key_id, Role.ADMIN)[0]
+        try:
+            body = request.data
+        except UnsupportedMediaType:  # a form or text body: none is taken, and the schema documents no 415 here
+            options = " and ".join(s.ProbeRequestSerializer.query_parameters)
+            raise RuleError(f"This endpoint takes no body ({options} are query parameters); send none.") from None
+        s.ProbeRequestSerializer(data=body).is_valid(raise_exception=True)
         result = probe_key(
             key,
             trigger="api",
@@ -408,7 +414,11 @@ class DeviceList(generics.ListAPIView):
         parameters=[OpenApiParameter("team", str, description="A team's slug: its devices, not yours.")],
         responses={
             200: s.DeviceOutputSerializer,
-            403: refusal(403, "With ?team=, a team you are not an admin or auditor of."),
+            403: refusal(
+                403,
+                "With ?team=, a team you are not an admin or auditor of; or a session that still owes its second "
+                "factor.",
+            ),
             404: refusal(404, "With ?team=, no team of yours has that slug."),
         },
     )

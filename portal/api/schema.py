@@ -10,13 +10,25 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 
 REFUSALS = {
-    400: "The request is refused: `detail` says why, `field` and `errors` say which input.",
+    400: "The request is refused: `detail` says why, `field` and `errors` say which input (an address holding a "
+    "NUL character, %00, is refused so too).",
     401: "No credentials, or an access token that is invalid, expired or revoked.",
-    403: "Signed in, but your role does not allow this.",
+    403: "Signed in, but your role does not allow this; or a session that still owes its second factor (the "
+    "sentence says where to enter or enrol it).",
     404: "Nothing with that id or slug is visible to you.",
+    406: "The Accept header allows none of the media types this answers: application/json, which refusals use too.",
     413: "The request body is larger than the API accepts.",
     415: "The body is not JSON: send Content-Type: application/json.",
 }
+# The same for a list that also exports a file.
+EXPORT_NOT_ACCEPTABLE = (
+    "The Accept header allows none of the media types this answers: application/json, or with ?export= the "
+    "file's (see 200); refusals are application/json."
+)
+# A read open to everyone signed in is refused only to a session that has not passed two-factor yet.
+TWO_FACTOR_OWED = (
+    "A signed-in session that still owes its second factor: the sentence says where to enter or enrol it first."
+)
 
 
 def refusal(status: int, description: str = "") -> OpenApiResponse:

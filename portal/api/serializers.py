@@ -59,6 +59,7 @@ class InputSerializer(serializers.Serializer):
 
     shown_by: ClassVar[tuple[type[serializers.Serializer], ...]] = ()
     fixed: ClassVar[dict[str, str]] = {}  # field -> what to do instead of sending another value
+    query_parameters: ClassVar[tuple[str, ...]] = ()  # options the endpoint reads from the query string instead
 
     def to_internal_value(self, data: Any) -> Any:
         refused = self.unexpected_fields(data) if isinstance(data, Mapping) else {}
@@ -82,6 +83,11 @@ class InputSerializer(serializers.Serializer):
         for name in unexpected[:NAMED_AT_MOST]:
             if name in shown:
                 sentence = f"This endpoint shows it but does not set it; it sets {_and_list(taken)}."
+            elif name in self.query_parameters:
+                sentence = f"This endpoint reads it from the query string, not the body: send ?{name}=... instead."
+            elif not taken:
+                options = f" ({_and_list(list(self.query_parameters))} are query parameters)"
+                sentence = f"This endpoint takes no body{options if self.query_parameters else ''}; send none."
             elif near := difflib.get_close_matches(name, taken, n=1):
                 sentence = f"This endpoint takes no field by that name; did you mean {near[0]}?"
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.renderers import OpenApiJsonRenderer2
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -87,14 +87,23 @@ class TeamMemberList(generics.ListAPIView):
         team, _ = team_with_role(self.request.user, self.kwargs["slug"])
         return team.memberships.select_related("user").order_by("user__username")
 
-    @extend_schema(request=s.MemberInputSerializer, responses={201: s.MemberSerializer})
+    @extend_schema(
+        request=s.MemberInputSerializer,
+        responses={
+            201: OpenApiResponse(s.MemberSerializer, description="Added: a new member of the team."),
+            200: OpenApiResponse(
+                s.MemberSerializer, description="Already a member: their role is now the one sent (changed or kept)."
+            ),
+        },
+    )
     def post(self, request, slug):
-        """Add a member, or change the role of one who is already in the team."""
+        """Add a member (201), or set the role of one who is already in the team (200)."""
         team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can add members.")
         data = s.MemberInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.add_member(team=team, actor=request.user, request=request, **data.validated_data)
-        return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+        membership, created = services.put_member(team=team, actor=request.user, request=request, **data.validated_data)
+        answer = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(s.MemberSerializer(membership).data, status=answer)
 
 
 class TeamMemberDetail(APIView):

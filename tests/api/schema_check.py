@@ -8,8 +8,10 @@ are checked the same way: a body the request schema accepts is one a client will
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
+from urllib.parse import urlsplit
 
 import jsonschema
 
@@ -46,11 +48,40 @@ def _closed(node):
     return node
 
 
-def _validator(schema: dict, node: dict) -> jsonschema.Draft7Validator:
-    """A validator for `node`, a part of `schema` that may $ref its components."""
+# jsonschema checks `date-time` and `uri` only with rfc3339-validator and rfc3987 installed, and skips them
+# silently without: a `format: uri` field answering "" passed. The checks are written here instead.
+FORMATS = jsonschema.FormatChecker()
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value) -> bool:
+    """RFC 3339: a date, a time and a UTC offset (Z or ±hh:mm), which a time without one lacks."""
+    if not isinstance(value, str):
+        return True  # `type` says what a non-string is
+    if not RFC3339.fullmatch(value):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a UTC offset")
+    datetime.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] in "Zz" else value)
+    return True
+
+
+@FORMATS.checks("uri", raises=ValueError)
+def _is_uri(value) -> bool:
+    """An absolute URI: a scheme, then the rest (a relative reference or "" is not one)."""
+    if not isinstance(value, str):
+        return True
+    if not URI_SCHEME.fullmatch(urlsplit(value).scheme) or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an absolute URI")
+    return True
+
+
+def _validator(schema: dict, node: dict, *, formats: bool = True) -> jsonschema.Draft7Validator:
+    """A validator for `node`, a part of `schema` that may $ref its components, that checks formats too
+    (`formats=False`: as a generated client's validator that checks none)."""
     root = _closed(_to_json_schema(copy.deepcopy(schema)))
     wrapped = {**_closed(_to_json_schema(copy.deepcopy(node))), "components": root["components"]}
-    return jsonschema.Draft7Validator(wrapped, format_checker=jsonschema.FormatChecker())
+    return jsonschema.Draft7Validator(wrapped, format_checker=FORMATS if formats else None)
 
 
 def _body(response) -> bytes:
@@ -93,13 +124,14 @@ def errors(schema: dict, method: str, path: str, response) -> list[str]:
     ]
 
 
-def request_errors(schema: dict, method: str, path: str, body) -> list[str]:
-    """What in a request body the documented request schema refuses (undeclared fields too)."""
+def request_errors(schema: dict, method: str, path: str, body, *, formats: bool = True) -> list[str]:
+    """What in a request body the documented request schema refuses (undeclared fields too); `formats=False`
+    checks it as a validator that ignores `format` would."""
     template, op = operation(schema, method, path.split("?")[0])
     documented = op.get("requestBody")
     if documented is None:
         return [] if body in (None, {}) else [f"{method} {template}: no request body is documented"]
-    validator = _validator(schema, documented["content"]["application/json"]["schema"])
+    validator = _validator(schema, documented["content"]["application/json"]["schema"], formats=formats)
     return [
         f"{method} {template}: at /{'/'.join(map(str, e.absolute_path))}: {e.message}"
         for e in validator.iter_errors(body)

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from gateways.models import Assignment, GatewayKey
 from portal.models import AccessToken, AuditEvent, Invitation, Membership, Team
+from tests.api.schema_check import errors, served_schema
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -141,6 +142,23 @@ def test_a_team_name_that_is_not_one_line_of_plain_text_is_refused(api, client, 
     page = client.post("/teams/new/", {"name": name, "slug": "mobile"})
     assert page.status_code == 400 and "one line of text" in page.content.decode()
     assert not Team.objects.filter(slug="mobile").exists()
+
+
+def test_adding_someone_already_in_the_team_sets_their_role_and_answers_200(api, alice, bob, charlie):
+    """POST /teams/{slug}/members/ adds a member (201) or sets the role of one (200), as the team page's form does;
+    re-adding answered 201 as if a membership were made."""
+    client = api(alice)
+    schema = served_schema(client)
+    path = "/api/v1/teams/web/members/"
+    added = client.post(path, {"username": "charlie", "role": "member"}, format="json")
+    again = client.post(path, {"username": "charlie", "role": "member"}, format="json")
+    promoted = client.post(path, {"username": "bob", "role": "auditor"}, format="json")
+    assert [added.status_code, again.status_code, promoted.status_code] == [201, 200, 200]
+    assert promoted.json()["role"] == "auditor" == Membership.objects.get(team__slug="web", user=bob).role
+    assert Membership.objects.filter(team__slug="web", user=charlie).count() == 1
+    assert [e for r in (added, again, promoted) for e in errors(schema, "POST", path, r)] == []
+    actions = list(AuditEvent.objects.filter(target__in=["bob", "charlie"]).values_list("action", flat=True))
+    assert sorted(actions) == ["member.added", "member.role_changed"]
 
 
 def test_last_admin_cannot_be_demoted(api, alice):

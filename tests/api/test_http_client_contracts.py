@@ -174,7 +174,7 @@ def test_every_read_of_the_api_answers_what_the_served_schema_says(api, world, a
         if isinstance(body := json.loads(response.content), dict) and "results" in body:
             assert body["results"], f"{path}: an empty list checks nothing"
         found += errors(schema, "GET", path, response)
-    assert found == []
+    assert found == [], "\n".join(found)
 
 
 @pytest.mark.parametrize("format_name", list(FORMATS))

@@ -12,7 +12,7 @@ from django.apps import apps
 
 from gateways.models import GatewayKey
 from portal.models import Team
-from tests.api.schema_check import served_schema
+from tests.api.schema_check import errors, served_schema
 from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
@@ -138,6 +138,42 @@ def test_a_patch_of_a_field_the_endpoint_does_not_take_is_a_400_naming_it(world,
     assert answer["detail"].startswith(f"{name}: ")
     assert hint in answer["detail"]
     assert every_row() == before
+
+
+@pytest.mark.parametrize(
+    "body,sentence",
+    [
+        ({"x": 1}, "x: This endpoint takes no body (stream and retry_betas are query parameters); send none."),
+        (
+            {"stream": False},
+            "stream: This endpoint reads it from the query string, not the body: send ?stream=... instead.",
+        ),
+    ],
+)
+def test_a_probe_request_with_a_body_field_is_a_400_naming_it_and_probes_nothing(world, body, sentence):
+    """POST /keys/{id}/probes/ takes no body; {"x": 1} answered 201 and probed, where every other write refuses it."""
+    before = every_row()
+    response = send(world, "alice", "POST", f"/api/v1/keys/{world['K']}/probes/", body)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"] == sentence
+    assert response.json()["field"] == next(iter(body))
+    assert every_row() == before
+    schema = served_schema(world["clients"]["alice"])
+    assert errors(schema, "POST", f"/api/v1/keys/{world['K']}/probes/", response) == []
+
+
+def test_a_probe_request_with_a_form_body_is_a_400_and_probes_nothing(world):
+    before = every_row()
+    path = f"/api/v1/keys/{world['K']}/probes/"
+    client = world["clients"]["alice"]
+    response = client.generic("POST", path, "stream=false", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400, response.content[:300]
+    assert (
+        response.json()["detail"]
+        == "This endpoint takes no body (stream and retry_betas are query parameters); send none."
+    )
+    assert every_row() == before
+    assert errors(served_schema(client), "POST", path, response) == []
 
 
 def test_two_unknown_fields_are_both_named(world):
