@@ -488,11 +488,22 @@ def test_probe_command_json_and_success_exit(emulated, tokenbay_key, capsys):
     assert TOKAIFY_SECRET not in line and TOKENBAY_SECRET not in line
 
 
-def test_probe_command_with_nothing_to_probe_says_so(db):
+def test_probe_command_with_an_unknown_team_says_so(db):
     from django.core.management import CommandError
 
     with pytest.raises(CommandError, match="No usable keys match"):
         call_command("probe", "--team", "nope")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_probe_command_with_no_usable_key_says_so_and_fails_nothing(db, web, capsys, as_json):
+    """A portal with no key yet, or a team whose keys are all disabled: nothing failed, so cron sees exit 0."""
+    call_command("probe", "--team", web.slug, *(["--json"] if as_json else []))
+    out, err = capsys.readouterr()
+    if as_json:  # stdout holds JSON lines only, none here
+        assert out == "" and "No usable key matches: nothing was probed." in err
+    else:
+        assert "No usable key matches: nothing was probed." in out
 
 
 # --- Which credential headers a gateway accepts (shared/claude-code-facts.md, gateway table) ----------

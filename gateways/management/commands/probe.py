@@ -71,16 +71,17 @@ class Command(BaseCommand):
             results = self._probe_due(keys, concurrency=concurrency, stream=not no_stream)
         else:
             matching = list(keys)
-            if not matching:
-                raise CommandError("No usable keys match: check --team and --gateway, or store a key first.")
-            results = self._probe(matching, concurrency=concurrency, stream=not no_stream)
+            # Nothing failed: a team whose keys are all disabled, or a portal with none yet, is no error for cron
+            # (an unknown slug was refused above).
+            results = self._probe(matching, concurrency=concurrency, stream=not no_stream) if matching else []
         if self.show_progress and self.done:
             sys.stderr.write("\n")
         results.sort(key=lambda r: (r.key.team.slug, r.key.label))
         failures = [r for r in results if r.verdict != "ok"]
         if not results:
             # With --json, stdout holds JSON lines only (one per probed key: none), so cron's jq never chokes.
-            (self.stderr if json else self.stdout).write("No key is due for a probe.")
+            nothing = "No key is due for a probe." if due else "No usable key matches: nothing was probed."
+            (self.stderr if json else self.stdout).write(nothing)
         elif json:
             self._print_json(results)
         else:
