@@ -177,6 +177,9 @@ NOTIFY_TIMEOUT = envfloat("NOTIFY_TIMEOUT", 10.0, most_seconds=MAX_TIMEOUT_SECON
 NOTIFY_CONCURRENCY = envint("NOTIFY_CONCURRENCY", 10, low=1)
 
 INSTALLED_APPS = [
+    # First: its createsuperuser (the portal's rules for names and addresses) replaces django.contrib.auth's, as the
+    # first app naming a command wins. It has no templates or static files of its own to shadow others'.
+    "portal",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -187,7 +190,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served as the portal's own static files
-    "portal",
     "gateways",
     "alerts",
     # After portal: its axes_reset commands (audited, portal.lockouts) replace axes' own of the same names.

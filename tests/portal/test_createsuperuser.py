@@ -1,0 +1,41 @@
+"""The README's first-account command keeps the portal's rules for names and addresses (README, Accounts)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def first_account(monkeypatch):
+    def run(username: str, email: str) -> None:
+        monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", username)
+        monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", email)
+        monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-enough-password-42")
+        call_command("createsuperuser", "--noinput")
+
+    return run
+
+
+def test_the_first_account_is_made_as_the_readme_says(first_account):
+    first_account("admin", "admin@example.com")
+    assert get_user_model().objects.get(username="admin").is_superuser
+
+
+def test_a_name_taken_but_for_case_is_refused(first_account):
+    make_user("admin")
+    with pytest.raises(CommandError, match="An account is called ADMIN already, but for case"):
+        first_account("ADMIN", "boss@example.com")
+    assert list(get_user_model().objects.values_list("username", flat=True)) == ["admin"]
+
+
+def test_an_address_another_account_has_is_refused(first_account):
+    make_user("admin")  # admin@example.com
+    with pytest.raises(CommandError, match=r"Another account has the address ADMIN@example\.com"):
+        first_account("boss", "ADMIN@example.com")
+    assert not get_user_model().objects.filter(username="boss").exists()
