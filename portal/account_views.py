@@ -15,14 +15,14 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import base36_to_int, urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -303,13 +303,32 @@ def user_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "portal/user_list.html", context)
 
 
+# The handover purpose of a reset link staff made: shown once, on the page the POST redirects to.
+RESET_LINK = "reset-link"
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @never_cache  # the link is shown once
 def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpResponse:
-    """A password-reset link for staff to hand over when mail is not set up (sudo mode: it opens the account)."""
+    """A password-reset link for staff to hand over when mail is not set up (sudo mode: it opens the account).
+
+    The POST makes it and redirects (303) to a GET of the same address, which shows it once: a reload shows
+    nothing more and makes no second link.
+    """
     _staff_only(request)
     user = get_object_or_404(get_user_model(), username=username)
+    if request.method == "GET":
+        shown = handover.take_shown_once(request, RESET_LINK)
+        if not shown or shown["username"] != username:
+            messages.info(
+                request,
+                f"A reset link is shown once, when it is made: make another for {username} below if it was lost "
+                "(the one before stays good until it is used or runs out).",
+            )
+            return redirect("users")
+        context = {"subject": user, "link": shown["link"], "hours": shown["hours"]}  # handed to someone else
+        return render(request, "portal/reset_link.html", context)
     if needs_password := sudo_redirect(request):
         return needs_password
     if not user.is_active:
@@ -321,9 +340,9 @@ def user_reset_link(request: AuthenticatedHttpRequest, username: str) -> HttpRes
         "password_reset_confirm", kwargs={"uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": token}
     )
     audit.record(Action.PASSWORD_RESET_LINK, actor=request.user, request=request, target=username)
-    hours = settings.PASSWORD_RESET_TIMEOUT // 3600
-    context = {"subject": user, "link": public_url(request, path), "hours": hours}  # handed to someone else
-    return render(request, "portal/reset_link.html", context)
+    shown = {"username": username, "link": public_url(request, path), "hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
+    handover.keep_shown_once(request, RESET_LINK, shown, secrets=[token])
+    return HttpResponseRedirect(request.path, status=303)
 
 
 @login_required

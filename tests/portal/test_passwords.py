@@ -87,10 +87,18 @@ def test_without_mail_the_reset_page_sends_people_to_staff_who_make_a_link(clien
     session = client.session
     session[SUDO_SESSION_KEY] = time.time() + 600
     session.save()
-    page = client.post("/users/bob/reset-link/", {"next": "/users/"})
+    made = client.post("/users/bob/reset-link/", {"next": "/users/"})
+    assert made.status_code == 303 and made["Location"] == "/users/bob/reset-link/"
+    page = client.get(made["Location"])
     assert page.status_code == 200
     link = page.content.decode().split("data-reset-link>")[1].split("<")[0]
-    assert AuditEvent.objects.filter(action="account.reset_link_made", target="bob", actor_username="staff").exists()
+    assert (
+        AuditEvent.objects.filter(action="account.reset_link_made", target="bob", actor_username="staff").count() == 1
+    )
+    # Shown once: a reload (or Back) makes no second link and shows none.
+    again = client.get("/users/bob/reset-link/", follow=True)
+    assert link not in again.content.decode() and "A reset link is shown once" in again.content.decode()
+    assert AuditEvent.objects.filter(action="account.reset_link_made").count() == 1
 
     client.logout()
     form_page = client.get(urlsplit(link).path, follow=True)
