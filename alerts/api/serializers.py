@@ -61,6 +61,9 @@ class WebhookSecretField(serializers.CharField):
 
 
 class ChannelInputSerializer(InputSerializer):
+    """A notification channel of the team: a signed webhook, a Slack-compatible incoming webhook, or an e-mail
+    address."""
+
     shown_by = (ChannelWrittenSerializer,)
 
     kind = serializers.ChoiceField(ChannelKind.choices)

@@ -292,6 +292,8 @@ class AssignmentOutputSerializer(serializers.ModelSerializer):
 
 
 class AssignmentInputSerializer(InputSerializer):
+    """Assign the key to a member of its team, by user name."""
+
     shown_by = (AssignmentOutputSerializer,)
 
     username = serializers.CharField(max_length=150)

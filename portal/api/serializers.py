@@ -117,6 +117,8 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberInputSerializer(InputSerializer):
+    """Add an account to the team with a role, or set the role of someone already in it."""
+
     shown_by = (MemberSerializer,)
 
     username = serializers.CharField(max_length=150)
@@ -137,6 +139,8 @@ class TeamOutputSerializer(serializers.ModelSerializer):
 
 
 class TeamCreateSerializer(InputSerializer):
+    """A new team: its name and slug (staff); its creator becomes its admin."""
+
     shown_by = (TeamOutputSerializer,)
 
     name = serializers.CharField(max_length=100)
@@ -170,6 +174,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class TeamUpdateSerializer(InputSerializer):
+    """The identity-provider groups whose people join the team as members or admins (team admins)."""
+
     shown_by = (TeamOutputSerializer,)
     fixed = dict.fromkeys(("name", "slug"), "A team's name and slug never change (README, Roles).")
 
@@ -199,6 +205,8 @@ class InvitationCreatedSerializer(InvitationSerializer):
 
 
 class InvitationInputSerializer(InputSerializer):
+    """Invite an e-mail address to the team with a role."""
+
     shown_by = (InvitationCreatedSerializer,)
 
     email = serializers.EmailField(max_length=254)

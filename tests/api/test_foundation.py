@@ -409,3 +409,15 @@ def _refuse_only_on_second_call(check):
             check(*args, **kwargs)
 
     return checked
+
+
+def test_no_request_body_is_described_by_the_base_class_notes(api, staff):
+    """A generated client shows a schema's description as the body's documentation: each input says what it is,
+    not the maintainers' notes of the class it inherits from (InputSerializer's docstring)."""
+    from portal.api.serializers import InputSerializer
+
+    notes = InputSerializer.__doc__.split("\n")[0]
+    schemas = served_schema(api(staff))["components"]["schemas"]
+    inherited = sorted(name for name, schema in schemas.items() if notes in schema.get("description", ""))
+    assert inherited == []
+    assert "webhook" in schemas["ChannelInput"]["description"]
