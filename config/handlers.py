@@ -34,15 +34,10 @@ def _flatten(detail, prefix: str = "") -> list[str]:
 
 
 def _in_body(context, field: str) -> bool:
-    """Whether the request's JSON body holds `field` (a rule may refuse a query parameter too, which has no errors)."""
+    """Whether `field` is one of the request body's (sent, or left out when required), not a query parameter, which
+    a rule may refuse too and which has no errors."""
     request = context.get("request")
-    if request is None or request.method not in ("POST", "PUT", "PATCH"):
-        return False
-    try:
-        data = request.data
-    except exceptions.APIException:
-        return False
-    return isinstance(data, dict) and field in data
+    return request is not None and request.method in ("POST", "PUT", "PATCH") and field not in request.query_params
 
 
 def exception_handler(exc, context):

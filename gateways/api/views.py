@@ -298,7 +298,8 @@ class KeyProbeList(generics.ListAPIView):
         except UnsupportedMediaType:  # a form or text body: none is taken, and the schema documents no 415 here
             options = " and ".join(s.ProbeRequestSerializer.query_parameters)
             raise RuleError(f"This endpoint takes no body ({options} are query parameters); send none.") from None
-        s.ProbeRequestSerializer(data=body).is_valid(raise_exception=True)
+        # JSON null is no body either (Go's json.Marshal(nil), for one, sends it for a POST without one).
+        s.ProbeRequestSerializer(data={} if body is None else body).is_valid(raise_exception=True)
         result = probe_key(
             key,
             trigger="api",

@@ -387,3 +387,26 @@ def test_a_time_shown_sent_back_in_another_spelling_is_the_same_time(world, toka
     response = send(world, "alice", "PATCH", "/api/v1/keys/{K}/", {"revoked_at": other, "label": "renamed"})
     # The body passed the serializer; the service then says what it says of any change to a revoked key.
     assert response.json() == {"detail": "This key is revoked; store a new key instead of changing it."}
+
+
+@pytest.mark.parametrize("body", ["null", "{}", ""], ids=["null", "empty-object", "empty"])
+def test_a_probe_request_whose_json_body_holds_nothing_probes(api, alice, tokaify_key, body):
+    """Some clients send JSON null for a POST without a body (Go's json.Marshal(nil)): it is no body, not a 400."""
+    from gateways.services import set_key_enabled
+
+    set_key_enabled(key=tokaify_key, enabled=False, actor=alice)  # probed without the network: refused, recorded
+    path = f"/api/v1/keys/{tokaify_key.id}/probes/"
+    response = api(alice).generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["verdict"] == "refused"
+
+
+def test_a_required_field_left_out_is_named_in_errors(api, staff):
+    """A rule's refusal of a missing body field is in errors, as the serializer's refusal of an empty one is."""
+    response = api(staff).post(
+        "/api/v1/gateways/", {"name": "Relay", "base_url": "https://relay.example"}, format="json"
+    )
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["field"] == "slug"
+    assert answer["errors"] == {"slug": [answer["detail"]]}
