@@ -7,7 +7,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import idna
 from django.conf import settings
@@ -243,6 +243,32 @@ def withdraw_one(
 LEFT_TEAM = (Action.MEMBER_REMOVED, Action.MEMBER_OFFBOARDED)
 
 
+def names_held(user) -> list[tuple[str, datetime, datetime | None]]:
+    """Each user name the account has had since it was made, with when it held it (from, until; None for now).
+
+    Staff rename an account in the admin site, which writes an `account.updated` row naming the account by its new
+    name and recording `changed.username` {"from", "to"}; rows name accounts by user name, never by id. So the
+    renames since the account was made are walked back from its current name, newest first: each one to the name
+    it then had gives the name before. Two queries, however many renames.
+    """
+    renamed = Q(action=Action.ACCOUNT_UPDATED, created_at__gte=user.date_joined, details__changed__has_key="username")
+    rows = [
+        *AuditEvent.objects.filter(renamed).values_list("created_at", "details"),
+        *PendingAuditEvent.objects.filter(renamed, rejected=False).values_list("created_at", "details"),
+    ]
+    rows.sort(key=lambda row: row[0], reverse=True)
+    name, until = user.get_username(), None
+    held: list[tuple[str, datetime, datetime | None]] = []
+    for created_at, details in rows:
+        change = details.get("changed", {}).get("username") if isinstance(details, dict) else None
+        if not isinstance(change, dict) or change.get("to") != name or not isinstance(change.get("from"), str):
+            continue  # another account's rename
+        held.append((name, created_at, until))
+        name, until = change["from"], created_at
+    held.append((name, user.date_joined, until))
+    return held
+
+
 def left_since_invited(invitation: Invitation, user) -> str | None:
     """Why the invitation does not bring `user` into its team, as a sentence, when they left that team after it was
     made; None when they did not.
@@ -250,14 +276,17 @@ def left_since_invited(invitation: Invitation, user) -> str | None:
     Leaving withdraws the team's invitations for every address the account is known by, but an invitation may be
     for an address the portal learnt was theirs only later (the provider gives them a new one). Memberships keep no
     history, so the audit trail says who left when: each way out of a team writes one of LEFT_TEAM naming the team
-    and the account (rows since the account was made, so a reused user name does not count).
+    and the account by the user name it had then (see names_held: a rename since does not lose the row, and a name
+    another account had before this one does not lend its rows).
     """
-    left = Q(
-        action__in=LEFT_TEAM,
-        team_id=invitation.team_id,
-        target=user.get_username(),
-        created_at__gte=max(invitation.created_at, user.date_joined),
-    )
+    since = max(invitation.created_at, user.date_joined)
+    named = Q(pk__in=[])
+    for name, start, until in names_held(user):
+        if until is not None and until < since:
+            continue
+        window = Q(target=name, created_at__gte=max(start, since))
+        named |= window & Q(created_at__lte=until) if until is not None else window
+    left = Q(action__in=LEFT_TEAM, team_id=invitation.team_id) & named
     if not (
         AuditEvent.objects.filter(left).exists() or PendingAuditEvent.objects.filter(left, rejected=False).exists()
     ):

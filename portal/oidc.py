@@ -746,6 +746,10 @@ def adopt_address(request: HttpRequest, user, email: str, *, seen_before: str) -
     The account's address is where password resets, invitations' checks and notices go; the provider may hand the
     old one to someone else. Not when another account here has the address (audited and logged once, when the
     provider first gives it; the sign-in goes on with the old address), nor an address mail cannot reach.
+
+    The pending invitations to the old address are withdrawn (audited): they were meant for this person, and left
+    standing they would make whoever holds that address next a member (perhaps an admin) of their teams. A team's
+    admin can invite the new address.
     """
     with contextlib.suppress(RuleError):
         email = normalize_email(email)  # kept as invitations and new SSO accounts keep it
@@ -759,6 +763,14 @@ def adopt_address(request: HttpRequest, user, email: str, *, seen_before: str) -
         user.save(update_fields=["email"])
         details = {"via": "sso", "changed": {"email": {"from": old, "to": email}}}
         audit.record(Action.ACCOUNT_UPDATED, actor=user, request=request, target=user.get_username(), details=details)
+        withdraw_for_address(
+            team=None,
+            emails=[old],
+            actor=user,
+            request=request,
+            reason=f"{user.get_username()}'s account moved to the address {email} the identity provider gives it",
+            details={"via": "sso"},
+        )
         return
     if email.casefold() in {spelling.casefold() for spelling in email_spellings(seen_before)}:
         return  # not adopted at an earlier sign-in already, and recorded then

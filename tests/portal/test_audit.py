@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import re
 import stat
 from datetime import timedelta
 
@@ -466,7 +468,6 @@ def test_with_a_time_range_the_audit_api_pages_by_time_and_each_event_comes_once
 
 
 def test_the_audit_pages_refusal_links_do_not_export_twice(alice, client):
-    import re
     from urllib.parse import parse_qs, urlsplit
 
     client.force_login(alice)
@@ -539,3 +540,107 @@ def test_a_prune_killed_after_its_commit_gets_its_export_moved_into_place_by_the
     record_long_ago(alice, 1)
     with pytest.raises(CommandError, match="already exists"):  # a complete export is never overwritten
         call_command("prune_audit", "--before", before(TODAY))
+
+
+class KilledAfterCommit(BaseException):
+    """SIGKILL between the prune's commit and the export's rename."""
+
+
+def prune_killed_after_its_commit(output: str) -> None:
+    from portal.management.commands import prune_audit
+
+    def killed(partial, path):
+        raise KilledAfterCommit
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(prune_audit, "move_into_place", killed)
+        with pytest.raises(KilledAfterCommit):
+            call_command("prune_audit", "--before", before(TODAY), "--output", output)
+
+
+def test_a_rerun_naming_the_killed_prunes_export_another_way_moves_it_into_place(alice, tmp_path, monkeypatch):
+    """Killed after its commit with `--output exports/audit.jsonl`, run again with the same file's full path: the
+    export (the only copy of the pruned events) takes its name, and the trail records the path resolved."""
+    record_long_ago(alice, 3)
+    (tmp_path / "exports").mkdir()
+    monkeypatch.chdir(tmp_path)
+    prune_killed_after_its_commit("exports/audit.jsonl")
+    export = (tmp_path / "exports" / "audit.jsonl").resolve()
+    assert AuditEvent.objects.get(action="audit.pruned").details["export"] == str(export)
+
+    call_command("prune_audit", "--before", before(TODAY), "--output", str(tmp_path / "exports" / "audit.jsonl"))
+    assert files_under(tmp_path) == ["audit.jsonl"]
+    assert len(export.read_text().splitlines()) == 3
+
+
+def killed_prune_moved_to_another_folder(tmp_path):
+    """A prune killed after its commit into old/x.jsonl, whose folder staff then renamed to new/: the leftover export
+    is complete, its events are gone from the database, and no audit.pruned row names new/x.jsonl."""
+    from portal.management.commands import prune_audit
+
+    (tmp_path / "old").mkdir()
+    prune_killed_after_its_commit(str(tmp_path / "old" / "x.jsonl"))
+    (tmp_path / "old").rename(tmp_path / "new")
+    out = tmp_path / "new" / "x.jsonl"
+    return out, prune_audit.partial_path(out)
+
+
+def test_a_leftover_export_of_pruned_events_that_matches_no_recorded_path_is_set_aside_never_removed(
+    alice, tmp_path, capsys
+):
+    record_long_ago(alice, 3)
+    out, partial = killed_prune_moved_to_another_folder(tmp_path)
+    content = partial.read_bytes()
+    record_long_ago(alice, 2)
+
+    call_command("prune_audit", "--before", before(TODAY), "--output", str(out))  # the run goes on
+    [aside] = (tmp_path / "new").glob("x.jsonl.partial.*")
+    assert re.fullmatch(r"x\.jsonl\.partial\.\d{8}T\d{6}Z", aside.name)
+    assert aside.read_bytes() == content
+    actions = [json.loads(line)["action"] for line in out.read_text().splitlines()]
+    assert actions == ["audit.pruned", "auth.sign_in", "auth.sign_in"]
+    err = capsys.readouterr().err
+    assert f"{partial} is left from an earlier run: it is not the export of a pruning the audit trail records" in err
+    assert f"It was kept as {aside}: store it with the other exports." in err
+
+
+def test_a_leftover_export_that_cannot_be_set_aside_stops_the_run_before_it_prunes(alice, tmp_path, capsys):
+    record_long_ago(alice, 3)
+    out, partial = killed_prune_moved_to_another_folder(tmp_path)
+    record_long_ago(alice, 1)
+
+    def refused(source, destination):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(os, "rename", refused)
+        with pytest.raises(CommandError, match=r"x.jsonl.partial is left from an earlier run and was kept .* Move"):
+            call_command("prune_audit", "--before", before(TODAY), "--output", str(out))
+    assert "could not be set aside (Permission denied) and was kept as it is" in capsys.readouterr().err
+    assert len(partial.read_text().splitlines()) == 3
+    assert AuditEvent.objects.filter(action="auth.sign_in").exists()  # nothing pruned
+
+
+def test_a_leftover_export_of_pruned_events_is_kept_when_there_is_nothing_to_prune(alice, tmp_path, capsys):
+    record_long_ago(alice, 3)
+    out, _ = killed_prune_moved_to_another_folder(tmp_path)
+    call_command("prune_audit", "--before", before(TODAY), "--output", str(out))
+    [aside] = (tmp_path / "new").glob("x.jsonl.partial.*")
+    assert len(aside.read_text().splitlines()) == 3
+    assert "No audit events before" in capsys.readouterr().out
+
+
+def test_a_leftover_export_whose_events_are_all_in_the_database_is_removed(alice, tmp_path):
+    """A run killed while exporting, before its commit: two lines written whole, the third torn."""
+    from portal.management.commands import prune_audit
+
+    record_long_ago(alice, 3)
+    out = tmp_path / "x.jsonl"
+    lines = [
+        json.dumps(prune_audit.AuditEventSerializer(e).data, default=str) for e in AuditEvent.objects.order_by("id")
+    ]
+    prune_audit.partial_path(out).write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
+
+    call_command("prune_audit", "--before", before(TODAY), "--output", str(out))
+    assert files_under(tmp_path) == ["x.jsonl"]
+    assert len(out.read_text().splitlines()) == 3

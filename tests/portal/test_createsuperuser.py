@@ -39,3 +39,21 @@ def test_an_address_another_account_has_is_refused(first_account):
     with pytest.raises(CommandError, match=r"Another account has the address ADMIN@example\.com"):
         first_account("boss", "ADMIN@example.com")
     assert not get_user_model().objects.filter(username="boss").exists()
+
+
+class Terminal:
+    def isatty(self):
+        return True
+
+
+def test_an_address_another_account_has_is_refused_when_given_as_an_option_to_the_questions(monkeypatch):
+    """Interactive, with --email on the command line: Django takes the option without asking for it."""
+    make_user("admin")  # admin@example.com
+    answers = iter(["a-long-enough-password-42", "a-long-enough-password-42"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr("builtins.input", lambda prompt="": "boss@example.com")  # any question asked again
+    with pytest.raises(CommandError, match=r"Another account has the address ADMIN@example\.com"):
+        call_command(
+            "createsuperuser", "--username", "boss", "--email", "ADMIN@example.com", stdin=Terminal(), interactive=True
+        )
+    assert not get_user_model().objects.filter(username="boss").exists()

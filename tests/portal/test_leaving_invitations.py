@@ -12,8 +12,10 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from portal import invitations, services
+from portal.errors import RuleError
 from portal.models import AuditEvent, Invitation, Membership, Role
 from portal.oidc import SSOError, sign_in_from_claims
+from tests.admin_forms import form_data
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -236,3 +238,64 @@ def test_a_join_that_loses_the_invitation_to_another_tab_is_told_so(client, alic
     assert response.status_code == 409
     assert "This invitation was already used." in response.content.decode()
     assert not Membership.objects.filter(team=web, user=erin).exists()
+
+
+# --- A rename in the admin site: the account's leave rows name it as it was called then -------------------------
+
+
+def rename_in_the_admin(root_client, user, username: str) -> None:
+    url = f"/admin/auth/user/{user.pk}/change/"
+    data = form_data(root_client.get(url))
+    data["username"] = username
+    assert root_client.post(url, data).status_code == 302
+    user.refresh_from_db()
+    assert user.username == username
+
+
+def test_a_renamed_leaver_is_not_brought_back_by_an_invitation_from_before(root_client, alice, bob, web):
+    """alice invites robert@ (bob's new address at the provider, not yet known here) and removes bob; staff then
+    rename his account to robert in the admin site. His next SSO sign-in, with robert@, does not bring him back."""
+    sso_sign_in("bob@example.com", "idp-bob")
+    invitation, _ = invitations.create_invitation(team=web, email="robert@example.com", role=Role.ADMIN, actor=alice)
+    services.remove_member(membership=Membership.objects.get(team=web, user=bob), actor=alice)
+    rename_in_the_admin(root_client, bob, "robert")
+    rename_in_the_admin(root_client, bob, "rob")  # and once more: every earlier name counts
+
+    assert sso_sign_in("robert@example.com", "idp-bob") == bob
+    assert not Membership.objects.filter(team=web, user=bob).exists(), "the leaver is back in web, as admin"
+    invitation.refresh_from_db()
+    assert invitation.state == "withdrawn"
+
+
+def test_a_renamed_leaver_cannot_join_with_an_invitation_from_before(root_client, alice, bob, web):
+    invitation, _ = invitations.create_invitation(team=web, email="robert@example.com", role=Role.ADMIN, actor=alice)
+    services.remove_member(membership=Membership.objects.get(team=web, user=bob), actor=alice)
+    rename_in_the_admin(root_client, bob, "robert")
+    with pytest.raises(RuleError, match="was sent before you left the team"):
+        invitations.accept_invitation(invitation=invitation, user=bob)
+    assert not Membership.objects.filter(team=web, user=bob).exists()
+
+
+def test_a_name_another_account_had_before_lends_it_no_leave_rows(root_client, alice, bob, dave, web):
+    """dave leaves web and is renamed david; then bob, who never left, is renamed dave: the invitation from before
+    dave left still brings bob in."""
+    invitation, _ = invitations.create_invitation(team=web, email="bobby@example.com", role=Role.ADMIN, actor=alice)
+    services.remove_member(membership=Membership.objects.get(team=web, user=dave), actor=alice)
+    rename_in_the_admin(root_client, dave, "david")
+    rename_in_the_admin(root_client, bob, "dave")
+
+    assert [name for name, _, _ in invitations.names_held(dave)] == ["david", "dave"]
+    assert [name for name, _, _ in invitations.names_held(bob)] == ["dave", "bob"]
+    assert invitations.left_since_invited(invitation, dave) is not None
+    assert invitations.left_since_invited(invitation, bob) is None
+
+
+def test_reading_an_accounts_history_takes_a_fixed_number_of_queries(
+    root_client, alice, bob, web, django_assert_max_num_queries
+):
+    invitation, _ = invitations.create_invitation(team=web, email="robert@example.com", role=Role.ADMIN, actor=alice)
+    services.remove_member(membership=Membership.objects.get(team=web, user=bob), actor=alice)
+    for name in ("b1", "b2", "b3", "b4", "b5"):
+        rename_in_the_admin(root_client, bob, name)
+    with django_assert_max_num_queries(4):
+        assert invitations.left_since_invited(invitation, bob) is not None

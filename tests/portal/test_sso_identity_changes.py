@@ -66,6 +66,25 @@ def test_a_new_verified_address_at_the_provider_becomes_the_accounts_address(bob
     }
 
 
+def test_adopting_a_new_address_withdraws_the_invitations_to_the_old_one(bob, charlie, data_team):
+    """charlie invites bob@ to data as admin; the provider renames bob to robert@ before he used it, and later hands
+    bob@ to a new hire, who must not become an admin of data with the invitation meant for bob."""
+    assert sign_in(email="bob@example.com") == bob
+    invitation, _ = create_invitation(team=data_team, email="bob@example.com", role=Role.ADMIN, actor=charlie)
+    assert sign_in(email="robert@example.com") == bob  # adopted: bob's account is robert@ now
+
+    invitation.refresh_from_db()
+    assert invitation.state == "withdrawn"
+    [row] = withdrawn("bob@example.com")
+    assert (row.team_slug, row.actor_username, row.details["via"]) == ("data", "bob", "sso")
+    assert row.details["reason"] == (
+        "bob's account moved to the address robert@example.com the identity provider gives it"
+    )
+    with pytest.raises(SSOError, match="no invitation for it"):
+        sign_in(sub="idp-new-hire", email="bob@example.com")
+    assert not Membership.objects.filter(team=data_team).exclude(user=charlie).exists()
+
+
 def test_an_address_another_account_has_is_not_adopted_and_the_sign_in_goes_on(bob, caplog):
     robert = make_user("robert")  # robert@example.com, a password account here
     sign_in(email="bob@example.com")

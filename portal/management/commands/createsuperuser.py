@@ -37,8 +37,11 @@ class Command(createsuperuser.Command):
 
     def handle(self, *args, **options):
         self.database = options["database"]
+        # Given as an option (--email), the address is cleaned by Django without get_input_data, in interactive
+        # mode too: it is checked here.
+        email = options.get("email") or ""
         if not options["interactive"]:
-            email = options.get("email") or os.environ.get("DJANGO_SUPERUSER_EMAIL", "")
-            if error := self._address_taken(email.strip(), self.database):
-                raise CommandError(error)
+            email = email or os.environ.get("DJANGO_SUPERUSER_EMAIL", "")
+        if error := self._address_taken(email.strip(), self.database):
+            raise CommandError(error)
         return super().handle(*args, **options)

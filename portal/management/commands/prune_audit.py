@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import errno
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, time
 from pathlib import Path
 
@@ -37,24 +39,82 @@ def move_into_place(partial: Path, path: Path) -> None:
         os.close(folder)
 
 
-def exported_by_a_committed_prune(partial: Path, path: Path) -> bool:
-    """Whether the file is the whole export of a prune the audit trail records (killed before its rename)."""
-    recorded = {
-        (details.get("events"), details.get("last_hash"))
-        for details in AuditEvent.objects.filter(action=Action.AUDIT_PRUNED).values_list("details", flat=True)
-        if isinstance(details, dict) and details.get("export") == str(path)
-    }
-    if not recorded:
-        return False
-    count, last_line = 0, ""
+def resolved(path: Path | str) -> Path:
+    """The path absolute, its links resolved: a re-run may name the same export another way (relative, absolute)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL: compared as written, made absolute
+        return Path(os.path.abspath(path))
+
+
+# How many exported events are looked up in the database at once.
+CHECK_CHUNK = 2000
+
+
+def exported_events(partial: Path) -> Iterator[tuple[int, str] | None]:
+    """Each complete line of an export as its event's (id, hash); None for a line that is not an exported event.
+
+    A last line without its newline is skipped: the run was killed while writing it, before its prune committed.
+    """
     with partial.open(encoding="utf-8", errors="replace") as export:
         for line in export:
-            count, last_line = count + 1, line
-    try:
-        last_hash = json.loads(last_line)["hash"] if last_line.endswith("\n") else None
-    except (ValueError, KeyError, TypeError):
+            if not line.endswith("\n"):
+                return
+            try:
+                event = json.loads(line)
+                event_id, event_hash = event["id"], event["hash"]
+            except (ValueError, KeyError, TypeError):
+                yield None
+                continue
+            valid = isinstance(event_id, int) and not isinstance(event_id, bool) and isinstance(event_hash, str)
+            yield (event_id, event_hash) if valid else None
+
+
+def exported_by_a_committed_prune(partial: Path, path: Path) -> bool:
+    """Whether the file is the whole export to `path` of a prune the audit trail records (killed before its rename).
+
+    Rows record the path resolved; older ones as it was given, resolved here as the run that wrote them would have.
+    """
+    wanted = resolved(path)
+    recorded = set()
+    for details in AuditEvent.objects.filter(action=Action.AUDIT_PRUNED).values_list("details", flat=True):
+        export = details.get("export") if isinstance(details, dict) else None
+        if isinstance(export, str) and export and resolved(export) == wanted:
+            recorded.add((details.get("events"), details.get("last_hash")))
+    if not recorded:
         return False
-    return (count, last_hash) in recorded
+    count, last = 0, None
+    for event in exported_events(partial):
+        if event is None:
+            return False
+        count, last = count + 1, event
+    return last is not None and ends_with_a_newline(partial) and (count, last[1]) in recorded
+
+
+def ends_with_a_newline(partial: Path) -> bool:
+    with partial.open("rb") as export:
+        export.seek(-1, os.SEEK_END)
+        return export.read(1) == b"\n"
+
+
+def still_in_the_database(partial: Path) -> bool:
+    """Whether every event the file holds is in the database still (a run killed before its prune committed),
+    so that removing the file loses nothing; False when a line is not an exported event."""
+    chunk: dict[int, str] = {}
+    for event in exported_events(partial):
+        if event is None:
+            return False
+        chunk[event[0]] = event[1]
+        if len(chunk) >= CHECK_CHUNK:
+            if not _all_stored(chunk):
+                return False
+            chunk = {}
+    return _all_stored(chunk)
+
+
+def _all_stored(events: dict[int, str]) -> bool:
+    stored = dict(AuditEvent.objects.filter(id__in=events).values_list("id", "hash"))
+    return stored == events
 
 
 class Command(BaseCommand):
@@ -139,7 +199,12 @@ class Command(BaseCommand):
                     head.save(update_fields=["anchor_hash"])
                 audit.record(
                     Action.AUDIT_PRUNED,
-                    details={"before": day.isoformat(), "events": count, "export": str(path), "last_hash": last.hash},
+                    details={
+                        "before": day.isoformat(),
+                        "events": count,
+                        "export": str(resolved(path)),  # so a re-run naming it another way finds it
+                        "last_hash": last.hash,
+                    },
                 )
             committed = True
         except BaseException:
@@ -162,18 +227,49 @@ class Command(BaseCommand):
         return Path(output) if output else Path(settings.DATA_DIR) / f"audit-until-{day}.jsonl"
 
     def settle_leftover(self, path: Path) -> None:
-        """Deal with a killed run's file at the export's temporary name, so that it never blocks this run."""
+        """Deal with a killed run's file at the export's temporary name, so that it never blocks this run.
+
+        It is moved into place when it is the complete export of a prune recorded for this path, removed when its
+        events are all in the database still (the run was killed before its commit), and otherwise set aside
+        under another name, never removed: it may be the only copy of events pruned since.
+        """
         partial = partial_path(path)
         try:
             if not partial.is_file() or path.exists():
                 return
-            if not exported_by_a_committed_prune(partial, path):
+        except OSError:
+            return  # not there: this run's own export reports any real trouble with the folder
+        try:
+            if exported_by_a_committed_prune(partial, path):
+                move_into_place(partial, path)
+                self.stdout.write(f"Moved the complete export of an interrupted earlier prune into place: {path}.")
+                return
+            if still_in_the_database(partial):
                 partial.unlink()  # a run killed while exporting: its events were never pruned
                 return
-            move_into_place(partial, path)
-        except OSError:
-            return  # unreadable or not there: this run's own export reports any real trouble with the folder
-        self.stdout.write(f"Moved the complete export of an interrupted earlier prune into place: {path}.")
+        except OSError as exc:
+            self.stderr.write(
+                f"{partial} is left from an earlier run and could not be checked ({exc.strerror}), so it was kept: "
+                "it may hold the only copy of audit events pruned since."
+            )
+            return
+        self.set_aside(partial)
+
+    def set_aside(self, partial: Path) -> None:
+        """Keep a leftover export that holds events no longer in the database under a name no run writes."""
+        aside = partial.with_name(f"{partial.name}.{timezone.now():%Y%m%dT%H%M%SZ}")
+        why = (
+            f"{partial} is left from an earlier run: it is not the export of a pruning the audit trail records for "
+            "this path, and not all it holds is in the database, so it may be the only copy of pruned audit events"
+        )
+        try:
+            if aside.exists():
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+            os.rename(partial, aside)
+        except OSError as exc:
+            self.stderr.write(f"{why}. It could not be set aside ({exc.strerror}) and was kept as it is.")
+            return
+        self.stderr.write(f"{why}. It was kept as {aside}: store it with the other exports.")
 
     def export_path(self, output: str | None, day: str) -> Path:
         """The export's path, checked to be free and in an existing folder; by default in PORTAL_DATA_DIR (0700)."""
@@ -193,6 +289,11 @@ class Command(BaseCommand):
         if not taken:
             self.settle_leftover(path)
             taken = path.exists()
+            if not taken and partial_path(path).exists():
+                raise CommandError(
+                    f"{partial_path(path)} is left from an earlier run and was kept (see above), so this run cannot "
+                    "write its export there. Move that file somewhere safe, then run the command again."
+                )
         if taken:
             raise CommandError(f"{path} already exists; choose another --output so no export is overwritten.")
         if not path.parent.is_dir():
