@@ -73,7 +73,13 @@ class Offboarding:
             "tokens_revoked": [t.lookup_id for t in self.tokens],
             "teams_without_admin": [t.slug for t in self.leaderless],
             "static_copies": [
-                {"team": a.key.team.slug, "key": a.key.short_fingerprint, "label": a.key.label, "masked": a.key.masked}
+                {
+                    "id": str(a.key.pk),  # as static_copy() names the key: its fingerprint changes with a rotation
+                    "team": a.key.team.slug,
+                    "key": a.key.short_fingerprint,
+                    "label": a.key.label,
+                    "masked": a.key.masked,
+                }
                 for a in self.static_copies
             ],
         }

@@ -139,7 +139,11 @@ def update_gateway(
 def key_event(
     action: str, key: GatewayKey, *, actor=None, request: HttpRequest | None = None, details: dict | None = None
 ) -> AuditEvent:
-    """An audit event about a key, not yet written: its team, gateway, fingerprint and label (never the secret)."""
+    """An audit event about a key, not yet written: its team, gateway, fingerprint, label and id (never the secret).
+
+    The id is what ties a key's rows together: the target names the secret in force, which a rotation changes,
+    and the label changes with a relabel.
+    """
     return audit.new_event(
         action,
         actor=actor,
@@ -147,7 +151,7 @@ def key_event(
         team=key.team,
         gateway_slug=key.gateway.slug,
         target=key.short_fingerprint,
-        details={"label": key.label, **(details or {})},
+        details={"label": key.label, "key_id": str(key.pk), **(details or {})},
     )
 
 
@@ -229,7 +233,7 @@ def store_key(
         key,
         actor=actor,
         request=request,
-        details={"label": key.label, "masked": key.masked, "key_id": str(key.id)},
+        details={"label": key.label, "masked": key.masked},
     )
     return key
 
@@ -292,7 +296,7 @@ def rotate_key_secret(
     """Replace a key's secret, and its expiry when one is given (None: it does not expire; ...: unchanged),
     since a new secret from the gateway's console usually comes with its own; developers must download again."""
     key = _changeable_key(key)
-    old_masked, old_fingerprint = key.masked, key.fingerprint
+    old_masked, old_fingerprint, old_short = key.masked, key.fingerprint, key.short_fingerprint
     details: dict[str, Any] = {}
     if not isinstance(expires_at, EllipsisType):
         expires_at = rules.clean_expiry(expires_at)
@@ -321,7 +325,8 @@ def rotate_key_secret(
         key,
         actor=actor,
         request=request,
-        details={"from": old_masked, "to": key.masked, **details},
+        # The replaced secret by its fingerprint too: the target of the key's rows before this one.
+        details={"from": old_masked, "to": key.masked, "previous_fingerprint": old_short, **details},
     )
     events.key_rotated.send(sender=GatewayKey, key=key, actor=actor)
     return key
@@ -436,11 +441,18 @@ def record_assignments_removed(
     assignments: list[Assignment], *, user, reason: str, actor=None, request: HttpRequest | None = None
 ) -> None:
     """An *Assignment removed* event in each key's trail, as removing one assignment writes, for assignments taken
-    back together (a member leaving, an offboarding): an auditor reading a key's trail sees who lost it and why."""
+    back together (a member leaving, an offboarding): an auditor reading a key's trail sees who lost it and why,
+    and, as remove_assignment's row, the copy of its present secret they left with (static_copy)."""
     details = {"user": user.get_username(), "reason": reason}
     audit.append(
         [
-            key_event(Action.ASSIGNMENT_REMOVED, a.key, actor=actor, request=request, details=details)
+            key_event(
+                Action.ASSIGNMENT_REMOVED,
+                a.key,
+                actor=actor,
+                request=request,
+                details={**details, **({"static_copies": [copy]} if (copy := static_copy(a)) else {})},
+            )
             for a in assignments
         ]
     )

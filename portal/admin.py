@@ -77,7 +77,8 @@ class MembershipAdmin(LookOnly, admin.ModelAdmin):
 
 @admin.register(AccessToken)
 class AccessTokenAdmin(admin.ModelAdmin):
-    """Tokens are issued with `manage.py issue_access_token`; here they can only be seen, renamed and revoked.
+    """Tokens are issued with `manage.py issue_access_token`; here they can only be seen, renamed (`token.updated`,
+    from and to) and revoked.
 
     A date entered in Revoked revokes a live token now, through the audited service; a revoked token's date is
     read-only, and a save writes only the fields changed on its page, so a page opened before someone revoked
@@ -108,8 +109,26 @@ class AccessTokenAdmin(admin.ModelAdmin):
         if "revoked_at" in form.changed_data and obj.revoked_at:
             revoke_token(token=obj, actor=request.user, request=request)  # audited; the date is now
         edited = [name for name in form.changed_data if name != "revoked_at"]
-        if edited:
-            obj.save(update_fields=edited)
+        if not edited:
+            return
+        # Locked, in the admin's transaction: the row's values as this save replaces them, for the audit row.
+        before = AccessToken.objects.select_for_update().get(pk=obj.pk)
+        changed = {
+            name: {"from": _shown(getattr(before, name)), "to": _shown(getattr(obj, name))}
+            for name in edited
+            if _shown(getattr(before, name)) != _shown(getattr(obj, name))
+        }
+        obj.save(update_fields=edited)
+        if changed:
+            # The trail names a token by its lookup id and the name it was issued with: a new name is recorded,
+            # or its later rows would seem to be about another token.
+            audit.record(
+                Action.TOKEN_UPDATED,
+                actor=request.user,
+                request=request,
+                target=obj.lookup_id,
+                details={"via": "admin", "user": obj.user.get_username(), "changed": changed},
+            )
 
 
 @admin.register(AuditChainHead)
@@ -177,6 +196,21 @@ def account_as_shown(user, names) -> dict[str, str]:
             value = sorted(item.pk for item in value)
         digests[name] = hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:16]
     return digests
+
+
+def record_member_renamed(user, renamed: dict, *, actor, request) -> None:
+    """A `member.renamed` row in the trail of each team the account is a member of, as account offboarding writes
+    its `member.removed` rows: the account's own row belongs to no team, and a team's auditors read only their
+    team's trail, where the member's earlier rows keep the old name. `renamed` is the change's {"from", "to"}."""
+    for membership in Membership.objects.filter(user=user).select_related("team").order_by("team__slug"):
+        audit.record(
+            Action.MEMBER_RENAMED,
+            actor=actor,
+            request=request,
+            team=membership.team,
+            target=user.get_username(),
+            details={"via": Action.ACCOUNT_UPDATED.value, "role": membership.role, **renamed},
+        )
 
 
 class AccountChangeForm(UserChangeForm):
@@ -255,8 +289,8 @@ class AccountAddForm(AdminUserCreationForm):
 class AuditedUserAdmin(UserAdmin):
     """Django's user admin, with every change in the audit trail in the change's own transaction.
 
-    Adding is `account.created`, a change `account.updated` naming each changed field (from, to), the password
-    form `account.password_changed` (never the hash). Deleting is refused: an account's audit rows would
+    Adding is `account.created`, a change `account.updated` naming each changed field (from, to), and a rename also
+    `member.renamed` in each of its teams' trails; the password form `account.password_changed` (never the hash). Deleting is refused: an account's audit rows would
     point at no one. Offboarding on the portal's Users page deactivates it and takes back what it holds.
     """
 
@@ -326,6 +360,8 @@ class AuditedUserAdmin(UserAdmin):
                 target=obj.get_username(),
                 details={"via": "admin", "changed": changed},
             )
+        if "username" in changed:
+            record_member_renamed(obj, changed["username"], actor=request.user, request=request)
 
     def user_change_password(self, request, id, form_url=""):
         """Django's password form, audited: the form saves outside any transaction, so this view opens one."""

@@ -290,6 +290,8 @@ class Action(models.TextChoices):
     EMAIL_CONFIRMED = "account.email_confirmed", "E-mail address confirmed"
     ACCOUNT_UPDATED = "account.updated", "Account changed"
     ACCOUNT_UNLOCKED = "account.unlocked", "Sign-in lock-out lifted"
+    TOKEN_UPDATED = "token.updated", "Access token changed"
+    MEMBER_RENAMED = "member.renamed", "Member renamed"
 
 
 class ImmutableAuditError(Exception):

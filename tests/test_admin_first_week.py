@@ -189,7 +189,12 @@ def test_removing_a_member_who_downloaded_nothing_says_nothing_to_rotate(acme_ke
 def test_the_keys_audit_trail_shows_when_a_removed_member_lost_it(acme_key, bob, dave, alice):
     as_user(alice).post("/teams/web/members/bob/remove/")
     event = AuditEvent.objects.get(action=Action.ASSIGNMENT_REMOVED)
-    assert event.details == {"label": "Bob laptop", "user": "bob", "reason": "left the team"}
+    assert event.details == {
+        "label": "Bob laptop",
+        "key_id": str(acme_key.pk),
+        "user": "bob",
+        "reason": "left the team",
+    }
     assert event.actor == alice and event.gateway_slug == "acme" and event.target == acme_key.short_fingerprint
     rows = page_text(as_user(dave).get("/audit/?gateway=acme"))
     assert "Assignment removed" in rows and "left the team" in rows
@@ -210,7 +215,7 @@ def test_the_keys_audit_trail_shows_when_an_offboarded_member_lost_it(
     confirm_password(client, {"alice": alice, "staff": staff}[who])
     client.post(url)
     [event] = AuditEvent.objects.filter(action=Action.ASSIGNMENT_REMOVED)  # once, though end_membership runs too
-    assert event.details == {"label": "Bob laptop", "user": "bob", "reason": reason}
+    assert event.details == {"label": "Bob laptop", "key_id": str(acme_key.pk), "user": "bob", "reason": reason}
     assert event.gateway_slug == "acme" and event.target == acme_key.short_fingerprint
     call_command("verify_audit")
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from gateways import services
+from gateways import devices, services
 from gateways.models import GatewayKey
+from gateways.probes.probe import ProbeOutcome
+from gateways.probes.runner import save_outcome
 from portal.models import Action, AuditEvent
 from tests.conftest import TOKAIFY_SECRET
 
@@ -65,3 +70,69 @@ def test_settings_that_do_not_change_leave_downloads_fresh(alice, tokenbay_key):
     assert key.config_changed_at == stamp  # disabling stops downloads; it does not change a config
     key = services.rotate_key_secret(key=key, secret="sk-tokenbay-other-000000000", actor=alice)
     assert key.config_changed_at > stamp
+
+
+def _jsonl(response) -> list[dict]:
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+
+
+def test_every_row_about_a_key_names_its_id_and_a_rotation_names_the_fingerprint_it_replaced(
+    client, staff, alice, bob, tokenbay_key
+):
+    """An auditor follows one key through the export: each row's target names the secret in force then, which a
+    rotation changes, and the label changes with a relabel, so every row about the key carries its id."""
+    key = tokenbay_key
+    first_fingerprint = key.short_fingerprint
+    assignment = services.assign_key(key=key, username="bob", actor=alice)
+    services.deliver_config(assignment=assignment, format_name="bash")
+    device, code = devices.create_device(assignment=assignment, name="bob mac", platform="macos", actor=bob)
+    _device, device_token = devices.install_device(code=code, request=None, render=lambda _device, raw: raw)
+    devices.fetch_key(raw_token=device_token, request=None)
+    save_outcome(key, ProbeOutcome(verdict="ok", status_code=200), trigger="api", user=alice)
+    services.set_key_enabled(key=key, enabled=False, actor=alice)
+    assignment.key.refresh_from_db()
+    with pytest.raises(services.ConfigUnavailable):
+        services.usable_config(assignment=assignment, format_name="bash")
+    with pytest.raises(devices.DeviceRefused):
+        devices.fetch_key(raw_token=device_token, request=None)
+    services.set_key_enabled(key=key, enabled=True, actor=alice)
+    key = services.rotate_key_secret(key=key, secret="sk-tokenbay-new-0000000000", actor=alice)
+    devices.fetch_key(raw_token=device_token, request=None)  # the first fetch of the new secret: a row
+    key = services.update_key_settings(key=key, changes={"label": "CI main"}, actor=alice)
+    own = services.assign_key(key=key, username="alice", actor=alice)
+    services.remove_assignment(assignment=own, actor=alice)
+    devices.remove_device(device=device, actor=alice)
+    GatewayKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    assert services.record_expirations() == 1
+    services.revoke_key(key=GatewayKey.objects.get(pk=key.pk), actor=alice)
+
+    client.force_login(staff)
+    rows = [r for r in _jsonl(client.get("/audit/?export=jsonl")) if r["gateway"] == "tokenbay"]
+    assert {r["action"] for r in rows} >= {
+        "key.created",
+        "assignment.created",
+        "config.downloaded",
+        "device.created",
+        "device.installed",
+        "device.key_fetched",
+        "probe.run",
+        "key.disabled",
+        "config.refused",
+        "device.fetch_refused",
+        "key.enabled",
+        "key.rotated",
+        "key.updated",
+        "assignment.self_assigned",
+        "assignment.removed",
+        "device.removed",
+        "key.expired",
+        "key.revoked",
+    }
+    assert [(r["action"], r["target"]) for r in rows if r["details"].get("key_id") != str(key.pk)] == []
+    assert {r["target"] for r in rows} == {first_fingerprint, key.short_fingerprint}
+    [rotated] = [r for r in rows if r["action"] == "key.rotated"]
+    assert rotated["target"] == key.short_fingerprint != first_fingerprint
+    assert rotated["details"]["previous_fingerprint"] == first_fingerprint
+    assert rotated["details"]["from"] != rotated["details"]["to"]  # the masked forms, as before

@@ -190,3 +190,71 @@ def test_each_team_an_offboarded_account_leaves_reads_it_in_its_own_trail(api, s
     assert leaving(api(staff), team="web") == {"alice", "bob"}
     alice_left = AuditEvent.objects.get(action="member.removed", target="alice")
     assert alice_left.details["left_without_admin"] is True and alice_left.details["role"] == "admin"
+
+
+def _leave(way_out: str, *, web, user, alice, staff) -> None:
+    """Take `user` out of web one of the ways a member leaves a team."""
+    from gateways.offboarding import for_account, for_member, offboard
+    from portal.oidc import sync_memberships
+    from portal.services import remove_member
+
+    if way_out == "removed":
+        remove_member(membership=Membership.objects.get(team=web, user=user), actor=alice)
+    elif way_out == "team_offboarded":
+        offboard(for_member(web, user), actor=alice)
+    elif way_out == "account_offboarded":
+        offboard(for_account(user), actor=staff)
+    else:  # SSO groups: no longer in web's group at their sign-in
+        sync_memberships(None, user, set())
+
+
+@pytest.mark.parametrize("way_out", ["removed", "team_offboarded", "account_offboarded", "sso_groups"])
+def test_a_leavers_assignment_removed_row_names_their_static_copy_as_an_unassignments_does(
+    staff, alice, bob, web, tokenbay_key, tokaify_key, way_out
+):
+    """The key's trail names the copy a holder left with, whether the key was taken back from them alone or with
+    everything else when they left; and copies_out still counts each person once."""
+    from gateways.devices import copies_out
+    from gateways.services import assign_key, deliver_config, remove_assignment
+
+    web.sso_member_group = "web-devs"
+    web.save()
+    erin = make_user("erin")
+    Membership.objects.create(team=web, user=erin, role=Role.MEMBER, via_sso=True)  # joined through web-devs
+    for user in (bob, erin):
+        deliver_config(assignment=assign_key(key=tokenbay_key, username=user.username, actor=alice), format_name="bash")
+    assign_key(key=tokaify_key, username="erin", actor=alice)  # assigned, never downloaded: no copy
+
+    remove_assignment(assignment=Assignment.objects.get(key=tokenbay_key, user=bob), actor=alice)
+    _leave(way_out, web=web, user=erin, alice=alice, staff=staff)
+
+    copy = {"id": str(tokenbay_key.pk), "team": "web", "key": tokenbay_key.short_fingerprint, "label": "Bob laptop"}
+    removed = {
+        (row.details["user"], row.details["key_id"]): row.details
+        for row in AuditEvent.objects.filter(action="assignment.removed")
+    }
+    assert removed[("bob", str(tokenbay_key.pk))]["static_copies"] == [copy]  # an unassignment's row
+    assert removed[("erin", str(tokenbay_key.pk))]["static_copies"] == [copy]
+    assert "static_copies" not in removed[("erin", str(tokaify_key.pk))]
+    # Erin's copy is named by her leaving row and by the key's row: one developer, as is bob.
+    assert copies_out(tokenbay_key) == 2
+    assert copies_out(tokaify_key) == 0
+
+
+def test_an_offboardings_static_copies_name_each_key_by_its_id(staff, bob, bob_assignment):
+    """A rotation changes the fingerprint the offboarding row names the key by; its id stays."""
+    from gateways.offboarding import for_account, offboard
+    from gateways.services import deliver_config
+
+    deliver_config(assignment=bob_assignment, format_name="bash")
+    key = bob_assignment.key
+    consequences = offboard(for_account(bob), actor=staff)
+    expected = {
+        "id": str(key.pk),
+        "team": "web",
+        "key": key.short_fingerprint,
+        "label": key.label,
+        "masked": key.masked,
+    }
+    assert consequences["static_copies"] == [expected]
+    assert AuditEvent.objects.get(action="account.offboarded").details["static_copies"] == [expected]

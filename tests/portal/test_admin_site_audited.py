@@ -16,7 +16,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from gateways import services as key_services
 from gateways.models import GatewayKey
-from portal.models import Action, AuditEvent
+from portal.models import AccessToken, Action, AuditEvent, Membership, Role
+from portal.services import issue_token
 from tests.admin_forms import form_data
 from tests.conftest import TOKAIFY_SECRET, TOKENBAY_SECRET, make_user
 
@@ -153,6 +154,41 @@ def test_a_rename_to_another_accounts_name_but_for_case_is_refused_in_the_admin(
     assert dave.username == "Dave"
 
 
+def test_renaming_an_account_in_the_admin_tells_each_of_its_teams_in_their_own_trail(
+    root_client, root, api, bob, dave, charlie, data_team, capsys
+):
+    """The rename's account.updated row belongs to no team; each team's auditors read their own trail, where the
+    member's earlier rows keep the old name, so each team gets a member.renamed row linking the two names."""
+    Membership.objects.create(team=data_team, user=bob, role=Role.AUDITOR)
+    url = f"/admin/auth/user/{bob.pk}/change/"
+    assert root_client.post(url, {**form_data(root_client.get(url)), "username": "robert"}).status_code == 302
+    [account, *renamed] = new_events()
+    assert (account.action, account.team_slug, account.target) == (Action.ACCOUNT_UPDATED, "", "robert")
+    assert account.details["changed"] == {"username": {"from": "bob", "to": "robert"}}
+    assert [(e.action, e.team_slug, e.actor, e.target, e.details) for e in renamed] == [
+        (
+            Action.MEMBER_RENAMED,
+            slug,
+            root,
+            "robert",
+            {"via": "account.updated", "role": role, "from": "bob", "to": "robert"},
+        )
+        for slug, role in (("data", "auditor"), ("web", "member"))
+    ]
+    # Each team's auditor finds it in their team's trail, and only their team's.
+    rows = api(dave).get("/api/v1/audit-events/", {"team": "web", "action": "member.renamed"}).json()["results"]
+    assert [(r["target"], r["details"]["from"], r["details"]["to"]) for r in rows] == [("robert", "bob", "robert")]
+    rows = api(charlie).get("/api/v1/audit-events/", {"action": "member.renamed"}).json()["results"]
+    assert [r["team"] for r in rows] == ["data"]
+    assert_chain_intact(capsys)
+
+
+def test_an_account_changed_but_not_renamed_in_the_admin_writes_no_team_row(root_client, bob):
+    url = f"/admin/auth/user/{bob.pk}/change/"
+    assert root_client.post(url, {**form_data(root_client.get(url)), "first_name": "Bobby"}).status_code == 302
+    assert [e.action for e in new_events()] == [Action.ACCOUNT_UPDATED]
+
+
 def test_an_address_another_account_has_is_refused_in_the_admin(root_client, bob, dave):
     """A reset for bob@ would mail dave's link to bob's mailbox, and SSO refuses an address two accounts share."""
     url = f"/admin/auth/user/{dave.pk}/change/"
@@ -275,6 +311,29 @@ def test_every_second_factor_admin_writes_its_changes_to_the_trail(rf, root):
     for model_admin in device_admins.values():
         assert not model_admin.has_add_permission(request) and not model_admin.has_change_permission(request)
         assert not model_admin.has_delete_permission(request) or isinstance(model_admin, AuditedTOTPDeviceAdmin)
+
+
+# Access tokens
+
+
+def test_renaming_an_access_token_in_the_admin_is_audited_with_its_old_and_new_name(root_client, root, bob, capsys):
+    """The trail names a token by its lookup id and the name it was issued with: a new name is recorded."""
+    token, _raw = issue_token(user=bob, name="deploy", actor=bob)
+    url = f"/admin/portal/accesstoken/{token.pk}/change/"
+    assert root_client.post(url, {**form_data(root_client.get(url)), "name": "harmless"}).status_code == 302
+    assert AccessToken.objects.get(pk=token.pk).name == "harmless"
+    [issued, renamed] = new_events()
+    assert (issued.action, renamed.action) == (Action.TOKEN_ISSUED, Action.TOKEN_UPDATED)
+    assert (renamed.actor, renamed.target, renamed.team_slug) == (root, token.lookup_id, "")
+    assert renamed.details == {"via": "admin", "user": "bob", "changed": {"name": {"from": "deploy", "to": "harmless"}}}
+    assert_chain_intact(capsys)
+
+
+def test_saving_an_access_token_unchanged_in_the_admin_writes_no_row(root_client, bob):
+    token, _raw = issue_token(user=bob, name="deploy", actor=bob)
+    url = f"/admin/portal/accesstoken/{token.pk}/change/"
+    assert root_client.post(url, form_data(root_client.get(url))).status_code == 302
+    assert [e.action for e in new_events()] == [Action.TOKEN_ISSUED]
 
 
 # Keys
