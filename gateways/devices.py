@@ -56,6 +56,7 @@ from portal.models import (
     token_matches,
 )
 from portal.names import clean_name
+from portal.renames import current_name, rename_rows
 
 CLAUDE_VERSION = re.compile(r"claude-cli/(\d{1,4}\.\d{1,4}\.\d{1,6})")
 # curl asks for a shell script, so that a refused link answers one that prints why and exits 1 (see
@@ -500,16 +501,24 @@ def copies_out(key: GatewayKey) -> int:
     who have left the team or had the key taken back since included: what the gateway still accepts after a
     revocation, until the key is deleted there. A copy of an earlier secret does not count: the rotation was the
     moment to drop that one at the gateway. Former holders are read from their events (a leaver's, or the key's
-    *Assignment removed*), which name the secret by its short fingerprint."""
+    *Assignment removed*), which name the secret by its short fingerprint.
+
+    Counted per account: a row names the holder by the user name it had then, and staff may have renamed accounts
+    since (portal.renames), so each former holder is counted under the name its account has now, as present holders
+    are. A fixed number of queries, however many rows and renames."""
     people = set(key.assignments.holding_present_secret().values_list("user__username", flat=True))
     leaving = Q(Q(team=key.team) | Q(team__isnull=True), action__in=LEAVING_ACTIONS)
     # An assignment's removal is in the key's own trail (its target is the key), naming the holder in details.
     taken_back = Q(team=key.team, action=Action.ASSIGNMENT_REMOVED, target=key.short_fingerprint)
     events = AuditEvent.objects.filter(leaving | taken_back, created_at__gte=key.created_at)
-    for action, target, details in events.values_list("action", "target", "details"):
+    renames = None
+    for action, target, details, created_at in events.values_list("action", "target", "details", "created_at"):
         copies = details.get("static_copies", []) if isinstance(details, dict) else []
         if any(c.get("team") == key.team.slug and c.get("key") == key.short_fingerprint for c in copies):
-            people.add(details.get("user") if action == Action.ASSIGNMENT_REMOVED else target)
+            if renames is None:
+                renames = rename_rows(since=key.created_at)
+            name = details.get("user") if action == Action.ASSIGNMENT_REMOVED else target
+            people.add(current_name(name, created_at, renames))
     return len(people)
 
 

@@ -106,8 +106,13 @@ class AccessTokenAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "revoked_at"] if obj is not None and obj.revoked_at else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
+        # A rename is recorded before a revocation entered in the same save, so the trail reads in order: renamed
+        # deploy to harmless, then revoked harmless (the name the token has when it is revoked).
+        self._save_edits(request, obj, form)
         if "revoked_at" in form.changed_data and obj.revoked_at:
             revoke_token(token=obj, actor=request.user, request=request)  # audited; the date is now
+
+    def _save_edits(self, request, obj, form):
         edited = [name for name in form.changed_data if name != "revoked_at"]
         if not edited:
             return

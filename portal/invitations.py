@@ -35,6 +35,7 @@ from portal.models import (
     UnconfirmedEmail,
 )
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
+from portal.renames import rename_rows
 from portal.signals import member_added
 from portal.times import iso_time
 
@@ -249,22 +250,15 @@ def names_held(user) -> list[tuple[str, datetime, datetime | None]]:
     Staff rename an account in the admin site, which writes an `account.updated` row naming the account by its new
     name and recording `changed.username` {"from", "to"}; rows name accounts by user name, never by id. So the
     renames since the account was made are walked back from its current name, newest first: each one to the name
-    it then had gives the name before. Two queries, however many renames.
+    it then had gives the name before (portal.renames). Two queries, however many renames.
     """
-    renamed = Q(action=Action.ACCOUNT_UPDATED, created_at__gte=user.date_joined, details__changed__has_key="username")
-    rows = [
-        *AuditEvent.objects.filter(renamed).values_list("created_at", "details"),
-        *PendingAuditEvent.objects.filter(renamed, rejected=False).values_list("created_at", "details"),
-    ]
-    rows.sort(key=lambda row: row[0], reverse=True)
     name, until = user.get_username(), None
     held: list[tuple[str, datetime, datetime | None]] = []
-    for created_at, details in rows:
-        change = details.get("changed", {}).get("username") if isinstance(details, dict) else None
-        if not isinstance(change, dict) or change.get("to") != name or not isinstance(change.get("from"), str):
+    for rename in reversed(rename_rows(since=user.date_joined)):
+        if rename.new != name:
             continue  # another account's rename
-        held.append((name, created_at, until))
-        name, until = change["from"], created_at
+        held.append((name, rename.at, until))
+        name, until = rename.old, rename.at
     held.append((name, user.date_joined, until))
     return held
 

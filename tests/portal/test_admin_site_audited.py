@@ -329,6 +329,25 @@ def test_renaming_an_access_token_in_the_admin_is_audited_with_its_old_and_new_n
     assert_chain_intact(capsys)
 
 
+def test_a_token_renamed_and_revoked_in_one_save_is_renamed_first_then_revoked_under_its_new_name(root_client, bob):
+    """Staff rename deploy to harmless and enter a Revoked date in one save: the trail reads renamed deploy to
+    harmless, then revoked harmless, never a revocation of "harmless" before any row gives the token that name."""
+    token, _raw = issue_token(user=bob, name="deploy", actor=bob)
+    url = f"/admin/portal/accesstoken/{token.pk}/change/"
+    data = {**form_data(root_client.get(url)), "revoked_at_0": "2026-01-01", "revoked_at_1": "00:00:00"}
+    assert root_client.post(url, {**data, "name": "harmless"}).status_code == 302
+    assert AccessToken.objects.get(pk=token.pk).revoked_at is not None
+    [issued, renamed, revoked] = new_events()
+    assert [e.action for e in (issued, renamed, revoked)] == [
+        Action.TOKEN_ISSUED,
+        Action.TOKEN_UPDATED,
+        Action.TOKEN_REVOKED,
+    ]
+    assert renamed.details["changed"] == {"name": {"from": "deploy", "to": "harmless"}}
+    assert revoked.details == {"user": "bob", "name": "harmless"}
+    assert revoked.target == renamed.target == token.lookup_id
+
+
 def test_saving_an_access_token_unchanged_in_the_admin_writes_no_row(root_client, bob):
     token, _raw = issue_token(user=bob, name="deploy", actor=bob)
     url = f"/admin/portal/accesstoken/{token.pk}/change/"
