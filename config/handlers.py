@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -12,7 +14,7 @@ from rest_framework.views import set_rollback
 
 from portal.api.parsers import NotUnicode
 from portal.crypto import DecryptionError
-from portal.errors import RuleError
+from portal.errors import AlreadyGone, RuleError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,12 @@ def _flatten(detail, prefix: str = "") -> list[str]:
     return [f"{prefix}{detail}"]
 
 
+# get_object_or_404's sentence, and what the API says instead: the same for what was removed (a retried DELETE)
+# and what never was, or is not the caller's to see.
+DJANGO_NOT_FOUND = re.compile(r"No \w+ matches the given query\.")
+NOT_HERE = "Nothing with that id or name is here: removed already, never made, or not yours to see."
+
+
 def _in_body(context, field: str) -> bool:
     """Whether `field` is one of the request body's (sent, or left out when required), not a query parameter, which
     a rule may refuse too and which has no errors."""
@@ -41,6 +49,9 @@ def _in_body(context, field: str) -> bool:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, AlreadyGone):
+        set_rollback()
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, RuleError):
         set_rollback()
         body: dict[str, object] = {"detail": str(exc)}
@@ -49,6 +60,9 @@ def exception_handler(exc, context):
             if _in_body(context, exc.field):  # a body's field, as the serializer names the ones it refuses
                 body["errors"] = {exc.field: [str(exc)]}
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404) and DJANGO_NOT_FOUND.fullmatch(str(exc)):
+        # get_object_or_404's "No Membership matches the given query." names a model, not what the client sent.
+        exc = exceptions.NotFound(NOT_HERE)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError({"detail": " ".join(exc.messages)})
     elif isinstance(exc, DecryptionError):

@@ -22,6 +22,12 @@ class RuleError(ValueError):
         self.field = field
 
 
+class AlreadyGone(RuleError):
+    """What the action is for has gone already: removed, withdrawn, taken back (often by the same request sent
+    twice, as a retrying client does). The API answers 404 with the sentence, as for what never was, so a script
+    can take either for "done"; a page shows the sentence."""
+
+
 # A refused name or value quoted in a sentence is cut to this many characters: a 100,000-character field
 # name is not echoed whole.
 ECHOED_AT_MOST = 80

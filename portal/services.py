@@ -8,7 +8,7 @@ from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 
 from portal import audit
-from portal.errors import RuleError
+from portal.errors import AlreadyGone, RuleError
 from portal.invitations import known_addresses, withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
 from portal.names import clean_name
@@ -98,13 +98,21 @@ def put_member(
         raise RuleError(f"{role!r} is not a role. Use one of: {', '.join(Role.values)}.", field="role")
     user = find_user(username)
     membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
-    created = membership is None
+    created = False
     if membership is None:
         try:
             with transaction.atomic():
                 membership = Membership.objects.create(team=team, user=user, role=role)
+            created = True
         except IntegrityError:
-            raise RuleError(f"{username} was added to {team.slug} at the same moment; try again.") from None
+            # Added at the same moment by another request (a retried POST, a double click): they are a member
+            # now, so this one sets the role, as for anyone already in the team.
+            membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
+            if membership is None:  # and removed again since: nothing to build on
+                raise RuleError(
+                    f"{username} was added to {team.slug} and removed at the same moment; try again."
+                ) from None
+    if created:
         audit.record(
             Action.MEMBER_ADDED, actor=actor, request=request, team=team, target=username, details={"role": role}
         )
@@ -157,6 +165,11 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
     return details
 
 
+def not_a_member(username: str, team: Team) -> str:
+    """The sentence for removing someone who is not in the team: removed already (a retry), or never added."""
+    return f"{username} is not a member of {team.slug}: removed already, or never added."
+
+
 @transaction.atomic
 def remove_member(*, membership: Membership, actor, request: HttpRequest | None = None) -> dict[str, object]:
     """Remove a member; the apps listening to member_leaving take back what they held (their key assignments).
@@ -167,7 +180,7 @@ def remove_member(*, membership: Membership, actor, request: HttpRequest | None 
     # the member gone, and a key being assigned to them (gateways.services.assign_key) is taken back too.
     current = Membership.objects.select_for_update().filter(pk=membership.pk).first()
     if current is None:
-        raise RuleError(f"{user.get_username()} is no longer a member of {team.slug}.")
+        raise AlreadyGone(not_a_member(user.get_username(), team))
     membership.role = current.role
     refuse_last_admin(membership, new_role=None)
     details = end_membership(membership, actor=actor, request=request)

@@ -7,6 +7,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import generics, permissions, status
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -110,9 +111,11 @@ class TeamMemberDetail(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, slug, username):
         team, _ = team_with_role(request.user, slug, Role.ADMIN, denied="Only the team's admins can remove members.")
-        membership = get_object_or_404(
-            Membership.objects.select_related("user", "team"), team=team, user__username=username
+        membership = (
+            Membership.objects.select_related("user", "team").filter(team=team, user__username=username).first()
         )
+        if membership is None:  # as a removal that finds them gone meanwhile answers (services.remove_member)
+            raise NotFound(services.not_a_member(username, team))
         services.remove_member(membership=membership, actor=request.user, request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

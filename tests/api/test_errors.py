@@ -74,3 +74,23 @@ def test_a_server_error_is_a_json_sentence_under_the_api(rf):
     response = import_string(handler500)(rf.get("/api/v1/teams/"))
     assert response.status_code == 500
     assert b"failed on its side" in response.content and response["Content-Type"] == "application/json"
+
+
+def test_a_retried_member_removal_is_a_404_with_a_sentence(api, alice, bob):
+    """A retrying client sends the DELETE again after its answer was lost: 404, which it can take for "done"."""
+    client = api(alice)
+    assert client.delete("/api/v1/teams/web/members/bob/").status_code == 204
+    again = client.delete("/api/v1/teams/web/members/bob/")
+    assert again.status_code == 404
+    assert again.json() == {"detail": "bob is not a member of web: removed already, or never added."}
+
+
+def test_a_retried_delete_of_what_is_gone_names_no_model(api, alice, bob_assignment):
+    """get_object_or_404's "No Assignment matches the given query." named a model, not what was sent."""
+    client = api(alice)
+    assert client.delete(f"/api/v1/assignments/{bob_assignment.pk}/").status_code == 204
+    again = client.delete(f"/api/v1/assignments/{bob_assignment.pk}/")
+    assert again.status_code == 404
+    assert again.json() == {
+        "detail": "Nothing with that id or name is here: removed already, never made, or not yours to see."
+    }
