@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal import audit, mail
-from portal.errors import RuleError
+from portal.errors import AlreadyGone, RuleError
 from portal.http import public_url
 from portal.models import (
     Action,
@@ -179,7 +179,10 @@ def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest |
     # (or someone accepted) it since.
     if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
         invitation.refresh_from_db()
-        raise RuleError(f"This invitation is {invitation.state} already; there is nothing to withdraw.")
+        refusal = f"This invitation is {invitation.state} already; there is nothing to withdraw."
+        # Withdrawn: what was asked is done (the API's 404, as for a retried DELETE of anything gone); accepted or
+        # run out: it cannot be withdrawn (a 400).
+        raise AlreadyGone(refusal) if invitation.state == "withdrawn" else RuleError(refusal)
     audit.record(
         Action.INVITATION_WITHDRAWN,
         actor=actor,

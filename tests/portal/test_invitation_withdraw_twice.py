@@ -49,9 +49,27 @@ def test_the_api_answers_a_delete_that_lost_the_race_with_the_sentence(api, alic
 
     monkeypatch.setattr(api_invitations, "get_object_or_404", read_then_withdrawn_by_another_request)
     response = api(alice).delete(f"/api/v1/teams/web/invitations/{invitation.pk}/")
-    assert response.status_code == 400, (response.status_code, response.content[:300])
+    assert response.status_code == 404, (response.status_code, response.content[:300])
     assert response.json()["detail"] == ALREADY
     assert withdrawn_rows(invitation) == 1
+
+
+@pytest.mark.django_db
+def test_a_retried_delete_after_the_withdrawal_answers_as_one_that_lost_the_race(api, alice, invitation):
+    """A retrying client (urllib3 retries DELETE) takes 404 for "done"; a 400 said its request was wrong."""
+    client = api(alice)
+    assert client.delete(f"/api/v1/teams/web/invitations/{invitation.pk}/").status_code == 204
+    again = client.delete(f"/api/v1/teams/web/invitations/{invitation.pk}/")
+    assert (again.status_code, again.json()["detail"]) == (404, ALREADY)
+    assert withdrawn_rows(invitation) == 1
+
+
+@pytest.mark.django_db
+def test_withdrawing_an_accepted_invitation_is_refused(api, alice, charlie, invitation):
+    invitations.accept_invitation(invitation=invitation, user=charlie)
+    response = api(alice).delete(f"/api/v1/teams/web/invitations/{invitation.pk}/")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "This invitation is accepted already; there is nothing to withdraw."
 
 
 @pytest.mark.django_db
