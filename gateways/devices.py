@@ -198,6 +198,7 @@ def create_device(
         raise refusal("unassigned", Device(key=key, user=assignment.user))
     if not key.is_usable:
         raise refusal(key.state, Device(key=key, user=assignment.user))
+    _replace_waiting_links(assignment, name, platform, actor=actor, request=request)
     lookup_id = secrets.token_hex(6)
     code = f"{lookup_id}_{secrets.token_urlsafe(24)}"
     remember(code)
@@ -219,6 +220,42 @@ def create_device(
         details={"device": device.pk, "name": name, "platform": platform, "user": assignment.user.get_username()},
     )
     return device, code
+
+
+def _replace_waiting_links(
+    assignment: Assignment, name: str, platform: str, *, actor, request: HttpRequest | None
+) -> None:
+    """Remove the set-up's install links for this device name and platform that still wait for their one use.
+
+    A request sent again because its answer was lost (a retrying client), or a second click, would otherwise
+    leave two links live for their minutes, one of them never seen, and an unused device listed for ever: the
+    link the caller holds now is the one that stays. An installed device is never touched.
+    """
+    waiting = Device.objects.select_for_update(of=("self",)).filter(
+        assignment=assignment,
+        name=name,
+        platform=platform,
+        installed_at__isnull=True,
+        revoked_at__isnull=True,
+        install_expires_at__gt=timezone.now(),
+    )
+    for earlier in waiting:
+        earlier.revoked_at = timezone.now()
+        earlier.revoked_by = actor
+        earlier.revoked_by_username = actor.get_username() if actor else ""
+        earlier.save(update_fields=["revoked_at", "revoked_by", "revoked_by_username"])
+        record_key_event(
+            Action.DEVICE_REMOVED,
+            assignment.key,
+            actor=actor,
+            request=request,
+            details={
+                "device": earlier.pk,
+                "name": earlier.name,
+                "user": assignment.user.get_username(),
+                "reason": "replaced by a new install link of the same name before it was used",
+            },
+        )
 
 
 def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:

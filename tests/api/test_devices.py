@@ -466,3 +466,20 @@ def test_the_early_answered_key_fetch_keeps_the_host_check_and_the_https_redirec
     settings.SECURE_SSL_REDIRECT = True
     redirected = fetch(Client(), token)  # a new handler: SecurityMiddleware reads the setting when it starts
     assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
+
+
+def test_a_retried_install_link_request_leaves_one_link_waiting(api, client, bob, bob_assignment):
+    """The answer to the first POST was lost: the retry's link is the one that works, and one device is listed."""
+    lost = make_device(api, bob, bob_assignment)
+    kept = make_device(api, bob, bob_assignment)
+    waiting = Device.objects.filter(assignment=bob_assignment, revoked_at__isnull=True)
+    assert list(waiting.values_list("pk", flat=True)) == [kept["id"]]
+    refused = client.get(path_of(lost["install_url"]))
+    assert refused.status_code == 403 and "removed" in refused.content.decode()
+    install(client, kept)
+    [replaced] = AuditEvent.objects.filter(action="device.removed")
+    assert replaced.details["device"] == lost["id"]
+    assert replaced.details["reason"] == "replaced by a new install link of the same name before it was used"
+    # An installed device is never replaced: a second laptop of the same name is a device of its own.
+    make_device(api, bob, bob_assignment)
+    assert Device.objects.filter(assignment=bob_assignment, revoked_at__isnull=True).count() == 2
