@@ -196,7 +196,8 @@ def _refuse_duplicate(team: Team, fingerprint: str, *, exclude: GatewayKey | Non
         )
     if existing:
         raise RuleError(
-            f"This secret is already stored in {team.slug} as {existing.label!r}; it was not saved twice.",
+            f"This secret is already stored in {team.slug} as {existing.label!r} (id {existing.pk}); it was not "
+            "saved twice.",
             field="secret",
         )
 
@@ -397,7 +398,7 @@ def assign_key(*, key: GatewayKey, username: str, actor, request: HttpRequest | 
         raise RuleError("This key is revoked and cannot be assigned.")
     assignment, created = Assignment.objects.get_or_create(key=key, user=user, defaults={"assigned_by": actor})
     if not created:
-        raise RuleError(f"{username} already has this key.", field="username")
+        raise RuleError(f"{username} already has this key (assignment {assignment.pk}).", field="username")
     # Giving oneself a key is how an admin can read it back: its own event, and the other admins hear of it.
     self_assigned = assignment.is_self_assigned
     record_key_event(

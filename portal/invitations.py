@@ -133,9 +133,10 @@ def create_invitation(
     if Membership.objects.filter(known, team=team, user__is_active=True).exists():
         raise RuleError(f"{email} already belongs to a member of {team.name}.", field="email")
     Team.objects.select_for_update().filter(pk=team.pk).first()  # one pending invitation per address, even in a race
-    if Invitation.objects.usable().filter(same_address("email", email), team=team).exists():
+    if pending := Invitation.objects.usable().filter(same_address("email", email), team=team).first():
         raise RuleError(
-            f"{email} already has a pending invitation to {team.name}. Withdraw it first to send a new link.",
+            f"{email} already has a pending invitation to {team.name} (id {pending.pk}). Withdraw it first to send "
+            "a new link.",
             field="email",
         )
     # One whose maker is no longer an admin has lapsed: the new link replaces it for good, so it cannot come

@@ -94,3 +94,19 @@ def test_a_retried_delete_of_what_is_gone_names_no_model(api, alice, bob_assignm
     assert again.json() == {
         "detail": "Nothing with that id or name is here: removed already, never made, or not yours to see."
     }
+
+
+def test_the_refusal_of_a_retried_create_names_what_exists(api, alice, bob, web, tokenbay):
+    """The first answer, with its id, was lost: the retry's refusal names the id to carry on with."""
+    client = api(alice)
+    body = {"gateway": "tokenbay", "label": "CI", "secret": "sk-tokenbay-retried-0123456789abcdef"}
+    key = client.post("/api/v1/teams/web/keys/", body, format="json").json()
+    assert f"(id {key['id']})" in client.post("/api/v1/teams/web/keys/", body, format="json").json()["detail"]
+
+    url = f"/api/v1/keys/{key['id']}/assignments/"
+    assignment = client.post(url, {"username": "bob"}, format="json").json()
+    assert f"(assignment {assignment['id']})" in client.post(url, {"username": "bob"}, format="json").json()["detail"]
+
+    invited = client.post("/api/v1/teams/web/invitations/", {"email": "kim@example.com"}, format="json").json()
+    again = client.post("/api/v1/teams/web/invitations/", {"email": "kim@example.com"}, format="json").json()
+    assert f"(id {invited['id']})" in again["detail"]
