@@ -248,11 +248,13 @@ def test_a_second_install_replaces_the_first_and_keeps_the_users_settings(portal
     (home / ".claude" / "settings.json").write_text(json.dumps(mine, indent=2) + "\n")
     (home / ".claude.json").write_text('{"numStartups": 3}')
     path, _ = tool_dir(tmp_path, "dash", "curl")
+    # The second link is made after the first install: one made while the first waits replaces it (R68).
     _, first_url = portal()
+    result = run(DOWNLOAD["curl"].format(url=first_url), home=home, path=path)
+    assert result.returncode == 0, result.stderr
     second, second_url = portal()
-    for url in (first_url, second_url):
-        result = run(DOWNLOAD["curl"].format(url=url), home=home, path=path)
-        assert result.returncode == 0, result.stderr
+    result = run(DOWNLOAD["curl"].format(url=second_url), home=home, path=path)
+    assert result.returncode == 0, result.stderr
     settings = json.loads((home / ".claude" / "settings.json").read_text())
     assert settings["permissions"] == mine["permissions"] and settings["env"]["DISABLE_TELEMETRY"] == "1"
     assert json.loads((home / ".claude.json").read_text()) == {"numStartups": 3, "hasCompletedOnboarding": True}
