@@ -222,6 +222,9 @@ def create_device(
     return device, code
 
 
+REPLACED_BEFORE_USE = "replaced by a new install link of the same name before it was used"
+
+
 def _replace_waiting_links(
     assignment: Assignment, name: str, platform: str, *, actor, request: HttpRequest | None
 ) -> None:
@@ -240,22 +243,7 @@ def _replace_waiting_links(
         install_expires_at__gt=timezone.now(),
     )
     for earlier in waiting:
-        earlier.revoked_at = timezone.now()
-        earlier.revoked_by = actor
-        earlier.revoked_by_username = actor.get_username() if actor else ""
-        earlier.save(update_fields=["revoked_at", "revoked_by", "revoked_by_username"])
-        record_key_event(
-            Action.DEVICE_REMOVED,
-            assignment.key,
-            actor=actor,
-            request=request,
-            details={
-                "device": earlier.pk,
-                "name": earlier.name,
-                "user": assignment.user.get_username(),
-                "reason": "replaced by a new install link of the same name before it was used",
-            },
-        )
+        remove_device(device=earlier, actor=actor, request=request, reason=REPLACED_BEFORE_USE)
 
 
 def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:
@@ -486,8 +474,9 @@ def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
 
 
 @transaction.atomic
-def remove_device(*, device: Device, actor, request: HttpRequest | None = None) -> Device:
-    """Revoke a device at once: its next fetch is refused with who removed it and when."""
+def remove_device(*, device: Device, actor, request: HttpRequest | None = None, reason: str = "") -> Device:
+    """Revoke a device at once: its next fetch is refused with who removed it and when. `reason` goes into the
+    audit row when the portal, not a person, decided it (a link replaced before its use)."""
     device = (
         Device.objects.select_for_update(of=("self",))  # the device's row, not its key's, team's or user's
         .select_related("key__gateway", "key__team", "user")
@@ -504,7 +493,12 @@ def remove_device(*, device: Device, actor, request: HttpRequest | None = None) 
         device.key,
         actor=actor,
         request=request,
-        details={"device": device.pk, "name": device.name, "user": device.user.get_username()},
+        details={
+            "device": device.pk,
+            "name": device.name,
+            "user": device.user.get_username(),
+            **({"reason": reason} if reason else {}),
+        },
     )
     return device
 

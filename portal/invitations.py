@@ -178,20 +178,12 @@ def withdraw_invitation(*, invitation: Invitation, actor, request: HttpRequest |
     """Stop a pending invitation's link; a second withdrawal (a double click, a retry) is refused, not recorded again."""
     # Conditional, inside the transaction: `invitation` was read before it, and another request may have withdrawn
     # (or someone accepted) it since.
-    if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
+    if not withdraw_one(invitation, actor=actor, request=request):
         invitation.refresh_from_db()
         refusal = f"This invitation is {invitation.state} already; there is nothing to withdraw."
         # Withdrawn: what was asked is done (the API's 404, as for a retried DELETE of anything gone); accepted or
         # run out: it cannot be withdrawn (a 400).
         raise AlreadyGone(refusal) if invitation.state == "withdrawn" else RuleError(refusal)
-    audit.record(
-        Action.INVITATION_WITHDRAWN,
-        actor=actor,
-        request=request,
-        team=invitation.team,
-        target=invitation.email,
-        details={"invitation": invitation.pk},
-    )
 
 
 def withdraw_for_address(
@@ -226,9 +218,15 @@ def withdraw_for_address(
 
 
 def withdraw_one(
-    invitation: Invitation, *, actor, reason: str, request: HttpRequest | None = None, details: dict | None = None
+    invitation: Invitation,
+    *,
+    actor,
+    reason: str = "",
+    request: HttpRequest | None = None,
+    details: dict | None = None,
 ) -> bool:
-    """Withdraw a pending invitation, audited with the reason; False when it was no longer pending."""
+    """Withdraw a pending invitation, audited (with the reason, when the portal rather than an admin withdraws it);
+    False when it was no longer pending."""
     # Conditionally: a link used at this moment is accepted, not also withdrawn.
     if Invitation.objects.pending().filter(pk=invitation.pk).update(withdrawn_at=timezone.now()) != 1:
         return False
@@ -238,7 +236,7 @@ def withdraw_one(
         request=request,
         team=invitation.team,
         target=invitation.email,
-        details={"invitation": invitation.pk, "reason": reason, **(details or {})},
+        details={"invitation": invitation.pk, **({"reason": reason} if reason else {}), **(details or {})},
     )
     return True
 
