@@ -7,7 +7,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import idna
 from django.conf import settings
@@ -20,7 +20,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal import audit, mail
+from portal import audit, mail, renames
 from portal.errors import AlreadyGone, RuleError
 from portal.http import public_url
 from portal.models import (
@@ -35,7 +35,6 @@ from portal.models import (
     UnconfirmedEmail,
 )
 from portal.names import DOTS_ONLY_USERNAME, is_only_dots
-from portal.renames import rename_rows
 from portal.signals import member_added
 from portal.times import iso_time
 
@@ -246,25 +245,6 @@ def withdraw_one(
 LEFT_TEAM = (Action.MEMBER_REMOVED, Action.MEMBER_OFFBOARDED)
 
 
-def names_held(user) -> list[tuple[str, datetime, datetime | None]]:
-    """Each user name the account has had since it was made, with when it held it (from, until; None for now).
-
-    Staff rename an account in the admin site, which writes an `account.updated` row naming the account by its new
-    name and recording `changed.username` {"from", "to"}; rows name accounts by user name, never by id. So the
-    renames since the account was made are walked back from its current name, newest first: each one to the name
-    it then had gives the name before (portal.renames). Two queries, however many renames.
-    """
-    name, until = user.get_username(), None
-    held: list[tuple[str, datetime, datetime | None]] = []
-    for rename in reversed(rename_rows(since=user.date_joined)):
-        if rename.new != name:
-            continue  # another account's rename
-        held.append((name, rename.at, until))
-        name, until = rename.old, rename.at
-    held.append((name, user.date_joined, until))
-    return held
-
-
 def left_since_invited(invitation: Invitation, user) -> str | None:
     """Why the invitation does not bring `user` into its team, as a sentence, when they left that team after it was
     made; None when they did not.
@@ -272,12 +252,12 @@ def left_since_invited(invitation: Invitation, user) -> str | None:
     Leaving withdraws the team's invitations for every address the account is known by, but an invitation may be
     for an address the portal learnt was theirs only later (the provider gives them a new one). Memberships keep no
     history, so the audit trail says who left when: each way out of a team writes one of LEFT_TEAM naming the team
-    and the account by the user name it had then (see names_held: a rename since does not lose the row, and a name
-    another account had before this one does not lend its rows).
+    and the account by the user name it had then (see portal.renames.names_held: a rename since does not lose the
+    row, and a name another account had before this one does not lend its rows).
     """
     since = max(invitation.created_at, user.date_joined)
     named = Q(pk__in=[])
-    for name, start, until in names_held(user):
+    for name, start, until in renames.names_held(user):
         if until is not None and until < since:
             continue
         window = Q(target=name, created_at__gte=max(start, since))

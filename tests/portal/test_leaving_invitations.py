@@ -11,7 +11,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import RequestFactory
 from django.urls import reverse
 
-from portal import invitations, services
+from portal import invitations, renames, services
 from portal.errors import RuleError
 from portal.models import AuditEvent, Invitation, Membership, Role
 from portal.oidc import SSOError, sign_in_from_claims
@@ -284,8 +284,8 @@ def test_a_name_another_account_had_before_lends_it_no_leave_rows(root_client, a
     rename_in_the_admin(root_client, dave, "david")
     rename_in_the_admin(root_client, bob, "dave")
 
-    assert [name for name, _, _ in invitations.names_held(dave)] == ["david", "dave"]
-    assert [name for name, _, _ in invitations.names_held(bob)] == ["dave", "bob"]
+    assert [name for name, _, _ in renames.names_held(dave)] == ["david", "dave"]
+    assert [name for name, _, _ in renames.names_held(bob)] == ["dave", "bob"]
     assert invitations.left_since_invited(invitation, dave) is not None
     assert invitations.left_since_invited(invitation, bob) is None
 
