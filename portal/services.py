@@ -8,7 +8,7 @@ from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 
 from portal import audit
-from portal.errors import AlreadyGone, RuleError
+from portal.errors import AlreadyGone, RuleError, echoed
 from portal.invitations import known_addresses, withdraw_for_address
 from portal.models import AccessToken, Action, Membership, Role, Team, validate_lowercase_slug
 from portal.names import clean_name
@@ -167,7 +167,7 @@ def end_membership(membership: Membership, *, actor, request: HttpRequest | None
 
 def not_a_member(username: str, team: Team) -> str:
     """The sentence for removing someone who is not in the team: removed already (a retry), or never added."""
-    return f"{username} is not a member of {team.slug}: removed already, or never added."
+    return f"{echoed(username)} is not a member of {team.slug}: removed already, or never added."
 
 
 @transaction.atomic

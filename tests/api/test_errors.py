@@ -110,3 +110,12 @@ def test_the_refusal_of_a_retried_create_names_what_exists(api, alice, bob, web,
     invited = client.post("/api/v1/teams/web/invitations/", {"email": "kim@example.com"}, format="json").json()
     again = client.post("/api/v1/teams/web/invitations/", {"email": "kim@example.com"}, format="json").json()
     assert f"(id {invited['id']})" in again["detail"]
+
+
+def test_a_member_removal_refusal_quotes_a_long_name_cut(api, alice):
+    """The 404 quotes the address's user name as every refusal quotes what was sent: cut past ECHOED_AT_MOST."""
+    name = "x" * 3000
+    response = api(alice).delete(f"/api/v1/teams/web/members/{name}/")
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert name not in detail and "x" * portal.errors.ECHOED_AT_MOST + "…" in detail and len(detail) < 200, detail
