@@ -37,6 +37,7 @@ from gateways.models import (
     KeyState,
     Platform,
     downloaded_before_a_change,
+    replacement_for,
 )
 from gateways.services import record_key_event
 from portal import audit
@@ -112,6 +113,19 @@ REFUSALS = {
         + ".",
     ),
     KeyState.REVOKED: (403, "The key {label} was revoked in {portal}; ask your team admin for a new key."),
+    # Revoked, and the holder has another usable key of the team (replacement_for): in the words of My set-up's
+    # notice (HOLDER_NOTICES), so the helper does not ask for a key they already have.
+    "revoked_replaced": (
+        403,
+        "The key {label} was revoked in {portal}; your team admin has given you the key {replacement} for the same "
+        "gateway: use that one, with its install command from My set-up.",
+    ),
+    "revoked_replaced_elsewhere": (
+        403,
+        "The key {label} was revoked in {portal}; you also hold the key {replacement} of the same team, for another "
+        "gateway ({gateway}), which needs a set-up of its own: if it takes this one's place, set that one up from "
+        "My set-up; if not, ask your team admin for a new key.",
+    ),
     KeyState.DISABLED: (
         403,
         "The key {label} is disabled in {portal} by your team admin; Claude Code works again once it is enabled.",
@@ -123,8 +137,16 @@ REFUSALS = {
 
 def refusal(reason: str, device: Device | None = None) -> DeviceRefused:
     """The refusal for `reason`, worded for this device."""
-    status, sentence = REFUSALS[reason]
     key = device.key if device else None
+    replacement = None
+    if reason == KeyState.REVOKED and device is not None:
+        replacement = replacement_for(user_id=device.user_id, key=device.key)
+    if replacement:
+        status, sentence = REFUSALS[
+            "revoked_replaced" if replacement.elsewhere is None else "revoked_replaced_elsewhere"
+        ]
+    else:
+        status, sentence = REFUSALS[reason]
     when = None
     if reason == "removed" and device:
         when = device.revoked_at
@@ -135,6 +157,8 @@ def refusal(reason: str, device: Device | None = None) -> DeviceRefused:
         who=(device.revoked_by_username or "an admin") if device else "",
         date=_day(when) if when else "",
         label=repr(key.label) if key else "",
+        replacement=repr(replacement.label) if replacement else "",
+        gateway=replacement.elsewhere if replacement else "",
     )
     return DeviceRefused(text[0].upper() + text[1:], status=status, reason=reason)
 

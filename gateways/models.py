@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -501,25 +502,68 @@ def downloaded_before_a_change() -> models.Q:
     return downloaded_earlier_secret() | settings_since | unrecorded
 
 
-def replacements(*, user, team, gateway, revoked_at) -> AssignmentQuerySet:
-    """Usable keys of the same team and gateway assigned to the holder after their key was revoked, newest first:
-    the admin's repair of a revocation, which the holder's notice names instead of asking for a new one.
+def replacements(*, user, team, gateway, key, same_gateway: bool) -> AssignmentQuerySet:
+    """The holder's other usable keys of the same team, on the revoked key's gateway or on others, newest assignment
+    first, assigned before or after the revocation. The holder's notice names the first instead of asking for a new
+    key: one on the same gateway (a rollover), else one on another gateway (maybe a move: the notice says so).
 
-    The arguments are values, or OuterRefs (replacement_label)."""
-    return Assignment.objects.filter(
-        usable_key("key__"), user=user, key__team=team, key__gateway=gateway, created_at__gte=revoked_at
-    ).order_by("-created_at")
+    The arguments are values, or OuterRefs (replacement_columns)."""
+    others = Assignment.objects.filter(usable_key("key__"), user=user, key__team=team).exclude(key=key)
+    on_gateway = others.filter(key__gateway=gateway) if same_gateway else others.exclude(key__gateway=gateway)
+    return on_gateway.order_by("-created_at", "-pk")
 
 
-def replacement_label() -> models.Subquery:
-    """Assignment.replaced_by as a column of an assignment, so a list asks once for all its rows."""
-    later = replacements(
-        user=models.OuterRef("user"),
-        team=models.OuterRef("key__team"),
-        gateway=models.OuterRef("key__gateway"),
-        revoked_at=models.OuterRef("key__revoked_at"),  # null unless revoked: then nothing matches
-    )
-    return models.Subquery(later.values("key__label")[:1], output_field=models.CharField())
+class Replacement(NamedTuple):
+    """A usable key the holder of a revoked one also has: its label, and its gateway's name when it is another's."""
+
+    label: str
+    elsewhere: str | None
+
+
+def replacement_for(*, user_id: int, key: GatewayKey) -> Replacement | None:
+    """The usable key `user_id` holds in place of their revoked `key`, if any (replacements): one query or two."""
+    if key.revoked_at is None:
+        return None
+    where = {"user": user_id, "team": key.team_id, "gateway": key.gateway_id, "key": key.pk}
+    label = replacements(**where, same_gateway=True).values_list("key__label", flat=True).first()
+    if label is not None:
+        return Replacement(label, None)
+    found = replacements(**where, same_gateway=False).values_list("key__label", "key__gateway__name").first()
+    return Replacement(*found) if found else None
+
+
+def replacement_columns() -> dict[str, models.Case]:
+    """Assignment.replaced_by as columns of an assignment (key_replaced_by, key_replaced_elsewhere), so a list
+    asks once for all its rows. Only a revoked key's row looks for one."""
+    # Two subqueries rather than one ordered by "same gateway first": SQLite cannot read the outer row in a
+    # subquery's ORDER BY.
+    found = {
+        same: replacements(
+            user=models.OuterRef("user"),
+            team=models.OuterRef("key__team"),
+            gateway=models.OuterRef("key__gateway"),
+            key=models.OuterRef("key"),
+            same_gateway=same,
+        )
+        for same in (True, False)
+    }
+
+    def first(same: bool, column: str) -> models.Subquery:
+        return models.Subquery(found[same].values(column)[:1], output_field=models.CharField())
+
+    def if_revoked(value: models.Expression) -> models.Case:
+        return models.Case(models.When(key__revoked_at__isnull=False, then=value), default=models.Value(None))
+
+    return {
+        "key_replaced_by": if_revoked(Coalesce(first(True, "key__label"), first(False, "key__label"))),
+        "key_replaced_elsewhere": if_revoked(
+            models.Case(
+                models.When(models.Exists(found[True]), then=models.Value(None)),
+                default=first(False, "key__gateway__name"),
+                output_field=models.CharField(),
+            )
+        ),
+    }
 
 
 class Assignment(models.Model):
@@ -606,24 +650,22 @@ class Assignment(models.Model):
             return self.key.refused_since()
         return self.key_refused_at or (self.key.last_probe_at if self.key.is_refused_by_gateway else None)
 
-    def replaced_by(self) -> str | None:
-        """The label of the key assigned to the holder in place of this revoked one (replacements), if any.
+    def replaced_by(self) -> Replacement | None:
+        """The usable key the holder has in place of this revoked one (replacement_for), if any.
 
-        my_assignments annotates it (key_replaced_by), so a list asks once for all its rows.
+        my_assignments annotates it (replacement_columns), so a list asks once for all its rows.
         """
         if hasattr(self, "key_replaced_by"):
-            return self.key_replaced_by
-        key = self.key
-        if key.revoked_at is None:
-            return None
-        later = replacements(user=self.user_id, team=key.team_id, gateway=key.gateway_id, revoked_at=key.revoked_at)
-        return later.values_list("key__label", flat=True).first()
+            label = self.key_replaced_by
+            return Replacement(label, getattr(self, "key_replaced_elsewhere", None)) if label is not None else None
+        return replacement_for(user_id=self.user_id, key=self.key)
 
     def notice(self, *, soon: timedelta) -> tuple[str, str] | None:
         """What the holder must know about this key, as (kind, sentence): the first of HOLDER_NOTICES that applies."""
         key = self.key
         if key.state == KeyState.REVOKED and (replacement := self.replaced_by()):
-            return key.state, HOLDER_NOTICES["replaced"].format(key=key, replacement=replacement)
+            kind = "replaced" if replacement.elsewhere is None else "replaced_elsewhere"
+            return key.state, HOLDER_NOTICES[kind].format(key=key, replacement=replacement)
         if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
         # Before rotated and changed: while the gateway refuses the key, a new download cannot help.
@@ -644,9 +686,13 @@ class Assignment(models.Model):
 # What a developer is told on My set-up about a key they hold, by what happened to it.
 HOLDER_NOTICES = {
     KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
-    # Revoked, and the admin has since assigned the holder a working key of the same team and gateway.
-    "replaced": "The key {key.label} was revoked: it no longer works. Your team admin has since given you the key "
-    "{replacement} for the same gateway: use that one.",
+    # Revoked, and the holder has a usable key of the same team and gateway (replacements), assigned before or after.
+    "replaced": "The key {key.label} was revoked: it no longer works. Your team admin has given you the key "
+    "{replacement.label} for the same gateway: use that one.",
+    # Revoked, and the holder's usable key of the same team is for another gateway: maybe a move, maybe not.
+    "replaced_elsewhere": "The key {key.label} was revoked: it no longer works. You also hold the key "
+    "{replacement.label} of the same team, for another gateway ({replacement.elsewhere}), which needs a set-up of "
+    "its own: if it takes this one's place, set that one up; if not, ask your team admin for a new key.",
     KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
     "failing": "Since {when}, the gateway refuses the key {key.label}: the portal's checks find it refused there "

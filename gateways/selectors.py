@@ -13,7 +13,7 @@ from gateways.models import (
     DeviceQuerySet,
     GatewayKey,
     refused_since,
-    replacement_label,
+    replacement_columns,
 )
 from portal.compiled_sql import CompiledRead
 from portal.models import Membership, Team
@@ -36,7 +36,7 @@ def my_assignments(user) -> AssignmentQuerySet:
         .annotate(
             live_device_to_reinstall=Exists(behind),
             key_refused_at=refused_since("key__"),
-            key_replaced_by=replacement_label(),
+            **replacement_columns(),
         )
         .order_by(ReadingOrder("key__team__name"), "key__team__name", ReadingOrder("key__label"), "key__label")
     )

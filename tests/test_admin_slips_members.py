@@ -10,7 +10,14 @@ from django.utils import timezone
 from gateways import dashboard, devices
 from gateways.connections import ConnectionFilters, connections_for
 from gateways.models import Assignment, GatewayKey
-from gateways.services import assign_key, revoke_key, rotate_key_secret, store_key, update_key_settings
+from gateways.services import (
+    assign_key,
+    revoke_key,
+    rotate_key_secret,
+    set_key_enabled,
+    store_key,
+    update_key_settings,
+)
 from tests.conftest import TOKENBAY_SECRET, confirm_password
 
 MISTAKE = "sk-tb-" + "m" * 40
@@ -81,14 +88,33 @@ def test_a_replacement_key_is_named_instead_of_asking_for_a_new_one(client, api,
     assert "Bob laptop 2" in revoked["notice"]["sentence"], revoked["notice"]
 
 
-def test_a_revoked_key_without_a_replacement_still_asks_for_a_new_one(client, api, alice, bob, bob_assignment, tokaify):
+def test_another_gateways_key_of_the_team_is_named_as_the_possible_replacement(
+    api, alice, bob, bob_assignment, tokaify
+):
     key = bob_assignment.key
     revoke_key(key=key, actor=alice)
-    # Not a replacement: another gateway's key, and one assigned before the revocation.
+    # Not the same gateway's: named with its gateway, as a set-up of its own that may or may not take this one's place.
     other = store_key(
         team=key.team, gateway=tokaify, label="Other", secret="sk-tokaify-x-0123456789abcdef", actor=alice
     )
     assign_key(key=other, username="bob", actor=alice)
+    configs = api(bob).get("/api/v1/me/configs/").json()["results"]
+    revoked = next(c for c in configs if c["id"] == bob_assignment.pk)
+    sentence = revoked["notice"]["sentence"]
+    assert "You also hold the key Other of the same team, for another gateway (Tokaify)" in sentence, sentence
+    assert sentence.endswith("if not, ask your team admin for a new key."), sentence
+
+
+def test_a_revoked_key_without_a_usable_key_of_the_team_still_asks_for_a_new_one(
+    api, alice, bob, bob_assignment, tokaify
+):
+    key = bob_assignment.key
+    other = store_key(
+        team=key.team, gateway=tokaify, label="Other", secret="sk-tokaify-x-0123456789abcdef", actor=alice
+    )
+    assign_key(key=other, username="bob", actor=alice)
+    set_key_enabled(key=other, enabled=False, actor=alice)  # held, but it does not work either
+    revoke_key(key=key, actor=alice)
     configs = api(bob).get("/api/v1/me/configs/").json()["results"]
     revoked = next(c for c in configs if c["id"] == bob_assignment.pk)
     assert revoked["notice"]["sentence"].endswith("Ask your team admin for a new one."), revoked["notice"]
