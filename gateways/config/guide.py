@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateways.config.snippets import rc_place
 from gateways.rules import CREDENTIAL_VARIABLE, AuthScheme
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ TABS = [
         "macOS/Linux zsh",
         "zsh",
         "unix",
-        "Append to ~/.zshrc",
+        rc_place("~/.zshrc"),
         "source ~/.zshrc, or open a new terminal",
         ("install.sh",),
     ),
@@ -62,11 +63,11 @@ TABS = [
         "bash",
         "bash",
         "unix",
-        "Append to ~/.bashrc",
+        rc_place("~/.bashrc"),
         "source ~/.bashrc, or open a new terminal",
         ("install.sh",),
     ),
-    Tab("fish", "fish", "fish", "unix", "Append to ~/.config/fish/config.fish", "open a new terminal", ("install.sh",)),
+    Tab("fish", "fish", "fish", "unix", rc_place("~/.config/fish/config.fish"), "open a new terminal", ("install.sh",)),
     Tab(
         "powershell",
         "Windows PowerShell",
@@ -96,8 +97,8 @@ TABS = [
         "macOS and Linux, install.ps1 on Windows), which "
         "merges and keeps a backup. For one project, save it as .claude/settings.local.json (never in "
         ".claude/settings.json, which is committed with the repository): it sets every variable the portal "
-        'manages, those this gateway does not use to "", so no model id, header or timeout of another set-up '
-        "comes through",
+        'manages and every model-id setting, those this gateway does not use to "", so no model id, header or '
+        "timeout of another set-up comes through",
         "restart claude: settings are read at start-up",
         ("install.sh", "install.ps1"),
     ),

@@ -4,15 +4,16 @@ The installers never overwrite the user's file: they keep every other key (permi
 hooks, plugins, other env), back the old file up first, create it when missing, refuse and
 explain when it is not valid JSON, and warn about conflicting variables in the shell.
 
-Variables the portal manages (gateways.rules.MANAGED_ENV) that the new config does not set
-are written as "" (settings_env): settings.json outranks the shell only for the names it sets, so
-a model id, header or key exported by another gateway's snippet would otherwise still reach the
-new gateway, and Claude Code 2.1.330 treats "" as unset (its default model, no extra header, the
-default timeout). CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS is the exception (KEPT_ENV): it stays
-as the developer left it. A static installer also removes the portal's own apiKeyHelper, which a
-live device wrote: its key would go out beside the new one.
+Variables the portal manages (gateways.rules.MANAGED_ENV), and the extra-env settings that hold a
+model id (gateways.rules.MODEL_EXTRA_ENV), that the new config does not set are written as ""
+(settings_env, REPLACED_ENV): settings.json outranks the shell only for the names it sets, so a model
+id, header or key exported by another gateway's snippet would otherwise still reach the new gateway,
+and Claude Code 2.1.330 treats "" as unset (its default model, no extra header, the default timeout).
+install.sh names the shell profiles' lines that set any of them. CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS
+is the exception (KEPT_ENV): it stays as the developer left it. A static installer also removes the
+portal's own apiKeyHelper, which a live device wrote: its key would go out beside the new one.
 
-A gateway's extra env (any allowed name outside MANAGED_ENV) is recorded by name in settings.json's
+A gateway's other extra env (any allowed name outside REPLACED_ENV) is recorded by name in settings.json's
 top-level `portalExtraEnv` (EXTRA_ENV_RECORD; Claude Code 2.1.330 ignores a key it does not know,
 checked in print mode). The next install removes the recorded names its set-up no longer sets, so a
 setting staff take out of a gateway, or the previous gateway's, leaves the file; a name the portal
@@ -45,6 +46,7 @@ import json
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig, saved_as
 from gateways.config.snippets import (
+    CLEARED_ENV,  # REPLACED_ENV and KEPT_ENV: what is not extra env to record
     KEPT_ENV,  # kept when a new set-up does not set it
     REPLACED_ENV,  # what an installer owns in settings.json's env: the new set-up's value or ""
     _comment,
@@ -55,7 +57,6 @@ from gateways.config.snippets import (
     setup_comment,
     warning_comments,
 )
-from gateways.rules import MANAGED_ENV
 
 # The names the installers download as (gateways.config.formats), which their "Run:" line repeats.
 INSTALL_SH_NAME = "install-claude-{team}-{gateway}.sh"
@@ -115,8 +116,8 @@ def forgotten_state(config: ClaudeConfig) -> dict[str, str]:
 
 
 def extra_env_names(config: ClaudeConfig) -> list[str]:
-    """The names an installer records: the config's extra env, the variables outside MANAGED_ENV."""
-    return sorted(name for name in config.env if name not in MANAGED_ENV)
+    """The names an installer records: the config's extra env outside CLEARED_ENV, which every set-up writes."""
+    return sorted(name for name in config.env if name not in CLEARED_ENV)
 
 
 def _ps_list(names: list[str]) -> str:

@@ -4,27 +4,32 @@ Every shell format is a script that works both pasted into that shell and source
 file. Quoting is one function per shell; a value that a shell cannot carry unchanged raises
 `UnrepresentableValue` instead of being mangled.
 
-Each shell script first clears the variables the portal manages that this set-up does not
-set, so pasting gateway B's snippet after gateway A's leaves exactly B's set-up: no stale
-ANTHROPIC_AUTH_TOKEN sent as a second key, no model ids spelled A's way.
+Each shell script first clears the variables it owns (CLEARED_ENV) that this set-up does not set:
+the portal-managed ones, and the extra-env settings whose value is a model id (MODEL_EXTRA_ENV:
+ANTHROPIC_SMALL_FAST_MODEL, CLAUDE_CODE_SUBAGENT_MODEL). So pasting gateway B's snippet after
+gateway A's sends B nothing of A's that names a key, a header or a model: no stale
+ANTHROPIC_AUTH_TOKEN sent as a second key, no model id spelled A's way when Claude Code starts a
+subagent or a background task. The settings files (settings_env) and the installers own the same
+names, "" where the set-up has no value, and install.sh lists the rc-file lines that set any of them.
 
-A gateway's extra env (names outside MANAGED_ENV) is not cleared: a snippet cannot know what an older
-snippet exported, and the allow-list is prefixes, not a list to clear. bash, zsh and fish keep nothing:
-a setting staff removed is gone from the next new terminal once the old lines in the rc file are
-replaced with the new ones, as the header asks, and lasts only in a terminal where the old snippet ran.
-PowerShell and CMD store the variables for the user, so there it stays until removed under
-Environment Variables. The installers do take it back (installers.EXTRA_ENV_RECORD).
+The rest of a gateway's extra env is not cleared: a snippet cannot know what an older snippet
+exported, the allow-list is prefixes, not a list to clear, and those names (telemetry, timeouts, flags)
+may be a developer's own too. So the set-up page and each header ask to put the snippet in the rc file
+in place of an earlier portal set-up's lines, not after them: bash, zsh and fish then keep nothing of
+it, and a setting staff removed is gone from the next new terminal. PowerShell and CMD store the
+variables for the user, so there it stays until removed under Environment Variables. The installers
+do take it back (installers.EXTRA_ENV_RECORD).
 
 A snippet cannot undo an installer or a hand-made settings.json, though: ~/.claude/settings.json's
 env outranks exported variables for every name it sets (even set to ""), and its apiKeyHelper sends a
 key of its own. So each shell script first looks into that file and, when it sets apiKeyHelper or any
-variable the portal manages, says on stderr that the installer is the way to switch: by name only,
-never a value, and without failing.
+variable a settings file of the portal owns (REPLACED_ENV), says on stderr that the installer is the way
+to switch: by name only, never a value, and without failing.
 
 The downloaded settings.json and settings.local.json carry the installers' env (settings_env): every
-managed name, "" where the set-up has no value. Claude Code merges env name by name across the user's
-file and a project's settings.local.json, so a project file that left a name out would send another
-team's model ids or timeout to this gateway.
+name in REPLACED_ENV, "" where the set-up has no value. Claude Code merges env name by name across the
+user's file and a project's settings.local.json, so a project file that left a name out would send
+another team's model ids or timeout to this gateway.
 """
 
 from __future__ import annotations
@@ -36,19 +41,27 @@ import unicodedata
 from collections.abc import Callable
 
 from gateways.config.builder import SETTINGS_SCHEMA_URL, ClaudeConfig
-from gateways.rules import ENV_NAME, MANAGED_ENV, RuleError, UnrepresentableValue, check_env_name
+from gateways.rules import ENV_NAME, MANAGED_ENV, MODEL_EXTRA_ENV, RuleError, UnrepresentableValue, check_env_name
 
 SWITCH_NOTE = "Only one gateway set-up is active at a time: first clear what another portal set-up may have left."
 # Kept as the developer left it, by installers and by the snippets' check: the portal's own troubleshooting
 # tells developers to add it to settings.json, and it is harmless on any gateway.
 KEPT_ENV = frozenset({"CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS"})
+# What a snippet clears when its set-up does not set it: the managed names, and the extra-env settings that hold
+# a model id, which another gateway spells its own way (staff give TokenBay claude-haiku-4.5 for subagents; on
+# Tokaify that id fails whenever Claude Code starts one). A handful of names: the rest of extra env is left.
+CLEARED_ENV = frozenset(MANAGED_ENV | MODEL_EXTRA_ENV)
+# What a settings file of the portal owns in its env: each name is the set-up's value or "".
+REPLACED_ENV = tuple(sorted(CLEARED_ENV - KEPT_ENV))
 # What makes settings.json win over a snippet, searched for by content (JSON key names, with their quotes):
 # its env outranks exported variables for every name it sets, so an old key goes out beside the snippet's
 # (measured: a settings.json ANTHROPIC_API_KEY as x-api-key next to the Bearer token) and an old model id wins.
-SETTINGS_WIN_NAMES = ("ANTHROPIC_BASE_URL", "apiKeyHelper", *sorted(MANAGED_ENV - KEPT_ENV - {"ANTHROPIC_BASE_URL"}))
+SETTINGS_WIN_NAMES = (
+    "ANTHROPIC_BASE_URL",
+    "apiKeyHelper",
+    *(name for name in REPLACED_ENV if name != "ANTHROPIC_BASE_URL"),
+)
 SETTINGS_WIN_PATTERN = '"(' + "|".join(SETTINGS_WIN_NAMES) + ')"'
-# What a settings file of the portal owns in its env: each name is the set-up's value or "".
-REPLACED_ENV = tuple(sorted(MANAGED_ENV - KEPT_ENV))
 
 
 def settings_win_warning(installer: str) -> str:
@@ -63,17 +76,17 @@ def settings_win_warning(installer: str) -> str:
     )
 
 
-def unused_managed(config: ClaudeConfig) -> list[str]:
-    """The portal-managed variables this set-up does not set, which a snippet clears first."""
-    return sorted(MANAGED_ENV - set(config.env))
+def unused_cleared(config: ClaudeConfig) -> list[str]:
+    """The variables a snippet owns (CLEARED_ENV) that this set-up does not set, which it clears first."""
+    return sorted(CLEARED_ENV - set(config.env))
 
 
 def settings_env(config: ClaudeConfig) -> dict[str, str]:
     """The env a settings file gets: the config's, then "" for every replaced name the config does not set.
 
     Claude Code merges env name by name across ~/.claude/settings.json and a project's settings.local.json,
-    so a file that left a name out would let another set-up's model id or timeout through; "" is unset
-    for Claude Code 2.1.330 (its default model, no extra header, the default timeout).
+    so a file that left a name out would let another set-up's model id (a subagent's included) or timeout
+    through; "" is unset for Claude Code 2.1.330 (its default model, no extra header, the default timeout).
     """
     env = dict(config.env)
     for name in REPLACED_ENV:
@@ -206,13 +219,21 @@ def _header(config: ClaudeConfig, comment: str, where: str) -> list[str]:
     ]
 
 
+def rc_place(rc_file: str) -> str:
+    """Where a shell's snippet goes: in place of an earlier portal set-up's lines, since it clears only some of them.
+
+    Appended after them, the other gateway's extra settings (a telemetry switch, a beta flag) would stay exported.
+    """
+    return f"Put these lines in {rc_file}, replacing any earlier portal set-up's lines"
+
+
 def _hash_note(text: str) -> str:
     return f"# {text}"
 
 
 def render_posix(config: ClaudeConfig, rc_file: str, note: Callable[[str], str] = _hash_note) -> str:
     """The exports for a POSIX shell's rc file; `note` writes each line of the notes above them."""
-    header = _header(config, "#", f"Add these lines to {rc_file}, then open a new terminal (or run: source {rc_file}).")
+    header = _header(config, "#", f"{rc_place(rc_file)}, then open a new terminal (or run: source {rc_file}).")
     lines = [note(line.removeprefix("# ")) for line in header]
     # ${HOME-}: a shell with `set -u` (zsh NO_UNSET) and no HOME would stop here, and with `set -e` close itself.
     settings = '"${CLAUDE_CONFIG_DIR:-${HOME-}/.claude}"'
@@ -220,7 +241,7 @@ def render_posix(config: ClaudeConfig, rc_file: str, note: Callable[[str], str] 
         f"if grep -qsE {posix_quote(SETTINGS_WIN_PATTERN)} {settings}/settings.json; then "
         f"printf 'warning: %s/settings.json %s\\n' {settings} {posix_quote(settings_win_warning('install.sh'))} >&2; fi"
     )
-    if unused := unused_managed(config):
+    if unused := unused_cleared(config):
         # `builtin`: a function of the developer's named unset (a logging wrapper) must not stand in for it.
         lines += [note(SWITCH_NOTE), "builtin unset " + " ".join(unused)]
     for name, value in config.env.items():
@@ -252,7 +273,7 @@ def render_fish(config: ClaudeConfig) -> str:
     or a `true` starts from 0 when nothing is erased; a `set` that fails (a read-only variable)
     still sets its own status, which the successful ones after it keep.
     """
-    lines = _header(config, "#", "Add these lines to ~/.config/fish/config.fish, then open a new terminal.")
+    lines = _header(config, "#", f"{rc_place('~/.config/fish/config.fish')}, then open a new terminal.")
     # begin/end keeps `set -l` inside; an `if` whose test fails ends with status 0.
     lines.append(
         "begin; set -l settings ~/.claude/settings.json; "
@@ -260,7 +281,7 @@ def render_fish(config: ClaudeConfig) -> str:
         f"if grep -qsE {fish_quote(SETTINGS_WIN_PATTERN)} $settings; "
         f"printf 'warning: %s %s\\n' $settings {fish_quote(settings_win_warning('install.sh'))} >&2; end; end"
     )
-    if unused := unused_managed(config):
+    if unused := unused_cleared(config):
         # `set -e` erases one scope: a universal of the same name (set -Ux) would show again once the global
         # goes, so every scope is erased; a `while` whose test fails ends with status 0 too.
         lines += [f"# {SWITCH_NOTE}", *(f"while set -q {name}; set -e {name}; or break; end" for name in unused)]
@@ -291,7 +312,7 @@ def render_powershell(config: ClaudeConfig) -> str:
         "  }",
         "}",
     ]
-    if unused := unused_managed(config):
+    if unused := unused_cleared(config):
         names = ", ".join(f"'{name}'" for name in unused)
         lines += [
             f"# {SWITCH_NOTE}",
@@ -325,7 +346,7 @@ def render_cmd(config: ClaudeConfig) -> str:
         f'if defined CLAUDE_CONFIG_DIR (findstr /L {found} "%CLAUDE_CONFIG_DIR%\\settings.json" >nul 2>&1 && {echo}) '
         f'else (findstr /L {found} "%USERPROFILE%\\.claude\\settings.json" >nul 2>&1 && {echo})'
     )
-    if unused := unused_managed(config):
+    if unused := unused_cleared(config):
         # One line per name: a FOR loop would need %N pasted but %%N in a file.
         lines.append(f"REM {SWITCH_NOTE}")
         lines += [f"reg delete HKCU\\Environment /v {name} /f >nul 2>&1 & set {name}=" for name in unused]

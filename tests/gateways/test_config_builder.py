@@ -174,11 +174,12 @@ def test_cmd_removes_a_variable_that_must_be_empty_and_says_why():
     assert any("cannot store an empty variable" in line for line in lines)
 
 
-def test_windows_snippets_first_clear_every_managed_variable_this_set_up_does_not_use():
-    from gateways.rules import MANAGED_ENV
+def test_windows_snippets_first_clear_every_managed_or_model_id_variable_this_set_up_does_not_use():
+    from gateways.config.snippets import CLEARED_ENV
 
     config = single("ANTHROPIC_API_KEY", "sk-abc")
-    unused = sorted(MANAGED_ENV - {"ANTHROPIC_API_KEY"})
+    unused = sorted(CLEARED_ENV - {"ANTHROPIC_API_KEY"})
+    assert {"ANTHROPIC_SMALL_FAST_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL"} <= set(unused)
     powershell = render_powershell(config).split("\r\n")
     clear = next(line for line in powershell if line.startswith("foreach ($name in "))
     assert clear == (

@@ -28,7 +28,9 @@ from tests.test_e2e_claude import (  # noqa: F401 (portal_setup is a fixture)
 )
 
 INTERPRETERS = pytest.mark.parametrize("interpreter", ["python3", "node"])
-WRONG_MODEL = {"CLAUDE_CODE_SUBAGENT_MODEL": "claude-haiku-9.9"}
+# Not a model id: those (rules.MODEL_EXTRA_ENV) are the installers' like a managed name, written as "" when a
+# set-up does not set them, never recorded (tests/gateways/test_switching_extra_env.py).
+STAFF_SETTING = {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "8192"}
 
 
 def download(client, assignment_id: int) -> str:
@@ -52,25 +54,25 @@ def test_a_setting_staff_remove_leaves_settings_json_when_the_developer_download
     settings_file(tmp_path).parent.mkdir(parents=True)
     settings_file(tmp_path).write_text(claude_style(EXISTING))  # the developer's own DISABLE_TELEMETRY among them
     as_staff, as_bob = api(staff), api(bob)
-    assert as_staff.patch("/api/v1/gateways/tokenbay/", {"extra_env": WRONG_MODEL}, format="json").status_code == 200
+    assert as_staff.patch("/api/v1/gateways/tokenbay/", {"extra_env": STAFF_SETTING}, format="json").status_code == 200
     first = run_installer(tmp_path, interpreter=interpreter, text=download(as_bob, bob_assignment.id))
     assert first.returncode == 0, first.stderr
     document = json.loads(settings_file(tmp_path).read_text())
-    assert document["env"]["CLAUDE_CODE_SUBAGENT_MODEL"] == "claude-haiku-9.9"
-    assert document[EXTRA_ENV_RECORD] == ["CLAUDE_CODE_SUBAGENT_MODEL"]
+    assert document["env"]["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "8192"
+    assert document[EXTRA_ENV_RECORD] == ["CLAUDE_CODE_MAX_OUTPUT_TOKENS"]
 
     assert as_staff.patch("/api/v1/gateways/tokenbay/", {"extra_env": {}}, format="json").status_code == 200
     assert Gateway.objects.get(slug="tokenbay").extra_env == {}
     again = run_installer(tmp_path, interpreter=interpreter, text=download(as_bob, bob_assignment.id))
     assert again.returncode == 0, again.stderr
     document = json.loads(settings_file(tmp_path).read_text())
-    assert "CLAUDE_CODE_SUBAGENT_MODEL" not in document["env"]
+    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in document["env"]
     assert EXTRA_ENV_RECORD not in document  # nothing of the gateway's own is left to take back
     assert document["env"]["DISABLE_TELEMETRY"] == "1"  # the developer's, never the portal's to remove
     assert {k: document[k] for k in ("permissions", "hooks", "enabledPlugins")} == {
         k: EXISTING[k] for k in ("permissions", "hooks", "enabledPlugins")
     }
-    assert "removed CLAUDE_CODE_SUBAGENT_MODEL, which this set-up no longer sets" in again.stdout
+    assert "removed CLAUDE_CODE_MAX_OUTPUT_TOKENS, which this set-up no longer sets" in again.stdout
 
 
 @pytest.mark.shell
@@ -84,22 +86,25 @@ def test_switching_gateways_by_installer_removes_only_the_other_set_ups_extra_se
     document = json.loads(settings_file(tmp_path).read_text())
     assert "BASH_DEFAULT_TIMEOUT_MS" not in document["env"]
     assert document["env"]["DISABLE_AUTOUPDATER"] == "1"
-    assert document[EXTRA_ENV_RECORD] == ["ANTHROPIC_SMALL_FAST_MODEL", "DISABLE_AUTOUPDATER"]
+    assert document["env"]["ANTHROPIC_SMALL_FAST_MODEL"] == "claude-haiku-4.5"  # written as a managed name is
+    assert document[EXTRA_ENV_RECORD] == ["DISABLE_AUTOUPDATER"]
 
 
 @pytest.mark.shell
 @INTERPRETERS
 def test_a_removed_setting_still_exported_in_the_shell_is_named_not_shown(tmp_path, interpreter):
-    assert run_installer(tmp_path, interpreter=interpreter, text=render_install_sh(config(WRONG_MODEL))).returncode == 0
+    assert (
+        run_installer(tmp_path, interpreter=interpreter, text=render_install_sh(config(STAFF_SETTING))).returncode == 0
+    )
     result = run_installer(
         tmp_path,
         interpreter=interpreter,
         text=render_install_sh(config({})),
-        extra_env={"CLAUDE_CODE_SUBAGENT_MODEL": "claude-haiku-from-an-old-snippet"},
+        extra_env={"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "4242-from-an-old-snippet"},
     )
     assert result.returncode == 0, result.stderr
-    assert "CLAUDE_CODE_SUBAGENT_MODEL is still exported in this shell" in result.stderr
-    assert "claude-haiku-from-an-old-snippet" not in result.stdout + result.stderr
+    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS is still exported in this shell" in result.stderr
+    assert "4242-from-an-old-snippet" not in result.stdout + result.stderr
 
 
 @pytest.mark.shell
@@ -108,7 +113,7 @@ def test_python_and_node_write_the_same_record(tmp_path):
     for interpreter in ("python3", "node"):
         root = tmp_path / interpreter
         root.mkdir()
-        for extra in (WRONG_MODEL, {"DISABLE_AUTOUPDATER": "1"}):
+        for extra in (STAFF_SETTING, {"DISABLE_AUTOUPDATER": "1"}):
             result = run_installer(root, interpreter=interpreter, text=render_install_sh(config(extra)))
             assert result.returncode == 0, result.stderr
         written.append(settings_file(root).read_bytes())
@@ -128,7 +133,7 @@ def test_a_record_the_developer_broke_is_ignored_not_obeyed(tmp_path, interprete
 
 
 def test_install_ps1_records_and_removes_the_extra_settings_the_same_way():
-    text = render_install_ps1(config(WRONG_MODEL))
+    text = render_install_ps1(config(STAFF_SETTING))
     assert "$extra = @(Decode-Json " in text
     assert f"$doc.PSObject.Properties['{EXTRA_ENV_RECORD}']" in text
     # The recorded names the new set-up does not set leave env, with a sentence, and the record is replaced.
@@ -160,7 +165,8 @@ def test_claude_answers_through_a_settings_json_that_carries_the_record(portal_s
         )
         assert installed.returncode == 0, installed.stderr
         document = json.loads((home / ".claude" / "settings.json").read_text())
-        assert document[EXTRA_ENV_RECORD] == ["CLAUDE_CODE_SUBAGENT_MODEL", "DISABLE_AUTOUPDATER"]
+        assert document[EXTRA_ENV_RECORD] == ["DISABLE_AUTOUPDATER"]  # a model id is written as a managed name is
+        assert document["env"]["CLAUDE_CODE_SUBAGENT_MODEL"] == "claude-haiku-4.5"
         result = run_claude(home)
         assert result.returncode == 0, result.stdout + result.stderr
         assert REPLY in result.stdout
