@@ -12,6 +12,8 @@ order (DeliveryQuerySet.due); when it goes
 through, the rest of that channel's are due at once. A person's delivery is cancelled once they have
 left the team, lost the key or been deactivated, like a removed channel's; one to an address no mail server
 can be given (portal.mail.address_problem) fails at once, as no retry can change it.
+Each failed attempt is logged at WARNING (the team, the channel's kind, a target with no secret in it, the
+error), a delivery given up for good at ERROR too: the operator on call may have only the log.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import smtplib
 import socket
 import time
@@ -26,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -36,9 +40,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from alerts import messages, rules, services
-from alerts.models import Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus, EventKind
+from alerts.models import MAX_ATTEMPTS, Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus, EventKind
 from gateways.models import Assignment
 from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
+from gateways.rules import one_line
 from portal import claims, mail
 from portal.crypto import DecryptionError
 from portal.models import Membership
@@ -266,6 +271,73 @@ async def send_all(items: list[Outgoing]) -> list[Attempted]:
         return list(await asyncio.gather(*(_attempt(item, client, gate) for item in items)))
 
 
+KIND_WORDS: dict[str, str] = {ChannelKind.WEBHOOK: "webhook", ChannelKind.SLACK: "Slack", ChannelKind.EMAIL: "e-mail"}
+URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def loggable_url(url: str, kind: str) -> str:
+    """A URL as the log may show it: its scheme, host and port only. A Slack-compatible webhook's path (Slack,
+    Teams...) is the secret that lets anyone post to the channel, and many other receivers (Discord, Zapier, a
+    CI's trigger) put one in the path or query too; the channel's id in the same line says which it is."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(a URL that cannot be read)"
+    if ":" in host:
+        host = f"[{host}]"
+    origin = f"{parts.scheme}://{host}{port}"
+    return f"{origin}/…" if parts.path.strip("/") or parts.query else origin
+
+
+def _log_text(text: str, kind: str) -> str:
+    """An error for the log: one line, and each URL in it (a redirect's Location) shown as loggable_url shows it."""
+    return one_line(URL_IN_TEXT.sub(lambda found: loggable_url(found.group(0), kind), text))
+
+
+def _destination(delivery: Delivery) -> str:
+    """Whose delivery this is and where it goes, in the log's words: never a secret."""
+    team = delivery.notification.team.slug
+    kind = KIND_WORDS.get(delivery.kind, delivery.kind)
+    email = delivery.kind == ChannelKind.EMAIL
+    where = delivery.target if email else loggable_url(delivery.target, delivery.kind)
+    if delivery.user is not None:
+        return f"{delivery.user.get_username()} of team {team} by {kind} at {where}"
+    channel = f"channel {delivery.channel_id} " if delivery.channel_id else "removed channel "
+    return f"team {team}'s {kind} {channel}at {where}"
+
+
+def _log_outcome(delivery: Delivery, attempt: Attempted) -> None:
+    """One line for the operator per failed attempt, and one more once a delivery is given up for good."""
+    what = f"Notification delivery {delivery.pk} ({delivery.notification.event}) to {_destination(delivery)}"
+    if attempt.succeeded:
+        if delivery.attempts > 1:
+            logger.info("%s went through at attempt %d.", what, delivery.attempts)
+        return
+    error = _log_text(attempt.error, delivery.kind)
+    if delivery.status == DeliveryStatus.CANCELLED:
+        logger.info("%s was cancelled: %s", what, error)
+        return
+    if delivery.status == DeliveryStatus.PENDING:
+        logger.warning(
+            "%s failed at attempt %d of %d, next try at %s: %s",
+            what,
+            delivery.attempts,
+            MAX_ATTEMPTS,
+            f"{timezone.localtime(delivery.next_attempt_at):%Y-%m-%d %H:%M:%S %Z}",
+            error,
+        )
+        return
+    logger.warning("%s failed at attempt %d of %d: %s", what, delivery.attempts, MAX_ATTEMPTS, error)
+    logger.error(
+        "%s is given up after %d attempt%s and will not be sent; the team's Deliveries page shows each one.",
+        what,
+        delivery.attempts,
+        "" if delivery.attempts == 1 else "s",
+    )
+
+
 def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Counter:
     """Store each attempt and the delivery's next step; a delivery whose claim was lost is left to its new holder."""
     outcome: Counter = Counter()
@@ -304,6 +376,7 @@ def record(deliveries: list[Delivery], attempts: list[Attempted], token) -> Coun
                 status_code=attempt.status_code,
                 error=attempt.error,
             )
+        _log_outcome(delivery, attempt)
         outcome[delivery.status if delivery.status != DeliveryStatus.PENDING else "retrying"] += 1
     return outcome
 

@@ -637,7 +637,10 @@ if LOG_LEVEL not in logging.getLevelNamesMapping():
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # When, how bad and from where: the operator on call reads only these lines. gunicorn's own error and
+    # access lines keep their formats (config/gunicorn.conf.py): its loggers do not reach the root.
+    "formatters": {"portal": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "portal"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Through the root's handler only: Django's own console handler printed each record a second time.
@@ -645,6 +648,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # httpx logs every request at INFO; probes are recorded as ProbeResults instead.
         "httpx": {"level": "WARNING"},
+        # httpcore's DEBUG traces print each answer's headers (a receiver's Location, a gateway's cookies).
+        "httpcore": {"level": "WARNING"},
     },
 }
 

@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import REASON_BAD_ORIGIN, REASON_NO_CSRF_COOKIE
 from django.shortcuts import render
 from django.template import loader
+from django.utils.log import log_response
 from django.views import defaults
 
 from alerts.models import Channel
@@ -114,24 +115,38 @@ def _error_page(template: str, status: int) -> HttpResponse:
 def server_error(request: HttpRequest) -> HttpResponse:
     """Django calls this inside its `except`: a database outage, raised by a view or a middleware, is a 503."""
     exc = sys.exc_info()[1]
+    response: HttpResponse
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error(
             "The database at %s cannot be used: %s", outages.database_place(), outages.database_error_line(exc)
         )
-        response: HttpResponse
         if _is_api(request):
             response = JsonResponse({"detail": DATABASE_DOWN}, status=503)
         else:
             response = _error_page("503.html", 503)
         response["Retry-After"] = str(outages.RETRY_AFTER_SECONDS)
-        return response
-    if (static := static_not_collected()) is not None:
-        logger.error(static)
-    if _is_api(request):
-        return JsonResponse(
-            {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
-        )
-    return _error_page("500.html", 500)
+    else:
+        if (static := static_not_collected()) is not None:
+            logger.error(static)
+        if _is_api(request):
+            response = JsonResponse(
+                {"detail": "The portal failed on its side; the error is logged. Try again later."}, status=500
+            )
+        else:
+            response = _error_page("500.html", 500)
+    # Django's own line ("Internal Server Error: /path", with the traceback) names no method, and a GET that
+    # fails reads differently from a POST that does: the same line on the same logger, with it. Logged here, the
+    # response counts as logged, so Django writes no second one.
+    log_response(
+        "%s: %s %s",
+        response.reason_phrase,
+        request.method,
+        request.path,
+        response=response,
+        request=request,
+        exception=exc,
+    )
+    return response
 
 
 # --- Health checks for load balancers and orchestrators (answered by HealthCheckMiddleware) ------

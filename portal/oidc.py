@@ -1003,11 +1003,21 @@ class SSOCallbackView(OIDCAuthenticationCallbackView):
             return self._refuse(str(exc), exc.status, target=exc.target)
 
     def _refuse(self, message: str, status: int = 400, target: str = "") -> HttpResponse:
-        audit.record(
+        event = audit.record(
             Action.SIGN_IN_FAILED,
             request=self.request,
             target=target,
             details={"via": "sso", "reason": message[:300]},
+        )
+        # For the operator on call, who has only the log: the audit row's account and sentence (the sentence names
+        # the address when no account is concerned), on one line; never the answer's code or tokens.
+        who = event.target or event.actor_username
+        logger.warning(
+            "SSO sign-in refused (HTTP %d)%s from %s: %s",
+            status,
+            f" for account {who!r}" if who else "",
+            event.ip_address or "an unknown address",
+            "".join(ch if ch.isprintable() else " " for ch in message[:300]),
         )
         return failure_page(self.request, message, status)
 

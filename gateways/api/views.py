@@ -33,16 +33,17 @@ from gateways import devices, services
 from gateways.api import serializers as s
 from gateways.config import formats, live
 from gateways.connections import ConnectionFilters, connection_rows, connections_csv, connections_for
-from gateways.models import Assignment, Gateway, ProbeResult, Verdict
+from gateways.models import Assignment, Device, Gateway, ProbeResult, Verdict
 from gateways.permissions import ASSIGNMENT_REMOVAL_DENIED, device_for_removal, key_with_role
 from gateways.rules import UnrepresentableValue
 from gateways.selectors import my_assignment, my_assignments, my_devices, team_devices
 from portal import outages
 from portal.api.permissions import StaffWritesOnly
 from portal.api.schema import list_or_export, refusal
+from portal.audit import client_ip
 from portal.errors import RuleError
 from portal.exports import ExportNegotiation, FileOrJSONNegotiation
-from portal.models import Role, TokenScope, token_scope
+from portal.models import Role, TokenScope, token_lookup, token_scope
 from portal.ordering import ReadingOrder
 from portal.permissions import require_role, team_with_role
 from portal.sudo import require_recent_password
@@ -474,6 +475,41 @@ API_TOKEN_HERE = (
 )
 
 
+@sensitive_variables("raw")
+def _log_fetch_refused(request: HttpRequest, raw: str, refused: devices.DeviceRefused) -> None:
+    """One INFO line per refused fetch, naming the device, its owner, team and key, and why; never the token.
+
+    INFO, and each time rather than once a day like the refusal's audit row: the view cannot tell which fetch
+    wrote that row without reading the device before every fetch, the path every developer's helper takes every
+    few minutes. A refused fetch already earns Django's WARNING line ("Forbidden: /api/v1/device/key") and an
+    access-log line; this one says whose device it is and why, and LOG_LEVEL=WARNING leaves it out.
+    """
+    if not logger.isEnabledFor(logging.INFO):  # then not even the read of the names
+        return
+    where = client_ip(request) or "an unknown address"
+    lookup_id = token_lookup(raw, TokenScope.KEY_FETCH)
+    device = None
+    if refused.reason != "unknown" and lookup_id:  # the token matched this device: its names may be told
+        device = (
+            Device.objects.filter(token_lookup_id=lookup_id)
+            .values("name", "user__username", "key__team__slug", "key__label")
+            .first()
+        )
+    if device is None:
+        logger.info("Key fetch from %s refused (%s): %s", where, refused.reason, refused)
+        return
+    logger.info(
+        "Key fetch refused for device %r of %s (team %s, key %r) from %s (%s): %s",
+        device["name"],
+        device["user__username"],
+        device["key__team__slug"],
+        device["key__label"],
+        where,
+        refused.reason,
+        refused,
+    )
+
+
 @csp_exempt()  # plain text, never a page: no policy to build on every developer's fetch
 @_get_only
 @sensitive_variables("raw", "secret")
@@ -488,6 +524,7 @@ def device_key(request: HttpRequest) -> HttpResponse:
     try:
         secret = devices.fetch_key(raw_token=raw, request=request)
     except devices.DeviceRefused as exc:
+        _log_fetch_refused(request, raw, exc)
         return _text(str(exc), exc.status)
     except (OperationalError, InterfaceError) as exc:
         # The helper prints a plain-text refusal's first line to the developer: an outage, not a refused key.
