@@ -174,6 +174,7 @@ class DeviceAdmin(admin.ModelAdmin):
         "claude_version",
         "revoked_at",
         "revoked_by_username",
+        "removed_reason",
     ]
     actions = ["remove_devices"]
 

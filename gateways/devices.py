@@ -32,6 +32,7 @@ from gateways.models import (
     LAST_SEEN_EVERY_SECONDS,
     Assignment,
     Device,
+    DeviceRemoval,
     Gateway,
     GatewayKey,
     KeyState,
@@ -246,9 +247,6 @@ def create_device(
     return device, code
 
 
-REPLACED_BEFORE_USE = "replaced by a new install link of the same name before it was used"
-
-
 def _replace_waiting_links(
     assignment: Assignment, name: str, platform: str, *, actor, request: HttpRequest | None
 ) -> None:
@@ -256,7 +254,8 @@ def _replace_waiting_links(
 
     A request sent again because its answer was lost (a retrying client), or a second click, would otherwise
     leave two links live for their minutes, one of them never seen, and an unused device listed for ever: the
-    link the caller holds now is the one that stays. An installed device is never touched.
+    link the caller holds now is the one that stays. An installed device is never touched. The earlier link, run
+    after all, says a newer one replaced it (_install_refusal), and no device list shows it (DeviceQuerySet.listed).
     """
     waiting = Device.objects.select_for_update(of=("self",)).filter(
         assignment=assignment,
@@ -267,7 +266,7 @@ def _replace_waiting_links(
         install_expires_at__gt=timezone.now(),
     )
     for earlier in waiting:
-        remove_device(device=earlier, actor=actor, request=request, reason=REPLACED_BEFORE_USE)
+        remove_device(device=earlier, actor=actor, request=request, reason=DeviceRemoval.REPLACED)
 
 
 def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:
@@ -278,6 +277,15 @@ def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:
             f"{again[1:]}.",
             status=410,
             reason="used",
+        )
+    if device.removed_reason == DeviceRemoval.REPLACED:
+        # Before refusal_reason's "removed by <who>": nobody removed it, and running it again would be refused again.
+        return DeviceRefused(
+            f"This install link was replaced on {_minute(device.revoked_at or now)} by a newer one for a device of "
+            f"the same name ({device.name!r}, {device.get_platform_display()}): run the newest link, or {again}. "
+            "To install on two machines, give each its own name.",
+            status=410,
+            reason="replaced",
         )
     reason = refusal_reason(device)
     if reason:
@@ -498,9 +506,12 @@ def fetch_key(*, raw_token: str, request: HttpRequest | None) -> Secret:
 
 
 @transaction.atomic
-def remove_device(*, device: Device, actor, request: HttpRequest | None = None, reason: str = "") -> Device:
-    """Revoke a device at once: its next fetch is refused with who removed it and when. `reason` goes into the
-    audit row when the portal, not a person, decided it (a link replaced before its use)."""
+def remove_device(
+    *, device: Device, actor, request: HttpRequest | None = None, reason: DeviceRemoval | None = None
+) -> Device:
+    """Revoke a device at once: its next fetch is refused with who removed it and when. `reason` is given when the
+    portal, not a person, decided it (a link replaced before its use): kept on the device, and said in the audit row.
+    """
     device = (
         Device.objects.select_for_update(of=("self",))  # the device's row, not its key's, team's or user's
         .select_related("key__gateway", "key__team", "user")
@@ -511,7 +522,8 @@ def remove_device(*, device: Device, actor, request: HttpRequest | None = None, 
     device.revoked_at = timezone.now()
     device.revoked_by = actor
     device.revoked_by_username = actor.get_username() if actor else ""
-    device.save(update_fields=["revoked_at", "revoked_by", "revoked_by_username"])
+    device.removed_reason = reason or ""
+    device.save(update_fields=["revoked_at", "revoked_by", "revoked_by_username", "removed_reason"])
     record_key_event(
         Action.DEVICE_REMOVED,
         device.key,
@@ -521,7 +533,7 @@ def remove_device(*, device: Device, actor, request: HttpRequest | None = None, 
             "device": device.pk,
             "name": device.name,
             "user": device.user.get_username(),
-            **({"reason": reason} if reason else {}),
+            **({"reason": reason.label} if reason else {}),
         },
     )
     return device

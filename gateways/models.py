@@ -758,6 +758,11 @@ class DeviceQuerySet(models.QuerySet):
             user__is_active=True,
         )
 
+    def listed(self) -> DeviceQuerySet:
+        """Every device but an install link replaced before its use: that one was never on a machine (its audit row
+        stays), and the newer link of the same name is the device the lists show."""
+        return self.exclude(removed_reason=DeviceRemoval.REPLACED)
+
     def live(self) -> DeviceQuerySet:
         """The devices that fetch the key: those that can, and have (the SQL form of Device.state's "live").
 
@@ -775,6 +780,12 @@ class DeviceQuerySet(models.QuerySet):
         return self.filter(
             installed_at__gte=models.F("key__settings_changed_at"), fetched_fingerprint=models.F("key__fingerprint")
         )
+
+
+class DeviceRemoval(models.TextChoices):
+    """Why the portal, not a person, removed a device (Device.removed_reason); the audit row says it in words."""
+
+    REPLACED = "replaced", "replaced by a new install link of the same name before it was used"
 
 
 class Device(models.Model):
@@ -810,6 +821,10 @@ class Device(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     revoked_by_username = models.CharField(max_length=150, blank=True)  # kept when that user is deleted
+    # Blank when a person removed it. "replaced": its link, never used, gave way to a newer one of the same name and
+    # system (gateways.devices.create_device); revoked_at refuses it as any removal, revoked_by is who asked for the
+    # newer link, and no device list shows it, since it was never on a machine.
+    removed_reason = models.CharField(max_length=20, choices=DeviceRemoval.choices, blank=True, editable=False)
 
     objects = DeviceQuerySet.as_manager()
 

@@ -63,11 +63,13 @@ def devices_with_context(devices: DeviceQuerySet) -> DeviceQuerySet:
 
 
 def my_devices(user) -> DeviceQuerySet:
-    return devices_with_context(Device.objects.filter(user=user))
+    """The user's devices, removed ones included, but not an install link replaced before its use (listed())."""
+    return devices_with_context(Device.objects.listed().filter(user=user))
 
 
 def team_devices(team) -> DeviceQuerySet:
-    return devices_with_context(Device.objects.filter(key__team=team))
+    """The team's devices, as my_devices lists a user's."""
+    return devices_with_context(Device.objects.listed().filter(key__team=team))
 
 
 def key_devices(key) -> DeviceQuerySet:

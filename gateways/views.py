@@ -287,7 +287,8 @@ def _device_install_page(request: AuthenticatedHttpRequest, assignment: Assignme
 def device_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """My devices: each machine that fetches a key live, when it was last seen, and a button to remove it.
 
-    Removed and never-installed devices stay listed, so the list only grows: newest first, a page at a time.
+    Removed and never-installed devices stay listed (not a link replaced before its use, which never was on a
+    machine), so the list only grows: newest first, a page at a time.
     """
     rows = my_devices(request.user).order_by("-created_at", "-pk")
     page, first_page = page_asked(request, rows, DEVICES_PER_PAGE)

@@ -475,7 +475,7 @@ def test_a_retried_install_link_request_leaves_one_link_waiting(api, client, bob
     waiting = Device.objects.filter(assignment=bob_assignment, revoked_at__isnull=True)
     assert list(waiting.values_list("pk", flat=True)) == [kept["id"]]
     refused = client.get(path_of(lost["install_url"]))
-    assert refused.status_code == 403 and "removed" in refused.content.decode()
+    assert refused.status_code == 410 and "replaced" in refused.content.decode()
     install(client, kept)
     [replaced] = AuditEvent.objects.filter(action="device.removed")
     assert replaced.details["device"] == lost["id"]
