@@ -291,9 +291,24 @@ def loggable_url(url: str, kind: str) -> str:
     return f"{origin}/…" if parts.path.strip("/") or parts.query else origin
 
 
-def _log_text(text: str, kind: str) -> str:
-    """An error for the log: one line, and each URL in it (a redirect's Location) shown as loggable_url shows it."""
-    return one_line(URL_IN_TEXT.sub(lambda found: loggable_url(found.group(0), kind), text))
+# An answer's sentence (http_problem) up to its status: what follows is the receiver's own reply.
+ANSWERED = re.compile(r"^The receiver answered HTTP [124-9]\d\d")  # a redirect's sentence names its Location
+
+
+def _log_text(text: str, kind: str, target: str = "") -> str:
+    """An error for the log: one line, each URL in it (a redirect's Location) shown as loggable_url shows it, and
+    nothing of the target's path or query. A receiver's reply is left out (the Deliveries page shows it), but for a
+    redirect's Location: an error page often repeats the path it was sent to, which for a Slack-compatible webhook
+    is its secret."""
+    if answered := ANSWERED.match(text):
+        text = f"{answered.group(0)} (its reply is on the team's Deliveries page)."
+    text = URL_IN_TEXT.sub(lambda found: loggable_url(found.group(0), kind), text)
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(target)
+        for secret in (parts.query, parts.path if parts.path.strip("/") else ""):
+            if secret:
+                text = text.replace(secret, "…")
+    return one_line(text)
 
 
 def _destination(delivery: Delivery) -> str:
@@ -315,7 +330,7 @@ def _log_outcome(delivery: Delivery, attempt: Attempted) -> None:
         if delivery.attempts > 1:
             logger.info("%s went through at attempt %d.", what, delivery.attempts)
         return
-    error = _log_text(attempt.error, delivery.kind)
+    error = _log_text(attempt.error, delivery.kind, "" if delivery.kind == ChannelKind.EMAIL else delivery.target)
     if delivery.status == DeliveryStatus.CANCELLED:
         logger.info("%s was cancelled: %s", what, error)
         return

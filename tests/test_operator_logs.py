@@ -88,8 +88,26 @@ def test_a_webhook_answering_500_is_logged_by_its_host_without_its_path_query_or
         assert receiver.at("/hook/path-secret-456?token=query-secret-123")  # it was sent, and failed
     [line] = lines(caplog, logging.WARNING, "alerts")
     assert f"team web's webhook channel {channel.pk} at {receiver.url('')}/… failed at attempt 1" in line
-    assert "HTTP 500" in line and "receiver is down" in line
+    assert "HTTP 500 (its reply is on the team's Deliveries page)" in line and "receiver is down" not in line
     assert_no_secret(caplog, "query-secret-123", "path-secret-456", WEBHOOK_SECRET)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["slack", "webhook"])
+def test_a_reply_that_repeats_the_secret_path_stays_out_of_the_log(quick, web, alice, caplog, kind):
+    """An error page often repeats the path it was sent to (Express's "Cannot POST /path"): the Deliveries page
+    keeps the reply for the team's admins; the log keeps only its status."""
+    path = "/services/T0001/B0001/slack-path-secret-xyz"
+    with running_receiver({path: "echo404"}) as receiver:
+        secret = WEBHOOK_SECRET if kind == "webhook" else ""
+        channel = create_channel(team=web, kind=kind, target=receiver.url(path), secret=secret, actor=alice)
+        send_test(channel=channel, actor=alice)
+        caplog.set_level(logging.DEBUG)
+        deliver_due()
+    [line] = lines(caplog, logging.WARNING, "alerts")
+    assert "HTTP 404" in line, line
+    assert "Cannot POST" in Delivery.objects.get(channel=channel).last_error  # the page still shows the reply
+    assert_no_secret(caplog, "slack-path-secret-xyz", "/services/")
 
 
 @pytest.mark.django_db

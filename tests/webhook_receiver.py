@@ -38,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(length)
         behaviour = self.server.behaviour.get(self.path, "ok")
-        status = {"ok": 204, "fail": 500, "nul": 400, "redirect": 302, "hang": None}[behaviour]
+        status = {"ok": 204, "fail": 500, "nul": 400, "redirect": 302, "hang": None, "echo404": 404}[behaviour]
         self.server.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status))
         if status is None:
             self.server.stopping.wait(60)
@@ -48,7 +48,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         if status == 302:
             self.send_header("Location", "https://elsewhere.example/hook")
-        payload = {500: b'{"error": "receiver is down"}', 400: b"bad\x00request"}.get(status, b"")
+        # 404: Express's default page, which repeats the path it was sent to (a webhook's secret, for Slack).
+        payload = {
+            500: b'{"error": "receiver is down"}',
+            400: b"bad\x00request",
+            404: f"<pre>Cannot POST {self.path}</pre>".encode(),
+        }.get(status, b"")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
