@@ -503,12 +503,18 @@ def downloaded_before_a_change() -> models.Q:
 
 
 def replacements(*, user, team, gateway, key, same_gateway: bool) -> AssignmentQuerySet:
-    """The holder's other usable keys of the same team, on the revoked key's gateway or on others, newest assignment
+    """The holder's other usable keys of the same team that the gateway does not refuse, on the revoked key's gateway
+    or on others, newest assignment
     first, assigned before or after the revocation. The holder's notice names the first instead of asking for a new
     key: one on the same gateway (a rollover), else one on another gateway (maybe a move: the notice says so).
 
     The arguments are values, or OuterRefs (replacement_columns)."""
-    others = Assignment.objects.filter(usable_key("key__"), user=user, key__team=team).exclude(key=key)
+    others = (
+        Assignment.objects.filter(usable_key("key__"), user=user, key__team=team)
+        .exclude(key=key)
+        # Nor one the gateway refuses (its own card says so): the holder would set it up to be refused again.
+        .exclude(probe_counts("key__"), key__last_probe_verdict__in=KEY_REFUSED_VERDICTS)
+    )
     on_gateway = others.filter(key__gateway=gateway) if same_gateway else others.exclude(key__gateway=gateway)
     return on_gateway.order_by("-created_at", "-pk")
 

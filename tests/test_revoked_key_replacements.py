@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from gateways import devices
-from gateways.models import Assignment
+from gateways.models import Assignment, GatewayKey, Verdict
 from gateways.services import assign_key, revoke_key, store_key
 from portal.models import Membership, Role
 
@@ -159,3 +160,26 @@ def test_my_configs_cost_the_same_queries_with_keys_moved_to_another_gateway(
     assert len(sentences) == 4 and all("You also hold the key new3 of the same team" in s for s in sentences)
     client.force_login(bob)
     assert client.get("/setup/").status_code == 200
+
+
+def test_a_key_the_gateway_refuses_is_not_offered_in_place_of_the_revoked_one(
+    client, api, alice, bob, bob_assignment, web, tokenbay
+):
+    """The spare key's own card says the gateway refuses it: switching to it would be refused again."""
+    spare = store_key(
+        team=web, gateway=tokenbay, label="Bob spare", secret="sk-tokenbay-spare-0123456789abcdef", actor=alice
+    )
+    assign_key(key=spare, username="bob", actor=alice)
+    now = timezone.now()
+    GatewayKey.objects.filter(pk=spare.pk).update(
+        config_changed_at=now - timedelta(hours=2), last_probe_at=now, last_probe_verdict=Verdict.AUTH_FAILED
+    )
+    _, code = devices.create_device(assignment=bob_assignment, name="bob-mbp", platform="linux", actor=None)
+    _, token = devices.install_device(code=code, request=None, render=lambda d, raw: raw)
+    revoke_key(key=bob_assignment.key, actor=alice)
+
+    assert Assignment.objects.get(key=spare).notice(soon=timedelta(days=7))[0] == "failing"
+    notice = _notice(api, bob, bob_assignment)
+    said = client.get("/api/v1/device/key", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
+    assert "Bob spare" not in notice and notice.endswith("Ask your team admin for a new one."), notice
+    assert "Bob spare" not in said and "ask your team admin for a new key" in said, said
