@@ -362,6 +362,7 @@ def revoke_key(*, key: GatewayKey, actor, request: HttpRequest | None = None) ->
         request=request,
         details={"label": key.label, "masked": key.masked, "assignments": key.assignments.count()},
     )
+    events.key_revoked.send(sender=GatewayKey, key=key, actor=actor)
     return key
 
 
@@ -509,6 +510,23 @@ KEY_STATE_ADVICE = {
 }
 
 
+def state_advice(assignment: Assignment) -> str:
+    """Why the assignment's key yields no configuration, and what to do: for a revoked key whose holder has
+    another usable key of the team (Assignment.replaced_by), that key, in the words of My set-up's notice."""
+    key = assignment.key
+    replacement = assignment.replaced_by() if key.revoked_at else None
+    if replacement is None:
+        return KEY_STATE_ADVICE[key.state]
+    said = "This key was revoked, so it yields no configuration. "
+    if replacement.elsewhere is None:
+        return said + f"Your team admin has given you the key {replacement.label} for the same gateway: use that one."
+    return said + (
+        f"You also hold the key {replacement.label} of the same team, for another gateway ({replacement.elsewhere}), "
+        "which needs a set-up of its own: if it takes this one's place, set that one up; if not, ask your team "
+        "admin for a new key."
+    )
+
+
 @sensitive_variables("secret")
 def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequest | None = None):
     """The assignee's ClaudeConfig; a revoked, disabled or expired key raises ConfigUnavailable (audited)."""
@@ -523,7 +541,7 @@ def usable_config(*, assignment: Assignment, format_name: str, request: HttpRequ
                 request=request,
                 details={"assignment": assignment.pk, "format": format_name, "state": key.state},
             )
-        raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
+        raise ConfigUnavailable(state_advice(assignment))
     secret = key.reveal_secret()
     return build_config(key.gateway, key, secret)
 
@@ -538,7 +556,7 @@ def masked_config(*, assignment: Assignment):
 
     key = assignment.key
     if not key.is_usable:
-        raise ConfigUnavailable(KEY_STATE_ADVICE[key.state])
+        raise ConfigUnavailable(state_advice(assignment))
     # ASCII dots: every shell's quoting (CMD refuses non-ASCII) carries the placeholder as it is.
     return build_config(key.gateway, key, Secret(key.masked.replace("…", "...")))
 

@@ -4,6 +4,7 @@ GET /api/v1/me/configs/ and by the live helper."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -183,3 +184,16 @@ def test_a_key_the_gateway_refuses_is_not_offered_in_place_of_the_revoked_one(
     said = client.get("/api/v1/device/key", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
     assert "Bob spare" not in notice and notice.endswith("Ask your team admin for a new one."), notice
     assert "Bob spare" not in said and "ask your team admin for a new key" in said, said
+
+
+def test_the_revoked_keys_card_and_its_download_name_the_rollover_too(client, api, alice, bob, bob_assignment, web):
+    """The notice names the new key; the revoked key's own card and a download of it must not still ask for one."""
+    new = _give(alice, web, bob_assignment.key.gateway, "Bob laptop 2", "sk-tokenbay-new-0123456789abcdef")
+    revoke_key(key=bob_assignment.key, actor=alice)
+    use_it = "This key was revoked, so it yields no configuration. Your team admin has given you the key Bob laptop 2"
+    client.force_login(bob)
+    text = " ".join(re.sub(r"<[^>]+>", " ", client.get("/setup/").content.decode()).split())
+    assert use_it in text and "Ask your team admin for a new key" not in text
+    answer = api(bob).get(f"/api/v1/me/configs/{bob_assignment.pk}/settings.json")
+    assert answer.status_code == 410 and answer.json()["detail"].startswith(use_it), answer.json()
+    assert new.key.is_usable
