@@ -13,7 +13,8 @@ from datetime import datetime
 from django.urls import reverse
 
 from alerts.models import EventKind, Notification
-from gateways.models import Assignment, GatewayKey, Verdict
+from gateways.devices import developers_holding
+from gateways.models import HOLDER_NOTICES, Assignment, GatewayKey, KeyState, Replacement, Verdict
 from portal.http import public_url
 from portal.times import in_portal_zone, written_time
 
@@ -158,6 +159,77 @@ def rotated_for_holder(assignment: Assignment, *, advice: str) -> Message:
         f"secret (now {key.masked}). {advice}.",
         link(f"{reverse('setup')}#assignment-{assignment.id}"),
         {"key": key_facts(key), "assignment": assignment.id},
+    )
+
+
+def key_revoked(
+    key: GatewayKey, *, actor_name: str, holders: int, without_address: int, unreplaced: int, static_copies: int
+) -> Message:
+    """`holders` were mailed (`without_address` more could not be); `unreplaced` holders hold no other usable key of
+    the team; `static_copies` is devices.copies_out: what the gateway still accepts until the key is dropped there."""
+    gateway = key.gateway.name
+    no_address = (
+        f" {without_address} holder(s) have no e-mail address: My set-up tells them." if without_address else ""
+    )
+    unreplaced_said = (
+        f" {unreplaced} holder(s) hold no other key of the team: the way back is a new key, stored and assigned "
+        "to each of them."
+        if unreplaced
+        else ""
+    )
+    # The portal destroys its own copy only (as the revoke confirmation says): a downloaded or shown one still works.
+    copies = (
+        f" {developers_holding(static_copies)} a static copy (downloaded or shown) that {gateway} still accepts "
+        f"until the key is deleted or disabled there: delete or disable the key in the {gateway} console."
+        if static_copies
+        else ""
+    )
+    return Message(
+        EventKind.KEY_REVOKED,
+        f"{key.label} was revoked",
+        f"{actor_name or 'The portal'} revoked the key {_named(key)} of team {key.team.name} for {gateway}: its "
+        f"secret is destroyed and it yields no set-up any more. {holders} holder(s) were told by mail."
+        f"{no_address}{unreplaced_said}{copies}",
+        link(reverse("key", args=[key.id])),
+        {
+            "key": key_facts(key),
+            "holders": holders,
+            "without_address": without_address,
+            "unreplaced": unreplaced,
+            "static_copies": static_copies,
+        },
+    )
+
+
+def revoked_notice(key: GatewayKey, replacement: Replacement | None) -> str:
+    """What My set-up tells the holder of the revoked `key` (Assignment.notice), in the same words."""
+    if replacement is None:
+        return HOLDER_NOTICES[KeyState.REVOKED].format(key=key)
+    kind = "replaced" if replacement.elsewhere is None else "replaced_elsewhere"
+    return HOLDER_NOTICES[kind].format(key=key, replacement=replacement)
+
+
+def revoked_for_holder(assignment: Assignment, *, replacement: Replacement | None) -> Message:
+    key = assignment.key
+    if replacement is None:
+        subject = f"Ask for a new key: your {key.gateway.name} key {key.label} was revoked"
+    elif replacement.elsewhere is None:
+        subject = f"Use the key {replacement.label}: your {key.gateway.name} key {key.label} was revoked"
+    else:
+        subject = f"Your {key.gateway.name} key {key.label} was revoked"
+    return Message(
+        EventKind.KEY_REVOKED,
+        subject,
+        f"{revoked_notice(key, replacement)} (Team {key.team.name}, gateway {key.gateway.name}; My set-up says "
+        "the same.)",
+        link(f"{reverse('setup')}#assignment-{assignment.id}"),
+        {
+            "key": key_facts(key),
+            "assignment": assignment.id,
+            "replacement": None
+            if replacement is None
+            else {"label": replacement.label, "elsewhere": replacement.elsewhere},
+        },
     )
 
 

@@ -94,6 +94,7 @@ class EventKind(models.TextChoices):
     KEY_EXPIRING = "key.expiring", "Key expires soon"
     KEY_EXPIRED = "key.expired", "Key expired"
     KEY_ROTATED = "key.rotated", "Key rotated"
+    KEY_REVOKED = "key.revoked", "Key revoked"
     MEMBER_ADDED = "member.added", "Member added"
     MEMBER_OFFBOARDED = "member.offboarded", "Member offboarded"
     KEY_SELF_ASSIGNED = "key.self_assigned", "Key self-assigned"

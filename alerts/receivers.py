@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.dispatch import receiver
 
 from alerts import messages, rules, services
-from gateways.events import key_expired, key_rotated, probe_recorded, self_assigned
+from gateways.events import key_expired, key_revoked, key_rotated, probe_recorded, self_assigned
 from portal.signals import member_added, member_leaving
 
 
@@ -23,6 +23,11 @@ def tell_probe_transition(sender, key, previous: str, result, **kwargs) -> None:
 @receiver(key_rotated)
 def tell_rotation(sender, key, actor=None, **kwargs) -> None:
     services.notify_rotation(key, actor=actor)
+
+
+@receiver(key_revoked)
+def tell_revocation(sender, key, actor=None, **kwargs) -> None:
+    services.notify_revocation(key, actor=actor)
 
 
 @receiver(key_expired)

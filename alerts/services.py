@@ -15,7 +15,8 @@ from django.views.decorators.debug import sensitive_variables
 from alerts import messages, rules
 from alerts.messages import Message
 from alerts.models import Channel, ChannelKind, Delivery, DeliveryStatus, Notification
-from gateways.models import Assignment, Device, GatewayKey
+from gateways import devices
+from gateways.models import Assignment, Device, GatewayKey, replacement_columns
 from portal import audit, claims
 from portal.errors import RuleError
 from portal.models import Action, Team
@@ -208,6 +209,39 @@ def notify_rotation(key: GatewayKey, *, actor) -> None:
     actor_name = actor.get_username() if actor else ""
     message = messages.key_rotated(
         key, actor_name=actor_name, holders=told, live_holders=live_only, never_downloaded=never
+    )
+    notify_team(key.team, message, key=key)
+
+
+def notify_revocation(key: GatewayKey, *, actor) -> None:
+    """The team hears a key was revoked; each holder hears which key takes its place, or to ask for a new one.
+
+    Every holder is told, whether they downloaded, use a live device or never set it up: the key is gone for all of
+    them. A deactivated account is not (its delivery would be cancelled). One query for the holders and their
+    replacements (replacement_columns), then a notification per holder, as notify_rotation makes."""
+    holders = list(
+        Assignment.objects.filter(key=key, user__is_active=True)
+        .annotate(**replacement_columns())
+        .select_related("user", "key__team", "key__gateway")
+    )
+    told = without_address = unreplaced = 0
+    for assignment in holders:
+        replacement = assignment.replaced_by()  # read from the annotation: no query
+        unreplaced += replacement is None
+        if not assignment.user.email:
+            without_address += 1  # My set-up tells them; a notification no one receives is not made
+            continue
+        notify_person(
+            key.team, assignment.user, messages.revoked_for_holder(assignment, replacement=replacement), key=key
+        )
+        told += 1
+    message = messages.key_revoked(
+        key,
+        actor_name=actor.get_username() if actor else "",
+        holders=told,
+        without_address=without_address,
+        unreplaced=unreplaced,
+        static_copies=devices.copies_out(key),
     )
     notify_team(key.team, message, key=key)
 

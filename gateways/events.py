@@ -10,6 +10,8 @@ from django.dispatch import Signal
 
 # `key=`, `actor=`: the key's secret was replaced; holders who downloaded it before have the old one.
 key_rotated = Signal()
+# `key=`, `actor=`: the key was revoked (its secret destroyed); its holders must switch to another key.
+key_revoked = Signal()
 # `key=`: the key's expiry passed (sent once per expiry, by record_expirations).
 key_expired = Signal()
 # `key=`, `previous=` (the verdict before, "" when never probed), `result=` (the ProbeResult just saved).
