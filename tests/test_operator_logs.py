@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from alerts.delivery import deliver_due
@@ -181,6 +182,31 @@ def test_a_removed_devices_key_fetch_names_device_owner_team_and_reason(client, 
     ), refused[0]
     assert "removed from the portal by alice" in refused[0]
     assert_no_secret(caplog, token, token.split("_")[-1])
+
+
+@pytest.mark.django_db
+def test_a_refusal_is_still_answered_in_plain_text_when_the_log_line_cannot_read_the_device(
+    client, bob_assignment, bob, alice, caplog, monkeypatch
+):
+    """The database going away between the fetch and the log line's read of the names must not turn the helper's
+    sentence into the JSON 503 of an outage."""
+    device, code = create_device(assignment=bob_assignment, name="bob-thinkpad", platform="linux", actor=bob)
+    device, token = install_device(code=code, request=None, render=lambda d, t: t)
+    remove_device(device=device, actor=alice)
+
+    class GoneDevices:
+        class objects:  # stands in for the manager
+            @staticmethod
+            def filter(**kwargs):
+                raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(gateway_views, "Device", GoneDevices)
+    caplog.set_level(logging.INFO)
+    answer = client.get("/api/v1/device/key", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert answer.status_code == 403 and answer["Content-Type"].startswith("text/plain")
+    assert "removed from the portal by alice" in answer.content.decode()
+    [line] = lines(caplog, logging.INFO, "gateways")
+    assert line.startswith("INFO gateways.api.views Key fetch from 127.0.0.1 refused (removed): "), line
 
 
 @pytest.mark.django_db
