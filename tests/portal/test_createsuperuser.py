@@ -57,3 +57,16 @@ def test_an_address_another_account_has_is_refused_when_given_as_an_option_to_th
             "createsuperuser", "--username", "boss", "--email", "ADMIN@example.com", stdin=Terminal(), interactive=True
         )
     assert not get_user_model().objects.filter(username="boss").exists()
+
+
+def test_the_address_question_refuses_an_address_another_account_has_and_asks_again(monkeypatch, capsys):
+    """Interactive, no --email: the first answer is another account's address (in other case), refused with a
+    sentence; the second is free."""
+    make_user("admin")  # admin@example.com
+    answers = iter(["ADMIN@example.com", "boss@example.com"])
+    passwords = iter(["a-long-enough-password-42", "a-long-enough-password-42"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(passwords))
+    call_command("createsuperuser", "--username", "boss", stdin=Terminal(), interactive=True)
+    assert get_user_model().objects.get(username="boss").email == "boss@example.com"
+    assert "Another account has the address ADMIN@example.com" in capsys.readouterr().err
