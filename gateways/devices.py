@@ -164,9 +164,10 @@ def refusal(reason: str, device: Device | None = None) -> DeviceRefused:
     return DeviceRefused(text[0].upper() + text[1:], status=status, reason=reason)
 
 
-def refusal_reason(device: Device) -> str | None:
-    """Why this installed device may not have its key now, or None when it may."""
-    if device.revoked_at:
+def refusal_reason(device: Device, *, removal_counts: bool = True) -> str | None:
+    """Why this installed device may not have its key now, or None when it may (its removal left out when
+    `removal_counts` is False: what else would refuse it)."""
+    if device.revoked_at and removal_counts:
         return "removed"
     if not device.user.is_active:
         return "inactive"
@@ -279,7 +280,10 @@ def _install_refusal(device: Device, now: datetime) -> DeviceRefused | None:
             reason="used",
         )
     if device.removed_reason == DeviceRemoval.REPLACED:
-        # Before refusal_reason's "removed by <who>": nobody removed it, and running it again would be refused again.
+        # Instead of refusal_reason's "removed by <who>": nobody removed it. But what would refuse the newer link
+        # too (the key revoked, taken back, the account deactivated) is said first: "run the newest link" would fail.
+        if reason := refusal_reason(device, removal_counts=False):
+            return refusal(reason, device)
         return DeviceRefused(
             f"This install link was replaced on {_minute(device.revoked_at or now)} by a newer one for a device of "
             f"the same name ({device.name!r}, {device.get_platform_display()}): run the newest link, or {again}. "

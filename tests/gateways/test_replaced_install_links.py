@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from gateways import devices
 from gateways.models import Device, DeviceRemoval
 from gateways.selectors import key_devices, my_devices, team_devices
+from gateways.services import revoke_key
 from portal.models import AuditEvent
 from tests.api.test_devices import install, make_device, path_of
 
@@ -139,3 +140,17 @@ def test_the_migration_marks_links_replaced_before_it_from_their_audit_rows(
 
     reasons = dict(Device.objects.values_list("pk", "removed_reason"))
     assert reasons == {replaced["id"]: DeviceRemoval.REPLACED, newest["id"]: "", by_a_person["id"]: ""}
+
+
+def test_a_replaced_link_run_after_the_key_was_revoked_says_what_the_newest_link_says(
+    api, client, alice, bob, bob_assignment
+):
+    """ "Run the newest link, or make a new one" would send bob to two refusals: the key's state comes first."""
+    first = make_device(api, bob, bob_assignment, name="ci-runner")
+    newest = make_device(api, bob, bob_assignment, name="ci-runner")
+    revoke_key(key=bob_assignment.key, actor=alice)
+    said_by_newest = client.get(path_of(newest["install_url"]))
+    said_by_first = client.get(path_of(first["install_url"]))
+    assert said_by_first.status_code == said_by_newest.status_code == 403
+    assert said_by_first.content == said_by_newest.content
+    assert b"was revoked" in said_by_first.content and b"newest link" not in said_by_first.content
