@@ -9,19 +9,10 @@ from gateways import devices
 from gateways.services import assign_key, remove_assignment
 from portal import services
 from portal.models import Membership, Role
-from tests.admin_forms import form_data
+from tests.admin_forms import rename_in_the_admin
 from tests.conftest import confirm_password
 
 pytestmark = pytest.mark.django_db
-
-
-def rename_in_the_admin(root_client, user, username: str) -> None:
-    url = f"/admin/auth/user/{user.pk}/change/"
-    data = form_data(root_client.get(url))
-    data["username"] = username
-    assert root_client.post(url, data).status_code == 302
-    user.refresh_from_db()
-    assert user.username == username
 
 
 def download(user, assignment) -> None:

@@ -12,7 +12,7 @@ from gateways.services import assign_key
 from portal import audit, audit_chain, invitations, renames, services
 from portal.models import Action, AuditEvent, Invitation, Membership, PendingAuditEvent, Role, Team
 from portal.oidc import sign_in_from_claims
-from tests.admin_forms import form_data
+from tests.admin_forms import rename_in_the_admin
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -22,15 +22,6 @@ ISSUER = "https://idp.example.com"
 @pytest.fixture(autouse=True)
 def _sso(settings):
     settings.OIDC_ISSUER = ISSUER
-
-
-def rename_in_the_admin(root_client, user, username: str) -> None:
-    url = f"/admin/auth/user/{user.pk}/change/"
-    data = form_data(root_client.get(url))
-    data["username"] = username
-    assert root_client.post(url, data).status_code == 302
-    user.refresh_from_db()
-    assert user.username == username
 
 
 def sso(sub: str, email: str):

@@ -15,7 +15,7 @@ from portal import invitations, renames, services
 from portal.errors import RuleError
 from portal.models import AuditEvent, Invitation, Membership, Role
 from portal.oidc import SSOError, sign_in_from_claims
-from tests.admin_forms import form_data
+from tests.admin_forms import rename_in_the_admin
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -241,15 +241,6 @@ def test_a_join_that_loses_the_invitation_to_another_tab_is_told_so(client, alic
 
 
 # --- A rename in the admin site: the account's leave rows name it as it was called then -------------------------
-
-
-def rename_in_the_admin(root_client, user, username: str) -> None:
-    url = f"/admin/auth/user/{user.pk}/change/"
-    data = form_data(root_client.get(url))
-    data["username"] = username
-    assert root_client.post(url, data).status_code == 302
-    user.refresh_from_db()
-    assert user.username == username
 
 
 def test_a_renamed_leaver_is_not_brought_back_by_an_invitation_from_before(root_client, alice, bob, web):
