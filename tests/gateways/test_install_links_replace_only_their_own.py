@@ -37,18 +37,17 @@ def test_another_developers_link_of_the_same_name_is_not_replaced(
     assert client.get(urlsplit(bobs["install_url"]).path).status_code == 200
 
 
-def test_a_link_for_another_device_name_is_not_replaced(api, client, bob, bob_assignment):
-    """bob sets up two Linux machines at once: the desktop's link does not kill the laptop's."""
-    laptop = make_link(api, bob, bob_assignment, name="work laptop")
-    desktop = make_link(api, bob, bob_assignment, name="desktop")
-    assert waiting(desktop)
-    assert waiting(laptop), "the laptop's link was revoked by the desktop's"
-    assert client.get(urlsplit(laptop["install_url"]).path).status_code == 200
-
-
-def test_a_link_for_another_platform_is_not_replaced(api, client, bob, bob_assignment):
-    """bob makes "work laptop" links for macOS and for Windows (dual boot): both stay."""
-    mac = make_link(api, bob, bob_assignment, platform="macos")
-    windows = make_link(api, bob, bob_assignment, platform="windows")
-    assert waiting(windows)
-    assert waiting(mac), "the macOS link was revoked by the Windows one"
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param({"name": "work laptop"}, {"name": "desktop"}, id="two Linux machines at once"),
+        pytest.param({"platform": "macos"}, {"platform": "windows"}, id="one dual-boot machine's two systems"),
+    ],
+)
+def test_a_link_for_another_device_name_or_system_is_not_replaced(api, client, bob, bob_assignment, first, second):
+    """bob sets up two machines, or both systems of one, at once: the second link does not kill the first."""
+    earlier = make_link(api, bob, bob_assignment, **first)
+    later = make_link(api, bob, bob_assignment, **second)
+    assert waiting(later)
+    assert waiting(earlier), "the first link was revoked by the second"
+    assert client.get(urlsplit(earlier["install_url"]).path).status_code == 200
