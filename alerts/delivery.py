@@ -11,7 +11,9 @@ another run holds it (or held it and died), the channel's newer ones wait behind
 order (DeliveryQuerySet.due); when it goes
 through, the rest of that channel's are due at once. A person's delivery is cancelled once they have
 left the team, lost the key or been deactivated, like a removed channel's; one to an address no mail server
-can be given (portal.mail.address_problem) fails at once, as no retry can change it.
+can be given (portal.mail.address_problem) fails at once, as no retry can change it. A holder's revocation mail
+that no longer names the key My set-up names in the revoked one's place is rewritten before it is sent
+(revocation_as_now).
 Each failed attempt is logged at WARNING (the team, the channel's kind, a target with no secret in it, the
 error), a delivery given up for good at ERROR too: the operator on call may have only the log.
 """
@@ -41,7 +43,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from alerts import messages, rules, services
 from alerts.models import MAX_ATTEMPTS, Channel, ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus, EventKind
-from gateways.models import Assignment
+from gateways.models import Assignment, replacement_columns
 from gateways.probes.outbound import OutboundRefused, SafeClient, read_limited
 from gateways.rules import one_line
 from portal import claims, mail
@@ -85,6 +87,29 @@ def person_gone(delivery: Delivery) -> str:
     return ""
 
 
+def revocation_as_now(delivery: Delivery) -> messages.Message | None:
+    """A holder's key.revoked mail as it must read now, or None while it still names the key My set-up names.
+
+    It is written at the revocation and sent later: meanwhile the key it named in the revoked one's place may have
+    been revoked too (an admin revoking a holder's keys one after the other), disabled, refused or taken back, or one
+    assigned to a holder it told to ask for a new key. One query, for a holder's revocation mail only.
+    """
+    notification = delivery.notification
+    assignment_id = notification.payload.get("assignment")
+    if delivery.user_id is None or notification.event != EventKind.KEY_REVOKED or assignment_id is None:
+        return None
+    assignment = (
+        Assignment.objects.filter(pk=assignment_id, user_id=delivery.user_id)
+        .annotate(**replacement_columns())
+        .select_related("key__team", "key__gateway")
+        .first()
+    )
+    if assignment is None:  # taken back: person_gone cancels it
+        return None
+    now = messages.revoked_for_holder(assignment, replacement=assignment.replaced_by())
+    return None if now.payload["replacement"] == notification.payload.get("replacement") else now
+
+
 @dataclass
 class Outgoing:
     """One request to make, prepared from the rows before anything goes on the network."""
@@ -121,6 +146,15 @@ def prepare(delivery: Delivery) -> Outgoing:
     if gone := person_gone(delivery):  # the same for a person who left since the notification was written
         outgoing.problem, outgoing.ends_as = gone, DeliveryStatus.CANCELLED
         return outgoing
+    if retold := revocation_as_now(delivery):  # a person's notification has this one delivery: it says what is sent
+        logger.info(
+            "Notification %s (%s) to %s was rewritten before sending, as My set-up reads now: %s",
+            notification.pk,
+            notification.event,
+            _destination(delivery),
+            retold.subject,
+        )
+        services.retell(notification, retold)
     if delivery.kind == ChannelKind.EMAIL:
         outgoing.subject, text = messages.email_parts(notification, to_person=delivery.user_id is not None)
         outgoing.body = text.encode()

@@ -163,17 +163,29 @@ def rotated_for_holder(assignment: Assignment, *, advice: str) -> Message:
 
 
 def key_revoked(
-    key: GatewayKey, *, actor_name: str, holders: int, without_address: int, unreplaced: int, static_copies: int
+    key: GatewayKey,
+    *,
+    actor_name: str,
+    holders: int,
+    without_address: int,
+    unreplaced: int,
+    static_copies: int,
+    actor_held: bool = False,
 ) -> Message:
-    """`holders` were mailed (`without_address` more could not be); `unreplaced` holders hold no other usable key of
-    the team; `static_copies` is devices.copies_out: what the gateway still accepts until the key is dropped there."""
+    """`holders` were mailed (`without_address` more could not be; the actor, when `actor_held`, was not: they did
+    it); `unreplaced` holders, the actor among them, hold no other key of the team they can use now
+    (gateways.models.replacements: none, or only revoked, disabled or expired ones, or ones the gateway refuses);
+    `static_copies` is devices.copies_out: what the gateway still accepts until the key is dropped there."""
     gateway = key.gateway.name
     no_address = (
         f" {without_address} holder(s) have no e-mail address: My set-up tells them." if without_address else ""
     )
+    actor_said = f" {actor_name}, who revoked it, held it too and was not mailed." if actor_held else ""
+    # Not "no other key": a holder whose other key is disabled, expired or refused gets back by that key's repair.
     unreplaced_said = (
-        f" {unreplaced} holder(s) hold no other key of the team: the way back is a new key, stored and assigned "
-        "to each of them."
+        f" {unreplaced} holder(s) hold no other key of the team they can use now (none, or only ones revoked, "
+        "disabled, expired or refused by the gateway): the way back is a new key stored and assigned to them, or "
+        "one of theirs enabled, renewed or fixed at the gateway."
         if unreplaced
         else ""
     )
@@ -189,7 +201,7 @@ def key_revoked(
         f"{key.label} was revoked",
         f"{actor_name or 'The portal'} revoked the key {_named(key)} of team {key.team.name} for {gateway}: its "
         f"secret is destroyed and it yields no set-up any more. {holders} holder(s) were told by mail."
-        f"{no_address}{unreplaced_said}{copies}",
+        f"{no_address}{actor_said}{unreplaced_said}{copies}",
         link(reverse("key", args=[key.id])),
         {
             "key": key_facts(key),

@@ -115,18 +115,19 @@ def delete_channel(*, channel: Channel, actor, request: HttpRequest | None = Non
     channel.delete()
 
 
-def _create(team: Team, message: Message, *, key: GatewayKey | None, dedupe_key: str | None) -> Notification | None:
-    """The notification row; None when its dedupe key was told already."""
-    fields = {
-        "team": team,
-        "event": message.event,
-        "key": key,
+def _told(message: Message) -> dict:
+    """The columns of a notification that say what `message` says."""
+    return {
         "subject": " ".join(message.subject.split())[:200],  # one line: it becomes a mail header
         "text": message.text,
         "url": message.url[:500],
         "payload": message.payload,
-        "dedupe_key": dedupe_key,
     }
+
+
+def _create(team: Team, message: Message, *, key: GatewayKey | None, dedupe_key: str | None) -> Notification | None:
+    """The notification row; None when its dedupe key was told already."""
+    fields = {"team": team, "event": message.event, "key": key, **_told(message), "dedupe_key": dedupe_key}
     if dedupe_key is None:
         return Notification.objects.create(**fields)
     try:
@@ -178,6 +179,15 @@ def notify_people(team: Team, users: list, message: Message, *, key: GatewayKey 
     return notification
 
 
+def retell(notification: Notification, message: Message) -> None:
+    """Make a person's notification, not sent yet, say `message` instead: what it said stopped being true since it was
+    written. The Deliveries page then shows what was sent. Only for a notification of one delivery (notify_person)."""
+    told = _told(message)
+    Notification.objects.filter(pk=notification.pk).update(**told)
+    for column, value in told.items():
+        setattr(notification, column, value)
+
+
 def send_test(*, channel: Channel, actor) -> Notification | None:
     """A test message to one channel, so an admin sees it arrive (or the Deliveries page says why not)."""
     message = messages.channel_test(team_name=channel.team.name, actor_name=actor.get_username())
@@ -217,17 +227,24 @@ def notify_revocation(key: GatewayKey, *, actor) -> None:
     """The team hears a key was revoked; each holder hears which key takes its place, or to ask for a new one.
 
     Every holder is told, whether they downloaded, use a live device or never set it up: the key is gone for all of
-    them. A deactivated account is not (its delivery would be cancelled). One query for the holders and their
-    replacements (replacement_columns), then a notification per holder, as notify_rotation makes."""
+    them. A deactivated account is not (its delivery would be cancelled), nor the admin who revoked a key they hold
+    themselves (they did it; the team's message says they held it, and counts them among `unreplaced` if so). One
+    query for the holders and their replacements (replacement_columns), then a notification per holder, as
+    notify_rotation makes. The mail is checked again when it is sent (alerts.delivery.revocation_as_now)."""
     holders = list(
         Assignment.objects.filter(key=key, user__is_active=True)
         .annotate(**replacement_columns())
         .select_related("user", "key__team", "key__gateway")
     )
+    actor_id = actor.pk if actor else None
     told = without_address = unreplaced = 0
+    actor_held = False
     for assignment in holders:
         replacement = assignment.replaced_by()  # read from the annotation: no query
         unreplaced += replacement is None
+        if actor_id is not None and assignment.user_id == actor_id:
+            actor_held = True
+            continue
         if not assignment.user.email:
             without_address += 1  # My set-up tells them; a notification no one receives is not made
             continue
@@ -242,6 +259,7 @@ def notify_revocation(key: GatewayKey, *, actor) -> None:
         without_address=without_address,
         unreplaced=unreplaced,
         static_copies=devices.copies_out(key),
+        actor_held=actor_held,
     )
     notify_team(key.team, message, key=key)
 
