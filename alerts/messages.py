@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from alerts.models import EventKind, Notification
 from gateways.devices import developers_holding
-from gateways.models import HOLDER_NOTICES, Assignment, GatewayKey, KeyState, Replacement, Verdict
+from gateways.models import Assignment, GatewayKey, Replacement, Verdict, revoked_notice
 from portal.http import public_url
 from portal.times import in_portal_zone, written_time
 
@@ -211,14 +211,6 @@ def key_revoked(
             "static_copies": static_copies,
         },
     )
-
-
-def revoked_notice(key: GatewayKey, replacement: Replacement | None) -> str:
-    """What My set-up tells the holder of the revoked `key` (Assignment.notice), in the same words."""
-    if replacement is None:
-        return HOLDER_NOTICES[KeyState.REVOKED].format(key=key)
-    kind = "replaced" if replacement.elsewhere is None else "replaced_elsewhere"
-    return HOLDER_NOTICES[kind].format(key=key, replacement=replacement)
 
 
 def revoked_for_holder(assignment: Assignment, *, replacement: Replacement | None) -> Message:

@@ -669,10 +669,9 @@ class Assignment(models.Model):
     def notice(self, *, soon: timedelta) -> tuple[str, str] | None:
         """What the holder must know about this key, as (kind, sentence): the first of HOLDER_NOTICES that applies."""
         key = self.key
-        if key.state == KeyState.REVOKED and (replacement := self.replaced_by()):
-            kind = "replaced" if replacement.elsewhere is None else "replaced_elsewhere"
-            return key.state, HOLDER_NOTICES[kind].format(key=key, replacement=replacement)
-        if key.state in (KeyState.REVOKED, KeyState.DISABLED, KeyState.EXPIRED):
+        if key.state == KeyState.REVOKED:
+            return key.state, revoked_notice(key, self.replaced_by())
+        if key.state in (KeyState.DISABLED, KeyState.EXPIRED):
             return key.state, HOLDER_NOTICES[key.state].format(key=key)
         # Before rotated and changed: while the gateway refuses the key, a new download cannot help.
         if since := self.key_refused_since():
@@ -692,13 +691,6 @@ class Assignment(models.Model):
 # What a developer is told on My set-up about a key they hold, by what happened to it.
 HOLDER_NOTICES = {
     KeyState.REVOKED: "The key {key.label} was revoked: it no longer works. Ask your team admin for a new one.",
-    # Revoked, and the holder has a usable key of the same team and gateway (replacements), assigned before or after.
-    "replaced": "The key {key.label} was revoked: it no longer works. Your team admin has given you the key "
-    "{replacement.label} for the same gateway: use that one.",
-    # Revoked, and the holder's usable key of the same team is for another gateway: maybe a move, maybe not.
-    "replaced_elsewhere": "The key {key.label} was revoked: it no longer works. You also hold the key "
-    "{replacement.label} of the same team, for another gateway ({replacement.elsewhere}), which needs a set-up of "
-    "its own: if it takes this one's place, set that one up; if not, ask your team admin for a new key.",
     KeyState.DISABLED: "The key {key.label} is disabled by your team admin: it does not work for now.",
     KeyState.EXPIRED: "The key {key.label} has expired: it no longer works. Ask your team admin to renew it.",
     "failing": "Since {when}, the gateway refuses the key {key.label}: the portal's checks find it refused there "
@@ -716,6 +708,31 @@ HOLDER_NOTICES = {
     "command again on that device (make one with Install on a new device below); My devices marks which device.",
     "expiring": "The key {key.label} expires on {when}. Ask your team admin to renew it in time.",
 }
+
+
+# What a revoked key's holder is told to do when they hold another usable key of the team (replacement_for): after
+# My set-up's "The key X was revoked: it no longer works." and the revoked card's "This key was revoked, so ...".
+REPLACEMENT_ADVICE = {
+    # A key of the same team and gateway, assigned before or after the revocation.
+    "same_gateway": "Your team admin has given you the key {replacement.label} for the same gateway: use that one.",
+    # A key of the same team for another gateway: maybe a move, maybe not.
+    "elsewhere": "You also hold the key {replacement.label} of the same team, for another gateway "
+    "({replacement.elsewhere}), which needs a set-up of its own: if it takes this one's place, set that one up; if "
+    "not, ask your team admin for a new key.",
+}
+
+
+def replacement_advice(replacement: Replacement) -> str:
+    """What the holder of a revoked key should do with the key they hold in its place (REPLACEMENT_ADVICE)."""
+    kind = "same_gateway" if replacement.elsewhere is None else "elsewhere"
+    return REPLACEMENT_ADVICE[kind].format(replacement=replacement)
+
+
+def revoked_notice(key: GatewayKey, replacement: Replacement | None) -> str:
+    """What My set-up tells the holder of the revoked `key`, and the mail telling them of the revocation."""
+    if replacement is None:
+        return HOLDER_NOTICES[KeyState.REVOKED].format(key=key)
+    return f"The key {key.label} was revoked: it no longer works. {replacement_advice(replacement)}"
 
 
 # An install link lives this long and works once.

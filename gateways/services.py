@@ -21,6 +21,7 @@ from gateways.models import (
     Assignment,
     Gateway,
     GatewayKey,
+    replacement_advice,
 )
 from gateways.rules import RuleError
 from portal import audit, stamps
@@ -517,14 +518,7 @@ def state_advice(assignment: Assignment) -> str:
     replacement = assignment.replaced_by() if key.revoked_at else None
     if replacement is None:
         return KEY_STATE_ADVICE[key.state]
-    said = "This key was revoked, so it yields no configuration. "
-    if replacement.elsewhere is None:
-        return said + f"Your team admin has given you the key {replacement.label} for the same gateway: use that one."
-    return said + (
-        f"You also hold the key {replacement.label} of the same team, for another gateway ({replacement.elsewhere}), "
-        "which needs a set-up of its own: if it takes this one's place, set that one up; if not, ask your team "
-        "admin for a new key."
-    )
+    return f"This key was revoked, so it yields no configuration. {replacement_advice(replacement)}"
 
 
 @sensitive_variables("secret")
